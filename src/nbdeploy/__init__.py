@@ -1,0 +1,95 @@
+"""nbdeploy: register, validate, serve and monitor models from a Jupyter notebook.
+
+The plain-Python API is the core; ``%load_ext nbdeploy`` adds the ``%deploy`` magic over it.
+
+>>> import nbdeploy
+>>> mv = nbdeploy.register(model, name="cancer", X=X_train, y=y_train)   # doctest: +SKIP
+>>> nbdeploy.promote("cancer/1", alias="champion")                       # doctest: +SKIP
+
+Importing this package (and loading the extension) imports neither MLflow, pandas nor
+scikit-learn: the public names below are loaded on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from nbdeploy._version import __version__
+from nbdeploy.errors import (
+    AliasNotFoundError,
+    InvalidInputError,
+    InvalidReferenceError,
+    ModelNotFoundError,
+    NbdeployError,
+    NotFoundError,
+    TrackingError,
+    VersionNotFoundError,
+)
+
+if TYPE_CHECKING:
+    from nbdeploy.config import configure
+    from nbdeploy.refs import ModelRef, parse_ref
+    from nbdeploy.registry import models, promote, register, resolve
+    from nbdeploy.versions import ModelList, ModelVersion
+
+__all__ = [
+    "AliasNotFoundError",
+    "InvalidInputError",
+    "InvalidReferenceError",
+    "ModelList",
+    "ModelNotFoundError",
+    "ModelRef",
+    "ModelVersion",
+    "NbdeployError",
+    "NotFoundError",
+    "TrackingError",
+    "VersionNotFoundError",
+    "__version__",
+    "configure",
+    "load_ipython_extension",
+    "models",
+    "parse_ref",
+    "promote",
+    "register",
+    "resolve",
+    "unload_ipython_extension",
+]
+
+_LAZY = {
+    "configure": "nbdeploy.config",
+    "ModelRef": "nbdeploy.refs",
+    "parse_ref": "nbdeploy.refs",
+    "register": "nbdeploy.registry",
+    "promote": "nbdeploy.registry",
+    "models": "nbdeploy.registry",
+    "resolve": "nbdeploy.registry",
+    "ModelList": "nbdeploy.versions",
+    "ModelVersion": "nbdeploy.versions",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nbdeploy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Called by ``%load_ext nbdeploy``: registers the ``%deploy`` magic."""
+    from nbdeploy.magics import DeployMagics
+
+    ipython.register_magics(DeployMagics)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Called by ``%unload_ext nbdeploy``."""
+    ipython.magics_manager.registry.pop("DeployMagics", None)
+    ipython.magics_manager.magics["line"].pop("deploy", None)

@@ -1,0 +1,78 @@
+"""Where nbdeploy keeps its state: the MLflow tracking store and the deployments folder.
+
+Resolution order for the tracking store: an explicit setting (``%config
+DeployMagics.tracking_uri`` or :func:`configure`), then ``MLFLOW_TRACKING_URI``, then an
+embedded SQLite store ``mlflow.db`` in the working directory. For SQLite stores artifacts
+go to one folder beside the database, ``mlartifacts/``, never to a scattered ``./mlruns``.
+
+>>> configure(tracking_uri="sqlite:////tmp/demo/mlflow.db")
+>>> artifact_root("sqlite:////tmp/demo/mlflow.db")
+'file:///tmp/demo/mlartifacts'
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+__all__ = ["artifact_root", "configure", "experiment_name", "home", "settings", "tracking_uri"]
+
+DEFAULT_EXPERIMENT = "nbdeploy"
+
+
+@dataclass
+class Settings:
+    """Values set from code or ``%config``; ``None`` means "use the environment"."""
+
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    home: str | None = None
+
+
+settings = Settings()
+
+
+def configure(
+    *, tracking_uri: str | None = None, experiment: str | None = None, home: str | None = None
+) -> None:
+    """Override the tracking URI, experiment name or deployments folder for this process."""
+    settings.tracking_uri = tracking_uri or None
+    settings.experiment = experiment or None
+    settings.home = home or None
+
+
+def tracking_uri() -> str:
+    """The tracking URI in force now."""
+    uri = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return "sqlite:///" + str(Path.cwd() / "mlflow.db")
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifact location for experiments nbdeploy creates, or ``None`` to let the server pick.
+
+    A SQLite store keeps its artifacts in ``mlartifacts/`` beside the database file; a
+    tracking server (``http://``) decides for itself (its ``--artifacts-destination``).
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        db = uri[len("sqlite:///") :]
+        if not db or db == ":memory:":
+            return None
+        return (Path(db).resolve().parent / "mlartifacts").as_uri()
+    if parsed.scheme in ("", "file"):
+        return None
+    return None
+
+
+def experiment_name() -> str:
+    """Experiment that holds the runs nbdeploy creates."""
+    return settings.experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+
+
+def home() -> Path:
+    """Folder that holds one sub-folder per deployment (``NBDEPLOY_HOME``, else ``.nbdeploy``)."""
+    return Path(settings.home or os.environ.get("NBDEPLOY_HOME") or Path.cwd() / ".nbdeploy")
