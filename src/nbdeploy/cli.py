@@ -1,8 +1,8 @@
 """``nbdeploy`` on the command line, mirroring the magics for terminals and CI.
 
-    $ nbdeploy models
-    $ nbdeploy models cancer
-    $ nbdeploy promote cancer/2 --alias champion
+$ nbdeploy models
+$ nbdeploy models cancer
+$ nbdeploy promote cancer/2 --alias champion
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nbdeploy", description="Register, validate and serve models.")
     parser.add_argument("--version", action="version", version=f"nbdeploy {__version__}")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)"
+    )
     subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     models = subs.add_parser("models", help="list registered models, or the versions of one")

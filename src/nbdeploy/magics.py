@@ -55,7 +55,9 @@ class DeployMagics(Magics):
         "", config=True, help="MLflow tracking URI; empty means MLFLOW_TRACKING_URI, else ./mlflow.db."
     )
     experiment = Unicode("", config=True, help="MLflow experiment for nbdeploy's runs (default 'nbdeploy').")
-    home = Unicode("", config=True, help="Folder for deployment state; empty means NBDEPLOY_HOME, else ./.nbdeploy.")
+    home = Unicode(
+        "", config=True, help="Folder for deployment state; empty means NBDEPLOY_HOME, else ./.nbdeploy."
+    )
 
     @line_magic
     def deploy(self, line: str) -> Any:
@@ -71,7 +73,9 @@ class DeployMagics(Magics):
         if sub not in SUBCOMMANDS:
             close = difflib.get_close_matches(sub, SUBCOMMANDS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UsageError(f"Unknown subcommand {sub!r}{hint}; valid subcommands: {', '.join(SUBCOMMANDS)}.")
+            raise UsageError(
+                f"Unknown subcommand {sub!r}{hint}; valid subcommands: {', '.join(SUBCOMMANDS)}."
+            )
         parser = _Parser(prog=f"%deploy {sub}", description=SUBCOMMANDS[sub])
         getattr(self, f"_args_{sub}")(parser)
         try:
@@ -89,23 +93,33 @@ class DeployMagics(Magics):
     @staticmethod
     def _overview() -> str:
         width = max(map(len, SUBCOMMANDS))
-        lines = ["Usage: %deploy SUBCOMMAND [options]   (%deploy SUBCOMMAND --help for its options)", "", "Subcommands:"]
+        lines = [
+            "Usage: %deploy SUBCOMMAND [options]   (%deploy SUBCOMMAND --help for its options)",
+            "",
+            "Subcommands:",
+        ]
         lines += [f"  {name:<{width}}  {text}" for name, text in SUBCOMMANDS.items()]
         return "\n".join(lines)
 
     # helpers ---------------------------------------------------------------------------
+
+    @property
+    def _shell(self) -> Any:
+        if self.shell is None:
+            raise UsageError("%deploy needs a running IPython shell.")
+        return self.shell
 
     def _eval(self, expr: str | None, option: str) -> Any:
         """Evaluate a Python expression in the notebook's namespace."""
         if expr is None:
             return None
         try:
-            return eval(expr, self.shell.user_global_ns, self.shell.user_ns)  # noqa: S307 - user's own code
+            return eval(expr, self._shell.user_global_ns, self._shell.user_ns)
         except Exception as exc:
             raise UsageError(f"Could not evaluate {option} {expr!r}: {type(exc).__name__}: {exc}.") from None
 
     def _notebook_path(self) -> str | None:
-        ns = self.shell.user_ns
+        ns = self._shell.user_ns
         return ns.get("__session__") or ns.get("__vsc_ipynb_file__") or os.environ.get("JPY_SESSION_NAME")
 
     @staticmethod
@@ -114,7 +128,9 @@ class DeployMagics(Magics):
         for item in raw or []:
             key, sep, value = item.partition("=")
             if not sep or not key.strip():
-                raise UsageError(f"Malformed --tag {item!r}: expected KEY=VALUE, for example --tag team=fraud.")
+                raise UsageError(
+                    f"Malformed --tag {item!r}: expected KEY=VALUE, for example --tag team=fraud."
+                )
             tags[key.strip()] = value
         return tags
 
@@ -137,8 +153,14 @@ class DeployMagics(Magics):
         X = self._eval(args.data, "--data")
         y = self._eval(args.target, "--target")
         return register(
-            model, args.name, X, y, alias=args.alias, tags=tags,
-            description=args.description, source=self._notebook_path(),
+            model,
+            args.name,
+            X,
+            y,
+            alias=args.alias,
+            tags=tags,
+            description=args.description,
+            source=self._notebook_path(),
         )
 
     # promote / models ------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -63,11 +64,26 @@ def client() -> MlflowClient:
 
 @contextlib.contextmanager
 def _using_tracking_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API (``log_model``) at ``uri`` and restore it afterwards."""
+    """Point MLflow's fluent API (``log_model``) at ``uri`` and restore it afterwards.
+
+    MLflow's own ``_use_tracking_uri`` restores by calling ``set_tracking_uri(None)``, which
+    deletes ``MLFLOW_TRACKING_URI`` from the environment; this restores both as they were.
+    """
+    import os
+
+    import mlflow
     from mlflow.tracking._tracking_service import utils
 
-    with utils._use_tracking_uri(uri):
+    saved_global, saved_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
         yield
+    finally:
+        utils._tracking_uri = saved_global
+        if saved_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
 
 def _experiment_id(c: MlflowClient) -> str:
@@ -160,7 +176,11 @@ def register(
     if X is not None:
         head = X.iloc[:SIGNATURE_ROWS] if hasattr(X, "iloc") else X[:SIGNATURE_ROWS]
         try:
-            signature = infer_signature(head, model.predict(head))
+            with warnings.catch_warnings():
+                # MLflow's hint about integer columns fires for every integer prediction
+                # (class labels), which can never be missing.
+                warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+                signature = infer_signature(head, model.predict(head))
         except Exception as exc:
             raise InvalidInputError(
                 f"The model cannot predict on the data ({type(exc).__name__}: {exc})."
@@ -173,7 +193,7 @@ def register(
     c = client()
     uri = tracking_uri()
     version_tags = {
-        **lineage_tags(source=source, data_fingerprint=profile and profile["fingerprint"]),
+        **lineage_tags(source=source, data_fingerprint=profile["fingerprint"] if profile else None),
         "nbdeploy.task": detect_task(model),
         **user_tags,
     }
@@ -198,7 +218,12 @@ def register(
                 mlflow.log_metrics({f"training_{k}": v for k, v in metrics.items()})
         _ensure_registered_model(c, name)
         mv = c.create_model_version(
-            name, info.model_uri, run_id=run_id, tags=version_tags, description=description
+            name,
+            info.model_uri,
+            run_id=run_id,
+            tags=version_tags,
+            description=description,
+            model_id=info.model_id,
         )
         if alias:
             c.set_registered_model_alias(name, alias, mv.version)
@@ -272,8 +297,7 @@ def resolve(ref: str | ModelRef) -> ModelVersion:
         number = versions[-1] if r.version is None else r.version
         if number not in versions:
             raise VersionNotFoundError(
-                f"Model {r.name!r} has no version {number}; its versions are "
-                f"{', '.join(map(str, versions))}."
+                f"Model {r.name!r} has no version {number}; its versions are {', '.join(map(str, versions))}."
             )
     return _version(c, r.name, number)
 
@@ -285,7 +309,7 @@ def _version(c: MlflowClient, name: str, number: int) -> ModelVersion:
     mv = c.get_model_version(name, str(number))
     uri = tracking_uri()
     with _using_tracking_uri(uri):
-        signature = get_model_info(mv.source).signature
+        signature = get_model_info(mv.source or f"models:/{name}/{number}").signature
     metrics = c.get_run(mv.run_id).data.metrics if mv.run_id else {}
     return ModelVersion.from_mlflow(
         mv,

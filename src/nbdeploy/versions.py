@@ -25,8 +25,8 @@ def _columns(spec: list[dict[str, Any]] | None) -> list[tuple[str, str]]:
         name = col.get("name") or ("prediction" if i == 0 else f"[{i}]")
         kind = str(col.get("type", ""))
         if "tensor-spec" in col:
-            spec = col["tensor-spec"]
-            kind = f"tensor {spec.get('dtype', '')} {tuple(spec.get('shape', ()))}"
+            tensor = col["tensor-spec"]
+            kind = f"tensor {tensor.get('dtype', '')} {tuple(tensor.get('shape', ()))}"
         out.append((str(name), kind))
     return out
 
@@ -105,7 +105,9 @@ class ModelVersion:
         lines.append(f"  signature:  {self._signature_text()}")
         lines.append(f"  source:     {self.source}")
         if self.metrics:
-            lines.append("  metrics:    " + "  ".join(f"{k}={v:.4g}" for k, v in sorted(self.metrics.items())))
+            lines.append(
+                "  metrics:    " + "  ".join(f"{k}={v:.4g}" for k, v in sorted(self.metrics.items()))
+            )
         if self.ui_url:
             lines.append(f"  ui:         {self.ui_url}")
         return "\n".join(lines)
@@ -130,12 +132,19 @@ class ModelVersion:
             else "<p class='nbd-muted'>No signature: registered without data.</p>"
         )
         metrics = (
-            "<h4>Metrics</h4>" + table(["metric", "value"], [(k, f"{v:.4g}") for k, v in sorted(self.metrics.items())])
+            "<h4>Metrics</h4>"
+            + table(["metric", "value"], [(k, f"{v:.4g}") for k, v in sorted(self.metrics.items())])
             if self.metrics
             else ""
         )
         tags = "<h4>Tags</h4>" + table(["tag", "value"], sorted(self.tags.items())) if self.tags else ""
-        return card(f"{esc(self.name)} <span class='nbd-muted'>version {self.version}</span> {badges}", facts, sig, metrics, tags)
+        return card(
+            f"{esc(self.name)} <span class='nbd-muted'>version {self.version}</span> {badges}",
+            facts,
+            sig,
+            metrics,
+            tags,
+        )
 
 
 @dataclass
@@ -162,9 +171,16 @@ class ModelList:
             by_version.setdefault(int(number), []).append(f"@{alias}")
         rows = []
         for mv in sorted(versions, key=lambda v: -int(v.version)):
-            tags = ", ".join(f"{k}={v}" for k, v in sorted((mv.tags or {}).items()) if not k.startswith("mlflow."))
+            tags = ", ".join(
+                f"{k}={v}" for k, v in sorted((mv.tags or {}).items()) if not k.startswith("mlflow.")
+            )
             rows.append(
-                [str(mv.version), " ".join(sorted(by_version.get(int(mv.version), []))), _when(mv.creation_timestamp), tags]
+                [
+                    str(mv.version),
+                    " ".join(sorted(by_version.get(int(mv.version), []))),
+                    _when(mv.creation_timestamp),
+                    tags,
+                ]
             )
         return cls(f"Versions of {name}", ["version", "aliases", "created", "tags"], rows)
 

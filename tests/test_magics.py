@@ -1,0 +1,101 @@
+"""The %deploy magic through a real IPython InteractiveShell."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+
+
+def usage_error(ip: Any, line: str) -> str:
+    with pytest.raises(UsageError) as err:
+        ip.run_line_magic("deploy", line)
+    assert type(err.value) is UsageError  # a subclass would be shown with a traceback
+    return str(err.value)
+
+
+def test_overview_and_subcommand_help(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    for line in ["", "--help"]:
+        assert ip.run_line_magic("deploy", line) is None
+        out = capsys.readouterr().out
+        assert out.startswith("Usage: %deploy SUBCOMMAND [options]")
+        for sub in ("register", "promote", "models"):
+            assert f"\n  {sub} " in out
+    ip.run_line_magic("deploy", "register --help")
+    out = capsys.readouterr().out
+    assert out.startswith("usage: %deploy register")
+    for option in ("--name", "--data", "--target", "--alias", "--tag", "--description"):
+        assert option in out
+
+
+def test_register_promote_models_flow(ip: Any, name: str) -> None:
+    mv = ip.run_line_magic(
+        "deploy",
+        f"register model --name {name} --data X_train --target y_train --tag team=ml --tag 'owner=Ada L' "
+        "--description 'forest v1'",
+    )
+    assert (mv.name, mv.version) == (name, 1)
+    assert mv.tags["team"] == "ml" and mv.tags["owner"] == "Ada L"
+    assert mv.description == "forest v1"
+    ip.run_line_magic("deploy", f"register model --name {name} --data 'X_train.iloc[:100]' --alias candidate")
+    promoted = ip.run_line_magic("deploy", f"promote {name}@candidate")
+    assert promoted.version == 2 and promoted.aliases == ["candidate", "champion"]
+    listing = ip.run_line_magic("deploy", f"models {name}")
+    assert [row[:2] for row in listing.rows] == [["2", "@candidate @champion"], ["1", ""]]
+    assert name in repr(ip.run_line_magic("deploy", "models"))
+
+
+def test_config_trait_sets_tracking_uri(ip: Any, name: str, tmp_path: Any) -> None:
+    uri = f"sqlite:///{tmp_path}/other.db"
+    ip.run_line_magic("config", f"DeployMagics.tracking_uri = {uri!r}")
+    try:
+        ip.run_line_magic("deploy", f"register model --name {name} --data X_train")
+        assert (tmp_path / "other.db").exists() and (tmp_path / "mlartifacts").is_dir()
+    finally:
+        ip.run_line_magic("config", "DeployMagics.tracking_uri = ''")
+
+
+def test_exact_usage_errors(ip: Any, name: str) -> None:
+    ip.user_ns["unfitted"] = __import__("sklearn.linear_model").linear_model.LogisticRegression()
+    ip.run_line_magic("deploy", f"register model --name {name} --data X_train --alias champion")
+    cases = {
+        "regster model": "Unknown subcommand 'regster' (did you mean 'register'?); "
+        "valid subcommands: register, promote, models.",
+        "frobnicate": "Unknown subcommand 'frobnicate'; valid subcommands: register, promote, models.",
+        f"register modl --name {name}": "Could not evaluate MODEL 'modl': "
+        "NameError: name 'modl' is not defined.",
+        f"register model --name {name} --data 'X_train[[' ": "Could not evaluate --data 'X_train[[': "
+        "SyntaxError: '[' was never closed (<string>, line 1).",
+        f"register 'X_train' --name {name}": "The model is of type DataFrame, not a scikit-learn estimator "
+        "with a predict method.",
+        f"register unfitted --name {name}": "The model LogisticRegression is not fitted yet: "
+        "call .fit(X, y) before registering it.",
+        f"register model --name {name} --data X_train --target y_test": "The data has 426 rows but the "
+        "target has 143; they must have the same number of rows.",
+        "register model --name 'bad name'": "Invalid model name 'bad name': use letters, digits, '_', '-' "
+        "and '.', starting with a letter or digit (at most 128 characters).",
+        f"register model --name {name} --tag team": "Malformed --tag 'team': expected KEY=VALUE, "
+        "for example --tag team=fraud.",
+        "register model": "%deploy register: the following arguments are required: --name.",
+        f"promote {name}/5": f"Model {name!r} has no version 5; its versions are 1.",
+        f"promote {name}@prod": f"Model {name!r} has no alias 'prod'; its aliases are @champion (version 1).",
+        f"promote {name}/x": f"Invalid model reference '{name}/x': expected NAME, NAME/VERSION, NAME@ALIAS, "
+        "models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH.",
+        "register model --name x 'unclosed": "Could not split the arguments of %deploy: "
+        "No closing quotation.",
+    }
+    for line, message in cases.items():
+        assert usage_error(ip, line) == message, line
+    assert usage_error(ip, "promote ghost-model").startswith(
+        "No registered model is named 'ghost-model'; registered models: "
+    )
+
+
+def test_nothing_was_registered_by_failed_calls(ip: Any, name: str) -> None:
+    usage_error(ip, f"register model --name {name} --data X_train --target y_test")
+    assert (
+        usage_error(ip, f"models {name}")
+        == f"No registered model is named {name!r}; "
+        + usage_error(ip, "promote ghost-model").split("; ", 1)[1]
+    )
