@@ -1,8 +1,10 @@
 """``nbdeploy`` on the command line, mirroring the magics for terminals and CI.
 
-$ nbdeploy models
 $ nbdeploy models cancer
 $ nbdeploy promote cancer/2 --alias champion
+$ nbdeploy serve cancer@champion --port 5050
+$ nbdeploy list
+$ nbdeploy stop --all
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from nbdeploy._version import __version__
 from nbdeploy.errors import NbdeployError
@@ -23,36 +26,88 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)"
     )
+    parser.add_argument("--home", help="deployments folder (default: NBDEPLOY_HOME or ./.nbdeploy)")
     subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     models = subs.add_parser("models", help="list registered models, or the versions of one")
     models.add_argument("name", nargs="?", metavar="NAME")
-
     promote = subs.add_parser("promote", help="point an alias at a model version")
     promote.add_argument("ref", metavar="REF")
     promote.add_argument("--alias", default="champion")
+
+    serve = subs.add_parser("serve", help="start a local server for a model version")
+    serve.add_argument("ref", metavar="REF")
+    serve.add_argument("--name")
+    serve.add_argument("--port", type=int, default=0)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--token")
+    serve.add_argument("--max-batch", type=int, default=1024)
+    serve.add_argument("--max-wait-ms", type=float, default=2.0)
+    subs.add_parser("list", help="list deployments and their state")
+    for name, text in (("status", "show a deployment"), ("rollback", "serve the previous version again")):
+        subs.add_parser(name, help=text).add_argument("name", metavar="NAME")
+    logs = subs.add_parser("logs", help="print a deployment's server log")
+    logs.add_argument("name", metavar="NAME")
+    logs.add_argument("-n", "--lines", type=int, default=50)
+    update = subs.add_parser("update", help="swap the served version in place")
+    update.add_argument("name", metavar="NAME")
+    update.add_argument("ref", metavar="REF")
+    stop = subs.add_parser("stop", help="stop a deployment, or --all")
+    stop.add_argument("name", metavar="NAME", nargs="?")
+    stop.add_argument("--all", action="store_true")
     return parser
+
+
+def _run(args: argparse.Namespace) -> Any:
+    from nbdeploy import deployments as d
+    from nbdeploy import registry
+
+    match args.command:
+        case "models":
+            return registry.models(args.name)
+        case "promote":
+            return registry.promote(args.ref, alias=args.alias)
+        case "serve":
+            dep = d.serve(
+                args.ref, name=args.name, port=args.port, host=args.host, token=args.token,
+                max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+            )  # fmt: skip
+            if dep.spec["require_token"] and not args.token:
+                print(f"Bearer token (shown once; kept in {dep.path / 'token'}): {dep.token}")
+            return dep.status()
+        case "list":
+            return d.deployments()
+        case "status":
+            return d.get(args.name).status()
+        case "logs":
+            return d.get(args.name).logs(args.lines)
+        case "update":
+            return d.get(args.name).update(args.ref).status()
+        case "rollback":
+            return d.get(args.name).rollback().status()
+        case "stop":
+            if args.all == bool(args.name):
+                raise SystemExit("nbdeploy: error: give either a deployment NAME or --all")
+            if args.all:
+                names = d.stop_all()
+                return f"Stopped {', '.join(names)}." if names else "No deployment was running."
+            d.get(args.name).stop()
+            return f"Stopped {args.name}."
+    raise AssertionError(args.command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nbdeploy`` console script; returns the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     from nbdeploy.config import configure
 
-    configure(tracking_uri=args.tracking_uri)
+    configure(tracking_uri=args.tracking_uri, home=args.home)
     try:
-        if args.command == "models":
-            from nbdeploy.registry import models
-
-            print(repr(models(args.name)))
-        elif args.command == "promote":
-            from nbdeploy.registry import promote
-
-            print(repr(promote(args.ref, alias=args.alias)))
+        result = _run(args)
     except NbdeployError as exc:
         print(f"nbdeploy: error: {exc}", file=sys.stderr)
         return 1
+    print(result if isinstance(result, str) else repr(result))
     return 0
 
 

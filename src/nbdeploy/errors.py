@@ -17,6 +17,8 @@ from __future__ import annotations
 
 __all__ = [
     "AliasNotFoundError",
+    "DeploymentError",
+    "DeploymentNotFoundError",
     "InvalidInputError",
     "InvalidReferenceError",
     "ModelNotFoundError",
@@ -57,3 +59,11 @@ class AliasNotFoundError(NotFoundError):
 
 class TrackingError(NbdeployError):
     """The MLflow tracking store could not be reached or used."""
+
+
+class DeploymentError(NbdeployError):
+    """A serving process could not be started, reached, updated or stopped."""
+
+
+class DeploymentNotFoundError(NotFoundError):
+    """No deployment has this name."""

@@ -20,6 +20,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from traitlets import Unicode
 
+from nbdeploy._serve_magics import SERVE_SUBCOMMANDS, ServeCommands
 from nbdeploy.errors import NbdeployError
 
 __all__ = ["DeployMagics"]
@@ -28,6 +29,7 @@ SUBCOMMANDS = {
     "register": "Log a fitted model to MLflow and register a new version of it.",
     "promote": "Point an alias (default: champion) at a model version.",
     "models": "List registered models, or the versions of one model.",
+    **SERVE_SUBCOMMANDS,
 }
 
 
@@ -48,7 +50,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 @magics_class
-class DeployMagics(Magics):
+class DeployMagics(ServeCommands, Magics):
     """``%deploy SUBCOMMAND ...``; run ``%deploy`` alone for the list of subcommands."""
 
     tracking_uri = Unicode(

@@ -358,3 +358,18 @@ def load_profile(mv: ModelVersion) -> dict[str, Any] | None:
         path = client().download_artifacts(mv.run_id, PROFILE_PATH, tmp)
         data: dict[str, Any] = json.loads(Path(path).read_text())
         return data
+
+
+def download_model(uri: str, dst: str | Path) -> Path:
+    """Copy the MLflow model at ``uri`` (``models:/…``, ``runs:/…``) into the folder ``dst``.
+
+    Serving processes load from this local copy, so they need neither MLflow nor the
+    tracking store to start.
+    """
+    import mlflow.artifacts
+
+    target = Path(dst)
+    target.mkdir(parents=True, exist_ok=True)
+    with _using_tracking_uri(tracking_uri()):
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target))
+    return Path(local)

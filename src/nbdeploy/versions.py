@@ -10,7 +10,7 @@ from typing import Any
 
 from nbdeploy._html import card, esc, kv_table, table
 
-__all__ = ["ModelList", "ModelVersion"]
+__all__ = ["Listing", "ModelList", "ModelVersion"]
 
 
 def _when(millis: int | None) -> str:
@@ -148,12 +148,31 @@ class ModelVersion:
 
 
 @dataclass
-class ModelList:
-    """A listing of registered models, or of the versions of one model."""
+class Listing:
+    """A titled table with aligned ``text/plain`` and an HTML table."""
 
     title: str
     header: list[str]
     rows: list[list[str]]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        if not self.rows:
+            return f"{self.title}: none"
+        shown = [[c if len(c) <= 60 else c[:57] + "..." for c in row] for row in self.rows]
+        widths = [max(len(h), *(len(r[i]) for r in shown)) for i, h in enumerate(self.header)]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        return "\n".join([self.title, *(fmt.format(*r).rstrip() for r in [self.header, *shown])])
+
+    def _repr_html_(self) -> str:
+        body = table(self.header, self.rows) if self.rows else "<p class='nbd-muted'>none</p>"
+        return card(esc(self.title), body)
+
+
+class ModelList(Listing):
+    """A listing of registered models, or of the versions of one model."""
 
     @classmethod
     def of_models(cls, registered: Iterable[Any]) -> ModelList:
@@ -183,18 +202,3 @@ class ModelList:
                 ]
             )
         return cls(f"Versions of {name}", ["version", "aliases", "created", "tags"], rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __repr__(self) -> str:
-        if not self.rows:
-            return f"{self.title}: none"
-        shown = [[c if len(c) <= 60 else c[:57] + "..." for c in row] for row in self.rows]
-        widths = [max(len(h), *(len(r[i]) for r in shown)) for i, h in enumerate(self.header)]
-        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-        return "\n".join([self.title, fmt.format(*self.header), *(fmt.format(*r) for r in shown)])
-
-    def _repr_html_(self) -> str:
-        body = table(self.header, self.rows) if self.rows else "<p class='nbd-muted'>none</p>"
-        return card(esc(self.title), body)

@@ -1,0 +1,56 @@
+"""Process bookkeeping for servers nbdeploy starts: liveness by identity, group stops."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+__all__ = ["alive", "children", "stop_group"]
+
+# Servers started by this process, kept so that their exit status is reaped (no zombies).
+children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def alive(pid: int | None, marker: str) -> bool:
+    """True if ``pid`` runs and its command line contains ``marker`` (so a reused pid is not ours)."""
+    if not pid:
+        return False
+    proc = children.get(pid)
+    if proc is not None and proc.poll() is not None:
+        return False
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.parent.parent.exists():  # Linux: check identity and zombie state
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return marker in args and state != "Z"
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def stop_group(pid: int, marker: str, timeout: float = 10.0) -> bool:
+    """SIGTERM the process group of ``pid``, wait, then SIGKILL; True if it had to be killed."""
+    killed = False
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        if not alive(pid, marker):
+            break
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+        killed = sig == signal.SIGKILL
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and alive(pid, marker):
+            time.sleep(0.02)
+    proc = children.pop(pid, None)
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(1)
+    return killed

@@ -1,0 +1,126 @@
+"""The serving subcommands of ``%deploy``, mixed into :class:`nbdeploy.magics.DeployMagics`.
+
+Each pair ``_args_<sub>`` / ``_do_<sub>`` declares arguments and calls one core function
+of :mod:`nbdeploy.deployments`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+SERVE_SUBCOMMANDS = {
+    "serve": "Start a local HTTP server (MLflow scoring protocol) for a model version.",
+    "list": "List deployments with their state.",
+    "status": "Show one deployment's state, address and the version it serves.",
+    "logs": "Print the last lines of a deployment's server log.",
+    "predict": "Send data to a deployment and return its predictions.",
+    "update": "Swap the version a deployment serves, without dropping a request.",
+    "rollback": "Go back to the version a deployment served before its last update.",
+    "stop": "Stop a deployment (or --all of them) and wait for its processes to end.",
+}
+
+
+class ServeCommands:
+    """Argument declarations and handlers for the serving subcommands."""
+
+    _eval: Callable[[str | None, str], Any]  # provided by DeployMagics
+
+    def _args_serve(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("ref", metavar="REF", help="NAME, NAME/VERSION, NAME@ALIAS, models:/... or runs:/...")
+        p.add_argument("--name", help="deployment name (default: the model's name)")
+        p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+        p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+        p.add_argument("--token", help="bearer token clients must send (required off loopback; generated)")
+        p.add_argument("--max-batch", type=int, default=1024, metavar="ROWS", help="rows per predict call")
+        p.add_argument("--max-wait-ms", type=float, default=2.0, metavar="MS", help="wait to fill a batch")
+        p.add_argument("--max-body-mb", type=float, default=16.0, metavar="MB", help="request body limit")
+        p.add_argument("--attach", action="store_true", help="stop the server when this kernel exits")
+
+    def _do_serve(self, args: argparse.Namespace) -> Any:
+        from nbdeploy.deployments import serve
+
+        dep = serve(
+            args.ref,
+            name=args.name,
+            port=args.port,
+            host=args.host,
+            token=args.token,
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            max_body_bytes=int(args.max_body_mb * (1 << 20)),
+            attach=args.attach,
+        )
+        if dep.spec["require_token"] and not args.token:
+            print(f"Bearer token (shown once; kept in {dep.path / 'token'}): {dep.token}")
+        return dep.status()
+
+    def _args_list(self, p: argparse.ArgumentParser) -> None:
+        pass
+
+    def _do_list(self, args: argparse.Namespace) -> Any:
+        from nbdeploy.deployments import deployments
+
+        return deployments()
+
+    def _args_status(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("name", metavar="NAME")
+
+    def _do_status(self, args: argparse.Namespace) -> Any:
+        from nbdeploy.deployments import get
+
+        return get(args.name).status()
+
+    def _args_logs(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("name", metavar="NAME")
+        p.add_argument("-n", "--lines", type=int, default=50, help="how many lines (default 50)")
+
+    def _do_logs(self, args: argparse.Namespace) -> Any:
+        from nbdeploy.deployments import get
+
+        print(get(args.name).logs(args.lines))
+        return None
+
+    def _args_predict(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("name", metavar="NAME")
+        p.add_argument("--data", metavar="X", required=True, help="expression for the rows to score")
+
+    def _do_predict(self, args: argparse.Namespace) -> Any:
+        from nbdeploy.deployments import get
+
+        dep = get(args.name)
+        return dep.predict(self._eval(args.data, "--data"))
+
+    def _args_update(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("name", metavar="NAME")
+        p.add_argument("ref", metavar="REF")
+
+    def _do_update(self, args: argparse.Namespace) -> Any:
+        from nbdeploy.deployments import get
+
+        return get(args.name).update(args.ref).status()
+
+    def _args_rollback(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("name", metavar="NAME")
+
+    def _do_rollback(self, args: argparse.Namespace) -> Any:
+        from nbdeploy.deployments import get
+
+        return get(args.name).rollback().status()
+
+    def _args_stop(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("name", metavar="NAME", nargs="?")
+        p.add_argument("--all", action="store_true", help="stop every deployment")
+
+    def _do_stop(self, args: argparse.Namespace) -> Any:
+        from nbdeploy.deployments import get, stop_all
+        from nbdeploy.errors import InvalidInputError
+
+        if args.all == bool(args.name):
+            raise InvalidInputError("Give either a deployment NAME or --all to %deploy stop.")
+        names = stop_all() if args.all else [args.name]
+        if not args.all:
+            get(args.name).stop()
+        print(f"Stopped {', '.join(names)}." if names else "No deployment was running.")
+        return None

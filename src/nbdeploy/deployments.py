@@ -1,0 +1,424 @@
+"""Start, find, adopt and stop serving processes; their state lives in one folder each.
+
+    NBDEPLOY_HOME/NAME/
+        spec.json      what to serve and how (history of served versions, for rollback)
+        token          bearer token, owner-only permissions
+        pid, port      written when the server starts; removed when it is stopped
+        server.log     the server's stdout and stderr
+        requests.jsonl one line per answered request (rotated by size)
+        models/vN/     local copy of each served model version
+
+>>> d = serve("cancer@champion")        # doctest: +SKIP
+>>> d.predict(X_test.head())            # doctest: +SKIP
+>>> d.stop()                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ipaddress
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nbdeploy import _procs, config
+from nbdeploy._html import card, esc, kv_table
+from nbdeploy.errors import DeploymentError, DeploymentNotFoundError, InvalidInputError
+from nbdeploy.refs import parse_ref, validate_name
+from nbdeploy.versions import Listing
+
+__all__ = ["Deployment", "deployments", "get", "serve", "stop_all"]
+
+MARKER = "nbdeploy.serving"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+@dataclass
+class Deployment:
+    """A serving process and its folder; any kernel or the CLI can adopt it by name."""
+
+    name: str
+    path: Path
+
+    # state on disk --------------------------------------------------------------------
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.path / "spec.json").read_text())
+        return data
+
+    @property
+    def pid(self) -> int | None:
+        text = _read(self.path / "pid")
+        return int(text) if text else None
+
+    @property
+    def port(self) -> int | None:
+        text = _read(self.path / "port")
+        return int(text) if text else None
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token (needed by clients when the server binds a non-loopback address)."""
+        return _read(self.path / "token")
+
+    @property
+    def url(self) -> str:
+        host = self.spec["host"]
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{self.port or self.spec['port']}"
+
+    @property
+    def current(self) -> dict[str, Any]:
+        """The history entry being served: ``ref``, ``version``, ``model_path``."""
+        entry: dict[str, Any] = self.spec["history"][-1]
+        return entry
+
+    def state(self) -> str:
+        """``running``, ``dead`` (its pid file names no live server) or ``stopped``."""
+        pid = self.pid
+        if pid is None:
+            return "stopped"
+        return "running" if _procs.alive(pid, str(self.path)) else "dead"
+
+    # talking to the server ------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        token = self.token
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _request(self, method: str, route: str, headers: dict[str, str] | None = None, **kw: Any) -> Any:
+        import httpx
+
+        if self.state() != "running":
+            raise DeploymentError(f"Deployment {self.name!r} is {self.state()}: serve it again to use it.")
+        try:
+            response = httpx.request(
+                method, self.url + route, headers={**self._headers(), **(headers or {})}, timeout=60, **kw
+            )
+        except httpx.HTTPError as exc:
+            raise DeploymentError(f"Deployment {self.name!r} did not answer at {self.url}: {exc}.") from None
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("message", response.text)
+            except ValueError:
+                message = response.text
+            raise DeploymentError(f"Deployment {self.name!r} answered {response.status_code}: {message}")
+        return response
+
+    def status(self) -> Status:
+        """State, address, version served and uptime (asked of the server when it runs)."""
+        info: dict[str, Any] = {}
+        state = self.state()
+        if state == "running":
+            with contextlib.suppress(DeploymentError):
+                info = self._request("GET", "/info").json()
+        cur = self.current
+        return Status(
+            name=self.name,
+            state=state,
+            url=self.url if state == "running" else "",
+            pid=self.pid,
+            ref=str(info.get("ref", cur["ref"])),
+            version=info.get("version", cur.get("version")),
+            uptime_s=info.get("uptime_s"),
+            folder=str(self.path),
+        )
+
+    def logs(self, n: int = 50) -> str:
+        """The last ``n`` lines of the server's log."""
+        try:
+            lines = (self.path / "server.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:]) if n > 0 else ""
+
+    def predict(self, X: Any) -> Any:
+        """Predictions for ``X`` (DataFrame or array) through the server's ``/invocations``."""
+        import numpy as np
+
+        from nbdeploy.profile import as_frame
+
+        import pandas as pd
+
+        frame = as_frame(X)
+        split = json.loads(frame.to_json(orient="split", index=False))
+        if not isinstance(X, (pd.DataFrame, pd.Series)):
+            del split["columns"]  # the server takes the signature's column order
+        body = json.dumps({"dataframe_split": split})
+        response = self._request(
+            "POST",
+            "/invocations",
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
+        return np.asarray(response.json()["predictions"])
+
+    def update(self, ref: str) -> Deployment:
+        """Serve another version in place (``/admin/reload``); no request is dropped."""
+        entry = _fetch(ref, self.path)
+        self._reload(entry)
+        spec = self.spec
+        spec["history"].append(entry)
+        _save_spec(self.path, spec)
+        return self
+
+    def rollback(self) -> Deployment:
+        """Go back to the version served before the last update."""
+        spec = self.spec
+        if len(spec["history"]) < 2:
+            raise DeploymentError(
+                f"Deployment {self.name!r} has served only one version: nothing to roll back to."
+            )
+        self._reload(spec["history"][-2])
+        spec["history"].pop()
+        _save_spec(self.path, spec)
+        return self
+
+    def _reload(self, entry: dict[str, Any]) -> None:
+        payload = {"path": entry["model_path"], "ref": entry["ref"], "version": entry.get("version")}
+        self._request("POST", "/admin/reload", json=payload)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server's whole process group and wait for it; the folder and logs stay."""
+        pid = self.pid
+        if pid is not None:
+            _procs.stop_group(pid, str(self.path), timeout)
+        for name in ("pid", "port"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / name).unlink()
+
+    def __repr__(self) -> str:
+        return repr(self.status())
+
+    def _repr_html_(self) -> str:
+        return self.status()._repr_html_()
+
+
+@dataclass
+class Status:
+    """A snapshot of one deployment."""
+
+    name: str
+    state: str
+    url: str
+    pid: int | None
+    ref: str
+    version: int | None
+    uptime_s: float | None
+    folder: str
+
+    def __repr__(self) -> str:
+        up = f", up {self.uptime_s:.0f} s" if self.uptime_s is not None else ""
+        where = f" at {self.url}" if self.url else ""
+        return f"Deployment {self.name}: {self.state}{where}, serving {self.ref} (version {self.version}){up}"
+
+    def _repr_html_(self) -> str:
+        css = {"running": "nbd-pass", "dead": "nbd-fail"}.get(self.state, "nbd-muted")
+        facts = kv_table(
+            [
+                ("state", f"<span class='{css}'>{esc(self.state)}</span>"),
+                ("url", f"<code>{esc(self.url or '-')}</code>"),
+                ("serving", f"{esc(self.ref)} (version {esc(self.version)})"),
+                ("pid", esc(self.pid or "-")),
+                ("uptime", esc(f"{self.uptime_s:.0f} s" if self.uptime_s is not None else "-")),
+                ("folder", f"<code>{esc(self.folder)}</code>"),
+            ]
+        )
+        return card(f"Deployment {esc(self.name)}", facts)
+
+
+def _save_spec(path: Path, spec: dict[str, Any]) -> None:
+    tmp = path / "spec.json.tmp"
+    tmp.write_text(json.dumps(spec, indent=2))
+    tmp.replace(path / "spec.json")
+
+
+def _fetch(ref: str, folder: Path) -> dict[str, Any]:
+    """Resolve ``ref`` and copy its model (and profile) into the deployment folder."""
+    from nbdeploy import registry
+
+    r = parse_ref(ref)
+    if r.run_id is not None:
+        uri, version, label = r.uri, None, str(r)
+        dst = folder / "models" / f"run-{r.run_id}"
+        profile = None
+    else:
+        mv = registry.resolve(r)
+        uri, version, label = mv.source or mv.uri, mv.version, f"{mv.name}/{mv.version}"
+        dst = folder / "models" / f"v{mv.version}"
+        profile = registry.load_profile(mv)
+    if not (dst / "model" / "MLmodel").exists():
+        registry.download_model(uri, dst / "model")
+    path = dst / "model"
+    if not (path / "MLmodel").exists():  # MLflow keeps the last path segment for runs:/ URIs
+        path = next(p.parent for p in dst.rglob("MLmodel"))
+    if profile is not None:
+        (dst / "profile.json").write_text(json.dumps(profile))
+    return {"ref": ref, "resolved": label, "version": version, "model_path": str(path), "at": time.time()}
+
+
+def _folder(name: str) -> Path:
+    return config.home() / name
+
+
+def serve(
+    ref: str,
+    *,
+    name: str | None = None,
+    port: int = 0,
+    host: str = "127.0.0.1",
+    token: str | None = None,
+    max_batch: int = 1024,
+    max_wait_ms: float = 2.0,
+    max_body_bytes: int = 16 << 20,
+    attach: bool = False,
+    timeout: float = 60.0,
+) -> Deployment:
+    """Start a server for ``ref`` in its own process and return when ``/health`` answers.
+
+    ``port=0`` picks a free port. A host other than loopback requires a bearer token
+    (generated when not given). With ``attach=True`` the server ends with this process.
+
+    >>> d = serve("cancer@champion", port=5050)   # doctest: +SKIP
+    """
+    r = parse_ref(ref)
+    name = validate_name(name or r.name or f"run-{r.run_id}")
+    if not 0 <= port <= 65535:
+        raise InvalidInputError(f"Invalid port {port}: use 1-65535, or 0 for a free port.")
+    if max_batch < 1 or max_wait_ms < 0 or max_body_bytes < 1:
+        raise InvalidInputError("max_batch and max_body_bytes must be positive and max_wait_ms not negative.")
+    folder = _folder(name)
+    existing = Deployment(name, folder)
+    if (folder / "spec.json").exists() and existing.state() == "running":
+        raise DeploymentError(
+            f"Deployment {name!r} is already running at {existing.url}: stop it first or choose another name."
+        )
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    entry = _fetch(ref, folder)
+    require_token = bool(token) or not _is_loopback(host)
+    _write_private(folder / "token", token or secrets.token_urlsafe(24))
+    spec = {
+        "name": name,
+        "host": host,
+        "port": port,
+        "require_token": require_token,
+        "max_batch": max_batch,
+        "max_wait_ms": max_wait_ms,
+        "max_body_bytes": max_body_bytes,
+        "attach_to": os.getpid() if attach else None,
+        "history": [entry],
+    }
+    _save_spec(folder, spec)
+    for stale in ("pid", "port"):
+        with contextlib.suppress(FileNotFoundError):
+            (folder / stale).unlink()
+    return _start(Deployment(name, folder), timeout, attach)
+
+
+def _start(dep: Deployment, timeout: float, attach: bool) -> Deployment:
+    import httpx
+
+    with (dep.path / "server.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", MARKER, str(dep.path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    _procs.children[proc.pid] = proc
+    (dep.path / "pid").write_text(str(proc.pid))
+    if attach:
+        atexit.register(dep.stop)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            dep.stop()
+            raise DeploymentError(
+                f"The server for {dep.name!r} exited with code {proc.returncode} before it was ready; "
+                f"the last lines of its log:\n{dep.logs(15)}"
+            )
+        if dep.port:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(dep.url + "/health", timeout=1).status_code == 200:
+                    return dep
+        time.sleep(0.02)
+    dep.stop()
+    raise DeploymentError(
+        f"The server for {dep.name!r} was not ready after {timeout:.0f} s; "
+        f"the last lines of its log:\n{dep.logs(15)}"
+    )
+
+
+def get(name: str) -> Deployment:
+    """The deployment called ``name`` (running, dead or stopped)."""
+    folder = _folder(name)
+    if not (folder / "spec.json").exists():
+        known = ", ".join(d.name for d in _all()) or "none"
+        raise DeploymentNotFoundError(f"No deployment is named {name!r}; deployments: {known}.")
+    return Deployment(name, folder)
+
+
+def _all() -> list[Deployment]:
+    home = config.home()
+    if not home.is_dir():
+        return []
+    return [Deployment(p.name, p) for p in sorted(home.iterdir()) if (p / "spec.json").exists()]
+
+
+class DeploymentList(Listing):
+    """All deployments under ``NBDEPLOY_HOME`` with their state."""
+
+    def __init__(self, items: list[Deployment]) -> None:
+        self.items = items
+        rows = []
+        for d in items:
+            st = d.status()
+            rows.append([d.name, st.state, st.url or "-", st.ref, str(st.version), str(st.pid or "-")])
+        super().__init__("Deployments", ["name", "state", "url", "serving", "version", "pid"], rows)
+
+
+def deployments() -> DeploymentList:
+    """Every deployment this machine knows (in ``NBDEPLOY_HOME``), with its state."""
+    return DeploymentList(_all())
+
+
+def stop_all() -> list[str]:
+    """Stop every running or dead deployment; returns their names."""
+    stopped = []
+    for d in _all():
+        if d.pid is not None:
+            d.stop()
+            stopped.append(d.name)
+    return stopped

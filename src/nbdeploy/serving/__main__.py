@@ -1,0 +1,114 @@
+"""Process entry: ``python -m nbdeploy.serving DEPLOYMENT_DIR``.
+
+Reads ``spec.json`` and ``token`` from the deployment folder, loads the model, binds the
+socket (port 0 picks a free one), writes the bound port to ``port`` and serves until
+SIGTERM. With ``attach`` in the spec it also exits when the kernel that started it is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+async def _watch_parent(parent: int) -> None:
+    """End the server when the kernel that attached it exits (even by ``kill -9``)."""
+    while True:
+        await asyncio.sleep(0.5)
+        try:
+            os.kill(parent, 0)
+            alive = os.getppid() == parent
+        except OSError:
+            alive = False
+        if not alive:
+            print(f"parent process {parent} is gone; stopping (attached deployment)", flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m nbdeploy.serving DEPLOYMENT_DIR", file=sys.stderr)
+        return 2
+    folder = Path(args[0])
+    started = time.perf_counter()
+    spec = json.loads((folder / "spec.json").read_text())
+    token_file = folder / "token"
+    token = token_file.read_text().strip() if token_file.exists() else None
+
+    import prometheus_client
+    import uvicorn
+
+    prometheus_client.disable_created_metrics()  # *_created series only add noise to /metrics
+
+    from nbdeploy.serving.app import ServerSettings, create_app
+    from nbdeploy.serving.loader import load
+    from nbdeploy.serving.requestlog import RequestLog
+
+    current = spec["history"][-1]
+    model = load(current["model_path"])
+    settings = ServerSettings(
+        name=spec["name"],
+        ref=current["ref"],
+        version=current.get("version"),
+        token=token,
+        require_token=spec["require_token"],
+        max_body_bytes=spec["max_body_bytes"],
+        max_batch=spec["max_batch"],
+        max_wait_ms=spec["max_wait_ms"],
+        log_rows=spec.get("log_rows", 100),
+    )
+    log = RequestLog(folder / "requests.jsonl", max_bytes=spec.get("log_max_bytes", 64 << 20))
+    parent = spec.get("attach_to")
+    app = create_app(settings, model, log, background=(lambda: _watch_parent(parent)) if parent else None)
+    try:
+        sock = _bind(spec["host"], spec["port"])
+    except OSError as exc:
+        print(f"cannot listen on {spec['host']}:{spec['port']}: {exc.strerror}", file=sys.stderr, flush=True)
+        return 3
+    port = sock.getsockname()[1]
+    _write_atomic(folder / "port", str(port))
+    print(
+        f"nbdeploy serving {spec['name']} ({settings.ref}) on {spec['host']}:{port}, pid {os.getpid()}, "
+        f"ready in {time.perf_counter() - started:.2f} s",
+        flush=True,
+    )
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    config = uvicorn.Config(
+        app, loop=loop, http="auto", access_log=False, log_level="warning", timeout_graceful_shutdown=5
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+    log.close()
+    print("nbdeploy server stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

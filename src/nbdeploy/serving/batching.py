@@ -1,0 +1,136 @@
+"""Adaptive micro-batching: concurrent requests share one ``predict`` call.
+
+A request that arrives at an idle server is predicted at once. Requests that arrive while a
+``predict`` runs are queued, and the next ``predict`` takes all compatible ones (same
+columns and params, up to ``max_batch`` rows). ``max_wait_ms`` adds a short wait to gather
+more, but only while traffic is concurrent (the previous batch held several requests), so
+sequential latency never grows. If a batched ``predict`` fails, its requests are retried
+one by one so that only the bad one gets the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nbdeploy.serving.protocol import Parsed
+
+__all__ = ["Batcher", "PredictError"]
+
+
+class PredictError(Exception):
+    """The model raised while predicting on one request's input."""
+
+
+@dataclass
+class _Item:
+    parsed: Parsed
+    future: asyncio.Future[list[Any]]
+
+
+class Batcher:
+    """Queue of parsed requests and the one worker that predicts on them."""
+
+    def __init__(
+        self,
+        model: Callable[[], tuple[Callable[[Any], Any], tuple[str, ...]]],
+        max_batch: int = 1024,
+        max_wait_ms: float = 0.0,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self._model = model  # returns (predict, column names) of the model serving now
+        self.max_batch, self.max_wait = max(1, max_batch), max(0.0, max_wait_ms) / 1000
+        self._on_batch = on_batch
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+        self._task: asyncio.Task[None] | None = None
+        self._last_requests = 1
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, parsed: Parsed) -> list[Any]:
+        """Predictions for one request (a list with one entry per input row)."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(parsed, future))
+        self._wake.set()
+        return await future
+
+    def _take(self, batch: list[_Item], rows: int) -> int:
+        key = batch[0].parsed.key
+        kept: collections.deque[_Item] = collections.deque()
+        while self._queue:
+            item = self._queue.popleft()
+            if item.parsed.key == key and rows + item.parsed.rows <= self.max_batch:
+                batch.append(item)
+                rows += item.parsed.rows
+            else:
+                kept.append(item)
+        self._queue.extendleft(reversed(kept))
+        return rows
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            first = self._queue.popleft()
+            batch = [first]
+            rows = self._take(batch, first.parsed.rows)
+            if self.max_wait and self._last_requests > 1 and rows < self.max_batch:
+                await asyncio.sleep(self.max_wait)
+                rows = self._take(batch, rows)
+            self._last_requests = len(batch)
+            results = await loop.run_in_executor(self._executor, self._predict, [i.parsed for i in batch])
+            for item, result in zip(batch, results, strict=True):
+                if item.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    item.future.set_exception(result)
+                else:
+                    item.future.set_result(result)
+            if self._on_batch:
+                self._on_batch(len(batch), rows)
+
+    def _predict(self, items: list[Parsed]) -> list[Any]:
+        predict, names = self._model()
+        try:
+            out = self._call(predict, names, items)
+        except Exception as exc:
+            if len(items) == 1:
+                return [PredictError(f"{type(exc).__name__}: {exc}")]
+            return [self._predict([one])[0] for one in items]
+        results, start = [], 0
+        for item in items:
+            results.append(out[start : start + item.rows])
+            start += item.rows
+        return results
+
+    @staticmethod
+    def _call(predict: Callable[[Any], Any], names: tuple[str, ...], items: list[Parsed]) -> list[Any]:
+        if items[0].values is not None:
+            values = [i.values for i in items if i.values is not None]
+            X = pd.DataFrame(values[0] if len(values) == 1 else np.vstack(values), columns=list(names))
+        else:
+            frames = [i.frame for i in items if i.frame is not None]
+            X = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        raw = predict(X)
+        if isinstance(raw, pd.DataFrame):
+            return list(raw.to_dict(orient="records"))
+        return list(np.asarray(raw).tolist())

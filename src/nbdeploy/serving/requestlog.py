@@ -1,0 +1,73 @@
+"""The request log: one JSON line per answered request, appended with a single ``write``.
+
+The file is opened with ``O_APPEND`` and each record is one ``os.write`` of one line, made
+before the response is sent: a server killed with ``kill -9`` loses nothing it answered.
+The log rotates by size (``requests.jsonl`` → ``requests.jsonl.1`` → …).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RequestLog", "read_records"]
+
+
+class RequestLog:
+    """Append-only JSON-lines log with size-based rotation."""
+
+    def __init__(self, path: str | Path, max_bytes: int = 64 << 20, backups: int = 5) -> None:
+        self.path = Path(path)
+        self.max_bytes, self.backups = max_bytes, backups
+        self._lock = threading.Lock()
+        self._fd = self._open()
+        self._size = os.fstat(self._fd).st_size
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one record as one line with one system call."""
+        line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+        with self._lock:
+            if self._size + len(line) > self.max_bytes and self._size:
+                self._rotate()
+            os.write(self._fd, line)
+            self._size += len(line)
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        for i in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{i + 1}"))
+        self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        self._fd = self._open()
+        self._size = 0
+
+    def close(self) -> None:
+        with self._lock:
+            os.close(self._fd)
+
+
+def read_records(path: str | Path, include_rotated: bool = True) -> list[dict[str, Any]]:
+    """All records, oldest first (rotated files included); a torn last line is skipped."""
+    base = Path(path)
+    files = (
+        sorted(base.parent.glob(base.name + ".*"), key=lambda p: -int(p.suffix[1:]))
+        if include_rotated
+        else []
+    )
+    records = []
+    for file in [*files, base]:
+        if not file.exists():
+            continue
+        for line in file.read_bytes().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+    return records

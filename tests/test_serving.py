@@ -1,0 +1,289 @@
+"""The serving process for real: lifecycle, batching, updates under load, crashes, security."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import nbdeploy
+from nbdeploy import deployments
+from nbdeploy.errors import DeploymentError, DeploymentNotFoundError
+from nbdeploy.serving.requestlog import read_records
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def two_versions(cancer: dict[str, Any]) -> str:
+    """A model with two registered versions whose predictions differ on some rows."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    name = "serve-cancer"
+    nbdeploy.register(cancer["model"], name, cancer["X_train"])
+    stump = DecisionTreeClassifier(max_depth=1, random_state=0).fit(cancer["X_train"], cancer["y_train"])
+    nbdeploy.register(stump, name, cancer["X_train"])
+    return name
+
+
+@pytest.fixture
+def dep(two_versions: str, name: str) -> Iterator[deployments.Deployment]:
+    d = deployments.serve(f"{two_versions}/1", name=name)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def rows(X: Any, n: int) -> list[dict[str, Any]]:
+    head = X.head(n)
+    return [{"dataframe_split": {"columns": list(X.columns), "data": [r]}} for r in head.to_numpy().tolist()]
+
+
+async def _fire(
+    url: str, payloads: list[dict[str, Any]], concurrency: int
+) -> list[httpx.Response | Exception]:
+    limits = httpx.Limits(max_connections=concurrency)
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def one(p: Any) -> httpx.Response | Exception:
+            async with sem:
+                try:
+                    if isinstance(p, bytes):
+                        return await client.post(url + "/invocations", content=p, headers=JSON)
+                    return await client.post(url + "/invocations", json=p)
+                except httpx.HTTPError as exc:
+                    return exc
+
+        return list(await asyncio.gather(*(one(p) for p in payloads)))
+
+
+def fire(url: str, payloads: list[Any], concurrency: int = 16) -> list[httpx.Response | Exception]:
+    return asyncio.run(_fire(url, payloads, concurrency))
+
+
+def test_lifecycle_status_logs_stop(dep: deployments.Deployment, cancer: dict[str, Any]) -> None:
+    X = cancer["X_test"]
+    assert dep.state() == "running"
+    assert (dep.predict(X) == cancer["model"].predict(X)).all()
+    st = dep.status()
+    assert (st.state, st.version, st.url) == ("running", 1, dep.url)
+    assert repr(st).startswith(f"Deployment {dep.name}: running at http://127.0.0.1:")
+    assert dep.name in [row[0] for row in deployments.deployments().rows]
+    assert "nbdeploy serving" in dep.logs(5)
+    info = httpx.get(dep.url + "/info").json()
+    assert info["version"] == 1 and info["batching"]["max_batch"] == 1024
+    assert [c["name"] for c in info["signature"]["inputs"]] == list(X.columns)
+    pid = dep.pid
+    dep.stop()
+    assert dep.state() == "stopped"
+    assert pid is not None and not deployments._procs.alive(pid, str(dep.path))
+    with pytest.raises(DeploymentError, match="is stopped: serve it again"):
+        dep.predict(X)
+
+
+def test_concurrent_requests_are_batched_with_the_same_predictions(
+    dep: deployments.Deployment, cancer: dict[str, Any]
+) -> None:
+    X = cancer["X_test"]
+    payloads = rows(X, len(X)) * 2
+    answers = fire(dep.url, payloads, concurrency=32)
+    got = [r.json()["predictions"][0] for r in answers if isinstance(r, httpx.Response)]
+    assert len(got) == len(payloads)
+    assert got == cancer["model"].predict(X).tolist() * 2
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(dep.url + "/metrics").text)}
+    batches = next(s.value for s in families["nbdeploy_batch_requests"].samples if s.name.endswith("_count"))
+    requests = next(s.value for s in families["nbdeploy_requests"].samples if s.labels == {"status": "200"})
+    assert requests == len(payloads)
+    assert batches < requests  # concurrent requests shared predict calls
+
+
+def test_a_failing_request_in_a_batch_does_not_fail_the_others(
+    dep: deployments.Deployment, cancer: dict[str, Any]
+) -> None:
+    X = cancer["X_test"]
+    good = rows(X, 40)
+    columns = ", ".join(f'"{c}"' for c in X.columns)
+    inf_row = f'{{"dataframe_split": {{"columns": [{columns}], "data": [[{", ".join(["Infinity"] * X.shape[1])}]]}}}}'
+    answers = fire(dep.url, [*good[:20], inf_row.encode(), *good[20:]], concurrency=41)
+    statuses = [r.status_code for r in answers if isinstance(r, httpx.Response)]
+    assert statuses.count(200) == 40 and statuses[20] == 400
+    assert answers[20].json()["message"].startswith("The model could not predict on this input: ValueError")
+
+
+def test_update_and_rollback_under_load_drop_nothing(
+    dep: deployments.Deployment, cancer: dict[str, Any], two_versions: str
+) -> None:
+    payloads = rows(cancer["X_test"], 100) * 8
+    result: list[Any] = []
+    load = threading.Thread(target=lambda: result.extend(fire(dep.url, payloads, concurrency=8)))
+    load.start()
+    time.sleep(0.3)
+    dep.update(f"{two_versions}/2")
+    load.join()
+    assert [getattr(r, "status_code", r) for r in result] == [200] * len(payloads)
+    assert dep.status().version == 2
+    versions = {rec["version"] for rec in read_records(dep.path / "requests.jsonl")}
+    assert versions == {1, 2}
+    dep.rollback()
+    assert dep.status().version == 1
+    with pytest.raises(DeploymentError, match="has served only one version: nothing to roll back to"):
+        dep.rollback()
+
+
+def test_kill_9_under_load_loses_no_answered_request(
+    dep: deployments.Deployment, cancer: dict[str, Any]
+) -> None:
+    payloads = rows(cancer["X_test"], 100) * 40
+    result: list[Any] = []
+    load = threading.Thread(target=lambda: result.extend(fire(dep.url, payloads, concurrency=16)))
+    load.start()
+    time.sleep(1.0)
+    assert dep.pid is not None
+    os.killpg(dep.pid, signal.SIGKILL)
+    load.join()
+    answered = {r.headers["x-request-id"] for r in result if isinstance(r, httpx.Response)}
+    failed = [r for r in result if not isinstance(r, httpx.Response)]
+    assert answered and failed  # the kill happened mid-load
+    logged = {rec["id"] for rec in read_records(dep.path / "requests.jsonl")}
+    assert answered <= logged
+    assert dep.state() == "dead"
+    assert dep.status().state == "dead"
+    assert any(row[:2] == [dep.name, "dead"] for row in deployments.deployments().rows)
+
+
+def test_off_loopback_needs_a_token(two_versions: str, name: str, cancer: dict[str, Any]) -> None:
+    d = deployments.serve(f"{two_versions}/1", name=name, host="0.0.0.0")
+    try:
+        token = d.token
+        assert token and len(token) >= 24
+        assert stat.S_IMODE((d.path / "token").stat().st_mode) == 0o600
+        url = f"http://127.0.0.1:{d.port}/invocations"
+        payload = rows(cancer["X_test"], 1)[0]
+        missing = httpx.post(url, json=payload)
+        assert missing.status_code == 401 and missing.json()["error_code"] == "UNAUTHENTICATED"
+        wrong = httpx.post(url, json=payload, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 403
+        assert httpx.post(url, json=payload, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert (
+            d.predict(cancer["X_test"].head(3)) == cancer["model"].predict(cancer["X_test"].head(3))
+        ).all()
+        assert httpx.get(f"http://127.0.0.1:{d.port}/metrics").status_code == 401
+        assert httpx.get(f"http://127.0.0.1:{d.port}/ping").status_code == 200
+    finally:
+        d.stop()
+    for file in ("server.log", "requests.jsonl"):
+        assert token not in (d.path / file).read_text()
+
+
+def test_admin_reload_needs_the_token_even_on_loopback(dep: deployments.Deployment) -> None:
+    assert httpx.post(dep.url + "/admin/reload", json={"path": "/x", "ref": "x"}).status_code == 401
+    bad = httpx.post(
+        dep.url + "/admin/reload", json={"path": "/x"}, headers={"Authorization": f"Bearer {dep.token}"}
+    )
+    assert bad.status_code == 400 and "'path' and 'ref'" in bad.json()["message"]
+
+
+def test_start_failures_show_the_log(two_versions: str, name: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(DeploymentError) as err:
+            deployments.serve(f"{two_versions}/1", name=name, port=port)
+    message = str(err.value)
+    assert message.startswith(f"The server for {name!r} exited with code 3 before it was ready;")
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in message
+    assert deployments.get(name).state() == "stopped"
+
+
+def test_serving_twice_under_one_name_is_refused(dep: deployments.Deployment, two_versions: str) -> None:
+    with pytest.raises(DeploymentError) as err:
+        deployments.serve(f"{two_versions}/1", name=dep.name)
+    assert str(err.value) == (
+        f"Deployment {dep.name!r} is already running at {dep.url}: stop it first or choose another name."
+    )
+    with pytest.raises(DeploymentNotFoundError, match=r"^No deployment is named 'nope'; deployments: "):
+        deployments.get("nope")
+
+
+def test_stop_all_leaves_no_process(two_versions: str) -> None:
+    started = [deployments.serve(f"{two_versions}/1", name=f"all-{i}") for i in range(2)]
+    pids = [d.pid for d in started]
+    assert set(deployments.stop_all()) >= {"all-0", "all-1"}
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    servers = [line for line in ps.splitlines() if "nbdeploy.serving" in line and "all-" in line]
+    assert servers == [] and all(not deployments._procs.alive(p, "nbdeploy.serving") for p in pids)
+
+
+SHELL = """
+import json
+from IPython.core.interactiveshell import InteractiveShell
+ip = InteractiveShell.instance()
+ip.run_line_magic("load_ext", "nbdeploy")
+import io, pandas as pd
+ip.user_ns["X"] = pd.read_json(io.StringIO({data!r}), orient="split")
+listing = ip.run_line_magic("deploy", "list")
+preds = ip.run_line_magic("deploy", "predict {name} --data X")
+print(json.dumps({{"rows": listing.rows, "preds": preds.tolist()}}))
+"""
+
+
+def test_a_second_shell_adopts_the_deployment(dep: deployments.Deployment, cancer: dict[str, Any]) -> None:
+    import json
+
+    X = cancer["X_test"].head(10)
+    code = SHELL.format(data=X.to_json(orient="split"), name=dep.name)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [dep.name, "running", dep.url] in [row[:3] for row in doc["rows"]]
+    assert doc["preds"] == cancer["model"].predict(X).tolist()
+
+
+ATTACHED = """
+import nbdeploy.deployments as d, sys
+dep = d.serve({ref!r}, name={name!r}, attach=True)
+print(dep.pid, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_attached_deployment_ends_with_its_kernel(two_versions: str, name: str) -> None:
+    code = ATTACHED.format(ref=f"{two_versions}/1", name=name)
+    kernel = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert kernel.stdout is not None
+    pid = int(kernel.stdout.readline())
+    dep = deployments.get(name)
+    assert dep.state() == "running"
+    kernel.kill()  # like a kernel that dies without cleaning up
+    kernel.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and deployments._procs.alive(pid, str(dep.path)):
+        time.sleep(0.1)
+    assert not deployments._procs.alive(pid, str(dep.path))
+    assert "parent process" in dep.logs(3)
+    dep.stop()
+
+
+def test_predictions_match_in_process_predict_exactly(
+    dep: deployments.Deployment, cancer: dict[str, Any]
+) -> None:
+    X = cancer["X_test"]
+    np.testing.assert_array_equal(dep.predict(X.to_numpy()), cancer["model"].predict(X))
