@@ -7,6 +7,10 @@ from typing import Any
 import pytest
 from IPython.core.error import UsageError
 
+from nbdeploy.magics import SUBCOMMANDS
+
+VALID = ", ".join(SUBCOMMANDS)
+
 
 def usage_error(ip: Any, line: str) -> str:
     with pytest.raises(UsageError) as err:
@@ -20,7 +24,7 @@ def test_overview_and_subcommand_help(ip: Any, capsys: pytest.CaptureFixture[str
         assert ip.run_line_magic("deploy", line) is None
         out = capsys.readouterr().out
         assert out.startswith("Usage: %deploy SUBCOMMAND [options]")
-        for sub in ("register", "promote", "models"):
+        for sub in ("register", "promote", "models", "serve", "list", "status", "logs", "predict", "stop"):
             assert f"\n  {sub} " in out
     ip.run_line_magic("deploy", "register --help")
     out = capsys.readouterr().out
@@ -61,8 +65,8 @@ def test_exact_usage_errors(ip: Any, name: str) -> None:
     ip.run_line_magic("deploy", f"register model --name {name} --data X_train --alias champion")
     cases = {
         "regster model": "Unknown subcommand 'regster' (did you mean 'register'?); "
-        "valid subcommands: register, promote, models.",
-        "frobnicate": "Unknown subcommand 'frobnicate'; valid subcommands: register, promote, models.",
+        f"valid subcommands: {VALID}.",
+        "frobnicate": f"Unknown subcommand 'frobnicate'; valid subcommands: {VALID}.",
         f"register modl --name {name}": "Could not evaluate MODEL 'modl': "
         "NameError: name 'modl' is not defined.",
         f"register model --name {name} --data 'X_train[[' ": "Could not evaluate --data 'X_train[[': "
