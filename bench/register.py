@@ -56,7 +56,11 @@ def main() -> None:
             )
         theirs.append(time.perf_counter() - t0)
 
-    code = "import time; t = time.perf_counter(); import nbdeploy; from IPython.core.interactiveshell import InteractiveShell as S; ip = S.instance(); t = time.perf_counter(); ip.run_line_magic('load_ext', 'nbdeploy'); print(time.perf_counter() - t)"
+    code = (
+        "import time\nfrom IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance()\nt = time.perf_counter()\n"
+        "ip.run_line_magic('load_ext', 'nbdeploy')\nprint(time.perf_counter() - t)"
+    )
     load_ext = float(
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     )
