@@ -76,7 +76,8 @@ def main() -> None:
         + " ".join(f"{t:.3f}" for t in theirs)
     )
     print(
-        f"ratio (MLflow defaults / nbdeploy)         {statistics.median(theirs) / statistics.median(ours):7.1f}x"
+        "ratio (MLflow defaults / nbdeploy)         "
+        f"{statistics.median(theirs) / statistics.median(ours):7.1f}x"
     )
     print(f"%load_ext nbdeploy                         {load_ext * 1000:7.1f} ms")
 

@@ -196,7 +196,8 @@ def main() -> None:
 
     ours, theirs = results
     print(
-        f"\nmodel: RandomForest 100 trees, breast_cancer (30 features); one-row JSON requests; wrk {DURATION} s per row"
+        "\nmodel: RandomForest 100 trees, breast_cancer (30 features); "
+        f"one-row JSON requests; wrk {DURATION} s per row"
     )
     print(f"in-process model.predict(1 row) p50: {in_process:.2f} ms\n")
     print(f"{'':34}{'nbdeploy':>14}{'mlflow serve':>16}{'ratio':>10}")

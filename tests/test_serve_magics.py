@@ -28,7 +28,7 @@ def test_serving_subcommands(
     st = ip.run_line_magic("deploy", f"serve {versions}/1 --name {name} --max-batch 64 --max-wait-ms 1")
     try:
         assert (st.state, st.version) == ("running", 1)
-        dep = nbdeploy.deployments.get(name)
+        dep = nbdeploy.get(name)
         assert dep.spec["max_batch"] == 64 and dep.spec["max_wait_ms"] == 1.0
         preds = ip.run_line_magic("deploy", f"predict {name} --data 'X_test.head(20)'")
         assert preds.tolist() == cancer["model"].predict(cancer["X_test"].head(20)).tolist()
@@ -47,7 +47,7 @@ def test_serving_subcommands(
     finally:
         ip.run_line_magic("deploy", f"stop {name}")
     assert capsys.readouterr().out.strip().endswith(f"Stopped {name}.")
-    assert nbdeploy.deployments.get(name).state() == "stopped"
+    assert nbdeploy.get(name).state() == "stopped"
     assert (
         usage_error(ip, f"predict {name} --data X_test")
         == f"Deployment {name!r} is stopped: serve it again to use it."

@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import nbdeploy
-from nbdeploy import deployments
+from nbdeploy import _deployments as deployments
 from nbdeploy.errors import DeploymentError, DeploymentNotFoundError
 from nbdeploy.serving.requestlog import read_records
 
@@ -83,7 +83,8 @@ def test_lifecycle_status_logs_stop(dep: deployments.Deployment, cancer: dict[st
     st = dep.status()
     assert (st.state, st.version, st.url) == ("running", 1, dep.url)
     assert repr(st).startswith(f"Deployment {dep.name}: running at http://127.0.0.1:")
-    assert dep.name in [row[0] for row in deployments.deployments().rows]
+    assert dep.name in [row[0] for row in nbdeploy.deployments().rows]
+    assert nbdeploy.get(dep.name).url == dep.url  # adopted by name
     assert "nbdeploy serving" in dep.logs(5)
     info = httpx.get(dep.url + "/info").json()
     assert info["version"] == 1 and info["batching"]["max_batch"] == 1024
@@ -118,7 +119,8 @@ def test_a_failing_request_in_a_batch_does_not_fail_the_others(
     X = cancer["X_test"]
     good = rows(X, 40)
     columns = ", ".join(f'"{c}"' for c in X.columns)
-    inf_row = f'{{"dataframe_split": {{"columns": [{columns}], "data": [[{", ".join(["Infinity"] * X.shape[1])}]]}}}}'
+    infinities = ", ".join(["Infinity"] * X.shape[1])
+    inf_row = f'{{"dataframe_split": {{"columns": [{columns}], "data": [[{infinities}]]}}}}'
     answers = fire(dep.url, [*good[:20], inf_row.encode(), *good[20:]], concurrency=41)
     statuses = [r.status_code for r in answers if isinstance(r, httpx.Response)]
     assert statuses.count(200) == 40 and statuses[20] == 400
@@ -256,7 +258,7 @@ def test_a_second_shell_adopts_the_deployment(dep: deployments.Deployment, cance
 
 
 ATTACHED = """
-import nbdeploy.deployments as d, sys
+import nbdeploy as d, sys
 dep = d.serve({ref!r}, name={name!r}, attach=True)
 print(dep.pid, flush=True)
 sys.stdin.read()

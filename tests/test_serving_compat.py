@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 import nbdeploy
-from nbdeploy import deployments
+from nbdeploy import _deployments as deployments
 from tests.helpers import free_port, running
 
 JSON = {"Content-Type": "application/json"}

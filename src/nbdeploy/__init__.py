@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from nbdeploy._version import __version__
 from nbdeploy.errors import (
     AliasNotFoundError,
+    DeploymentError,
+    DeploymentNotFoundError,
     InvalidInputError,
     InvalidReferenceError,
     ModelNotFoundError,
@@ -28,6 +30,7 @@ from nbdeploy.errors import (
 )
 
 if TYPE_CHECKING:
+    from nbdeploy._deployments import Deployment, DeploymentList, deployments, get, serve
     from nbdeploy.config import configure
     from nbdeploy.refs import ModelRef, parse_ref
     from nbdeploy.registry import models, promote, register, resolve
@@ -35,6 +38,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AliasNotFoundError",
+    "Deployment",
+    "DeploymentError",
+    "DeploymentList",
+    "DeploymentNotFoundError",
     "InvalidInputError",
     "InvalidReferenceError",
     "ModelList",
@@ -47,12 +54,15 @@ __all__ = [
     "VersionNotFoundError",
     "__version__",
     "configure",
+    "deployments",
+    "get",
     "load_ipython_extension",
     "models",
     "parse_ref",
     "promote",
     "register",
     "resolve",
+    "serve",
     "unload_ipython_extension",
 ]
 
@@ -66,6 +76,11 @@ _LAZY = {
     "resolve": "nbdeploy.registry",
     "ModelList": "nbdeploy.versions",
     "ModelVersion": "nbdeploy.versions",
+    "serve": "nbdeploy._deployments",
+    "deployments": "nbdeploy._deployments",
+    "get": "nbdeploy._deployments",
+    "Deployment": "nbdeploy._deployments",
+    "DeploymentList": "nbdeploy._deployments",
 }
 
 

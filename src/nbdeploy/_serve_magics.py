@@ -39,7 +39,7 @@ class ServeCommands:
         p.add_argument("--attach", action="store_true", help="stop the server when this kernel exits")
 
     def _do_serve(self, args: argparse.Namespace) -> Any:
-        from nbdeploy.deployments import serve
+        from nbdeploy._deployments import serve
 
         dep = serve(
             args.ref,
@@ -60,7 +60,7 @@ class ServeCommands:
         pass
 
     def _do_list(self, args: argparse.Namespace) -> Any:
-        from nbdeploy.deployments import deployments
+        from nbdeploy._deployments import deployments
 
         return deployments()
 
@@ -68,7 +68,7 @@ class ServeCommands:
         p.add_argument("name", metavar="NAME")
 
     def _do_status(self, args: argparse.Namespace) -> Any:
-        from nbdeploy.deployments import get
+        from nbdeploy._deployments import get
 
         return get(args.name).status()
 
@@ -77,7 +77,7 @@ class ServeCommands:
         p.add_argument("-n", "--lines", type=int, default=50, help="how many lines (default 50)")
 
     def _do_logs(self, args: argparse.Namespace) -> Any:
-        from nbdeploy.deployments import get
+        from nbdeploy._deployments import get
 
         print(get(args.name).logs(args.lines))
         return None
@@ -87,7 +87,7 @@ class ServeCommands:
         p.add_argument("--data", metavar="X", required=True, help="expression for the rows to score")
 
     def _do_predict(self, args: argparse.Namespace) -> Any:
-        from nbdeploy.deployments import get
+        from nbdeploy._deployments import get
 
         dep = get(args.name)
         return dep.predict(self._eval(args.data, "--data"))
@@ -97,7 +97,7 @@ class ServeCommands:
         p.add_argument("ref", metavar="REF")
 
     def _do_update(self, args: argparse.Namespace) -> Any:
-        from nbdeploy.deployments import get
+        from nbdeploy._deployments import get
 
         return get(args.name).update(args.ref).status()
 
@@ -105,7 +105,7 @@ class ServeCommands:
         p.add_argument("name", metavar="NAME")
 
     def _do_rollback(self, args: argparse.Namespace) -> Any:
-        from nbdeploy.deployments import get
+        from nbdeploy._deployments import get
 
         return get(args.name).rollback().status()
 
@@ -114,7 +114,7 @@ class ServeCommands:
         p.add_argument("--all", action="store_true", help="stop every deployment")
 
     def _do_stop(self, args: argparse.Namespace) -> Any:
-        from nbdeploy.deployments import get, stop_all
+        from nbdeploy._deployments import get, stop_all
         from nbdeploy.errors import InvalidInputError
 
         if args.all == bool(args.name):

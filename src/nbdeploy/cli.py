@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> Any:
-    from nbdeploy import deployments as d
+    from nbdeploy import _deployments as d
     from nbdeploy import registry
 
     match args.command:

@@ -165,10 +165,9 @@ class Deployment:
     def predict(self, X: Any) -> Any:
         """Predictions for ``X`` (DataFrame or array) through the server's ``/invocations``."""
         import numpy as np
+        import pandas as pd
 
         from nbdeploy.profile import as_frame
-
-        import pandas as pd
 
         frame = as_frame(X)
         split = json.loads(frame.to_json(orient="split", index=False))
