@@ -24,6 +24,7 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,17 +196,61 @@ class Deployment:
         """Go back to the version served before the last update."""
         spec = self.spec
         if len(spec["history"]) < 2:
-            raise DeploymentError(
-                f"Deployment {self.name!r} has served only one version: nothing to roll back to."
-            )
+            raise DeploymentError(f"Deployment {self.name!r} has served only one version: nothing to roll back to.")
         self._reload(spec["history"][-2])
         spec["history"].pop()
         _save_spec(self.path, spec)
         return self
 
     def _reload(self, entry: dict[str, Any]) -> None:
-        payload = {"path": entry["model_path"], "ref": entry["ref"], "version": entry.get("version")}
+        payload = {
+            "path": entry["model_path"], "ref": entry["ref"], "version": entry.get("version"),
+            "profile_path": entry.get("profile_path"), "task": entry.get("task"),
+        }  # fmt: skip
         self._request("POST", "/admin/reload", json=payload)
+
+    # monitoring -----------------------------------------------------------------------
+
+    def snapshot(self, window: str | None = None) -> dict[str, Any]:
+        """The server's ``GET /monitor`` document (all windows, or the one named)."""
+        params = {"window": window} if window else None
+        data: dict[str, Any] = self._request("GET", "/monitor", params=params).json()
+        return data
+
+    def feedback(self, ids: Any, y: Any) -> dict[str, Any]:
+        """Send true labels for answered requests (by ``X-Request-Id``); live accuracy uses them."""
+        import numpy as np
+
+        ids_list = [str(i) for i in (ids.tolist() if hasattr(ids, "tolist") else list(ids))]
+        targets = np.asarray(y).tolist()
+        if len(ids_list) != len(targets):
+            raise InvalidInputError(
+                f"There are {len(ids_list)} ids but {len(targets)} targets; give one target per request id."
+            )
+        result: dict[str, Any] = self._request("POST", "/feedback", json={"ids": ids_list, "targets": targets}).json()
+        return result
+
+    def alerts(
+        self, add: Sequence[str] = (), *, clear: bool = False, webhook: str | None = None, k: int = 3
+    ) -> dict[str, Any]:
+        """Add alert rules (or ``clear`` them) and return rules, firing ones and recent events."""
+        spec = self.spec
+        rules = [] if clear else list(spec.get("alerts", []))
+        rules += _alert_specs(add, webhook, k)
+        if add or clear:
+            result: dict[str, Any] = self._request("POST", "/admin/alerts", json={"rules": rules}).json()
+            spec["alerts"] = rules
+            _save_spec(self.path, spec)
+            return result
+        alerts: dict[str, Any] = self.snapshot("1m")["alerts"]
+        return alerts
+
+    def monitor(self, interval: float = 2.0, window: str = "1m", panel: bool = False) -> Any:
+        """A live monitoring widget; the one door from the core to :mod:`nbdeploy.widgets`,
+        imported only when called."""
+        from nbdeploy.widgets.monitor import show_monitor
+
+        return show_monitor(self, interval=interval, window=window, panel=panel)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server's whole process group and wait for it; the folder and logs stay."""
@@ -270,20 +315,39 @@ def _fetch(ref: str, folder: Path) -> dict[str, Any]:
     if r.run_id is not None:
         uri, version, label = r.uri, None, str(r)
         dst = folder / "models" / f"run-{r.run_id}"
-        profile = None
+        profile, task = None, None
     else:
         mv = registry.resolve(r)
         uri, version, label = mv.source or mv.uri, mv.version, f"{mv.name}/{mv.version}"
         dst = folder / "models" / f"v{mv.version}"
-        profile = registry.load_profile(mv)
+        profile, task = registry.load_profile(mv), mv.tags.get("nbdeploy.task")
     if not (dst / "model" / "MLmodel").exists():
         registry.download_model(uri, dst / "model")
     path = dst / "model"
     if not (path / "MLmodel").exists():  # MLflow keeps the last path segment for runs:/ URIs
         path = next(p.parent for p in dst.rglob("MLmodel"))
+    profile_path = None
     if profile is not None:
-        (dst / "profile.json").write_text(json.dumps(profile))
-    return {"ref": ref, "resolved": label, "version": version, "model_path": str(path), "at": time.time()}
+        profile_path = dst / "profile.json"
+        profile_path.write_text(json.dumps(profile))
+    return {
+        "ref": ref, "resolved": label, "version": version, "model_path": str(path), "task": task,
+        "profile_path": str(profile_path) if profile_path else None, "at": time.time(),
+    }  # fmt: skip
+
+
+def _alert_specs(rules: Sequence[str], webhook: str | None, k: int) -> list[dict[str, Any]]:
+    """Validate alert rules in the kernel so a typo fails here, not in the server."""
+    from nbdeploy.monitoring.alerts import Rule
+
+    out = []
+    for text in rules:
+        try:
+            rule = Rule.parse(text, k=k, webhook=webhook)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
+        out.append({"rule": rule.text, "k": k, "webhook": webhook})
+    return out
 
 
 def _folder(name: str) -> Path:
@@ -301,12 +365,20 @@ def serve(
     max_wait_ms: float = 2.0,
     max_body_bytes: int = 16 << 20,
     attach: bool = False,
+    monitor: bool = True,
+    alerts: Sequence[str] = (),
+    webhook: str | None = None,
+    alert_k: int = 3,
+    alert_interval_s: float = 5.0,
     timeout: float = 60.0,
 ) -> Deployment:
     """Start a server for ``ref`` in its own process and return when ``/health`` answers.
 
     ``port=0`` picks a free port. A host other than loopback requires a bearer token
     (generated when not given). With ``attach=True`` the server ends with this process.
+    ``alerts`` are rules such as ``"p95_ms>50"`` (see :mod:`nbdeploy.monitoring.alerts`),
+    each firing after ``alert_k`` breaching evaluations (one every ``alert_interval_s`` seconds
+    on the last minute), posted to ``webhook`` if given.
 
     >>> d = serve("cancer@champion", port=5050)   # doctest: +SKIP
     """
@@ -316,6 +388,7 @@ def serve(
         raise InvalidInputError(f"Invalid port {port}: use 1-65535, or 0 for a free port.")
     if max_batch < 1 or max_wait_ms < 0 or max_body_bytes < 1:
         raise InvalidInputError("max_batch and max_body_bytes must be positive and max_wait_ms not negative.")
+    alert_specs = _alert_specs(alerts, webhook, alert_k)
     folder = _folder(name)
     existing = Deployment(name, folder)
     if (folder / "spec.json").exists() and existing.state() == "running":
@@ -335,6 +408,9 @@ def serve(
         "max_wait_ms": max_wait_ms,
         "max_body_bytes": max_body_bytes,
         "attach_to": os.getpid() if attach else None,
+        "monitor": monitor,
+        "alerts": alert_specs,
+        "alert_interval_s": alert_interval_s,
         "history": [entry],
     }
     _save_spec(folder, spec)
@@ -375,8 +451,7 @@ def _start(dep: Deployment, timeout: float, attach: bool) -> Deployment:
         time.sleep(0.02)
     dep.stop()
     raise DeploymentError(
-        f"The server for {dep.name!r} was not ready after {timeout:.0f} s; "
-        f"the last lines of its log:\n{dep.logs(15)}"
+        f"The server for {dep.name!r} was not ready after {timeout:.0f} s; the last lines of its log:\n{dep.logs(15)}"
     )
 
 

@@ -19,6 +19,9 @@ SERVE_SUBCOMMANDS = {
     "update": "Swap the version a deployment serves, without dropping a request.",
     "rollback": "Go back to the version a deployment served before its last update.",
     "stop": "Stop a deployment (or --all of them) and wait for its processes to end.",
+    "monitor": "Show a live panel of a deployment's traffic, latency, errors, drift and alerts.",
+    "feedback": "Send true labels for answered requests, for live accuracy.",
+    "alerts": "Show, add or clear a deployment's alert rules.",
 }
 
 
@@ -37,6 +40,10 @@ class ServeCommands:
         p.add_argument("--max-wait-ms", type=float, default=2.0, metavar="MS", help="wait to fill a batch")
         p.add_argument("--max-body-mb", type=float, default=16.0, metavar="MB", help="request body limit")
         p.add_argument("--attach", action="store_true", help="stop the server when this kernel exits")
+        p.add_argument("--alert", action="append", default=[], metavar="RULE", help="alert rule, e.g. p95_ms>50")
+        p.add_argument("--webhook", metavar="URL", help="POST alert events of these rules to this URL")
+        p.add_argument("--alert-k", type=int, default=3, metavar="K", help="breaches to fire, clean runs to resolve")
+        p.add_argument("--no-monitor", action="store_true", help="do not keep monitoring windows")
 
     def _do_serve(self, args: argparse.Namespace) -> Any:
         from nbdeploy._deployments import serve
@@ -51,6 +58,10 @@ class ServeCommands:
             max_wait_ms=args.max_wait_ms,
             max_body_bytes=int(args.max_body_mb * (1 << 20)),
             attach=args.attach,
+            monitor=not args.no_monitor,
+            alerts=args.alert,
+            webhook=args.webhook,
+            alert_k=args.alert_k,
         )
         if dep.spec["require_token"] and not args.token:
             print(f"Bearer token (shown once; kept in {dep.path / 'token'}): {dep.token}")
@@ -62,7 +73,16 @@ class ServeCommands:
     def _do_list(self, args: argparse.Namespace) -> Any:
         from nbdeploy._deployments import deployments
 
-        return deployments()
+        listing = deployments()
+        if self._in_notebook():
+            from nbdeploy.widgets.deployments import DeploymentsPanel
+
+            return DeploymentsPanel(listing)
+        return listing
+
+    def _in_notebook(self) -> bool:
+        shell = getattr(self, "shell", None)
+        return type(shell).__name__ == "ZMQInteractiveShell"
 
     def _args_status(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("name", metavar="NAME")
@@ -123,4 +143,43 @@ class ServeCommands:
         if not args.all:
             get(args.name).stop()
         print(f"Stopped {', '.join(names)}." if names else "No deployment was running.")
+        return None
+
+    def _args_monitor(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("name", metavar="NAME")
+        p.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between refreshes")
+        p.add_argument("--window", default="1m", metavar="W", help="window shown: 1m, 5m or 1h")
+        p.add_argument("--panel", action="store_true", help="open in a JupyterLab side panel")
+
+    def _do_monitor(self, args: argparse.Namespace) -> Any:
+        from nbdeploy._deployments import get
+
+        return get(args.name).monitor(interval=args.interval, window=args.window, panel=args.panel)
+
+    def _args_feedback(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("name", metavar="NAME")
+        p.add_argument("--ids", required=True, metavar="EXPR", help="expression for the request ids")
+        p.add_argument("--target", required=True, metavar="Y", help="expression for the true labels")
+
+    def _do_feedback(self, args: argparse.Namespace) -> Any:
+        from nbdeploy._deployments import get
+
+        dep = get(args.name)
+        result = dep.feedback(self._eval(args.ids, "--ids"), self._eval(args.target, "--target"))
+        print(f"{result['accepted']} labelled, {len(result['unknown'])} unknown request id(s).")
+        return None
+
+    def _args_alerts(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("name", metavar="NAME")
+        p.add_argument("--add", action="append", default=[], metavar="RULE", help="rule to add (repeatable)")
+        p.add_argument("--webhook", metavar="URL", help="POST events of the added rules to this URL")
+        p.add_argument("--k", type=int, default=3, help="breaches to fire, clean runs to resolve")
+        p.add_argument("--clear", action="store_true", help="remove every rule first")
+
+    def _do_alerts(self, args: argparse.Namespace) -> Any:
+        from nbdeploy._deployments import get
+        from nbdeploy.monitoring.view import render_alerts
+
+        doc = get(args.name).alerts(args.add, clear=args.clear, webhook=args.webhook, k=args.k)
+        print(render_alerts(doc))
         return None

@@ -23,9 +23,7 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nbdeploy", description="Register, validate and serve models.")
     parser.add_argument("--version", action="version", version=f"nbdeploy {__version__}")
-    parser.add_argument(
-        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)"
-    )
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
     parser.add_argument("--home", help="deployments folder (default: NBDEPLOY_HOME or ./.nbdeploy)")
     subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -52,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     update = subs.add_parser("update", help="swap the served version in place")
     update.add_argument("name", metavar="NAME")
     update.add_argument("ref", metavar="REF")
+    monitor = subs.add_parser("monitor", help="watch a deployment live (or --once --json for scripts)")
+    monitor.add_argument("name", metavar="NAME")
+    monitor.add_argument("--interval", type=float, default=2.0)
+    monitor.add_argument("--window", default="1m")
+    monitor.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    monitor.add_argument("--json", action="store_true", help="print the /monitor JSON")
     stop = subs.add_parser("stop", help="stop a deployment, or --all")
     stop.add_argument("name", metavar="NAME", nargs="?")
     stop.add_argument("--all", action="store_true")
@@ -85,6 +89,8 @@ def _run(args: argparse.Namespace) -> Any:
             return d.get(args.name).update(args.ref).status()
         case "rollback":
             return d.get(args.name).rollback().status()
+        case "monitor":
+            return _monitor(d.get(args.name), args)
         case "stop":
             if args.all == bool(args.name):
                 raise SystemExit("nbdeploy: error: give either a deployment NAME or --all")
@@ -94,6 +100,28 @@ def _run(args: argparse.Namespace) -> Any:
             d.get(args.name).stop()
             return f"Stopped {args.name}."
     raise AssertionError(args.command)
+
+
+def _monitor(dep: Any, args: argparse.Namespace) -> str:
+    import json
+    import time
+
+    from nbdeploy.monitoring.view import render_text
+
+    def once() -> str:
+        doc = dep.snapshot(args.window)
+        return json.dumps(doc, indent=2) if args.json else render_text(doc, args.window)
+
+    if args.once:
+        return once()
+    try:
+        while True:
+            text = once()
+            sys.stdout.write("\x1b[2J\x1b[H" + text + f"\n\n(every {args.interval:g} s; Ctrl-C to quit)\n")
+            sys.stdout.flush()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

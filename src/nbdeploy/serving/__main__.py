@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -45,6 +46,41 @@ async def _watch_parent(parent: int) -> None:
             print(f"parent process {parent} is gone; stopping (attached deployment)", flush=True)
             os.kill(os.getpid(), signal.SIGTERM)
             return
+
+
+def _profile(entry: dict[str, Any]) -> dict[str, Any] | None:
+    path = entry.get("profile_path")
+    if path and Path(path).exists():
+        data: dict[str, Any] = json.loads(Path(path).read_text())
+        return data
+    return None
+
+
+def _rebuild(monitor: Any, folder: Path) -> int:
+    """Refill the monitoring windows from the request log and feedback after a restart."""
+    from nbdeploy.serving.requestlog import read_records
+
+    horizon = time.time() - max(monitor.windows.values())
+    records = [r for r in read_records(folder / "requests.jsonl") if r.get("ts", 0) >= horizon]
+    for r in records:
+        inputs = r.get("inputs") if "columns" not in r else None
+        monitor.add(
+            r["ts"],
+            r.get("latency_ms", 0.0),
+            r.get("status", 0),
+            r.get("id", ""),
+            inputs,
+            r.get("predictions"),
+        )
+    feedback = folder / "feedback.jsonl"
+    if feedback.exists():
+        for line in feedback.read_text().splitlines():
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            monitor.feedback(doc["id"], doc["labels"])
+    return len(records)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,10 +115,21 @@ def main(argv: list[str] | None = None) -> int:
         max_batch=spec["max_batch"],
         max_wait_ms=spec["max_wait_ms"],
         log_rows=spec.get("log_rows", 100),
+        monitor=spec.get("monitor", True),
+        profile=_profile(current),
+        task=current.get("task"),
+        alerts=spec.get("alerts", []),
+        alert_window=spec.get("alert_window", "1m"),
+        alert_interval_s=spec.get("alert_interval_s", 5.0),
+        folder=str(folder),
     )
     log = RequestLog(folder / "requests.jsonl", max_bytes=spec.get("log_max_bytes", 64 << 20))
     parent = spec.get("attach_to")
     app = create_app(settings, model, log, background=(lambda: _watch_parent(parent)) if parent else None)
+    if settings.monitor:
+        rebuilt = _rebuild(app.state.server.monitor, folder)
+        if rebuilt:
+            print(f"rebuilt monitoring windows from {rebuilt} logged requests", flush=True)
     try:
         sock = _bind(spec["host"], spec["port"])
     except OSError as exc:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -32,8 +33,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from nbdeploy.monitoring.alerts import AlertBook
+from nbdeploy.monitoring.windows import RequestWindows
 from nbdeploy.serving.batching import Batcher, PredictError
 from nbdeploy.serving.loader import LoadedModel, load
+from nbdeploy.serving.monitor_routes import MonitorCollector, alert_loop, monitor_routes
 from nbdeploy.serving.protocol import ProtocolError, Schema, parse
 from nbdeploy.serving.requestlog import RequestLog
 
@@ -55,7 +59,13 @@ class ServerSettings:
     max_batch: int = 1024
     max_wait_ms: float = 2.0
     log_rows: int = 100
-    extra: dict[str, Any] = field(default_factory=dict)
+    monitor: bool = True
+    profile: dict[str, Any] | None = None
+    task: str | None = None
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    alert_window: str = "1m"
+    alert_interval_s: float = 5.0
+    folder: str | None = None
 
 
 class _Metrics:
@@ -99,6 +109,12 @@ class _Server:
         self.seq = 0
         self.mlflow_version = _dist_version("mlflow")
         self._swap(model, settings.ref, settings.version)
+        folder = Path(settings.folder) if settings.folder else None
+        self.monitor = RequestWindows(self.schema.names, settings.profile, settings.task)
+        self.alerts = AlertBook(folder / "alerts.jsonl" if folder else None)
+        self.alerts.set_rules(settings.alerts)
+        if settings.monitor:
+            self.metrics.registry.register(MonitorCollector(self.monitor, self.alerts))
         self.batcher = Batcher(
             lambda: (self.model.predict, self.schema.names),
             max_batch=settings.max_batch,
@@ -114,6 +130,8 @@ class _Server:
     def _on_batch(self, requests: int, rows: int) -> None:
         self.metrics.batch_requests.observe(requests)
         self.metrics.batch_rows.observe(rows)
+        if self.settings.monitor:
+            self.monitor.add_batch(time.time(), requests, rows)
 
     def request_id(self, request: Request) -> str:
         given = request.headers.get("x-request-id")
@@ -143,9 +161,7 @@ def _auth_error(server: _Server, request: Request, always: bool = False) -> Resp
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given:
-        err = ProtocolError(
-            401, "This endpoint needs the header 'Authorization: Bearer <token>'.", "UNAUTHENTICATED"
-        )
+        err = ProtocolError(401, "This endpoint needs the header 'Authorization: Bearer <token>'.", "UNAUTHENTICATED")
         return _json(err.body(), 401, {"WWW-Authenticate": "Bearer"})
     if not token or not hmac.compare_digest(given.strip().encode(), token.encode()):
         return _json(ProtocolError(403, "The bearer token is not valid.", "PERMISSION_DENIED").body(), 403)
@@ -160,9 +176,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ProtocolError(
-                413, f"The body is larger than the limit of {limit} bytes.", "REQUEST_TOO_LARGE"
-            )
+            raise ProtocolError(413, f"The body is larger than the limit of {limit} bytes.", "REQUEST_TOO_LARGE")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -178,6 +192,7 @@ def _routes(server: _Server) -> list[Route]:
 
     async def invocations(request: Request) -> Response:
         started = time.perf_counter()
+        values = predictions = None
         rid = server.request_id(request)
         denied = _auth_error(server, request)
         if denied is not None:
@@ -189,10 +204,12 @@ def _routes(server: _Server) -> list[Route]:
             parsed = parse(body, request.headers.get("content-type"), server.schema)
             record["rows"] = parsed.rows
             if parsed.values is not None:
-                record["inputs"] = parsed.values[: settings.log_rows].tolist()
+                values = parsed.values
+                record["inputs"] = values[: settings.log_rows].tolist()
             elif parsed.frame is not None:
                 record["columns"] = [str(c) for c in parsed.frame.columns]
-                record["inputs"] = parsed.frame.iloc[: settings.log_rows].to_numpy().tolist()
+                values = parsed.frame.to_numpy()
+                record["inputs"] = values[: settings.log_rows].tolist()
             predictions = await server.batcher.submit(parsed)
             status = 200
             payload: dict[str, Any] = {"predictions": predictions}
@@ -214,6 +231,8 @@ def _routes(server: _Server) -> list[Route]:
         if status != 200:
             record["error"] = payload["message"]
         server.log.append(record)  # before the response: an answered request is always logged
+        if settings.monitor:
+            server.monitor.add(record["ts"], record["latency_ms"], status, rid, values, predictions)
         server.metrics.requests.labels(str(status)).inc()
         server.metrics.latency.observe(latency)
         return _json(payload, status, {"X-Request-Id": rid})
@@ -250,6 +269,7 @@ def _routes(server: _Server) -> list[Route]:
         try:
             doc = json.loads(await request.body())
             path, ref, version = doc["path"], str(doc["ref"]), doc.get("version")
+            profile_path, task = doc.get("profile_path"), doc.get("task")
         except (ValueError, KeyError, TypeError):
             err = ProtocolError(400, "The body must be JSON with 'path' and 'ref' fields.")
             return _json(err.body(), 400)
@@ -259,6 +279,8 @@ def _routes(server: _Server) -> list[Route]:
             err = ProtocolError(400, f"The model at 'path' could not be loaded: {type(exc).__name__}: {exc}.")
             return _json(err.body(), 400)
         server._swap(model, ref, version)
+        if profile_path and Path(profile_path).exists():
+            server.monitor.set_profile(json.loads(Path(profile_path).read_text()), task)
         return _json({"ref": server.ref, "version": server.version})
 
     return [
@@ -269,6 +291,12 @@ def _routes(server: _Server) -> list[Route]:
         Route("/info", info),
         Route("/metrics", metrics),
         Route("/admin/reload", reload, methods=["POST"]),
+        *monitor_routes(
+            server,
+            _json,
+            lambda r, always: _auth_error(server, r, always),
+            Path(settings.folder) if settings.folder else None,
+        ),
     ]
 
 
@@ -284,11 +312,18 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         server.batcher.start()
-        task = asyncio.get_running_loop().create_task(background()) if background else None
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(background())] if background else []
+        if settings.monitor:
+            tasks.append(
+                loop.create_task(
+                    alert_loop(server.monitor, server.alerts, settings.alert_window, settings.alert_interval_s)
+                )
+            )
         try:
             yield
         finally:
-            if task:
+            for task in tasks:
                 task.cancel()
             await server.batcher.stop()
 

@@ -141,9 +141,7 @@ def _check_columns(columns: list[str], schema: Schema) -> None:
     present = set(columns)
     missing = [n for n, req in zip(schema.names, schema.required, strict=True) if req and n not in present]
     if missing:
-        shown = ", ".join(map(repr, missing[:5])) + (
-            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        )
+        shown = ", ".join(map(repr, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise _bad(f"The input is missing {len(missing)} required column(s): {shown}.")
 
 
@@ -213,9 +211,7 @@ def parse(body: bytes, content_type: str | None, schema: Schema) -> Parsed:
             raise _bad(f"The body is not valid CSV: {exc}.") from None
         return Parsed(len(frame), tuple(map(str, frame.columns)), frame=enforce_frame(frame, schema))
     if mime != "application/json":
-        raise ProtocolError(
-            415, f"Unsupported Content-Type {mime!r}: use application/json or text/csv.", "UNSUPPORTED"
-        )
+        raise ProtocolError(415, f"Unsupported Content-Type {mime!r}: use application/json or text/csv.", "UNSUPPORTED")
     doc = _json_body(body)
     columns, rows = _table(doc["format"], doc["data"])
     if columns is None:

@@ -56,11 +56,7 @@ class RequestLog:
 def read_records(path: str | Path, include_rotated: bool = True) -> list[dict[str, Any]]:
     """All records, oldest first (rotated files included); a torn last line is skipped."""
     base = Path(path)
-    files = (
-        sorted(base.parent.glob(base.name + ".*"), key=lambda p: -int(p.suffix[1:]))
-        if include_rotated
-        else []
-    )
+    files = sorted(base.parent.glob(base.name + ".*"), key=lambda p: -int(p.suffix[1:])) if include_rotated else []
     records = []
     for file in [*files, base]:
         if not file.exists():

@@ -1,0 +1,190 @@
+"""Alert rules over monitoring windows, with hysteresis and webhooks.
+
+A rule is ``METRIC OP NUMBER`` (``p95_ms>50``, ``error_rate>0.01``, ``psi>0.25``,
+``accuracy<0.9``). Each evaluation reads the metric from one window; after ``k``
+consecutive breaches the rule fires, after ``k`` consecutive clean evaluations it resolves.
+A window without data for the metric (no labels yet, no traffic) changes nothing. Fired and
+resolved events are appended to a JSON-lines file; a rule's optional webhook gets each
+event as a JSON POST from a background thread, retried with backoff, never blocking serving.
+
+>>> rule = Rule.parse("p95_ms>50", k=2)
+>>> [rule.observe(v) for v in (60, 70, 10, 10)]
+[None, 'fired', None, 'resolved']
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["METRICS", "AlertBook", "Rule"]
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+}
+_RULE = re.compile(r"^\s*([a-z0-9_]+)\s*(>=|<=|>|<)\s*(-?\d+(?:\.\d+)?(?:e-?\d+)?)\s*$")
+
+
+def _metric(window: Mapping[str, Any], key: str) -> float | None:
+    value = window.get(key)
+    return None if value is None else float(value)
+
+
+METRICS: dict[str, Callable[[Mapping[str, Any]], float | None]] = {
+    "rps": lambda w: _metric(w, "rps"),
+    "requests": lambda w: _metric(w, "requests"),
+    "p50_ms": lambda w: _metric(w.get("latency_ms", {}), "p50"),
+    "p95_ms": lambda w: _metric(w.get("latency_ms", {}), "p95"),
+    "p99_ms": lambda w: _metric(w.get("latency_ms", {}), "p99"),
+    "error_rate": lambda w: _metric(w, "error_rate") if w.get("requests") else None,
+    "psi": lambda w: _metric(w, "drift_max_psi"),
+    "drifted_features": lambda w: float(len(w.get("drifted_features", []))) if w.get("rows") else None,
+    "accuracy": lambda w: _metric(w, "accuracy"),
+    "rmse": lambda w: _metric(w, "rmse"),
+}
+
+
+@dataclass
+class Rule:
+    """One alert rule and its hysteresis state."""
+
+    text: str
+    metric: str
+    op: str
+    threshold: float
+    k: int = 3
+    webhook: str | None = None
+    firing: bool = False
+    streak: int = 0
+    last_value: float | None = None
+
+    @classmethod
+    def parse(cls, text: str, k: int = 3, webhook: str | None = None) -> Rule:
+        """Parse ``METRIC OP NUMBER``; ``ValueError`` names the metrics when it does not."""
+        match = _RULE.match(text or "")
+        if not match:
+            raise ValueError(
+                f"Malformed alert rule {text!r}: expected METRIC OP NUMBER with OP one of >= > <= <, "
+                "for example p95_ms>50."
+            )
+        metric, op, number = match.groups()
+        if metric not in METRICS:
+            raise ValueError(f"Unknown alert metric {metric!r} in {text!r}; metrics: {', '.join(METRICS)}.")
+        if k < 1:
+            raise ValueError(f"The hysteresis count must be at least 1, not {k}.")
+        return cls(text=text.replace(" ", ""), metric=metric, op=op, threshold=float(number), k=k, webhook=webhook)
+
+    def observe(self, value: float | None) -> str | None:
+        """Feed one evaluation; returns ``"fired"``, ``"resolved"`` or ``None``."""
+        self.last_value = value
+        if value is None:
+            return None
+        breach = _OPS[self.op](value, self.threshold)
+        if breach != self.firing:
+            self.streak += 1
+        else:
+            self.streak = 0
+        if self.streak >= self.k:
+            self.firing, self.streak = breach, 0
+            return "fired" if breach else "resolved"
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.text, "metric": self.metric, "k": self.k, "webhook": self.webhook,
+            "firing": self.firing, "value": self.last_value,
+        }  # fmt: skip
+
+
+@dataclass
+class AlertBook:
+    """The rules of one deployment, their events, and the webhook sender."""
+
+    path: Path | None = None
+    rules: list[Rule] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    retries: int = 5
+    backoff_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        self._outbox: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue(maxsize=1000)
+        self._sender: threading.Thread | None = None
+        self.delivered: list[dict[str, Any]] = []
+        if self.path is not None and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    self.events.append(json.loads(line))
+                except ValueError:
+                    continue
+
+    def set_rules(self, specs: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the rules (``[{"rule": "p95_ms>50", "k": 3, "webhook": None}, ...]``)."""
+        self.rules = [Rule.parse(s["rule"], int(s.get("k", 3)), s.get("webhook")) for s in specs]
+
+    def evaluate(self, window: Mapping[str, Any], now: float | None = None) -> list[dict[str, Any]]:
+        """Evaluate every rule on one window; returns (and records) the new events."""
+        new = []
+        for rule in self.rules:
+            value = METRICS[rule.metric](window)
+            change = rule.observe(value)
+            if change:
+                event = {"ts": now or time.time(), "rule": rule.text, "state": change, "value": value}
+                new.append(event)
+                self._record(event, rule.webhook)
+        return new
+
+    def _record(self, event: dict[str, Any], webhook: str | None) -> None:
+        self.events.append(event)
+        del self.events[:-200]
+        if self.path is not None:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, (json.dumps(event) + "\n").encode())
+            finally:
+                os.close(fd)
+        if webhook:
+            try:
+                self._outbox.put_nowait((webhook, event))
+            except queue.Full:
+                return
+            if self._sender is None or not self._sender.is_alive():
+                self._sender = threading.Thread(target=self._send_loop, name="webhooks", daemon=True)
+                self._sender.start()
+
+    def _send_loop(self) -> None:
+        import httpx
+
+        while True:
+            try:
+                url, event = self._outbox.get(timeout=5)
+            except queue.Empty:
+                return
+            delay = self.backoff_s
+            for attempt in range(1, self.retries + 1):
+                try:
+                    if httpx.post(url, json=event, timeout=5).status_code < 400:
+                        self.delivered.append({**event, "attempts": attempt})
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(delay)
+                delay *= 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rules": [r.to_dict() for r in self.rules],
+            "firing": [r.text for r in self.rules if r.firing],
+            "events": self.events[-50:],
+        }

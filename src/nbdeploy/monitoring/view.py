@@ -1,0 +1,85 @@
+"""One-screen text of a ``/monitor`` document: the widget's ``text/plain``, ``nbdeploy
+monitor`` in a terminal, and CI logs all read the same lines.
+
+>>> print(render_text(doc, "1m"))   # doctest: +SKIP
+cancer (cancer/1, version 1)  up 42 s  window 1m
+requests 120 (2.0/s)  p50 4.1 ms  p95 6.3 ms  p99 8.0 ms  errors 0.0%
+...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["render_alerts", "render_text"]
+
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def spark(values: list[float | None]) -> str:
+    """A sparkline of ``values`` (gaps as spaces)."""
+    nums = [v for v in values if v is not None]
+    top = max(nums, default=0.0) or 1.0
+    return "".join(" " if v is None else _BARS[min(8, round(8 * v / top))] for v in values)
+
+
+def render_text(doc: Mapping[str, Any], window: str = "1m", status: str = "live") -> str:
+    """Render a ``/monitor`` document for one window as a few aligned lines."""
+    win = doc.get("windows", {}).get(window)
+    up = doc.get("uptime_s") or 0
+    head = f"{doc.get('name')} ({doc.get('ref')}, version {doc.get('version')})  up {up:.0f} s"
+    lines = [f"{head}  window {window}  [{status}]"]
+    if not win:
+        return "\n".join([*lines, "no data yet"])
+    lat = win["latency_ms"]
+    lines.append(
+        f"requests {win['requests']} ({win['rps']:.1f}/s)  p50 {_ms(lat['p50'])}  p95 {_ms(lat['p95'])}  "
+        f"p99 {_ms(lat['p99'])}  errors {100 * win['error_rate']:.1f}%  total {doc.get('total_requests', 0)}"
+    )
+    series = doc.get("series", {})
+    if series:
+        lines.append(f"traffic  |{spark(series.get('rps', []))}|")
+        lines.append(f"p95      |{spark(series.get('p95_ms', []))}|")
+    preds = win.get("predictions", {})
+    if preds.get("kind") == "classes" and preds.get("counts"):
+        total = sum(preds["counts"].values())
+        lines.append("predictions  " + "  ".join(f"{k}: {100 * v / total:.0f}%" for k, v in preds["counts"].items()))
+    quality = []
+    if win.get("accuracy") is not None:
+        quality.append(f"accuracy {win['accuracy']:.3f}")
+    if win.get("rmse") is not None:
+        quality.append(f"rmse {win['rmse']:.4g}")
+    if quality:
+        lines.append(f"live ({win.get('labelled', 0)} labelled rows)  " + "  ".join(quality))
+    drifted = win.get("drifted_features", [])
+    worst = sorted((d for d in win.get("drift", []) if d.get("psi") is not None), key=lambda d: -d["psi"])[:3]
+    if worst:
+        top = ", ".join(f"{d['name']} {d['psi']:.2f}" for d in worst)
+        lines.append(f"drift: {len(drifted)} feature(s) drifted; highest PSI: {top}")
+    alerts = doc.get("alerts", {})
+    firing = alerts.get("firing", [])
+    lines.append(
+        "alerts: "
+        + (", ".join(firing) + " FIRING" if firing else f"{len(alerts.get('rules', []))} rule(s), none firing")
+    )
+    return "\n".join(lines)
+
+
+def render_alerts(alerts: Mapping[str, Any]) -> str:
+    """Rules with their state and value, then the recent events."""
+    firing = set(alerts.get("firing", []))
+    lines = [
+        f"{r['rule']:<24} {'FIRING' if r['rule'] in firing else 'ok':<7} value {r.get('value')}  k={r.get('k')}"
+        + (f"  webhook {r['webhook']}" if r.get("webhook") else "")
+        for r in alerts.get("rules", [])
+    ] or ["no alert rules"]
+    lines += [
+        f"event: {e['rule']} {e['state']} at {e['ts']:.0f} (value {e.get('value')})"
+        for e in alerts.get("events", [])[-10:]
+    ]
+    return "\n".join(lines)

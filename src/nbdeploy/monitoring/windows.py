@@ -1,0 +1,291 @@
+"""Sliding windows over the requests a server answered.
+
+:class:`RequestWindows` keeps two rings: one entry per request (time, latency, status,
+rows) and one per input row (time, features, prediction, label). ``snapshot(now)`` turns
+them into the JSON of ``GET /monitor`` for each window (1 min, 5 min, 1 h by default):
+count and rate, latency percentiles, error rates by status class, batch sizes, the
+prediction distribution, per-feature drift against the training profile (the statistics
+of :mod:`nbdeploy.drift`) and, over the rows that got feedback, live accuracy or error.
+
+>>> w = RequestWindows(columns=["x"], profile=None, task="regression")
+>>> w.add(ts=0.0, latency_ms=2.0, status=200, rid="a", inputs=[[1.0]], predictions=[3.0])
+>>> w.snapshot(now=1.0)["windows"]["1m"]["requests"]
+1
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from nbdeploy import drift
+
+__all__ = ["DEFAULT_WINDOWS", "RequestWindows", "parse_window"]
+
+DEFAULT_WINDOWS = {"1m": 60.0, "5m": 300.0, "1h": 3600.0}
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+SERIES_BUCKET_S = 10.0
+SERIES_POINTS = 60
+
+
+def parse_window(text: str) -> float:
+    """Seconds in a window written ``30s``, ``5m`` or ``1h``."""
+    text = text.strip()
+    if len(text) < 2 or text[-1] not in _UNITS or not text[:-1].replace(".", "", 1).isdigit():
+        raise ValueError(f"Invalid window {text!r}: use a number followed by s, m or h, for example 5m.")
+    return float(text[:-1]) * _UNITS[text[-1]]
+
+
+class _Ring:
+    """Fixed-capacity columns appended in time order; ``since(t)`` yields the live segments."""
+
+    def __init__(self, capacity: int, columns: Mapping[str, tuple[Any, tuple[int, ...]]]) -> None:
+        self.capacity, self.count = capacity, 0
+        self.cols = {name: np.zeros((capacity, *shape), dtype=dt) for name, (dt, shape) in columns.items()}
+
+    def append(self, values: Mapping[str, Any], n: int = 1) -> int:
+        """Append ``n`` rows; returns the absolute index of the first one."""
+        start = self.count
+        for i in range(0, n, self.capacity):  # a block larger than the ring keeps its tail
+            k = min(n - i, self.capacity)
+            pos = (start + i) % self.capacity
+            first = min(k, self.capacity - pos)
+            for name, col in self.cols.items():
+                block = values[name]
+                part = block[i : i + k] if np.ndim(block) else np.full(k, block)
+                col[pos : pos + first] = part[:first]
+                col[: k - first] = part[first:]
+        self.count += n
+        return start
+
+    def span(self, t0: float) -> tuple[int, int]:
+        """Absolute indices ``[lo, hi)`` of the live entries with ``ts >= t0``."""
+        lo = max(0, self.count - self.capacity)
+        hi = self.count
+        ts = self.cols["ts"]
+        # binary search over absolute indices (the ring is in time order)
+        a, b = lo, hi
+        while a < b:
+            mid = (a + b) // 2
+            if ts[mid % self.capacity] < t0:
+                a = mid + 1
+            else:
+                b = mid
+        return a, hi
+
+    def take(self, name: str, lo: int, hi: int) -> list[np.ndarray]:
+        """The entries ``[lo, hi)`` of one column as at most two contiguous views."""
+        if hi <= lo:
+            return []
+        col, cap = self.cols[name], self.capacity
+        a, b = lo % cap, hi % cap or cap
+        return [col[a:b]] if a < b else [col[a:], col[:b]]
+
+    def live(self, index: int) -> bool:
+        return self.count - self.capacity <= index < self.count
+
+
+class RequestWindows:
+    """Request and row rings, feedback, and window statistics for one deployment."""
+
+    def __init__(
+        self,
+        columns: Sequence[str],
+        profile: Mapping[str, Any] | None,
+        task: str | None,
+        windows: Mapping[str, float] | None = None,
+        request_capacity: int = 1_000_000,
+        row_capacity: int = 100_000,
+    ) -> None:
+        self.columns = list(columns)
+        self.windows = dict(windows or DEFAULT_WINDOWS)
+        self.set_profile(profile, task)
+        k = max(1, len(self.columns))
+        self.requests = _Ring(
+            request_capacity, {"ts": (np.float64, ()), "latency": (np.float32, ()), "status": (np.int16, ())}
+        )
+        self.rows = _Ring(
+            row_capacity,
+            {"ts": (np.float64, ()), "x": (np.float32, (k,)), "pred": (object, ()), "label": (object, ())},
+        )
+        self.batches = _Ring(100_000, {"ts": (np.float64, ()), "requests": (np.int32, ()), "rows": (np.int32, ())})
+        self._ids: collections.OrderedDict[str, tuple[int, int]] = collections.OrderedDict()
+        self._pending: dict[str, list[Any]] = {}  # feedback that arrived before its request
+        self._lock = threading.Lock()
+
+    def set_profile(self, profile: Mapping[str, Any] | None, task: str | None) -> None:
+        """Measure drift against ``profile`` from now on (after an update to another version)."""
+        by_name = {c["name"]: c for c in (profile or {}).get("columns", [])}
+        rows_total = (profile or {}).get("rows")
+        self.task = task or "classification"
+        self.profiled = [(j, {**by_name[c], "rows": rows_total}) for j, c in enumerate(self.columns) if c in by_name]
+
+    # recording ----------------------------------------------------------------------
+
+    def add(
+        self,
+        ts: float,
+        latency_ms: float,
+        status: int,
+        rid: str,
+        inputs: Sequence[Sequence[Any]] | np.ndarray | None = None,
+        predictions: Sequence[Any] | None = None,
+    ) -> None:
+        """Record one answered request (its inputs in the deployment's column order)."""
+        with self._lock:
+            self.requests.append({"ts": ts, "latency": latency_ms, "status": status})
+            if status != 200 or inputs is None or predictions is None or not len(predictions):
+                return
+            n = min(len(inputs), len(predictions))
+            try:
+                x = np.asarray(inputs[:n], dtype=np.float32).reshape(n, -1)
+            except (TypeError, ValueError):
+                x = np.full((n, max(1, len(self.columns))), np.nan, dtype=np.float32)
+            if x.shape[1] != self.rows.cols["x"].shape[1]:
+                x = np.full((n, self.rows.cols["x"].shape[1]), np.nan, dtype=np.float32)
+            preds = np.empty(n, dtype=object)
+            preds[:] = list(predictions[:n])
+            start = self.rows.append({"ts": np.full(n, ts), "x": x, "pred": preds, "label": np.full(n, None)}, n)
+            self._ids[rid] = (start, n)
+            while len(self._ids) > self.rows.capacity:
+                self._ids.popitem(last=False)
+            if rid in self._pending:
+                self._label(rid, self._pending.pop(rid))
+
+    def add_batch(self, ts: float, requests: int, rows: int) -> None:
+        with self._lock:
+            self.batches.append({"ts": ts, "requests": requests, "rows": rows})
+
+    def feedback(self, rid: str, labels: Sequence[Any]) -> bool:
+        """Attach true labels to a request's rows; returns False if the request is unknown."""
+        with self._lock:
+            if rid not in self._ids:
+                if len(self._pending) < 100_000:
+                    self._pending[rid] = list(labels)
+                return False
+            return self._label(rid, list(labels))
+
+    def _label(self, rid: str, labels: list[Any]) -> bool:
+        start, n = self._ids[rid]
+        if not self.rows.live(start) or len(labels) != n:
+            return False
+        for i, value in enumerate(labels):
+            self.rows.cols["label"][(start + i) % self.rows.capacity] = value
+        return True
+
+    # statistics ----------------------------------------------------------------------
+
+    def snapshot(self, now: float, windows: Sequence[str] | None = None) -> dict[str, Any]:
+        """The ``/monitor`` document for the given window names (all by default)."""
+        with self._lock:
+            names = list(windows or self.windows)
+            return {
+                "total_requests": self.requests.count,
+                "windows": {w: self._window(now, self.windows[w]) for w in names if w in self.windows},
+                "series": self._series(now),
+            }
+
+    def _window(self, now: float, seconds: float) -> dict[str, Any]:
+        lo, hi = self.requests.span(now - seconds)
+        latency = _cat(self.requests.take("latency", lo, hi), np.float32)
+        status = _cat(self.requests.take("status", lo, hi), np.int16)
+        n = int(latency.size)
+        classes = {f"{c}xx": int(np.sum(status // 100 == c)) for c in (2, 4, 5)}
+        pct = np.percentile(latency, [50, 95, 99]).tolist() if n else [None, None, None]
+        out: dict[str, Any] = {
+            "seconds": seconds,
+            "requests": n,
+            "rps": n / seconds,
+            "latency_ms": {"p50": pct[0], "p95": pct[1], "p99": pct[2]},
+            "status_classes": classes,
+            "error_rate": (n - classes["2xx"]) / n if n else 0.0,
+            # the ring no longer holds the window's oldest requests: figures cover its newest part
+            "sampled": self.requests.count > self.requests.capacity
+            and lo == self.requests.count - self.requests.capacity,
+        }
+        blo, bhi = self.batches.span(now - seconds)
+        b_req = _cat(self.batches.take("requests", blo, bhi), np.int32)
+        b_rows = _cat(self.batches.take("rows", blo, bhi), np.int32)
+        out["batches"] = {
+            "count": int(b_req.size),
+            "mean_requests": float(b_req.mean()) if b_req.size else None,
+            "max_rows": int(b_rows.max()) if b_rows.size else None,
+        }
+        rlo, rhi = self.rows.span(now - seconds)
+        out["rows"] = rhi - rlo
+        preds = _cat(self.rows.take("pred", rlo, rhi), object)
+        out["predictions"] = self._prediction_distribution(preds)
+        out["drift"] = [d.to_dict() for d in self._drift(rlo, rhi)]
+        scored = [d for d in out["drift"] if d["psi"] is not None]
+        out["drift_max_psi"] = max((d["psi"] for d in scored), default=None)
+        out["drifted_features"] = [d["name"] for d in out["drift"] if d["status"] == "drift"]
+        out.update(self._live_quality(preds, _cat(self.rows.take("label", rlo, rhi), object)))
+        return out
+
+    def _prediction_distribution(self, preds: np.ndarray) -> dict[str, Any]:
+        if not preds.size:
+            return {"kind": "classes" if self.task == "classification" else "histogram", "counts": {}}
+        if self.task == "classification":
+            values, counts = np.unique(preds.astype(str), return_counts=True)
+            return {"kind": "classes", "counts": dict(zip(values.tolist(), counts.tolist(), strict=True))}
+        numbers = preds.astype(float)
+        counts, edges = np.histogram(numbers[~np.isnan(numbers)], bins=10)
+        return {"kind": "histogram", "edges": edges.tolist(), "counts": counts.tolist()}
+
+    def _drift(self, lo: int, hi: int) -> list[drift.FeatureDrift]:
+        if not self.profiled or hi <= lo:
+            return []
+        blocks = self.rows.take("x", lo, hi)
+        results = []
+        for j, column in self.profiled:
+            if column["kind"] != "numeric":
+                continue  # the row ring keeps numbers; categorical inputs are not profiled live
+            total = np.sum([drift.counts(column, block[:, j]) for block in blocks], axis=0)
+            results.append(drift.drift_from_counts(column, total.tolist()))
+        return results
+
+    def _live_quality(self, preds: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        has = np.array([v is not None for v in labels], dtype=bool) if labels.size else np.zeros(0, bool)
+        labelled = int(has.sum())
+        if not labelled:
+            return {"labelled": 0, "accuracy": None, "rmse": None}
+        p, y = preds[has], labels[has]
+        if self.task == "classification":
+            return {
+                "labelled": labelled,
+                "accuracy": float(np.mean(p.astype(str) == y.astype(str))),
+                "rmse": None,
+            }
+        err = p.astype(float) - y.astype(float)
+        return {"labelled": labelled, "accuracy": None, "rmse": float(np.sqrt(np.mean(err**2)))}
+
+    def _series(self, now: float) -> dict[str, list[Any]]:
+        """Requests/s and p95 latency in 10 s buckets over the last 10 minutes (sparklines)."""
+        start = now - SERIES_BUCKET_S * SERIES_POINTS
+        lo, hi = self.requests.span(start)
+        ts = _cat(self.requests.take("ts", lo, hi), np.float64)
+        lat = _cat(self.requests.take("latency", lo, hi), np.float32)
+        bucket = np.clip(((ts - start) // SERIES_BUCKET_S).astype(int), 0, SERIES_POINTS - 1)
+        counts = np.bincount(bucket, minlength=SERIES_POINTS)
+        p95: list[float | None] = [None] * SERIES_POINTS
+        if ts.size:
+            order = np.argsort(bucket, kind="stable")
+            splits = np.cumsum(counts)[:-1]
+            for i, chunk in enumerate(np.split(lat[order], splits)):
+                if chunk.size:
+                    p95[i] = float(np.percentile(chunk, 95))
+        return {
+            "t": [start + (i + 1) * SERIES_BUCKET_S for i in range(SERIES_POINTS)],
+            "rps": (counts / SERIES_BUCKET_S).tolist(),
+            "p95_ms": p95,
+        }
+
+
+def _cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+    if not parts:
+        return np.zeros(0, dtype=dtype)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)

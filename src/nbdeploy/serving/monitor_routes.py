@@ -1,0 +1,136 @@
+"""``GET /monitor``, ``POST /feedback``, ``POST /admin/alerts`` and the alert loop.
+
+The server records every answered request in a :class:`~nbdeploy.monitoring.windows.
+RequestWindows`; these routes read it. ``/monitor`` takes ``?window=1m,5m`` to limit the
+windows computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from nbdeploy.monitoring.alerts import AlertBook
+from nbdeploy.monitoring.windows import RequestWindows
+
+__all__ = ["MonitorCollector", "alert_loop", "monitor_routes"]
+
+Json = Callable[..., Response]
+Guard = Callable[[Request, bool], Response | None]
+
+
+def _error(json_response: Json, status: int, message: str) -> Response:
+    return json_response({"error_code": "BAD_REQUEST", "message": message}, status)
+
+
+def monitor_routes(server: Any, json_response: Json, guard: Guard, folder: Path | None) -> list[Route]:
+    """Routes over ``server.monitor`` (RequestWindows) and ``server.alerts`` (AlertBook)."""
+
+    async def monitor(request: Request) -> Response:
+        denied = guard(request, False)
+        if denied is not None:
+            return denied
+        names = [w for w in request.query_params.get("window", "").split(",") if w] or None
+        unknown = [w for w in names or [] if w not in server.monitor.windows]
+        if unknown:
+            known = ", ".join(server.monitor.windows)
+            return _error(json_response, 400, f"Unknown window {unknown[0]!r}; windows: {known}.")
+        now = time.time()
+        doc = await asyncio.to_thread(server.monitor.snapshot, now, names)
+        doc.update(
+            name=server.settings.name, ref=server.ref, version=server.version, now=now,
+            uptime_s=round(now - server.started, 3), alerts=server.alerts.to_dict(),
+            columns=server.monitor.columns, task=server.monitor.task,
+        )  # fmt: skip
+        return json_response(doc)
+
+    async def feedback(request: Request) -> Response:
+        denied = guard(request, False)
+        if denied is not None:
+            return denied
+        try:
+            doc = json.loads(await request.body())
+            ids, targets = doc["ids"], doc["targets"]
+            if not isinstance(ids, list) or not isinstance(targets, list) or len(ids) != len(targets):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            return _error(json_response, 400, "The body must be JSON with 'ids' and 'targets' lists of one length.")
+        unknown = []
+        lines = []
+        for rid, target in zip(ids, targets, strict=True):
+            labels = target if isinstance(target, list) else [target]
+            if not server.monitor.feedback(str(rid), labels):
+                unknown.append(rid)
+            lines.append(json.dumps({"id": str(rid), "labels": labels}) + "\n")
+        if folder is not None and lines:
+            fd = os.open(folder / "feedback.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, "".join(lines).encode())
+            finally:
+                os.close(fd)
+        return json_response({"accepted": len(ids) - len(unknown), "unknown": unknown})
+
+    async def set_alerts(request: Request) -> Response:
+        denied = guard(request, True)
+        if denied is not None:
+            return denied
+        try:
+            rules = json.loads(await request.body())["rules"]
+            server.alerts.set_rules(rules)
+        except (ValueError, KeyError, TypeError) as exc:
+            message = str(exc) if isinstance(exc, ValueError) and "alert" in str(exc) else (
+                "The body must be JSON with a 'rules' list of {'rule': ..., 'k': ..., 'webhook': ...}."
+            )  # fmt: skip
+            return _error(json_response, 400, message)
+        return json_response(server.alerts.to_dict())
+
+    return [
+        Route("/monitor", monitor),
+        Route("/feedback", feedback, methods=["POST"]),
+        Route("/admin/alerts", set_alerts, methods=["POST"]),
+    ]
+
+
+async def alert_loop(monitor: RequestWindows, alerts: AlertBook, window: str, interval: float) -> None:
+    """Evaluate the alert rules on ``window`` every ``interval`` seconds."""
+    while True:
+        await asyncio.sleep(interval)
+        if alerts.rules:
+            doc = await asyncio.to_thread(monitor.snapshot, time.time(), [window])
+            alerts.evaluate(doc["windows"][window])
+
+
+class MonitorCollector(Collector):
+    """Summarises the 1-minute window in ``/metrics``: drift per feature, alerts, live accuracy."""
+
+    def __init__(self, monitor: RequestWindows, alerts: AlertBook, window: str = "1m") -> None:
+        self.monitor, self.alerts, self.window = monitor, alerts, window
+
+    def collect(self) -> Any:
+        win: Mapping[str, Any] = self.monitor.snapshot(time.time(), [self.window])["windows"][self.window]
+        psi = GaugeMetricFamily(
+            "nbdeploy_drift_psi", "PSI of served inputs vs training, last minute", labels=["feature"]
+        )
+        for d in win["drift"]:
+            if d["psi"] is not None:
+                psi.add_metric([d["name"]], d["psi"])
+        yield psi
+        yield GaugeMetricFamily(
+            "nbdeploy_drifted_features", "Features flagged as drifted", value=len(win["drifted_features"])
+        )
+        yield GaugeMetricFamily(
+            "nbdeploy_alerts_firing", "Alert rules firing", value=sum(r.firing for r in self.alerts.rules)
+        )
+        if win.get("accuracy") is not None:
+            yield GaugeMetricFamily("nbdeploy_live_accuracy", "Accuracy on labelled requests", value=win["accuracy"])

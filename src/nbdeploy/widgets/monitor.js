@@ -1,0 +1,102 @@
+// Renders the /monitor document held in the "snapshot" traitlet. All numbers come from the
+// kernel; this file only draws them.
+
+function esc(value) {
+  return String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+function fmt(value, digits = 1, unit = "") {
+  return value === null || value === undefined ? "–" : `${Number(value).toFixed(digits)}${unit}`;
+}
+
+function spark(values, width = 180, height = 28) {
+  const nums = values.map((v) => (v === null || v === undefined ? null : Number(v)));
+  const top = Math.max(1e-9, ...nums.filter((v) => v !== null));
+  const step = width / Math.max(1, nums.length - 1);
+  const points = nums
+    .map((v, i) => (v === null ? null : `${(i * step).toFixed(1)},${(height - (v / top) * (height - 2) - 1).toFixed(1)}`))
+    .filter((p) => p !== null)
+    .join(" ");
+  return `<svg width="${width}" height="${height}" viewBox="0 0 ${width} ${height}"><polyline points="${points}"/></svg>`;
+}
+
+function tile(key, label, value) {
+  return `<div class="nbd-mon-tile" data-tile="${key}"><div class="label">${esc(label)}</div><div class="value">${esc(value)}</div></div>`;
+}
+
+function draw(model, el) {
+  const doc = model.get("snapshot") || {};
+  const status = model.get("status");
+  const windowName = model.get("window");
+  const win = (doc.windows || {})[windowName];
+  const bad = status !== "live";
+  let html = `<div class="nbd-mon-head"><b>${esc(model.get("name"))}</b>
+    <span>${esc(doc.ref || "")} · version ${esc(doc.version ?? "–")} · window ${esc(windowName)}</span>
+    <span class="nbd-mon-status ${bad ? "bad" : "live"}" data-status="${esc(status)}">${esc(status)}</span></div>`;
+  if (!win) {
+    el.innerHTML = `<div class="nbd-mon">${html}<div>waiting for data…</div></div>`;
+    return;
+  }
+  const lat = win.latency_ms || {};
+  html += `<div class="nbd-mon-tiles">
+    ${tile("requests", `requests (${windowName})`, win.requests)}
+    ${tile("rps", "requests/s", fmt(win.rps, 2))}
+    ${tile("p50", "p50", fmt(lat.p50, 1, " ms"))}
+    ${tile("p95", "p95", fmt(lat.p95, 1, " ms"))}
+    ${tile("p99", "p99", fmt(lat.p99, 1, " ms"))}
+    ${tile("errors", "error rate", fmt(100 * (win.error_rate || 0), 1, "%"))}
+    ${tile("version", "version", doc.version ?? "–")}
+    ${tile("uptime", "uptime", fmt(doc.uptime_s, 0, " s"))}
+    ${tile("total", "total requests", doc.total_requests ?? 0)}
+    ${win.accuracy !== null && win.accuracy !== undefined ? tile("accuracy", `live accuracy (${win.labelled})`, fmt(win.accuracy, 3)) : ""}
+  </div>`;
+  const series = doc.series || { rps: [], p95_ms: [] };
+  html += `<div class="nbd-mon-row"><div><h4>traffic (req/s, 10 min)</h4>${spark(series.rps || [])}</div>
+    <div><h4>p95 latency (ms, 10 min)</h4>${spark(series.p95_ms || [])}</div></div>`;
+  const preds = win.predictions || {};
+  let predRows = "";
+  if (preds.kind === "classes") {
+    const total = Object.values(preds.counts || {}).reduce((a, b) => a + b, 0) || 1;
+    for (const [label, count] of Object.entries(preds.counts || {})) {
+      predRows += `<tr><td>${esc(label)}</td><td><span class="bar" style="width:${(120 * count) / total}px"></span></td><td>${fmt((100 * count) / total, 0, "%")}</td></tr>`;
+    }
+  } else if (preds.counts && preds.counts.length) {
+    const top = Math.max(...preds.counts, 1);
+    preds.counts.forEach((count, i) => {
+      predRows += `<tr><td>${fmt(preds.edges[i], 3)}–${fmt(preds.edges[i + 1], 3)}</td><td><span class="bar" style="width:${(120 * count) / top}px"></span></td><td>${count}</td></tr>`;
+    });
+  }
+  const drift = (win.drift || []).slice().sort((a, b) => (b.psi ?? -1) - (a.psi ?? -1));
+  const driftRows = drift
+    .map(
+      (d) => `<tr data-feature="${esc(d.name)}" data-status="${esc(d.status)}"><td>${esc(d.name)}</td>
+      <td><span class="bar" style="width:${Math.min(160, 160 * ((d.psi ?? 0) / 0.5))}px"></span></td>
+      <td>${fmt(d.psi, 3)}</td><td>${esc(d.status)}</td></tr>`,
+    )
+    .join("");
+  html += `<div class="nbd-mon-row"><div><h4>predictions</h4><table>${predRows || "<tr><td>none yet</td></tr>"}</table></div>
+    <div><h4>drift vs training (PSI) · ${(win.drifted_features || []).length} drifted</h4>
+    <table class="nbd-mon-drift">${driftRows || "<tr><td>no profile or no rows</td></tr>"}</table></div></div>`;
+  const alerts = doc.alerts || { rules: [], events: [] };
+  const firing = new Set(alerts.firing || []);
+  const rules = (alerts.rules || [])
+    .map((r) => `<li class="${firing.has(r.rule) ? "alert-firing" : ""}" data-rule="${esc(r.rule)}">${esc(r.rule)} — ${firing.has(r.rule) ? "FIRING" : "ok"} (value ${fmt(r.value, 3)})</li>`)
+    .join("");
+  const events = (alerts.events || [])
+    .slice(-5)
+    .reverse()
+    .map((e) => `<li>${esc(new Date(e.ts * 1000).toLocaleTimeString())} ${esc(e.rule)} ${esc(e.state)}</li>`)
+    .join("");
+  html += `<h4>alerts</h4><ul class="nbd-mon-alerts">${rules || "<li>no rules</li>"}</ul>${events ? `<ul>${events}</ul>` : ""}`;
+  el.innerHTML = `<div class="nbd-mon">${html}</div>`;
+}
+
+export default {
+  render({ model, el }) {
+    const redraw = () => draw(model, el);
+    model.on("change:snapshot", redraw);
+    model.on("change:status", redraw);
+    model.on("change:window", redraw);
+    redraw();
+  },
+};

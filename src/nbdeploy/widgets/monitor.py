@@ -1,0 +1,99 @@
+"""The live monitoring panel: an anywidget whose state is the server's ``/monitor`` document.
+
+A daemon thread polls the deployment every ``interval`` seconds and sets the ``snapshot``
+traitlet, so the kernel stays free for the user's cells. The poller stops when the widget
+is closed or the deployment stops, and says so in ``status`` when the server is unreachable.
+
+>>> w = show_monitor(nbdeploy.get("cancer"), interval=2)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import traitlets
+
+from nbdeploy.errors import DeploymentError
+from nbdeploy.monitoring.view import render_text
+
+__all__ = ["MonitorWidget", "show_monitor"]
+
+_HERE = Path(__file__).parent
+
+
+class MonitorWidget(anywidget.AnyWidget):
+    """Tiles, sparklines, prediction distribution, drift table and alerts of one deployment."""
+
+    _esm = _HERE / "monitor.js"
+    _css = _HERE / "monitor.css"
+
+    name = traitlets.Unicode(help="deployment name").tag(sync=True)
+    window = traitlets.Unicode("1m", help="window shown: 1m, 5m or 1h").tag(sync=True)
+    interval = traitlets.Float(2.0, help="seconds between polls").tag(sync=True)
+    status = traitlets.Unicode("starting", help="live, stopped, or unreachable: <why>").tag(sync=True)
+    snapshot = traitlets.Dict(help="the last /monitor document").tag(sync=True)
+    polls = traitlets.Int(0, help="successful polls so far").tag(sync=True)
+
+    def __init__(self, deployment: Any, interval: float = 2.0, window: str = "1m", **kwargs: Any) -> None:
+        super().__init__(name=deployment.name, interval=float(interval), window=window, **kwargs)
+        self._deployment = deployment
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name=f"nbdeploy-monitor-{deployment.name}", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            state = self._deployment.state()
+            if state != "running":
+                self.status = f"{state}: the deployment is not serving"
+                return
+            try:
+                self.snapshot = self._deployment.snapshot(self.window)
+                self.polls += 1
+                self.status = "live"
+            except DeploymentError as exc:
+                self.status = f"unreachable: {exc}"
+            self._stop.wait(self.interval)
+
+    @property
+    def polling(self) -> bool:
+        """True while the poller thread runs."""
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Stop polling (the panel keeps its last snapshot)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        self.stop()
+        super().close()
+
+    def __repr__(self) -> str:
+        if not self.snapshot:
+            return f"Monitor {self.name}: {self.status}"
+        return render_text(self.snapshot, self.window, self.status)
+
+
+def show_monitor(
+    deployment: Any, interval: float = 2.0, window: str = "1m", panel: bool = False
+) -> MonitorWidget | None:
+    """Create the widget; with ``panel`` open it in a JupyterLab side panel and return ``None``."""
+    from nbdeploy.errors import InvalidInputError
+    from nbdeploy.monitoring.windows import DEFAULT_WINDOWS
+
+    if window not in DEFAULT_WINDOWS:
+        raise InvalidInputError(f"Unknown window {window!r}; windows: {', '.join(DEFAULT_WINDOWS)}.")
+    if not interval > 0:
+        raise InvalidInputError(f"Invalid interval {interval}: use a number of seconds above 0.")
+    widget = MonitorWidget(deployment, interval=interval, window=window)
+    if not panel:
+        return widget
+    from IPython.display import display
+    from sidecar import Sidecar
+
+    with Sidecar(title=f"nbdeploy · {deployment.name}"):
+        display(widget)
+    return None
