@@ -50,9 +50,7 @@ def main() -> None:
                 name="model",
                 input_example=X.iloc[:5],
                 registered_model_name="plain",
-                skops_trusted_types=[
-                    "sklearn.tree._tree.Tree"
-                ],  # the default format refuses forests otherwise
+                skops_trusted_types=["sklearn.tree._tree.Tree"],  # the default format refuses forests otherwise
             )
         theirs.append(time.perf_counter() - t0)
 
@@ -61,9 +59,7 @@ def main() -> None:
         "ip = InteractiveShell.instance()\nt = time.perf_counter()\n"
         "ip.run_line_magic('load_ext', 'nbdeploy')\nprint(time.perf_counter() - t)"
     )
-    load_ext = float(
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    )
+    load_ext = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
     print(f"imports (mlflow, sklearn, nbdeploy)          {imports:7.3f} s")
     print(f"first register (creates the SQLite store)  {first:7.3f} s")
@@ -75,10 +71,7 @@ def main() -> None:
         f"mlflow.sklearn.log_model defaults, median  {statistics.median(theirs):7.3f} s   runs: "
         + " ".join(f"{t:.3f}" for t in theirs)
     )
-    print(
-        "ratio (MLflow defaults / nbdeploy)         "
-        f"{statistics.median(theirs) / statistics.median(ours):7.1f}x"
-    )
+    print(f"ratio (MLflow defaults / nbdeploy)         {statistics.median(theirs) / statistics.median(ours):7.1f}x")
     print(f"%load_ext nbdeploy                         {load_ext * 1000:7.1f} ms")
 
 

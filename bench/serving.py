@@ -154,9 +154,7 @@ def main() -> None:
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     model = RandomForestClassifier(n_estimators=100, random_state=0).fit(X, y)
     nbdeploy.register(model, "cancer", X, y)
-    body = json.dumps(
-        {"dataframe_split": {"columns": list(X.columns), "data": [X.iloc[0].tolist()]}}
-    ).encode()
+    body = json.dumps({"dataframe_split": {"columns": list(X.columns), "data": [X.iloc[0].tolist()]}}).encode()
 
     row = X.iloc[:1]
     timings = []
@@ -196,8 +194,7 @@ def main() -> None:
 
     ours, theirs = results
     print(
-        "\nmodel: RandomForest 100 trees, breast_cancer (30 features); "
-        f"one-row JSON requests; wrk {DURATION} s per row"
+        f"\nmodel: RandomForest 100 trees, breast_cancer (30 features); one-row JSON requests; wrk {DURATION} s per row"
     )
     print(f"in-process model.predict(1 row) p50: {in_process:.2f} ms\n")
     print(f"{'':34}{'nbdeploy':>14}{'mlflow serve':>16}{'ratio':>10}")
@@ -217,9 +214,7 @@ def main() -> None:
         if a["errors"] or b["errors"]:
             print(f"   errors: nbdeploy {a['errors']}, mlflow {b['errors']}")
     line("RSS of all server processes", ours["rss"], theirs["rss"], "MB", True)  # type: ignore[arg-type]
-    print(
-        f"\nclient bound check: wrk against nbdeploy /ping at 16 connections: {client_bound['rps']:.0f} req/s"
-    )
+    print(f"\nclient bound check: wrk against nbdeploy /ping at 16 connections: {client_bound['rps']:.0f} req/s")
     print(f"sequential p50 - in-process predict: {ours['seq_p50'] - in_process:.2f} ms")  # type: ignore[operator]
     shutil.rmtree(tmp, ignore_errors=True)
     del np

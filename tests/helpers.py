@@ -54,9 +54,7 @@ def running(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``cmd`` in its own process group until the block ends."""
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            list(cmd), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
-        )
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         wait_http(ready_url, proc, log)
         yield proc

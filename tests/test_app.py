@@ -45,10 +45,7 @@ def test_invocations_logs_and_counts(client: TestClient, cancer: dict[str, Any])
     r = client.post("/invocations", json=split(X), headers={"X-Request-Id": "abc-1"})
     assert r.status_code == 200 and r.headers["x-request-id"] == "abc-1"
     assert r.json() == {"predictions": cancer["model"].predict(X).tolist()}
-    assert (
-        client.post("/invocations", json={"dataframe_split": {"columns": ["x"], "data": [[1]]}}).status_code
-        == 400
-    )
+    assert client.post("/invocations", json={"dataframe_split": {"columns": ["x"], "data": [[1]]}}).status_code == 400
     recs = read_records(client.log_path)  # type: ignore[attr-defined]
     assert (recs[0]["id"], recs[0]["status"], recs[0]["rows"]) == ("abc-1", 200, 5)
     assert recs[0]["truncated"] is True and len(recs[0]["inputs"]) == 2 and len(recs[0]["predictions"]) == 2
@@ -67,9 +64,7 @@ def test_reload_swaps_the_model(client: TestClient, model_dir: Path) -> None:
     assert r.status_code == 200 and r.json() == {"ref": "t/2", "version": 2}
     assert client.get("/info").json()["version"] == 2
     bad = client.post("/admin/reload", json={"path": "/nonexistent", "ref": "t/3"}, headers=auth)
-    assert bad.status_code == 400 and bad.json()["message"].startswith(
-        "The model at 'path' could not be loaded"
-    )
+    assert bad.status_code == 400 and bad.json()["message"].startswith("The model at 'path' could not be loaded")
     assert client.get("/info").json()["version"] == 2
 
 

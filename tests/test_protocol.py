@@ -58,8 +58,7 @@ def test_mixed_schema_goes_through_a_frame() -> None:
             b"{",
             JSON,
             400,
-            "The body is not valid JSON: Expecting property name enclosed in double quotes: "
-            "line 1 column 2 (char 1).",
+            "The body is not valid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1).",
         ),
         (
             b"[1, 2]",

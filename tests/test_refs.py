@@ -25,9 +25,7 @@ def test_parse_ref_accepts_every_form(text: str, expected: ModelRef, uri: str) -
     assert parse_ref(text).uri == uri
 
 
-@pytest.mark.parametrize(
-    "text", ["", "cancer/", "cancer/x", "cancer@", "a b", "models:/", "runs:/xyz", "@x", "c/1/2"]
-)
+@pytest.mark.parametrize("text", ["", "cancer/", "cancer/x", "cancer@", "a b", "models:/", "runs:/xyz", "@x", "c/1/2"])
 def test_parse_ref_rejects_with_the_accepted_forms(text: str) -> None:
     with pytest.raises(InvalidReferenceError) as err:
         parse_ref(text)

@@ -49,25 +49,16 @@ def test_serving_subcommands(
     assert capsys.readouterr().out.strip().endswith(f"Stopped {name}.")
     assert nbdeploy.get(name).state() == "stopped"
     assert (
-        usage_error(ip, f"predict {name} --data X_test")
-        == f"Deployment {name!r} is stopped: serve it again to use it."
+        usage_error(ip, f"predict {name} --data X_test") == f"Deployment {name!r} is stopped: serve it again to use it."
     )
 
 
 def test_serving_usage_errors(ip: Any, versions: str) -> None:
     assert usage_error(ip, "stop") == "Give either a deployment NAME or --all to %deploy stop."
     assert usage_error(ip, "status nope").startswith("No deployment is named 'nope'; deployments: ")
-    assert (
-        usage_error(ip, f"serve {versions}/9")
-        == f"Model {versions!r} has no version 9; its versions are 1, 2."
-    )
-    assert (
-        usage_error(ip, f"serve {versions} --port 70000")
-        == "Invalid port 70000: use 1-65535, or 0 for a free port."
-    )
-    assert (
-        usage_error(ip, "serve x --port abc") == "%deploy serve: argument --port: invalid int value: 'abc'."
-    )
+    assert usage_error(ip, f"serve {versions}/9") == f"Model {versions!r} has no version 9; its versions are 1, 2."
+    assert usage_error(ip, f"serve {versions} --port 70000") == "Invalid port 70000: use 1-65535, or 0 for a free port."
+    assert usage_error(ip, "serve x --port abc") == "%deploy serve: argument --port: invalid int value: 'abc'."
     assert usage_error(ip, "predict nope") == "%deploy predict: the following arguments are required: --data."
 
 

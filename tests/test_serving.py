@@ -53,9 +53,7 @@ def rows(X: Any, n: int) -> list[dict[str, Any]]:
     return [{"dataframe_split": {"columns": list(X.columns), "data": [r]}} for r in head.to_numpy().tolist()]
 
 
-async def _fire(
-    url: str, payloads: list[dict[str, Any]], concurrency: int
-) -> list[httpx.Response | Exception]:
+async def _fire(url: str, payloads: list[dict[str, Any]], concurrency: int) -> list[httpx.Response | Exception]:
     limits = httpx.Limits(max_connections=concurrency)
     sem = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
@@ -147,9 +145,7 @@ def test_update_and_rollback_under_load_drop_nothing(
         dep.rollback()
 
 
-def test_kill_9_under_load_loses_no_answered_request(
-    dep: deployments.Deployment, cancer: dict[str, Any]
-) -> None:
+def test_kill_9_under_load_loses_no_answered_request(dep: deployments.Deployment, cancer: dict[str, Any]) -> None:
     payloads = rows(cancer["X_test"], 100) * 40
     result: list[Any] = []
     load = threading.Thread(target=lambda: result.extend(fire(dep.url, payloads, concurrency=16)))
@@ -181,9 +177,7 @@ def test_off_loopback_needs_a_token(two_versions: str, name: str, cancer: dict[s
         wrong = httpx.post(url, json=payload, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 403
         assert httpx.post(url, json=payload, headers={"Authorization": f"Bearer {token}"}).status_code == 200
-        assert (
-            d.predict(cancer["X_test"].head(3)) == cancer["model"].predict(cancer["X_test"].head(3))
-        ).all()
+        assert (d.predict(cancer["X_test"].head(3)) == cancer["model"].predict(cancer["X_test"].head(3))).all()
         assert httpx.get(f"http://127.0.0.1:{d.port}/metrics").status_code == 401
         assert httpx.get(f"http://127.0.0.1:{d.port}/ping").status_code == 200
     finally:
@@ -194,9 +188,7 @@ def test_off_loopback_needs_a_token(two_versions: str, name: str, cancer: dict[s
 
 def test_admin_reload_needs_the_token_even_on_loopback(dep: deployments.Deployment) -> None:
     assert httpx.post(dep.url + "/admin/reload", json={"path": "/x", "ref": "x"}).status_code == 401
-    bad = httpx.post(
-        dep.url + "/admin/reload", json={"path": "/x"}, headers={"Authorization": f"Bearer {dep.token}"}
-    )
+    bad = httpx.post(dep.url + "/admin/reload", json={"path": "/x"}, headers={"Authorization": f"Bearer {dep.token}"})
     assert bad.status_code == 400 and "'path' and 'ref'" in bad.json()["message"]
 
 
@@ -267,9 +259,7 @@ sys.stdin.read()
 
 def test_attached_deployment_ends_with_its_kernel(two_versions: str, name: str) -> None:
     code = ATTACHED.format(ref=f"{two_versions}/1", name=name)
-    kernel = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+    kernel = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert kernel.stdout is not None
     pid = int(kernel.stdout.readline())
     dep = deployments.get(name)
@@ -284,8 +274,6 @@ def test_attached_deployment_ends_with_its_kernel(two_versions: str, name: str) 
     dep.stop()
 
 
-def test_predictions_match_in_process_predict_exactly(
-    dep: deployments.Deployment, cancer: dict[str, Any]
-) -> None:
+def test_predictions_match_in_process_predict_exactly(dep: deployments.Deployment, cancer: dict[str, Any]) -> None:
     X = cancer["X_test"]
     np.testing.assert_array_equal(dep.predict(X.to_numpy()), cancer["model"].predict(X))

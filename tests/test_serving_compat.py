@@ -101,9 +101,7 @@ def test_same_status_and_predictions_as_mlflow(cancer: dict[str, Any], ours: str
         a = httpx.post(ours + "/invocations", content=payload, headers=headers, timeout=30)
         b = httpx.post(theirs + "/invocations", content=payload, headers=headers, timeout=30)
         if a.status_code != b.status_code:
-            mismatches.append(
-                f"{label}: ours {a.status_code} {a.text[:200]} / mlflow {b.status_code} {b.text[:200]}"
-            )
+            mismatches.append(f"{label}: ours {a.status_code} {a.text[:200]} / mlflow {b.status_code} {b.text[:200]}")
             continue
         if a.status_code == 200:
             assert a.json() == b.json(), label

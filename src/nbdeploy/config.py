@@ -34,9 +34,7 @@ class Settings:
 settings = Settings()
 
 
-def configure(
-    *, tracking_uri: str | None = None, experiment: str | None = None, home: str | None = None
-) -> None:
+def configure(*, tracking_uri: str | None = None, experiment: str | None = None, home: str | None = None) -> None:
     """Override the tracking URI, experiment name or deployments folder for this process."""
     settings.tracking_uri = tracking_uri or None
     settings.experiment = experiment or None

@@ -21,15 +21,11 @@ def check_fitted(model: Any) -> None:
 
     kind = type(model).__name__
     if not isinstance(model, BaseEstimator) or not hasattr(model, "predict"):
-        raise InvalidInputError(
-            f"The model is of type {kind}, not a scikit-learn estimator with a predict method."
-        )
+        raise InvalidInputError(f"The model is of type {kind}, not a scikit-learn estimator with a predict method.")
     try:
         check_is_fitted(model)
     except NotFittedError:
-        raise InvalidInputError(
-            f"The model {kind} is not fitted yet: call .fit(X, y) before registering it."
-        ) from None
+        raise InvalidInputError(f"The model {kind} is not fitted yet: call .fit(X, y) before registering it.") from None
 
 
 def detect_task(model: Any) -> Task:

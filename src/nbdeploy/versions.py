@@ -105,9 +105,7 @@ class ModelVersion:
         lines.append(f"  signature:  {self._signature_text()}")
         lines.append(f"  source:     {self.source}")
         if self.metrics:
-            lines.append(
-                "  metrics:    " + "  ".join(f"{k}={v:.4g}" for k, v in sorted(self.metrics.items()))
-            )
+            lines.append("  metrics:    " + "  ".join(f"{k}={v:.4g}" for k, v in sorted(self.metrics.items())))
         if self.ui_url:
             lines.append(f"  ui:         {self.ui_url}")
         return "\n".join(lines)
@@ -125,15 +123,12 @@ class ModelVersion:
             + ([("description", esc(self.description))] if self.description else [])
         )
         sig = (
-            "<h4>Signature</h4>"
-            + table(["input", "type"], self.inputs)
-            + table(["output", "type"], self.outputs)
+            "<h4>Signature</h4>" + table(["input", "type"], self.inputs) + table(["output", "type"], self.outputs)
             if self.inputs
             else "<p class='nbd-muted'>No signature: registered without data.</p>"
         )
         metrics = (
-            "<h4>Metrics</h4>"
-            + table(["metric", "value"], [(k, f"{v:.4g}") for k, v in sorted(self.metrics.items())])
+            "<h4>Metrics</h4>" + table(["metric", "value"], [(k, f"{v:.4g}") for k, v in sorted(self.metrics.items())])
             if self.metrics
             else ""
         )
@@ -190,9 +185,7 @@ class ModelList(Listing):
             by_version.setdefault(int(number), []).append(f"@{alias}")
         rows = []
         for mv in sorted(versions, key=lambda v: -int(v.version)):
-            tags = ", ".join(
-                f"{k}={v}" for k, v in sorted((mv.tags or {}).items()) if not k.startswith("mlflow.")
-            )
+            tags = ", ".join(f"{k}={v}" for k, v in sorted((mv.tags or {}).items()) if not k.startswith("mlflow."))
             rows.append(
                 [
                     str(mv.version),
