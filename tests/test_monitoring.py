@@ -1,0 +1,166 @@
+"""Monitoring through a real server: windows, drift, feedback, alerts, restart, widget, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import nbdeploy
+from tests.test_magics import usage_error
+
+
+@pytest.fixture(scope="module")
+def model(cancer: dict[str, Any]) -> str:
+    nbdeploy.register(cancer["model"], "mon-cancer", cancer["X_train"], cancer["y_train"])
+    return "mon-cancer/1"
+
+
+@pytest.fixture
+def dep(model: str, name: str) -> Iterator[nbdeploy.Deployment]:
+    d = nbdeploy.serve(model, name=name, alerts=["requests>10"], alert_k=1, alert_interval_s=0.2)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def send(dep: nbdeploy.Deployment, X: Any) -> list[str]:
+    """One request per row; returns the request ids."""
+    ids = []
+    with httpx.Client(base_url=dep.url) as client:
+        for row in X.to_numpy().tolist():
+            r = client.post("/invocations", json={"dataframe_split": {"columns": list(X.columns), "data": [row]}})
+            assert r.status_code == 200
+            ids.append(r.headers["x-request-id"])
+    return ids
+
+
+def wait_for(check: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_windows_drift_feedback_alerts_and_restart(
+    dep: nbdeploy.Deployment, cancer: dict[str, Any], model: str
+) -> None:
+    X, y = cancer["X_test"], cancer["y_test"]
+    ids = send(dep, X.head(60))
+    win = dep.snapshot("1m")["windows"]["1m"]
+    assert (win["requests"], win["rows"], win["error_rate"]) == (60, 60, 0.0)
+    assert sum(win["predictions"]["counts"].values()) == 60
+    assert win["drifted_features"] == []
+    assert win["latency_ms"]["p50"] > 0 and win["accuracy"] is None
+
+    drifted = X.head(120).assign(**{"mean radius": X["mean radius"].head(120) * 3})
+    send(dep, drifted)
+    win = dep.snapshot("1m")["windows"]["1m"]
+    assert "mean radius" in win["drifted_features"]
+    status = {d["name"]: d["status"] for d in win["drift"]}
+    assert status["mean radius"] == "drift" and status["mean texture"] != "drift"
+
+    result = dep.feedback(ids, y.head(60))
+    assert result == {"accepted": 60, "unknown": []}
+    win = dep.snapshot("1m")["windows"]["1m"]
+    expected = float((cancer["model"].predict(X.head(60)) == y.head(60).to_numpy()).mean())
+    assert win["labelled"] == 60 and win["accuracy"] == pytest.approx(expected)
+
+    firing = wait_for(lambda: dep.snapshot("1m")["alerts"]["firing"])
+    assert firing == ["requests>10"]
+    events = [json.loads(line) for line in (dep.path / "alerts.jsonl").read_text().splitlines()]
+    assert events[0]["rule"] == "requests>10" and events[0]["state"] == "fired"
+
+    metrics = {f.name: f for f in text_string_to_metric_families(httpx.get(dep.url + "/metrics").text)}
+    psi = {s.labels["feature"]: s.value for s in metrics["nbdeploy_drift_psi"].samples}
+    assert psi["mean radius"] >= 0.25 and metrics["nbdeploy_drifted_features"].samples[0].value >= 1
+    assert metrics["nbdeploy_alerts_firing"].samples[0].value == 1
+    assert metrics["nbdeploy_live_accuracy"].samples[0].value == pytest.approx(expected)
+
+    dep.stop()  # a restarted server rebuilds its windows from the request log and feedback
+    again = nbdeploy.serve(model, name=dep.name)
+    doc = again.snapshot("1m")
+    assert doc["total_requests"] == 180 and doc["windows"]["1m"]["labelled"] == 60
+    assert "rebuilt monitoring windows from 180 logged requests" in again.logs(5)
+    assert doc["alerts"]["events"][0]["state"] == "fired"
+
+
+def test_widget_updates_while_the_kernel_is_busy(dep: nbdeploy.Deployment, cancer: dict[str, Any]) -> None:
+    widget = dep.monitor(interval=0.1)
+    seen: list[int] = []
+    widget.observe(lambda change: seen.append(change["new"].get("total_requests", 0)), "snapshot")
+    X = cancer["X_test"]
+    started = time.monotonic()
+    while time.monotonic() - started < 2.0:  # the "cell" keeps the main thread busy
+        send(dep, X.head(5))
+    assert len(set(seen)) >= 3 and seen == sorted(seen) and seen[-1] > seen[0]
+    assert widget.status == "live" and widget.polls >= 3
+    text = repr(widget)
+    assert text.startswith(f"{dep.name} (mon-cancer/1, version 1)") and "requests" in text and "0x" not in text
+    dep.stop()
+    wait_for(lambda: not widget.polling)
+    assert widget.status.startswith("stopped")
+    widget.close()
+
+
+def test_widget_stops_when_closed(dep: nbdeploy.Deployment) -> None:
+    widget = dep.monitor(interval=0.1)
+    wait_for(lambda: widget.polls >= 1)
+    widget.close()
+    wait_for(lambda: not widget.polling)
+
+
+def test_deployments_panel_buttons(dep: nbdeploy.Deployment) -> None:
+    from nbdeploy.widgets.deployments import DeploymentsPanel
+
+    panel = DeploymentsPanel(nbdeploy.deployments())
+    assert [dep.name, "running"] in [row[:2] for row in panel.rows]
+    panel.buttons[(dep.name, "rollback")].click()
+    assert "nothing to roll back to" in panel.message.value
+    panel.buttons[(dep.name, "stop")].click()
+    assert dep.state() == "stopped" and panel.message.value == f"stop: {dep.name} done."
+    assert panel.buttons[(dep.name, "stop")].disabled
+
+
+def test_magics_and_cli(
+    ip: Any, dep: nbdeploy.Deployment, cancer: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = send(dep, cancer["X_test"].head(4))
+    ip.user_ns["ids"], ip.user_ns["y4"] = ids, cancer["y_test"].head(4)
+    ip.run_line_magic("deploy", f"feedback {dep.name} --ids ids --target y4")
+    assert capsys.readouterr().out.strip() == "4 labelled, 0 unknown request id(s)."
+    ip.run_line_magic("deploy", f"alerts {dep.name} --add 'p95_ms>5000' --k 2")
+    out = capsys.readouterr().out
+    assert "requests>10" in out and "p95_ms>5000" in out
+    assert [r["rule"] for r in nbdeploy.get(dep.name).spec["alerts"]] == ["requests>10", "p95_ms>5000"]
+    widget = ip.run_line_magic("deploy", f"monitor {dep.name} --interval 0.5 --window 5m")
+    assert (widget.window, widget.interval) == ("5m", 0.5)
+    widget.close()
+    assert usage_error(ip, f"monitor {dep.name} --window 2m") == "Unknown window '2m'; windows: 1m, 5m, 1h."
+    assert usage_error(ip, f"alerts {dep.name} --add 'p95>1'") == (
+        "Unknown alert metric 'p95' in 'p95>1'; metrics: rps, requests, p50_ms, p95_ms, p99_ms, error_rate, psi, "
+        "drifted_features, accuracy, rmse."
+    )
+    env = {**os.environ}
+    out = subprocess.run(
+        [sys.executable, "-m", "nbdeploy.cli", "monitor", dep.name, "--once", "--json"],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    doc = json.loads(out.stdout)
+    assert doc["name"] == dep.name and doc["windows"]["1m"]["requests"] >= 4 and doc["windows"]["1m"]["labelled"] == 4
+    text = subprocess.run(
+        [sys.executable, "-m", "nbdeploy.cli", "monitor", dep.name, "--once"], capture_output=True, text=True, env=env
+    ).stdout
+    assert text.startswith(f"{dep.name} (mon-cancer/1, version 1)") and "live (4 labelled rows)  accuracy" in text
