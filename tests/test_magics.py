@@ -43,7 +43,7 @@ def test_register_promote_models_flow(ip: Any, name: str) -> None:
     assert mv.tags["team"] == "ml" and mv.tags["owner"] == "Ada L"
     assert mv.description == "forest v1"
     ip.run_line_magic("deploy", f"register model --name {name} --data 'X_train.iloc[:100]' --alias candidate")
-    promoted = ip.run_line_magic("deploy", f"promote {name}@candidate")
+    promoted = ip.run_line_magic("deploy", f"promote {name}@candidate --force")
     assert promoted.version == 2 and promoted.aliases == ["candidate", "champion"]
     listing = ip.run_line_magic("deploy", f"models {name}")
     assert [row[:2] for row in listing.rows] == [["2", "@candidate @champion"], ["1", ""]]
@@ -64,11 +64,9 @@ def test_exact_usage_errors(ip: Any, name: str) -> None:
     ip.user_ns["unfitted"] = __import__("sklearn.linear_model").linear_model.LogisticRegression()
     ip.run_line_magic("deploy", f"register model --name {name} --data X_train --alias champion")
     cases = {
-        "regster model": "Unknown subcommand 'regster' (did you mean 'register'?); "
-        f"valid subcommands: {VALID}.",
+        "regster model": f"Unknown subcommand 'regster' (did you mean 'register'?); valid subcommands: {VALID}.",
         "frobnicate": f"Unknown subcommand 'frobnicate'; valid subcommands: {VALID}.",
-        f"register modl --name {name}": "Could not evaluate MODEL 'modl': "
-        "NameError: name 'modl' is not defined.",
+        f"register modl --name {name}": "Could not evaluate MODEL 'modl': NameError: name 'modl' is not defined.",
         f"register model --name {name} --data 'X_train[[' ": "Could not evaluate --data 'X_train[[': "
         "SyntaxError: '[' was never closed (<string>, line 1).",
         f"register 'X_train' --name {name}": "The model is of type DataFrame, not a scikit-learn estimator "
@@ -86,8 +84,7 @@ def test_exact_usage_errors(ip: Any, name: str) -> None:
         f"promote {name}@prod": f"Model {name!r} has no alias 'prod'; its aliases are @champion (version 1).",
         f"promote {name}/x": f"Invalid model reference '{name}/x': expected NAME, NAME/VERSION, NAME@ALIAS, "
         "models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH.",
-        "register model --name x 'unclosed": "Could not split the arguments of %deploy: "
-        "No closing quotation.",
+        "register model --name x 'unclosed": "Could not split the arguments of %deploy: No closing quotation.",
     }
     for line, message in cases.items():
         assert usage_error(ip, line) == message, line
@@ -100,6 +97,5 @@ def test_nothing_was_registered_by_failed_calls(ip: Any, name: str) -> None:
     usage_error(ip, f"register model --name {name} --data X_train --target y_test")
     assert (
         usage_error(ip, f"models {name}")
-        == f"No registered model is named {name!r}; "
-        + usage_error(ip, "promote ghost-model").split("; ", 1)[1]
+        == f"No registered model is named {name!r}; " + usage_error(ip, "promote ghost-model").split("; ", 1)[1]
     )

@@ -46,7 +46,7 @@ def test_magics_against_a_tracking_server(ip: Any, name: str, mlflow_server: str
         assert mv.ui_url == f"{mlflow_server}/#/models/{name}/versions/1"
         assert "open in MLflow" in mv._repr_html_()
         ip.run_line_magic("deploy", f"register model --name {name} --data X_train")
-        assert ip.run_line_magic("deploy", f"promote {name}/1").aliases == ["champion"]
+        assert ip.run_line_magic("deploy", f"promote {name}/1 --force").aliases == ["champion"]
         listing = ip.run_line_magic("deploy", f"models {name}")
         assert [row[:2] for row in listing.rows] == [["2", ""], ["1", "@champion"]]
     finally:
@@ -68,10 +68,12 @@ def test_magics_against_a_tracking_server(ip: Any, name: str, mlflow_server: str
 
 def test_cli_against_a_tracking_server(cancer: dict[str, Any], name: str, mlflow_server: str) -> None:
     import nbdeploy
+    from nbdeploy.validation import validate
 
     nbdeploy.configure(tracking_uri=mlflow_server)
     try:
         nbdeploy.register(cancer["model"], name, cancer["X_train"])
+        validate(f"{name}/1", cancer["X_test"], cancer["y_test"])  # promote needs a passed validation
     finally:
         nbdeploy.configure()
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}

@@ -15,9 +15,7 @@ import nbdeploy
 from nbdeploy.errors import AliasNotFoundError, InvalidInputError, ModelNotFoundError, VersionNotFoundError
 
 
-def test_register_records_everything_a_reviewer_needs(
-    cancer: dict[str, Any], name: str, tracking_uri: str
-) -> None:
+def test_register_records_everything_a_reviewer_needs(cancer: dict[str, Any], name: str, tracking_uri: str) -> None:
     mv = nbdeploy.register(
         cancer["model"],
         name,
@@ -61,9 +59,7 @@ def test_register_records_everything_a_reviewer_needs(
     assert c.get_run(version.run_id).data.metrics["training_f1"] > 0.95
 
 
-def test_registered_model_loads_in_a_fresh_process(
-    cancer: dict[str, Any], name: str, tracking_uri: str
-) -> None:
+def test_registered_model_loads_in_a_fresh_process(cancer: dict[str, Any], name: str, tracking_uri: str) -> None:
     nbdeploy.register(cancer["model"], name, cancer["X_train"])
     X = cancer["X_test"].iloc[:20]
     code = (
@@ -111,10 +107,10 @@ def test_promote_models_and_resolve(cancer: dict[str, Any], name: str) -> None:
     for _ in range(3):
         nbdeploy.register(cancer["model"], name, cancer["X_train"])
     assert nbdeploy.resolve(name).version == 3
-    assert nbdeploy.promote(f"{name}/2").aliases == ["champion"]
+    assert nbdeploy.promote(f"{name}/2", force=True).aliases == ["champion"]
     assert nbdeploy.resolve(f"{name}@champion").version == 2
     assert nbdeploy.resolve(f"models:/{name}@champion").version == 2
-    nbdeploy.promote(f"models:/{name}/3", alias="champion")
+    nbdeploy.promote(f"models:/{name}/3", alias="champion", force=True)
     assert nbdeploy.resolve(f"{name}@champion").version == 3
     listing = nbdeploy.models(name)
     assert [row[0] for row in listing.rows] == ["3", "2", "1"]
@@ -131,9 +127,7 @@ def test_resolve_errors_name_what_exists(cancer: dict[str, Any], name: str) -> N
     assert str(err.value) == f"Model {name!r} has no version 7; its versions are 1."
     with pytest.raises(AliasNotFoundError) as err2:
         nbdeploy.resolve(f"{name}@champion")
-    assert (
-        str(err2.value) == f"Model {name!r} has no alias 'champion'; its aliases are @candidate (version 1)."
-    )
+    assert str(err2.value) == f"Model {name!r} has no alias 'champion'; its aliases are @candidate (version 1)."
     with pytest.raises(ModelNotFoundError) as err3:
         nbdeploy.resolve("no-such-model")
     assert str(err3.value).startswith("No registered model is named 'no-such-model'; registered models: ")

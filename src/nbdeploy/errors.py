@@ -10,7 +10,10 @@ magics show it as an ``IPython.core.error.UsageError`` without a traceback.
     │   ├── ModelNotFoundError
     │   ├── VersionNotFoundError
     │   └── AliasNotFoundError
-    └── TrackingError            the MLflow tracking store could not be used
+    ├── TrackingError            the MLflow tracking store could not be used
+    ├── ValidationFailedError    a strict validation failed a gate (``.report`` holds it;
+    │                            the magic raises it as is, so that the cell fails)
+    └── PromotionRefusedError    promote refused a version not validated, or failed
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ __all__ = [
     "ModelNotFoundError",
     "NbdeployError",
     "NotFoundError",
+    "PromotionRefusedError",
     "TrackingError",
+    "ValidationFailedError",
     "VersionNotFoundError",
 ]
 
@@ -67,3 +72,26 @@ class DeploymentError(NbdeployError):
 
 class DeploymentNotFoundError(NotFoundError):
     """No deployment has this name."""
+
+
+class ValidationFailedError(NbdeployError):
+    """A validation run with ``strict=True`` failed at least one gate.
+
+    ``report`` is the :class:`~nbdeploy.validation.ValidationReport`, already recorded.
+    """
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of a traceback: the one sentence.
+
+        ``%deploy validate --strict`` lets this error through (not as a ``UsageError``, which
+        IPython only prints), so the cell fails in JupyterLab, nbval and nbclient alike.
+        """
+        return [f"{type(self).__name__}: {self}"]
+
+
+class PromotionRefusedError(NbdeployError):
+    """``promote`` refused a version whose last validation failed or that was never validated."""

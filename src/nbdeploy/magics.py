@@ -21,13 +21,14 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from traitlets import Unicode
 
 from nbdeploy._serve_magics import SERVE_SUBCOMMANDS, ServeCommands
-from nbdeploy.errors import NbdeployError
+from nbdeploy.errors import NbdeployError, ValidationFailedError
 
 __all__ = ["DeployMagics"]
 
 SUBCOMMANDS = {
     "register": "Log a fitted model to MLflow and register a new version of it.",
-    "promote": "Point an alias (default: champion) at a model version.",
+    "validate": "Score a version on held-out data against gates and a baseline; record the report.",
+    "promote": "Point an alias (default: champion) at a validated model version.",
     "models": "List registered models, or the versions of one model.",
     **SERVE_SUBCOMMANDS,
 }
@@ -57,9 +58,7 @@ class DeployMagics(ServeCommands, Magics):
         "", config=True, help="MLflow tracking URI; empty means MLFLOW_TRACKING_URI, else ./mlflow.db."
     )
     experiment = Unicode("", config=True, help="MLflow experiment for nbdeploy's runs (default 'nbdeploy').")
-    home = Unicode(
-        "", config=True, help="Folder for deployment state; empty means NBDEPLOY_HOME, else ./.nbdeploy."
-    )
+    home = Unicode("", config=True, help="Folder for deployment state; empty means NBDEPLOY_HOME, else ./.nbdeploy.")
 
     @line_magic
     def deploy(self, line: str) -> Any:
@@ -75,9 +74,7 @@ class DeployMagics(ServeCommands, Magics):
         if sub not in SUBCOMMANDS:
             close = difflib.get_close_matches(sub, SUBCOMMANDS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UsageError(
-                f"Unknown subcommand {sub!r}{hint}; valid subcommands: {', '.join(SUBCOMMANDS)}."
-            )
+            raise UsageError(f"Unknown subcommand {sub!r}{hint}; valid subcommands: {', '.join(SUBCOMMANDS)}.")
         parser = _Parser(prog=f"%deploy {sub}", description=SUBCOMMANDS[sub])
         getattr(self, f"_args_{sub}")(parser)
         try:
@@ -89,6 +86,8 @@ class DeployMagics(ServeCommands, Magics):
         configure(tracking_uri=self.tracking_uri, experiment=self.experiment, home=self.home)
         try:
             return getattr(self, f"_do_{sub}")(args)
+        except ValidationFailedError:
+            raise  # must fail the cell and nbval, which only print a UsageError; shown as one line
         except NbdeployError as exc:
             raise UsageError(str(exc)) from None
 
@@ -130,9 +129,7 @@ class DeployMagics(ServeCommands, Magics):
         for item in raw or []:
             key, sep, value = item.partition("=")
             if not sep or not key.strip():
-                raise UsageError(
-                    f"Malformed --tag {item!r}: expected KEY=VALUE, for example --tag team=fraud."
-                )
+                raise UsageError(f"Malformed --tag {item!r}: expected KEY=VALUE, for example --tag team=fraud.")
             tags[key.strip()] = value
         return tags
 
@@ -165,16 +162,43 @@ class DeployMagics(ServeCommands, Magics):
             source=self._notebook_path(),
         )
 
+    # validate --------------------------------------------------------------------------
+
+    def _args_validate(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("ref", metavar="REF", help="NAME, NAME/VERSION, NAME@ALIAS or models:/...")
+        p.add_argument("--data", metavar="X", required=True, help="expression for the evaluation features")
+        p.add_argument("--target", metavar="Y", required=True, help="expression for the evaluation target")
+        p.add_argument("--gate", action="append", metavar="EXPR", help="METRIC OP VALUE, e.g. 'f1>=0.9'")
+        p.add_argument("--baseline", default="auto", metavar="REF|none", help="default: @champion")
+        p.add_argument("--slice", action="append", metavar="COLUMN", help="metrics per value or bin")
+        p.add_argument("--strict", action="store_true", help="fail if a gate fails or is not evaluated")
+
+    def _do_validate(self, args: argparse.Namespace) -> Any:
+        from nbdeploy.validation import validate
+
+        X = self._eval(args.data, "--data")
+        y = self._eval(args.target, "--target")
+        try:
+            return validate(
+                args.ref, X, y, gates=args.gate, baseline=args.baseline, slices=args.slice, strict=args.strict
+            )
+        except ValidationFailedError as exc:
+            from IPython.display import display
+
+            display(exc.report)  # the report first, then the error that fails the cell
+            raise
+
     # promote / models ------------------------------------------------------------------
 
     def _args_promote(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("ref", metavar="REF", help="NAME, NAME/VERSION, NAME@ALIAS or models:/...")
         p.add_argument("--alias", default="champion", help="alias to move (default: champion)")
+        p.add_argument("--force", action="store_true", help="promote even if not validated (recorded)")
 
     def _do_promote(self, args: argparse.Namespace) -> Any:
         from nbdeploy.registry import promote
 
-        return promote(args.ref, alias=args.alias)
+        return promote(args.ref, alias=args.alias, force=args.force)
 
     def _args_models(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("name", nargs="?", metavar="NAME", help="list the versions of this model")

@@ -21,6 +21,7 @@ from nbdeploy.errors import (
     AliasNotFoundError,
     InvalidInputError,
     ModelNotFoundError,
+    PromotionRefusedError,
     VersionNotFoundError,
 )
 from nbdeploy.refs import ModelRef, parse_ref, validate_name
@@ -29,7 +30,18 @@ from nbdeploy.versions import ModelList, ModelVersion
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["client", "load_profile", "models", "promote", "register", "resolve"]
+__all__ = [
+    "client",
+    "load_model",
+    "load_profile",
+    "model_size",
+    "models",
+    "promote",
+    "record_validation",
+    "register",
+    "resolve",
+    "start_validation_run",
+]
 
 PROFILE_PATH = "nbdeploy/profile.json"
 MODEL_PATH = "model"
@@ -38,6 +50,11 @@ SIGNATURE_ROWS = 200
 # Pinned from the kernel so MLflow does not spend seconds inferring them in a subprocess.
 _REQUIREMENTS = ("scikit-learn", "numpy", "scipy", "pandas", "cloudpickle")
 _clients: dict[str, MlflowClient] = {}
+# Version tags written by validation and read by promote.
+VALIDATION_TAG = "nbdeploy.validation"
+VALIDATION_FAILED_TAG = "nbdeploy.validation.failed"
+REFUSED_TAG = "nbdeploy.promotion.refused"
+FORCED_TAG = "nbdeploy.promotion.forced"
 
 
 def tracking_uri() -> str:
@@ -120,13 +137,10 @@ def _check_data(X: Any, y: Any) -> tuple[Any, Any]:
     try:
         frame = as_frame(X)
     except Exception as exc:
-        raise InvalidInputError(
-            f"The data is a {type(X).__name__}, which cannot be read as a table ({exc})."
-        ) from None
+        raise InvalidInputError(f"The data is a {type(X).__name__}, which cannot be read as a table ({exc}).") from None
     if y is not None and len(y) != len(frame):
         raise InvalidInputError(
-            f"The data has {len(frame)} rows but the target has {len(y)}; "
-            "they must have the same number of rows."
+            f"The data has {len(frame)} rows but the target has {len(y)}; they must have the same number of rows."
         )
     return X, y
 
@@ -182,9 +196,7 @@ def register(
                 warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
                 signature = infer_signature(head, model.predict(head))
         except Exception as exc:
-            raise InvalidInputError(
-                f"The model cannot predict on the data ({type(exc).__name__}: {exc})."
-            ) from None
+            raise InvalidInputError(f"The model cannot predict on the data ({type(exc).__name__}: {exc}).") from None
         example = X.iloc[:EXAMPLE_ROWS] if hasattr(X, "iloc") else X[:EXAMPLE_ROWS]
         profile = compute_profile(X)
         if y is not None:
@@ -319,18 +331,109 @@ def _version(c: MlflowClient, name: str, number: int) -> ModelVersion:
     )
 
 
-def promote(ref: str | ModelRef, alias: str = "champion") -> ModelVersion:
+def promote(ref: str | ModelRef, alias: str = "champion", *, force: bool = False) -> ModelVersion:
     """Point ``alias`` of the model at the version ``ref`` resolves to.
+
+    Only a version whose last validation passed is promoted; ``force=True`` promotes any
+    version. A refusal and a forced promotion are recorded as version tags
+    (``nbdeploy.promotion.refused``, ``nbdeploy.promotion.forced``).
 
     >>> promote("cancer/2", alias="champion").aliases   # doctest: +SKIP
     ['champion']
     """
+    from datetime import datetime, timezone
+
     if not alias or not parse_ref(f"x@{alias}").alias:
         raise InvalidInputError(f"Invalid alias {alias!r}: use letters, digits, '_' and '-'.")
     mv = resolve(ref)
     c = client()
+    status = mv.tags.get(VALIDATION_TAG)
+    if status != "passed":
+        if status is None:
+            reason = "it was never validated"
+            advice = f"run %deploy validate {mv.ref} --data X --target Y first"
+        else:
+            failed = mv.tags.get(VALIDATION_FAILED_TAG) or "its gates"
+            reason, advice = f"its last validation failed on {failed}", "validate it again once it passes"
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        record = f"{stamp}: @{alias}: {reason}"
+        if not force:
+            c.set_model_version_tag(mv.name, str(mv.version), REFUSED_TAG, record)
+            raise PromotionRefusedError(
+                f"Refusing to promote {mv.ref} to @{alias}: {reason}; {advice} "
+                "(nbdeploy.validate in Python), or pass --force (force=True) to promote it anyway."
+            )
+        c.set_model_version_tag(mv.name, str(mv.version), FORCED_TAG, record)
     c.set_registered_model_alias(mv.name, alias, str(mv.version))
     return _version(c, mv.name, mv.version)
+
+
+def load_model(ref: str | ModelRef | ModelVersion) -> tuple[Any, ModelVersion]:
+    """The fitted scikit-learn model of a registered version, with the version.
+
+    >>> model, mv = load_model("cancer@champion")   # doctest: +SKIP
+    """
+    import mlflow.sklearn
+
+    mv = ref if isinstance(ref, ModelVersion) else resolve(ref)
+    # A temporary folder, so that large models are not left behind in /tmp.
+    with _using_tracking_uri(tracking_uri()), tempfile.TemporaryDirectory() as tmp:
+        model = mlflow.sklearn.load_model(mv.uri, dst_path=tmp)
+    return model, mv
+
+
+def model_size(mv: ModelVersion) -> int | None:
+    """Bytes of a version's serialized model file (``model.pkl``), or ``None`` if it has none."""
+    import mlflow.artifacts
+
+    with _using_tracking_uri(tracking_uri()):
+        files = mlflow.artifacts.list_artifacts(artifact_uri=mv.uri)
+    sizes = [f.file_size for f in files if f.path.rsplit("/", 1)[-1] in ("model.pkl", "model.skops")]
+    return int(sizes[0]) if sizes and sizes[0] is not None else None
+
+
+def start_validation_run(mv: ModelVersion) -> str:
+    """Create the run that will hold one validation of ``mv``; returns its id."""
+    from mlflow.entities import LoggedModelInput
+
+    c = client()
+    with _using_tracking_uri(tracking_uri()):
+        run = c.create_run(
+            _experiment_id(c),
+            run_name=f"validate-{mv.name}-{mv.version}",
+            tags={"nbdeploy.model_version": mv.ref, "nbdeploy.run": "validation"},
+        )
+        if mv.source.startswith("models:/m-"):  # MLflow 3: the logged model is the run's input
+            c.log_inputs(run.info.run_id, models=[LoggedModelInput(mv.source[len("models:/") :])])
+    return str(run.info.run_id)
+
+
+def record_validation(
+    mv: ModelVersion,
+    run_id: str,
+    *,
+    files: Mapping[str, str],
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+) -> None:
+    """Log a validation: ``files`` (artifact path -> text) and ``metrics`` in run ``run_id``
+    (the metrics linked to the version's logged model), then ``tags`` on the version."""
+    import time
+
+    from mlflow.entities import Metric
+
+    c = client()
+    model_id = mv.source[len("models:/") :] if mv.source.startswith("models:/m-") else None
+    stamp = int(time.time() * 1000)
+    with _using_tracking_uri(tracking_uri()):
+        for path, text in files.items():
+            c.log_text(run_id, text, path)
+        batch = [Metric(k, float(v), stamp, 0, model_id=model_id) for k, v in metrics.items()]
+        for start in range(0, len(batch), 1000):  # MLflow's batch limit
+            c.log_batch(run_id, metrics=batch[start : start + 1000])
+        c.set_terminated(run_id)
+        for key, value in tags.items():
+            c.set_model_version_tag(mv.name, str(mv.version), key, value[:5000])
 
 
 def models(name: str | None = None) -> ModelList:

@@ -1,0 +1,167 @@
+"""Validate a registered model version on held-out data, with gates that can fail CI.
+
+>>> import nbdeploy
+>>> report = nbdeploy.validate("cancer/2", X_test, y_test,          # doctest: +SKIP
+...                            gates=["f1>=0.9", "f1>=baseline-0.01"], slices=["mean radius"])
+>>> report.passed, report.metrics["f1"], report.baseline             # doctest: +SKIP
+(True, 0.962, 'cancer/1')
+
+The report shows as HTML in a notebook and as a few lines of text in logs; it is recorded
+in MLflow (``validation.json``, ``validation.html``, metrics, version tags), and
+:func:`nbdeploy.promote` refuses versions whose last validation did not pass.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from nbdeploy.errors import AliasNotFoundError, InvalidInputError, ValidationFailedError
+from nbdeploy.validation.report import ValidationReport
+
+__all__ = ["AUTO", "ValidationReport", "validate"]
+
+#: ``baseline=AUTO``: the version holding ``@champion``, when there is one and it is not ``ref``.
+AUTO = "auto"
+ARTIFACT_DIR = "validation"
+
+
+def _gate_list(gates: str | Iterable[str] | None) -> list[Any]:
+    from nbdeploy.validation.gates import parse_gate
+
+    if gates is None:
+        return []
+    return [parse_gate(g) for g in ([gates] if isinstance(gates, str) else gates)]
+
+
+def _baseline(mv: Any, baseline: str | None) -> Any:
+    """The baseline's version, or ``None`` for no baseline."""
+    from nbdeploy import registry
+
+    if baseline is None or baseline.strip().lower() == "none":
+        return None
+    if baseline == AUTO:
+        try:
+            champion = registry.resolve(f"{mv.name}@champion")
+        except AliasNotFoundError:
+            return None
+        return None if champion.version == mv.version else champion
+    base = registry.resolve(baseline)
+    if (base.name, base.version) == (mv.name, mv.version):
+        raise InvalidInputError(
+            f"The baseline {baseline!r} is {mv.ref}, the version being validated; "
+            "name another version or pass --baseline none."
+        )
+    return base
+
+
+def _candidate(model: Any, mv: Any) -> Any:
+    from nbdeploy import registry
+    from nbdeploy.validation.build import Candidate
+
+    # A tensor signature (a model registered with an array) names no columns to select.
+    columns = [] if any(kind.startswith("tensor") for _, kind in mv.inputs) else mv.inputs
+    return Candidate(model, mv.ref, columns, registry.load_profile(mv), registry.model_size(mv))
+
+
+def _record(report: ValidationReport, mv: Any) -> None:
+    from nbdeploy import registry
+
+    report.run_id = registry.start_validation_run(mv)
+    values = {f"validation_{k}": v for k, v in report.metrics.items()}
+    for m, (lo, hi) in report.intervals.items():
+        values.update({f"validation_{m}_ci_low": lo, f"validation_{m}_ci_high": hi})
+    failed = report.failed_gates
+    values["validation_gates_failed"] = float(len(failed))
+    tags = {
+        registry.VALIDATION_TAG: report.verdict,
+        "nbdeploy.validation.gates": "; ".join(g.gate.text for g in report.gates) or "(none)",
+        registry.VALIDATION_FAILED_TAG: "; ".join(g.gate.text for g in failed) or "(none)",
+        "nbdeploy.validation.baseline": report.baseline or "none",
+        "nbdeploy.validation.run": report.run_id,
+        "nbdeploy.validation.report": f"runs:/{report.run_id}/{ARTIFACT_DIR}/validation.html",
+        "nbdeploy.validation.time": report.created,
+    }
+    registry.record_validation(
+        mv,
+        report.run_id,
+        files={
+            f"{ARTIFACT_DIR}/validation.json": json.dumps(report.to_dict(), indent=1, allow_nan=False),
+            f"{ARTIFACT_DIR}/validation.html": report._repr_html_(),
+        },
+        metrics={k: v for k, v in values.items() if v == v},  # NaN: not measured, not logged
+        tags=tags,
+    )
+
+
+def validate(
+    ref: str,
+    X: Any,
+    y: Any,
+    *,
+    gates: str | Iterable[str] | None = None,
+    baseline: str | None = AUTO,
+    slices: str | Iterable[str] | None = None,
+    strict: bool = False,
+    resamples: int = 200,
+    seed: int = 0,
+    latency_calls: int = 50,
+    record: bool = True,
+) -> ValidationReport:
+    """Validate the version ``ref`` on ``X``/``y`` and record the report against it.
+
+    ``gates`` are ``METRIC OP VALUE`` strings; ``baseline`` is a model reference, ``None``
+    (or ``"none"``) for no baseline, or ``"auto"``: the version holding ``@champion``.
+    ``slices`` names columns of ``X`` to break metrics down by. With ``strict``, a failed
+    gate (or one left unevaluated) raises :class:`~nbdeploy.errors.ValidationFailedError`
+    after the report is recorded. ``resamples`` bootstrap resamples (``seed``) give the
+    intervals; ``latency_calls`` single-row predictions give the latency percentiles.
+
+    >>> validate("cancer/2", X_test, y_test, gates=["f1>=baseline-0.01"], strict=True)   # doctest: +SKIP
+    """
+    from nbdeploy import registry
+    from nbdeploy.tasks import detect_task
+    from nbdeploy.validation import metrics
+    from nbdeploy.validation.build import build_report
+    from nbdeploy.validation.gates import check_metrics
+    from nbdeploy.validation.scoring import has_proba
+
+    parsed = _gate_list(gates)  # malformed gates fail before anything is loaded
+    slice_list = [slices] if isinstance(slices, str) else list(slices or [])
+    model, mv = registry.load_model(ref)
+    task, proba = detect_task(model), has_proba(model)
+    check_metrics(parsed, metrics.available(task, proba), task, metrics.unavailable(task, proba))
+    base_mv = _baseline(mv, baseline)
+    base = None
+    if base_mv is not None:
+        base_model, _ = registry.load_model(base_mv)
+        if detect_task(base_model) != task:
+            raise InvalidInputError(
+                f"The baseline {base_mv.ref} is a {detect_task(base_model)} model but {mv.ref} is a {task} "
+                "model; name a baseline of the same kind or pass --baseline none."
+            )
+        base = _candidate(base_model, base_mv)
+    report = build_report(
+        _candidate(model, mv),
+        X,
+        y,
+        baseline=base,
+        gates=parsed,
+        slices=slice_list,
+        strict=strict,
+        resamples=resamples,
+        seed=seed,
+        latency_calls=latency_calls,
+    )
+    if record:
+        _record(report, mv)
+    if strict and not report.passed:
+        failed = report.failed_gates
+        raise ValidationFailedError(
+            f"Validation of {mv.ref} failed {len(failed)} of {len(report.gates)} gates: "
+            + ", ".join(str(g) for g in failed)
+            + ".",
+            report,
+        )
+    return report

@@ -1,0 +1,184 @@
+"""Compute a validation report from models already in memory (no registry access).
+
+:func:`nbdeploy.validate` loads the versions and records the result; this module is the
+computation between, which the benchmark times on its own.
+
+>>> gates = [parse_gate("f1>=0.9")]
+>>> report = build_report(Candidate(model, "cancer/2"), X_test, y_test, gates=gates)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nbdeploy.drift import frame_drift
+from nbdeploy.errors import InvalidInputError
+from nbdeploy.profile import as_frame
+from nbdeploy.validation import bootstrap
+from nbdeploy.validation.checks import check_data, model_input
+from nbdeploy.validation.gates import Gate
+from nbdeploy.validation.report import ValidationReport
+from nbdeploy.validation.scoring import LATENCY_CALLS, Scores, probe_latency, score
+from nbdeploy.validation.slices import slice_table
+
+__all__ = ["Candidate", "build_report"]
+
+SCATTER_POINTS = 400
+
+
+@dataclass
+class Candidate:
+    """A model to score, with what the registry knows about it."""
+
+    model: Any
+    ref: str
+    inputs: Sequence[tuple[str, str]] = ()
+    profile: Mapping[str, Any] | None = None
+    size_bytes: int | None = None
+
+
+def _target(y: Any, rows: int) -> np.ndarray:
+    values = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+    if values.ndim != 1:
+        values = values.reshape(len(values), -1)
+        if values.shape[1] != 1:
+            raise InvalidInputError(f"The target has {values.shape[1]} columns; validation needs one.")
+        values = values[:, 0]
+    if len(values) != rows:
+        raise InvalidInputError(
+            f"The data has {rows} rows but the target has {len(values)}; they must have the same number of rows."
+        )
+    if rows == 0:
+        raise InvalidInputError("The data has no rows: validation needs at least one.")
+    missing = int(pd.isna(values).sum())
+    if missing:
+        raise InvalidInputError(f"The target has {missing} missing values; validation needs one for every row.")
+    return values
+
+
+def _model_input(c: Candidate, frame: pd.DataFrame) -> Any:
+    """What the model is given: its signature's columns, as an array if it was fitted on one."""
+    X = model_input(frame, c.inputs)
+    return X if hasattr(c.model, "feature_names_in_") else X.to_numpy()
+
+
+def _operational(c: Candidate, X: Any, calls: int, seed: int) -> dict[str, float]:
+    nan = float("nan")
+    out = {"latency_p50_ms": nan, "latency_p95_ms": nan, **probe_latency(c.model, X, calls, seed)}
+    out["model_size_mb"] = c.size_bytes / 1e6 if c.size_bytes is not None else nan
+    return out
+
+
+def _data_metrics(profile: Mapping[str, Any] | None, frame: Any) -> dict[str, float]:
+    if profile is None:
+        return {"max_psi": float("nan"), "drifted_features": float("nan")}
+    drift = frame_drift(profile, frame)
+    psis = [d.psi for d in drift if not np.isnan(d.psi)]
+    return {
+        "max_psi": max(psis) if psis else float("nan"),
+        "drifted_features": float(sum(d.status == "drift" for d in drift)),
+    }
+
+
+def _plot(own: Scores, other: Scores | None, y: np.ndarray, seed: int) -> dict[str, Any]:
+    def curves(s: Scores) -> list[dict[str, Any]]:
+        return [{"label": label, "fpr": f.tolist(), "tpr": t.tolist()} for label, f, t in s.curves]
+
+    if own.task == "classification":
+        if not own.curves:
+            return {}
+        return {"kind": "roc", "curves": curves(own), "baseline": curves(other) if other else []}
+    keep = np.arange(y.size)
+    if y.size > SCATTER_POINTS:
+        keep = np.sort(np.random.default_rng(seed).choice(y.size, SCATTER_POINTS, replace=False))
+    return {
+        "kind": "scatter",
+        "actual": y[keep].astype(float).tolist(),
+        "predicted": own.pred[keep].astype(float).tolist(),
+    }
+
+
+def build_report(
+    candidate: Candidate,
+    X: Any,
+    y: Any,
+    *,
+    baseline: Candidate | None = None,
+    gates: Sequence[Gate] = (),
+    slices: Sequence[str] = (),
+    strict: bool = False,
+    resamples: int = bootstrap.RESAMPLES,
+    seed: int = bootstrap.SEED,
+    latency_calls: int = LATENCY_CALLS,
+) -> ValidationReport:
+    """Score ``candidate`` (and ``baseline``) on ``X``/``y`` and assemble the report."""
+    frame = as_frame(X)
+    target = _target(y, len(frame))
+    lacking = [c for c in slices if c not in frame.columns]
+    if lacking:
+        shown = ", ".join(map(str, frame.columns[:20])) + (", …" if len(frame.columns) > 20 else "")
+        raise InvalidInputError(f"Unknown slice column {lacking[0]!r}; the data's columns are {shown}.")
+    checks = check_data(frame, candidate.inputs, candidate.profile)
+    X_own = _model_input(candidate, frame)
+    own = score(candidate.model, X_own, target, ref=candidate.ref)
+    other = None
+    if baseline is not None:
+        other = score(baseline.model, _model_input(baseline, frame), target, ref=baseline.ref, task=own.task)
+
+    stats = [own.statistic] + ([other.statistic] if other else [])
+    reps = bootstrap.replicates(stats, len(frame), resamples, seed) if resamples > 0 else [{} for _ in stats]
+    intervals = {m: bootstrap.interval(r) for m, r in reps[0].items() if m in own.metrics}
+    deltas = {m: bootstrap.interval(r - reps[1][m]) for m, r in reps[0].items() if other and m in reps[1]}
+
+    metrics = {**own.metrics, **_operational(candidate, X_own, latency_calls, seed)}
+    metrics.update(max_psi=checks.max_psi, drifted_features=checks.drifted_features)
+    base_metrics: dict[str, float] = {}
+    if baseline is not None and other is not None:
+        X_base = _model_input(baseline, frame)
+        base_metrics = {**other.metrics, **_operational(baseline, X_base, latency_calls, seed)}
+        base_metrics.update(_data_metrics(baseline.profile, frame))
+
+    report = ValidationReport(
+        model=candidate.ref,
+        task=own.task,
+        rows=len(frame),
+        metrics=metrics,
+        gates=[g.evaluate(metrics, base_metrics if other else None) for g in gates],
+        intervals=intervals,
+        baseline=baseline.ref if baseline else None,
+        baseline_metrics=base_metrics,
+        delta_intervals=deltas,
+        checks=checks,
+        residuals=own.residuals,
+        plot=_plot(own, other, target, seed),
+        strict=strict,
+        resamples=resamples,
+        seed=seed,
+        created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        notes=list(own.notes),
+    )
+    if own.labels is not None and own.confusion is not None:
+        report.labels = [str(v) for v in own.labels.values]
+        report.confusion = own.confusion.tolist()
+    positive = own.labels.values[own.labels.positive] if own.labels and own.labels.binary else None
+    for column in slices:
+        report.slices.append(
+            slice_table(
+                column,
+                frame[column],
+                target,
+                own.pred,
+                task=own.task,
+                positive=positive,
+                baseline_pred=other.pred if other else None,
+            )
+        )
+    if latency_calls <= 0:
+        report.notes.append("Latency was not measured (latency_calls=0).")
+    return report

@@ -1,0 +1,164 @@
+"""The vectorised bootstrap replicates against sklearn.metrics, and the gate grammar."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from nbdeploy.errors import InvalidInputError
+from nbdeploy.validation import bootstrap
+from nbdeploy.validation.gates import check_metrics, parse_gate
+from nbdeploy.validation.metrics import (
+    available,
+    classification_metrics,
+    encode_labels,
+    regression_metrics,
+)
+
+RESAMPLES, SEED = 30, 7
+
+
+def first_resamples(n: int, count: int = 4) -> np.ndarray:
+    return next(bootstrap.resample_chunks(n, RESAMPLES, SEED))[:count]
+
+
+def classification_case(k: int, n: int, rng: np.random.Generator, rounded: bool) -> tuple[Any, ...]:
+    y = rng.integers(0, k, n)
+    proba = rng.dirichlet(np.ones(k), n)
+    if rounded:  # many tied scores, as trees give
+        proba = np.round(proba, 1) + 1e-3
+        proba /= proba.sum(axis=1, keepdims=True)
+    pred = np.where(rng.random(n) < 0.75, y, rng.integers(0, k, n))
+    return y, pred, proba
+
+
+@pytest.mark.parametrize(("k", "rounded"), [(2, False), (2, True), (3, False), (4, True)])
+def test_classification_replicates_equal_sklearn_on_the_same_resamples(k: int, rounded: bool) -> None:
+    rng = np.random.default_rng(k)
+    y, pred, proba = classification_case(k, 250, rng, rounded)
+    labels, yc, pc = encode_labels(y, pred, np.arange(k))
+    codes = np.arange(k)
+    stat = bootstrap.classification(yc, pc, k, labels.positive, proba, codes)
+    reps = bootstrap.replicates([stat], len(y), RESAMPLES, SEED)[0]
+    assert set(reps) == {"accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
+    for r, idx in enumerate(first_resamples(len(y))):
+        expected = classification_metrics(yc[idx], pc[idx], labels, proba[idx], codes)
+        for name, value in expected.items():
+            assert reps[name][r] == pytest.approx(value, rel=1e-9, abs=1e-12), (name, r)
+    assert all(v.shape == (RESAMPLES,) for v in reps.values())
+
+
+def test_replicates_follow_zero_division_and_absent_classes_like_sklearn() -> None:
+    y = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 1])
+    pred = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0])  # classes 1 and 2 never predicted
+    labels, yc, pc = encode_labels(y, pred, np.arange(3))
+    reps = bootstrap.replicates([bootstrap.classification(yc, pc, 3, None)], len(y), RESAMPLES, SEED)[0]
+    for r, idx in enumerate(first_resamples(len(y))):
+        expected = classification_metrics(yc[idx], pc[idx], labels, None, None)
+        for name, value in expected.items():
+            assert reps[name][r] == pytest.approx(value), (name, r)
+
+
+def test_regression_replicates_equal_sklearn_on_the_same_resamples() -> None:
+    rng = np.random.default_rng(5)
+    y = rng.normal(1e6, 3, 200)  # a large mean: R² must not lose its precision
+    pred = y + rng.normal(0, 1, 200)
+    reps = bootstrap.replicates([bootstrap.regression(y, pred)], len(y), RESAMPLES, SEED)[0]
+    for r, idx in enumerate(first_resamples(len(y))):
+        for name, value in regression_metrics(y[idx], pred[idx]).items():
+            assert reps[name][r] == pytest.approx(value, rel=1e-7), (name, r)
+
+
+def test_resamples_are_seeded_shared_and_paired() -> None:
+    rng = np.random.default_rng(9)
+    y = rng.normal(size=300)
+    a, b = (
+        bootstrap.regression(y, y + rng.normal(size=300)),
+        bootstrap.regression(y, y + 2 * rng.normal(size=300)),
+    )
+    first = bootstrap.replicates([a, b], 300, 50, 1)
+    again = bootstrap.replicates([a, b], 300, 50, 1)
+    other = bootstrap.replicates([a, b], 300, 50, 2)
+    assert np.array_equal(first[0]["rmse"], again[0]["rmse"])
+    assert not np.array_equal(first[0]["rmse"], other[0]["rmse"])
+    # one model alone sees the same resamples as it does beside another
+    assert np.array_equal(bootstrap.replicates([a], 300, 50, 1)[0]["rmse"], first[0]["rmse"])
+    lo, hi = bootstrap.interval(first[1]["rmse"] - first[0]["rmse"])
+    assert 0 < lo < hi  # b is clearly worse: the paired interval excludes 0
+
+
+def test_chunks_cover_every_resample_and_stay_small() -> None:
+    chunks = list(bootstrap.resample_chunks(100_000, 200, 0))
+    assert sum(c.shape[0] for c in chunks) == 200
+    assert max(c.size for c in chunks) <= max(100_000, 1 << 18)
+    assert all(c.min() >= 0 and c.max() < 100_000 for c in chunks)
+
+
+def test_interval_is_a_percentile_interval() -> None:
+    reps = np.arange(1001, dtype=float)
+    assert bootstrap.interval(reps) == (pytest.approx(25.0), pytest.approx(975.0))
+    assert all(np.isnan(bootstrap.interval(np.full(10, np.nan))))
+
+
+def test_point_metrics_are_sklearns() -> None:
+    y = np.array(["no", "yes", "yes", "no", "yes"])
+    pred = np.array(["no", "yes", "no", "no", "yes"])
+    labels, yc, pc = encode_labels(y, pred, np.array(["no", "yes"]))
+    assert labels.binary and labels.values[labels.positive] == "yes"
+    got = classification_metrics(yc, pc, labels, None, None)
+    assert got["f1"] == skm.f1_score(y, pred, pos_label="yes")
+    assert got["precision"] == skm.precision_score(y, pred, pos_label="yes")
+    assert got["balanced_accuracy"] == skm.balanced_accuracy_score(y, pred)
+
+
+@pytest.mark.parametrize(
+    ("text", "metric", "op", "value", "offset", "normal"),
+    [
+        ("f1>=0.9", "f1", ">=", 0.9, None, "f1 >= 0.9"),
+        (" rmse <  12.5 ", "rmse", "<", 12.5, None, "rmse < 12.5"),
+        ("r2==-1e-3", "r2", "==", -0.001, None, "r2 == -0.001"),
+        ("accuracy>baseline", "accuracy", ">", None, 0.0, "accuracy > baseline"),
+        ("f1 >= baseline - 0.01", "f1", ">=", None, -0.01, "f1 >= baseline-0.01"),
+        ("latency_p95_ms<=baseline+.5", "latency_p95_ms", "<=", None, 0.5, "latency_p95_ms <= baseline+0.5"),
+    ],
+)
+def test_gate_grammar(text: str, metric: str, op: str, value: Any, offset: Any, normal: str) -> None:
+    gate = parse_gate(text)
+    assert (gate.metric, gate.op, gate.value, gate.offset, gate.text) == (metric, op, value, offset, normal)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["f1 => 0.9", "f1 = 0.9", "f1>=", ">=0.9", "f1>=nan", "f1>=inf", "f1>=baseline0.1", "f1>=0.9;", "1f>=2"],
+)
+def test_malformed_gates_are_one_sentence(text: str) -> None:
+    with pytest.raises(InvalidInputError) as err:
+        parse_gate(text)
+    assert str(err.value) == (
+        f"Malformed gate {text!r}: expected METRIC OP VALUE with OP one of >= > <= < == and VALUE a number, "
+        "baseline, baseline+N or baseline-N, for example 'f1>=0.9'."
+    )
+
+
+def test_gate_evaluation() -> None:
+    assert parse_gate("f1>=0.9").evaluate({"f1": 0.9}).status == "passed"
+    assert parse_gate("f1>0.9").evaluate({"f1": 0.9}).status == "failed"
+    result = parse_gate("rmse<=baseline+1").evaluate({"rmse": 11.5}, {"rmse": 10.0})
+    assert (result.status, result.threshold) == ("failed", 11.0)
+    assert str(result) == "rmse <= baseline+1 (rmse = 11.5, threshold 11)"
+    missing = parse_gate("f1>=baseline").evaluate({"f1": 0.9}, None)
+    assert (missing.status, missing.reason) == ("not evaluated", "no baseline to compare with")
+    unmeasured = parse_gate("latency_p95_ms<=5").evaluate({"latency_p95_ms": float("nan")})
+    assert unmeasured.status == "not evaluated"
+
+
+def test_unknown_metric_lists_the_tasks_metrics() -> None:
+    with pytest.raises(InvalidInputError) as err:
+        check_metrics([parse_gate("f2>=0.9")], available("regression", False), "regression")
+    assert str(err.value) == (
+        "Unknown metric 'f2' in gate 'f2>=0.9'; metrics for regression: rmse, mae, r2, mape, "
+        "latency_p50_ms, latency_p95_ms, model_size_mb, max_psi, drifted_features."
+    )
