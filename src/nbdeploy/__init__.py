@@ -25,7 +25,9 @@ from nbdeploy.errors import (
     ModelNotFoundError,
     NbdeployError,
     NotFoundError,
+    PromotionRefusedError,
     TrackingError,
+    ValidationFailedError,
     VersionNotFoundError,
 )
 
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from nbdeploy.config import configure
     from nbdeploy.refs import ModelRef, parse_ref
     from nbdeploy.registry import models, promote, register, resolve
+    from nbdeploy.validation import ValidationReport, validate
     from nbdeploy.versions import ModelList, ModelVersion
 
 __all__ = [
@@ -50,7 +53,10 @@ __all__ = [
     "ModelVersion",
     "NbdeployError",
     "NotFoundError",
+    "PromotionRefusedError",
     "TrackingError",
+    "ValidationFailedError",
+    "ValidationReport",
     "VersionNotFoundError",
     "__version__",
     "configure",
@@ -64,6 +70,7 @@ __all__ = [
     "resolve",
     "serve",
     "unload_ipython_extension",
+    "validate",
 ]
 
 _LAZY = {
@@ -76,6 +83,8 @@ _LAZY = {
     "resolve": "nbdeploy.registry",
     "ModelList": "nbdeploy.versions",
     "ModelVersion": "nbdeploy.versions",
+    "validate": "nbdeploy.validation",
+    "ValidationReport": "nbdeploy.validation",
     "serve": "nbdeploy._deployments",
     "deployments": "nbdeploy._deployments",
     "get": "nbdeploy._deployments",

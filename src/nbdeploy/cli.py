@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     promote = subs.add_parser("promote", help="point an alias at a model version")
     promote.add_argument("ref", metavar="REF")
     promote.add_argument("--alias", default="champion")
+    promote.add_argument("--force", action="store_true", help="promote even if the last validation failed")
 
     serve = subs.add_parser("serve", help="start a local server for a model version")
     serve.add_argument("ref", metavar="REF")
@@ -70,7 +71,7 @@ def _run(args: argparse.Namespace) -> Any:
         case "models":
             return registry.models(args.name)
         case "promote":
-            return registry.promote(args.ref, alias=args.alias)
+            return registry.promote(args.ref, alias=args.alias, force=args.force)
         case "serve":
             dep = d.serve(
                 args.ref, name=args.name, port=args.port, host=args.host, token=args.token,

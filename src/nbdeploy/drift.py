@@ -41,6 +41,7 @@ __all__ = [
     "counts",
     "drift_from_counts",
     "frame_drift",
+    "numeric_cuts",
     "psi",
 ]
 
@@ -120,8 +121,9 @@ def _as_strings(values: Any) -> np.ndarray:
     return present.astype(str)
 
 
-def _numeric_cuts(column: Mapping[str, Any]) -> np.ndarray:
-    # [min, edges..., just above max]: bins are below-min, the profile's bins, above-max.
+def numeric_cuts(column: Mapping[str, Any]) -> np.ndarray:
+    """The cut points :func:`counts` bins a numeric column with: its training min, the
+    profile's edges, and just above its max (``len(edges) + 3`` bins)."""
     hi = np.nextafter(float(column["max"]), np.inf)
     return np.asarray([float(column["min"]), *column["edges"], hi], dtype=float)
 
@@ -138,9 +140,12 @@ def counts(column: Mapping[str, Any], values: Any) -> np.ndarray:
         if column.get("min") is None:
             return np.zeros(0, dtype=np.int64)
         x = _as_float(values)
-        x = x[~np.isnan(x)]
-        cuts = _numeric_cuts(column)
-        return np.bincount(np.searchsorted(cuts, x, side="right"), minlength=cuts.size + 1)
+        cuts = numeric_cuts(column)
+        # bin = number of cuts <= x. Counting x >= cut for each of the ~12 cuts is 4x faster
+        # than searchsorted over x, and NaN (never >= anything) drops out by itself.
+        at_least = np.array([np.count_nonzero(x >= c) for c in cuts], dtype=np.int64)
+        valid = x.size - np.count_nonzero(np.isnan(x))
+        return -np.diff(np.concatenate([[valid], at_least, [0]]))
     categories = list(column.get("frequencies", {}))
     strings = _as_strings(values)
     uniq, n = np.unique(strings, return_counts=True)
@@ -165,7 +170,10 @@ def _ks(ref: np.ndarray, new: np.ndarray) -> tuple[float, float]:
     gap = np.abs(np.cumsum(ref)[:-1] / n - np.cumsum(new)[:-1] / m)
     d = float(gap.max()) if gap.size else 0.0
     en = max(round(n * m / (n + m)), 1)
-    return d, float(stats.kstwo.sf(d, en))
+    # The exact distribution costs ~6 ms per call at these sizes; like scipy's ks_2samp
+    # (mode="auto"), use it only while both samples have at most 10,000 values.
+    p = stats.kstwo.sf(d, en) if max(n, m) <= 10_000 else stats.kstwobign.sf(d * np.sqrt(en))
+    return d, float(p)
 
 
 def _chi2(ref: np.ndarray, new: np.ndarray) -> tuple[float, float]:

@@ -45,7 +45,11 @@ class _Ring:
 
     def __init__(self, capacity: int, columns: Mapping[str, tuple[Any, tuple[int, ...]]]) -> None:
         self.capacity, self.count = capacity, 0
-        self.cols = {name: np.zeros((capacity, *shape), dtype=dt) for name, (dt, shape) in columns.items()}
+        # 2-D columns in Fortran order so that one feature over many rows is contiguous
+        self.cols = {
+            name: np.zeros((capacity, *shape), dtype=dt, order="F" if shape else "C")
+            for name, (dt, shape) in columns.items()
+        }
 
     def append(self, values: Mapping[str, Any], n: int = 1) -> int:
         """Append ``n`` rows; returns the absolute index of the first one."""
@@ -77,20 +81,30 @@ class _Ring:
                 b = mid
         return a, hi
 
-    def take(self, name: str, lo: int, hi: int) -> list[np.ndarray]:
-        """The entries ``[lo, hi)`` of one column as at most two contiguous views."""
+    def segments(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """Positions in the ring of the absolute entries ``[lo, hi)``: at most two slices."""
         if hi <= lo:
             return []
-        col, cap = self.cols[name], self.capacity
+        cap = self.capacity
         a, b = lo % cap, hi % cap or cap
-        return [col[a:b]] if a < b else [col[a:], col[:b]]
+        return [(a, b)] if a < b else [(a, cap), (0, b)]
+
+    def take(self, name: str, lo: int, hi: int) -> list[np.ndarray]:
+        """The entries ``[lo, hi)`` of one column as at most two views."""
+        col = self.cols[name]
+        return [col[a:b] for a, b in self.segments(lo, hi)]
 
     def live(self, index: int) -> bool:
         return self.count - self.capacity <= index < self.count
 
 
 class RequestWindows:
-    """Request and row rings, feedback, and window statistics for one deployment."""
+    """Request and row rings, feedback, and window statistics for one deployment.
+
+    ``add`` only queues the request (a deque append, so serving pays next to nothing);
+    the queue is folded into the rings in bulk before any read, binning each new row once
+    against the training profile so that a window's drift is a sum of bin counts.
+    """
 
     def __init__(
         self,
@@ -103,26 +117,41 @@ class RequestWindows:
     ) -> None:
         self.columns = list(columns)
         self.windows = dict(windows or DEFAULT_WINDOWS)
-        self.set_profile(profile, task)
         k = max(1, len(self.columns))
         self.requests = _Ring(
             request_capacity, {"ts": (np.float64, ()), "latency": (np.float32, ()), "status": (np.int16, ())}
         )
+        # predictions and labels as float codes (class index, or the value for regression); NaN = none
         self.rows = _Ring(
             row_capacity,
-            {"ts": (np.float64, ()), "x": (np.float32, (k,)), "pred": (object, ()), "label": (object, ())},
+            {"ts": (np.float64, ()), "x": (np.float32, (k,)), "pred": (np.float64, ()), "label": (np.float64, ())},
         )
         self.batches = _Ring(100_000, {"ts": (np.float64, ()), "requests": (np.int32, ()), "rows": (np.int32, ())})
+        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._batch_queue: collections.deque[tuple[float, int, int]] = collections.deque()
         self._ids: collections.OrderedDict[str, tuple[int, int]] = collections.OrderedDict()
-        self._pending: dict[str, list[Any]] = {}  # feedback that arrived before its request
-        self._lock = threading.Lock()
+        self._early: dict[str, list[Any]] = {}  # feedback that arrived before its request
+        self._classes: dict[str, int] = {}
+        self._lock = threading.RLock()
+        self.set_profile(profile, task)
 
     def set_profile(self, profile: Mapping[str, Any] | None, task: str | None) -> None:
         """Measure drift against ``profile`` from now on (after an update to another version)."""
-        by_name = {c["name"]: c for c in (profile or {}).get("columns", [])}
-        rows_total = (profile or {}).get("rows")
-        self.task = task or "classification"
-        self.profiled = [(j, {**by_name[c], "rows": rows_total}) for j, c in enumerate(self.columns) if c in by_name]
+        with self._lock:
+            by_name = {c["name"]: c for c in (profile or {}).get("columns", [])}
+            rows_total = (profile or {}).get("rows")
+            self.task = task or "classification"
+            self.profiled = [
+                (j, {**by_name[c], "rows": rows_total}) for j, c in enumerate(self.columns) if c in by_name
+            ]
+            # the row ring keeps numbers; categorical inputs are not profiled live
+            self._numeric = [
+                (j, col, drift.numeric_cuts(col))
+                for j, col in self.profiled
+                if col["kind"] == "numeric" and col.get("min") is not None
+            ]
+            self._bins = np.zeros((self.rows.capacity, max(1, len(self._numeric))), dtype=np.int8, order="F")
+            self._binned = max(0, self.rows.count - self.rows.capacity)  # re-bin the live rows
 
     # recording ----------------------------------------------------------------------
 
@@ -135,37 +164,101 @@ class RequestWindows:
         inputs: Sequence[Sequence[Any]] | np.ndarray | None = None,
         predictions: Sequence[Any] | None = None,
     ) -> None:
-        """Record one answered request (its inputs in the deployment's column order)."""
+        """Queue one answered request (its inputs in the deployment's column order)."""
+        self._queue.append((ts, latency_ms, status, rid, inputs, predictions))
+        if len(self._queue) >= 8192:
+            self.fold()
+
+    def add_batch(self, ts: float, requests: int, rows: int) -> None:
+        self._batch_queue.append((ts, requests, rows))
+
+    def fold(self) -> None:
+        """Move queued requests into the rings and bin their rows against the profile."""
         with self._lock:
-            self.requests.append({"ts": ts, "latency": latency_ms, "status": status})
-            if status != 200 or inputs is None or predictions is None or not len(predictions):
+            items = [self._queue.popleft() for _ in range(len(self._queue))]
+            batches = [self._batch_queue.popleft() for _ in range(len(self._batch_queue))]
+            if batches:
+                arr = np.asarray(batches, dtype=np.float64)
+                self.batches.append({"ts": arr[:, 0], "requests": arr[:, 1], "rows": arr[:, 2]}, len(batches))
+            if not items:
                 return
+            self.requests.append(
+                {
+                    "ts": np.fromiter((i[0] for i in items), np.float64, len(items)),
+                    "latency": np.fromiter((i[1] for i in items), np.float32, len(items)),
+                    "status": np.fromiter((i[2] for i in items), np.int16, len(items)),
+                },
+                len(items),
+            )
+            self._fold_rows([i for i in items if i[2] == 200 and i[4] is not None and i[5] is not None])
+            self._bin_new()
+
+    def _fold_rows(self, items: list[tuple[Any, ...]]) -> None:
+        width = self.rows.cols["x"].shape[1]
+        blocks, preds, stamps, spans = [], [], [], []
+        for ts, _lat, _st, rid, inputs, predictions in items:
             n = min(len(inputs), len(predictions))
+            if not n:
+                continue
             try:
                 x = np.asarray(inputs[:n], dtype=np.float32).reshape(n, -1)
             except (TypeError, ValueError):
-                x = np.full((n, max(1, len(self.columns))), np.nan, dtype=np.float32)
-            if x.shape[1] != self.rows.cols["x"].shape[1]:
-                x = np.full((n, self.rows.cols["x"].shape[1]), np.nan, dtype=np.float32)
-            preds = np.empty(n, dtype=object)
-            preds[:] = list(predictions[:n])
-            start = self.rows.append({"ts": np.full(n, ts), "x": x, "pred": preds, "label": np.full(n, None)}, n)
+                x = np.full((n, width), np.nan, dtype=np.float32)
+            blocks.append(x if x.shape[1] == width else np.full((n, width), np.nan, dtype=np.float32))
+            preds.extend(predictions[:n])
+            stamps.append(np.full(n, ts))
+            spans.append((rid, n))
+        if not blocks:
+            return
+        total = len(preds)
+        start = self.rows.append(
+            {
+                "ts": np.concatenate(stamps),
+                "x": np.concatenate(blocks),
+                "pred": self._encode(preds),
+                "label": np.full(total, np.nan),
+            },
+            total,
+        )
+        for rid, n in spans:
             self._ids[rid] = (start, n)
-            while len(self._ids) > self.rows.capacity:
-                self._ids.popitem(last=False)
-            if rid in self._pending:
-                self._label(rid, self._pending.pop(rid))
+            start += n
+            if rid in self._early:
+                self._label(rid, self._early.pop(rid))
+        while len(self._ids) > self.rows.capacity:
+            self._ids.popitem(last=False)
 
-    def add_batch(self, ts: float, requests: int, rows: int) -> None:
-        with self._lock:
-            self.batches.append({"ts": ts, "requests": requests, "rows": rows})
+    def _encode(self, values: Sequence[Any]) -> np.ndarray:
+        if self.task != "classification":
+            try:
+                return np.asarray(values, dtype=np.float64)
+            except (TypeError, ValueError):
+                return np.full(len(values), np.nan)
+        codes = self._classes
+        return np.fromiter((codes.setdefault(str(v), len(codes)) for v in values), np.float64, len(values))
+
+    def _bin_new(self) -> None:
+        lo = max(self._binned, self.rows.count - self.rows.capacity)
+        if not self._numeric or lo >= self.rows.count:
+            self._binned = self.rows.count
+            return
+        for part, (a, b) in zip(
+            self.rows.take("x", lo, self.rows.count), self.rows.segments(lo, self.rows.count), strict=True
+        ):
+            for f, (j, _col, cuts) in enumerate(self._numeric):
+                values = part[:, j]
+                found = np.searchsorted(cuts, values, side="right")
+                found[np.isnan(values)] = cuts.size + 1  # a slot of its own, left out of the counts
+                self._bins[a:b, f] = found
+        self._binned = self.rows.count
 
     def feedback(self, rid: str, labels: Sequence[Any]) -> bool:
         """Attach true labels to a request's rows; returns False if the request is unknown."""
         with self._lock:
+            self.fold()
             if rid not in self._ids:
-                if len(self._pending) < 100_000:
-                    self._pending[rid] = list(labels)
+                if len(self._early) < 100_000:
+                    self._early[rid] = list(labels)
                 return False
             return self._label(rid, list(labels))
 
@@ -173,8 +266,9 @@ class RequestWindows:
         start, n = self._ids[rid]
         if not self.rows.live(start) or len(labels) != n:
             return False
-        for i, value in enumerate(labels):
-            self.rows.cols["label"][(start + i) % self.rows.capacity] = value
+        codes = self._encode(labels)
+        for i in range(n):
+            self.rows.cols["label"][(start + i) % self.rows.capacity] = codes[i]
         return True
 
     # statistics ----------------------------------------------------------------------
@@ -182,6 +276,7 @@ class RequestWindows:
     def snapshot(self, now: float, windows: Sequence[str] | None = None) -> dict[str, Any]:
         """The ``/monitor`` document for the given window names (all by default)."""
         with self._lock:
+            self.fold()
             names = list(windows or self.windows)
             return {
                 "total_requests": self.requests.count,
@@ -217,51 +312,47 @@ class RequestWindows:
         }
         rlo, rhi = self.rows.span(now - seconds)
         out["rows"] = rhi - rlo
-        preds = _cat(self.rows.take("pred", rlo, rhi), object)
+        preds = _cat(self.rows.take("pred", rlo, rhi), np.float64)
         out["predictions"] = self._prediction_distribution(preds)
         out["drift"] = [d.to_dict() for d in self._drift(rlo, rhi)]
         scored = [d for d in out["drift"] if d["psi"] is not None]
         out["drift_max_psi"] = max((d["psi"] for d in scored), default=None)
         out["drifted_features"] = [d["name"] for d in out["drift"] if d["status"] == "drift"]
-        out.update(self._live_quality(preds, _cat(self.rows.take("label", rlo, rhi), object)))
+        out.update(self._live_quality(preds, _cat(self.rows.take("label", rlo, rhi), np.float64)))
         return out
 
     def _prediction_distribution(self, preds: np.ndarray) -> dict[str, Any]:
-        if not preds.size:
-            return {"kind": "classes" if self.task == "classification" else "histogram", "counts": {}}
         if self.task == "classification":
-            values, counts = np.unique(preds.astype(str), return_counts=True)
-            return {"kind": "classes", "counts": dict(zip(values.tolist(), counts.tolist(), strict=True))}
-        numbers = preds.astype(float)
-        counts, edges = np.histogram(numbers[~np.isnan(numbers)], bins=10)
+            names = list(self._classes)
+            counts = np.bincount(preds[~np.isnan(preds)].astype(np.int64), minlength=len(names))
+            return {"kind": "classes", "counts": {names[i]: int(c) for i, c in enumerate(counts) if c}}
+        numbers = preds[~np.isnan(preds)]
+        if not numbers.size:
+            return {"kind": "histogram", "edges": [], "counts": []}
+        counts, edges = np.histogram(numbers, bins=10)
         return {"kind": "histogram", "edges": edges.tolist(), "counts": counts.tolist()}
 
     def _drift(self, lo: int, hi: int) -> list[drift.FeatureDrift]:
-        if not self.profiled or hi <= lo:
+        if not self._numeric or hi <= lo:
             return []
-        blocks = self.rows.take("x", lo, hi)
+        segments = self.rows.segments(lo, hi)
         results = []
-        for j, column in self.profiled:
-            if column["kind"] != "numeric":
-                continue  # the row ring keeps numbers; categorical inputs are not profiled live
-            total = np.sum([drift.counts(column, block[:, j]) for block in blocks], axis=0)
-            results.append(drift.drift_from_counts(column, total.tolist()))
+        for f, (_j, column, cuts) in enumerate(self._numeric):
+            total = np.zeros(cuts.size + 2, dtype=np.int64)
+            for a, b in segments:
+                total += np.bincount(self._bins[a:b, f], minlength=cuts.size + 2)
+            results.append(drift.drift_from_counts(column, total[: cuts.size + 1].tolist()))
         return results
 
     def _live_quality(self, preds: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-        has = np.array([v is not None for v in labels], dtype=bool) if labels.size else np.zeros(0, bool)
+        has = ~np.isnan(labels)
         labelled = int(has.sum())
         if not labelled:
             return {"labelled": 0, "accuracy": None, "rmse": None}
         p, y = preds[has], labels[has]
         if self.task == "classification":
-            return {
-                "labelled": labelled,
-                "accuracy": float(np.mean(p.astype(str) == y.astype(str))),
-                "rmse": None,
-            }
-        err = p.astype(float) - y.astype(float)
-        return {"labelled": labelled, "accuracy": None, "rmse": float(np.sqrt(np.mean(err**2)))}
+            return {"labelled": labelled, "accuracy": float(np.mean(p == y)), "rmse": None}
+        return {"labelled": labelled, "accuracy": None, "rmse": float(np.sqrt(np.mean((p - y) ** 2)))}
 
     def _series(self, now: float) -> dict[str, list[Any]]:
         """Requests/s and p95 latency in 10 s buckets over the last 10 minutes (sparklines)."""
