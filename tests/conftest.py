@@ -38,7 +38,7 @@ def ip(cancer: dict[str, Any]) -> Iterator[Any]:
     yield shell
     from nbdeploy import config
 
-    config.configure()
+    config.configure(tracking_uri=None, experiment=None, home=None)
 
 
 @pytest.fixture

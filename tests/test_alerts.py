@@ -61,7 +61,7 @@ class _Hook(BaseHTTPRequestHandler):
     received: list[dict[str, Any]] = []
     fail_first = 1
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if _Hook.fail_first > 0:
             _Hook.fail_first -= 1

@@ -62,7 +62,7 @@ def test_magics_against_a_tracking_server(ip: Any, name: str, mlflow_server: str
     try:
         profile = nbdeploy.registry.load_profile(nbdeploy.resolve(f"{name}/1"))
     finally:
-        nbdeploy.config.configure()
+        nbdeploy.config.configure(tracking_uri=None)
     assert profile is not None and profile["rows"] == 426
 
 
@@ -75,7 +75,7 @@ def test_cli_against_a_tracking_server(cancer: dict[str, Any], name: str, mlflow
         nbdeploy.register(cancer["model"], name, cancer["X_train"])
         validate(f"{name}/1", cancer["X_test"], cancer["y_test"])  # promote needs a passed validation
     finally:
-        nbdeploy.configure()
+        nbdeploy.configure(tracking_uri=None)
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
     cli = [sys.executable, "-m", "nbdeploy.cli"]
     out = subprocess.run([*cli, "promote", f"{name}/1"], env=env, capture_output=True, text=True, check=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -30,10 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy import _procs, config
-from nbdeploy._html import card, esc, kv_table
+from nbdeploy._deploy_views import DeploymentList, Status
 from nbdeploy.errors import DeploymentError, DeploymentNotFoundError, InvalidInputError
 from nbdeploy.refs import parse_ref, validate_name
-from nbdeploy.versions import Listing
 
 __all__ = ["Deployment", "deployments", "get", "serve", "stop_all"]
 
@@ -117,14 +117,16 @@ class Deployment:
         token = self.token
         return {"Authorization": f"Bearer {token}"} if token else {}
 
-    def _request(self, method: str, route: str, headers: dict[str, str] | None = None, **kw: Any) -> Any:
+    def _request(
+        self, method: str, route: str, headers: dict[str, str] | None = None, timeout: float = 60, **kw: Any
+    ) -> Any:
         import httpx
 
         if self.state() != "running":
             raise DeploymentError(f"Deployment {self.name!r} is {self.state()}: serve it again to use it.")
         try:
             response = httpx.request(
-                method, self.url + route, headers={**self._headers(), **(headers or {})}, timeout=60, **kw
+                method, self.url + route, headers={**self._headers(), **(headers or {})}, timeout=timeout, **kw
             )
         except httpx.HTTPError as exc:
             raise DeploymentError(f"Deployment {self.name!r} did not answer at {self.url}: {exc}.") from None
@@ -142,7 +144,7 @@ class Deployment:
         state = self.state()
         if state == "running":
             with contextlib.suppress(DeploymentError):
-                info = self._request("GET", "/info").json()
+                info = self._request("GET", "/info", timeout=2).json()
         cur = self.current
         return Status(
             name=self.name,
@@ -163,8 +165,12 @@ class Deployment:
             return ""
         return "\n".join(lines[-n:]) if n > 0 else ""
 
-    def predict(self, X: Any) -> Any:
-        """Predictions for ``X`` (DataFrame or array) through the server's ``/invocations``."""
+    def predict(self, X: Any, with_id: bool = False) -> Any:
+        """Predictions for ``X`` (DataFrame or array) through the server's ``/invocations``.
+
+        With ``with_id=True`` returns ``(predictions, request_id)``; the id is what
+        :meth:`feedback` takes to attach true labels later.
+        """
         import numpy as np
         import pandas as pd
 
@@ -181,7 +187,8 @@ class Deployment:
             content=body,
             headers={"Content-Type": "application/json"},
         )
-        return np.asarray(response.json()["predictions"])
+        predictions = np.asarray(response.json()["predictions"])
+        return (predictions, response.headers.get("x-request-id")) if with_id else predictions
 
     def update(self, ref: str) -> Deployment:
         """Serve another version in place (``/admin/reload``); no request is dropped."""
@@ -234,6 +241,8 @@ class Deployment:
         self, add: Sequence[str] = (), *, clear: bool = False, webhook: str | None = None, k: int = 3
     ) -> dict[str, Any]:
         """Add alert rules (or ``clear`` them) and return rules, firing ones and recent events."""
+        if webhook and not add:
+            raise InvalidInputError("A webhook applies to the rules added with it: give --add RULE too.")
         spec = self.spec
         rules = [] if clear else list(spec.get("alerts", []))
         rules += _alert_specs(add, webhook, k)
@@ -257,6 +266,8 @@ class Deployment:
         pid = self.pid
         if pid is not None:
             _procs.stop_group(pid, str(self.path), timeout)
+            atexit.unregister(_stop_attached)
+            _attached.pop(pid, None)
         for name in ("pid", "port"):
             with contextlib.suppress(FileNotFoundError):
                 (self.path / name).unlink()
@@ -266,39 +277,6 @@ class Deployment:
 
     def _repr_html_(self) -> str:
         return self.status()._repr_html_()
-
-
-@dataclass
-class Status:
-    """A snapshot of one deployment."""
-
-    name: str
-    state: str
-    url: str
-    pid: int | None
-    ref: str
-    version: int | None
-    uptime_s: float | None
-    folder: str
-
-    def __repr__(self) -> str:
-        up = f", up {self.uptime_s:.0f} s" if self.uptime_s is not None else ""
-        where = f" at {self.url}" if self.url else ""
-        return f"Deployment {self.name}: {self.state}{where}, serving {self.ref} (version {self.version}){up}"
-
-    def _repr_html_(self) -> str:
-        css = {"running": "nbd-pass", "dead": "nbd-fail"}.get(self.state, "nbd-muted")
-        facts = kv_table(
-            [
-                ("state", f"<span class='{css}'>{esc(self.state)}</span>"),
-                ("url", f"<code>{esc(self.url or '-')}</code>"),
-                ("serving", f"{esc(self.ref)} (version {esc(self.version)})"),
-                ("pid", esc(self.pid or "-")),
-                ("uptime", esc(f"{self.uptime_s:.0f} s" if self.uptime_s is not None else "-")),
-                ("folder", f"<code>{esc(self.folder)}</code>"),
-            ]
-        )
-        return card(f"Deployment {esc(self.name)}", facts)
 
 
 def _save_spec(path: Path, spec: dict[str, Any]) -> None:
@@ -386,38 +364,41 @@ def serve(
     name = validate_name(name or r.name or f"run-{r.run_id}")
     if not 0 <= port <= 65535:
         raise InvalidInputError(f"Invalid port {port}: use 1-65535, or 0 for a free port.")
-    if max_batch < 1 or max_wait_ms < 0 or max_body_bytes < 1:
-        raise InvalidInputError("max_batch and max_body_bytes must be positive and max_wait_ms not negative.")
+    if max_batch < 1:
+        raise InvalidInputError(f"Invalid max batch {max_batch}: a predict call takes at least 1 row.")
+    if max_wait_ms < 0:
+        raise InvalidInputError(f"Invalid max wait {max_wait_ms} ms: use 0 or more milliseconds.")
+    if max_body_bytes < 1:
+        raise InvalidInputError(f"Invalid body limit {max_body_bytes} bytes: use a positive size.")
     alert_specs = _alert_specs(alerts, webhook, alert_k)
     folder = _folder(name)
-    existing = Deployment(name, folder)
-    if (folder / "spec.json").exists() and existing.state() == "running":
-        raise DeploymentError(
-            f"Deployment {name!r} is already running at {existing.url}: stop it first or choose another name."
-        )
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    entry = _fetch(ref, folder)
-    require_token = bool(token) or not _is_loopback(host)
-    _write_private(folder / "token", token or secrets.token_urlsafe(24))
-    spec = {
-        "name": name,
-        "host": host,
-        "port": port,
-        "require_token": require_token,
-        "max_batch": max_batch,
-        "max_wait_ms": max_wait_ms,
-        "max_body_bytes": max_body_bytes,
-        "attach_to": os.getpid() if attach else None,
-        "monitor": monitor,
-        "alerts": alert_specs,
-        "alert_interval_s": alert_interval_s,
-        "history": [entry],
-    }
-    _save_spec(folder, spec)
-    for stale in ("pid", "port"):
-        with contextlib.suppress(FileNotFoundError):
-            (folder / stale).unlink()
-    return _start(Deployment(name, folder), timeout, attach)
+    with _locked(folder):
+        existing = Deployment(name, folder)
+        if (folder / "spec.json").exists() and existing.state() == "running":
+            raise DeploymentError(
+                f"Deployment {name!r} is already running at {existing.url}: stop it first or choose another name."
+            )
+        entry = _fetch(ref, folder)
+        _write_private(folder / "token", token or secrets.token_urlsafe(24))
+        spec = {
+            "name": name,
+            "host": host,
+            "port": port,
+            "require_token": bool(token) or not _is_loopback(host),
+            "max_batch": max_batch,
+            "max_wait_ms": max_wait_ms,
+            "max_body_bytes": max_body_bytes,
+            "attach_to": os.getpid() if attach else None,
+            "monitor": monitor,
+            "alerts": alert_specs,
+            "alert_interval_s": alert_interval_s,
+            "history": [entry],
+        }
+        _save_spec(folder, spec)
+        for stale in ("pid", "port"):
+            with contextlib.suppress(FileNotFoundError):
+                (folder / stale).unlink()
+        return _start(Deployment(name, folder), timeout, attach)
 
 
 def _start(dep: Deployment, timeout: float, attach: bool) -> Deployment:
@@ -435,7 +416,8 @@ def _start(dep: Deployment, timeout: float, attach: bool) -> Deployment:
     _procs.children[proc.pid] = proc
     (dep.path / "pid").write_text(str(proc.pid))
     if attach:
-        atexit.register(dep.stop)
+        _attached[proc.pid] = str(dep.path)
+        atexit.register(_stop_attached)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -455,8 +437,31 @@ def _start(dep: Deployment, timeout: float, attach: bool) -> Deployment:
     )
 
 
+# Servers attached to this process: pid -> folder. Stopped at exit by pid, never by reading
+# the pid file again (by then the name may belong to a server someone else started).
+_attached: dict[int, str] = {}
+
+
+def _stop_attached() -> None:
+    for pid, folder in list(_attached.items()):
+        _procs.stop_group(pid, folder)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Any:
+    """Hold the deployment folder's lock, so two ``serve`` calls cannot race for one name."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with (folder / ".lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def get(name: str) -> Deployment:
     """The deployment called ``name`` (running, dead or stopped)."""
+    validate_name(name)
     folder = _folder(name)
     if not (folder / "spec.json").exists():
         known = ", ".join(d.name for d in _all()) or "none"
@@ -469,18 +474,6 @@ def _all() -> list[Deployment]:
     if not home.is_dir():
         return []
     return [Deployment(p.name, p) for p in sorted(home.iterdir()) if (p / "spec.json").exists()]
-
-
-class DeploymentList(Listing):
-    """All deployments under ``NBDEPLOY_HOME`` with their state."""
-
-    def __init__(self, items: list[Deployment]) -> None:
-        self.items = items
-        rows = []
-        for d in items:
-            st = d.status()
-            rows.append([d.name, st.state, st.url or "-", st.ref, str(st.version), str(st.pid or "-")])
-        super().__init__("Deployments", ["name", "state", "url", "serving", "version", "pid"], rows)
 
 
 def deployments() -> DeploymentList:

@@ -16,7 +16,11 @@ children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def alive(pid: int | None, marker: str) -> bool:
-    """True if ``pid`` runs and its command line contains ``marker`` (so a reused pid is not ours)."""
+    """True if ``pid`` runs and ``marker`` is one of its arguments (so a reused pid is not ours).
+
+    Servers are started as ``python -m nbdeploy.serving FOLDER``: ``marker`` is either the
+    folder (this deployment) or ``nbdeploy.serving`` (any server).
+    """
     if not pid:
         return False
     proc = children.get(pid)
@@ -25,7 +29,7 @@ def alive(pid: int | None, marker: str) -> bool:
     cmdline = Path(f"/proc/{pid}/cmdline")
     if cmdline.parent.parent.exists():  # Linux: check identity and zombie state
         try:
-            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             return False

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 __all__ = ["artifact_root", "configure", "experiment_name", "home", "settings", "tracking_uri"]
@@ -34,11 +35,17 @@ class Settings:
 settings = Settings()
 
 
-def configure(*, tracking_uri: str | None = None, experiment: str | None = None, home: str | None = None) -> None:
-    """Override the tracking URI, experiment name or deployments folder for this process."""
-    settings.tracking_uri = tracking_uri or None
-    settings.experiment = experiment or None
-    settings.home = home or None
+_KEEP: Any = object()
+
+
+def configure(*, tracking_uri: str | None = _KEEP, experiment: str | None = _KEEP, home: str | None = _KEEP) -> None:
+    """Override the tracking URI, experiment name or deployments folder for this process.
+
+    Only the settings passed change; ``None`` or ``""`` goes back to the environment.
+    """
+    for name, value in (("tracking_uri", tracking_uri), ("experiment", experiment), ("home", home)):
+        if value is not _KEEP:
+            setattr(settings, name, value or None)
 
 
 def tracking_uri() -> str:
@@ -61,8 +68,6 @@ def artifact_root(uri: str) -> str | None:
         if not db or db == ":memory:":
             return None
         return (Path(db).resolve().parent / "mlartifacts").as_uri()
-    if parsed.scheme in ("", "file"):
-        return None
     return None
 
 
@@ -73,4 +78,4 @@ def experiment_name() -> str:
 
 def home() -> Path:
     """Folder that holds one sub-folder per deployment (``NBDEPLOY_HOME``, else ``.nbdeploy``)."""
-    return Path(settings.home or os.environ.get("NBDEPLOY_HOME") or Path.cwd() / ".nbdeploy")
+    return Path(settings.home or os.environ.get("NBDEPLOY_HOME") or Path.cwd() / ".nbdeploy").resolve()

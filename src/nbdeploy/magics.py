@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from traitlets import Unicode
+from traitlets import Unicode, observe
 
 from nbdeploy._serve_magics import SERVE_SUBCOMMANDS, ServeCommands
 from nbdeploy.errors import NbdeployError, ValidationFailedError
@@ -60,6 +60,13 @@ class DeployMagics(ServeCommands, Magics):
     experiment = Unicode("", config=True, help="MLflow experiment for nbdeploy's runs (default 'nbdeploy').")
     home = Unicode("", config=True, help="Folder for deployment state; empty means NBDEPLOY_HOME, else ./.nbdeploy.")
 
+    @observe("tracking_uri", "experiment", "home")
+    def _push_setting(self, change: Any) -> None:
+        """``%config DeployMagics.X = ...`` changes the core's setting (``''`` resets it)."""
+        from nbdeploy.config import configure
+
+        configure(**{change["name"]: change["new"]})
+
     @line_magic
     def deploy(self, line: str) -> Any:
         """Register, validate, serve and monitor models; ``%deploy`` alone lists subcommands."""
@@ -81,9 +88,6 @@ class DeployMagics(ServeCommands, Magics):
             args = parser.parse_args(rest)
         except _HelpShown:
             return None
-        from nbdeploy.config import configure
-
-        configure(tracking_uri=self.tracking_uri, experiment=self.experiment, home=self.home)
         try:
             return getattr(self, f"_do_{sub}")(args)
         except ValidationFailedError:

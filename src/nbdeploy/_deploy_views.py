@@ -1,0 +1,56 @@
+"""What deployments look like in a notebook and a log: a status card and a listing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nbdeploy._html import card, esc, kv_table
+from nbdeploy.versions import Listing
+
+__all__ = ["DeploymentList", "Status"]
+
+
+@dataclass
+class Status:
+    """A snapshot of one deployment."""
+
+    name: str
+    state: str
+    url: str
+    pid: int | None
+    ref: str
+    version: int | None
+    uptime_s: float | None
+    folder: str
+
+    def __repr__(self) -> str:
+        up = f", up {self.uptime_s:.0f} s" if self.uptime_s is not None else ""
+        where = f" at {self.url}" if self.url else ""
+        return f"Deployment {self.name}: {self.state}{where}, serving {self.ref} (version {self.version}){up}"
+
+    def _repr_html_(self) -> str:
+        css = {"running": "nbd-pass", "dead": "nbd-fail"}.get(self.state, "nbd-muted")
+        facts = kv_table(
+            [
+                ("state", f"<span class='{css}'>{esc(self.state)}</span>"),
+                ("url", f"<code>{esc(self.url or '-')}</code>"),
+                ("serving", f"{esc(self.ref)} (version {esc(self.version)})"),
+                ("pid", esc(self.pid or "-")),
+                ("uptime", esc(f"{self.uptime_s:.0f} s" if self.uptime_s is not None else "-")),
+                ("folder", f"<code>{esc(self.folder)}</code>"),
+            ]
+        )
+        return card(f"Deployment {esc(self.name)}", facts)
+
+
+class DeploymentList(Listing):
+    """All deployments under ``NBDEPLOY_HOME`` with their state."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+        rows = []
+        for d in items:
+            st = d.status()
+            rows.append([d.name, st.state, st.url or "-", st.ref, str(st.version), str(st.pid or "-")])
+        super().__init__("Deployments", ["name", "state", "url", "serving", "version", "pid"], rows)
