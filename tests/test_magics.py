@@ -86,6 +86,13 @@ def test_exact_usage_errors(ip: Any, name: str) -> None:
         "models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH.",
         "register model --name x 'unclosed": "Could not split the arguments of %deploy: No closing quotation.",
     }
+    cases[f"register model --name {name} --alias latest"] = (
+        "Invalid alias 'latest': MLflow reserves 'latest' and 'v<number>'; choose another."
+    )
+    cases[f"register model --name {name} --data X_train.head"] = (
+        "The data is a method, not a table: pass a DataFrame or a 2-D array "
+        "(did you forget the parentheses of a method call?)."
+    )
     for line, message in cases.items():
         assert usage_error(ip, line) == message, line
     assert usage_error(ip, "promote ghost-model").startswith(

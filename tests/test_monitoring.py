@@ -115,11 +115,14 @@ def test_widget_updates_while_the_kernel_is_busy(dep: nbdeploy.Deployment, cance
     widget.close()
 
 
-def test_widget_stops_when_closed(dep: nbdeploy.Deployment) -> None:
+def test_widget_stops_when_closed_or_replaced(dep: nbdeploy.Deployment) -> None:
     widget = dep.monitor(interval=0.1)
     wait_for(lambda: widget.polls >= 1)
-    widget.close()
+    again = dep.monitor(interval=0.1)  # re-running the cell replaces the panel
     wait_for(lambda: not widget.polling)
+    assert again.polling
+    again.close()
+    wait_for(lambda: not again.polling)
 
 
 def test_deployments_panel_buttons(dep: nbdeploy.Deployment) -> None:

@@ -44,3 +44,27 @@ def test_str_round_trips() -> None:
 def test_validate_name_rejects(bad: object) -> None:
     with pytest.raises(InvalidInputError, match="Invalid model name"):
         validate_name(bad)
+
+
+@pytest.mark.parametrize(
+    ("alias", "message"),
+    [
+        ("my alias", "Invalid alias 'my alias': use letters, digits, '_' and '-', starting with a letter or '_'."),
+        ("latest", "Invalid alias 'latest': MLflow reserves 'latest' and 'v<number>'; choose another."),
+        ("v2", "Invalid alias 'v2': MLflow reserves 'latest' and 'v<number>'; choose another."),
+    ],
+)
+def test_validate_alias(alias: str, message: str) -> None:
+    from nbdeploy.refs import validate_alias
+
+    with pytest.raises(InvalidInputError) as err:
+        validate_alias(alias)
+    assert str(err.value) == message
+    assert validate_alias("champion") == "champion"
+
+
+def test_display_uri_hides_credentials() -> None:
+    from nbdeploy.config import display_uri
+
+    assert display_uri("http://ada:s3cret@mlflow.internal:5000") == "http://***@mlflow.internal:5000"
+    assert display_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"

@@ -188,7 +188,11 @@ def test_off_loopback_needs_a_token(two_versions: str, name: str, cancer: dict[s
 
 def test_admin_reload_needs_the_token_even_on_loopback(dep: deployments.Deployment) -> None:
     assert httpx.post(dep.url + "/admin/reload", json={"path": "/x", "ref": "x"}).status_code == 401
-    bad = httpx.post(dep.url + "/admin/reload", json={"path": "/x"}, headers={"Authorization": f"Bearer {dep.token}"})
+    auth = {"Authorization": f"Bearer {dep.token}"}
+    outside = httpx.post(dep.url + "/admin/reload", json={"path": "/tmp", "ref": "x"}, headers=auth)
+    assert outside.status_code == 400
+    assert outside.json()["message"] == "The field 'path' must name a model inside the deployment's models folder."
+    bad = httpx.post(dep.url + "/admin/reload", json={"path": "/x"}, headers=auth)
     assert bad.status_code == 400 and "'path' and 'ref'" in bad.json()["message"]
 
 

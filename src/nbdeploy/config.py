@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-__all__ = ["artifact_root", "configure", "experiment_name", "home", "settings", "tracking_uri"]
+__all__ = ["artifact_root", "configure", "display_uri", "experiment_name", "home", "settings", "tracking_uri"]
 
 DEFAULT_EXPERIMENT = "nbdeploy"
 
@@ -79,3 +79,11 @@ def experiment_name() -> str:
 def home() -> Path:
     """Folder that holds one sub-folder per deployment (``NBDEPLOY_HOME``, else ``.nbdeploy``)."""
     return Path(settings.home or os.environ.get("NBDEPLOY_HOME") or Path.cwd() / ".nbdeploy").resolve()
+
+
+def display_uri(uri: str) -> str:
+    """``uri`` with any ``user:password@`` replaced by ``***@``, for reprs and messages."""
+    parsed = urlparse(uri)
+    if "@" not in parsed.netloc:
+        return uri
+    return parsed._replace(netloc="***@" + parsed.netloc.rsplit("@", 1)[1]).geturl()

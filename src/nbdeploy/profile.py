@@ -43,6 +43,13 @@ def as_frame(X: Any) -> pd.DataFrame:
     arr = np.asarray(X)
     if arr.ndim == 1:
         arr = arr.reshape(-1, 1)
+    if arr.ndim != 2 or (arr.dtype == object and arr.size and callable(arr.flat[0])):
+        from nbdeploy.errors import InvalidInputError
+
+        raise InvalidInputError(
+            f"The data is a {type(X).__name__}, not a table: pass a DataFrame or a 2-D array "
+            "(did you forget the parentheses of a method call?)."
+        )
     return pd.DataFrame(arr, columns=[str(i) for i in range(arr.shape[1])])
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from nbdeploy.errors import InvalidInputError, InvalidReferenceError
 
-__all__ = ["ModelRef", "parse_ref", "validate_name"]
+__all__ = ["ModelRef", "parse_ref", "validate_alias", "validate_name"]
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}"
 _NAME_RE = re.compile(rf"^{_NAME}$")
@@ -78,3 +78,17 @@ def validate_name(name: object) -> str:
             "starting with a letter or digit (at most 128 characters)."
         )
     return name
+
+
+_ALIAS_RE = re.compile(r"^[A-Za-z_][\w\-]{0,254}$")
+
+
+def validate_alias(alias: object) -> str:
+    """Return ``alias`` if MLflow accepts it (``latest`` and ``v<N>`` are MLflow's own)."""
+    if not isinstance(alias, str) or not _ALIAS_RE.match(alias):
+        raise InvalidInputError(
+            f"Invalid alias {alias!r}: use letters, digits, '_' and '-', starting with a letter or '_'."
+        )
+    if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise InvalidInputError(f"Invalid alias {alias!r}: MLflow reserves 'latest' and 'v<number>'; choose another.")
+    return alias

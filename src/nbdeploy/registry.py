@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbdeploy import config
+from nbdeploy.config import display_uri
 from nbdeploy.errors import (
     AliasNotFoundError,
     InvalidInputError,
     ModelNotFoundError,
     PromotionRefusedError,
+    TrackingError,
     VersionNotFoundError,
 )
-from nbdeploy.refs import ModelRef, parse_ref, validate_name
+from nbdeploy.refs import ModelRef, parse_ref, validate_alias, validate_name
 from nbdeploy.versions import ModelList, ModelVersion
 
 if TYPE_CHECKING:
@@ -136,6 +138,8 @@ def _check_data(X: Any, y: Any) -> tuple[Any, Any]:
         return None, None
     try:
         frame = as_frame(X)
+    except InvalidInputError:
+        raise
     except Exception as exc:
         raise InvalidInputError(f"The data is a {type(X).__name__}, which cannot be read as a table ({exc}).") from None
     if y is not None and len(y) != len(frame):
@@ -181,6 +185,8 @@ def register(
     from nbdeploy.tasks import check_fitted, detect_task, training_metrics
 
     validate_name(name)
+    if alias is not None:
+        validate_alias(alias)
     check_fitted(model)
     X, y = _check_data(X, y)
     user_tags = _check_tags(tags)
@@ -291,7 +297,8 @@ def resolve(ref: str | ModelRef) -> ModelVersion:
         rm = c.get_registered_model(r.name)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
+            first = str(exc.message).strip().splitlines()[0][:300] if exc.message else type(exc).__name__
+            raise TrackingError(f"The tracking store {display_uri(tracking_uri())} failed: {first}") from None
         raise ModelNotFoundError(f"No registered model is named {r.name!r}; {_existing_models(c)}.") from None
     if r.alias is not None:
         aliases = dict(rm.aliases or {})
@@ -343,8 +350,7 @@ def promote(ref: str | ModelRef, alias: str = "champion", *, force: bool = False
     """
     from datetime import datetime, timezone
 
-    if not alias or not parse_ref(f"x@{alias}").alias:
-        raise InvalidInputError(f"Invalid alias {alias!r}: use letters, digits, '_' and '-'.")
+    validate_alias(alias)
     mv = resolve(ref)
     c = client()
     status = mv.tags.get(VALIDATION_TAG)

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from nbdeploy._html import card, esc, kv_table, table
+from nbdeploy.config import display_uri
 
 __all__ = ["Listing", "ModelList", "ModelVersion"]
 
@@ -73,7 +74,7 @@ class ModelVersion:
             metrics=dict(metrics or {}),
             inputs=_columns(json.loads(sig["inputs"]) if sig.get("inputs") else None),
             outputs=_columns(json.loads(sig["outputs"]) if sig.get("outputs") else None),
-            tracking_uri=tracking_uri,
+            tracking_uri=display_uri(tracking_uri),  # never show credentials in a notebook
         )
 
     @property

@@ -53,7 +53,7 @@ class ServerSettings:
     name: str
     ref: str
     version: int | None = None
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     require_token: bool = False
     max_body_bytes: int = 16 << 20
     max_batch: int = 1024
@@ -116,16 +116,36 @@ class _Server:
         if settings.monitor:
             self.metrics.registry.register(MonitorCollector(self.monitor, self.alerts))
         self.batcher = Batcher(
-            lambda: (self.model.predict, self.schema.names),
+            self._serving,
             max_batch=settings.max_batch,
             max_wait_ms=settings.max_wait_ms,
             on_batch=self._on_batch,
         )
 
     def _swap(self, model: LoadedModel, ref: str, version: int | None) -> None:
-        # One assignment of a tuple-like trio per swap; a batch in flight keeps the old model.
-        self.model, self.schema = model, Schema.from_signature(model.inputs)
-        self.ref, self.version = ref, version
+        # One assignment of one tuple: a batch reads model and schema together, and a batch
+        # in flight keeps the model it started with.
+        self._current = (model, Schema.from_signature(model.inputs), ref, version)
+
+    def _serving(self) -> tuple[Any, tuple[str, ...]]:
+        model, schema, _, _ = self._current
+        return model.predict, schema.names
+
+    @property
+    def model(self) -> LoadedModel:
+        return self._current[0]
+
+    @property
+    def schema(self) -> Schema:
+        return self._current[1]
+
+    @property
+    def ref(self) -> str:
+        return self._current[2]
+
+    @property
+    def version(self) -> int | None:
+        return self._current[3]
 
     def _on_batch(self, requests: int, rows: int) -> None:
         self.metrics.batch_requests.observe(requests)
@@ -222,6 +242,9 @@ def _routes(server: _Server) -> list[Route]:
                 "error_code": "BAD_REQUEST",
                 "message": f"The model could not predict on this input: {exc}.",
             }
+        except Exception as exc:  # a bug of ours: still a JSON answer, logged, and the server stays up
+            status = 500
+            payload = {"error_code": "INTERNAL_ERROR", "message": f"The server failed: {type(exc).__name__}."}
         finally:
             server.metrics.in_flight.dec()
         if record.get("rows", 0) > settings.log_rows:
@@ -260,7 +283,9 @@ def _routes(server: _Server) -> list[Route]:
         denied = _auth_error(server, request)
         if denied is not None:
             return denied
-        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # off the event loop: the monitoring summary computes drift over the last minute
+        text = await asyncio.to_thread(generate_latest, server.metrics.registry)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     async def reload(request: Request) -> Response:
         denied = _auth_error(server, request, always=True)
@@ -273,14 +298,18 @@ def _routes(server: _Server) -> list[Route]:
         except (ValueError, KeyError, TypeError):
             err = ProtocolError(400, "The body must be JSON with 'path' and 'ref' fields.")
             return _json(err.body(), 400)
+        models = (Path(settings.folder) / "models").resolve() if settings.folder else None
+        if models is not None and not Path(path).resolve().is_relative_to(models):
+            err = ProtocolError(400, "The field 'path' must name a model inside the deployment's models folder.")
+            return _json(err.body(), 400)
         try:
             model = await asyncio.to_thread(load, path)
         except Exception as exc:
             err = ProtocolError(400, f"The model at 'path' could not be loaded: {type(exc).__name__}: {exc}.")
             return _json(err.body(), 400)
         server._swap(model, ref, version)
-        if profile_path and Path(profile_path).exists():
-            server.monitor.set_profile(json.loads(Path(profile_path).read_text()), task)
+        has_profile = bool(profile_path) and Path(profile_path).exists()
+        server.monitor.set_profile(json.loads(Path(profile_path).read_text()) if has_profile else None, task)
         return _json({"ref": server.ref, "version": server.version})
 
     return [

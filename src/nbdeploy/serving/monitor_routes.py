@@ -106,9 +106,13 @@ async def alert_loop(monitor: RequestWindows, alerts: AlertBook, window: str, in
     """Evaluate the alert rules on ``window`` every ``interval`` seconds."""
     while True:
         await asyncio.sleep(interval)
-        if alerts.rules:
+        if not alerts.rules:
+            continue
+        try:
             doc = await asyncio.to_thread(monitor.snapshot, time.time(), [window])
             alerts.evaluate(doc["windows"][window])
+        except Exception as exc:  # one bad evaluation must not end alerting for good
+            print(f"alert evaluation failed: {type(exc).__name__}: {exc}", flush=True)
 
 
 class MonitorCollector(Collector):

@@ -147,7 +147,10 @@ def _check_columns(columns: list[str], schema: Schema) -> None:
 
 def _to_matrix(columns: list[str], rows: list[Any], schema: Schema) -> np.ndarray:
     if tuple(columns) != schema.names:  # reorder, and drop extra columns before converting
-        order = [columns.index(n) for n in schema.names]
+        if not set(schema.names) <= set(columns):  # an optional column is absent: fill it with NaN
+            rows = [[*row, None] for row in rows]
+            columns = [*columns, ""]
+        order = [columns.index(n) if n in columns else len(columns) - 1 for n in schema.names]
         try:
             rows = [[row[i] for i in order] for row in rows]
         except (IndexError, TypeError, KeyError):

@@ -22,6 +22,7 @@ from nbdeploy.monitoring.view import render_text
 __all__ = ["MonitorWidget", "show_monitor"]
 
 _HERE = Path(__file__).parent
+_open: dict[str, MonitorWidget] = {}  # the live panel of each deployment
 
 
 class MonitorWidget(anywidget.AnyWidget):
@@ -47,6 +48,9 @@ class MonitorWidget(anywidget.AnyWidget):
     def _poll(self) -> None:
         while not self._stop.is_set():
             state = self._deployment.state()
+            if state == "dead":  # a server being stopped looks dead until its pid file is gone
+                self._stop.wait(0.5)
+                state = self._deployment.state()
             if state != "running":
                 self.status = f"{state}: the deployment is not serving"
                 return
@@ -88,7 +92,10 @@ def show_monitor(
         raise InvalidInputError(f"Unknown window {window!r}; windows: {', '.join(DEFAULT_WINDOWS)}.")
     if not interval > 0:
         raise InvalidInputError(f"Invalid interval {interval}: use a number of seconds above 0.")
-    widget = MonitorWidget(deployment, interval=interval, window=window)
+    previous = _open.pop(deployment.name, None)
+    if previous is not None:  # re-running the cell replaces the panel instead of adding a poller
+        previous.close()
+    widget = _open[deployment.name] = MonitorWidget(deployment, interval=interval, window=window)
     if not panel:
         return widget
     from IPython.display import display
