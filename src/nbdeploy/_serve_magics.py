@@ -1,7 +1,7 @@
 """The serving subcommands of ``%deploy``, mixed into :class:`nbdeploy.magics.DeployMagics`.
 
 Each pair ``_args_<sub>`` / ``_do_<sub>`` declares arguments and calls one core function
-of :mod:`nbdeploy.deployments`.
+of the deployments API (``nbdeploy.serve``, ``nbdeploy.get``, ``nbdeploy.deployments``).
 """
 
 from __future__ import annotations

@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--token")
     serve.add_argument("--max-batch", type=int, default=1024)
     serve.add_argument("--max-wait-ms", type=float, default=2.0)
+    serve.add_argument("--max-body-mb", type=float, default=16.0)
+    serve.add_argument("--alert", action="append", default=[], metavar="RULE")
+    serve.add_argument("--webhook", metavar="URL")
+    serve.add_argument("--alert-k", type=int, default=3)
+    serve.add_argument("--no-monitor", action="store_true")
     subs.add_parser("list", help="list deployments and their state")
     for name, text in (("status", "show a deployment"), ("rollback", "serve the previous version again")):
         subs.add_parser(name, help=text).add_argument("name", metavar="NAME")
@@ -76,6 +81,8 @@ def _run(args: argparse.Namespace) -> Any:
             dep = d.serve(
                 args.ref, name=args.name, port=args.port, host=args.host, token=args.token,
                 max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                max_body_bytes=int(args.max_body_mb * (1 << 20)), monitor=not args.no_monitor,
+                alerts=args.alert, webhook=args.webhook, alert_k=args.alert_k,
             )  # fmt: skip
             if dep.spec["require_token"] and not args.token:
                 print(f"Bearer token (shown once; kept in {dep.path / 'token'}): {dep.token}")

@@ -9,7 +9,9 @@ magics show it as an ``IPython.core.error.UsageError`` without a traceback.
     ├── NotFoundError            something named does not exist (also a LookupError)
     │   ├── ModelNotFoundError
     │   ├── VersionNotFoundError
-    │   └── AliasNotFoundError
+    │   ├── AliasNotFoundError
+    │   └── DeploymentNotFoundError
+    ├── DeploymentError          a server could not be started, reached, updated or stopped
     ├── TrackingError            the MLflow tracking store could not be used
     ├── ValidationFailedError    a strict validation failed a gate (``.report`` holds it;
     │                            the magic raises it as is, so that the cell fails)
