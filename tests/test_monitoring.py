@@ -151,7 +151,9 @@ def test_magics_and_cli(
     widget = ip.run_line_magic("deploy", f"monitor {dep.name} --interval 0.5 --window 5m")
     assert (widget.window, widget.interval) == ("5m", 0.5)
     widget.close()
-    assert usage_error(ip, f"monitor {dep.name} --window 2m") == "Unknown window '2m'; windows: 1m, 5m, 1h."
+    assert usage_error(ip, f"monitor {dep.name} --window 2m") == (
+        f"Unknown window '2m'; windows of {dep.name!r}: 1m, 5m, 1h."
+    )
     assert usage_error(ip, f"alerts {dep.name} --add 'p95>1'") == (
         "Unknown alert metric 'p95' in 'p95>1'; metrics: rps, requests, p50_ms, p95_ms, p99_ms, error_rate, psi, "
         "drifted_features, accuracy, rmse."
@@ -167,3 +169,25 @@ def test_magics_and_cli(
         [sys.executable, "-m", "nbdeploy.cli", "monitor", dep.name, "--once"], capture_output=True, text=True, env=env
     ).stdout
     assert text.startswith(f"{dep.name} (mon-cancer/1, version 1)") and "live (4 labelled rows)  accuracy" in text
+
+
+def test_custom_windows_and_the_side_panel(model: str, name: str) -> None:
+    d = nbdeploy.serve(model, name=name, windows=["30s", "2m"])
+    try:
+        assert set(d.snapshot()["windows"]) == {"30s", "2m"}
+        with pytest.raises(nbdeploy.InvalidInputError) as err:
+            d.monitor(window="1m")
+        assert str(err.value) == f"Unknown window '1m'; windows of {name!r}: 30s, 2m."
+        assert d.monitor(window="2m", panel=True) is None  # displayed in a sidecar instead
+        from nbdeploy.widgets.monitor import _open
+
+        widget = _open[name]
+        wait_for(lambda: widget.polls >= 1)
+        assert widget.window == "2m"
+        widget.close()
+        metrics = {f.name for f in text_string_to_metric_families(httpx.get(d.url + "/metrics").text)}
+        assert "nbdeploy_drift_psi" in metrics
+    finally:
+        d.stop()
+    with pytest.raises(nbdeploy.InvalidInputError, match=r"^Invalid window '5': use a number followed by s, m or h"):
+        nbdeploy.serve(model, name=name, windows=["5"])

@@ -281,3 +281,25 @@ def test_attached_deployment_ends_with_its_kernel(two_versions: str, name: str) 
 def test_predictions_match_in_process_predict_exactly(dep: deployments.Deployment, cancer: dict[str, Any]) -> None:
     X = cancer["X_test"]
     np.testing.assert_array_equal(dep.predict(X.to_numpy()), cancer["model"].predict(X))
+
+
+def test_a_model_that_fails_to_load_shows_the_log(tmp_path: Any) -> None:
+    folder = tmp_path / "broken"
+    (folder / "models" / "v1" / "model").mkdir(parents=True)
+    (folder / "models" / "v1" / "model" / "MLmodel").write_text(
+        "flavors:\n  sklearn:\n    pickled_model: model.pkl\n    serialization_format: cloudpickle\n"
+    )
+    (folder / "models" / "v1" / "model" / "model.pkl").write_bytes(b"not a pickle")
+    spec = {
+        "name": "broken", "host": "127.0.0.1", "port": 0, "require_token": False, "max_batch": 8,
+        "max_wait_ms": 0, "max_body_bytes": 1024, "attach_to": None, "monitor": True, "alerts": [],
+        "history": [{"ref": "broken/1", "version": 1, "model_path": str(folder / "models" / "v1" / "model")}],
+    }  # fmt: skip
+    (folder / "spec.json").write_text(__import__("json").dumps(spec))
+    dep = deployments.Deployment("broken", folder)
+    with pytest.raises(DeploymentError) as err:
+        deployments._start(dep, timeout=60, attach=False)
+    message = str(err.value)
+    assert message.startswith("The server for 'broken' exited with code 1 before it was ready;")
+    assert "UnpicklingError" in message
+    assert dep.state() == "stopped"

@@ -251,12 +251,16 @@ class Deployment:
             spec["alerts"] = rules
             _save_spec(self.path, spec)
             return result
-        alerts: dict[str, Any] = self.snapshot("1m")["alerts"]
+        first = next(iter(self.spec.get("windows") or {"1m": 60}))
+        alerts: dict[str, Any] = self.snapshot(first)["alerts"]
         return alerts
 
     def monitor(self, interval: float = 2.0, window: str = "1m", panel: bool = False) -> Any:
         """A live monitoring widget; the one door from the core to :mod:`nbdeploy.widgets`,
-        imported only when called."""
+        imported only when called. ``window`` is one of the deployment's windows."""
+        known = list(self.spec.get("windows") or {"1m": 60, "5m": 300, "1h": 3600})
+        if window not in known:
+            raise InvalidInputError(f"Unknown window {window!r}; windows of {self.name!r}: {', '.join(known)}.")
         from nbdeploy.widgets.monitor import show_monitor
 
         return show_monitor(self, interval=interval, window=window, panel=panel)
@@ -328,6 +332,18 @@ def _alert_specs(rules: Sequence[str], webhook: str | None, k: int) -> list[dict
     return out
 
 
+def _window_spec(windows: Sequence[str]) -> dict[str, float]:
+    """``["1m", "15m"]`` -> ``{"1m": 60.0, "15m": 900.0}``; alerts use the first window."""
+    from nbdeploy.monitoring.windows import parse_window
+
+    if not windows:
+        raise InvalidInputError("Give at least one monitoring window, for example 1m.")
+    try:
+        return {w.strip(): parse_window(w) for w in windows}
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
+
+
 def _folder(name: str) -> Path:
     return config.home() / name
 
@@ -348,15 +364,17 @@ def serve(
     webhook: str | None = None,
     alert_k: int = 3,
     alert_interval_s: float = 5.0,
+    windows: Sequence[str] = ("1m", "5m", "1h"),
     timeout: float = 60.0,
 ) -> Deployment:
     """Start a server for ``ref`` in its own process and return when ``/health`` answers.
 
     ``port=0`` picks a free port. A host other than loopback requires a bearer token
     (generated when not given). With ``attach=True`` the server ends with this process.
-    ``alerts`` are rules such as ``"p95_ms>50"`` (see :mod:`nbdeploy.monitoring.alerts`),
-    each firing after ``alert_k`` breaching evaluations (one every ``alert_interval_s`` seconds
-    on the last minute), posted to ``webhook`` if given.
+    ``windows`` are the monitoring windows (``"30s"``, ``"5m"``, ``"1h"``…). ``alerts`` are
+    rules such as ``"p95_ms>50"`` (see :mod:`nbdeploy.monitoring.alerts`), evaluated on the
+    first window every ``alert_interval_s`` seconds, each firing after ``alert_k`` breaching
+    evaluations, posted to ``webhook`` if given.
 
     >>> d = serve("cancer@champion", port=5050)   # doctest: +SKIP
     """
@@ -371,6 +389,7 @@ def serve(
     if max_body_bytes < 1:
         raise InvalidInputError(f"Invalid body limit {max_body_bytes} bytes: use a positive size.")
     alert_specs = _alert_specs(alerts, webhook, alert_k)
+    window_spec = _window_spec(windows)
     folder = _folder(name)
     with _locked(folder):
         existing = Deployment(name, folder)
@@ -392,6 +411,8 @@ def serve(
             "monitor": monitor,
             "alerts": alert_specs,
             "alert_interval_s": alert_interval_s,
+            "windows": window_spec,
+            "alert_window": next(iter(window_spec)),
             "history": [entry],
         }
         _save_spec(folder, spec)

@@ -44,6 +44,7 @@ class ServeCommands:
         p.add_argument("--webhook", metavar="URL", help="POST alert events of these rules to this URL")
         p.add_argument("--alert-k", type=int, default=3, metavar="K", help="breaches to fire, clean runs to resolve")
         p.add_argument("--no-monitor", action="store_true", help="do not keep monitoring windows")
+        p.add_argument("--windows", default="1m,5m,1h", metavar="W,W", help="monitoring windows (alerts use the first)")
 
     def _do_serve(self, args: argparse.Namespace) -> Any:
         from nbdeploy._deployments import serve
@@ -62,6 +63,7 @@ class ServeCommands:
             alerts=args.alert,
             webhook=args.webhook,
             alert_k=args.alert_k,
+            windows=args.windows.split(","),
         )
         if dep.spec["require_token"] and not args.token:
             print(f"Bearer token (shown once; kept in {dep.path / 'token'}): {dep.token}")
@@ -148,7 +150,7 @@ class ServeCommands:
     def _args_monitor(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("name", metavar="NAME")
         p.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between refreshes")
-        p.add_argument("--window", default="1m", metavar="W", help="window shown: 1m, 5m or 1h")
+        p.add_argument("--window", default="1m", metavar="W", help="window shown: one of the deployment's")
         p.add_argument("--panel", action="store_true", help="open in a JupyterLab side panel")
 
     def _do_monitor(self, args: argparse.Namespace) -> Any:

@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         profile=_profile(current),
         task=current.get("task"),
         alerts=spec.get("alerts", []),
-        alert_window=spec.get("alert_window", "1m"),
+        windows=spec.get("windows"),
+        alert_window=spec.get("alert_window") or next(iter(spec.get("windows") or {"1m": 60})),
         alert_interval_s=spec.get("alert_interval_s", 5.0),
         folder=str(folder),
     )

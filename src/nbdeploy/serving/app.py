@@ -63,6 +63,7 @@ class ServerSettings:
     profile: dict[str, Any] | None = None
     task: str | None = None
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    windows: dict[str, float] | None = None  # name -> seconds; None: 1m, 5m, 1h
     alert_window: str = "1m"
     alert_interval_s: float = 5.0
     folder: str | None = None
@@ -110,11 +111,11 @@ class _Server:
         self.mlflow_version = _dist_version("mlflow")
         self._swap(model, settings.ref, settings.version)
         folder = Path(settings.folder) if settings.folder else None
-        self.monitor = RequestWindows(self.schema.names, settings.profile, settings.task)
+        self.monitor = RequestWindows(self.schema.names, settings.profile, settings.task, settings.windows)
         self.alerts = AlertBook(folder / "alerts.jsonl" if folder else None)
         self.alerts.set_rules(settings.alerts)
         if settings.monitor:
-            self.metrics.registry.register(MonitorCollector(self.monitor, self.alerts))
+            self.metrics.registry.register(MonitorCollector(self.monitor, self.alerts, settings.alert_window))
         self.batcher = Batcher(
             self._serving,
             max_batch=settings.max_batch,

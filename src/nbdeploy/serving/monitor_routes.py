@@ -116,16 +116,15 @@ async def alert_loop(monitor: RequestWindows, alerts: AlertBook, window: str, in
 
 
 class MonitorCollector(Collector):
-    """Summarises the 1-minute window in ``/metrics``: drift per feature, alerts, live accuracy."""
+    """Summarises one window (the alerts' window, 1m by default) in ``/metrics``: drift per
+    feature, alerts firing, live accuracy."""
 
     def __init__(self, monitor: RequestWindows, alerts: AlertBook, window: str = "1m") -> None:
         self.monitor, self.alerts, self.window = monitor, alerts, window
 
     def collect(self) -> Any:
         win: Mapping[str, Any] = self.monitor.snapshot(time.time(), [self.window])["windows"][self.window]
-        psi = GaugeMetricFamily(
-            "nbdeploy_drift_psi", "PSI of served inputs vs training, last minute", labels=["feature"]
-        )
+        psi = GaugeMetricFamily("nbdeploy_drift_psi", "PSI of served inputs vs training", labels=["feature"])
         for d in win["drift"]:
             if d["psi"] is not None:
                 psi.add_metric([d["name"]], d["psi"])

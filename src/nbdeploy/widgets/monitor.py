@@ -86,10 +86,7 @@ def show_monitor(
 ) -> MonitorWidget | None:
     """Create the widget; with ``panel`` open it in a JupyterLab side panel and return ``None``."""
     from nbdeploy.errors import InvalidInputError
-    from nbdeploy.monitoring.windows import DEFAULT_WINDOWS
 
-    if window not in DEFAULT_WINDOWS:
-        raise InvalidInputError(f"Unknown window {window!r}; windows: {', '.join(DEFAULT_WINDOWS)}.")
     if not interval > 0:
         raise InvalidInputError(f"Invalid interval {interval}: use a number of seconds above 0.")
     previous = _open.pop(deployment.name, None)
