@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import nbdeploy
 from nbdeploy import _deployments as deployments
+from nbdeploy import _launch
 from nbdeploy.errors import DeploymentError, DeploymentNotFoundError
 from nbdeploy.serving.requestlog import read_records
 
@@ -41,7 +42,7 @@ def two_versions(cancer: dict[str, Any]) -> str:
 
 @pytest.fixture
 def dep(two_versions: str, name: str) -> Iterator[deployments.Deployment]:
-    d = deployments.serve(f"{two_versions}/1", name=name)
+    d = nbdeploy.serve(f"{two_versions}/1", name=name)
     try:
         yield d
     finally:
@@ -165,7 +166,7 @@ def test_kill_9_under_load_loses_no_answered_request(dep: deployments.Deployment
 
 
 def test_off_loopback_needs_a_token(two_versions: str, name: str, cancer: dict[str, Any]) -> None:
-    d = deployments.serve(f"{two_versions}/1", name=name, host="0.0.0.0")
+    d = nbdeploy.serve(f"{two_versions}/1", name=name, host="0.0.0.0")
     try:
         token = d.token
         assert token and len(token) >= 24
@@ -202,7 +203,7 @@ def test_start_failures_show_the_log(two_versions: str, name: str) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(DeploymentError) as err:
-            deployments.serve(f"{two_versions}/1", name=name, port=port)
+            nbdeploy.serve(f"{two_versions}/1", name=name, port=port)
     message = str(err.value)
     assert message.startswith(f"The server for {name!r} exited with code 3 before it was ready;")
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in message
@@ -211,7 +212,7 @@ def test_start_failures_show_the_log(two_versions: str, name: str) -> None:
 
 def test_serving_twice_under_one_name_is_refused(dep: deployments.Deployment, two_versions: str) -> None:
     with pytest.raises(DeploymentError) as err:
-        deployments.serve(f"{two_versions}/1", name=dep.name)
+        nbdeploy.serve(f"{two_versions}/1", name=dep.name)
     assert str(err.value) == (
         f"Deployment {dep.name!r} is already running at {dep.url}: stop it first or choose another name."
     )
@@ -220,7 +221,7 @@ def test_serving_twice_under_one_name_is_refused(dep: deployments.Deployment, tw
 
 
 def test_stop_all_leaves_no_process(two_versions: str) -> None:
-    started = [deployments.serve(f"{two_versions}/1", name=f"all-{i}") for i in range(2)]
+    started = [nbdeploy.serve(f"{two_versions}/1", name=f"all-{i}") for i in range(2)]
     pids = [d.pid for d in started]
     assert set(deployments.stop_all()) >= {"all-0", "all-1"}
     ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
@@ -298,7 +299,7 @@ def test_a_model_that_fails_to_load_shows_the_log(tmp_path: Any) -> None:
     (folder / "spec.json").write_text(__import__("json").dumps(spec))
     dep = deployments.Deployment("broken", folder)
     with pytest.raises(DeploymentError) as err:
-        deployments._start(dep, timeout=60, attach=False)
+        _launch._start(dep, timeout=60, attach=False)
     message = str(err.value)
     assert message.startswith("The server for 'broken' exited with code 1 before it was ready;")
     assert "UnpicklingError" in message

@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 import nbdeploy
-from nbdeploy import _deployments as deployments
 from tests.helpers import free_port, running
 
 JSON = {"Content-Type": "application/json"}
@@ -28,7 +27,7 @@ def model_name(cancer: dict[str, Any]) -> str:
 
 @pytest.fixture(scope="module")
 def ours(model_name: str) -> Iterator[str]:
-    dep = deployments.serve(f"{model_name}/1", name="compat", max_body_bytes=1 << 20)
+    dep = nbdeploy.serve(f"{model_name}/1", name="compat", max_body_bytes=1 << 20)
     try:
         yield dep.url
     finally:

@@ -32,7 +32,8 @@ from nbdeploy.errors import (
 )
 
 if TYPE_CHECKING:
-    from nbdeploy._deployments import Deployment, DeploymentList, deployments, get, serve
+    from nbdeploy._deployments import Deployment, DeploymentList, deployments, get
+    from nbdeploy._launch import serve
     from nbdeploy.config import configure
     from nbdeploy.refs import ModelRef, parse_ref
     from nbdeploy.registry import models, promote, register, resolve
@@ -85,7 +86,7 @@ _LAZY = {
     "ModelVersion": "nbdeploy.versions",
     "validate": "nbdeploy.validation",
     "ValidationReport": "nbdeploy.validation",
-    "serve": "nbdeploy._deployments",
+    "serve": "nbdeploy._launch",
     "deployments": "nbdeploy._deployments",
     "get": "nbdeploy._deployments",
     "Deployment": "nbdeploy._deployments",

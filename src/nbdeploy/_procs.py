@@ -9,10 +9,20 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["alive", "children", "stop_group"]
+__all__ = ["alive", "attached", "children", "stop_attached", "stop_group"]
 
 # Servers started by this process, kept so that their exit status is reaped (no zombies).
 children: dict[int, subprocess.Popen[bytes]] = {}
+# Servers attached to this process: pid -> folder. Stopped at exit by pid, never by reading
+# the pid file again (by then the name may belong to a server someone else started).
+attached: dict[int, str] = {}
+
+
+def stop_attached() -> None:
+    """Stop the servers attached to this process (registered with ``atexit``)."""
+    for pid, folder in list(attached.items()):
+        stop_group(pid, folder)
+        attached.pop(pid, None)
 
 
 def alive(pid: int | None, marker: str) -> bool:

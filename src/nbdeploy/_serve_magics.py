@@ -47,7 +47,7 @@ class ServeCommands:
         p.add_argument("--windows", default="1m,5m,1h", metavar="W,W", help="monitoring windows (alerts use the first)")
 
     def _do_serve(self, args: argparse.Namespace) -> Any:
-        from nbdeploy._deployments import serve
+        from nbdeploy._launch import serve
 
         dep = serve(
             args.ref,

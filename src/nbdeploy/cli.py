@@ -78,7 +78,9 @@ def _run(args: argparse.Namespace) -> Any:
         case "promote":
             return registry.promote(args.ref, alias=args.alias, force=args.force)
         case "serve":
-            dep = d.serve(
+            from nbdeploy._launch import serve
+
+            dep = serve(
                 args.ref, name=args.name, port=args.port, host=args.host, token=args.token,
                 max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                 max_body_bytes=int(args.max_body_mb * (1 << 20)), monitor=not args.no_monitor,
