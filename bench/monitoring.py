@@ -12,11 +12,8 @@
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serving import wrk
+from serving import quickstart_model, wrk
 
 
 def timed(fn: object, repeat: int = 5) -> float:
@@ -37,23 +34,11 @@ def timed(fn: object, repeat: int = 5) -> float:
 
 
 def main() -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="nbdeploy-bench-"))
-    os.environ.update(
-        MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db", NBDEPLOY_HOME=str(tmp / "deployments"),
-        MLFLOW_DISABLE_TELEMETRY="true",
-    )  # fmt: skip
-    from sklearn.datasets import load_breast_cancer
-    from sklearn.ensemble import RandomForestClassifier
-
+    _tmp, _X, _model, body = quickstart_model()
     import nbdeploy
     from nbdeploy import drift
     from nbdeploy.monitoring.windows import RequestWindows
     from nbdeploy.profile import compute_profile
-
-    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
-    model = RandomForestClassifier(n_estimators=100, random_state=0).fit(X, y)
-    nbdeploy.register(model, "cancer", X, y)
-    body = json.dumps({"dataframe_split": {"columns": list(X.columns), "data": [X.iloc[0].tolist()]}}).encode()
 
     rps: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(2):

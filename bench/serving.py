@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 CONNECTIONS = (1, 4, 16, 64)
 DURATION = int(os.environ.get("BENCH_SECONDS", "8"))
@@ -136,25 +137,32 @@ def measure(label: str, url: str, pid: int, ready_s: float, body: bytes) -> dict
     }
 
 
-def main() -> None:
-    if not shutil.which("wrk"):
-        sys.exit("wrk is not installed: apt-get install -y wrk")
+def quickstart_model() -> tuple[Path, Any, Any, bytes]:
+    """A fresh store and deployments folder, the quickstart forest registered as cancer/1, and a
+    one-row JSON body: ``(folder, X, model, body)``."""
     tmp = Path(tempfile.mkdtemp(prefix="nbdeploy-bench-"))
     os.environ.update(
         MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db", NBDEPLOY_HOME=str(tmp / "deployments"),
         MLFLOW_DISABLE_TELEMETRY="true",
     )  # fmt: skip
-    import numpy as np
     from sklearn.datasets import load_breast_cancer
     from sklearn.ensemble import RandomForestClassifier
 
     import nbdeploy
-    from nbdeploy import deployments
 
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     model = RandomForestClassifier(n_estimators=100, random_state=0).fit(X, y)
     nbdeploy.register(model, "cancer", X, y)
     body = json.dumps({"dataframe_split": {"columns": list(X.columns), "data": [X.iloc[0].tolist()]}}).encode()
+    return tmp, X, model, body
+
+
+def main() -> None:
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed: apt-get install -y wrk")
+    import nbdeploy
+
+    tmp, X, model, body = quickstart_model()
 
     row = X.iloc[:1]
     timings = []
@@ -166,7 +174,7 @@ def main() -> None:
 
     results = []
     t0 = time.perf_counter()
-    dep = deployments.serve("cancer/1", name="bench")
+    dep = nbdeploy.serve("cancer/1", name="bench")
     ready = time.perf_counter() - t0
     try:
         assert dep.pid is not None
@@ -217,7 +225,6 @@ def main() -> None:
     print(f"\nclient bound check: wrk against nbdeploy /ping at 16 connections: {client_bound['rps']:.0f} req/s")
     print(f"sequential p50 - in-process predict: {ours['seq_p50'] - in_process:.2f} ms")  # type: ignore[operator]
     shutil.rmtree(tmp, ignore_errors=True)
-    del np
 
 
 if __name__ == "__main__":

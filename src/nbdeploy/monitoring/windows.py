@@ -102,8 +102,9 @@ class RequestWindows:
     """Request and row rings, feedback, and window statistics for one deployment.
 
     ``add`` only queues the request (a deque append, so serving pays next to nothing);
-    the queue is folded into the rings in bulk before any read, binning each new row once
-    against the training profile so that a window's drift is a sum of bin counts.
+    the queue is folded into the rings in bulk (by the server every second, and before any
+    read), binning each new row once against the training profile so that a window's drift
+    is a sum of bin counts.
     """
 
     def __init__(
@@ -112,7 +113,7 @@ class RequestWindows:
         profile: Mapping[str, Any] | None,
         task: str | None,
         windows: Mapping[str, float] | None = None,
-        request_capacity: int = 1_000_000,
+        request_capacity: int = 500_000,
         row_capacity: int = 100_000,
     ) -> None:
         self.columns = list(columns)
@@ -164,10 +165,12 @@ class RequestWindows:
         inputs: Sequence[Sequence[Any]] | np.ndarray | None = None,
         predictions: Sequence[Any] | None = None,
     ) -> None:
-        """Queue one answered request (its inputs in the deployment's column order)."""
+        """Queue one answered request (its inputs in the deployment's column order).
+
+        The server folds the queue from a background thread every second (and every read
+        folds it first), so the request path never pays for it.
+        """
         self._queue.append((ts, latency_ms, status, rid, inputs, predictions))
-        if len(self._queue) >= 8192:
-            self.fold()
 
     def add_batch(self, ts: float, requests: int, rows: int) -> None:
         self._batch_queue.append((ts, requests, rows))

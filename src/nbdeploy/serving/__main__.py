@@ -8,6 +8,7 @@ SIGTERM. With ``attach`` in the spec it also exits when the kernel that started 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -137,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot listen on {spec['host']}:{spec['port']}: {exc.strerror}", file=sys.stderr, flush=True)
         return 3
     port = sock.getsockname()[1]
+    # The model and libraries are loaded for good: move them out of the collector's sight so
+    # that full collections (which otherwise walk every tree of a forest) stay short.
+    gc.collect()
+    gc.freeze()
     _write_atomic(folder / "port", str(port))
     print(
         f"nbdeploy serving {spec['name']} ({settings.ref}) on {spec['host']}:{port}, pid {os.getpid()}, "

@@ -37,7 +37,7 @@ from nbdeploy.monitoring.alerts import AlertBook
 from nbdeploy.monitoring.windows import RequestWindows
 from nbdeploy.serving.batching import Batcher, PredictError
 from nbdeploy.serving.loader import LoadedModel, load
-from nbdeploy.serving.monitor_routes import MonitorCollector, alert_loop, monitor_routes
+from nbdeploy.serving.monitor_routes import MonitorCollector, alert_loop, fold_loop, monitor_routes
 from nbdeploy.serving.protocol import ProtocolError, Schema, parse
 from nbdeploy.serving.requestlog import RequestLog
 
@@ -345,6 +345,7 @@ def create_app(
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(background())] if background else []
         if settings.monitor:
+            tasks.append(loop.create_task(fold_loop(server.monitor)))
             tasks.append(
                 loop.create_task(
                     alert_loop(server.monitor, server.alerts, settings.alert_window, settings.alert_interval_s)

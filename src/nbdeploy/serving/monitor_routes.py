@@ -24,7 +24,7 @@ from starlette.routing import Route
 from nbdeploy.monitoring.alerts import AlertBook
 from nbdeploy.monitoring.windows import RequestWindows
 
-__all__ = ["MonitorCollector", "alert_loop", "monitor_routes"]
+__all__ = ["MonitorCollector", "alert_loop", "fold_loop", "monitor_routes"]
 
 Json = Callable[..., Response]
 Guard = Callable[[Request, bool], Response | None]
@@ -100,6 +100,16 @@ def monitor_routes(server: Any, json_response: Json, guard: Guard, folder: Path 
         Route("/feedback", feedback, methods=["POST"]),
         Route("/admin/alerts", set_alerts, methods=["POST"]),
     ]
+
+
+async def fold_loop(monitor: RequestWindows, interval: float = 1.0) -> None:
+    """Fold the queued requests into the monitoring rings off the event loop, every second."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(monitor.fold)
+        except Exception as exc:  # never let monitoring end serving
+            print(f"monitoring fold failed: {type(exc).__name__}: {exc}", flush=True)
 
 
 async def alert_loop(monitor: RequestWindows, alerts: AlertBook, window: str, interval: float) -> None:
