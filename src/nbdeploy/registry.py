@@ -281,25 +281,31 @@ def _existing_models(c: MlflowClient) -> str:
     return "registered models: " + ", ".join(names) if names else "no model is registered yet"
 
 
+def _registered_model(c: MlflowClient, name: str) -> Any:
+    """The registered model ``name``, or an error naming the models that exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return c.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            first = str(exc.message).strip().splitlines()[0][:300] if exc.message else type(exc).__name__
+            raise TrackingError(f"The tracking store {display_uri(tracking_uri())} failed: {first}") from None
+        raise ModelNotFoundError(f"No registered model is named {name!r}; {_existing_models(c)}.") from None
+
+
 def resolve(ref: str | ModelRef) -> ModelVersion:
     """The registered version a reference points to, with a precise error when it does not exist.
 
     >>> resolve("cancer@champion").version   # doctest: +SKIP
     3
     """
-    from mlflow.exceptions import MlflowException
 
     r = parse_ref(ref) if isinstance(ref, str) else ref
     if r.name is None:
         raise InvalidInputError(f"{r} is a run artifact, not a registered model version: register it first.")
     c = client()
-    try:
-        rm = c.get_registered_model(r.name)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            first = str(exc.message).strip().splitlines()[0][:300] if exc.message else type(exc).__name__
-            raise TrackingError(f"The tracking store {display_uri(tracking_uri())} failed: {first}") from None
-        raise ModelNotFoundError(f"No registered model is named {r.name!r}; {_existing_models(c)}.") from None
+    rm = _registered_model(c, r.name)
     if r.alias is not None:
         aliases = dict(rm.aliases or {})
         if r.alias not in aliases:
@@ -451,9 +457,8 @@ def models(name: str | None = None) -> ModelList:
     if name is None:
         return ModelList.of_models(c.search_registered_models(max_results=1000))
     validate_name(name)
-    resolve(ModelRef(name=name))  # precise error for an unknown model or one with no versions
+    aliases = _registered_model(c, name).aliases or {}
     versions = c.search_model_versions(f"name='{name}'")
-    aliases = c.get_registered_model(name).aliases or {}
     return ModelList.of_versions(name, versions, aliases)
 
 
