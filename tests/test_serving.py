@@ -304,3 +304,18 @@ def test_a_model_that_fails_to_load_shows_the_log(tmp_path: Any) -> None:
     assert message.startswith("The server for 'broken' exited with code 1 before it was ready;")
     assert "UnpicklingError" in message
     assert dep.state() == "stopped"
+
+
+def test_a_name_can_serve_another_model_later(two_versions: str, name: str, cancer: dict[str, Any]) -> None:
+    from sklearn.dummy import DummyClassifier
+
+    other = f"{name}-other"
+    constant = DummyClassifier(strategy="constant", constant=1).fit(cancer["X_train"], cancer["y_train"])
+    nbdeploy.register(constant, other, cancer["X_train"])
+    first = nbdeploy.serve(f"{two_versions}/1", name=name)
+    first.stop()
+    second = nbdeploy.serve(f"{other}/1", name=name)  # same deployment name, same version number
+    try:
+        assert second.predict(cancer["X_test"]).tolist() == [1] * len(cancer["X_test"])
+    finally:
+        second.stop()

@@ -6,7 +6,7 @@
         pid, port      written when the server starts; removed when it is stopped
         server.log     the server's stdout and stderr
         requests.jsonl one line per answered request (rotated by size)
-        models/vN/     local copy of each served model version
+        models/NAME-vN/ local copy of each served model version
 
 >>> d = serve("cancer@champion")        # doctest: +SKIP
 >>> d.predict(X_test.head())            # doctest: +SKIP

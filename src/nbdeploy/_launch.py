@@ -55,7 +55,7 @@ def fetch(ref: str, folder: Path) -> dict[str, Any]:
     else:
         mv = registry.resolve(r)
         uri, version, label = mv.source or mv.uri, mv.version, f"{mv.name}/{mv.version}"
-        dst = folder / "models" / f"v{mv.version}"
+        dst = folder / "models" / f"{mv.name}-v{mv.version}"  # one name may serve another model later
         profile, task = registry.load_profile(mv), mv.tags.get("nbdeploy.task")
     if not (dst / "model" / "MLmodel").exists():
         registry.download_model(uri, dst / "model")
