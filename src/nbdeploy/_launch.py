@@ -74,13 +74,13 @@ def fetch(ref: str, folder: Path) -> dict[str, Any]:
 
 def alert_specs(rules: Sequence[str], webhook: str | None, k: int) -> list[dict[str, Any]]:
     """Validate alert rules in the kernel so a typo fails here, not in the server."""
-    from nbdeploy.monitoring.alerts import Rule
+    from nbdeploy.monitoring.alerts import Rule, RuleError
 
     out = []
     for text in rules:
         try:
             rule = Rule.parse(text, k=k, webhook=webhook)
-        except ValueError as exc:
+        except RuleError as exc:
             raise InvalidInputError(str(exc)) from None
         out.append({"rule": rule.text, "k": k, "webhook": webhook})
     return out
@@ -161,6 +161,8 @@ def serve(
             "monitor": monitor,
             "alerts": rules,
             "alert_interval_s": alert_interval_s,
+            "log_rows": 100,  # rows of inputs and predictions kept per request in the log
+            "log_max_bytes": 64 << 20,  # the request log rotates past this size
             "windows": window_spec,
             "alert_window": next(iter(window_spec)),
             "history": [entry],

@@ -141,10 +141,14 @@ class ServeCommands:
 
         if args.all == bool(args.name):
             raise InvalidInputError("Give either a deployment NAME or --all to %deploy stop.")
-        names = stop_all() if args.all else [args.name]
-        if not args.all:
-            get(args.name).stop()
-        print(f"Stopped {', '.join(names)}." if names else "No deployment was running.")
+        if args.all:
+            names = stop_all()
+            print(f"Stopped {', '.join(names)}." if names else "No deployment was running.")
+            return None
+        dep = get(args.name)
+        was = dep.state()
+        dep.stop()
+        print(f"Stopped {args.name}." if was != "stopped" else f"{args.name} was not running.")
         return None
 
     def _args_monitor(self, p: argparse.ArgumentParser) -> None:

@@ -26,7 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["METRICS", "AlertBook", "Rule"]
+__all__ = ["METRICS", "AlertBook", "Rule", "RuleError"]
+
+
+class RuleError(ValueError):
+    """An alert rule that does not parse; the message is one sentence naming the fix."""
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -72,18 +76,18 @@ class Rule:
 
     @classmethod
     def parse(cls, text: str, k: int = 3, webhook: str | None = None) -> Rule:
-        """Parse ``METRIC OP NUMBER``; ``ValueError`` names the metrics when it does not."""
+        """Parse ``METRIC OP NUMBER``; :class:`RuleError` names the metrics when it does not."""
         match = _RULE.match(text or "")
         if not match:
-            raise ValueError(
+            raise RuleError(
                 f"Malformed alert rule {text!r}: expected METRIC OP NUMBER with OP one of >= > <= <, "
                 "for example p95_ms>50."
             )
         metric, op, number = match.groups()
         if metric not in METRICS:
-            raise ValueError(f"Unknown alert metric {metric!r} in {text!r}; metrics: {', '.join(METRICS)}.")
+            raise RuleError(f"Unknown alert metric {metric!r} in {text!r}; metrics: {', '.join(METRICS)}.")
         if k < 1:
-            raise ValueError(f"The hysteresis count must be at least 1, not {k}.")
+            raise RuleError(f"The hysteresis count must be at least 1, not {k}.")
         return cls(text=text.replace(" ", ""), metric=metric, op=op, threshold=float(number), k=k, webhook=webhook)
 
     def observe(self, value: float | None) -> str | None:

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from nbdeploy.monitoring.alerts import AlertBook
+from nbdeploy.monitoring.alerts import AlertBook, RuleError
 from nbdeploy.monitoring.windows import RequestWindows
 
 __all__ = ["MonitorCollector", "alert_loop", "fold_loop", "monitor_routes"]
@@ -88,10 +88,10 @@ def monitor_routes(server: Any, json_response: Json, guard: Guard, folder: Path 
         try:
             rules = json.loads(await request.body())["rules"]
             server.alerts.set_rules(rules)
-        except (ValueError, KeyError, TypeError) as exc:
-            message = str(exc) if isinstance(exc, ValueError) and "alert" in str(exc) else (
-                "The body must be JSON with a 'rules' list of {'rule': ..., 'k': ..., 'webhook': ...}."
-            )  # fmt: skip
+        except RuleError as exc:
+            return _error(json_response, 400, str(exc))
+        except (ValueError, KeyError, TypeError):
+            message = "The body must be JSON with a 'rules' list of {'rule': ..., 'k': ..., 'webhook': ...}."
             return _error(json_response, 400, message)
         return json_response(server.alerts.to_dict())
 
