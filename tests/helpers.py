@@ -60,3 +60,12 @@ def running(
         yield proc
     finally:
         stop_group(proc)
+
+
+def imported_after(statements: str, modules: Sequence[str]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has imported after running ``statements``."""
+    import sys
+
+    code = f"import sys\n{statements}\nprint(','.join(m for m in {list(modules)!r} if m in sys.modules))\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return [m for m in out.stdout.strip().split(",") if m]

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +9,7 @@ from scipy import stats
 
 from nbdeploy import drift
 from nbdeploy.profile import compute_profile
+from tests.helpers import imported_after
 
 
 def numeric_column(values: np.ndarray) -> dict:
@@ -106,9 +104,4 @@ def test_unusable_values_are_reported_not_raised() -> None:
 
 
 def test_drift_module_needs_only_numpy_and_scipy() -> None:
-    code = (
-        "import sys, nbdeploy.drift\n"
-        "print(sorted(m for m in ('pandas', 'sklearn', 'mlflow', 'IPython') if m in sys.modules))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert imported_after("import nbdeploy.drift", ["pandas", "sklearn", "mlflow", "IPython"]) == []

@@ -1,22 +1,20 @@
-"""Package-level contracts: lazy imports, public names, the console script."""
+"""Package-level contracts: lazy imports, layering, public names, the console script."""
 
 import subprocess
-import sys
 
 import nbdeploy
+from tests.helpers import imported_after
+
+LOAD_EXT = """
+from IPython.core.interactiveshell import InteractiveShell
+ip = InteractiveShell.instance()
+ip.run_line_magic('load_ext', 'nbdeploy')
+assert 'deploy' in ip.magics_manager.magics['line']
+"""
 
 
 def test_load_ext_imports_neither_mlflow_pandas_nor_sklearn() -> None:
-    code = (
-        "import sys\n"
-        "from IPython.core.interactiveshell import InteractiveShell\n"
-        "ip = InteractiveShell.instance()\n"
-        "ip.run_line_magic('load_ext', 'nbdeploy')\n"
-        "assert 'deploy' in ip.magics_manager.magics['line']\n"
-        "print(sorted(m for m in ('mlflow', 'pandas', 'sklearn', 'numpy') if m in sys.modules))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert imported_after(LOAD_EXT, ["mlflow", "pandas", "sklearn", "numpy"]) == []
 
 
 def test_all_matches_public_names() -> None:
@@ -27,12 +25,13 @@ def test_all_matches_public_names() -> None:
 
 
 def test_core_does_not_import_ipython() -> None:
-    code = (
-        "import sys, nbdeploy, nbdeploy.registry, nbdeploy.profile, nbdeploy.cli\n"
-        "print([m for m in ('IPython', 'ipywidgets', 'anywidget') if m in sys.modules])\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    core = "import nbdeploy, nbdeploy.registry, nbdeploy.profile, nbdeploy.cli, nbdeploy._launch, nbdeploy.validation"
+    assert imported_after(core, ["IPython", "ipywidgets", "anywidget"]) == []
+
+
+def test_the_kernel_does_not_import_the_servers_web_stack() -> None:
+    kernel = LOAD_EXT + "import nbdeploy._launch, nbdeploy._deployments, nbdeploy.registry\n"
+    assert imported_after(kernel, ["starlette", "uvicorn", "prometheus_client"]) == []
 
 
 def test_console_script_version() -> None:
