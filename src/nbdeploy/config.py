@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-__all__ = ["artifact_root", "configure", "display_uri", "experiment_name", "home", "settings", "tracking_uri"]
+__all__ = [
+    "artifact_root",
+    "configure",
+    "display_uri",
+    "experiment_name",
+    "explicit_tracking_uri",
+    "home",
+    "settings",
+    "tracking_uri",
+]
 
 DEFAULT_EXPERIMENT = "nbdeploy"
 
@@ -48,12 +57,14 @@ def configure(*, tracking_uri: str | None = _KEEP, experiment: str | None = _KEE
             setattr(settings, name, value or None)
 
 
+def explicit_tracking_uri() -> str | None:
+    """The tracking URI set by :func:`configure` or ``MLFLOW_TRACKING_URI``, if any."""
+    return settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
 def tracking_uri() -> str:
     """The tracking URI in force now."""
-    uri = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return "sqlite:///" + str(Path.cwd() / "mlflow.db")
+    return explicit_tracking_uri() or "sqlite:///" + str(Path.cwd() / "mlflow.db")
 
 
 def artifact_root(uri: str) -> str | None:

@@ -61,13 +61,10 @@ FORCED_TAG = "nbdeploy.promotion.forced"
 
 def tracking_uri() -> str:
     """The tracking URI in force, honouring a URI set with ``mlflow.set_tracking_uri``."""
-    import os
-
     from mlflow.tracking import get_tracking_uri, is_tracking_uri_set
 
-    if not config.settings.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
-        if is_tracking_uri_set():
-            return get_tracking_uri()
+    if config.explicit_tracking_uri() is None and is_tracking_uri_set():
+        return get_tracking_uri()
     return config.tracking_uri()
 
 

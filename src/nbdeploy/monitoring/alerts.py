@@ -32,6 +32,7 @@ __all__ = ["METRICS", "AlertBook", "Rule", "RuleError"]
 class RuleError(ValueError):
     """An alert rule that does not parse; the message is one sentence naming the fix."""
 
+
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     ">": operator.gt,

@@ -12,6 +12,7 @@ signature order (the fast path, when every input column is numeric) or a DataFra
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from dataclasses import dataclass, field
@@ -71,9 +72,10 @@ class Parsed:
     frame: pd.DataFrame | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple[Any, ...]:
-        """Requests with equal keys may share one ``predict`` call."""
+        """Requests with equal keys may share one ``predict`` call (computed once: the batcher
+        compares it for every queued request)."""
         return (self.values is not None, self.columns, json.dumps(self.params, sort_keys=True, default=str))
 
 
