@@ -88,11 +88,18 @@ def test_monitoring_widget_renders_and_updates_in_jupyterlab(lab: tuple[str, str
             page.goto(f"{url}/lab/workspaces/nbd-{uuid.uuid4().hex[:8]}/tree/monitoring.ipynb?reset&token={token}")
             panel = page.locator(".jp-NotebookPanel")
             panel.locator(".jp-Cell").first.wait_for(timeout=60_000)
-            page.wait_for_selector(
-                ".jp-NotebookPanel-toolbar .jp-Notebook-ExecutionIndicator, .jp-KernelStatus", timeout=60_000
-            )
-            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+            # "Run All Cells" is a no-op until the kernel is connected: wait for it to be idle, then
+            # check that the first code cell was queued, and click again if the click came too early.
+            page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=120_000)
+            prompt = panel.locator(".jp-CodeCell .jp-InputPrompt").first
+            for _attempt in range(3):
+                page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+                page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+                deadline = time.monotonic() + 20
+                while not re.search(r"\[[\d*]+\]", prompt.inner_text()) and time.monotonic() < deadline:
+                    time.sleep(0.25)
+                if re.search(r"\[[\d*]+\]", prompt.inner_text()):
+                    break
 
             total = panel.locator('.nbd-mon [data-tile="total"] .value')
             total.wait_for(timeout=180_000)
@@ -116,5 +123,12 @@ def test_monitoring_widget_renders_and_updates_in_jupyterlab(lab: tuple[str, str
             panel.locator(".nbd-mon").first.scroll_into_view_if_needed()
             page.screenshot(path=str(shot), full_page=False)
             print(f"\nscreenshot of the monitoring widget: {shot}")
+        except Exception:
+            failed = shot.with_name("monitoring-widget-failure.png")
+            page.screenshot(path=str(failed), full_page=True)
+            print(f"\nscreenshot at failure: {failed}\noutputs in the page:")
+            for text in panel.locator(".jp-OutputArea-output").all_inner_texts():
+                print("  |", text[:400].replace("\n", "\n  | "))
+            raise
         finally:
             browser.close()
