@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -69,3 +71,48 @@ def imported_after(statements: str, modules: Sequence[str]) -> list[str]:
     code = f"import sys\n{statements}\nprint(','.join(m for m in {list(modules)!r} if m in sys.modules))\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return [m for m in out.stdout.strip().split(",") if m]
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+def battery(X: Any) -> dict[str, tuple[bytes, dict[str, str]]]:
+    head = X.head(5)
+    split = json.loads(head.to_json(orient="split", index=False))
+    records = json.loads(head.to_json(orient="records"))
+    cols = list(X.columns)
+    js = lambda doc: json.dumps(doc).encode()  # noqa: E731
+    bad_type = [["oops", *row[1:]] for row in split["data"][:1]]
+    return {
+        "dataframe_split": (js({"dataframe_split": split}), JSON),
+        "dataframe_split with index": (
+            js({"dataframe_split": json.loads(head.to_json(orient="split"))}),
+            JSON,
+        ),
+        "dataframe_records": (js({"dataframe_records": records}), JSON),
+        "instances": (js({"instances": records}), JSON),
+        "inputs columnar": (js({"inputs": {c: head[c].tolist() for c in cols}}), JSON),
+        "inputs records": (js({"inputs": records}), JSON),
+        "params": (js({"dataframe_split": split, "params": {"threshold": 0.5}}), JSON),
+        "csv": (head.to_csv(index=False).encode(), {"Content-Type": "text/csv"}),
+        "json charset": (js({"dataframe_split": split}), {"Content-Type": "application/json; charset=utf-8"}),
+        "columns reordered": (
+            js({"dataframe_records": [dict(reversed(list(r.items()))) for r in records]}),
+            JSON,
+        ),
+        "extra column": (js({"dataframe_records": [{**r, "extra": 1} for r in records]}), JSON),
+        "integers for doubles": (
+            js({"dataframe_records": [{c: int(v) for c, v in r.items()} for r in records]}),
+            JSON,
+        ),
+        "missing column": (
+            js({"dataframe_split": {"columns": cols[1:], "data": [r[1:] for r in split["data"]]}}),
+            JSON,
+        ),
+        "wrong type": (js({"dataframe_split": {"columns": cols, "data": bad_type}}), JSON),
+        "malformed json": (b'{"dataframe_split": {', JSON),
+        "json list": (b"[1, 2, 3]", JSON),
+        "unknown key": (js({"data": split["data"]}), JSON),
+        "empty body": (b"", JSON),
+        "unsupported content type": (b"a,b\n1,2\n", {"Content-Type": "text/plain"}),
+    }

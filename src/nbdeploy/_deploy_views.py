@@ -23,11 +23,13 @@ class Status:
     version: int | None
     uptime_s: float | None
     folder: str
+    target: str = "local"
 
     def __repr__(self) -> str:
         up = f", up {self.uptime_s:.0f} s" if self.uptime_s is not None else ""
         where = f" at {self.url}" if self.url else ""
-        return f"Deployment {self.name}: {self.state}{where}, serving {self.ref} (version {self.version}){up}"
+        on = f" on {self.target}" if self.target != "local" else ""
+        return f"Deployment {self.name}: {self.state}{where}{on}, serving {self.ref} (version {self.version}){up}"
 
     def _repr_html_(self) -> str:
         css = {"running": "nbd-pass", "dead": "nbd-fail"}.get(self.state, "nbd-muted")
@@ -36,6 +38,7 @@ class Status:
                 ("state", f"<span class='{css}'>{esc(self.state)}</span>"),
                 ("url", f"<code>{esc(self.url or '-')}</code>"),
                 ("serving", f"{esc(self.ref)} (version {esc(self.version)})"),
+                ("target", esc(self.target)),
                 ("pid", esc(self.pid or "-")),
                 ("uptime", esc(f"{self.uptime_s:.0f} s" if self.uptime_s is not None else "-")),
                 ("folder", f"<code>{esc(self.folder)}</code>"),

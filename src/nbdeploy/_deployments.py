@@ -69,7 +69,20 @@ class Deployment:
         return _read(self.path / "token")
 
     @property
+    def target(self) -> str:
+        """``local`` (a server process on this machine) or ``ray`` (a Ray Serve application)."""
+        return str(self.spec.get("target", "local"))
+
+    @property
+    def deployed(self) -> bool:
+        """For a Ray deployment: deployed and not stopped since (whether it answers or not)."""
+        return (self.path / "deployed").exists()
+
+    @property
     def url(self) -> str:
+        spec = self.spec
+        if spec.get("target") == "ray":
+            return str(spec["ray"].get("url") or "")
         host = self.spec["host"]
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{self.port or self.spec['port']}"
@@ -81,11 +94,24 @@ class Deployment:
         return entry
 
     def state(self) -> str:
-        """``running``, ``dead`` (its pid file names no live server) or ``stopped``."""
+        """``running``, ``dead`` (its pid file names no live server, or its Ray application
+        does not answer) or ``stopped``."""
+        if self.target == "ray":
+            return self._ray_state()
         pid = self.pid
         if pid is None:
             return "stopped"
         return "running" if _procs.alive(pid, str(self.path)) else "dead"
+
+    def _ray_state(self) -> str:
+        import httpx
+
+        if not self.deployed:
+            return "stopped"
+        try:
+            return "running" if httpx.get(self.url + "/health", timeout=3).status_code == 200 else "dead"
+        except httpx.HTTPError:
+            return "dead"
 
     # talking to the server ------------------------------------------------------------
 
@@ -131,6 +157,7 @@ class Deployment:
             version=info.get("version", cur.get("version")),
             uptime_s=info.get("uptime_s"),
             folder=str(self.path),
+            target="local" if self.target == "local" else f"ray ({self.spec['ray']['replicas']} replicas)",
         )
 
     def logs(self, n: int = 50) -> str:
@@ -188,6 +215,13 @@ class Deployment:
         return self
 
     def _reload(self, entry: dict[str, Any]) -> None:
+        if self.target == "ray":  # a rolling update: Ray replaces the replicas one by one
+            from nbdeploy import _ray
+
+            if self.state() != "running":
+                raise DeploymentError(f"Deployment {self.name!r} is {self.state()}: serve it again to use it.")
+            _ray.ctl(self.path, "deploy", entry)
+            return
         payload = {
             "path": entry["model_path"], "ref": entry["ref"], "version": entry.get("version"),
             "profile_path": entry.get("profile_path"), "task": entry.get("task"),
@@ -246,7 +280,14 @@ class Deployment:
         return show_monitor(self, interval=interval, window=window, panel=panel)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server's whole process group and wait for it; the folder and logs stay."""
+        """Stop the server's whole process group and wait for it; the folder and logs stay.
+
+        A Ray deployment's applications are deleted from the cluster (and a cluster nbdeploy
+        started is stopped with its last deployment).
+        """
+        if self.target == "ray":
+            self._stop_ray()
+            return
         pid = self.pid
         if pid is not None:
             _procs.stop_group(pid, str(self.path), timeout)
@@ -254,6 +295,19 @@ class Deployment:
         for name in ("pid", "port"):
             with contextlib.suppress(FileNotFoundError):
                 (self.path / name).unlink()
+
+    def _stop_ray(self) -> None:
+        from nbdeploy import _ray
+
+        if self.deployed:
+            try:
+                _ray.ctl(self.path, "delete", timeout=120)
+            except DeploymentError:
+                if self.state() == "running":  # still serving: do not pretend it stopped
+                    raise
+            (self.path / "deployed").unlink(missing_ok=True)
+        if self.spec["ray"].get("started_cluster"):
+            _ray.stop_local_cluster_if_unused()
 
     def __repr__(self) -> str:
         return repr(self.status())
@@ -298,7 +352,7 @@ def stop_all() -> list[str]:
     """Stop every running or dead deployment; returns their names."""
     stopped = []
     for d in _all():
-        if d.pid is not None:
+        if d.pid is not None or d.deployed:
             d.stop()
             stopped.append(d.name)
     return stopped

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nbdeploy import _procs
+from nbdeploy import _procs, _ray
 from nbdeploy._deployments import MARKER, Deployment, _folder, _save_spec
 from nbdeploy.errors import DeploymentError, InvalidInputError
 from nbdeploy.refs import parse_ref, validate_name
@@ -116,6 +116,10 @@ def serve(
     alert_interval_s: float = 5.0,
     windows: Sequence[str] = ("1m", "5m", "1h"),
     timeout: float = 60.0,
+    target: str = "local",
+    replicas: int = 1,
+    address: str | None = None,
+    replica_cpus: float = 0.5,
 ) -> Deployment:
     """Start a server for ``ref`` in its own process and return when ``/health`` answers.
 
@@ -126,7 +130,13 @@ def serve(
     first window every ``alert_interval_s`` seconds, each firing after ``alert_k`` breaching
     evaluations, posted to ``webhook`` if given.
 
+    ``target="ray"`` runs ``replicas`` copies of the same server as a Ray Serve application
+    on the cluster at ``address`` (or ``RAY_ADDRESS``; nbdeploy starts a local cluster when
+    neither is given), behind Ray's HTTP proxy on ``host:port`` (port 8000 by default), each
+    replica reserving ``replica_cpus`` CPUs.
+
     >>> d = serve("cancer@champion", port=5050)   # doctest: +SKIP
+    >>> d = serve("cancer@champion", target="ray", replicas=2)   # doctest: +SKIP
     """
     r = parse_ref(ref)
     name = validate_name(name or r.name or f"run-{r.run_id}")
@@ -138,6 +148,15 @@ def serve(
         raise InvalidInputError(f"Invalid max wait {max_wait_ms} ms: use 0 or more milliseconds.")
     if max_body_bytes < 1:
         raise InvalidInputError(f"Invalid body limit {max_body_bytes} bytes: use a positive size.")
+    if target not in ("local", "ray"):
+        raise InvalidInputError(f"Unknown target {target!r}: use local or ray.")
+    if target == "ray":
+        _ray.require_ray()
+        _ray.validate(replicas, replica_cpus)
+        if attach:
+            raise InvalidInputError(
+                "--attach ties a local server to this kernel; Ray deployments live on their cluster."
+            )
     rules = alert_specs(alerts, webhook, alert_k)
     window_spec = _window_spec(windows)
     folder = _folder(name)
@@ -166,12 +185,46 @@ def serve(
             "windows": window_spec,
             "alert_window": next(iter(window_spec)),
             "history": [entry],
+            "target": target,
         }
-        _save_spec(folder, spec)
-        for stale in ("pid", "port"):
+        for stale in ("pid", "port", "deployed"):
             with contextlib.suppress(FileNotFoundError):
                 (folder / stale).unlink()
+        if target == "ray":
+            spec["ray"] = {
+                "address": None, "started_cluster": False, "replicas": replicas, "num_cpus": replica_cpus,
+                "http_host": host, "http_port": port or 8000, "url": None,
+            }  # fmt: skip
+            return _start_ray(Deployment(name, folder), spec, address, timeout)
+        _save_spec(folder, spec)
         return _start(Deployment(name, folder), timeout, attach)
+
+
+def _start_ray(dep: Deployment, spec: dict[str, Any], address: str | None, timeout: float) -> Deployment:
+    import httpx
+
+    spec["ray"]["address"], spec["ray"]["started_cluster"] = _ray.resolve_address(address)
+    _save_spec(dep.path, spec)
+    try:
+        result = _ray.ctl(dep.path, "deploy", timeout=max(timeout, 120.0))
+    except DeploymentError as exc:
+        with contextlib.suppress(DeploymentError):
+            _ray.ctl(dep.path, "delete", timeout=60)
+        _ray.stop_local_cluster_if_unused()
+        raise DeploymentError(
+            f"The Ray deployment of {dep.name!r} failed: {exc} The last lines of its log:\n{dep.logs(15)}"
+        ) from None
+    spec["ray"]["url"] = result["url"]
+    _save_spec(dep.path, spec)
+    (dep.path / "deployed").write_text(result["url"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(result["url"] + "/health", timeout=2).status_code == 200:
+                return dep
+        time.sleep(0.1)
+    dep.stop()
+    raise DeploymentError(f"The Ray deployment of {dep.name!r} deployed but {result['url']}/health did not answer.")
 
 
 def _start(dep: Deployment, timeout: float, attach: bool) -> Deployment:

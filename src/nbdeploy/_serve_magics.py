@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 SERVE_SUBCOMMANDS = {
-    "serve": "Start a local HTTP server (MLflow scoring protocol) for a model version.",
+    "serve": "Start an HTTP server (MLflow scoring protocol) for a model version, locally or on Ray.",
     "list": "List deployments with their state.",
     "status": "Show one deployment's state, address and the version it serves.",
     "logs": "Print the last lines of a deployment's server log.",
@@ -33,7 +33,9 @@ class ServeCommands:
     def _args_serve(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("ref", metavar="REF", help="NAME, NAME/VERSION, NAME@ALIAS, models:/... or runs:/...")
         p.add_argument("--name", help="deployment name (default: the model's name)")
-        p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+        p.add_argument(
+            "--port", type=int, default=0, help="port (default: a free one; for --target ray, the proxy's: 8000)"
+        )
         p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
         p.add_argument("--token", help="bearer token clients must send (required off loopback; generated)")
         p.add_argument("--max-batch", type=int, default=1024, metavar="ROWS", help="rows per predict call")
@@ -45,6 +47,10 @@ class ServeCommands:
         p.add_argument("--alert-k", type=int, default=3, metavar="K", help="breaches to fire, clean runs to resolve")
         p.add_argument("--no-monitor", action="store_true", help="do not keep monitoring windows")
         p.add_argument("--windows", default="1m,5m,1h", metavar="W,W", help="monitoring windows (alerts use the first)")
+        p.add_argument("--target", choices=("local", "ray"), default="local", help="local process, or Ray Serve")
+        p.add_argument("--replicas", type=int, default=1, metavar="N", help="replicas on Ray (--target ray)")
+        p.add_argument("--address", metavar="ADDR", help="Ray cluster (default: RAY_ADDRESS, or a local one)")
+        p.add_argument("--replica-cpus", type=float, default=0.5, metavar="CPUS", help="CPUs per Ray replica")
 
     def _do_serve(self, args: argparse.Namespace) -> Any:
         from nbdeploy._launch import serve
@@ -64,6 +70,10 @@ class ServeCommands:
             webhook=args.webhook,
             alert_k=args.alert_k,
             windows=args.windows.split(","),
+            target=args.target,
+            replicas=args.replicas,
+            address=args.address,
+            replica_cpus=args.replica_cpus,
         )
         if dep.spec["require_token"] and not args.token:
             print(f"Bearer token (shown once; kept in {dep.path / 'token'}): {dep.token}")

@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("--alias", default="champion")
     promote.add_argument("--force", action="store_true", help="promote even if the last validation failed")
 
-    serve = subs.add_parser("serve", help="start a local server for a model version")
+    serve = subs.add_parser("serve", help="start a server for a model version (local, or on Ray)")
     serve.add_argument("ref", metavar="REF")
     serve.add_argument("--name")
     serve.add_argument("--port", type=int, default=0)
@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--webhook", metavar="URL")
     serve.add_argument("--alert-k", type=int, default=3)
     serve.add_argument("--no-monitor", action="store_true")
+    serve.add_argument("--target", choices=("local", "ray"), default="local")
+    serve.add_argument("--replicas", type=int, default=1)
+    serve.add_argument("--address", metavar="ADDR")
+    serve.add_argument("--replica-cpus", type=float, default=0.5)
     subs.add_parser("list", help="list deployments and their state")
     for name, text in (("status", "show a deployment"), ("rollback", "serve the previous version again")):
         subs.add_parser(name, help=text).add_argument("name", metavar="NAME")
@@ -84,7 +88,8 @@ def _run(args: argparse.Namespace) -> Any:
                 args.ref, name=args.name, port=args.port, host=args.host, token=args.token,
                 max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                 max_body_bytes=int(args.max_body_mb * (1 << 20)), monitor=not args.no_monitor,
-                alerts=args.alert, webhook=args.webhook, alert_k=args.alert_k,
+                alerts=args.alert, webhook=args.webhook, alert_k=args.alert_k, target=args.target,
+                replicas=args.replicas, address=args.address, replica_cpus=args.replica_cpus,
             )  # fmt: skip
             if dep.spec["require_token"] and not args.token:
                 print(f"Bearer token (shown once; kept in {dep.path / 'token'}): {dep.token}")

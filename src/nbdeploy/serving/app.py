@@ -13,12 +13,12 @@ import json
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -41,7 +41,7 @@ from nbdeploy.serving.monitor_routes import MonitorCollector, alert_loop, fold_l
 from nbdeploy.serving.protocol import ProtocolError, Schema, parse
 from nbdeploy.serving.requestlog import RequestLog
 
-__all__ = ["ServerSettings", "create_app"]
+__all__ = ["Observer", "ServerSettings", "create_app", "guard", "json_response"]
 
 _RID = re.compile(r"^[\w.\-]{1,64}$")
 
@@ -67,6 +67,7 @@ class ServerSettings:
     alert_window: str = "1m"
     alert_interval_s: float = 5.0
     folder: str | None = None
+    reload: bool = True  # False on a Ray replica: the model changes by a rolling update instead
 
 
 class _Metrics:
@@ -99,10 +100,22 @@ class _Metrics:
         self.in_flight = Gauge("nbdeploy_in_flight", "Requests being answered", registry=self.registry)
 
 
+class Observer(Protocol):
+    """Receives every answered request and every batch (as :class:`RequestWindows` does)."""
+
+    def add(
+        self, ts: float, latency_ms: float, status: int, rid: str, inputs: Any = None, predictions: Any = None
+    ) -> None: ...
+
+    def add_batch(self, ts: float, requests: int, rows: int) -> None: ...
+
+
 class _Server:
     """Mutable state of one running server: the model serving now, its batcher and log."""
 
-    def __init__(self, settings: ServerSettings, model: LoadedModel, log: RequestLog) -> None:
+    def __init__(
+        self, settings: ServerSettings, model: LoadedModel, log: RequestLog, observers: Sequence[Observer] = ()
+    ) -> None:
         self.settings, self.log = settings, log
         self.metrics = _Metrics()
         self.started = time.time()
@@ -114,6 +127,7 @@ class _Server:
         self.monitor = RequestWindows(self.schema.names, settings.profile, settings.task, settings.windows)
         self.alerts = AlertBook(folder / "alerts.jsonl" if folder else None)
         self.alerts.set_rules(settings.alerts)
+        self.observers: list[Observer] = [*([self.monitor] if settings.monitor else []), *observers]
         if settings.monitor:
             self.metrics.registry.register(MonitorCollector(self.monitor, self.alerts, settings.alert_window))
         self.batcher = Batcher(
@@ -151,8 +165,9 @@ class _Server:
     def _on_batch(self, requests: int, rows: int) -> None:
         self.metrics.batch_requests.observe(requests)
         self.metrics.batch_rows.observe(rows)
-        if self.settings.monitor:
-            self.monitor.add_batch(time.time(), requests, rows)
+        now = time.time()
+        for observer in self.observers:
+            observer.add_batch(now, requests, rows)
 
     def request_id(self, request: Request) -> str:
         given = request.headers.get("x-request-id")
@@ -172,6 +187,14 @@ def _dist_version(dist: str) -> str:
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     body = json.dumps(payload, separators=(",", ":"), default=str)
     return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+json_response = _json
+
+
+def guard(app: Starlette, request: Request, always: bool = False) -> Response | None:
+    """The app's token check for routes added around it: a 401/403 response, or ``None``."""
+    return _auth_error(app.state.server, request, always)
 
 
 def _auth_error(server: _Server, request: Request, always: bool = False) -> Response | None:
@@ -255,8 +278,8 @@ def _routes(server: _Server) -> list[Route]:
         if status != 200:
             record["error"] = payload["message"]
         server.log.append(record)  # before the response: an answered request is always logged
-        if settings.monitor:
-            server.monitor.add(record["ts"], record["latency_ms"], status, rid, values, predictions)
+        for observer in server.observers:
+            observer.add(record["ts"], record["latency_ms"], status, rid, values, predictions)
         server.metrics.requests.labels(str(status)).inc()
         server.metrics.latency.observe(latency)
         return _json(payload, status, {"X-Request-Id": rid})
@@ -292,6 +315,9 @@ def _routes(server: _Server) -> list[Route]:
         denied = _auth_error(server, request, always=True)
         if denied is not None:
             return denied
+        if not settings.reload:
+            message = "This server is one replica of a Ray deployment: change its model with update (a rolling update)."
+            return _json(ProtocolError(409, message, "INVALID_STATE").body(), 409)
         try:
             doc = json.loads(await request.body())
             path, ref, version = doc["path"], str(doc["ref"]), doc.get("version")
@@ -335,9 +361,14 @@ def create_app(
     model: LoadedModel,
     log: RequestLog,
     background: Callable[[], Any] | None = None,
+    observers: Sequence[Observer] = (),
 ) -> Starlette:
-    """A Starlette app serving ``model``; ``background`` is started as a task in its lifespan."""
-    server = _Server(settings, model, log)
+    """A Starlette app serving ``model``; ``background`` is started as a task in its lifespan.
+
+    ``observers`` see every answered request besides the server's own monitor (the Ray
+    replicas forward them to the deployment's monitoring hub).
+    """
+    server = _Server(settings, model, log, observers)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LoadedModel", "load"]
+__all__ = ["LoadedModel", "load", "read_signature"]
 
 
 @dataclass
@@ -25,15 +25,26 @@ class LoadedModel:
     path: str
 
 
-def load(path: str | Path) -> LoadedModel:
-    """Load the MLflow model stored in folder ``path``."""
+def _meta(folder: Path) -> dict[str, Any]:
     import yaml
 
-    folder = Path(path)
-    meta = yaml.safe_load((folder / "MLmodel").read_text())
-    signature = meta.get("signature") or {}
+    meta: dict[str, Any] = yaml.safe_load((folder / "MLmodel").read_text())
+    return meta
+
+
+def read_signature(path: str | Path) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None]:
+    """The input and output columns of the model's signature, without loading the model."""
+    signature = _meta(Path(path)).get("signature") or {}
     inputs = json.loads(signature["inputs"]) if signature.get("inputs") else None
     outputs = json.loads(signature["outputs"]) if signature.get("outputs") else None
+    return inputs, outputs
+
+
+def load(path: str | Path) -> LoadedModel:
+    """Load the MLflow model stored in folder ``path``."""
+    folder = Path(path)
+    meta = _meta(folder)
+    inputs, outputs = read_signature(folder)
     sk = (meta.get("flavors") or {}).get("sklearn") or {}
     if sk.get("serialization_format") in ("cloudpickle", "pickle") and sk.get("pickled_model"):
         import cloudpickle

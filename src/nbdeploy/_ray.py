@@ -1,0 +1,168 @@
+"""Deployments on a Ray cluster, from the kernel's side (which never imports Ray).
+
+Deploying, updating and deleting run in a short-lived driver process
+(:mod:`nbdeploy.serving.ray_ctl`); serving traffic and monitoring go over HTTP through Ray's
+proxy, as for a local server. With no address (and no ``RAY_ADDRESS``) nbdeploy starts a
+one-node cluster of its own, records it in ``NBDEPLOY_HOME/.ray/cluster.json`` and stops it
+with the last deployment on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from nbdeploy import _procs, config
+from nbdeploy.errors import DeploymentError, InvalidInputError
+
+__all__ = ["CTL", "ctl", "require_ray", "resolve_address", "stop_local_cluster_if_unused"]
+
+CTL = "nbdeploy.serving.ray_ctl"
+INSTALL = "pip install 'nbdeploy[ray]'"
+
+
+def require_ray() -> None:
+    """Raise the one-sentence error that says what to install when Ray Serve is missing."""
+    try:
+        found = importlib.util.find_spec("ray") is not None and importlib.util.find_spec("ray.serve") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise DeploymentError(f"--target ray needs Ray Serve, which is not installed here: {INSTALL}.")
+
+
+def _ray_cli() -> list[str]:
+    return [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()"]
+
+
+def _cluster_file() -> Path:
+    return config.home() / ".ray" / "cluster.json"
+
+
+def _listening(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    with contextlib.suppress(OSError, ValueError), socket.create_connection((host, int(port)), timeout=1):
+        return True
+    return False
+
+
+def _local_cluster() -> dict[str, Any] | None:
+    try:
+        info: dict[str, Any] = json.loads(_cluster_file().read_text())
+    except (OSError, ValueError):
+        return None
+    if _procs.alive(info.get("pid"), "--head") and _listening(info["address"]):
+        return info
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start_local_cluster(timeout: float = 60.0) -> dict[str, Any]:
+    """Start a one-node Ray cluster on loopback (``ray start --head --block`` in its own
+    process group), or return the one nbdeploy started before."""
+    info = _local_cluster()
+    if info is not None:
+        return info
+    folder = _cluster_file().parent
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="nbd-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    cmd = [
+        *_ray_cli(), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+        "--include-dashboard=false", "--disable-usage-stats", f"--num-cpus={os.cpu_count() or 1}",
+        f"--temp-dir={temp}",
+    ]  # fmt: skip
+    with (folder / "ray.log").open("ab") as log:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+        )  # fmt: skip
+    _procs.children[proc.pid] = proc
+    info = {"address": f"127.0.0.1:{port}", "pid": proc.pid, "temp_dir": temp, "started": time.time()}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (folder / "ray.log").read_text(errors="replace").splitlines()[-10:]
+            raise DeploymentError("The local Ray cluster did not start; the end of its log:\n" + "\n".join(tail))
+        if _listening(info["address"]):
+            tmp = _cluster_file().with_suffix(".tmp")
+            tmp.write_text(json.dumps(info))
+            tmp.replace(_cluster_file())
+            return info
+        time.sleep(0.2)
+    _procs.stop_group(proc.pid, "--head")
+    raise DeploymentError(f"The local Ray cluster was not up after {timeout:.0f} s; see {folder / 'ray.log'}.")
+
+
+def resolve_address(address: str | None) -> tuple[str, bool]:
+    """The cluster to deploy to, and whether nbdeploy started it (so may stop it)."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        return address, False
+    return start_local_cluster()["address"], True
+
+
+def stop_local_cluster_if_unused() -> bool:
+    """Stop the cluster nbdeploy started when no deployment on it is deployed any more."""
+    from nbdeploy._deployments import _all
+
+    info = _local_cluster()
+    if info is None:
+        return False
+    for dep in _all():
+        spec = dep.spec
+        if spec.get("target") == "ray" and spec["ray"].get("address") == info["address"] and dep.deployed:
+            return False
+    _procs.stop_group(info["pid"], "--head", timeout=5)  # then SIGKILL: a throwaway cluster
+    with contextlib.suppress(FileNotFoundError):
+        _cluster_file().unlink()
+    with contextlib.suppress(OSError):
+        import shutil
+
+        shutil.rmtree(info["temp_dir"], ignore_errors=True)
+    return True
+
+
+def ctl(folder: Path, command: str, entry: dict[str, Any] | None = None, timeout: float = 180.0) -> dict[str, Any]:
+    """Run ``ray_ctl COMMAND FOLDER`` and return its JSON answer; its stderr goes to server.log."""
+    with (folder / "server.log").open("ab") as log:
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", CTL, command, str(folder)],
+                input=json.dumps(entry) if entry else "",
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
+            )
+        except subprocess.TimeoutExpired:
+            raise DeploymentError(f"Ray {command} of {folder.name!r} did not finish in {timeout:.0f} s.") from None
+        log.write(proc.stderr.encode())
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        raise DeploymentError(lines[-1] if lines else f"Ray {command} failed with code {proc.returncode}.")
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def validate(replicas: int, num_cpus: float) -> None:
+    if replicas < 1:
+        raise InvalidInputError(f"Invalid replica count {replicas}: a Ray deployment needs at least 1 replica.")
+    if num_cpus < 0:
+        raise InvalidInputError(f"Invalid CPUs per replica {num_cpus}: use 0 or more.")

@@ -1,0 +1,325 @@
+"""Deployments on a real Ray cluster: a head and a second node, both on loopback.
+
+The cluster is started here with ``ray start`` (two "machines" on one box, one CPU each so
+that the two replicas land on different nodes) and stopped at the end. The deployment goes
+through the ``%deploy`` magic; the rest through the Python API, as a user's notebook would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+import nbdeploy
+from tests.helpers import JSON, battery, free_port, stop_group
+
+pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install -e '.[ray]'; the dev extra has it)")
+
+RAY = [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()"]
+DRIVER = """
+import json, sys, ray
+from ray import serve
+ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False)
+alive = [n for n in ray.nodes() if n["Alive"]]
+apps = list(serve.status().applications) if {probe_serve} else []
+print(json.dumps({{"nodes": len(alive), "apps": apps}}))
+"""
+
+
+def _driver(address: str, probe_serve: bool = True) -> dict[str, Any]:
+    """Ask the cluster from a separate driver process (the test process never joins it)."""
+    out = subprocess.run(
+        [sys.executable, "-c", DRIVER.format(probe_serve=probe_serve), address],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    temp = tempfile.mkdtemp(prefix="nbd-rt-", dir="/tmp")
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    procs: list[subprocess.Popen[bytes]] = []
+    log = (Path(temp) / "nodes.log").open("ab")
+    try:
+        head = [*RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}"]
+        procs.append(subprocess.Popen([*head, *common], stdout=log, stderr=log, env=env, start_new_session=True))
+        deadline = time.monotonic() + 90
+        while _driver_ready(address) is False and time.monotonic() < deadline:
+            time.sleep(1)
+        worker = [*RAY, "start", f"--address={address}", *common]
+        procs.append(subprocess.Popen(worker, stdout=log, stderr=log, env=env, start_new_session=True))
+        while _driver(address, probe_serve=False)["nodes"] < 2 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert _driver(address, probe_serve=False)["nodes"] == 2, (Path(temp) / "nodes.log").read_text()[-3000:]
+        yield address
+    finally:
+        for proc in reversed(procs):
+            stop_group(proc, timeout=10)
+        log.close()
+        subprocess.run(["rm", "-rf", temp], check=False)
+
+
+def _driver_ready(address: str) -> bool:
+    import socket
+
+    host, port = address.split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def model_name(cancer: dict[str, Any]) -> str:
+    name = "ray-cancer"
+    nbdeploy.register(cancer["model"], name, cancer["X_train"], cancer["y_train"])
+    from sklearn.ensemble import RandomForestClassifier
+
+    other = RandomForestClassifier(n_estimators=10, max_depth=2, random_state=1)
+    nbdeploy.register(other.fit(cancer["X_train"], cancer["y_train"]), name, cancer["X_train"], cancer["y_train"])
+    return name
+
+
+@pytest.fixture(scope="module")
+def deployment(cluster: str, model_name: str) -> Iterator[nbdeploy.Deployment]:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "nbdeploy")
+    proxy = free_port()
+    line = (
+        f"serve {model_name}/1 --name rayd --target ray --replicas 2 --address {cluster} --port {proxy} "
+        "--replica-cpus 1 --windows 1m,5m"
+    )
+    status = ip.run_line_magic("deploy", line)
+    assert status.state == "running" and status.target == "ray (2 replicas)", status
+    dep = nbdeploy.get("rayd")
+    try:
+        yield dep
+    finally:
+        dep.stop()
+
+
+@pytest.fixture(scope="module")
+def local(model_name: str) -> Iterator[nbdeploy.Deployment]:
+    dep = nbdeploy.serve(f"{model_name}/1", name="ray-compare-local", max_body_bytes=16 << 20)
+    try:
+        yield dep
+    finally:
+        dep.stop()
+
+
+def _replicas(dep: nbdeploy.Deployment) -> dict[str, Any]:
+    replicas: dict[str, Any] = dep.snapshot("1m")["replicas"]
+    return replicas
+
+
+def test_two_replicas_on_two_nodes_pass_the_protocol_battery(
+    cancer: dict[str, Any], deployment: nbdeploy.Deployment, local: nbdeploy.Deployment
+) -> None:
+    assert deployment.url.endswith("/rayd")
+    mismatches = []
+    for label, (payload, headers) in battery(cancer["X_test"]).items():
+        for _ in range(4):  # several times: the proxy spreads them over both replicas
+            a = httpx.post(deployment.url + "/invocations", content=payload, headers=headers, timeout=30)
+            b = httpx.post(local.url + "/invocations", content=payload, headers=headers, timeout=30)
+            if (a.status_code, a.json()) != (b.status_code, b.json()):
+                mismatches.append(f"{label}: ray {a.status_code} {a.text[:200]} / local {b.status_code} {b.text[:200]}")
+    assert not mismatches, "\n".join(mismatches)
+    no_type = httpx.post(deployment.url + "/invocations", content=b'{"instances": []}')
+    assert no_type.status_code == 415
+    for route in ("/ping", "/health"):
+        assert httpx.get(deployment.url + route).status_code == 200
+    assert httpx.get(deployment.url + "/version").text == httpx.get(local.url + "/version").text
+    info = httpx.get(deployment.url + "/info").json()
+    assert info["name"] == "rayd" and info["version"] == 1
+    time.sleep(2.5)  # forwarded twice a second, released by the hub after 1.5 s
+    replicas = _replicas(deployment)
+    assert len(replicas) == 2
+    assert len({r["node"] for r in replicas.values()}) == 2, replicas  # one replica per "machine"
+    np.testing.assert_array_equal(deployment.predict(cancer["X_test"]), cancer["model"].predict(cancer["X_test"]))
+
+
+def _records(dep: nbdeploy.Deployment) -> list[dict[str, Any]]:
+    from nbdeploy.serving.requestlog import read_records
+
+    out = []
+    for path in sorted(dep.path.glob("requests-*.jsonl")):
+        out += [{**r, "replica": path.stem.split("-", 1)[1]} for r in read_records(path)]
+    return out
+
+
+def test_monitoring_merges_replicas_exactly(cancer: dict[str, Any], deployment: nbdeploy.Deployment) -> None:
+    rows = json.loads(cancer["X_test"].head(3).to_json(orient="split", index=False))
+
+    def send(n: int) -> None:
+        with httpx.Client() as client:
+            for _ in range(n):
+                client.post(deployment.url + "/invocations", json={"dataframe_split": rows})
+
+    threads = [threading.Thread(target=send, args=(40,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    time.sleep(3)
+    doc = deployment.snapshot("1m")
+    window = doc["windows"]["1m"]
+    since = doc["now"] - window["seconds"]
+    records = [r for r in _records(deployment) if since <= r["ts"] <= doc["now"]]
+    latencies = np.asarray([r["latency_ms"] for r in records], dtype=np.float32)
+    assert window["requests"] == len(records) >= 160
+    expected = np.percentile(latencies, [50, 95, 99])
+    got = [window["latency_ms"][p] for p in ("p50", "p95", "p99")]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    per_replica = {rid: r["windows"]["1m"]["requests"] for rid, r in doc["replicas"].items()}
+    assert sum(per_replica.values()) == window["requests"]
+    for rid, count in per_replica.items():
+        mine = [r for r in records if r["replica"] == rid]
+        assert count == len(mine)
+        if mine:
+            p95 = np.percentile(np.asarray([r["latency_ms"] for r in mine], dtype=np.float32), 95)
+            assert doc["replicas"][rid]["windows"]["1m"]["latency_ms"]["p95"] == pytest.approx(p95, rel=1e-6)
+    # not the mean of the replicas' percentiles: merged from the raw latencies of both
+    assert doc["target"] == "ray" and doc["version"] == 1 and doc["columns"] == list(cancer["X_test"].columns)
+
+
+class _Load:
+    """Client threads that keep sending one-row requests and keep every answer."""
+
+    def __init__(self, url: str, X: Any, threads: int = 4) -> None:
+        self.url, self.stop = url, threading.Event()
+        self.body = json.dumps({"dataframe_split": json.loads(X.head(1).to_json(orient="split", index=False))})
+        self.answers: list[tuple[int, str | None, int | None]] = []  # status, request id, version
+        self.failures: list[str] = []
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self.stop.is_set():
+                try:
+                    r = client.post(self.url + "/invocations", content=self.body, headers=JSON)
+                    self.answers.append((r.status_code, r.headers.get("x-request-id"), None))
+                except httpx.HTTPError as exc:
+                    self.failures.append(type(exc).__name__)
+
+    def __enter__(self) -> _Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+
+
+def test_rolling_update_under_load_drops_nothing(
+    cancer: dict[str, Any], model_name: str, deployment: nbdeploy.Deployment
+) -> None:
+    with _Load(deployment.url, cancer["X_test"]) as load:
+        time.sleep(1)
+        deployment.update(f"{model_name}/2")
+        time.sleep(1)
+    statuses = [a[0] for a in load.answers]
+    assert len(statuses) > 50
+    assert set(statuses) == {200} and not load.failures, (
+        {s: statuses.count(s) for s in set(statuses)},
+        load.failures[:5],
+    )
+    assert httpx.get(deployment.url + "/info").json()["version"] == 2
+    served = {r.get("version") for r in _records(deployment) if r.get("id") in {a[1] for a in load.answers}}
+    assert served == {1, 2}  # answered by the old replicas, then by the new ones
+    assert deployment.status().version == 2
+    deployment.rollback()
+    assert httpx.get(deployment.url + "/info").json()["version"] == 1
+    assert deployment.snapshot("1m")["version"] == 1
+
+
+def test_killed_replica_loses_no_answered_request_and_comes_back(
+    cancer: dict[str, Any], deployment: nbdeploy.Deployment
+) -> None:
+    time.sleep(2.5)
+    before = _replicas(deployment)
+    now = time.time()
+    live = {rid: r for rid, r in before.items() if now - r["last_seen"] < 5}
+    assert len(live) == 2, before
+    victim_id, victim = next(iter(live.items()))
+    with _Load(deployment.url, cancer["X_test"]) as load:
+        time.sleep(1)
+        os.kill(victim["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        back = None
+        while back is None and time.monotonic() < deadline:
+            time.sleep(1)
+            replicas = _replicas(deployment)
+            back = next(
+                (rid for rid, r in replicas.items() if rid not in before and time.time() - r["last_seen"] < 3), None
+            )
+        assert back is not None, "Ray did not bring a replica back within 90 s"
+        time.sleep(1)
+    answered = {rid for status, rid, _ in load.answers if status == 200}
+    logged = {r["id"] for r in _records(deployment)}
+    assert answered and answered <= logged, f"{len(answered - logged)} answered requests missing from the logs"
+    errors = [s for s, _, _ in load.answers if s != 200]
+    print(f"\n{len(answered)} answered during the kill; {len(errors)} errors, {len(load.failures)} transport failures")
+    assert not _procs_alive(victim["pid"])
+    assert victim_id not in {rid for rid, r in _replicas(deployment).items() if time.time() - r["last_seen"] < 3}
+
+
+def _procs_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_stop_leaves_no_serve_application(cluster: str, deployment: nbdeploy.Deployment) -> None:
+    assert {"rayd", "rayd-monitor"} <= set(_driver(cluster)["apps"])
+    deployment.stop()
+    assert deployment.state() == "stopped"
+    assert not {"rayd", "rayd-monitor"} & set(_driver(cluster)["apps"])
+    assert nbdeploy.get("rayd").status().state == "stopped"
+    with pytest.raises(nbdeploy.DeploymentError, match="is stopped"):
+        deployment.predict(np.zeros((1, 30)))
+
+
+def test_without_address_a_local_cluster_is_started_and_stopped(
+    model_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nbdeploy import _ray, config
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    dep = nbdeploy.serve(f"{model_name}/1", name="ray-local", target="ray", port=free_port())
+    try:
+        info = json.loads((config.home() / ".ray" / "cluster.json").read_text())
+        assert dep.spec["ray"]["started_cluster"] and dep.spec["ray"]["address"] == info["address"]
+        assert dep.state() == "running" and len(dep.predict(np.zeros((2, 30)))) == 2
+    finally:
+        dep.stop()
+    assert dep.state() == "stopped"
+    assert not _ray._procs.alive(info["pid"], "--head")
+    assert not Path(info["temp_dir"]).exists()
+    leftovers = subprocess.run(["pgrep", "-f", info["temp_dir"]], capture_output=True, text=True).stdout.split()
+    assert not leftovers, leftovers
