@@ -202,6 +202,41 @@ def test_monitoring_merges_replicas_exactly(cancer: dict[str, Any], deployment: 
             assert doc["replicas"][rid]["windows"]["1m"]["latency_ms"]["p95"] == pytest.approx(p95, rel=1e-6)
     # not the mean of the replicas' percentiles: merged from the raw latencies of both
     assert doc["target"] == "ray" and doc["version"] == 1 and doc["columns"] == list(cancer["X_test"].columns)
+    widget = deployment.monitor(interval=0.2)
+    try:
+        deadline = time.monotonic() + 30
+        while widget.polls == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        text = repr(widget)
+        assert widget.status == "live" and f"requests {window['requests']}" in text
+        assert sorted(line.split()[1] for line in text.splitlines() if line.startswith("replica ")) == sorted(
+            per_replica
+        )
+    finally:
+        widget.close()
+
+
+def test_without_ray_the_target_is_one_sentence(tmp_path: Path) -> None:
+    """An interpreter where ``import ray`` fails (as when the extra is not installed)."""
+    code = """
+import importlib.abc, sys
+class NoRay(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "ray" or name.startswith("ray."):
+            raise ModuleNotFoundError("No module named 'ray'")
+sys.meta_path.insert(0, NoRay())
+from IPython.core.interactiveshell import InteractiveShell
+ip = InteractiveShell.instance()
+ip.run_line_magic("load_ext", "nbdeploy")
+try:
+    ip.run_line_magic("deploy", "serve anything/1 --target ray --replicas 2")
+except Exception as exc:
+    print(type(exc).__name__, "|", exc)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.stdout.strip().splitlines()[-1] == (
+        "UsageError | --target ray needs Ray Serve, which is not installed here: pip install 'nbdeploy[ray]'."
+    ), out.stdout + out.stderr
 
 
 class _Load:

@@ -61,6 +61,13 @@ def render_text(doc: Mapping[str, Any], window: str = "1m", status: str = "live"
     if worst:
         top = ", ".join(f"{d['name']} {d['psi']:.2f}" for d in worst)
         lines.append(f"drift: {len(drifted)} feature(s) drifted; highest PSI: {top}")
+    for rid, replica in sorted(doc.get("replicas", {}).items()):
+        rw = replica.get("windows", {}).get(window) or {}
+        lines.append(
+            f"replica {rid} (pid {replica.get('pid')}, node {str(replica.get('node', ''))[:12]})  "
+            f"requests {rw.get('requests', 0)}  p95 {_ms((rw.get('latency_ms') or {}).get('p95'))}  "
+            f"errors {100 * rw.get('error_rate', 0.0):.1f}%"
+        )
     alerts = doc.get("alerts", {})
     firing = alerts.get("firing", [])
     lines.append(

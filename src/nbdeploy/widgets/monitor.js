@@ -77,6 +77,19 @@ function draw(model, el) {
   html += `<div class="nbd-mon-row"><div><h4>predictions</h4><table>${predRows || "<tr><td>none yet</td></tr>"}</table></div>
     <div><h4>drift vs training (PSI) · ${(win.drifted_features || []).length} drifted</h4>
     <table class="nbd-mon-drift">${driftRows || "<tr><td>no profile or no rows</td></tr>"}</table></div></div>`;
+  const replicas = Object.entries(doc.replicas || {});
+  if (replicas.length) {
+    const rows = replicas
+      .map(([id, r]) => {
+        const w = (r.windows || {})[windowName] || {};
+        return `<tr data-replica="${esc(id)}"><td>${esc(id)}</td><td>${esc(String(r.node || "").slice(0, 12))}</td>
+        <td>${esc(r.pid)}</td><td>${esc(w.requests ?? 0)}</td><td>${fmt((w.latency_ms || {}).p95, 1, " ms")}</td>
+        <td>${fmt(100 * (w.error_rate || 0), 1, "%")}</td></tr>`;
+      })
+      .join("");
+    html += `<h4>replicas (Ray) · the tiles above merge them</h4><table class="nbd-mon-replicas">
+      <tr><th>replica</th><th>node</th><th>pid</th><th>requests</th><th>p95</th><th>errors</th></tr>${rows}</table>`;
+  }
   const alerts = doc.alerts || { rules: [], events: [] };
   const firing = new Set(alerts.firing || []);
   const rules = (alerts.rules || [])
