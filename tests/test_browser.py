@@ -90,7 +90,18 @@ def test_monitoring_widget_renders_and_updates_in_jupyterlab(lab: tuple[str, str
             panel.locator(".jp-Cell").first.wait_for(timeout=60_000)
             # "Run All Cells" is a no-op until the kernel is connected: wait for it to be idle, then
             # check that the first code cell was queued, and click again if the click came too early.
-            page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=120_000)
+            # JupyterLab may first ask which kernel to start (seen on a fresh machine): accept its choice.
+            dialog = page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept")
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if dialog.count() and dialog.first.is_visible():
+                    dialog.first.click()
+                elif page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').count():
+                    time.sleep(1)  # a kernel dialog can still open right after the indicator shows
+                    if not dialog.count():
+                        break
+                time.sleep(0.25)
+            page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=60_000)
             prompt = panel.locator(".jp-CodeCell .jp-InputPrompt").first
             for _attempt in range(3):
                 page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()

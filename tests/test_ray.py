@@ -153,6 +153,9 @@ def test_two_replicas_on_two_nodes_pass_the_protocol_battery(
     assert httpx.get(deployment.url + "/version").text == httpx.get(local.url + "/version").text
     info = httpx.get(deployment.url + "/info").json()
     assert info["name"] == "rayd" and info["version"] == 1
+    listed = repr(nbdeploy.deployments())
+    assert "rayd" in listed and "running" in listed
+    assert "serving ray-cancer/1" in deployment.logs()
     time.sleep(2.5)  # forwarded twice a second, released by the hub after 1.5 s
     replicas = _replicas(deployment)
     assert len(replicas) == 2
