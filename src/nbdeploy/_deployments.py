@@ -7,6 +7,8 @@
         server.log     the server's stdout and stderr
         requests.jsonl one line per answered request (rotated by size)
         models/NAME-vN/ local copy of each served model version
+        deployed       (--target ray) the URL, while the Ray applications are deployed
+        requests-R.jsonl  (--target ray) the request log of replica R, on the replica's machine
 
 >>> d = serve("cancer@champion")        # doctest: +SKIP
 >>> d.predict(X_test.head())            # doctest: +SKIP
