@@ -325,6 +325,29 @@ def test_killed_replica_loses_no_answered_request_and_comes_back(
     assert victim_id not in {rid for rid, r in _replicas(deployment).items() if time.time() - r["last_seen"] < 3}
 
 
+def test_restarted_hub_rebuilds_the_windows_from_the_request_logs(deployment: nbdeploy.Deployment) -> None:
+    time.sleep(2.5)
+    hub = deployment.snapshot("1m")["hub"]["pid"]
+    os.kill(hub, signal.SIGKILL)
+    deadline = time.monotonic() + 90
+    doc: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        try:
+            doc = deployment.snapshot("1m")
+        except nbdeploy.DeploymentError:  # /monitor fails while Ray brings the hub back
+            continue
+        if doc["hub"]["pid"] != hub:
+            break
+    assert doc and doc["hub"]["pid"] != hub, "Ray did not restart the monitoring hub within 90 s"
+    time.sleep(2.5)  # the rebuilt records are released in time order like forwarded ones
+    doc = deployment.snapshot("1m")
+    window = doc["windows"]["1m"]
+    since = doc["now"] - window["seconds"]
+    logged = [r for r in _records(deployment) if since <= r["ts"] <= doc["now"]]
+    assert doc["hub"]["rebuilt"] > 0 and window["requests"] == len(logged) > 0
+
+
 def _procs_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

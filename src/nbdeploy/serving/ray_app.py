@@ -36,7 +36,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from nbdeploy.monitoring.alerts import AlertBook, RuleError
-from nbdeploy.monitoring.windows import RequestWindows
+from nbdeploy.monitoring.windows import DEFAULT_WINDOWS, RequestWindows
 from nbdeploy.serving.app import ServerSettings, create_app, guard, json_response
 from nbdeploy.serving.loader import load
 from nbdeploy.serving.requestlog import RequestLog
@@ -248,9 +248,35 @@ class Hub:
         self.alerts = AlertBook(self.folder / "alerts.jsonl")
         self.alerts.set_rules(args.get("alerts", []))
         self.alert_window = args.get("alert_window") or next(iter(self.windows or {"1m": 60}))
+        self.rebuilt = self._rebuild()
         self.stopping = threading.Event()
         threading.Thread(target=self._release_loop, daemon=True, name="nbdeploy-hub-release").start()
         threading.Thread(target=self._alert_loop, daemon=True, name="nbdeploy-hub-alerts").start()
+
+    def _rebuild(self) -> int:
+        """Queue the requests of the replicas' logs still inside the longest window, so a hub
+        that Ray restarted (or a deployment served again) starts from what was answered."""
+        from nbdeploy.serving.requestlog import read_records
+
+        self.rebuilt_at = time.time()
+        self.rebuilt_ids: set[str] = set()  # what replicas forwarded before the restart arrives too
+        horizon = self.rebuilt_at - max((self.windows or DEFAULT_WINDOWS).values())
+        count = 0
+        for path in sorted(self.folder.glob("requests-*.jsonl")):
+            replica = path.name.removeprefix("requests-").removesuffix(".jsonl")
+            items = [
+                (r["ts"], r.get("latency_ms", 0.0), r.get("status", 0), r.get("id", ""),
+                 r.get("inputs") if "columns" not in r else None, r.get("predictions"))
+                for r in read_records(path)
+                if r.get("ts", 0) >= horizon
+            ]  # fmt: skip
+            if items:
+                self.per[replica] = RequestWindows(self.columns, None, None, self.windows)
+                self.meta[replica] = {"pid": None, "node": None, "last_seen": max(i[0] for i in items)}
+                self.pending.extend((replica, item) for item in items)
+                self.rebuilt_ids.update(item[3] for item in items)
+                count += len(items)
+        return count
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """The model being served (Serve calls this with the app's ``user_config``)."""
@@ -266,6 +292,10 @@ class Hub:
         requests: Sequence[tuple[Any, ...]],
         batches: Sequence[tuple[float, int, int]],
     ) -> int:
+        if self.rebuilt_ids:  # already read from the request logs
+            if time.time() > self.rebuilt_at + 600:
+                self.rebuilt_ids = set()
+            requests = [r for r in requests if r[0] > self.rebuilt_at or r[3] not in self.rebuilt_ids]
         with self.lock:
             self.meta[replica] = {**meta, "last_seen": time.time()}
             if replica not in self.per:
@@ -321,7 +351,7 @@ class Hub:
         doc.update(
             name=self.args["name"], ref=self.model.get("ref"), version=self.model.get("version"), now=now,
             uptime_s=round(now - self.started, 3), alerts=self.alerts.to_dict(), columns=self.columns,
-            task=self.all.task, target="ray",
+            task=self.all.task, target="ray", hub={"pid": os.getpid(), "rebuilt": self.rebuilt},
         )  # fmt: skip
         return doc
 
