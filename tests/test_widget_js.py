@@ -1,0 +1,61 @@
+"""The monitor widget's JavaScript on a Ray deployment's document, rendered by Node.js.
+
+The real-browser test (test_browser.py) covers a local deployment end to end; this one feeds
+the same ``monitor.js`` a ``/monitor`` document shaped as the Ray hub builds it (windows of
+the whole deployment plus ``replicas``) and checks the per-replica table.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from nbdeploy.monitoring.windows import RequestWindows
+
+JS = Path(__file__).resolve().parent.parent / "src" / "nbdeploy" / "widgets" / "monitor.js"
+NODE = shutil.which("node")
+
+RUNNER = """
+const { default: widget } = await import(process.argv[2]);
+let text = "";
+for await (const chunk of process.stdin) text += chunk;
+const doc = JSON.parse(text);
+const values = { snapshot: doc, status: "live", window: "1m", name: "rayd" };
+const el = { innerHTML: "" };
+widget.render({ model: { get: (k) => values[k], on: () => {} }, el });
+process.stdout.write(el.innerHTML);
+"""
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js is not installed (it runs the widget's JavaScript)")
+def test_replica_table_of_a_ray_deployment(tmp_path: Path) -> None:
+    now = time.time()
+    per, merged = {}, RequestWindows(["x"], None, "classification")
+    for rid, latencies in {"r1": [1.0, 2.0, 3.0], "r2": [10.0, 20.0]}.items():
+        w = per[rid] = RequestWindows(["x"], None, "classification")
+        for i, ms in enumerate(latencies):
+            for windows in (w, merged):  # as the hub does: each record in its replica's and in the whole
+                windows.add(now - 5 + i, ms, 200, f"{rid}-{i}", [[1.0]], [1])
+    doc = merged.snapshot(now, ["1m"])
+    doc.update(name="rayd", ref="m/1", version=1, uptime_s=5, alerts={"rules": [], "events": []}, target="ray")
+    doc["replicas"] = {
+        rid: {"pid": 100 + n, "node": f"node{n}" * 4, "last_seen": now, "windows": w.snapshot(now, ["1m"])["windows"]}
+        for n, (rid, w) in enumerate(per.items())
+    }
+    script = tmp_path / "render.mjs"
+    script.write_text(RUNNER)
+    assert NODE is not None
+    out = subprocess.run(
+        [NODE, str(script), JS.as_uri()], input=json.dumps(doc), capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    html = out.stdout
+    assert 'data-tile="requests"' in html and ">5<" in html  # the merged tile: 3 + 2 requests
+    for rid, count, pid in (("r1", 3, 100), ("r2", 2, 101)):
+        row = html[html.index(f'data-replica="{rid}"') :].split("</tr>", 1)[0]
+        assert f"<td>{count}</td>" in row and f"<td>{pid}</td>" in row, row
