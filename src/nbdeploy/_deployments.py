@@ -301,6 +301,7 @@ class Deployment:
     def _stop_ray(self) -> None:
         from nbdeploy import _ray
 
+        ray = self.spec["ray"]
         if self.deployed:
             try:
                 _ray.ctl(self.path, "delete", timeout=120)
@@ -308,8 +309,8 @@ class Deployment:
                 if self.state() == "running":  # still serving: do not pretend it stopped
                     raise
             (self.path / "deployed").unlink(missing_ok=True)
-        if self.spec["ray"].get("started_cluster"):
-            _ray.stop_local_cluster_if_unused()
+        if ray.get("started_cluster") and ray.get("address"):
+            _ray.stop_local_cluster_if_unused(ray["address"])
 
     def __repr__(self) -> str:
         return repr(self.status())

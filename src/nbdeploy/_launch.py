@@ -193,7 +193,7 @@ def serve(
         if target == "ray":
             spec["ray"] = {
                 "address": None, "started_cluster": False, "replicas": replicas, "num_cpus": replica_cpus,
-                "http_host": host, "http_port": port or 8000, "url": None,
+                "http_host": host, "http_port": port or 8000, "url": None, "created": time.time(),
             }  # fmt: skip
             return _start_ray(Deployment(name, folder), spec, address, timeout)
         _save_spec(folder, spec)
@@ -205,26 +205,29 @@ def _start_ray(dep: Deployment, spec: dict[str, Any], address: str | None, timeo
 
     spec["ray"]["address"], spec["ray"]["started_cluster"] = _ray.resolve_address(address)
     _save_spec(dep.path, spec)
+    # "deployed" before deploying: whatever interrupts what follows, stop() deletes the applications
+    (dep.path / "deployed").write_text("")
     try:
         result = _ray.ctl(dep.path, "deploy", timeout=max(timeout, 120.0))
-    except DeploymentError as exc:
-        with contextlib.suppress(DeploymentError):
-            _ray.ctl(dep.path, "delete", timeout=60)
-        _ray.stop_local_cluster_if_unused()
-        raise DeploymentError(
-            f"The Ray deployment of {dep.name!r} failed: {exc} The last lines of its log:\n{dep.logs(15)}"
-        ) from None
-    spec["ray"]["url"] = result["url"]
-    _save_spec(dep.path, spec)
-    (dep.path / "deployed").write_text(result["url"])
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(result["url"] + "/health", timeout=2).status_code == 200:
-                return dep
-        time.sleep(0.1)
-    dep.stop()
-    raise DeploymentError(f"The Ray deployment of {dep.name!r} deployed but {result['url']}/health did not answer.")
+        spec["ray"]["url"] = result["url"]
+        spec["require_token"] = result["require_token"]  # a proxy already listening off loopback needs it
+        _save_spec(dep.path, spec)
+        (dep.path / "deployed").write_text(result["url"])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(result["url"] + "/health", timeout=2).status_code == 200:
+                    return dep
+            time.sleep(0.1)
+        raise DeploymentError(f"{result['url']}/health did not answer within {timeout:.0f} s.")
+    except BaseException as exc:  # an error, or Ctrl-C in the notebook: leave nothing deployed
+        with contextlib.suppress(Exception):
+            dep.stop()
+        if isinstance(exc, DeploymentError):
+            raise DeploymentError(
+                f"The Ray deployment of {dep.name!r} failed: {exc} The last lines of its log:\n{dep.logs(15)}"
+            ) from None
+        raise
 
 
 def _start(dep: Deployment, timeout: float, attach: bool) -> Deployment:

@@ -10,30 +10,41 @@ with the last deployment on it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from nbdeploy import _procs, config
 from nbdeploy.errors import DeploymentError, InvalidInputError
 
-__all__ = ["CTL", "ctl", "require_ray", "resolve_address", "stop_local_cluster_if_unused"]
+__all__ = ["CTL", "ctl", "require_ray", "resolve_address", "stop_local_cluster", "stop_local_cluster_if_unused"]
 
 CTL = "nbdeploy.serving.ray_ctl"
 INSTALL = "pip install 'nbdeploy[ray]'"
 
 
 def require_ray() -> None:
-    """Raise the one-sentence error that says what to install when Ray Serve is missing."""
+    """Raise the one-sentence error that says what to install when Ray Serve is missing.
+
+    Looks without importing: ``find_spec("ray.serve")`` would import ``ray`` into the kernel.
+    ``ray`` without its ``[serve]`` extra lacks FastAPI and uvicorn.
+    """
     try:
-        found = importlib.util.find_spec("ray") is not None and importlib.util.find_spec("ray.serve") is not None
+        ray = importlib.util.find_spec("ray")
+        serve = ray is not None and any(
+            (Path(p) / "serve" / "__init__.py").exists() for p in ray.submodule_search_locations or []
+        )
+        found = serve and all(importlib.util.find_spec(name) is not None for name in ("fastapi", "uvicorn"))
     except (ImportError, ValueError):
         found = False
     if not found:
@@ -55,14 +66,26 @@ def _listening(address: str) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def _cluster_lock() -> Iterator[None]:
+    """One kernel at a time starts or stops nbdeploy's local cluster."""
+    folder = _cluster_file().parent
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with (folder / ".lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _local_cluster() -> dict[str, Any] | None:
+    """The cluster nbdeploy started, while its head process lives (listening or starting)."""
     try:
         info: dict[str, Any] = json.loads(_cluster_file().read_text())
     except (OSError, ValueError):
         return None
-    if _procs.alive(info.get("pid"), "--head") and _listening(info["address"]):
-        return info
-    return None
+    return info if _procs.alive(info.get("pid"), "--head") else None
 
 
 def _free_port() -> int:
@@ -72,41 +95,50 @@ def _free_port() -> int:
         return port
 
 
+def _write_cluster_file(info: dict[str, Any]) -> None:
+    tmp = _cluster_file().with_suffix(".tmp")
+    tmp.write_text(json.dumps(info))
+    tmp.replace(_cluster_file())
+
+
 def start_local_cluster(timeout: float = 60.0) -> dict[str, Any]:
     """Start a one-node Ray cluster on loopback (``ray start --head --block`` in its own
-    process group), or return the one nbdeploy started before."""
-    info = _local_cluster()
-    if info is not None:
-        return info
-    folder = _cluster_file().parent
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    port = _free_port()
-    temp = tempfile.mkdtemp(prefix="nbd-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    cmd = [
-        *_ray_cli(), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-        "--include-dashboard=false", "--disable-usage-stats", f"--num-cpus={os.cpu_count() or 1}",
-        f"--temp-dir={temp}",
-    ]  # fmt: skip
-    with (folder / "ray.log").open("ab") as log:
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
-        )  # fmt: skip
-    _procs.children[proc.pid] = proc
-    info = {"address": f"127.0.0.1:{port}", "pid": proc.pid, "temp_dir": temp, "started": time.time()}
+    process group), or return the one nbdeploy started before. The cluster is recorded
+    before it is waited for, so an interrupted start leaves nothing ``stop`` cannot find."""
+    with _cluster_lock():
+        info = _local_cluster()
+        proc = None
+        if info is None:
+            folder = _cluster_file().parent
+            port = _free_port()
+            temp = tempfile.mkdtemp(prefix="nbd-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+            cmd = [
+                *_ray_cli(), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+                "--include-dashboard=false", "--disable-usage-stats", f"--num-cpus={os.cpu_count() or 1}",
+                f"--temp-dir={temp}",
+            ]  # fmt: skip
+            with (folder / "ray.log").open("ab") as log:
+                proc = subprocess.Popen(
+                    cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+                )  # fmt: skip
+            _procs.children[proc.pid] = proc
+            info = {"address": f"127.0.0.1:{port}", "pid": proc.pid, "temp_dir": temp, "started": time.time()}
+            _write_cluster_file(info)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = (folder / "ray.log").read_text(errors="replace").splitlines()[-10:]
+        if not _procs.alive(info["pid"], "--head"):
+            log_file = _cluster_file().parent / "ray.log"
+            tail = log_file.read_text(errors="replace").splitlines()[-10:]
+            stop_local_cluster(info["address"])
             raise DeploymentError("The local Ray cluster did not start; the end of its log:\n" + "\n".join(tail))
         if _listening(info["address"]):
-            tmp = _cluster_file().with_suffix(".tmp")
-            tmp.write_text(json.dumps(info))
-            tmp.replace(_cluster_file())
             return info
         time.sleep(0.2)
-    _procs.stop_group(proc.pid, "--head")
-    raise DeploymentError(f"The local Ray cluster was not up after {timeout:.0f} s; see {folder / 'ray.log'}.")
+    stop_local_cluster(info["address"])
+    raise DeploymentError(
+        f"The local Ray cluster was not up after {timeout:.0f} s; see {_cluster_file().parent / 'ray.log'}."
+    )
 
 
 def resolve_address(address: str | None) -> tuple[str, bool]:
@@ -117,25 +149,28 @@ def resolve_address(address: str | None) -> tuple[str, bool]:
     return start_local_cluster()["address"], True
 
 
-def stop_local_cluster_if_unused() -> bool:
-    """Stop the cluster nbdeploy started when no deployment on it is deployed any more."""
+def stop_local_cluster(address: str) -> bool:
+    """Stop the cluster nbdeploy started at ``address`` (never one it did not start)."""
+    with _cluster_lock():
+        info = _local_cluster()
+        if info is None or info["address"] != address:
+            return False
+        _procs.stop_group(info["pid"], "--head", timeout=5)  # then SIGKILL: a throwaway cluster
+        with contextlib.suppress(FileNotFoundError):
+            _cluster_file().unlink()
+        shutil.rmtree(info["temp_dir"], ignore_errors=True)
+        return True
+
+
+def stop_local_cluster_if_unused(address: str) -> bool:
+    """Stop nbdeploy's cluster at ``address`` when no deployment on it is deployed any more."""
     from nbdeploy._deployments import _all
 
-    info = _local_cluster()
-    if info is None:
-        return False
     for dep in _all():
         spec = dep.spec
-        if spec.get("target") == "ray" and spec["ray"].get("address") == info["address"] and dep.deployed:
+        if spec.get("target") == "ray" and spec["ray"].get("address") == address and dep.deployed:
             return False
-    _procs.stop_group(info["pid"], "--head", timeout=5)  # then SIGKILL: a throwaway cluster
-    with contextlib.suppress(FileNotFoundError):
-        _cluster_file().unlink()
-    with contextlib.suppress(OSError):
-        import shutil
-
-        shutil.rmtree(info["temp_dir"], ignore_errors=True)
-    return True
+    return stop_local_cluster(address)
 
 
 def ctl(folder: Path, command: str, entry: dict[str, Any] | None = None, timeout: float = 180.0) -> dict[str, Any]:
@@ -151,13 +186,21 @@ def ctl(folder: Path, command: str, entry: dict[str, Any] | None = None, timeout
                 env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"},
                 start_new_session=True,
             )
-        except subprocess.TimeoutExpired:
-            raise DeploymentError(f"Ray {command} of {folder.name!r} did not finish in {timeout:.0f} s.") from None
+        except subprocess.TimeoutExpired as exc:
+            log.write(exc.stderr if isinstance(exc.stderr, bytes) else (exc.stderr or "").encode())
+            raise DeploymentError(
+                f"Ray {command} of {folder.name!r} did not finish in {timeout:.0f} s; see {folder / 'server.log'}."
+            ) from None
         log.write(proc.stderr.encode())
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     if proc.returncode != 0:
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
         raise DeploymentError(lines[-1] if lines else f"Ray {command} failed with code {proc.returncode}.")
-    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    try:
+        out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise DeploymentError(
+            f"Ray {command} of {folder.name!r} gave no answer; see {folder / 'server.log'}."
+        ) from None
     return out
 
 

@@ -68,6 +68,7 @@ class ServerSettings:
     alert_interval_s: float = 5.0
     folder: str | None = None
     reload: bool = True  # False on a Ray replica: the model changes by a rolling update instead
+    any_request_id: bool = False  # True behind Ray's proxy, which echoes whatever id it was given
 
 
 class _Metrics:
@@ -171,7 +172,7 @@ class _Server:
 
     def request_id(self, request: Request) -> str:
         given = request.headers.get("x-request-id")
-        if given and _RID.match(given):
+        if given and (_RID.match(given) or (self.settings.any_request_id and len(given) <= 256)):
             return given
         self.seq += 1
         return f"{self.boot}-{self.seq}"
@@ -387,6 +388,8 @@ def create_app(
         finally:
             for task in tasks:
                 task.cancel()
+            if tasks:  # let them finish what they do on cancellation (a last forward to the Ray hub)
+                await asyncio.wait(tasks, timeout=5)
             await server.batcher.stop()
 
     app = Starlette(routes=_routes(server), lifespan=lifespan)

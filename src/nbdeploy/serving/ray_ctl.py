@@ -52,6 +52,7 @@ def _args(folder: Path, spec: dict[str, Any], entry: dict[str, Any]) -> dict[str
     token_file = folder / "token"
     return {
         "name": spec["name"], "folder": str(folder), "hub_app": f"{spec['name']}-monitor",
+        "created": spec["ray"].get("created"),
         "entry": {k: entry.get(k) for k in ("ref", "resolved", "version", "task")},
         "columns": [str(c["name"]) for c in inputs or [] if "name" in c],
         "token": token_file.read_text().strip() if token_file.exists() else None,
@@ -61,6 +62,17 @@ def _args(folder: Path, spec: dict[str, Any], entry: dict[str, Any]) -> dict[str
         "windows": spec.get("windows"), "alerts": spec.get("alerts", []), "alert_window": spec.get("alert_window"),
         "alert_interval_s": spec.get("alert_interval_s", 5.0),
     }  # fmt: skip
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _model_config(entry: dict[str, Any]) -> dict[str, Any]:
@@ -97,9 +109,19 @@ def deploy(folder: Path, entry: dict[str, Any] | None) -> dict[str, Any]:
     entry = entry or spec["history"][-1]
     name, ray_spec = spec["name"], spec["ray"]
     _connect(spec)
+    import ray
+
+    need, total = ray_spec["replicas"] * ray_spec["num_cpus"], ray.cluster_resources().get("CPU", 0.0)
+    if need > total:
+        raise SystemExit(
+            f"The cluster has {total:g} CPUs and {ray_spec['replicas']} replicas of {ray_spec['num_cpus']:g} CPUs "
+            f"need {need:g}: lower --replicas or --replica-cpus, or add nodes."
+        )
     host, port = _proxy(spec)
     args = _args(folder, spec, entry)
-    model = _model_config(entry)
+    # a proxy that already listened off loopback (Serve started earlier) exposes this deployment too
+    args["require_token"] = bool(spec["require_token"]) or not _is_loopback(host)
+    model = {**_model_config(entry), "deployed_at": time.time()}
     app = ray_app.replica_app(args, _model_tar(entry["model_path"]), ray_spec["replicas"], ray_spec["num_cpus"])
     targets = [serve.RunTarget(app, name=name, route_prefix=f"/{name}")]
     if args["monitor"]:
@@ -110,9 +132,12 @@ def deploy(folder: Path, entry: dict[str, Any] | None) -> dict[str, Any]:
             serve.get_deployment_handle("Hub", app_name=args["hub_app"]).reconfigure.remote(model).result()
     started = time.perf_counter()
     serve.run_many(targets)  # both applications at once; returns when they run
+    if host in ("0.0.0.0", "::", ""):  # listening everywhere: reach it at the head node's address
+        host = ray_spec["address"].rsplit(":", 1)[0]
     shown = f"[{host}]" if ":" in host else host
     return {
         "url": f"http://{shown}:{port}/{name}",
+        "require_token": args["require_token"],
         "replicas": ray_spec["replicas"],
         "seconds": round(time.perf_counter() - started, 2),
     }

@@ -1,0 +1,268 @@
+"""The monitoring hub of a Ray deployment: one Serve replica fed by every serving replica.
+
+Records arrive in bursts from each replica; they are held :data:`HUB_LAG_S` seconds and
+released in time order, so the rings stay sorted and the merged figures are those of the
+union of all requests (percentiles included), not an average of per-replica figures.
+
+What the hub must not lose when Ray restarts it is kept in the deployment folder: the model
+it measures drift against and the alert rules (``hub.json``), the requests (the replicas'
+request logs) and the labels (``feedback.jsonl``).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+
+from nbdeploy.monitoring.alerts import AlertBook, RuleError
+from nbdeploy.monitoring.windows import DEFAULT_WINDOWS, RequestWindows
+
+__all__ = ["HUB_LAG_S", "Hub", "node_folder"]
+
+HUB_LAG_S = 1.5  # records from several replicas are put in time order once they are this old
+_OWNERS = 500_000  # request id -> replica, for labels; the oldest are forgotten first
+
+
+def node_folder(args: dict[str, Any]) -> Path:
+    """The deployment folder when this node can write it (same machine or a shared disk);
+    otherwise a folder of this node's own, so a replica on another machine still logs."""
+    for candidate in (Path(args["folder"]), Path(tempfile.gettempdir()) / "nbdeploy" / args["name"]):
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+            if os.access(candidate, os.W_OK):
+                return candidate
+        except OSError:
+            continue
+    raise RuntimeError(f"no writable folder for deployment {args['name']!r}")
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
+class Hub:
+    """Windows of the whole deployment and of each replica, from every replica's records."""
+
+    def __init__(self, args: dict[str, Any]) -> None:
+        self.args = args
+        self.folder = node_folder(args)
+        self.columns: list[str] = args["columns"]
+        self.windows = dict(args.get("windows") or DEFAULT_WINDOWS)
+        self.horizon = max(self.windows.values())
+        self.started = time.time()
+        self.model: dict[str, Any] = {"ref": None, "version": None, "profile": None, "task": None, "deployed_at": 0}
+        self.all = RequestWindows(self.columns, None, None, self.windows)
+        self.per: dict[str, RequestWindows] = {}
+        self.meta: dict[str, dict[str, Any]] = {}
+        self.owner: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self.pending: list[tuple[str, tuple[Any, ...]]] = []
+        self.pending_batches: list[tuple[str, tuple[float, int, int]]] = []
+        self.lock = threading.RLock()
+        self.alerts = AlertBook(self.folder / "alerts.jsonl")
+        self.alerts.set_rules(args.get("alerts", []))
+        self.alert_window = args.get("alert_window") or next(iter(self.windows))
+        saved = self._load_state()
+        if saved is not None:  # Ray restarted this hub: carry on with the model and rules of before
+            self._set_model(saved["model"])
+            self.alerts.set_rules(saved["alerts"])
+        self.rebuilt = self._rebuild()
+        self.stopping = threading.Event()
+        threading.Thread(target=self._release_loop, daemon=True, name="nbdeploy-hub-release").start()
+        threading.Thread(target=self._alert_loop, daemon=True, name="nbdeploy-hub-alerts").start()
+
+    # state that survives a restart ---------------------------------------------------------
+
+    def _load_state(self) -> dict[str, Any] | None:
+        """``hub.json`` when it belongs to this deployment (not to an earlier one of the name)."""
+        try:
+            state: dict[str, Any] = json.loads((self.folder / "hub.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return state if state.get("created") == self.args.get("created") else None
+
+    def _save_state(self) -> None:
+        state = {"created": self.args.get("created"), "model": self.model, "alerts": self.alerts_specs()}
+        tmp = self.folder / "hub.json.tmp"
+        tmp.write_text(json.dumps(state))
+        tmp.replace(self.folder / "hub.json")
+
+    def alerts_specs(self) -> list[dict[str, Any]]:
+        return [{"rule": r.text, "k": r.k, "webhook": r.webhook} for r in self.alerts.rules]
+
+    def _rebuild(self) -> int:
+        """Queue the logged requests still inside the longest window and replay the labels,
+        so a hub that Ray restarted starts from everything that was answered."""
+        from nbdeploy.serving.requestlog import read_records
+
+        self.rebuilt_at = time.time()
+        self.rebuilt_ids: set[str] = set()  # what replicas forwarded before the restart may arrive too
+        count = 0
+        for path in sorted(self.folder.glob("requests-*.jsonl")):
+            replica = path.name.removeprefix("requests-").removesuffix(".jsonl")
+            items = [
+                (r["ts"], r.get("latency_ms", 0.0), r.get("status", 0), r.get("id", ""),
+                 r.get("inputs") if "columns" not in r else None, r.get("predictions"))
+                for r in read_records(path)
+                if r.get("ts", 0) >= self.rebuilt_at - self.horizon
+            ]  # fmt: skip
+            if items:
+                self._replica(replica)
+                self.meta[replica] = {"pid": None, "node": None, "last_seen": max(i[0] for i in items)}
+                self.pending.extend((replica, item) for item in items)
+                self._own(replica, items)
+                self.rebuilt_ids.update(item[3] for item in items)
+                count += len(items)
+        feedback = self.folder / "feedback.jsonl"
+        if count and feedback.exists():
+            for line in feedback.read_text().splitlines():
+                try:
+                    doc = json.loads(line)
+                    self._label(str(doc["id"]), list(doc["labels"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return count
+
+    # records ---------------------------------------------------------------------------
+
+    def _replica(self, replica: str) -> RequestWindows:
+        if replica not in self.per:
+            self.per[replica] = RequestWindows(
+                self.columns, self.model.get("profile"), self.model.get("task"), self.windows
+            )
+        return self.per[replica]
+
+    def _own(self, replica: str, items: Sequence[tuple[Any, ...]]) -> None:
+        for item in items:
+            self.owner[item[3]] = replica
+        while len(self.owner) > _OWNERS:
+            self.owner.popitem(last=False)
+
+    def _set_model(self, config: dict[str, Any]) -> None:
+        self.model = dict(config)
+        with self.lock:
+            for windows in [self.all, *self.per.values()]:
+                windows.set_profile(config.get("profile"), config.get("task"))
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """The model being served: from the app's ``user_config`` when Serve starts the hub, and
+        from ``ray_ctl`` on every update. An older deployment's config (Serve replays the first
+        one when it restarts the hub) never replaces a newer one."""
+        if config.get("deployed_at", 0) >= self.model.get("deployed_at", 0):
+            self._set_model(config)
+            self._save_state()
+
+    def record(
+        self,
+        replica: str,
+        meta: dict[str, Any],
+        requests: Sequence[tuple[Any, ...]],
+        batches: Sequence[tuple[float, int, int]],
+    ) -> int:
+        with self.lock:
+            if self.rebuilt_ids:  # already read from the request logs
+                if time.time() > self.rebuilt_at + 600:
+                    self.rebuilt_ids = set()
+                requests = [r for r in requests if r[3] not in self.rebuilt_ids]
+            self.meta[replica] = {**meta, "last_seen": time.time()}
+            self._replica(replica)
+            self._own(replica, requests)
+            self.pending.extend((replica, r) for r in requests)
+            self.pending_batches.extend((replica, b) for b in batches)
+        return len(requests)
+
+    def _release(self, cut: float) -> None:
+        with self.lock:
+            ready = sorted((p for p in self.pending if p[1][0] <= cut), key=lambda p: p[1][0])
+            self.pending = [p for p in self.pending if p[1][0] > cut]
+            ready_b = sorted((p for p in self.pending_batches if p[1][0] <= cut), key=lambda p: p[1][0])
+            self.pending_batches = [p for p in self.pending_batches if p[1][0] > cut]
+            for replica, item in ready:
+                self.all.add(*item)
+                self._replica(replica).add(*item)
+            for replica, b in ready_b:
+                self.all.add_batch(*b)
+                self._replica(replica).add_batch(*b)
+            gone = [rid for rid, m in self.meta.items() if m["last_seen"] < cut - self.horizon]
+            for rid in gone:  # replicas replaced by updates or restarts, out of every window
+                self.per.pop(rid, None)
+                self.meta.pop(rid, None)
+            for windows in [self.all, *self.per.values()]:
+                windows.fold()
+
+    def _release_loop(self) -> None:
+        while not self.stopping.wait(0.5):
+            try:
+                self._release(time.time() - HUB_LAG_S)
+            except Exception as exc:  # monitoring must keep going
+                print(f"monitoring hub fold failed: {type(exc).__name__}: {exc}", flush=True)
+
+    def _alert_loop(self) -> None:
+        while not self.stopping.wait(self.args.get("alert_interval_s", 5.0)):
+            if not self.alerts.rules:
+                continue
+            try:
+                with self.lock:
+                    doc = self.all.snapshot(time.time(), [self.alert_window])
+                self.alerts.evaluate(doc["windows"][self.alert_window])
+            except Exception as exc:
+                print(f"alert evaluation failed: {type(exc).__name__}: {exc}", flush=True)
+
+    # what the replicas ask on behalf of clients ----------------------------------------
+
+    def snapshot(self, names: list[str] | None = None) -> dict[str, Any]:
+        """The ``/monitor`` document: the deployment as a whole, plus ``replicas``."""
+        now = time.time()
+        with self.lock:
+            doc = self.all.snapshot(now, names)
+            doc["replicas"] = {
+                rid: {**self.meta[rid], "windows": windows.snapshot(now, names)["windows"]}
+                for rid, windows in self.per.items()
+                if rid in self.meta
+            }
+        doc.update(
+            name=self.args["name"], ref=self.model.get("ref"), version=self.model.get("version"), now=now,
+            uptime_s=round(now - self.started, 3), alerts=self.alerts.to_dict(), columns=self.columns,
+            task=self.all.task, target="ray", hub={"pid": os.getpid(), "rebuilt": self.rebuilt},
+        )  # fmt: skip
+        return doc
+
+    def _label(self, rid: str, labels: list[Any]) -> bool:
+        """Labels go to the whole deployment and to the replica that answered the request
+        (a request not seen yet keeps them until it arrives, as the local server does)."""
+        known = self.all.feedback(rid, labels)
+        replica = self.owner.get(rid)
+        if replica is not None and replica in self.per:
+            self.per[replica].feedback(rid, labels)
+        return known or replica is not None
+
+    def feedback(self, ids: list[str], targets: list[Any]) -> dict[str, Any]:
+        unknown, lines = [], []
+        with self.lock:
+            for rid, target in zip(ids, targets, strict=True):
+                labels = target if isinstance(target, list) else [target]
+                if not self._label(rid, labels):
+                    unknown.append(rid)
+                lines.append(json.dumps({"id": rid, "labels": labels}) + "\n")
+        with (self.folder / "feedback.jsonl").open("a") as fh:
+            fh.write("".join(lines))
+        return {"accepted": len(ids) - len(unknown), "unknown": unknown}
+
+    def set_alerts(self, rules: list[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            self.alerts.set_rules(rules)
+        except RuleError as exc:
+            return {"error": str(exc)}
+        except (KeyError, TypeError):
+            return {"error": "The body must be JSON with a 'rules' list of {'rule': ..., 'k': ..., 'webhook': ...}."}
+        self._save_state()
+        result: dict[str, Any] = self.alerts.to_dict()
+        return result
+
+    def __del__(self) -> None:
+        self.stopping.set()
