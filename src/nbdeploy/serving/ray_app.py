@@ -166,8 +166,18 @@ def _with_hub_routes(core: Starlette, hub: Any, settings: ServerSettings) -> Sta
     """``/monitor``, ``/feedback`` and ``/admin/alerts`` answered by the hub, the rest by ``core``."""
     windows = list(settings.windows or {"1m": 60, "5m": 300, "1h": 3600})
 
-    def error(status: int, message: str) -> Response:
-        return json_response({"error_code": "BAD_REQUEST", "message": message}, status)
+    def error(status: int, message: str, code: str = "BAD_REQUEST") -> Response:
+        return json_response({"error_code": code, "message": message}, status)
+
+    async def ask(call: Any, *args: Any) -> Any:
+        """A hub method's answer, or ``None`` when the hub cannot answer in time (Ray restarting it)."""
+        try:
+            return await asyncio.wait_for(call.remote(*args), timeout=20)
+        except Exception as exc:
+            print(f"monitoring hub did not answer: {type(exc).__name__}: {exc}", flush=True)
+            return None
+
+    hub_away = "The monitoring hub of this deployment is not answering (Ray restarts it); try again shortly."
 
     async def monitor(request: Request) -> Response:
         denied = guard(core, request)
@@ -177,7 +187,8 @@ def _with_hub_routes(core: Starlette, hub: Any, settings: ServerSettings) -> Sta
         unknown = [w for w in names or [] if w not in windows]
         if unknown:
             return error(400, f"Unknown window {unknown[0]!r}; windows: {', '.join(windows)}.")
-        return json_response(await hub.snapshot.remote(names))
+        doc = await ask(hub.snapshot, names)
+        return error(503, hub_away, "TEMPORARILY_UNAVAILABLE") if doc is None else json_response(doc)
 
     async def feedback(request: Request) -> Response:
         denied = guard(core, request)
@@ -190,7 +201,8 @@ def _with_hub_routes(core: Starlette, hub: Any, settings: ServerSettings) -> Sta
                 raise ValueError
         except (ValueError, KeyError, TypeError):
             return error(400, "The body must be JSON with 'ids' and 'targets' lists of one length.")
-        return json_response(await hub.feedback.remote([str(i) for i in ids], targets))
+        result = await ask(hub.feedback, [str(i) for i in ids], targets)
+        return error(503, hub_away, "TEMPORARILY_UNAVAILABLE") if result is None else json_response(result)
 
     async def set_alerts(request: Request) -> Response:
         denied = guard(core, request, always=True)
@@ -201,7 +213,9 @@ def _with_hub_routes(core: Starlette, hub: Any, settings: ServerSettings) -> Sta
         except (ValueError, KeyError, TypeError):
             message = "The body must be JSON with a 'rules' list of {'rule': ..., 'k': ..., 'webhook': ...}."
             return error(400, message)
-        result = await hub.set_alerts.remote(rules)
+        result = await ask(hub.set_alerts, rules)
+        if result is None:
+            return error(503, hub_away, "TEMPORARILY_UNAVAILABLE")
         return error(400, result["error"]) if "error" in result else json_response(result)
 
     @asynccontextmanager
