@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
-import ipaddress
 import json
 import os
 import secrets
@@ -19,21 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nbdeploy import _procs, _ray
+from nbdeploy import _procs, _ray, config
 from nbdeploy._deployments import MARKER, Deployment, _folder, _save_spec
 from nbdeploy.errors import DeploymentError, InvalidInputError
 from nbdeploy.refs import parse_ref, validate_name
 
 __all__ = ["alert_specs", "fetch", "serve"]
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -160,7 +149,7 @@ def serve(
     rules = alert_specs(alerts, webhook, alert_k)
     window_spec = _window_spec(windows)
     folder = _folder(name)
-    with _locked(folder):
+    with _procs.locked(folder):
         existing = Deployment(name, folder)
         if (folder / "spec.json").exists() and existing.state() == "running":
             raise DeploymentError(
@@ -172,7 +161,7 @@ def serve(
             "name": name,
             "host": host,
             "port": port,
-            "require_token": bool(token) or not _is_loopback(host),
+            "require_token": bool(token) or not config.is_loopback(host),
             "max_batch": max_batch,
             "max_wait_ms": max_wait_ms,
             "max_body_bytes": max_body_bytes,
@@ -264,15 +253,3 @@ def _start(dep: Deployment, timeout: float, attach: bool) -> Deployment:
     raise DeploymentError(
         f"The server for {dep.name!r} was not ready after {timeout:.0f} s; the last lines of its log:\n{dep.logs(15)}"
     )
-
-
-@contextlib.contextmanager
-def _locked(folder: Path) -> Any:
-    """Hold the deployment folder's lock, so two ``serve`` calls cannot race for one name."""
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with (folder / ".lock").open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["alive", "attached", "children", "stop_attached", "stop_group"]
+__all__ = ["alive", "attached", "children", "locked", "stop_attached", "stop_group"]
 
 # Servers started by this process, kept so that their exit status is reaped (no zombies).
 children: dict[int, subprocess.Popen[bytes]] = {}
@@ -68,3 +70,16 @@ def stop_group(pid: int, marker: str, timeout: float = 10.0) -> bool:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(1)
     return killed
+
+
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Hold ``folder/.lock`` (an exclusive ``flock``): one process at a time starts or stops
+    what lives in ``folder`` (a deployment, nbdeploy's local Ray cluster)."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with (folder / ".lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

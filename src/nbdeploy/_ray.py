@@ -10,7 +10,6 @@ with the last deployment on it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib.util
 import json
 import os
@@ -20,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,17 +64,9 @@ def _listening(address: str) -> bool:
     return False
 
 
-@contextlib.contextmanager
-def _cluster_lock() -> Iterator[None]:
+def _cluster_lock() -> contextlib.AbstractContextManager[None]:
     """One kernel at a time starts or stops nbdeploy's local cluster."""
-    folder = _cluster_file().parent
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with (folder / ".lock").open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return _procs.locked(_cluster_file().parent)
 
 
 def _local_cluster() -> dict[str, Any] | None:

@@ -98,3 +98,15 @@ def display_uri(uri: str) -> str:
     if "@" not in parsed.netloc:
         return uri
     return parsed._replace(netloc="***@" + parsed.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (where a server may go without a token)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from nbdeploy.monitoring.alerts import AlertBook, RuleError
 from nbdeploy.monitoring.windows import RequestWindows
 
-__all__ = ["MonitorCollector", "alert_loop", "fold_loop", "monitor_routes"]
+__all__ = ["MonitorCollector", "alert_loop", "feedback_body", "fold_loop", "monitor_routes"]
 
 Json = Callable[..., Response]
 Guard = Callable[[Request, bool], Response | None]
@@ -32,6 +32,18 @@ Guard = Callable[[Request, bool], Response | None]
 
 def _error(json_response: Json, status: int, message: str) -> Response:
     return json_response({"error_code": "BAD_REQUEST", "message": message}, status)
+
+
+def feedback_body(body: bytes) -> tuple[list[Any], list[Any]]:
+    """``ids`` and ``targets`` of a ``POST /feedback`` body; ValueError with the message to answer."""
+    try:
+        doc = json.loads(body)
+        ids, targets = doc["ids"], doc["targets"]
+        if isinstance(ids, list) and isinstance(targets, list) and len(ids) == len(targets):
+            return ids, targets
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise ValueError("The body must be JSON with 'ids' and 'targets' lists of one length.")
 
 
 def monitor_routes(server: Any, json_response: Json, guard: Guard, folder: Path | None) -> list[Route]:
@@ -60,12 +72,9 @@ def monitor_routes(server: Any, json_response: Json, guard: Guard, folder: Path 
         if denied is not None:
             return denied
         try:
-            doc = json.loads(await request.body())
-            ids, targets = doc["ids"], doc["targets"]
-            if not isinstance(ids, list) or not isinstance(targets, list) or len(ids) != len(targets):
-                raise ValueError
-        except (ValueError, KeyError, TypeError):
-            return _error(json_response, 400, "The body must be JSON with 'ids' and 'targets' lists of one length.")
+            ids, targets = feedback_body(await request.body())
+        except ValueError as exc:
+            return _error(json_response, 400, str(exc))
         unknown = []
         lines = []
         for rid, target in zip(ids, targets, strict=True):

@@ -38,6 +38,7 @@ from starlette.routing import Mount, Route
 
 from nbdeploy.serving.app import ServerSettings, create_app, guard, json_response
 from nbdeploy.serving.loader import load
+from nbdeploy.serving.monitor_routes import feedback_body
 from nbdeploy.serving.ray_hub import Hub, node_folder
 from nbdeploy.serving.requestlog import RequestLog
 
@@ -195,12 +196,9 @@ def _with_hub_routes(core: Starlette, hub: Any, settings: ServerSettings) -> Sta
         if denied is not None:
             return denied
         try:
-            doc = json.loads(await request.body())
-            ids, targets = doc["ids"], doc["targets"]
-            if not isinstance(ids, list) or not isinstance(targets, list) or len(ids) != len(targets):
-                raise ValueError
-        except (ValueError, KeyError, TypeError):
-            return error(400, "The body must be JSON with 'ids' and 'targets' lists of one length.")
+            ids, targets = feedback_body(await request.body())
+        except ValueError as exc:
+            return error(400, str(exc))
         result = await ask(hub.feedback, [str(i) for i in ids], targets)
         return error(503, hub_away, "TEMPORARILY_UNAVAILABLE") if result is None else json_response(result)
 

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nbdeploy.config import is_loopback
+
 MAX_MODEL_BYTES = 256 << 20
 
 
@@ -62,17 +64,6 @@ def _args(folder: Path, spec: dict[str, Any], entry: dict[str, Any]) -> dict[str
         "windows": spec.get("windows"), "alerts": spec.get("alerts", []), "alert_window": spec.get("alert_window"),
         "alert_interval_s": spec.get("alert_interval_s", 5.0),
     }  # fmt: skip
-
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _model_config(entry: dict[str, Any]) -> dict[str, Any]:
@@ -120,7 +111,7 @@ def deploy(folder: Path, entry: dict[str, Any] | None) -> dict[str, Any]:
     host, port = _proxy(spec)
     args = _args(folder, spec, entry)
     # a proxy that already listened off loopback (Serve started earlier) exposes this deployment too
-    args["require_token"] = bool(spec["require_token"]) or not _is_loopback(host)
+    args["require_token"] = bool(spec["require_token"]) or not is_loopback(host)
     model = {**_model_config(entry), "deployed_at": time.time()}
     app = ray_app.replica_app(args, _model_tar(entry["model_path"]), ray_spec["replicas"], ray_spec["num_cpus"])
     targets = [serve.RunTarget(app, name=name, route_prefix=f"/{name}")]
