@@ -26,17 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from serving import quickstart_model, wrk
 
+from nbdeploy._ray import free_port, ray_cli
+
 CONNECTIONS = (16, 64)
-RAY = [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()"]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _load(url: str, body: bytes) -> dict[int, dict[str, float]]:
@@ -58,10 +50,10 @@ def main() -> None:
         local.stop()
 
     temp = tempfile.mkdtemp(prefix="nbd-rb-", dir="/tmp")
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     head = subprocess.Popen(
-        [*RAY, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+        [*ray_cli(), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
          "--include-dashboard=false", "--disable-usage-stats", f"--num-cpus={os.cpu_count()}", f"--temp-dir={temp}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
@@ -71,7 +63,7 @@ def main() -> None:
             started = time.perf_counter()
             dep = nbdeploy.serve(
                 "cancer/1", name=f"bench-ray{replicas}", target="ray", replicas=replicas, address=address,
-                port=_free_port() if replicas == 1 else 0, replica_cpus=1,
+                port=free_port() if replicas == 1 else 0, replica_cpus=1,
             )  # fmt: skip
             print(f"ray, {replicas} replica(s): deployed in {time.perf_counter() - started:.1f} s", flush=True)
             try:

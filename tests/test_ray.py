@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import numpy as np
 import pytest
 
 import nbdeploy
+from nbdeploy._ray import listening, ray_cli
 from tests.helpers import JSON, battery, free_port, stop_group
 
 pytestmark = pytest.mark.skipif(
@@ -32,7 +34,6 @@ pytestmark = pytest.mark.skipif(
     reason="Ray Serve is not installed (pip install -e '.[ray]'; the dev extra has it)",
 )
 
-RAY = [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()"]
 DRIVER = """
 import json, sys, ray
 from ray import serve
@@ -64,12 +65,12 @@ def cluster() -> Iterator[str]:
     procs: list[subprocess.Popen[bytes]] = []
     log = (Path(temp) / "nodes.log").open("ab")
     try:
-        head = [*RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}"]
+        head = [*ray_cli(), "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}"]
         procs.append(subprocess.Popen([*head, *common], stdout=log, stderr=log, env=env, start_new_session=True))
         deadline = time.monotonic() + 90
-        while _driver_ready(address) is False and time.monotonic() < deadline:
+        while not listening(address) and time.monotonic() < deadline:
             time.sleep(1)
-        worker = [*RAY, "start", f"--address={address}", *common]
+        worker = [*ray_cli(), "start", f"--address={address}", *common]
         procs.append(subprocess.Popen(worker, stdout=log, stderr=log, env=env, start_new_session=True))
         while _driver(address, probe_serve=False)["nodes"] < 2 and time.monotonic() < deadline:
             time.sleep(1)
@@ -79,18 +80,7 @@ def cluster() -> Iterator[str]:
         for proc in reversed(procs):
             stop_group(proc, timeout=10)
         log.close()
-        subprocess.run(["rm", "-rf", temp], check=False)
-
-
-def _driver_ready(address: str) -> bool:
-    import socket
-
-    host, port = address.split(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=1):
-            return True
-    except OSError:
-        return False
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

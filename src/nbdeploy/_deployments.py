@@ -85,9 +85,9 @@ class Deployment:
         spec = self.spec
         if spec.get("target") == "ray":
             return str(spec["ray"].get("url") or "")
-        host = self.spec["host"]
+        host = spec["host"]
         shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{self.port or self.spec['port']}"
+        return f"http://{shown}:{self.port or spec['port']}"
 
     @property
     def current(self) -> dict[str, Any]:
@@ -126,8 +126,11 @@ class Deployment:
     ) -> Any:
         import httpx
 
-        if self.state() != "running":
-            raise DeploymentError(f"Deployment {self.name!r} is {self.state()}: serve it again to use it.")
+        # A Ray application is asked directly (no /health round trip first): if it does not
+        # answer, the request below says so.
+        state = ("running" if self.deployed else "stopped") if self.target == "ray" else self.state()
+        if state != "running":
+            raise DeploymentError(f"Deployment {self.name!r} is {state}: serve it again to use it.")
         try:
             response = httpx.request(
                 method, self.url + route, headers={**self._headers(), **(headers or {})}, timeout=timeout, **kw
@@ -220,8 +223,9 @@ class Deployment:
         if self.target == "ray":  # a rolling update: Ray replaces the replicas one by one
             from nbdeploy import _ray
 
-            if self.state() != "running":
-                raise DeploymentError(f"Deployment {self.name!r} is {self.state()}: serve it again to use it.")
+            state = self.state()
+            if state != "running":
+                raise DeploymentError(f"Deployment {self.name!r} is {state}: serve it again to use it.")
             _ray.ctl(self.path, "deploy", entry)
             return
         payload = {

@@ -25,7 +25,10 @@ from typing import Any
 from nbdeploy import _procs, config
 from nbdeploy.errors import DeploymentError, InvalidInputError
 
-__all__ = ["CTL", "ctl", "require_ray", "resolve_address", "stop_local_cluster", "stop_local_cluster_if_unused"]
+__all__ = [
+    "CTL", "ctl", "free_port", "listening", "ray_cli", "require_ray", "resolve_address", "stop_local_cluster",
+    "stop_local_cluster_if_unused",
+]  # fmt: skip
 
 CTL = "nbdeploy.serving.ray_ctl"
 INSTALL = "pip install 'nbdeploy[ray]'"
@@ -49,7 +52,7 @@ def require_ray() -> None:
         raise DeploymentError(f"--target ray needs Ray Serve, which is not installed here: {INSTALL}.")
 
 
-def _ray_cli() -> list[str]:
+def ray_cli() -> list[str]:
     return [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()"]
 
 
@@ -57,7 +60,7 @@ def _cluster_file() -> Path:
     return config.home() / ".ray" / "cluster.json"
 
 
-def _listening(address: str) -> bool:
+def listening(address: str) -> bool:
     host, _, port = address.rpartition(":")
     with contextlib.suppress(OSError, ValueError), socket.create_connection((host, int(port)), timeout=1):
         return True
@@ -78,7 +81,7 @@ def _local_cluster() -> dict[str, Any] | None:
     return info if _procs.alive(info.get("pid"), "--head") else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -97,13 +100,12 @@ def start_local_cluster(timeout: float = 60.0) -> dict[str, Any]:
     before it is waited for, so an interrupted start leaves nothing ``stop`` cannot find."""
     with _cluster_lock():
         info = _local_cluster()
-        proc = None
         if info is None:
             folder = _cluster_file().parent
-            port = _free_port()
+            port = free_port()
             temp = tempfile.mkdtemp(prefix="nbd-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
             cmd = [
-                *_ray_cli(), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+                *ray_cli(), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
                 "--include-dashboard=false", "--disable-usage-stats", f"--num-cpus={os.cpu_count() or 1}",
                 f"--temp-dir={temp}",
             ]  # fmt: skip
@@ -122,7 +124,7 @@ def start_local_cluster(timeout: float = 60.0) -> dict[str, Any]:
             tail = log_file.read_text(errors="replace").splitlines()[-10:]
             stop_local_cluster(info["address"])
             raise DeploymentError("The local Ray cluster did not start; the end of its log:\n" + "\n".join(tail))
-        if _listening(info["address"]):
+        if listening(info["address"]):
             return info
         time.sleep(0.2)
     stop_local_cluster(info["address"])

@@ -68,7 +68,9 @@ class ServerSettings:
     alert_interval_s: float = 5.0
     folder: str | None = None
     reload: bool = True  # False on a Ray replica: the model changes by a rolling update instead
-    any_request_id: bool = False  # True behind Ray's proxy, which echoes whatever id it was given
+    # Behind Ray's proxy, which gives every request an x-request-id and echoes it in the
+    # response itself: take that id as it is and do not add a second header.
+    proxy_request_id: bool = False
 
 
 class _Metrics:
@@ -172,7 +174,7 @@ class _Server:
 
     def request_id(self, request: Request) -> str:
         given = request.headers.get("x-request-id")
-        if given and (_RID.match(given) or (self.settings.any_request_id and len(given) <= 256)):
+        if given and (_RID.match(given) or (self.settings.proxy_request_id and len(given) <= 256)):
             return given
         self.seq += 1
         return f"{self.boot}-{self.seq}"
@@ -283,7 +285,7 @@ def _routes(server: _Server) -> list[Route]:
             observer.add(record["ts"], record["latency_ms"], status, rid, values, predictions)
         server.metrics.requests.labels(str(status)).inc()
         server.metrics.latency.observe(latency)
-        return _json(payload, status, {"X-Request-Id": rid})
+        return _json(payload, status, None if settings.proxy_request_id else {"X-Request-Id": rid})
 
     async def info(request: Request) -> Response:
         denied = _auth_error(server, request)

@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from starlette.routing import Route
 from nbdeploy.monitoring.alerts import AlertBook, RuleError
 from nbdeploy.monitoring.windows import RequestWindows
 
-__all__ = ["MonitorCollector", "alert_loop", "feedback_body", "fold_loop", "monitor_routes"]
+__all__ = ["MonitorCollector", "alert_loop", "feedback_body", "fold_loop", "monitor_routes", "window_names"]
 
 Json = Callable[..., Response]
 Guard = Callable[[Request, bool], Response | None]
@@ -32,6 +32,16 @@ Guard = Callable[[Request, bool], Response | None]
 
 def _error(json_response: Json, status: int, message: str) -> Response:
     return json_response({"error_code": "BAD_REQUEST", "message": message}, status)
+
+
+def window_names(request: Request, known: Iterable[str]) -> list[str] | None:
+    """The windows asked by ``?window=1m,5m`` (``None``: all); ValueError names an unknown one."""
+    known = list(known)
+    names = [w for w in request.query_params.get("window", "").split(",") if w] or None
+    unknown = [w for w in names or [] if w not in known]
+    if unknown:
+        raise ValueError(f"Unknown window {unknown[0]!r}; windows: {', '.join(known)}.")
+    return names
 
 
 def feedback_body(body: bytes) -> tuple[list[Any], list[Any]]:
@@ -53,11 +63,10 @@ def monitor_routes(server: Any, json_response: Json, guard: Guard, folder: Path 
         denied = guard(request, False)
         if denied is not None:
             return denied
-        names = [w for w in request.query_params.get("window", "").split(",") if w] or None
-        unknown = [w for w in names or [] if w not in server.monitor.windows]
-        if unknown:
-            known = ", ".join(server.monitor.windows)
-            return _error(json_response, 400, f"Unknown window {unknown[0]!r}; windows: {known}.")
+        try:
+            names = window_names(request, server.monitor.windows)
+        except ValueError as exc:
+            return _error(json_response, 400, str(exc))
         now = time.time()
         doc = await asyncio.to_thread(server.monitor.snapshot, now, names)
         doc.update(

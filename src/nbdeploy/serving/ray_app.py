@@ -38,7 +38,7 @@ from starlette.routing import Mount, Route
 
 from nbdeploy.serving.app import ServerSettings, create_app, guard, json_response
 from nbdeploy.serving.loader import load
-from nbdeploy.serving.monitor_routes import feedback_body
+from nbdeploy.serving.monitor_routes import feedback_body, window_names
 from nbdeploy.serving.ray_hub import Hub, node_folder
 from nbdeploy.serving.requestlog import RequestLog
 
@@ -115,7 +115,6 @@ class Replica:
     def __init__(self, args: dict[str, Any], model_tar: bytes) -> None:
         ctx = serve.get_replica_context()
         self.replica = ctx.replica_id.unique_id
-        self.args = args
         self.folder = node_folder(args)
         self.model = load(_unpack(model_tar) / "model")
         entry = args["entry"]
@@ -123,7 +122,7 @@ class Replica:
             name=args["name"], ref=entry["ref"], version=entry.get("version"), token=args.get("token"),
             require_token=args["require_token"], max_body_bytes=args["max_body_bytes"],
             max_batch=args["max_batch"], max_wait_ms=args["max_wait_ms"], log_rows=args.get("log_rows", 100),
-            monitor=False, windows=args.get("windows"), reload=False, any_request_id=True,
+            monitor=False, windows=args.get("windows"), reload=False, proxy_request_id=True,
         )  # fmt: skip
         log_bytes = args.get("log_max_bytes", 64 << 20)
         self.log = RequestLog(self.folder / f"requests-{self.replica}.jsonl", max_bytes=log_bytes)
@@ -142,25 +141,7 @@ class Replica:
             background=forward.loop if forward is not None else None,
             observers=[forward] if forward is not None else [],
         )
-        app = core if self.hub is None else _with_hub_routes(core, self.hub, self.settings)
-        return _RequestIdOnce(app)
-
-
-class _RequestIdOnce:
-    """Ray's proxy gives every request an ``x-request-id`` (the client's, or a new one) that
-    the core app uses as its id, and adds it to the response itself: drop the core's copy so
-    clients see one header (``X-Request-Id`` is what ``feedback`` takes)."""
-
-    def __init__(self, app: Starlette) -> None:
-        self.app, self.state = app, app.state
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        async def send_once(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
-            await send(message)
-
-        await self.app(scope, receive, send_once)
+        return core if self.hub is None else _with_hub_routes(core, self.hub, self.settings)
 
 
 def _with_hub_routes(core: Starlette, hub: Any, settings: ServerSettings) -> Starlette:
@@ -184,10 +165,10 @@ def _with_hub_routes(core: Starlette, hub: Any, settings: ServerSettings) -> Sta
         denied = guard(core, request)
         if denied is not None:
             return denied
-        names = [w for w in request.query_params.get("window", "").split(",") if w] or None
-        unknown = [w for w in names or [] if w not in windows]
-        if unknown:
-            return error(400, f"Unknown window {unknown[0]!r}; windows: {', '.join(windows)}.")
+        try:
+            names = window_names(request, windows)
+        except ValueError as exc:
+            return error(400, str(exc))
         doc = await ask(hub.snapshot, names)
         return error(503, hub_away, "TEMPORARILY_UNAVAILABLE") if doc is None else json_response(doc)
 
