@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from serving import quickstart_model, wrk
 
-from nbdeploy._ray import free_port, ray_cli
+from nbdeploy.deployments.ray_client import free_port, ray_cli
 
 CONNECTIONS = (16, 64)
 

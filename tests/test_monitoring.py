@@ -147,7 +147,7 @@ def test_magics_and_cli(
     ip.run_line_magic("deploy", f"alerts {dep.name} --add 'p95_ms>5000' --k 2")
     out = capsys.readouterr().out
     assert "requests>10" in out and "p95_ms>5000" in out
-    assert [r["rule"] for r in nbdeploy.get(dep.name).spec["alerts"]] == ["requests>10", "p95_ms>5000"]
+    assert [r["rule"] for r in nbdeploy.get(dep.name).spec.alerts] == ["requests>10", "p95_ms>5000"]
     widget = ip.run_line_magic("deploy", f"monitor {dep.name} --interval 0.5 --window 5m")
     assert (widget.window, widget.interval) == ("5m", 0.5)
     widget.close()

@@ -25,12 +25,12 @@ def test_all_matches_public_names() -> None:
 
 
 def test_core_does_not_import_ipython() -> None:
-    core = "import nbdeploy, nbdeploy.registry, nbdeploy.profile, nbdeploy.cli, nbdeploy._launch, nbdeploy.validation"
+    core = "import nbdeploy, nbdeploy.registry, nbdeploy.profile, nbdeploy.cli, nbdeploy.deployments, nbdeploy.validation"
     assert imported_after(core, ["IPython", "ipywidgets", "anywidget"]) == []
 
 
 def test_the_kernel_does_not_import_the_servers_web_stack() -> None:
-    kernel = LOAD_EXT + "import nbdeploy._launch, nbdeploy._deployments, nbdeploy.registry\n"
+    kernel = LOAD_EXT + "import nbdeploy.deployments, nbdeploy.commands, nbdeploy.registry\n"
     assert imported_after(kernel, ["starlette", "uvicorn", "prometheus_client"]) == []
 
 

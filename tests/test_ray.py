@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import nbdeploy
-from nbdeploy._ray import listening, ray_cli
+from nbdeploy.deployments.ray_client import listening, ray_cli
 from tests.helpers import JSON, battery, free_port, stop_group
 
 pytestmark = pytest.mark.skipif(
@@ -386,18 +386,19 @@ def test_stop_leaves_no_serve_application(cluster: str, deployment: nbdeploy.Dep
 def test_without_address_a_local_cluster_is_started_and_stopped(
     model_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nbdeploy import _ray, config
+    from nbdeploy import config
+    from nbdeploy.deployments import processes
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     dep = nbdeploy.serve(f"{model_name}/1", name="ray-local", target="ray", port=free_port())
     try:
         info = json.loads((config.home() / ".ray" / "cluster.json").read_text())
-        assert dep.spec["ray"]["started_cluster"] and dep.spec["ray"]["address"] == info["address"]
+        assert dep.spec.ray.started_cluster and dep.spec.ray.address == info["address"]
         assert dep.state() == "running" and len(dep.predict(np.zeros((2, 30)))) == 2
     finally:
         dep.stop()
     assert dep.state() == "stopped"
-    assert not _ray._procs.alive(info["pid"], "--head")
+    assert not processes.alive(info["pid"], "--head")
     assert not Path(info["temp_dir"]).exists()
     leftovers = subprocess.run(["pgrep", "-f", info["temp_dir"]], capture_output=True, text=True).stdout.split()
     assert not leftovers, leftovers

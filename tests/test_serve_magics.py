@@ -29,7 +29,7 @@ def test_serving_subcommands(
     try:
         assert (st.state, st.version) == ("running", 1)
         dep = nbdeploy.get(name)
-        assert dep.spec["max_batch"] == 64 and dep.spec["max_wait_ms"] == 1.0
+        assert dep.spec.max_batch == 64 and dep.spec.max_wait_ms == 1.0
         preds = ip.run_line_magic("deploy", f"predict {name} --data 'X_test.head(20)'")
         assert preds.tolist() == cancer["model"].predict(cancer["X_test"].head(20)).tolist()
         assert ip.run_line_magic("deploy", f"status {name}").url == dep.url
@@ -54,7 +54,7 @@ def test_serving_subcommands(
 
 
 def test_serving_usage_errors(ip: Any, versions: str) -> None:
-    assert usage_error(ip, "stop") == "Give either a deployment NAME or --all to %deploy stop."
+    assert usage_error(ip, "stop") == "Give either a deployment NAME or --all to stop."
     assert usage_error(ip, "status nope").startswith("No deployment is named 'nope'; deployments: ")
     assert usage_error(ip, f"serve {versions}/9") == f"Model {versions!r} has no version 9; its versions are 1, 2."
     assert usage_error(ip, f"serve {versions} --port 70000") == "Invalid port 70000: use 1-65535, or 0 for a free port."

@@ -20,8 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import nbdeploy
-from nbdeploy import _deployments as deployments
-from nbdeploy import _launch
+from nbdeploy import deployments
 from nbdeploy.errors import DeploymentError, DeploymentNotFoundError
 from nbdeploy.serving.requestlog import read_records
 
@@ -91,7 +90,7 @@ def test_lifecycle_status_logs_stop(dep: deployments.Deployment, cancer: dict[st
     pid = dep.pid
     dep.stop()
     assert dep.state() == "stopped"
-    assert pid is not None and not deployments._procs.alive(pid, str(dep.path))
+    assert pid is not None and not deployments.processes.alive(pid, str(dep.path))
     with pytest.raises(DeploymentError, match="is stopped: serve it again"):
         dep.predict(X)
 
@@ -226,7 +225,7 @@ def test_stop_all_leaves_no_process(two_versions: str) -> None:
     assert set(deployments.stop_all()) >= {"all-0", "all-1"}
     ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     servers = [line for line in ps.splitlines() if "nbdeploy.serving" in line and "all-" in line]
-    assert servers == [] and all(not deployments._procs.alive(p, "nbdeploy.serving") for p in pids)
+    assert servers == [] and all(not deployments.processes.alive(p, "nbdeploy.serving") for p in pids)
 
 
 SHELL = """
@@ -272,9 +271,9 @@ def test_attached_deployment_ends_with_its_kernel(two_versions: str, name: str) 
     kernel.kill()  # like a kernel that dies without cleaning up
     kernel.wait()
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and deployments._procs.alive(pid, str(dep.path)):
+    while time.monotonic() < deadline and deployments.processes.alive(pid, str(dep.path)):
         time.sleep(0.1)
-    assert not deployments._procs.alive(pid, str(dep.path))
+    assert not deployments.processes.alive(pid, str(dep.path))
     assert "parent process" in dep.logs(3)
     dep.stop()
 
@@ -284,26 +283,24 @@ def test_predictions_match_in_process_predict_exactly(dep: deployments.Deploymen
     np.testing.assert_array_equal(dep.predict(X.to_numpy()), cancer["model"].predict(X))
 
 
-def test_a_model_that_fails_to_load_shows_the_log(tmp_path: Any) -> None:
-    folder = tmp_path / "broken"
-    (folder / "models" / "v1" / "model").mkdir(parents=True)
-    (folder / "models" / "v1" / "model" / "MLmodel").write_text(
-        "flavors:\n  sklearn:\n    pickled_model: model.pkl\n    serialization_format: cloudpickle\n"
+def test_a_model_that_fails_to_load_shows_the_log(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, cancer: dict[str, Any], name: str
+) -> None:
+    # A model whose class lives in a module only this process can import: the server cannot unpickle it.
+    (tmp_path / "nbd_private_model.py").write_text(
+        "from sklearn.dummy import DummyClassifier\n\nclass Private(DummyClassifier):\n    pass\n"
     )
-    (folder / "models" / "v1" / "model" / "model.pkl").write_bytes(b"not a pickle")
-    spec = {
-        "name": "broken", "host": "127.0.0.1", "port": 0, "require_token": False, "max_batch": 8,
-        "max_wait_ms": 0, "max_body_bytes": 1024, "attach_to": None, "monitor": True, "alerts": [],
-        "history": [{"ref": "broken/1", "version": 1, "model_path": str(folder / "models" / "v1" / "model")}],
-    }  # fmt: skip
-    (folder / "spec.json").write_text(__import__("json").dumps(spec))
-    dep = deployments.Deployment("broken", folder)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import nbd_private_model
+
+    model = nbd_private_model.Private(strategy="most_frequent").fit(cancer["X_train"], cancer["y_train"])
+    nbdeploy.register(model, name, cancer["X_train"])
     with pytest.raises(DeploymentError) as err:
-        _launch._start(dep, timeout=60, attach=False)
+        nbdeploy.serve(f"{name}/1", name=name)
     message = str(err.value)
-    assert message.startswith("The server for 'broken' exited with code 1 before it was ready;")
-    assert "UnpicklingError" in message
-    assert dep.state() == "stopped"
+    assert message.startswith(f"The server for {name!r} exited with code 1 before it was ready;")
+    assert "ModuleNotFoundError: No module named 'nbd_private_model'" in message
+    assert deployments.get(name).state() == "stopped"
 
 
 def test_a_name_can_serve_another_model_later(two_versions: str, name: str, cancer: dict[str, Any]) -> None:

@@ -32,11 +32,11 @@ from nbdeploy.errors import (
 )
 
 if TYPE_CHECKING:
-    from nbdeploy._deployments import Deployment, DeploymentList, deployments, get
-    from nbdeploy._launch import serve
     from nbdeploy.config import configure
+    from nbdeploy.deployments import Deployment, DeploymentList, deployments, get, serve
     from nbdeploy.refs import ModelRef, parse_ref
     from nbdeploy.registry import models, promote, register, resolve
+    from nbdeploy.spec import DeploymentSpec
     from nbdeploy.validation import ValidationReport, validate
     from nbdeploy.versions import ModelList, ModelVersion
 
@@ -46,6 +46,7 @@ __all__ = [
     "DeploymentError",
     "DeploymentList",
     "DeploymentNotFoundError",
+    "DeploymentSpec",
     "InvalidInputError",
     "InvalidReferenceError",
     "ModelList",
@@ -86,11 +87,12 @@ _LAZY = {
     "ModelVersion": "nbdeploy.versions",
     "validate": "nbdeploy.validation",
     "ValidationReport": "nbdeploy.validation",
-    "serve": "nbdeploy._launch",
-    "deployments": "nbdeploy._deployments",
-    "get": "nbdeploy._deployments",
-    "Deployment": "nbdeploy._deployments",
-    "DeploymentList": "nbdeploy._deployments",
+    "serve": "nbdeploy.deployments",
+    "deployments": "nbdeploy.deployments",
+    "get": "nbdeploy.deployments",
+    "Deployment": "nbdeploy.deployments",
+    "DeploymentList": "nbdeploy.deployments",
+    "DeploymentSpec": "nbdeploy.spec",
 }
 
 
@@ -98,6 +100,8 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'nbdeploy' has no attribute {name!r}")
+    if name == "deployments":  # the package itself, callable: see nbdeploy.deployments._Package
+        return importlib.import_module(module)
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -1,156 +1,152 @@
-"""``nbdeploy`` on the command line, mirroring the magics for terminals and CI.
+"""``nbdeploy`` on the command line: the command table (:mod:`nbdeploy.commands`) for
+terminals and CI. Every ``%deploy`` subcommand is here with the same options; arguments
+that name data take files instead of Python expressions.
 
-$ nbdeploy models cancer
-$ nbdeploy promote cancer/2 --alias champion
-$ nbdeploy serve cancer@champion --port 5050
-$ nbdeploy list
+$ nbdeploy register model.pkl --name cancer --data train.csv --target label
+$ nbdeploy validate cancer/1 --data test.parquet --target label --gate "f1>=0.9" --strict
+$ nbdeploy serve cancer@champion --port 5050 --windows 30s,15m
+$ nbdeploy predict cancer --data rows.csv
 $ nbdeploy stop --all
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from nbdeploy._version import __version__
-from nbdeploy.errors import NbdeployError
+from nbdeploy.commands import CLI, COMMANDS, Loads, add_arguments
+from nbdeploy.errors import InvalidInputError, NbdeployError, ValidationFailedError
 
-__all__ = ["main"]
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nbdeploy", description="Register, validate and serve models.")
-    parser.add_argument("--version", action="version", version=f"nbdeploy {__version__}")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
-    parser.add_argument("--home", help="deployments folder (default: NBDEPLOY_HOME or ./.nbdeploy)")
-    subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    models = subs.add_parser("models", help="list registered models, or the versions of one")
-    models.add_argument("name", nargs="?", metavar="NAME")
-    promote = subs.add_parser("promote", help="point an alias at a model version")
-    promote.add_argument("ref", metavar="REF")
-    promote.add_argument("--alias", default="champion")
-    promote.add_argument("--force", action="store_true", help="promote even if the last validation failed")
-
-    serve = subs.add_parser("serve", help="start a server for a model version (local, or on Ray)")
-    serve.add_argument("ref", metavar="REF")
-    serve.add_argument("--name")
-    serve.add_argument("--port", type=int, default=0)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--token")
-    serve.add_argument("--max-batch", type=int, default=1024)
-    serve.add_argument("--max-wait-ms", type=float, default=2.0)
-    serve.add_argument("--max-body-mb", type=float, default=16.0)
-    serve.add_argument("--alert", action="append", default=[], metavar="RULE")
-    serve.add_argument("--webhook", metavar="URL")
-    serve.add_argument("--alert-k", type=int, default=3)
-    serve.add_argument("--no-monitor", action="store_true")
-    serve.add_argument("--target", choices=("local", "ray"), default="local")
-    serve.add_argument("--replicas", type=int, default=1)
-    serve.add_argument("--address", metavar="ADDR")
-    serve.add_argument("--replica-cpus", type=float, default=0.5)
-    subs.add_parser("list", help="list deployments and their state")
-    for name, text in (("status", "show a deployment"), ("rollback", "serve the previous version again")):
-        subs.add_parser(name, help=text).add_argument("name", metavar="NAME")
-    logs = subs.add_parser("logs", help="print a deployment's server log")
-    logs.add_argument("name", metavar="NAME")
-    logs.add_argument("-n", "--lines", type=int, default=50)
-    update = subs.add_parser("update", help="swap the served version in place")
-    update.add_argument("name", metavar="NAME")
-    update.add_argument("ref", metavar="REF")
-    monitor = subs.add_parser("monitor", help="watch a deployment live (or --once --json for scripts)")
-    monitor.add_argument("name", metavar="NAME")
-    monitor.add_argument("--interval", type=float, default=2.0)
-    monitor.add_argument("--window", default="1m")
-    monitor.add_argument("--once", action="store_true", help="print one snapshot and exit")
-    monitor.add_argument("--json", action="store_true", help="print the /monitor JSON")
-    stop = subs.add_parser("stop", help="stop a deployment, or --all")
-    stop.add_argument("name", metavar="NAME", nargs="?")
-    stop.add_argument("--all", action="store_true")
-    return parser
+__all__ = ["main", "parser"]
 
 
-def _run(args: argparse.Namespace) -> Any:
-    from nbdeploy import _deployments as d
-    from nbdeploy import registry
-
-    match args.command:
-        case "models":
-            return registry.models(args.name)
-        case "promote":
-            return registry.promote(args.ref, alias=args.alias, force=args.force)
-        case "serve":
-            from nbdeploy._launch import serve
-
-            dep = serve(
-                args.ref, name=args.name, port=args.port, host=args.host, token=args.token,
-                max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                max_body_bytes=int(args.max_body_mb * (1 << 20)), monitor=not args.no_monitor,
-                alerts=args.alert, webhook=args.webhook, alert_k=args.alert_k, target=args.target,
-                replicas=args.replicas, address=args.address, replica_cpus=args.replica_cpus,
-            )  # fmt: skip
-            if dep.spec["require_token"] and not args.token:
-                print(f"Bearer token (shown once; kept in {dep.path / 'token'}): {dep.token}")
-            return dep.status()
-        case "list":
-            return d.deployments()
-        case "status":
-            return d.get(args.name).status()
-        case "logs":
-            return d.get(args.name).logs(args.lines)
-        case "update":
-            return d.get(args.name).update(args.ref).status()
-        case "rollback":
-            return d.get(args.name).rollback().status()
-        case "monitor":
-            return _monitor(d.get(args.name), args)
-        case "stop":
-            if args.all == bool(args.name):
-                raise SystemExit("nbdeploy: error: give either a deployment NAME or --all")
-            if args.all:
-                names = d.stop_all()
-                return f"Stopped {', '.join(names)}." if names else "No deployment was running."
-            d.get(args.name).stop()
-            return f"Stopped {args.name}."
-    raise AssertionError(args.command)
+def parser() -> argparse.ArgumentParser:
+    """The ``nbdeploy`` parser, one subparser per command of the table."""
+    top = argparse.ArgumentParser(
+        prog="nbdeploy",
+        description="Register, validate, promote, serve and monitor models on MLflow (the %deploy magic's commands).",
+    )
+    top.add_argument("--version", action="version", version=f"nbdeploy {__version__}")
+    top.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
+    top.add_argument("--experiment", help="MLflow experiment for nbdeploy's runs (default: nbdeploy)")
+    top.add_argument("--home", help="deployments folder (default: NBDEPLOY_HOME or ./.nbdeploy)")
+    subs = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        sub = subs.add_parser(name, help=command.help, description=command.help)
+        add_arguments(sub, command, CLI)
+    return top
 
 
-def _monitor(dep: Any, args: argparse.Namespace) -> str:
-    import json
-    import time
+def _read_table(path: str, option: str) -> Any:
+    import pandas as pd
 
-    from nbdeploy.monitoring.view import render_text
-
-    def once() -> str:
-        doc = dep.snapshot(args.window)
-        return json.dumps(doc, indent=2) if args.json else render_text(doc, args.window)
-
-    if args.once:
-        return once()
+    file = Path(path)
+    if not file.is_file():
+        raise InvalidInputError(f"{option} {path!r} is not a file: give a CSV or Parquet file.")
     try:
-        while True:
-            text = once()
-            sys.stdout.write("\x1b[2J\x1b[H" + text + f"\n\n(every {args.interval:g} s; Ctrl-C to quit)\n")
-            sys.stdout.flush()
-            time.sleep(args.interval)
-    except KeyboardInterrupt:
-        return ""
+        if file.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(file)
+        return pd.read_csv(file)
+    except Exception as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        raise InvalidInputError(f"{option} {path!r} could not be read as a table: {why}.") from None
+
+
+class _TerminalContext:
+    """How the command handlers see a terminal: files, stdout, a refreshing text view."""
+
+    face = CLI
+    source = None
+
+    def __init__(self) -> None:
+        self.last_table: Any = None
+
+    def load(self, text: str | None, option: str, kind: str) -> Any:
+        if text is None:
+            return None
+        if kind == Loads.MODEL:
+            return _load_model(text)
+        if kind == Loads.COLUMN and self.last_table is not None and text in self.last_table.columns:
+            return self.last_table.pop(text)  # a target column is not a feature
+        table = _read_table(text, option)
+        if kind == Loads.COLUMN:
+            if table.shape[1] != 1:
+                raise InvalidInputError(f"{option} {text!r} has {table.shape[1]} columns; give a file of one column.")
+            return table.iloc[:, 0]
+        self.last_table = table
+        if kind == Loads.IDS:
+            return (table["id"] if "id" in table.columns else table.iloc[:, 0]).astype(str)
+        return table
+
+    def say(self, text: str) -> None:
+        print(text)
+
+    def present(self, result: Any) -> Any:
+        return result
+
+    def watch(self, deployment: Any, args: argparse.Namespace) -> str:
+        from nbdeploy.monitoring.view import render_text
+
+        def once() -> str:
+            doc = deployment.snapshot(args.window)
+            return json.dumps(doc, indent=2) if args.json else render_text(doc, args.window)
+
+        if args.once:
+            return once()
+        try:
+            while True:
+                text = once()
+                sys.stdout.write("\x1b[2J\x1b[H" + text + f"\n\n(every {args.interval:g} s; Ctrl-C to quit)\n")
+                sys.stdout.flush()
+                time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return ""
+
+
+def _load_model(path: str) -> Any:
+    """A fitted estimator saved with pickle or joblib (unpickling runs code: trusted files only)."""
+    import joblib
+
+    if not Path(path).is_file():
+        raise InvalidInputError(f"MODEL {path!r} is not a file: save the fitted estimator with joblib.dump first.")
+    try:
+        return joblib.load(path)
+    except Exception as exc:
+        raise InvalidInputError(f"MODEL {path!r} could not be loaded: {type(exc).__name__}: {exc}.") from None
+
+
+def _show(result: Any) -> None:
+    if result is None or (isinstance(result, str) and not result):
+        return
+    if isinstance(result, str):
+        print(result)
+    elif hasattr(result, "tolist"):  # predictions: one JSON list, for scripts
+        print(json.dumps(result.tolist()))
+    else:
+        print(repr(result))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nbdeploy`` console script; returns the exit status."""
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     from nbdeploy.config import configure
 
-    configure(tracking_uri=args.tracking_uri, home=args.home)
+    configure(tracking_uri=args.tracking_uri, experiment=args.experiment, home=args.home)
     try:
-        result = _run(args)
+        _show(COMMANDS[args.command].run(args, _TerminalContext()))
+    except ValidationFailedError as exc:
+        print(repr(exc.report))
+        print(f"nbdeploy: error: {exc}", file=sys.stderr)
+        return 1
     except NbdeployError as exc:
         print(f"nbdeploy: error: {exc}", file=sys.stderr)
         return 1
-    print(result if isinstance(result, str) else repr(result))
     return 0
 
 

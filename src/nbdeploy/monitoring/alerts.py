@@ -26,11 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["METRICS", "AlertBook", "Rule", "RuleError"]
+from nbdeploy.errors import InvalidInputError
+
+__all__ = ["METRICS", "AlertBook", "Rule", "RuleError", "rule_specs"]
 
 
-class RuleError(ValueError):
-    """An alert rule that does not parse; the message is one sentence naming the fix."""
+class RuleError(InvalidInputError):
+    """An alert rule that does not parse (an :class:`~nbdeploy.errors.InvalidInputError`)."""
 
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -111,6 +113,12 @@ class Rule:
             "rule": self.text, "metric": self.metric, "k": self.k, "webhook": self.webhook,
             "firing": self.firing, "value": self.last_value,
         }  # fmt: skip
+
+
+def rule_specs(rules: Sequence[str], webhook: str | None, k: int) -> list[dict[str, Any]]:
+    """The spec entries of ``rules``, checked where they are given (a typo fails in the kernel,
+    not in the server): ``[{"rule": "p95_ms>50", "k": 3, "webhook": None}]``."""
+    return [{"rule": Rule.parse(text, k=k, webhook=webhook).text, "k": k, "webhook": webhook} for text in rules]
 
 
 @dataclass

@@ -23,21 +23,12 @@ from typing import Any
 import numpy as np
 
 from nbdeploy import drift
+from nbdeploy.spec import DEFAULT_WINDOWS, parse_window
 
 __all__ = ["DEFAULT_WINDOWS", "RequestWindows", "parse_window"]
 
-DEFAULT_WINDOWS = {"1m": 60.0, "5m": 300.0, "1h": 3600.0}
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 SERIES_BUCKET_S = 10.0
 SERIES_POINTS = 60
-
-
-def parse_window(text: str) -> float:
-    """Seconds in a window written ``30s``, ``5m`` or ``1h``."""
-    text = text.strip()
-    if len(text) < 2 or text[-1] not in _UNITS or not text[:-1].replace(".", "", 1).isdigit():
-        raise ValueError(f"Invalid window {text!r}: use a number followed by s, m or h, for example 5m.")
-    return float(text[:-1]) * _UNITS[text[-1]]
 
 
 class _Ring:

@@ -1,6 +1,6 @@
 """Process entry: ``python -m nbdeploy.serving DEPLOYMENT_DIR``.
 
-Reads ``spec.json`` and ``token`` from the deployment folder, loads the model, binds the
+Reads the :class:`~nbdeploy.spec.DeploymentSpec` and ``token`` from the deployment folder, loads the model, binds the
 socket (port 0 picks a free one), writes the bound port to ``port`` and serves until
 SIGTERM. With ``attach`` in the spec it also exits when the kernel that started it is gone.
 """
@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nbdeploy._files import write_atomic
+from nbdeploy.spec import DeploymentSpec
+
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -26,12 +29,6 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.bind((host, port))
     sock.set_inheritable(True)
     return sock
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 async def _watch_parent(parent: int) -> None:
@@ -47,14 +44,6 @@ async def _watch_parent(parent: int) -> None:
             print(f"parent process {parent} is gone; stopping (attached deployment)", flush=True)
             os.kill(os.getpid(), signal.SIGTERM)
             return
-
-
-def _profile(entry: dict[str, Any]) -> dict[str, Any] | None:
-    path = entry.get("profile_path")
-    if path and Path(path).exists():
-        data: dict[str, Any] = json.loads(Path(path).read_text())
-        return data
-    return None
 
 
 def _rebuild(monitor: Any, folder: Path) -> int:
@@ -91,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     folder = Path(args[0])
     started = time.perf_counter()
-    spec = json.loads((folder / "spec.json").read_text())
+    spec = DeploymentSpec.load(folder)
     token_file = folder / "token"
     token = token_file.read_text().strip() if token_file.exists() else None
 
@@ -100,51 +89,32 @@ def main(argv: list[str] | None = None) -> int:
 
     prometheus_client.disable_created_metrics()  # *_created series only add noise to /metrics
 
-    from nbdeploy.serving.app import ServerSettings, create_app
+    from nbdeploy.serving.app import create_app
     from nbdeploy.serving.loader import load
     from nbdeploy.serving.requestlog import RequestLog
 
-    current = spec["history"][-1]
-    model = load(current["model_path"])
-    settings = ServerSettings(
-        name=spec["name"],
-        ref=current["ref"],
-        version=current.get("version"),
-        token=token,
-        require_token=spec["require_token"],
-        max_body_bytes=spec["max_body_bytes"],
-        max_batch=spec["max_batch"],
-        max_wait_ms=spec["max_wait_ms"],
-        log_rows=spec.get("log_rows", 100),
-        monitor=spec.get("monitor", True),
-        profile=_profile(current),
-        task=current.get("task"),
-        alerts=spec.get("alerts", []),
-        windows=spec.get("windows"),
-        alert_window=spec.get("alert_window") or next(iter(spec.get("windows") or {"1m": 60})),
-        alert_interval_s=spec.get("alert_interval_s", 5.0),
-        folder=str(folder),
-    )
-    log = RequestLog(folder / "requests.jsonl", max_bytes=spec.get("log_max_bytes", 64 << 20))
-    parent = spec.get("attach_to")
+    model = load(spec.current.model_path)
+    settings = spec.server_settings(token=token, folder=folder)
+    log = RequestLog(folder / "requests.jsonl", max_bytes=spec.log_max_bytes)
+    parent = spec.attach_to
     app = create_app(settings, model, log, background=(lambda: _watch_parent(parent)) if parent else None)
     if settings.monitor:
         rebuilt = _rebuild(app.state.server.monitor, folder)
         if rebuilt:
             print(f"rebuilt monitoring windows from {rebuilt} logged requests", flush=True)
     try:
-        sock = _bind(spec["host"], spec["port"])
+        sock = _bind(spec.host, spec.port)
     except OSError as exc:
-        print(f"cannot listen on {spec['host']}:{spec['port']}: {exc.strerror}", file=sys.stderr, flush=True)
+        print(f"cannot listen on {spec.host}:{spec.port}: {exc.strerror}", file=sys.stderr, flush=True)
         return 3
     port = sock.getsockname()[1]
     # The model and libraries are loaded for good: move them out of the collector's sight so
     # that full collections (which otherwise walk every tree of a forest) stay short.
     gc.collect()
     gc.freeze()
-    _write_atomic(folder / "port", str(port))
+    write_atomic(folder / "port", str(port))
     print(
-        f"nbdeploy serving {spec['name']} ({settings.ref}) on {spec['host']}:{port}, pid {os.getpid()}, "
+        f"nbdeploy serving {spec.name} ({settings.ref}) on {spec.host}:{port}, pid {os.getpid()}, "
         f"ready in {time.perf_counter() - started:.2f} s",
         flush=True,
     )

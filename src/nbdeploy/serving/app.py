@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,37 +40,11 @@ from nbdeploy.serving.loader import LoadedModel, load
 from nbdeploy.serving.monitor_routes import MonitorCollector, alert_loop, fold_loop, monitor_routes
 from nbdeploy.serving.protocol import ProtocolError, Schema, parse
 from nbdeploy.serving.requestlog import RequestLog
+from nbdeploy.spec import ServerSettings
 
 __all__ = ["Observer", "ServerSettings", "create_app", "guard", "json_response"]
 
 _RID = re.compile(r"^[\w.\-]{1,64}$")
-
-
-@dataclass
-class ServerSettings:
-    """What a server needs to know besides the model; mirrors the deployment's spec."""
-
-    name: str
-    ref: str
-    version: int | None = None
-    token: str | None = field(default=None, repr=False)
-    require_token: bool = False
-    max_body_bytes: int = 16 << 20
-    max_batch: int = 1024
-    max_wait_ms: float = 2.0
-    log_rows: int = 100
-    monitor: bool = True
-    profile: dict[str, Any] | None = None
-    task: str | None = None
-    alerts: list[dict[str, Any]] = field(default_factory=list)
-    windows: dict[str, float] | None = None  # name -> seconds; None: 1m, 5m, 1h
-    alert_window: str = "1m"
-    alert_interval_s: float = 5.0
-    folder: str | None = None
-    reload: bool = True  # False on a Ray replica: the model changes by a rolling update instead
-    # Behind Ray's proxy, which gives every request an x-request-id and echoes it in the
-    # response itself: take that id as it is and do not add a second header.
-    proxy_request_id: bool = False
 
 
 class _Metrics:

@@ -4,7 +4,8 @@ A short-lived Ray driver, so that the kernel never becomes one (a driver in a ke
 every worker's logs into the notebook and keeps Ray's threads in it). ``deploy`` reads the
 deployment's ``spec.json`` and the history entry to serve (JSON on stdin, or the last one),
 runs the serving and monitoring applications, waits until they run and prints one JSON
-line: ``{"url": ..., "replicas": N}``. Errors end it with code 1 and one sentence on stderr.
+line: ``{"ok": true, "url": ..., "replicas": N}``. A failure prints ``{"ok": false, "error":
+SENTENCE}`` and ends with code 1; Ray's own chatter goes to stderr (the deployment's log).
 """
 
 from __future__ import annotations
@@ -16,20 +17,27 @@ import os
 import sys
 import tarfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from nbdeploy.config import is_loopback
+from nbdeploy.errors import NbdeployError
+from nbdeploy.spec import DeploymentSpec, ModelEntry, RaySpec
 
 MAX_MODEL_BYTES = 256 << 20
 
 
-def _connect(spec: dict[str, Any]) -> None:
+class CtlError(Exception):
+    """A failure to report as one sentence (the kernel shows it as a DeploymentError)."""
+
+
+def _connect(ray_spec: RaySpec) -> None:
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(
-        address=spec["ray"]["address"],
+        address=ray_spec.address,
         namespace="nbdeploy",
         log_to_driver=False,
         logging_level=logging.WARNING,
@@ -43,43 +51,34 @@ def _model_tar(model_path: str) -> bytes:
         tar.add(model_path, arcname="model")
     data = buf.getvalue()
     if len(data) > MAX_MODEL_BYTES:
-        raise SystemExit(f"The model is {len(data) >> 20} MB packed; Ray deployments take models up to 256 MB.")
+        raise CtlError(f"The model is {len(data) >> 20} MB packed; Ray deployments take models up to 256 MB.")
     return data
 
 
-def _args(folder: Path, spec: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+def _args(folder: Path, spec: DeploymentSpec, entry: ModelEntry, ray_spec: RaySpec) -> dict[str, Any]:
+    """What every replica and the hub are built from: the spec itself, the entry, the token."""
     from nbdeploy.serving.loader import read_signature
 
-    inputs, _ = read_signature(entry["model_path"])
+    inputs, _ = read_signature(entry.model_path)
     token_file = folder / "token"
     return {
-        "name": spec["name"], "folder": str(folder), "hub_app": f"{spec['name']}-monitor",
-        "created": spec["ray"].get("created"),
-        "entry": {k: entry.get(k) for k in ("ref", "resolved", "version", "task")},
+        "spec": spec.to_dict(), "folder": str(folder), "hub_app": f"{spec.name}-monitor",
+        "created": ray_spec.created, "entry": {**asdict(entry), "profile_path": None},
         "columns": [str(c["name"]) for c in inputs or [] if "name" in c],
         "token": token_file.read_text().strip() if token_file.exists() else None,
-        "require_token": spec["require_token"], "max_body_bytes": spec["max_body_bytes"],
-        "max_batch": spec["max_batch"], "max_wait_ms": spec["max_wait_ms"], "log_rows": spec.get("log_rows", 100),
-        "log_max_bytes": spec.get("log_max_bytes", 64 << 20), "monitor": spec.get("monitor", True),
-        "windows": spec.get("windows"), "alerts": spec.get("alerts", []), "alert_window": spec.get("alert_window"),
-        "alert_interval_s": spec.get("alert_interval_s", 5.0),
     }  # fmt: skip
 
 
-def _model_config(entry: dict[str, Any]) -> dict[str, Any]:
-    profile = None
-    if entry.get("profile_path") and Path(entry["profile_path"]).exists():
-        profile = json.loads(Path(entry["profile_path"]).read_text())
-    return {"ref": entry["ref"], "version": entry.get("version"), "profile": profile, "task": entry.get("task")}
+def _model_config(entry: ModelEntry) -> dict[str, Any]:
+    return {"ref": entry.ref, "version": entry.version, "profile": entry.profile(), "task": entry.task}
 
 
-def _proxy(spec: dict[str, Any]) -> tuple[str, int]:
+def _proxy(ray_spec: RaySpec) -> tuple[str, int]:
     """Start Serve on the cluster (a no-op when it runs) and return its proxy's address."""
     from ray import serve
 
-    ray_spec = spec["ray"]
     serve.start(
-        http_options={"host": ray_spec["http_host"], "port": ray_spec["http_port"]},
+        http_options={"host": ray_spec.http_host, "port": ray_spec.http_port},
         proxy_location="HeadOnly",  # one proxy: nodes sharing a machine would fight over its port
     )
     try:  # the proxy of a cluster where Serve already ran keeps its own address
@@ -88,34 +87,44 @@ def _proxy(spec: dict[str, Any]) -> tuple[str, int]:
         http = _get_global_client().http_config  # type: ignore[union-attr]
         return str(http.host), int(http.port)
     except Exception:
-        return str(ray_spec["http_host"]), int(ray_spec["http_port"])
+        return ray_spec.http_host, ray_spec.http_port
 
 
-def deploy(folder: Path, entry: dict[str, Any] | None) -> dict[str, Any]:
+def _ray_spec(folder: Path, spec: DeploymentSpec) -> RaySpec:
+    if spec.ray is None:
+        raise CtlError(f"Deployment {spec.name!r} ({folder}) is not a Ray deployment.")
+    return spec.ray
+
+
+def _check_cpus(ray_spec: RaySpec) -> None:
+    import ray
+
+    need, total = ray_spec.replicas * ray_spec.num_cpus, ray.cluster_resources().get("CPU", 0.0)
+    if need > total:
+        raise CtlError(
+            f"The cluster has {total:g} CPUs and {ray_spec.replicas} replicas of {ray_spec.num_cpus:g} CPUs "
+            f"need {need:g}: lower --replicas or --replica-cpus, or add nodes."
+        )
+
+
+def deploy(folder: Path, entry: ModelEntry | None) -> dict[str, Any]:
     from ray import serve
 
     from nbdeploy.serving import ray_app
 
-    spec = json.loads((folder / "spec.json").read_text())
-    entry = entry or spec["history"][-1]
-    name, ray_spec = spec["name"], spec["ray"]
-    _connect(spec)
-    import ray
-
-    need, total = ray_spec["replicas"] * ray_spec["num_cpus"], ray.cluster_resources().get("CPU", 0.0)
-    if need > total:
-        raise SystemExit(
-            f"The cluster has {total:g} CPUs and {ray_spec['replicas']} replicas of {ray_spec['num_cpus']:g} CPUs "
-            f"need {need:g}: lower --replicas or --replica-cpus, or add nodes."
-        )
-    host, port = _proxy(spec)
-    args = _args(folder, spec, entry)
+    spec = DeploymentSpec.load(folder)
+    entry = entry or spec.current
+    ray_spec = _ray_spec(folder, spec)
+    _connect(ray_spec)
+    _check_cpus(ray_spec)
+    host, port = _proxy(ray_spec)
     # a proxy that already listened off loopback (Serve started earlier) exposes this deployment too
-    args["require_token"] = bool(spec["require_token"]) or not is_loopback(host)
+    spec.require_token = spec.require_token or not is_loopback(host)
+    args = _args(folder, spec, entry, ray_spec)
     model = {**_model_config(entry), "deployed_at": time.time()}
-    app = ray_app.replica_app(args, _model_tar(entry["model_path"]), ray_spec["replicas"], ray_spec["num_cpus"])
-    targets = [serve.RunTarget(app, name=name, route_prefix=f"/{name}")]
-    if args["monitor"]:
+    app = ray_app.replica_app(args, _model_tar(entry.model_path), ray_spec.replicas, ray_spec.num_cpus)
+    targets = [serve.RunTarget(app, name=spec.name, route_prefix=f"/{spec.name}")]
+    if spec.monitor:
         hub = serve.status().applications.get(args["hub_app"])
         if hub is None or str(hub.status).rsplit(".", 1)[-1] != "RUNNING":
             targets.append(serve.RunTarget(ray_app.hub_app(args, model), name=args["hub_app"], route_prefix=None))
@@ -124,12 +133,12 @@ def deploy(folder: Path, entry: dict[str, Any] | None) -> dict[str, Any]:
     started = time.perf_counter()
     serve.run_many(targets)  # both applications at once; returns when they run
     if host in ("0.0.0.0", "::", ""):  # listening everywhere: reach it at the head node's address
-        host = ray_spec["address"].rsplit(":", 1)[0]
+        host = (ray_spec.address or "127.0.0.1").rsplit(":", 1)[0]
     shown = f"[{host}]" if ":" in host else host
     return {
-        "url": f"http://{shown}:{port}/{name}",
-        "require_token": args["require_token"],
-        "replicas": ray_spec["replicas"],
+        "url": f"http://{shown}:{port}/{spec.name}",
+        "require_token": spec.require_token,
+        "replicas": ray_spec.replicas,
         "seconds": round(time.perf_counter() - started, 2),
     }
 
@@ -137,9 +146,9 @@ def deploy(folder: Path, entry: dict[str, Any] | None) -> dict[str, Any]:
 def delete(folder: Path) -> dict[str, Any]:
     from ray import serve
 
-    spec = json.loads((folder / "spec.json").read_text())
-    _connect(spec)
-    name = spec["name"]
+    spec = DeploymentSpec.load(folder)
+    _connect(_ray_spec(folder, spec))
+    name = spec.name
     existing = serve.status().applications
     deleted = [app for app in (name, f"{name}-monitor") if app in existing]
     for app in deleted:  # all at once: each waits for its replicas' in-flight requests
@@ -151,8 +160,15 @@ def delete(folder: Path) -> dict[str, Any]:
             break
         time.sleep(0.2)
     if left:
-        raise SystemExit(f"Ray Serve still lists {', '.join(left)} after deleting it.")
+        raise CtlError(f"Ray Serve still lists {', '.join(left)} after deleting it.")
     return {"deleted": deleted}
+
+
+def _run(command: str, folder: Path) -> dict[str, Any]:
+    if command == "deploy":
+        text = "" if sys.stdin.isatty() else sys.stdin.read().strip()
+        return deploy(folder, ModelEntry.from_dict(json.loads(text)) if text else None)
+    return delete(folder)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,24 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 2 or args[0] not in ("deploy", "delete"):
         print("usage: python -m nbdeploy.serving.ray_ctl deploy|delete DEPLOYMENT_DIR", file=sys.stderr)
         return 2
-    folder = Path(args[1])
     try:
-        if args[0] == "deploy":
-            text = "" if sys.stdin.isatty() else sys.stdin.read().strip()
-            result = deploy(folder, json.loads(text) if text else None)
-        else:
-            result = delete(folder)
-    except SystemExit as exc:
-        print(exc, file=sys.stderr)
-        return 1
+        result = {"ok": True, **_run(args[0], Path(args[1]))}
+    except (CtlError, NbdeployError) as exc:
+        result = {"ok": False, "error": str(exc)}
     except ConnectionError as exc:
-        print(f"Could not connect to the Ray cluster: {exc}", file=sys.stderr)
-        return 1
+        result = {"ok": False, "error": f"Could not connect to the Ray cluster: {exc}"}
     except Exception as exc:
-        print(f"Ray {args[0]} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        result = {"ok": False, "error": f"Ray {args[0]} failed: {type(exc).__name__}: {exc}"}
     print(json.dumps(result), flush=True)
-    return 0
+    return 0 if result["ok"] else 1
 
 
 if __name__ == "__main__":

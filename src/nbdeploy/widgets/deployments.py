@@ -25,7 +25,7 @@ class DeploymentsPanel(w.VBox):
         return list(self._listing.rows)
 
     def refresh(self) -> None:
-        from nbdeploy._deployments import deployments
+        from nbdeploy.deployments import deployments
 
         self._render(deployments())
 

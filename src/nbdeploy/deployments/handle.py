@@ -1,18 +1,12 @@
-"""Start, find, adopt and stop serving processes; their state lives in one folder each.
+"""The ``Deployment`` handle: one serving process (or Ray application) and its folder.
 
-    NBDEPLOY_HOME/NAME/
-        spec.json      what to serve and how (history of served versions, for rollback)
-        token          bearer token, owner-only permissions
-        pid, port      written when the server starts; removed when it is stopped
-        server.log     the server's stdout and stderr
-        requests.jsonl one line per answered request (rotated by size)
-        models/NAME-vN/ local copy of each served model version
-        deployed       (--target ray) the URL, while the Ray applications are deployed
-        requests-R.jsonl  (--target ray) the request log of replica R, on the replica's machine
+Any kernel or the CLI adopts a deployment by name (:func:`nbdeploy.get`); everything the
+handle knows it reads from the folder (see :mod:`nbdeploy.deployments`) or asks the server
+over HTTP.
 
->>> d = serve("cancer@champion")        # doctest: +SKIP
->>> d.predict(X_test.head())            # doctest: +SKIP
->>> d.stop()                            # doctest: +SKIP
+>>> d = nbdeploy.get("cancer")         # doctest: +SKIP
+>>> d.predict(X_test.head())           # doctest: +SKIP
+>>> d.stop()                           # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -24,14 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbdeploy import _procs, config
-from nbdeploy._deploy_views import DeploymentList, Status
-from nbdeploy.errors import DeploymentError, DeploymentNotFoundError, InvalidInputError
-from nbdeploy.refs import validate_name
+from nbdeploy.deployments import models, processes, ray_client
+from nbdeploy.deployments.views import Status
+from nbdeploy.errors import DeploymentError, InvalidInputError
+from nbdeploy.spec import DeploymentSpec, ModelEntry
 
-__all__ = ["Deployment", "deployments", "get", "stop_all"]
-
-MARKER = "nbdeploy.serving"
+__all__ = ["Deployment"]
 
 
 def _read(path: Path) -> str | None:
@@ -51,19 +43,19 @@ class Deployment:
     # state on disk --------------------------------------------------------------------
 
     @property
-    def spec(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((self.path / "spec.json").read_text())
-        return data
+    def spec(self) -> DeploymentSpec:
+        """What the deployment was started with (read from ``spec.json`` on every access)."""
+        return DeploymentSpec.load(self.path)
 
     @property
     def pid(self) -> int | None:
         text = _read(self.path / "pid")
-        return int(text) if text else None
+        return int(text) if text and text.isdigit() else None
 
     @property
     def port(self) -> int | None:
         text = _read(self.path / "port")
-        return int(text) if text else None
+        return int(text) if text and text.isdigit() else None
 
     @property
     def token(self) -> str | None:
@@ -73,7 +65,7 @@ class Deployment:
     @property
     def target(self) -> str:
         """``local`` (a server process on this machine) or ``ray`` (a Ray Serve application)."""
-        return str(self.spec.get("target", "local"))
+        return self.spec.target
 
     @property
     def deployed(self) -> bool:
@@ -83,17 +75,15 @@ class Deployment:
     @property
     def url(self) -> str:
         spec = self.spec
-        if spec.get("target") == "ray":
-            return str(spec["ray"].get("url") or "")
-        host = spec["host"]
-        shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{self.port or spec['port']}"
+        if spec.ray is not None:
+            return spec.ray.url or ""
+        shown = f"[{spec.host}]" if ":" in spec.host else spec.host
+        return f"http://{shown}:{self.port or spec.port}"
 
     @property
-    def current(self) -> dict[str, Any]:
+    def current(self) -> ModelEntry:
         """The history entry being served: ``ref``, ``version``, ``model_path``."""
-        entry: dict[str, Any] = self.spec["history"][-1]
-        return entry
+        return self.spec.current
 
     def state(self) -> str:
         """``running``, ``dead`` (its pid file names no live server, or its Ray application
@@ -103,7 +93,7 @@ class Deployment:
         pid = self.pid
         if pid is None:
             return "stopped"
-        return "running" if _procs.alive(pid, str(self.path)) else "dead"
+        return "running" if processes.alive(pid, str(self.path)) else "dead"
 
     def _ray_state(self) -> str:
         import httpx
@@ -152,17 +142,17 @@ class Deployment:
         if state == "running":
             with contextlib.suppress(DeploymentError):
                 info = self._request("GET", "/info", timeout=2).json()
-        cur = self.current
+        spec = self.spec
         return Status(
             name=self.name,
             state=state,
             url=self.url if state == "running" else "",
             pid=self.pid,
-            ref=str(info.get("ref", cur["ref"])),
-            version=info.get("version", cur.get("version")),
+            ref=str(info.get("ref", spec.current.ref)),
+            version=info.get("version", spec.current.version),
             uptime_s=info.get("uptime_s"),
             folder=str(self.path),
-            target="local" if self.target == "local" else f"ray ({self.spec['ray']['replicas']} replicas)",
+            target="local" if spec.ray is None else f"ray ({spec.ray.replicas} replicas)",
         )
 
     def logs(self, n: int = 50) -> str:
@@ -172,6 +162,12 @@ class Deployment:
         except OSError:
             return ""
         return "\n".join(lines[-n:]) if n > 0 else ""
+
+    def token_notice(self, given: bool) -> str | None:
+        """The sentence that shows a generated token once, when clients need one."""
+        if self.spec.require_token and not given:
+            return f"Bearer token (shown once; kept in {self.path / 'token'}): {self.token}"
+        return None
 
     def predict(self, X: Any, with_id: bool = False) -> Any:
         """Predictions for ``X`` (DataFrame or array) through the server's ``/invocations``.
@@ -200,37 +196,33 @@ class Deployment:
 
     def update(self, ref: str) -> Deployment:
         """Serve another version in place (``/admin/reload``); no request is dropped."""
-        from nbdeploy._launch import fetch
-
-        entry = fetch(ref, self.path)
+        entry = models.fetch(ref, self.path)
         self._reload(entry)
         spec = self.spec
-        spec["history"].append(entry)
-        _save_spec(self.path, spec)
+        spec.history.append(entry)
+        spec.save(self.path)
         return self
 
     def rollback(self) -> Deployment:
         """Go back to the version served before the last update."""
         spec = self.spec
-        if len(spec["history"]) < 2:
+        if len(spec.history) < 2:
             raise DeploymentError(f"Deployment {self.name!r} has served only one version: nothing to roll back to.")
-        self._reload(spec["history"][-2])
-        spec["history"].pop()
-        _save_spec(self.path, spec)
+        self._reload(spec.history[-2])
+        spec.history.pop()
+        spec.save(self.path)
         return self
 
-    def _reload(self, entry: dict[str, Any]) -> None:
+    def _reload(self, entry: ModelEntry) -> None:
         if self.target == "ray":  # a rolling update: Ray replaces the replicas one by one
-            from nbdeploy import _ray
-
             state = self.state()
             if state != "running":
                 raise DeploymentError(f"Deployment {self.name!r} is {state}: serve it again to use it.")
-            _ray.ctl(self.path, "deploy", entry)
+            ray_client.ctl(self.path, "deploy", entry)
             return
         payload = {
-            "path": entry["model_path"], "ref": entry["ref"], "version": entry.get("version"),
-            "profile_path": entry.get("profile_path"), "task": entry.get("task"),
+            "path": entry.model_path, "ref": entry.ref, "version": entry.version,
+            "profile_path": entry.profile_path, "task": entry.task,
         }  # fmt: skip
         self._request("POST", "/admin/reload", json=payload)
 
@@ -259,107 +251,65 @@ class Deployment:
         self, add: Sequence[str] = (), *, clear: bool = False, webhook: str | None = None, k: int = 3
     ) -> dict[str, Any]:
         """Add alert rules (or ``clear`` them) and return rules, firing ones and recent events."""
+        from nbdeploy.monitoring.alerts import rule_specs
+
         if webhook and not add:
             raise InvalidInputError("A webhook applies to the rules added with it: give --add RULE too.")
         spec = self.spec
-        rules = [] if clear else list(spec.get("alerts", []))
-        from nbdeploy._launch import alert_specs
-
-        rules += alert_specs(add, webhook, k)
+        rules = [] if clear else list(spec.alerts)
+        rules += rule_specs(add, webhook, k)
         if add or clear:
             result: dict[str, Any] = self._request("POST", "/admin/alerts", json={"rules": rules}).json()
-            spec["alerts"] = rules
-            _save_spec(self.path, spec)
+            spec.alerts = rules
+            spec.save(self.path)
             return result
-        first = next(iter(self.spec.get("windows") or {"1m": 60}))
-        alerts: dict[str, Any] = self.snapshot(first)["alerts"]
+        alerts: dict[str, Any] = self.snapshot(spec.alert_window)["alerts"]
         return alerts
 
     def monitor(self, interval: float = 2.0, window: str = "1m", panel: bool = False) -> Any:
         """A live monitoring widget; the one door from the core to :mod:`nbdeploy.widgets`,
         imported only when called. ``window`` is one of the deployment's windows."""
-        known = list(self.spec.get("windows") or {"1m": 60, "5m": 300, "1h": 3600})
+        known = list(self.spec.windows)
         if window not in known:
             raise InvalidInputError(f"Unknown window {window!r}; windows of {self.name!r}: {', '.join(known)}.")
         from nbdeploy.widgets.monitor import show_monitor
 
         return show_monitor(self, interval=interval, window=window, panel=panel)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0) -> bool:
         """Stop the server's whole process group and wait for it; the folder and logs stay.
+        Returns whether there was anything to stop.
 
         A Ray deployment's applications are deleted from the cluster (and a cluster nbdeploy
         started is stopped with its last deployment).
         """
         if self.target == "ray":
-            self._stop_ray()
-            return
+            return self._stop_ray()
         pid = self.pid
         if pid is not None:
-            _procs.stop_group(pid, str(self.path), timeout)
-            _procs.attached.pop(pid, None)
+            processes.stop_group(pid, str(self.path), timeout)
+            processes.attached.pop(pid, None)
         for name in ("pid", "port"):
             with contextlib.suppress(FileNotFoundError):
                 (self.path / name).unlink()
+        return pid is not None
 
-    def _stop_ray(self) -> None:
-        from nbdeploy import _ray
-
-        ray = self.spec["ray"]
-        if self.deployed:
+    def _stop_ray(self) -> bool:
+        ray = self.spec.ray
+        was = self.deployed
+        if was:
             try:
-                _ray.ctl(self.path, "delete", timeout=120)
+                ray_client.ctl(self.path, "delete", timeout=120)
             except DeploymentError:
                 if self.state() == "running":  # still serving: do not pretend it stopped
                     raise
             (self.path / "deployed").unlink(missing_ok=True)
-        if ray.get("started_cluster") and ray.get("address"):
-            _ray.stop_local_cluster_if_unused(ray["address"])
+        if ray is not None and ray.started_cluster and ray.address:
+            ray_client.stop_local_cluster_if_unused(ray.address)
+        return was
 
     def __repr__(self) -> str:
         return repr(self.status())
 
     def _repr_html_(self) -> str:
         return self.status()._repr_html_()
-
-
-def _save_spec(path: Path, spec: dict[str, Any]) -> None:
-    tmp = path / "spec.json.tmp"
-    tmp.write_text(json.dumps(spec, indent=2))
-    tmp.replace(path / "spec.json")
-
-
-def _folder(name: str) -> Path:
-    return config.home() / name
-
-
-def get(name: str) -> Deployment:
-    """The deployment called ``name`` (running, dead or stopped)."""
-    validate_name(name)
-    folder = _folder(name)
-    if not (folder / "spec.json").exists():
-        known = ", ".join(d.name for d in _all()) or "none"
-        raise DeploymentNotFoundError(f"No deployment is named {name!r}; deployments: {known}.")
-    return Deployment(name, folder)
-
-
-def _all() -> list[Deployment]:
-    home = config.home()
-    if not home.is_dir():
-        return []
-    return [Deployment(p.name, p) for p in sorted(home.iterdir()) if (p / "spec.json").exists()]
-
-
-def deployments() -> DeploymentList:
-    """Every deployment this machine knows (in ``NBDEPLOY_HOME``), with its state."""
-    return DeploymentList(_all())
-
-
-def stop_all() -> list[str]:
-    """Stop every running or dead deployment; returns their names."""
-    stopped = []
-    for d in _all():
-        if d.pid is not None or d.deployed:
-            d.stop()
-            stopped.append(d.name)
-    return stopped

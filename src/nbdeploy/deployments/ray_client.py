@@ -19,11 +19,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from nbdeploy import _procs, config
-from nbdeploy.errors import DeploymentError, InvalidInputError
+from nbdeploy import config
+from nbdeploy._files import write_atomic
+from nbdeploy.deployments import processes
+from nbdeploy.errors import DeploymentError
+from nbdeploy.spec import DeploymentSpec, ModelEntry
 
 __all__ = [
     "CTL", "ctl", "free_port", "listening", "ray_cli", "require_ray", "resolve_address", "stop_local_cluster",
@@ -69,7 +73,7 @@ def listening(address: str) -> bool:
 
 def _cluster_lock() -> contextlib.AbstractContextManager[None]:
     """One kernel at a time starts or stops nbdeploy's local cluster."""
-    return _procs.locked(_cluster_file().parent)
+    return processes.locked(_cluster_file().parent)
 
 
 def _local_cluster() -> dict[str, Any] | None:
@@ -78,7 +82,7 @@ def _local_cluster() -> dict[str, Any] | None:
         info: dict[str, Any] = json.loads(_cluster_file().read_text())
     except (OSError, ValueError):
         return None
-    return info if _procs.alive(info.get("pid"), "--head") else None
+    return info if processes.alive(info.get("pid"), "--head") else None
 
 
 def free_port() -> int:
@@ -86,12 +90,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def _write_cluster_file(info: dict[str, Any]) -> None:
-    tmp = _cluster_file().with_suffix(".tmp")
-    tmp.write_text(json.dumps(info))
-    tmp.replace(_cluster_file())
 
 
 def start_local_cluster(timeout: float = 60.0) -> dict[str, Any]:
@@ -114,12 +112,12 @@ def start_local_cluster(timeout: float = 60.0) -> dict[str, Any]:
                     cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                     env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
                 )  # fmt: skip
-            _procs.children[proc.pid] = proc
+            processes.children[proc.pid] = proc
             info = {"address": f"127.0.0.1:{port}", "pid": proc.pid, "temp_dir": temp, "started": time.time()}
-            _write_cluster_file(info)
+            write_atomic(_cluster_file(), json.dumps(info))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _procs.alive(info["pid"], "--head"):
+        if not processes.alive(info["pid"], "--head"):
             log_file = _cluster_file().parent / "ray.log"
             tail = log_file.read_text(errors="replace").splitlines()[-10:]
             stop_local_cluster(info["address"])
@@ -147,7 +145,7 @@ def stop_local_cluster(address: str) -> bool:
         info = _local_cluster()
         if info is None or info["address"] != address:
             return False
-        _procs.stop_group(info["pid"], "--head", timeout=5)  # then SIGKILL: a throwaway cluster
+        processes.stop_group(info["pid"], "--head", timeout=5)  # then SIGKILL: a throwaway cluster
         with contextlib.suppress(FileNotFoundError):
             _cluster_file().unlink()
         shutil.rmtree(info["temp_dir"], ignore_errors=True)
@@ -156,22 +154,28 @@ def stop_local_cluster(address: str) -> bool:
 
 def stop_local_cluster_if_unused(address: str) -> bool:
     """Stop nbdeploy's cluster at ``address`` when no deployment on it is deployed any more."""
-    from nbdeploy._deployments import _all
-
-    for dep in _all():
-        spec = dep.spec
-        if spec.get("target") == "ray" and spec["ray"].get("address") == address and dep.deployed:
-            return False
+    home = config.home()
+    for folder in home.iterdir() if home.is_dir() else ():
+        if not (folder / "deployed").exists():
+            continue
+        with contextlib.suppress(OSError, DeploymentError):
+            ray = DeploymentSpec.load(folder).ray
+            if ray is not None and ray.address == address:
+                return False
     return stop_local_cluster(address)
 
 
-def ctl(folder: Path, command: str, entry: dict[str, Any] | None = None, timeout: float = 180.0) -> dict[str, Any]:
-    """Run ``ray_ctl COMMAND FOLDER`` and return its JSON answer; its stderr goes to server.log."""
+def ctl(folder: Path, command: str, entry: ModelEntry | None = None, timeout: float = 180.0) -> dict[str, Any]:
+    """Run ``ray_ctl COMMAND FOLDER`` and return its JSON answer; its stderr goes to server.log.
+
+    The controller answers one JSON line on stdout, ``{"ok": true, ...}`` or ``{"ok": false,
+    "error": SENTENCE}``; anything else (it crashed) is reported with the log's place.
+    """
     with (folder / "server.log").open("ab") as log:
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", CTL, command, str(folder)],
-                input=json.dumps(entry) if entry else "",
+                input=json.dumps(asdict(entry)) if entry else "",
                 capture_output=True,
                 text=True,
                 timeout=timeout,
@@ -184,20 +188,14 @@ def ctl(folder: Path, command: str, entry: dict[str, Any] | None = None, timeout
                 f"Ray {command} of {folder.name!r} did not finish in {timeout:.0f} s; see {folder / 'server.log'}."
             ) from None
         log.write(proc.stderr.encode())
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    if proc.returncode != 0:
-        raise DeploymentError(lines[-1] if lines else f"Ray {command} failed with code {proc.returncode}.")
     try:
         out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
+        ok = bool(out["ok"])
+    except (ValueError, IndexError, KeyError, TypeError):
         raise DeploymentError(
-            f"Ray {command} of {folder.name!r} gave no answer; see {folder / 'server.log'}."
+            f"Ray {command} of {folder.name!r} ended with code {proc.returncode} and no answer; "
+            f"see {folder / 'server.log'}."
         ) from None
+    if not ok:
+        raise DeploymentError(str(out.get("error") or f"Ray {command} of {folder.name!r} failed."))
     return out
-
-
-def validate(replicas: int, num_cpus: float) -> None:
-    if replicas < 1:
-        raise InvalidInputError(f"Invalid replica count {replicas}: a Ray deployment needs at least 1 replica.")
-    if num_cpus < 0:
-        raise InvalidInputError(f"Invalid CPUs per replica {num_cpus}: use 0 or more.")

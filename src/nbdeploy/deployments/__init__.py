@@ -1,0 +1,60 @@
+"""The kernel's side of serving: start, find, adopt and stop deployments.
+
+One folder per deployment under ``NBDEPLOY_HOME`` holds everything about it:
+
+    NBDEPLOY_HOME/NAME/
+        spec.json         what to serve and how (:class:`~nbdeploy.spec.DeploymentSpec`), with
+                          the history of served versions, for rollback
+        token             bearer token, owner-only permissions
+        pid, port         written when the server starts; removed when it is stopped
+        server.log        the server's stdout and stderr
+        requests.jsonl    one line per answered request (rotated by size)
+        feedback.jsonl    labels sent to /feedback
+        alerts.jsonl      alert events
+        models/NAME-vN/   local copy of each served model version (and its training profile)
+        deployed          (--target ray) the URL, while the Ray applications are deployed
+        requests-R.jsonl  (--target ray) the request log of replica R, on the replica's machine
+        hub.json          (--target ray) what the monitoring hub keeps across its restarts
+
+Modules, one concern each (none imports a module listed after it):
+
+- :mod:`.processes` — liveness by identity, process-group stops, the folder lock
+- :mod:`.views` — the status card and the listing
+- :mod:`.models` — local copies of model versions
+- :mod:`.ray_client` — the local Ray cluster and the Ray controller (``serving.ray_ctl``)
+- :mod:`.handle` — :class:`Deployment`, one deployment
+- :mod:`.launch` — :func:`serve`: resolve, copy, write the spec, spawn, wait for health
+- :mod:`.store` — :func:`get`, :func:`deployments`, :func:`stop`
+
+>>> d = serve("cancer@champion")        # doctest: +SKIP
+>>> d.predict(X_test.head())            # doctest: +SKIP
+>>> d.stop()                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+from nbdeploy.deployments.handle import Deployment
+from nbdeploy.deployments.launch import serve, start
+from nbdeploy.deployments.store import deployments, get, stop, stop_all
+from nbdeploy.deployments.views import DeploymentList, Status
+from nbdeploy.spec import DeploymentSpec
+
+__all__ = [
+    "Deployment", "DeploymentList", "DeploymentSpec", "Status", "deployments", "get", "serve", "start", "stop",
+    "stop_all",
+]  # fmt: skip
+
+
+class _Package(types.ModuleType):
+    """``nbdeploy.deployments()`` lists the deployments (public API since 0.1), and
+    ``nbdeploy.deployments`` is also this package: importing a subpackage sets it as an
+    attribute of its parent, over the function. Calling the package calls the function."""
+
+    def __call__(self) -> DeploymentList:
+        return deployments()
+
+
+sys.modules[__name__].__class__ = _Package

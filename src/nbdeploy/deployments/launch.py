@@ -1,0 +1,199 @@
+"""Starting a deployment: resolve and copy the model, write the spec, spawn, wait for health.
+
+>>> d = serve("cancer@champion", port=5050)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from nbdeploy import config
+from nbdeploy._files import write_atomic
+from nbdeploy.deployments import processes, ray_client
+from nbdeploy.deployments.handle import Deployment
+from nbdeploy.deployments.models import fetch
+from nbdeploy.errors import DeploymentError, InvalidInputError
+from nbdeploy.refs import parse_ref, validate_name
+from nbdeploy.spec import DEFAULT_WINDOWS, DeploymentSpec, RaySpec, parse_windows
+
+__all__ = ["MARKER", "serve"]
+
+MARKER = "nbdeploy.serving"  # the server's module, and what identifies its processes
+_DEFAULTS = DeploymentSpec(name="-")
+_RAY = RaySpec()
+
+
+def serve(
+    ref: str,
+    *,
+    name: str | None = None,
+    port: int = 0,
+    host: str = _DEFAULTS.host,
+    token: str | None = None,
+    max_batch: int = _DEFAULTS.max_batch,
+    max_wait_ms: float = _DEFAULTS.max_wait_ms,
+    max_body_bytes: int = _DEFAULTS.max_body_bytes,
+    attach: bool = False,
+    monitor: bool = True,
+    alerts: Sequence[str] = (),
+    webhook: str | None = None,
+    alert_k: int = 3,
+    alert_interval_s: float = _DEFAULTS.alert_interval_s,
+    windows: str | Sequence[str] = tuple(DEFAULT_WINDOWS),
+    timeout: float = 60.0,
+    target: str = "local",
+    replicas: int = _RAY.replicas,
+    address: str | None = None,
+    replica_cpus: float = _RAY.num_cpus,
+) -> Deployment:
+    """Start a server for ``ref`` in its own process and return when ``/health`` answers.
+
+    ``port=0`` picks a free port. A host other than loopback requires a bearer token
+    (generated when not given). With ``attach=True`` the server ends with this process.
+    ``windows`` are the monitoring windows (``"30s"``, ``"5m"``, ``"1h"``…). ``alerts`` are
+    rules such as ``"p95_ms>50"`` (see :mod:`nbdeploy.monitoring.alerts`), evaluated on the
+    first window every ``alert_interval_s`` seconds, each firing after ``alert_k`` breaching
+    evaluations, posted to ``webhook`` if given.
+
+    ``target="ray"`` runs ``replicas`` copies of the same server as a Ray Serve application
+    on the cluster at ``address`` (or ``RAY_ADDRESS``; nbdeploy starts a local cluster when
+    neither is given), behind Ray's HTTP proxy on ``host:port`` (port 8000 by default), each
+    replica reserving ``replica_cpus`` CPUs.
+
+    >>> d = serve("cancer@champion", port=5050)   # doctest: +SKIP
+    >>> d = serve("cancer@champion", target="ray", replicas=2)   # doctest: +SKIP
+    """
+    from nbdeploy.monitoring.alerts import rule_specs
+
+    r = parse_ref(ref)
+    spec = DeploymentSpec(
+        name=validate_name(name or r.name or f"run-{r.run_id}"), host=host, port=port,
+        require_token=bool(token) or not config.is_loopback(host), max_batch=max_batch, max_wait_ms=max_wait_ms,
+        max_body_bytes=max_body_bytes, attach_to=os.getpid() if attach else None, monitor=monitor,
+        alerts=rule_specs(alerts, webhook, alert_k), alert_interval_s=alert_interval_s,
+        windows=parse_windows(windows), target=target,
+    )  # fmt: skip
+    if target == "ray":
+        ray_client.require_ray()
+        spec.ray = RaySpec(
+            replicas=replicas, num_cpus=replica_cpus, http_host=host, http_port=port or _RAY.http_port,
+            created=time.time(),
+        )  # fmt: skip
+        if attach:
+            raise InvalidInputError(
+                "--attach ties a local server to this kernel; Ray deployments live on their cluster."
+            )
+    spec.validate()
+    return _launch(spec, ref, token, address, timeout)
+
+
+def _launch(spec: DeploymentSpec, ref: str, token: str | None, address: str | None, timeout: float) -> Deployment:
+    folder = config.home() / spec.name
+    with processes.locked(folder):
+        existing = Deployment(spec.name, folder)
+        if (folder / "spec.json").exists() and existing.state() == "running":
+            raise DeploymentError(
+                f"Deployment {spec.name!r} is already running at {existing.url}: "
+                "stop it first or choose another name."
+            )
+        spec.history = [fetch(ref, folder)]
+        write_atomic(folder / "token", token or secrets.token_urlsafe(24), private=True)
+        for stale in ("pid", "port", "deployed"):
+            with contextlib.suppress(FileNotFoundError):
+                (folder / stale).unlink()
+        dep = Deployment(spec.name, folder)
+        if spec.ray is not None:
+            return _start_ray(dep, spec, address, timeout)
+        spec.save(folder)
+        return _start(dep, timeout, attach=spec.attach_to is not None)
+
+
+def _start_ray(dep: Deployment, spec: DeploymentSpec, address: str | None, timeout: float) -> Deployment:
+    assert spec.ray is not None
+    spec.ray.address, spec.ray.started_cluster = ray_client.resolve_address(address)
+    spec.save(dep.path)
+    # "deployed" before deploying: whatever interrupts what follows, stop() deletes the applications
+    (dep.path / "deployed").write_text("")
+    try:
+        result = ray_client.ctl(dep.path, "deploy", timeout=max(timeout, 120.0))
+        spec.ray.url = result["url"]
+        spec.require_token = result["require_token"]  # a proxy already listening off loopback needs it
+        spec.save(dep.path)
+        (dep.path / "deployed").write_text(result["url"])
+        _wait_healthy(dep, result["url"], timeout, poll=0.1)
+        return dep
+    except BaseException as exc:  # an error, or Ctrl-C in the notebook: leave nothing deployed
+        with contextlib.suppress(Exception):
+            dep.stop()
+        if isinstance(exc, DeploymentError):
+            raise DeploymentError(
+                f"The Ray deployment of {dep.name!r} failed: {exc} The last lines of its log:\n{dep.logs(15)}"
+            ) from None
+        raise
+
+
+def _wait_healthy(dep: Deployment, url: str, timeout: float, poll: float, proc: Any = None) -> None:
+    """Return once ``url/health`` answers 200; a server that exits or never answers is an error."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            dep.stop()
+            raise DeploymentError(
+                f"The server for {dep.name!r} exited with code {proc.returncode} before it was ready; "
+                f"the last lines of its log:\n{dep.logs(15)}"
+            )
+        if url or dep.port:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get((url or dep.url) + "/health", timeout=1).status_code == 200:
+                    return
+        time.sleep(poll)
+    dep.stop()
+    raise DeploymentError(
+        f"The server for {dep.name!r} was not ready after {timeout:.0f} s; the last lines of its log:\n{dep.logs(15)}"
+    )
+
+
+def _start(dep: Deployment, timeout: float, attach: bool) -> Deployment:
+    with (dep.path / "server.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", MARKER, str(dep.path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    processes.children[proc.pid] = proc
+    (dep.path / "pid").write_text(str(proc.pid))
+    if attach:
+        processes.attached[proc.pid] = str(dep.path)
+        atexit.register(processes.stop_attached)
+    _wait_healthy(dep, "", timeout, poll=0.02, proc=proc)
+    return dep
+
+
+def start(name: str, timeout: float = 60.0) -> Deployment:
+    """Start the local server of a deployment whose folder holds a spec already (a restart).
+
+    >>> start("cancer")   # doctest: +SKIP
+    """
+    folder = config.home() / validate_name(name)
+    with processes.locked(folder):
+        dep = Deployment(name, folder)
+        spec = dep.spec
+        if spec.ray is not None:
+            raise InvalidInputError(f"Deployment {name!r} runs on Ray: serve it again with --target ray.")
+        if dep.state() == "running":
+            raise DeploymentError(f"Deployment {name!r} is already running at {dep.url}.")
+        dep.stop()  # a dead server's pid and port files
+        return _start(dep, timeout, attach=False)

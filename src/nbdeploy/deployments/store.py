@@ -1,0 +1,56 @@
+"""Finding deployments by name, listing them, stopping them: the folders under ``NBDEPLOY_HOME``.
+
+>>> get("cancer").state()     # doctest: +SKIP
+'running'
+>>> stop(all=True)            # doctest: +SKIP
+'Stopped cancer.'
+"""
+
+from __future__ import annotations
+
+from nbdeploy import config
+from nbdeploy.deployments.handle import Deployment
+from nbdeploy.deployments.views import DeploymentList
+from nbdeploy.errors import DeploymentNotFoundError, InvalidInputError
+from nbdeploy.refs import validate_name
+
+__all__ = ["deployments", "get", "stop", "stop_all"]
+
+
+def _all() -> list[Deployment]:
+    home = config.home()
+    if not home.is_dir():
+        return []
+    return [Deployment(p.name, p) for p in sorted(home.iterdir()) if (p / "spec.json").exists()]
+
+
+def get(name: str) -> Deployment:
+    """The deployment called ``name`` (running, dead or stopped)."""
+    validate_name(name)
+    folder = config.home() / name
+    if not (folder / "spec.json").exists():
+        known = ", ".join(d.name for d in _all()) or "none"
+        raise DeploymentNotFoundError(f"No deployment is named {name!r}; deployments: {known}.")
+    return Deployment(name, folder)
+
+
+def deployments() -> DeploymentList:
+    """Every deployment this machine knows (in ``NBDEPLOY_HOME``), with its state."""
+    return DeploymentList(_all())
+
+
+def stop_all() -> list[str]:
+    """Stop every running or dead deployment; returns their names."""
+    return [d.name for d in _all() if (d.pid is not None or d.deployed) and d.stop()]
+
+
+def stop(name: str | None = None, *, all: bool = False) -> str:
+    """Stop one deployment by name, or ``all`` of them; returns the sentence that says what happened."""
+    if all == bool(name):
+        raise InvalidInputError("Give either a deployment NAME or --all to stop.")
+    if all:
+        names = stop_all()
+        return f"Stopped {', '.join(names)}." if names else "No deployment was running."
+    assert name is not None
+    stopped = get(name).stop()
+    return f"Stopped {name}." if stopped else f"{name} was not running."

@@ -1,0 +1,244 @@
+"""The deployment spec: what one deployment serves and how, with every default in one place.
+
+The launcher writes it as ``NBDEPLOY_HOME/NAME/spec.json``; the kernel, the CLI, the server
+process, the Ray controller and the Ray replicas read the same object back. It imports no
+web stack, so all of them can.
+
+>>> spec = DeploymentSpec(name="cancer", windows=parse_windows("30s,15m"))
+>>> spec.alert_window, spec.max_batch
+('30s', 1024)
+>>> spec.validate()
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from nbdeploy._files import write_atomic
+from nbdeploy.errors import DeploymentError, InvalidInputError
+
+__all__ = [
+    "DEFAULT_WINDOWS", "DeploymentSpec", "ModelEntry", "RaySpec", "ServerSettings", "parse_window",
+    "parse_windows",
+]  # fmt: skip
+
+DEFAULT_WINDOWS: dict[str, float] = {"1m": 60.0, "5m": 300.0, "1h": 3600.0}
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+SPEC_FILE = "spec.json"
+
+
+def parse_window(text: str) -> float:
+    """Seconds in a window written ``30s``, ``5m`` or ``1h`` (ValueError otherwise)."""
+    text = text.strip()
+    if len(text) < 2 or text[-1] not in _UNITS or not text[:-1].replace(".", "", 1).isdigit():
+        raise ValueError(f"Invalid window {text!r}: use a number followed by s, m or h, for example 5m.")
+    seconds = float(text[:-1]) * _UNITS[text[-1]]
+    if seconds <= 0:
+        raise ValueError(f"Invalid window {text!r}: a window lasts more than 0 seconds.")
+    return seconds
+
+
+def parse_windows(windows: str | Sequence[str]) -> dict[str, float]:
+    """``"1m,15m"`` or ``["1m", "15m"]`` -> ``{"1m": 60.0, "15m": 900.0}``; alerts use the first."""
+    names = [w.strip() for w in (windows.split(",") if isinstance(windows, str) else windows) if w.strip()]
+    if not names:
+        raise InvalidInputError("Give at least one monitoring window, for example 1m.")
+    try:
+        return {w: parse_window(w) for w in names}
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
+
+
+@dataclass
+class ModelEntry:
+    """One model version a deployment served: the history that ``rollback`` walks back."""
+
+    ref: str
+    model_path: str
+    resolved: str | None = None
+    version: int | None = None
+    task: str | None = None
+    profile_path: str | None = None
+    at: float = 0.0
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> ModelEntry:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in known})
+
+    def profile(self) -> dict[str, Any] | None:
+        """The training-data profile copied beside the model, if there is one."""
+        if self.profile_path and Path(self.profile_path).exists():
+            data: dict[str, Any] = json.loads(Path(self.profile_path).read_text())
+            return data
+        return None
+
+
+@dataclass
+class RaySpec:
+    """Where and how a ``--target ray`` deployment runs."""
+
+    replicas: int = 1
+    num_cpus: float = 0.5
+    address: str | None = None
+    started_cluster: bool = False  # nbdeploy started this cluster, so stops it with its last deployment
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    url: str | None = None
+    created: float | None = None
+
+
+@dataclass
+class ServerSettings:
+    """What one server needs besides its model: built from a spec by :meth:`DeploymentSpec.server_settings`."""
+
+    name: str
+    ref: str
+    version: int | None = None
+    token: str | None = field(default=None, repr=False)
+    require_token: bool = False
+    max_body_bytes: int = 16 << 20
+    max_batch: int = 1024
+    max_wait_ms: float = 2.0
+    log_rows: int = 100
+    monitor: bool = True
+    profile: dict[str, Any] | None = None
+    task: str | None = None
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    windows: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WINDOWS))
+    alert_window: str = "1m"
+    alert_interval_s: float = 5.0
+    folder: str | None = None
+    reload: bool = True  # False on a Ray replica: the model changes by a rolling update instead
+    # Behind Ray's proxy, which gives every request an x-request-id and echoes it in the
+    # response itself: take that id as it is and do not add a second header.
+    proxy_request_id: bool = False
+
+
+@dataclass
+class DeploymentSpec:
+    """Everything a deployment is started with; ``history[-1]`` is the model it serves."""
+
+    name: str
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: a free port; for --target ray, the proxy's (RaySpec.http_port)
+    require_token: bool = False
+    max_batch: int = 1024
+    max_wait_ms: float = 2.0
+    max_body_bytes: int = 16 << 20
+    attach_to: int | None = None  # the kernel's pid when the server ends with it
+    monitor: bool = True
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    alert_interval_s: float = 5.0
+    log_rows: int = 100  # rows of inputs and predictions kept per request in the request log
+    log_max_bytes: int = 64 << 20  # the request log rotates past this size
+    windows: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WINDOWS))
+    history: list[ModelEntry] = field(default_factory=list)
+    target: str = "local"
+    ray: RaySpec | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        """``spec["max_batch"]``: how ``Deployment.spec`` (a dict until 0.2) was read; deprecated."""
+        import warnings
+
+        warnings.warn(
+            f"Deployment.spec is a DeploymentSpec now: read spec.{key} instead of spec[{key!r}].",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.to_dict()[key]
+
+    @property
+    def alert_window(self) -> str:
+        """Alert rules are evaluated on the first window."""
+        return next(iter(self.windows))
+
+    @property
+    def current(self) -> ModelEntry:
+        return self.history[-1]
+
+    def validate(self) -> None:
+        """Raise :class:`InvalidInputError` with one sentence for the first value out of range."""
+        if not 0 <= self.port <= 65535:
+            raise InvalidInputError(f"Invalid port {self.port}: use 1-65535, or 0 for a free port.")
+        if self.max_batch < 1:
+            raise InvalidInputError(f"Invalid max batch {self.max_batch}: a predict call takes at least 1 row.")
+        if self.max_wait_ms < 0:
+            raise InvalidInputError(f"Invalid max wait {self.max_wait_ms} ms: use 0 or more milliseconds.")
+        if self.max_body_bytes < 1:
+            raise InvalidInputError(f"Invalid body limit {self.max_body_bytes} bytes: use a positive size.")
+        if self.alert_interval_s <= 0:
+            raise InvalidInputError(f"Invalid alert interval {self.alert_interval_s} s: use a positive number.")
+        if not self.windows:
+            raise InvalidInputError("Give at least one monitoring window, for example 1m.")
+        if self.target not in ("local", "ray"):
+            raise InvalidInputError(f"Unknown target {self.target!r}: use local or ray.")
+        if self.ray is not None:
+            if self.ray.replicas < 1:
+                raise InvalidInputError(
+                    f"Invalid replica count {self.ray.replicas}: a Ray deployment needs at least 1 replica."
+                )
+            if self.ray.num_cpus < 0:
+                raise InvalidInputError(f"Invalid CPUs per replica {self.ray.num_cpus}: use 0 or more.")
+
+    # on disk -----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> DeploymentSpec:
+        """The spec in ``doc``; keys this version does not know are ignored (older files
+        carry derived values such as ``alert_window``)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in doc.items() if k in known}
+        values["history"] = [ModelEntry.from_dict(e) for e in doc.get("history", [])]
+        if doc.get("ray") is not None:
+            ray_known = {f.name for f in fields(RaySpec)}
+            values["ray"] = RaySpec(**{k: v for k, v in doc["ray"].items() if k in ray_known})
+        values["windows"] = {str(k): float(v) for k, v in (doc.get("windows") or DEFAULT_WINDOWS).items()}
+        return cls(**values)
+
+    @classmethod
+    def load(cls, folder: Path) -> DeploymentSpec:
+        """The spec saved in ``folder``; a damaged file is one sentence naming it."""
+        path = folder / SPEC_FILE
+        try:
+            spec = cls.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise DeploymentError(
+                f"The spec of deployment {folder.name!r} ({path}) cannot be read ({type(exc).__name__}); "
+                "stop it and serve it again to write a new one."
+            ) from None
+        if not spec.history:
+            raise DeploymentError(f"The spec of deployment {folder.name!r} ({path}) names no model; serve it again.")
+        return spec
+
+    def save(self, folder: Path) -> None:
+        write_atomic(folder / SPEC_FILE, json.dumps(self.to_dict(), indent=2))
+
+    # for the server ----------------------------------------------------------------------
+
+    def server_settings(
+        self, *, token: str | None, folder: Path | None, entry: ModelEntry | None = None, **overrides: Any
+    ) -> ServerSettings:
+        """The settings of a server for ``entry`` (default: the current model) of this spec.
+
+        ``overrides`` set fields that depend on where the server runs (a Ray replica serves
+        with ``monitor=False, reload=False, proxy_request_id=True``).
+        """
+        entry = entry or self.current
+        monitor = overrides.pop("monitor", self.monitor)
+        return ServerSettings(
+            name=self.name, ref=entry.ref, version=entry.version, token=token, require_token=self.require_token,
+            max_body_bytes=self.max_body_bytes, max_batch=self.max_batch, max_wait_ms=self.max_wait_ms,
+            log_rows=self.log_rows, monitor=monitor, profile=entry.profile() if monitor else None, task=entry.task,
+            alerts=list(self.alerts), windows=dict(self.windows), alert_window=self.alert_window,
+            alert_interval_s=self.alert_interval_s, folder=str(folder) if folder else None, **overrides,
+        )  # fmt: skip
