@@ -7,7 +7,7 @@
    monitoring on and off, alternated twice; the ratio on/off.
 2. ``RequestWindows.snapshot`` — every window (1 min, 5 min, 1 h) with drift — over 100k
    logged rows x 30 features.
-3. One drift pass (:mod:`nbdeploy.drift`, PSI + KS per feature) over 1M rows x 30 features.
+3. One drift pass (:mod:`nbdeploy.stats.drift`, PSI + KS per feature) over 1M rows x 30 features.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ def timed(fn: object, repeat: int = 5) -> float:
 def main() -> None:
     _tmp, _X, _model, body = quickstart_model()
     import nbdeploy
-    from nbdeploy import drift
     from nbdeploy.monitoring.windows import RequestWindows
-    from nbdeploy.profile import compute_profile
+    from nbdeploy.stats import drift
+    from nbdeploy.stats.profile import compute_profile
 
     rps: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(2):

@@ -29,7 +29,7 @@ from sklearn import metrics as m
 from sklearn.datasets import make_classification, make_regression
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
-from nbdeploy.profile import compute_profile
+from nbdeploy.stats.profile import compute_profile
 from nbdeploy.validation.build import Candidate, build_report
 from nbdeploy.validation.gates import parse_gate
 from nbdeploy.validation.report import ValidationReport

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from nbdeploy import drift
-from nbdeploy.profile import compute_profile
+from nbdeploy.stats import drift
+from nbdeploy.stats.profile import compute_profile
 from tests.helpers import imported_after
 
 
@@ -104,4 +104,4 @@ def test_unusable_values_are_reported_not_raised() -> None:
 
 
 def test_drift_module_needs_only_numpy_and_scipy() -> None:
-    assert imported_after("import nbdeploy.drift", ["pandas", "sklearn", "mlflow", "IPython"]) == []
+    assert imported_after("import nbdeploy.stats.drift", ["pandas", "sklearn", "mlflow", "IPython"]) == []

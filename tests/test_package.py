@@ -25,7 +25,8 @@ def test_all_matches_public_names() -> None:
 
 
 def test_core_does_not_import_ipython() -> None:
-    core = "import nbdeploy, nbdeploy.registry, nbdeploy.profile, nbdeploy.cli, nbdeploy.deployments, nbdeploy.validation"
+    core = "import nbdeploy, nbdeploy.registry, nbdeploy.stats.profile, nbdeploy.cli, nbdeploy.deployments"
+    core += "; import nbdeploy.validation"
     assert imported_after(core, ["IPython", "ipywidgets", "anywidget"]) == []
 
 

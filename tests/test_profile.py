@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from nbdeploy.profile import bin_index, compute_profile, fingerprint
+from nbdeploy.stats.profile import bin_index, compute_profile, fingerprint
 
 
 def test_numeric_profile_matches_numpy() -> None:

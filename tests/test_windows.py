@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nbdeploy import drift
 from nbdeploy.monitoring.windows import RequestWindows, parse_window
-from nbdeploy.profile import compute_profile
+from nbdeploy.stats import drift
+from nbdeploy.stats.profile import compute_profile
 
 
 def make(profile: dict | None = None, task: str = "classification", **kw: int) -> RequestWindows:

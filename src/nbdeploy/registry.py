@@ -127,7 +127,7 @@ def _requirements() -> list[str]:
 
 
 def _check_data(X: Any, y: Any) -> tuple[Any, Any]:
-    from nbdeploy.profile import as_frame
+    from nbdeploy.stats.profile import as_frame
 
     if X is None:
         if y is not None:
@@ -178,7 +178,7 @@ def register(
     from mlflow.models import infer_signature
 
     from nbdeploy.lineage import lineage_tags
-    from nbdeploy.profile import compute_profile
+    from nbdeploy.stats.profile import compute_profile
     from nbdeploy.tasks import check_fitted, detect_task, training_metrics
 
     validate_name(name)

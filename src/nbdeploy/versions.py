@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from nbdeploy._html import card, esc, kv_table, table
 from nbdeploy.config import display_uri
+from nbdeploy.reprs import card, esc, kv_table, table
 
 __all__ = ["Listing", "ModelList", "ModelVersion"]
 

@@ -178,7 +178,7 @@ class Deployment:
         import numpy as np
         import pandas as pd
 
-        from nbdeploy.profile import as_frame
+        from nbdeploy.stats.profile import as_frame
 
         frame = as_frame(X)
         split = json.loads(frame.to_json(orient="split", index=False))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nbdeploy._html import card, esc, kv_table
+from nbdeploy.reprs import card, esc, kv_table
 from nbdeploy.versions import Listing
 
 __all__ = ["DeploymentList", "Status"]

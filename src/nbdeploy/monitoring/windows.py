@@ -5,7 +5,7 @@ rows) and one per input row (time, features, prediction, label). ``snapshot(now)
 them into the JSON of ``GET /monitor`` for each window (1 min, 5 min, 1 h by default):
 count and rate, latency percentiles, error rates by status class, batch sizes, the
 prediction distribution, per-feature drift against the training profile (the statistics
-of :mod:`nbdeploy.drift`) and, over the rows that got feedback, live accuracy or error.
+of :mod:`nbdeploy.stats.drift`) and, over the rows that got feedback, live accuracy or error.
 
 >>> w = RequestWindows(columns=["x"], profile=None, task="regression")
 >>> w.add(ts=0.0, latency_ms=2.0, status=200, rid="a", inputs=[[1.0]], predictions=[3.0])
@@ -22,72 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from nbdeploy import drift
+from nbdeploy.monitoring.ring import Ring, concat, live_quality, prediction_distribution, series
 from nbdeploy.spec import DEFAULT_WINDOWS, parse_window
+from nbdeploy.stats import drift
 
 __all__ = ["DEFAULT_WINDOWS", "RequestWindows", "parse_window"]
-
-SERIES_BUCKET_S = 10.0
-SERIES_POINTS = 60
-
-
-class _Ring:
-    """Fixed-capacity columns appended in time order; ``since(t)`` yields the live segments."""
-
-    def __init__(self, capacity: int, columns: Mapping[str, tuple[Any, tuple[int, ...]]]) -> None:
-        self.capacity, self.count = capacity, 0
-        # 2-D columns in Fortran order so that one feature over many rows is contiguous
-        self.cols = {
-            name: np.zeros((capacity, *shape), dtype=dt, order="F" if shape else "C")
-            for name, (dt, shape) in columns.items()
-        }
-
-    def append(self, values: Mapping[str, Any], n: int = 1) -> int:
-        """Append ``n`` rows; returns the absolute index of the first one."""
-        start = self.count
-        for i in range(0, n, self.capacity):  # a block larger than the ring keeps its tail
-            k = min(n - i, self.capacity)
-            pos = (start + i) % self.capacity
-            first = min(k, self.capacity - pos)
-            for name, col in self.cols.items():
-                block = values[name]
-                part = block[i : i + k] if np.ndim(block) else np.full(k, block)
-                col[pos : pos + first] = part[:first]
-                col[: k - first] = part[first:]
-        self.count += n
-        return start
-
-    def span(self, t0: float) -> tuple[int, int]:
-        """Absolute indices ``[lo, hi)`` of the live entries with ``ts >= t0``."""
-        lo = max(0, self.count - self.capacity)
-        hi = self.count
-        ts = self.cols["ts"]
-        # binary search over absolute indices (the ring is in time order)
-        a, b = lo, hi
-        while a < b:
-            mid = (a + b) // 2
-            if ts[mid % self.capacity] < t0:
-                a = mid + 1
-            else:
-                b = mid
-        return a, hi
-
-    def segments(self, lo: int, hi: int) -> list[tuple[int, int]]:
-        """Positions in the ring of the absolute entries ``[lo, hi)``: at most two slices."""
-        if hi <= lo:
-            return []
-        cap = self.capacity
-        a, b = lo % cap, hi % cap or cap
-        return [(a, b)] if a < b else [(a, cap), (0, b)]
-
-    def take(self, name: str, lo: int, hi: int) -> list[np.ndarray]:
-        """The entries ``[lo, hi)`` of one column as at most two views."""
-        col = self.cols[name]
-        return [col[a:b] for a, b in self.segments(lo, hi)]
-
-    def live(self, index: int) -> bool:
-        return self.count - self.capacity <= index < self.count
-
 
 class RequestWindows:
     """Request and row rings, feedback, and window statistics for one deployment.
@@ -110,15 +49,15 @@ class RequestWindows:
         self.columns = list(columns)
         self.windows = dict(windows or DEFAULT_WINDOWS)
         k = max(1, len(self.columns))
-        self.requests = _Ring(
+        self.requests = Ring(
             request_capacity, {"ts": (np.float64, ()), "latency": (np.float32, ()), "status": (np.int16, ())}
         )
         # predictions and labels as float codes (class index, or the value for regression); NaN = none
-        self.rows = _Ring(
+        self.rows = Ring(
             row_capacity,
             {"ts": (np.float64, ()), "x": (np.float32, (k,)), "pred": (np.float64, ()), "label": (np.float64, ())},
         )
-        self.batches = _Ring(100_000, {"ts": (np.float64, ()), "requests": (np.int32, ()), "rows": (np.int32, ())})
+        self.batches = Ring(100_000, {"ts": (np.float64, ()), "requests": (np.int32, ()), "rows": (np.int32, ())})
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
         self._batch_queue: collections.deque[tuple[float, int, int]] = collections.deque()
         self._ids: collections.OrderedDict[str, tuple[int, int]] = collections.OrderedDict()
@@ -275,13 +214,13 @@ class RequestWindows:
             return {
                 "total_requests": self.requests.count,
                 "windows": {w: self._window(now, self.windows[w]) for w in names if w in self.windows},
-                "series": self._series(now),
+                "series": series(self.requests, now),
             }
 
     def _window(self, now: float, seconds: float) -> dict[str, Any]:
         lo, hi = self.requests.span(now - seconds)
-        latency = _cat(self.requests.take("latency", lo, hi), np.float32)
-        status = _cat(self.requests.take("status", lo, hi), np.int16)
+        latency = concat(self.requests.take("latency", lo, hi), np.float32)
+        status = concat(self.requests.take("status", lo, hi), np.int16)
         n = int(latency.size)
         classes = {f"{c}xx": int(np.sum(status // 100 == c)) for c in (2, 4, 5)}
         pct = np.percentile(latency, [50, 95, 99]).tolist() if n else [None, None, None]
@@ -297,8 +236,8 @@ class RequestWindows:
             and lo == self.requests.count - self.requests.capacity,
         }
         blo, bhi = self.batches.span(now - seconds)
-        b_req = _cat(self.batches.take("requests", blo, bhi), np.int32)
-        b_rows = _cat(self.batches.take("rows", blo, bhi), np.int32)
+        b_req = concat(self.batches.take("requests", blo, bhi), np.int32)
+        b_rows = concat(self.batches.take("rows", blo, bhi), np.int32)
         out["batches"] = {
             "count": int(b_req.size),
             "mean_requests": float(b_req.mean()) if b_req.size else None,
@@ -306,25 +245,14 @@ class RequestWindows:
         }
         rlo, rhi = self.rows.span(now - seconds)
         out["rows"] = rhi - rlo
-        preds = _cat(self.rows.take("pred", rlo, rhi), np.float64)
-        out["predictions"] = self._prediction_distribution(preds)
+        preds = concat(self.rows.take("pred", rlo, rhi), np.float64)
+        out["predictions"] = prediction_distribution(self.task, self._classes, preds)
         out["drift"] = [d.to_dict() for d in self._drift(rlo, rhi)]
         scored = [d for d in out["drift"] if d["psi"] is not None]
         out["drift_max_psi"] = max((d["psi"] for d in scored), default=None)
         out["drifted_features"] = [d["name"] for d in out["drift"] if d["status"] == "drift"]
-        out.update(self._live_quality(preds, _cat(self.rows.take("label", rlo, rhi), np.float64)))
+        out.update(live_quality(self.task, preds, concat(self.rows.take("label", rlo, rhi), np.float64)))
         return out
-
-    def _prediction_distribution(self, preds: np.ndarray) -> dict[str, Any]:
-        if self.task == "classification":
-            names = list(self._classes)
-            counts = np.bincount(preds[~np.isnan(preds)].astype(np.int64), minlength=len(names))
-            return {"kind": "classes", "counts": {names[i]: int(c) for i, c in enumerate(counts) if c}}
-        numbers = preds[~np.isnan(preds)]
-        if not numbers.size:
-            return {"kind": "histogram", "edges": [], "counts": []}
-        counts, edges = np.histogram(numbers, bins=10)
-        return {"kind": "histogram", "edges": edges.tolist(), "counts": counts.tolist()}
 
     def _drift(self, lo: int, hi: int) -> list[drift.FeatureDrift]:
         if not self._numeric or hi <= lo:
@@ -338,39 +266,3 @@ class RequestWindows:
             results.append(drift.drift_from_counts(column, total[: cuts.size + 1].tolist()))
         return results
 
-    def _live_quality(self, preds: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-        has = ~np.isnan(labels)
-        labelled = int(has.sum())
-        if not labelled:
-            return {"labelled": 0, "accuracy": None, "rmse": None}
-        p, y = preds[has], labels[has]
-        if self.task == "classification":
-            return {"labelled": labelled, "accuracy": float(np.mean(p == y)), "rmse": None}
-        return {"labelled": labelled, "accuracy": None, "rmse": float(np.sqrt(np.mean((p - y) ** 2)))}
-
-    def _series(self, now: float) -> dict[str, list[Any]]:
-        """Requests/s and p95 latency in 10 s buckets over the last 10 minutes (sparklines)."""
-        start = now - SERIES_BUCKET_S * SERIES_POINTS
-        lo, hi = self.requests.span(start)
-        ts = _cat(self.requests.take("ts", lo, hi), np.float64)
-        lat = _cat(self.requests.take("latency", lo, hi), np.float32)
-        bucket = np.clip(((ts - start) // SERIES_BUCKET_S).astype(int), 0, SERIES_POINTS - 1)
-        counts = np.bincount(bucket, minlength=SERIES_POINTS)
-        p95: list[float | None] = [None] * SERIES_POINTS
-        if ts.size:
-            order = np.argsort(bucket, kind="stable")
-            splits = np.cumsum(counts)[:-1]
-            for i, chunk in enumerate(np.split(lat[order], splits)):
-                if chunk.size:
-                    p95[i] = float(np.percentile(chunk, 95))
-        return {
-            "t": [start + (i + 1) * SERIES_BUCKET_S for i in range(SERIES_POINTS)],
-            "rps": (counts / SERIES_BUCKET_S).tolist(),
-            "p95_ms": p95,
-        }
-
-
-def _cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
-    if not parts:
-        return np.zeros(0, dtype=dtype)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)

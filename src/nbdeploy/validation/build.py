@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nbdeploy.drift import frame_drift
 from nbdeploy.errors import InvalidInputError
-from nbdeploy.profile import as_frame
+from nbdeploy.stats.drift import frame_drift
+from nbdeploy.stats.profile import as_frame
 from nbdeploy.validation import bootstrap
 from nbdeploy.validation.checks import check_data, model_input
 from nbdeploy.validation.gates import Gate

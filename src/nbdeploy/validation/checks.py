@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nbdeploy.drift import FeatureDrift, frame_drift
 from nbdeploy.errors import InvalidInputError
-from nbdeploy.profile import as_frame
+from nbdeploy.stats.drift import FeatureDrift, frame_drift
+from nbdeploy.stats.profile import as_frame
 
 __all__ = ["ColumnCheck", "DataChecks", "Missing", "OutOfRange", "check_data", "mlflow_type", "model_input"]
 

@@ -1,4 +1,4 @@
-"""The report's ``text/html``: small section functions over :mod:`nbdeploy._html`.
+"""The report's ``text/html``: small section functions over :mod:`nbdeploy.reprs`.
 
 Static and self-contained — one stylesheet inline, charts as inline SVG, no script, no
 external URL — and well-formed XML, so it reads the same in JupyterLab, VS Code and
@@ -13,10 +13,9 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from nbdeploy._html import card, esc, kv_table
+from nbdeploy.reprs import card, esc, fmt, kv_table, signed
 from nbdeploy.validation.gates import FAILED, PASSED
 from nbdeploy.validation.metrics import higher_is_better
-from nbdeploy.validation.report import fmt, signed
 from nbdeploy.validation.svg import predicted_vs_actual_svg, roc_svg
 
 if TYPE_CHECKING:

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbdeploy.reprs import fmt, signed
 from nbdeploy.validation.checks import DataChecks
 from nbdeploy.validation.gates import FAILED, NOT_EVALUATED, PASSED, GateResult
 from nbdeploy.validation.metrics import CLASSIFICATION, DATA, OPERATIONAL, PROBABILISTIC, REGRESSION
@@ -21,20 +22,6 @@ __all__ = ["FORMAT", "ValidationReport", "fmt", "signed"]
 
 FORMAT = "nbdeploy.validation/1"
 _ORDER = (*CLASSIFICATION, *PROBABILISTIC, *REGRESSION, *OPERATIONAL, *DATA)
-
-
-def fmt(value: float | None) -> str:
-    """A metric for display: 4 significant digits, ``-`` when not measured."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.4g}"
-
-
-def signed(value: float | None) -> str:
-    """A difference for display: with its sign, ``-`` when not measured."""
-    if value is None or math.isnan(value):
-        return "-"
-    return f"{value:+.4g}"
 
 
 def _clean(value: Any) -> Any:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nbdeploy._html import esc
+from nbdeploy.reprs import esc
 
 __all__ = ["predicted_vs_actual_svg", "roc_svg"]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from nbdeploy._html import esc
+from nbdeploy.reprs import esc
 
 __all__ = ["DeploymentsPanel"]
 

@@ -1,18 +1,21 @@
-"""Small helpers for the HTML representations: escaped cells, tables, one stylesheet."""
+"""HTML for the notebook reprs of core objects (version cards, listings, reports, statuses):
+small helpers, every interpolated value escaped, CSS loaded once from `nbdeploy.css` beside this
+file; and the number formats their `text/plain` forms share."""
 
 from __future__ import annotations
 
 import functools
 import html
+import math
 from collections.abc import Iterable, Sequence
 from importlib import resources
 
-__all__ = ["card", "esc", "kv_table", "table"]
+__all__ = ["card", "esc", "fmt", "kv_table", "signed", "table"]
 
 
 @functools.cache
 def _css() -> str:
-    return resources.files("nbdeploy").joinpath("static/nbdeploy.css").read_text()
+    return resources.files(__name__).joinpath("nbdeploy.css").read_text()
 
 
 def esc(value: object) -> str:
@@ -37,3 +40,17 @@ def kv_table(pairs: Iterable[tuple[str, str]]) -> str:
 def card(title_html: str, *sections: str) -> str:
     """A self-contained block: the stylesheet, a title and sections (already HTML)."""
     return f"<style>{_css()}</style><div class='nbd'><h3>{title_html}</h3>{''.join(sections)}</div>"
+
+
+def fmt(value: float | None) -> str:
+    """A metric for display: 4 significant digits, ``-`` when not measured."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.4g}"
+
+
+def signed(value: float | None) -> str:
+    """A difference for display: with its sign, ``-`` when not measured."""
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{value:+.4g}"
