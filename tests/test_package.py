@@ -38,3 +38,17 @@ def test_the_kernel_does_not_import_the_servers_web_stack() -> None:
 def test_console_script_version() -> None:
     out = subprocess.run(["nbdeploy", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"nbdeploy {nbdeploy.__version__}"
+
+
+def test_no_module_is_over_300_lines() -> None:
+    from pathlib import Path
+
+    src = Path(nbdeploy.__file__).parent
+    long = {str(p.relative_to(src)): n for p in src.rglob("*.py") if (n := len(p.read_text().splitlines())) > 300}
+    assert long == {}, "split these modules by concern"
+
+
+def test_the_layering_contracts_hold() -> None:
+    out = subprocess.run(["lint-imports"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "0 broken" in out.stdout

@@ -21,6 +21,7 @@ Modules, one concern each (none imports a module listed after it):
 - :mod:`.processes` — liveness by identity, process-group stops, the folder lock
 - :mod:`.views` — the status card and the listing
 - :mod:`.models` — local copies of model versions
+- :mod:`.http` — HTTP calls to a server, errors as one sentence
 - :mod:`.ray_client` — the local Ray cluster and the Ray controller (``serving.ray_ctl``)
 - :mod:`.handle` — :class:`Deployment`, one deployment
 - :mod:`.launch` — :func:`serve`: resolve, copy, write the spec, spawn, wait for health

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbdeploy.deployments import models, processes, ray_client
+from nbdeploy.deployments import http, models, processes, ray_client
 from nbdeploy.deployments.views import Status
 from nbdeploy.errors import DeploymentError, InvalidInputError
 from nbdeploy.spec import DeploymentSpec, ModelEntry
@@ -96,44 +96,19 @@ class Deployment:
         return "running" if processes.alive(pid, str(self.path)) else "dead"
 
     def _ray_state(self) -> str:
-        import httpx
-
         if not self.deployed:
             return "stopped"
-        try:
-            return "running" if httpx.get(self.url + "/health", timeout=3).status_code == 200 else "dead"
-        except httpx.HTTPError:
-            return "dead"
+        return "running" if http.answers(self.url) else "dead"
 
     # talking to the server ------------------------------------------------------------
 
-    def _headers(self) -> dict[str, str]:
-        token = self.token
-        return {"Authorization": f"Bearer {token}"} if token else {}
-
-    def _request(
-        self, method: str, route: str, headers: dict[str, str] | None = None, timeout: float = 60, **kw: Any
-    ) -> Any:
-        import httpx
-
+    def _request(self, method: str, route: str, timeout: float = 60, **kw: Any) -> Any:
         # A Ray application is asked directly (no /health round trip first): if it does not
-        # answer, the request below says so.
+        # answer, the request says so.
         state = ("running" if self.deployed else "stopped") if self.target == "ray" else self.state()
         if state != "running":
             raise DeploymentError(f"Deployment {self.name!r} is {state}: serve it again to use it.")
-        try:
-            response = httpx.request(
-                method, self.url + route, headers={**self._headers(), **(headers or {})}, timeout=timeout, **kw
-            )
-        except httpx.HTTPError as exc:
-            raise DeploymentError(f"Deployment {self.name!r} did not answer at {self.url}: {exc}.") from None
-        if response.status_code >= 400:
-            try:
-                message = response.json().get("message", response.text)
-            except ValueError:
-                message = response.text
-            raise DeploymentError(f"Deployment {self.name!r} answered {response.status_code}: {message}")
-        return response
+        return http.request(self.name, method, self.url, route, self.token, timeout=timeout, **kw)
 
     def status(self) -> Status:
         """State, address, version served and uptime (asked of the server when it runs)."""

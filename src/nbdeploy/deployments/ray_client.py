@@ -199,3 +199,4 @@ def ctl(folder: Path, command: str, entry: ModelEntry | None = None, timeout: fl
     if not ok:
         raise DeploymentError(str(out.get("error") or f"Ray {command} of {folder.name!r} failed."))
     return out
+
