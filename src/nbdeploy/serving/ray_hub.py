@@ -98,19 +98,14 @@ class Hub:
     def _rebuild(self) -> int:
         """Queue the logged requests still inside the longest window and replay the labels,
         so a hub that Ray restarted starts from everything that was answered."""
-        from nbdeploy.serving.requestlog import read_records
+        from nbdeploy.monitoring.replay import logged_feedback, logged_requests
 
         self.rebuilt_at = time.time()
         self.rebuilt_ids: set[str] = set()  # what replicas forwarded before the restart may arrive too
         count = 0
         for path in sorted(self.folder.glob("requests-*.jsonl")):
             replica = path.name.removeprefix("requests-").removesuffix(".jsonl")
-            items = [
-                (r["ts"], r.get("latency_ms", 0.0), r.get("status", 0), r.get("id", ""),
-                 r.get("inputs") if "columns" not in r else None, r.get("predictions"))
-                for r in read_records(path)
-                if r.get("ts", 0) >= self.rebuilt_at - self.horizon
-            ]  # fmt: skip
+            items = list(logged_requests(path, since=self.rebuilt_at - self.horizon))
             if items:
                 self._replica(replica)
                 self.meta[replica] = {"pid": None, "node": None, "last_seen": max(i[0] for i in items)}
@@ -118,14 +113,9 @@ class Hub:
                 self._own(replica, items)
                 self.rebuilt_ids.update(item[3] for item in items)
                 count += len(items)
-        feedback = self.folder / "feedback.jsonl"
-        if count and feedback.exists():
-            for line in feedback.read_text().splitlines():
-                try:
-                    doc = json.loads(line)
-                    self._label(str(doc["id"]), list(doc["labels"]))
-                except (ValueError, KeyError, TypeError):
-                    continue
+        if count:
+            for rid, labels in logged_feedback(self.folder / "feedback.jsonl"):
+                self._label(rid, labels)
         return count
 
     # records ---------------------------------------------------------------------------
@@ -258,7 +248,7 @@ class Hub:
             self.alerts.set_rules(rules)
         except RuleError as exc:
             return {"error": str(exc)}
-        except (KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):  # a 'k' that is not a number, a rule that is not a dict
             return {"error": "The body must be JSON with a 'rules' list of {'rule': ..., 'k': ..., 'webhook': ...}."}
         self._save_state()
         result: dict[str, Any] = self.alerts.to_dict()
