@@ -54,4 +54,3 @@ class RequestLog:
     def close(self) -> None:
         with self._lock:
             os.close(self._fd)
-
