@@ -141,17 +141,19 @@ def test_an_unexpected_error_is_a_logged_json_500_and_the_server_stays_up(
         r = c.get("/monitor")
         assert (r.status_code, r.json(), r.headers["content-type"]) == (500, internal, "application/json")
         monkeypatch.undo()
+        bad = c.post("/invocations", json={"dataframe_split": {"columns": ["x"], "data": [[1]]}})
+        assert bad.status_code == 400 and bad.headers["x-request-id"]  # a request at fault: its id too
         assert c.post("/invocations", json=split(X), headers={"X-Request-Id": "ok-1"}).status_code == 200
         assert c.get("/monitor").status_code == 200
         families = {f.name: f for f in text_string_to_metric_families(c.get("/metrics").text)}
     recs = read_records(tmp_path / "requests.jsonl")
-    assert [(r["id"], r["status"], r.get("error")) for r in recs] == [
-        ("bug-1", 500, "The server failed: RuntimeError."),
-        ("ok-1", 200, None),
-    ]
+    ids = [(r["id"], r["status"]) for r in recs]
+    assert ids == [("bug-1", 500), (bad.headers["x-request-id"], 400), ("ok-1", 200)]
+    assert recs[0]["error"] == "The server failed: RuntimeError." and "error" not in recs[2]
+    assert recs[1]["error"].startswith("The input is missing")
     assert recs[0]["rows"] == 3 and "predictions" not in recs[0]
     by_status = {s.labels["status"]: s.value for s in families["nbdeploy_requests"].samples}
-    assert by_status == {"500": 1.0, "200": 1.0}
+    assert by_status == {"500": 1.0, "400": 1.0, "200": 1.0}
     assert families["nbdeploy_in_flight"].samples[0].value == 0
     log.close()
 

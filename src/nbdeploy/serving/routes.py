@@ -50,17 +50,20 @@ def routes(server: Server, monitor: MonitorBackend, guard: Guard) -> list[Guarde
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with a 413 as soon as it passes ``limit`` bytes (before it is read whole)."""
-    too_large = ProtocolError(413, f"The body is larger than the limit of {limit} bytes.", "REQUEST_TOO_LARGE")
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
-        raise too_large
+        raise _too_large(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ProtocolError:
+    return ProtocolError(413, f"The body is larger than the limit of {limit} bytes.", "REQUEST_TOO_LARGE")
 
 
 class CoreRoutes:
