@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from nbdeploy.serving.app import ServerSettings, create_app
+from nbdeploy.serving.auth import Access, GuardedRoute
 from nbdeploy.serving.loader import load
 from nbdeploy.serving.requestlog import RequestLog, read_records
 
@@ -76,3 +77,135 @@ def test_request_log_rotates_by_size(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl", "r.jsonl.1", "r.jsonl.2"]
     ids = [r["id"] for r in read_records(tmp_path / "r.jsonl")]
     assert ids == sorted(ids) and ids[-1] == 19 and all(p.stat().st_size <= 200 for p in tmp_path.iterdir())
+
+
+DECLARED = {
+    "/ping": Access.PUBLIC,
+    "/health": Access.PUBLIC,
+    "/version": Access.PUBLIC,
+    "/invocations": Access.TOKEN,
+    "/info": Access.TOKEN,
+    "/metrics": Access.TOKEN,
+    "/monitor": Access.TOKEN,
+    "/feedback": Access.TOKEN,
+    "/admin/reload": Access.ADMIN,
+    "/admin/alerts": Access.ADMIN,
+}
+UNAUTHENTICATED = {
+    "error_code": "UNAUTHENTICATED",
+    "message": "This endpoint needs the header 'Authorization: Bearer <token>'.",
+}
+PERMISSION_DENIED = {"error_code": "PERMISSION_DENIED", "message": "The bearer token is not valid."}
+
+
+@pytest.mark.parametrize("require_token", [False, True])
+def test_every_route_declares_who_may_call_it(model_dir: Path, tmp_path: Path, require_token: bool) -> None:
+    """A new route must say who may call it (a plain Route fails here), and each level holds."""
+    settings = ServerSettings(name="t", ref="t/1", version=1, token="s3cret", require_token=require_token)
+    log = RequestLog(tmp_path / "requests.jsonl")
+    app = create_app(settings, load(model_dir), log)
+    assert all(isinstance(route, GuardedRoute) for route in app.routes)
+    assert {route.path: route.access for route in app.routes} == DECLARED  # type: ignore[attr-defined]
+    with TestClient(app) as c:
+        for route in app.routes:
+            assert isinstance(route, GuardedRoute) and route.methods
+            method = sorted(route.methods - {"HEAD"})[0]
+            missing = c.request(method, route.path)
+            if route.access is Access.ADMIN or (route.access is Access.TOKEN and require_token):
+                assert (missing.status_code, missing.json()) == (401, UNAUTHENTICATED), route.path
+                assert missing.headers["www-authenticate"] == "Bearer"
+                wrong = c.request(method, route.path, headers={"Authorization": "Bearer nope"})
+                assert (wrong.status_code, wrong.json()) == (403, PERMISSION_DENIED), route.path
+            else:
+                assert missing.status_code not in (401, 403), route.path
+    log.close()
+
+
+def test_an_unexpected_error_is_a_logged_json_500_and_the_server_stays_up(
+    model_dir: Path, tmp_path: Path, cancer: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = RequestLog(tmp_path / "requests.jsonl")
+    app = create_app(ServerSettings(name="t", ref="t/1", version=1), load(model_dir), log)
+    server = app.state.server
+    internal = {"error_code": "INTERNAL_ERROR", "message": "The server failed: RuntimeError."}
+
+    def bug(*args: Any) -> Any:
+        raise RuntimeError("a bug of ours, with data: 17.99")
+
+    X = cancer["X_test"].head(3)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        monkeypatch.setattr(server.batcher, "submit", bug)
+        r = c.post("/invocations", json=split(X), headers={"X-Request-Id": "bug-1"})
+        assert (r.status_code, r.json(), r.headers["x-request-id"]) == (500, internal, "bug-1")
+        monkeypatch.setattr(server.monitor, "snapshot", bug)
+        r = c.get("/monitor")
+        assert (r.status_code, r.json(), r.headers["content-type"]) == (500, internal, "application/json")
+        monkeypatch.undo()
+        bad = c.post("/invocations", json={"dataframe_split": {"columns": ["x"], "data": [[1]]}})
+        assert bad.status_code == 400 and bad.headers["x-request-id"]  # a request at fault: its id too
+        assert c.post("/invocations", json=split(X), headers={"X-Request-Id": "ok-1"}).status_code == 200
+        assert c.get("/monitor").status_code == 200
+        families = {f.name: f for f in text_string_to_metric_families(c.get("/metrics").text)}
+    recs = read_records(tmp_path / "requests.jsonl")
+    ids = [(r["id"], r["status"]) for r in recs]
+    assert ids == [("bug-1", 500), (bad.headers["x-request-id"], 400), ("ok-1", 200)]
+    assert recs[0]["error"] == "The server failed: RuntimeError." and "error" not in recs[2]
+    assert recs[1]["error"].startswith("The input is missing")
+    assert recs[0]["rows"] == 3 and "predictions" not in recs[0]
+    by_status = {s.labels["status"]: s.value for s in families["nbdeploy_requests"].samples}
+    assert by_status == {"500": 1.0, "400": 1.0, "200": 1.0}
+    assert families["nbdeploy_in_flight"].samples[0].value == 0
+    log.close()
+
+
+class _FakeHub:
+    """A Ray deployment handle whose methods answer ``answers[name]`` (an exception: raised)."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers, self.asked = answers, []
+
+    def __getattr__(self, name: str) -> Any:
+        hub = self
+
+        class Method:
+            def remote(self, *args: Any) -> Any:
+                async def answer() -> Any:
+                    hub.asked.append(name)
+                    if isinstance(hub.answers[name], Exception):
+                        raise hub.answers[name]
+                    return hub.answers[name]
+
+                return answer()
+
+        return Method()
+
+
+def test_ray_monitoring_routes_ask_the_hub_and_answer_503_while_it_is_away(model_dir: Path, tmp_path: Path) -> None:
+    ray_app = pytest.importorskip("nbdeploy.serving.ray_app")
+    away = {"snapshot": TimeoutError(), "feedback": TimeoutError(), "set_alerts": TimeoutError()}
+    rules = {"rules": [{"rule": "p95_ms>50"}]}
+    unavailable = {"error_code": "TEMPORARILY_UNAVAILABLE", "message": ray_app.HubMonitor.AWAY}
+    settings = ServerSettings(name="t", ref="t/1", version=1, token="s3cret", monitor=False, reload=False)
+    log = RequestLog(tmp_path / "requests.jsonl")
+    auth = {"Authorization": "Bearer s3cret"}
+    ok = {"snapshot": {"target": "ray"}, "feedback": {"accepted": 1, "unknown": []}, "set_alerts": {"error": "No."}}
+    refused = {"error_code": "BAD_REQUEST", "message": "No."}
+    for answers, expected in [
+        (away, [(503, unavailable)] * 3),
+        (ok, [(200, ok["snapshot"]), (200, ok["feedback"]), (400, refused)]),
+    ]:
+        hub = _FakeHub(answers)
+        app = create_app(settings, load(model_dir), log, monitor=ray_app.HubMonitor(hub, None))
+        with TestClient(app) as c:
+            got = [
+                c.get("/monitor?window=1m"),
+                c.post("/feedback", json={"ids": [1], "targets": [0]}),
+                c.post("/admin/alerts", json=rules, headers=auth),
+            ]
+            assert [(r.status_code, r.json()) for r in got] == expected
+            bad = c.post("/admin/alerts", json={"rules": [{"rule": "p95_ms>>50"}]}, headers=auth)
+            assert bad.status_code == 400 and bad.json()["error_code"] == "BAD_REQUEST"
+            unknown = c.get("/monitor?window=2m").json()["message"]
+            assert unknown == "Unknown window '2m'; windows: 1m, 5m, 1h."
+        assert hub.asked == ["snapshot", "feedback", "set_alerts"]  # bad rules and windows never reach the hub
+    log.close()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import operator
-import os
 import queue
 import re
 import threading
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nbdeploy._files import append_private
 from nbdeploy.errors import InvalidInputError
 
 __all__ = ["METRICS", "AlertBook", "Rule", "RuleError", "rule_specs"]
@@ -162,11 +162,7 @@ class AlertBook:
         self.events.append(event)
         del self.events[:-200]
         if self.path is not None:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                os.write(fd, (json.dumps(event) + "\n").encode())
-            finally:
-                os.close(fd)
+            append_private(self.path, json.dumps(event) + "\n")
         if webhook:
             try:
                 self._outbox.put_nowait((webhook, event))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import os
 import signal
 import socket
@@ -48,29 +47,15 @@ async def _watch_parent(parent: int) -> None:
 
 def _rebuild(monitor: Any, folder: Path) -> int:
     """Refill the monitoring windows from the request log and feedback after a restart."""
-    from nbdeploy.serving.requestlog import read_records
+    from nbdeploy.monitoring.replay import logged_feedback, logged_requests
 
-    horizon = time.time() - max(monitor.windows.values())
-    records = [r for r in read_records(folder / "requests.jsonl") if r.get("ts", 0) >= horizon]
-    for r in records:
-        inputs = r.get("inputs") if "columns" not in r else None
-        monitor.add(
-            r["ts"],
-            r.get("latency_ms", 0.0),
-            r.get("status", 0),
-            r.get("id", ""),
-            inputs,
-            r.get("predictions"),
-        )
-    feedback = folder / "feedback.jsonl"
-    if feedback.exists():
-        for line in feedback.read_text().splitlines():
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                continue
-            monitor.feedback(doc["id"], doc["labels"])
-    return len(records)
+    count = 0
+    for item in logged_requests(folder / "requests.jsonl", since=time.time() - max(monitor.windows.values())):
+        monitor.add(*item)
+        count += 1
+    for rid, labels in logged_feedback(folder / "feedback.jsonl"):
+        monitor.feedback(rid, labels)
+    return count
 
 
 def main(argv: list[str] | None = None) -> int:

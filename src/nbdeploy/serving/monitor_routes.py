@@ -1,37 +1,64 @@
-"""``GET /monitor``, ``POST /feedback``, ``POST /admin/alerts`` and the alert loop.
+"""``GET /monitor``, ``POST /feedback``, ``POST /admin/alerts`` and the monitoring loops.
 
-The server records every answered request in a :class:`~nbdeploy.monitoring.windows.
-RequestWindows`; these routes read it. ``/monitor`` takes ``?window=1m,5m`` to limit the
-windows computed.
+The three routes are written once, over a :class:`MonitorBackend`: :class:`LocalMonitor`
+(this process's :class:`~nbdeploy.monitoring.windows.RequestWindows` and alert book) or,
+on Ray, the deployment's monitoring hub (:class:`nbdeploy.serving.ray_app.HubMonitor`).
+``/monitor`` takes ``?window=1m,5m`` to limit the windows computed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
+from nbdeploy._files import append_private
 from nbdeploy.monitoring.alerts import AlertBook, RuleError
 from nbdeploy.monitoring.windows import RequestWindows
+from nbdeploy.serving.protocol import ProtocolError
+from nbdeploy.serving.responses import json_response
+from nbdeploy.serving.server import Server
 
-__all__ = ["MonitorCollector", "alert_loop", "feedback_body", "fold_loop", "monitor_routes", "window_names"]
+__all__ = [
+    "LocalMonitor",
+    "MonitorBackend",
+    "MonitorRoutes",
+    "alert_loop",
+    "checked_rules",
+    "feedback_body",
+    "fold_loop",
+    "window_names",
+]
 
-Json = Callable[..., Response]
-Guard = Callable[[Request, bool], Response | None]
+RULES_BODY = "The body must be JSON with a 'rules' list of {'rule': ..., 'k': ..., 'webhook': ...}."
 
 
-def _error(json_response: Json, status: int, message: str) -> Response:
-    return json_response({"error_code": "BAD_REQUEST", "message": message}, status)
+class MonitorBackend(Protocol):
+    """What the monitoring routes ask. Methods raise :class:`ProtocolError` for an answer
+    other than 200 (rules that do not parse: 400; a Ray hub that does not answer: 503)."""
+
+    @property
+    def windows(self) -> Sequence[str]:
+        """The window names ``?window=`` may ask for."""
+        ...
+
+    async def snapshot(self, names: list[str] | None) -> dict[str, Any]:
+        """The ``/monitor`` document (``names``: the windows to compute, ``None``: all)."""
+        ...
+
+    async def feedback(self, ids: list[Any], targets: list[Any]) -> dict[str, Any]:
+        """Labels for answered requests: ``{"accepted": n, "unknown": [ids...]}``."""
+        ...
+
+    async def set_alerts(self, rules: Any) -> dict[str, Any]:
+        """Replace the alert rules; the alert book as ``to_dict`` gives it."""
+        ...
 
 
 def window_names(request: Request, known: Iterable[str]) -> list[str] | None:
@@ -56,68 +83,80 @@ def feedback_body(body: bytes) -> tuple[list[Any], list[Any]]:
     raise ValueError("The body must be JSON with 'ids' and 'targets' lists of one length.")
 
 
-def monitor_routes(server: Any, json_response: Json, guard: Guard, folder: Path | None) -> list[Route]:
-    """Routes over ``server.monitor`` (RequestWindows) and ``server.alerts`` (AlertBook)."""
+def checked_rules(book: AlertBook, rules: Any) -> None:
+    """``book.set_rules(rules)``, or a 400 :class:`ProtocolError` saying what is wrong with them."""
+    try:
+        book.set_rules(rules)
+    except RuleError as exc:
+        raise ProtocolError(400, str(exc)) from exc
+    except (ValueError, KeyError, TypeError) as exc:  # not a list of {'rule': ...}, a 'k' that is no number
+        raise ProtocolError(400, RULES_BODY) from exc
 
-    async def monitor(request: Request) -> Response:
-        denied = guard(request, False)
-        if denied is not None:
-            return denied
+
+class MonitorRoutes:
+    """The endpoints of ``/monitor``, ``/feedback`` and ``/admin/alerts`` over one backend."""
+
+    def __init__(self, backend: MonitorBackend) -> None:
+        self.backend = backend
+
+    async def monitor(self, request: Request) -> Response:
         try:
-            names = window_names(request, server.monitor.windows)
+            names = window_names(request, self.backend.windows)
         except ValueError as exc:
-            return _error(json_response, 400, str(exc))
-        now = time.time()
-        doc = await asyncio.to_thread(server.monitor.snapshot, now, names)
+            raise ProtocolError(400, str(exc)) from exc
+        return json_response(await self.backend.snapshot(names))
+
+    async def feedback(self, request: Request) -> Response:
+        try:
+            ids, targets = feedback_body(await request.body())
+        except ValueError as exc:
+            raise ProtocolError(400, str(exc)) from exc
+        return json_response(await self.backend.feedback(ids, targets))
+
+    async def set_alerts(self, request: Request) -> Response:
+        try:
+            rules = json.loads(await request.body())["rules"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProtocolError(400, RULES_BODY) from exc
+        return json_response(await self.backend.set_alerts(rules))
+
+
+class LocalMonitor:
+    """The windows and alert book of this process; labels are appended to ``feedback.jsonl``
+    in the deployment folder, so that a restarted server replays them."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.folder = Path(server.settings.folder) if server.settings.folder else None
+
+    @property
+    def windows(self) -> Sequence[str]:
+        return list(self.server.monitor.windows)
+
+    async def snapshot(self, names: list[str] | None) -> dict[str, Any]:
+        server, now = self.server, time.time()
+        doc: dict[str, Any] = await asyncio.to_thread(server.monitor.snapshot, now, names)
         doc.update(
             name=server.settings.name, ref=server.ref, version=server.version, now=now,
             uptime_s=round(now - server.started, 3), alerts=server.alerts.to_dict(),
             columns=server.monitor.columns, task=server.monitor.task,
         )  # fmt: skip
-        return json_response(doc)
+        return doc
 
-    async def feedback(request: Request) -> Response:
-        denied = guard(request, False)
-        if denied is not None:
-            return denied
-        try:
-            ids, targets = feedback_body(await request.body())
-        except ValueError as exc:
-            return _error(json_response, 400, str(exc))
-        unknown = []
-        lines = []
+    async def feedback(self, ids: list[Any], targets: list[Any]) -> dict[str, Any]:
+        unknown, lines = [], []
         for rid, target in zip(ids, targets, strict=True):
             labels = target if isinstance(target, list) else [target]
-            if not server.monitor.feedback(str(rid), labels):
+            if not self.server.monitor.feedback(str(rid), labels):
                 unknown.append(rid)
             lines.append(json.dumps({"id": str(rid), "labels": labels}) + "\n")
-        if folder is not None and lines:
-            fd = os.open(folder / "feedback.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                os.write(fd, "".join(lines).encode())
-            finally:
-                os.close(fd)
-        return json_response({"accepted": len(ids) - len(unknown), "unknown": unknown})
+        if self.folder is not None and lines:  # one write: a torn file loses at most its last line
+            append_private(self.folder / "feedback.jsonl", "".join(lines))
+        return {"accepted": len(ids) - len(unknown), "unknown": unknown}
 
-    async def set_alerts(request: Request) -> Response:
-        denied = guard(request, True)
-        if denied is not None:
-            return denied
-        try:
-            rules = json.loads(await request.body())["rules"]
-            server.alerts.set_rules(rules)
-        except RuleError as exc:
-            return _error(json_response, 400, str(exc))
-        except (ValueError, KeyError, TypeError):
-            message = "The body must be JSON with a 'rules' list of {'rule': ..., 'k': ..., 'webhook': ...}."
-            return _error(json_response, 400, message)
-        return json_response(server.alerts.to_dict())
-
-    return [
-        Route("/monitor", monitor),
-        Route("/feedback", feedback, methods=["POST"]),
-        Route("/admin/alerts", set_alerts, methods=["POST"]),
-    ]
+    async def set_alerts(self, rules: Any) -> dict[str, Any]:
+        checked_rules(self.server.alerts, rules)
+        return self.server.alerts.to_dict()
 
 
 async def fold_loop(monitor: RequestWindows, interval: float = 1.0) -> None:
@@ -141,27 +180,3 @@ async def alert_loop(monitor: RequestWindows, alerts: AlertBook, window: str, in
             alerts.evaluate(doc["windows"][window])
         except Exception as exc:  # one bad evaluation must not end alerting for good
             print(f"alert evaluation failed: {type(exc).__name__}: {exc}", flush=True)
-
-
-class MonitorCollector(Collector):
-    """Summarises one window (the alerts' window, 1m by default) in ``/metrics``: drift per
-    feature, alerts firing, live accuracy."""
-
-    def __init__(self, monitor: RequestWindows, alerts: AlertBook, window: str = "1m") -> None:
-        self.monitor, self.alerts, self.window = monitor, alerts, window
-
-    def collect(self) -> Any:
-        win: Mapping[str, Any] = self.monitor.snapshot(time.time(), [self.window])["windows"][self.window]
-        psi = GaugeMetricFamily("nbdeploy_drift_psi", "PSI of served inputs vs training", labels=["feature"])
-        for d in win["drift"]:
-            if d["psi"] is not None:
-                psi.add_metric([d["name"]], d["psi"])
-        yield psi
-        yield GaugeMetricFamily(
-            "nbdeploy_drifted_features", "Features flagged as drifted", value=len(win["drifted_features"])
-        )
-        yield GaugeMetricFamily(
-            "nbdeploy_alerts_firing", "Alert rules firing", value=sum(r.firing for r in self.alerts.rules)
-        )
-        if win.get("accuracy") is not None:
-            yield GaugeMetricFamily("nbdeploy_live_accuracy", "Accuracy on labelled requests", value=win["accuracy"])

@@ -7,7 +7,8 @@ Two Serve applications per deployment:
 
 - ``NAME`` (route prefix ``/NAME``): :class:`Replica`, each building exactly the Starlette
   app of the local server (:func:`nbdeploy.serving.app.create_app`: protocol, schema errors,
-  micro-batching, request log). Rolling updates replace these replicas.
+  micro-batching, request log), with the deployment's hub behind ``/monitor``, ``/feedback``
+  and ``/admin/alerts`` (:class:`HubMonitor`). Rolling updates replace these replicas.
 - ``NAME-monitor`` (no route): one :class:`Hub` that receives every answered request from
   every replica and keeps the windows of the whole deployment and of each replica from the
   raw records, so merged percentiles are exact. It lives across updates.
@@ -18,31 +19,29 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import json
 import os
 import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import serve
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Mount, Route
 
-from nbdeploy.serving.app import ServerSettings, create_app, guard, json_response
+from nbdeploy._files import append_private
+from nbdeploy.monitoring.alerts import AlertBook
+from nbdeploy.monitoring.windows import DEFAULT_WINDOWS
+from nbdeploy.serving.app import create_app
 from nbdeploy.serving.loader import load
-from nbdeploy.serving.monitor_routes import feedback_body, window_names
+from nbdeploy.serving.monitor_routes import checked_rules
+from nbdeploy.serving.protocol import ProtocolError
 from nbdeploy.serving.ray_hub import Hub, node_folder
 from nbdeploy.serving.requestlog import RequestLog
+from nbdeploy.spec import DeploymentSpec, ModelEntry
 
-__all__ = ["Hub", "Replica", "hub_app", "replica_app"]
+__all__ = ["Hub", "HubMonitor", "Replica", "hub_app", "replica_app"]
 
 FORWARD_S = 0.5
 
@@ -66,11 +65,7 @@ def _unpack(model_tar: bytes) -> Path:
 def _say(folder: Path, who: str, message: str) -> None:
     """One line in the deployment's ``server.log`` (what ``%deploy logs`` shows)."""
     line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{who}] {message}\n"
-    fd = os.open(folder / "server.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+    append_private(folder / "server.log", line)
 
 
 class _Forwarder:
@@ -117,102 +112,62 @@ class Replica:
         self.replica = ctx.replica_id.unique_id
         self.folder = node_folder(args)
         self.model = load(_unpack(model_tar) / "model")
-        entry = args["entry"]
-        self.settings = ServerSettings(
-            name=args["name"], ref=entry["ref"], version=entry.get("version"), token=args.get("token"),
-            require_token=args["require_token"], max_body_bytes=args["max_body_bytes"],
-            max_batch=args["max_batch"], max_wait_ms=args["max_wait_ms"], log_rows=args.get("log_rows", 100),
-            monitor=False, windows=args.get("windows"), reload=False, proxy_request_id=True,
-        )  # fmt: skip
-        log_bytes = args.get("log_max_bytes", 64 << 20)
-        self.log = RequestLog(self.folder / f"requests-{self.replica}.jsonl", max_bytes=log_bytes)
+        spec, entry = DeploymentSpec.from_dict(args["spec"]), ModelEntry.from_dict(args["entry"])
+        # the hub monitors; a replica's model changes by a rolling update; Ray's proxy gives request ids
+        self.settings = spec.server_settings(
+            token=args.get("token"), folder=None, entry=entry, monitor=False, reload=False, proxy_request_id=True
+        )
+        self.log = RequestLog(self.folder / f"requests-{self.replica}.jsonl", max_bytes=spec.log_max_bytes)
         node = str(ray.get_runtime_context().get_node_id())
         meta: dict[str, Any] = {"pid": os.getpid(), "node": node, "started": time.time()}
-        self.hub = serve.get_deployment_handle("Hub", app_name=args["hub_app"]) if args.get("monitor", True) else None
+        self.hub = serve.get_deployment_handle("Hub", app_name=args["hub_app"]) if spec.monitor else None
         self.forward = _Forwarder(self.hub, self.replica, meta) if self.hub is not None else None
-        _say(self.folder, self.replica, f"serving {entry['ref']} (pid {os.getpid()}, node {node[:12]})")
+        _say(self.folder, self.replica, f"serving {entry.ref} (pid {os.getpid()}, node {node[:12]})")
 
     def __serve_build_asgi_app__(self) -> Any:
         forward = self.forward
-        core = create_app(
+        return create_app(
             self.settings,
             self.model,
             self.log,
             background=forward.loop if forward is not None else None,
             observers=[forward] if forward is not None else [],
+            monitor=HubMonitor(self.hub, self.settings.windows) if self.hub is not None else None,
         )
-        return core if self.hub is None else _with_hub_routes(core, self.hub, self.settings)
 
 
-def _with_hub_routes(core: Starlette, hub: Any, settings: ServerSettings) -> Starlette:
-    """``/monitor``, ``/feedback`` and ``/admin/alerts`` answered by the hub, the rest by ``core``."""
-    windows = list(settings.windows or {"1m": 60, "5m": 300, "1h": 3600})
+class HubMonitor:
+    """``/monitor``, ``/feedback`` and ``/admin/alerts`` answered by the deployment's hub; a 503
+    while it cannot answer (Ray restarting it): serving never waits for monitoring."""
 
-    def error(status: int, message: str, code: str = "BAD_REQUEST") -> Response:
-        return json_response({"error_code": code, "message": message}, status)
+    AWAY = "The monitoring hub of this deployment is not answering (Ray restarts it); try again shortly."
 
-    async def ask(call: Any, *args: Any) -> Any:
-        """A hub method's answer, or ``None`` when the hub cannot answer in time (Ray restarting it)."""
+    def __init__(self, hub: Any, windows: dict[str, float] | None) -> None:
+        self.hub = hub
+        self.windows = list(windows or DEFAULT_WINDOWS)
+
+    async def _ask(self, call: Any, *args: Any) -> Any:
+        """A hub method's answer, or a 503 when the hub cannot answer in time."""
         try:
             return await asyncio.wait_for(call.remote(*args), timeout=20)
         except Exception as exc:
             print(f"monitoring hub did not answer: {type(exc).__name__}: {exc}", flush=True)
-            return None
+            raise ProtocolError(503, self.AWAY, "TEMPORARILY_UNAVAILABLE") from exc
 
-    hub_away = "The monitoring hub of this deployment is not answering (Ray restarts it); try again shortly."
+    async def snapshot(self, names: list[str] | None) -> dict[str, Any]:
+        doc: dict[str, Any] = await self._ask(self.hub.snapshot, names)
+        return doc
 
-    async def monitor(request: Request) -> Response:
-        denied = guard(core, request)
-        if denied is not None:
-            return denied
-        try:
-            names = window_names(request, windows)
-        except ValueError as exc:
-            return error(400, str(exc))
-        doc = await ask(hub.snapshot, names)
-        return error(503, hub_away, "TEMPORARILY_UNAVAILABLE") if doc is None else json_response(doc)
+    async def feedback(self, ids: list[Any], targets: list[Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._ask(self.hub.feedback, [str(i) for i in ids], targets)
+        return result
 
-    async def feedback(request: Request) -> Response:
-        denied = guard(core, request)
-        if denied is not None:
-            return denied
-        try:
-            ids, targets = feedback_body(await request.body())
-        except ValueError as exc:
-            return error(400, str(exc))
-        result = await ask(hub.feedback, [str(i) for i in ids], targets)
-        return error(503, hub_away, "TEMPORARILY_UNAVAILABLE") if result is None else json_response(result)
-
-    async def set_alerts(request: Request) -> Response:
-        denied = guard(core, request, always=True)
-        if denied is not None:
-            return denied
-        try:
-            rules = json.loads(await request.body())["rules"]
-        except (ValueError, KeyError, TypeError):
-            message = "The body must be JSON with a 'rules' list of {'rule': ..., 'k': ..., 'webhook': ...}."
-            return error(400, message)
-        result = await ask(hub.set_alerts, rules)
-        if result is None:
-            return error(503, hub_away, "TEMPORARILY_UNAVAILABLE")
-        return error(400, result["error"]) if "error" in result else json_response(result)
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with core.router.lifespan_context(core):
-            yield
-
-    app = Starlette(
-        routes=[
-            Route("/monitor", monitor),
-            Route("/feedback", feedback, methods=["POST"]),
-            Route("/admin/alerts", set_alerts, methods=["POST"]),
-            Mount("/", app=core),
-        ],
-        lifespan=lifespan,
-    )
-    app.state.server = core.state.server
-    return app
+    async def set_alerts(self, rules: Any) -> dict[str, Any]:
+        checked_rules(AlertBook(), rules)  # a 400 for rules that do not parse, without asking the hub
+        result: dict[str, Any] = await self._ask(self.hub.set_alerts, rules)
+        if "error" in result:
+            raise ProtocolError(400, result["error"])
+        return result
 
 
 def hub_app(args: dict[str, Any], model: dict[str, Any]) -> Any:
@@ -226,6 +181,6 @@ def replica_app(args: dict[str, Any], model_tar: bytes, replicas: int, num_cpus:
         num_replicas=replicas,
         ray_actor_options={"num_cpus": num_cpus},
         # Ray's default of 5 would cap every micro-batch at 5 requests
-        max_ongoing_requests=max(64, min(args["max_batch"], 1024)),
+        max_ongoing_requests=max(64, min(args["spec"]["max_batch"], 1024)),
         graceful_shutdown_timeout_s=30,
     ).bind(args, model_tar)

@@ -23,8 +23,10 @@ from typing import Any
 
 from ray import serve
 
+from nbdeploy._files import append_private, write_atomic
 from nbdeploy.monitoring.alerts import AlertBook, RuleError
-from nbdeploy.monitoring.windows import DEFAULT_WINDOWS, RequestWindows
+from nbdeploy.monitoring.windows import RequestWindows
+from nbdeploy.spec import DeploymentSpec
 
 __all__ = ["HUB_LAG_S", "Hub", "node_folder"]
 
@@ -35,14 +37,15 @@ _OWNERS = 500_000  # request id -> replica, for labels; the oldest are forgotten
 def node_folder(args: dict[str, Any]) -> Path:
     """The deployment folder when this node can write it (same machine or a shared disk);
     otherwise a folder of this node's own, so a replica on another machine still logs."""
-    for candidate in (Path(args["folder"]), Path(tempfile.gettempdir()) / "nbdeploy" / args["name"]):
+    name = args["spec"]["name"]
+    for candidate in (Path(args["folder"]), Path(tempfile.gettempdir()) / "nbdeploy" / name):
         try:
             candidate.mkdir(parents=True, exist_ok=True)
             if os.access(candidate, os.W_OK):
                 return candidate
         except OSError:
             continue
-    raise RuntimeError(f"no writable folder for deployment {args['name']!r}")
+    raise RuntimeError(f"no writable folder for deployment {name!r}")
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
@@ -51,9 +54,10 @@ class Hub:
 
     def __init__(self, args: dict[str, Any]) -> None:
         self.args = args
+        self.spec = DeploymentSpec.from_dict(args["spec"])
         self.folder = node_folder(args)
         self.columns: list[str] = args["columns"]
-        self.windows = dict(args.get("windows") or DEFAULT_WINDOWS)
+        self.windows = dict(self.spec.windows)
         self.horizon = max(self.windows.values())
         self.started = time.time()
         self.model: dict[str, Any] = {"ref": None, "version": None, "profile": None, "task": None, "deployed_at": 0}
@@ -65,8 +69,8 @@ class Hub:
         self.pending_batches: list[tuple[str, tuple[float, int, int]]] = []
         self.lock = threading.RLock()
         self.alerts = AlertBook(self.folder / "alerts.jsonl")
-        self.alerts.set_rules(args.get("alerts", []))
-        self.alert_window = args.get("alert_window") or next(iter(self.windows))
+        self.alerts.set_rules(self.spec.alerts)
+        self.alert_window = self.spec.alert_window
         saved = self._load_state()
         if saved is not None:  # Ray restarted this hub: carry on with the model and rules of before
             self._set_model(saved["model"])
@@ -88,9 +92,7 @@ class Hub:
 
     def _save_state(self) -> None:
         state = {"created": self.args.get("created"), "model": self.model, "alerts": self.alerts_specs()}
-        tmp = self.folder / "hub.json.tmp"
-        tmp.write_text(json.dumps(state))
-        tmp.replace(self.folder / "hub.json")
+        write_atomic(self.folder / "hub.json", json.dumps(state))
 
     def alerts_specs(self) -> list[dict[str, Any]]:
         return [{"rule": r.text, "k": r.k, "webhook": r.webhook} for r in self.alerts.rules]
@@ -98,19 +100,14 @@ class Hub:
     def _rebuild(self) -> int:
         """Queue the logged requests still inside the longest window and replay the labels,
         so a hub that Ray restarted starts from everything that was answered."""
-        from nbdeploy.serving.requestlog import read_records
+        from nbdeploy.monitoring.replay import logged_feedback, logged_requests
 
         self.rebuilt_at = time.time()
         self.rebuilt_ids: set[str] = set()  # what replicas forwarded before the restart may arrive too
         count = 0
         for path in sorted(self.folder.glob("requests-*.jsonl")):
             replica = path.name.removeprefix("requests-").removesuffix(".jsonl")
-            items = [
-                (r["ts"], r.get("latency_ms", 0.0), r.get("status", 0), r.get("id", ""),
-                 r.get("inputs") if "columns" not in r else None, r.get("predictions"))
-                for r in read_records(path)
-                if r.get("ts", 0) >= self.rebuilt_at - self.horizon
-            ]  # fmt: skip
+            items = list(logged_requests(path, since=self.rebuilt_at - self.horizon))
             if items:
                 self._replica(replica)
                 self.meta[replica] = {"pid": None, "node": None, "last_seen": max(i[0] for i in items)}
@@ -118,14 +115,9 @@ class Hub:
                 self._own(replica, items)
                 self.rebuilt_ids.update(item[3] for item in items)
                 count += len(items)
-        feedback = self.folder / "feedback.jsonl"
-        if count and feedback.exists():
-            for line in feedback.read_text().splitlines():
-                try:
-                    doc = json.loads(line)
-                    self._label(str(doc["id"]), list(doc["labels"]))
-                except (ValueError, KeyError, TypeError):
-                    continue
+        if count:
+            for rid, labels in logged_feedback(self.folder / "feedback.jsonl"):
+                self._label(rid, labels)
         return count
 
     # records ---------------------------------------------------------------------------
@@ -203,7 +195,7 @@ class Hub:
                 print(f"monitoring hub fold failed: {type(exc).__name__}: {exc}", flush=True)
 
     def _alert_loop(self) -> None:
-        while not self.stopping.wait(self.args.get("alert_interval_s", 5.0)):
+        while not self.stopping.wait(self.spec.alert_interval_s):
             if not self.alerts.rules:
                 continue
             try:
@@ -226,7 +218,7 @@ class Hub:
                 if rid in self.meta
             }
         doc.update(
-            name=self.args["name"], ref=self.model.get("ref"), version=self.model.get("version"), now=now,
+            name=self.spec.name, ref=self.model.get("ref"), version=self.model.get("version"), now=now,
             uptime_s=round(now - self.started, 3), alerts=self.alerts.to_dict(), columns=self.columns,
             task=self.all.task, target="ray", hub={"pid": os.getpid(), "rebuilt": self.rebuilt},
         )  # fmt: skip
@@ -249,8 +241,7 @@ class Hub:
                 if not self._label(rid, labels):
                     unknown.append(rid)
                 lines.append(json.dumps({"id": rid, "labels": labels}) + "\n")
-        with (self.folder / "feedback.jsonl").open("a") as fh:
-            fh.write("".join(lines))
+        append_private(self.folder / "feedback.jsonl", "".join(lines))
         return {"accepted": len(ids) - len(unknown), "unknown": unknown}
 
     def set_alerts(self, rules: list[dict[str, Any]]) -> dict[str, Any]:
@@ -258,7 +249,7 @@ class Hub:
             self.alerts.set_rules(rules)
         except RuleError as exc:
             return {"error": str(exc)}
-        except (KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):  # a 'k' that is not a number, a rule that is not a dict
             return {"error": "The body must be JSON with a 'rules' list of {'rule': ..., 'k': ..., 'webhook': ...}."}
         self._save_state()
         result: dict[str, Any] = self.alerts.to_dict()

@@ -2,7 +2,8 @@
 
 The file is opened with ``O_APPEND`` and each record is one ``os.write`` of one line, made
 before the response is sent: a server killed with ``kill -9`` loses nothing it answered.
-The log rotates by size (``requests.jsonl`` → ``requests.jsonl.1`` → …).
+The log rotates by size (``requests.jsonl`` → ``requests.jsonl.1`` → …). Reading it back
+is :mod:`nbdeploy.monitoring.replay`'s part (``read_records`` is re-exported here).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import threading
 from pathlib import Path
 from typing import Any
+
+from nbdeploy.monitoring.replay import read_records
 
 __all__ = ["RequestLog", "read_records"]
 
@@ -51,19 +54,3 @@ class RequestLog:
     def close(self) -> None:
         with self._lock:
             os.close(self._fd)
-
-
-def read_records(path: str | Path, include_rotated: bool = True) -> list[dict[str, Any]]:
-    """All records, oldest first (rotated files included); a torn last line is skipped."""
-    base = Path(path)
-    files = sorted(base.parent.glob(base.name + ".*"), key=lambda p: -int(p.suffix[1:])) if include_rotated else []
-    records = []
-    for file in [*files, base]:
-        if not file.exists():
-            continue
-        for line in file.read_bytes().splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue
-    return records

@@ -1,0 +1,66 @@
+"""Reading back what a server logged, to refill monitoring windows after a restart.
+
+A server appends one JSON line per answered request to its request log and one per label to
+``feedback.jsonl``; a server that restarts (or a Ray monitoring hub that Ray restarts)
+replays both. A line torn by ``kill -9`` or otherwise malformed is skipped, never fatal:
+
+>>> for item in logged_requests("requests.jsonl", since=time.time() - 3600):  # doctest: +SKIP
+...     windows.add(*item)
+>>> for rid, labels in logged_feedback("feedback.jsonl"):  # doctest: +SKIP
+...     windows.feedback(rid, labels)
+
+This module reads files only (it is the monitoring side; the server's ``requestlog`` writes).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LoggedRequest", "logged_feedback", "logged_requests", "read_records"]
+
+# (ts, latency_ms, status, request id, inputs, predictions): the arguments of an observer's
+# ``add`` (RequestWindows.add), as the server passed them when it answered.
+LoggedRequest = tuple[float, float, int, str, Any, Any]
+
+
+def _lines(file: Path) -> Iterator[Any]:
+    """The JSON documents of a JSON-lines file; lines that do not parse are skipped."""
+    if not file.exists():
+        return
+    for line in file.read_bytes().splitlines():
+        try:
+            yield json.loads(line)
+        except ValueError:  # a torn last line, or anything else that is not JSON
+            continue
+
+
+def read_records(path: str | Path, include_rotated: bool = True) -> list[dict[str, Any]]:
+    """All records of a request log, oldest first (rotated files included); a torn line is skipped."""
+    base = Path(path)
+    rotated = [p for p in base.parent.glob(base.name + ".*") if p.suffix[1:].isdigit()] if include_rotated else []
+    files = [*sorted(rotated, key=lambda p: -int(p.suffix[1:])), base]
+    return [doc for file in files for doc in _lines(file) if isinstance(doc, dict)]
+
+
+def logged_requests(path: str | Path, since: float) -> Iterator[LoggedRequest]:
+    """The answered requests of the log at ``path`` (rotated files included) from ``since`` on.
+
+    Inputs are replayed only when the log holds them in signature order: a record with its
+    own ``columns`` came as a table of other columns, and its rows would be misread.
+    """
+    for r in read_records(path):
+        ts = r.get("ts")
+        if not isinstance(ts, (int, float)) or ts < since:
+            continue
+        inputs = r.get("inputs") if "columns" not in r else None
+        yield (ts, r.get("latency_ms", 0.0), r.get("status", 0), r.get("id", ""), inputs, r.get("predictions"))
+
+
+def logged_feedback(path: str | Path) -> Iterator[tuple[str, list[Any]]]:
+    """``(request id, labels)`` of each line of a feedback log; malformed lines are skipped."""
+    for doc in _lines(Path(path)):
+        if isinstance(doc, dict) and "id" in doc and isinstance(doc.get("labels"), list):
+            yield str(doc["id"]), doc["labels"]

@@ -1,0 +1,164 @@
+"""The route table of the serving app, with each route's :class:`Access`, and the core endpoints:
+MLflow's scoring protocol (``/invocations``, ``/ping``, ``/health``, ``/version``) plus
+``/info``, ``/metrics`` and ``/admin/reload``.
+
+Endpoints raise :class:`ProtocolError` for a request at fault; the app's exception handlers
+(:mod:`nbdeploy.serving.responses`) answer it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from nbdeploy.serving.auth import Access, Guard, GuardedRoute
+from nbdeploy.serving.loader import load
+from nbdeploy.serving.monitor_routes import MonitorBackend, MonitorRoutes
+from nbdeploy.serving.protocol import ProtocolError, parse
+from nbdeploy.serving.responses import error_answer, json_response
+from nbdeploy.serving.server import Call, Server
+
+__all__ = ["routes"]
+
+
+def routes(server: Server, monitor: MonitorBackend, guard: Guard) -> list[GuardedRoute]:
+    """Every route of the app, each declaring once who may call it."""
+    core, mon = CoreRoutes(server), MonitorRoutes(monitor)
+    public, token, admin = Access.PUBLIC, Access.TOKEN, Access.ADMIN
+    post = ["POST"]
+    return [
+        GuardedRoute("/ping", core.ping, public, guard),
+        GuardedRoute("/health", core.ping, public, guard),
+        GuardedRoute("/version", core.version, public, guard),
+        GuardedRoute("/invocations", core.invocations, token, guard, post),
+        GuardedRoute("/info", core.info, token, guard),
+        GuardedRoute("/metrics", core.metrics, token, guard),
+        GuardedRoute("/monitor", mon.monitor, token, guard),
+        GuardedRoute("/feedback", mon.feedback, token, guard, post),
+        GuardedRoute("/admin/reload", core.reload, admin, guard, post),
+        GuardedRoute("/admin/alerts", mon.set_alerts, admin, guard, post),
+    ]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with a 413 as soon as it passes ``limit`` bytes (before it is read whole)."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ProtocolError:
+    return ProtocolError(413, f"The body is larger than the limit of {limit} bytes.", "REQUEST_TOO_LARGE")
+
+
+class CoreRoutes:
+    """The endpoints over one :class:`Server`."""
+
+    def __init__(self, server: Server) -> None:
+        self.server, self.settings = server, server.settings
+
+    async def ping(self, request: Request) -> Response:
+        return Response("\n", media_type="application/json")
+
+    async def version(self, request: Request) -> Response:
+        return Response(self.server.mlflow_version, media_type="application/json")
+
+    async def invocations(self, request: Request) -> Response:
+        server = self.server
+        rid = server.request_id(request)
+        call = Call(rid, {"ts": time.time(), "id": rid, "version": server.version})
+        headers = None if self.settings.proxy_request_id else {"X-Request-Id": call.rid}
+        request.state.answer_headers = headers  # errors too are answered with the request id
+        error: Exception | None = None
+        server.metrics.in_flight.inc()
+        try:
+            await self._predict(request, call)
+        except Exception as exc:  # answered by the app's exception handlers, once logged below
+            error = exc
+        finally:
+            server.metrics.in_flight.dec()
+        status, body = error_answer(error) if error is not None else (200, {"predictions": call.predictions})
+        server.answered(call, status, body)  # before the response: an answered request is always logged
+        if error is not None:
+            raise error
+        return json_response(body, status, headers)
+
+    async def _predict(self, request: Request, call: Call) -> None:
+        settings, record = self.settings, call.record
+        body = await read_body(request, settings.max_body_bytes)
+        parsed = parse(body, request.headers.get("content-type"), self.server.schema)
+        record["rows"] = parsed.rows
+        if parsed.values is not None:
+            call.values = parsed.values
+        elif parsed.frame is not None:
+            record["columns"] = [str(c) for c in parsed.frame.columns]
+            call.values = parsed.frame.to_numpy()
+        if call.values is not None:
+            record["inputs"] = call.values[: settings.log_rows].tolist()
+        call.predictions = await self.server.batcher.submit(parsed)
+        record["predictions"] = call.predictions[: settings.log_rows]
+
+    async def info(self, request: Request) -> Response:
+        server, settings = self.server, self.settings
+        return json_response(
+            {
+                "name": settings.name,
+                "ref": server.ref,
+                "version": server.version,
+                "signature": {"inputs": server.model.inputs, "outputs": server.model.outputs},
+                "uptime_s": round(time.time() - server.started, 3),
+                "started": server.started,
+                "pid": os.getpid(),
+                "batching": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms},
+                "max_body_bytes": settings.max_body_bytes,
+                "token_required": settings.require_token,
+            }
+        )
+
+    async def metrics(self, request: Request) -> Response:
+        # off the event loop: the monitoring summary computes drift over the last minute
+        text = await asyncio.to_thread(generate_latest, self.server.metrics.registry)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+    async def reload(self, request: Request) -> Response:
+        settings = self.settings
+        if not settings.reload:
+            message = "This server is one replica of a Ray deployment: change its model with update (a rolling update)."
+            raise ProtocolError(409, message, "INVALID_STATE")
+        path, ref, version, profile_path, task = _reload_body(await request.body())
+        models = (Path(settings.folder) / "models").resolve() if settings.folder else None
+        if models is not None and not Path(path).resolve().is_relative_to(models):
+            raise ProtocolError(400, "The field 'path' must name a model inside the deployment's models folder.")
+        try:
+            model = await asyncio.to_thread(load, path)
+        except Exception as exc:  # whatever the folder holds, the model serving now stays
+            message = f"The model at 'path' could not be loaded: {type(exc).__name__}: {exc}."
+            raise ProtocolError(400, message) from exc
+        self.server.swap(model, ref, version)
+        has_profile = bool(profile_path) and Path(profile_path).exists()
+        self.server.monitor.set_profile(json.loads(Path(profile_path).read_text()) if has_profile else None, task)
+        return json_response({"ref": self.server.ref, "version": self.server.version})
+
+
+def _reload_body(body: bytes) -> tuple[Any, str, Any, Any, Any]:
+    """``path``, ``ref``, ``version``, ``profile_path`` and ``task`` of a ``POST /admin/reload`` body."""
+    try:
+        doc = json.loads(body)
+        return doc["path"], str(doc["ref"]), doc.get("version"), doc.get("profile_path"), doc.get("task")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProtocolError(400, "The body must be JSON with 'path' and 'ref' fields.") from exc

@@ -1,0 +1,146 @@
+"""The state of one running server: the model serving now, its batcher, log and monitors.
+
+The routes read it; :meth:`Server.answered` is the one place where an answered
+``/invocations`` request is logged, shown to the observers and counted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from starlette.requests import Request
+
+from nbdeploy.monitoring.alerts import AlertBook
+from nbdeploy.monitoring.windows import RequestWindows
+from nbdeploy.serving.batching import Batcher
+from nbdeploy.serving.loader import LoadedModel
+from nbdeploy.serving.metrics import Metrics, MonitorCollector
+from nbdeploy.serving.protocol import Schema
+from nbdeploy.serving.requestlog import RequestLog
+
+if TYPE_CHECKING:
+    from nbdeploy.spec import ServerSettings
+
+__all__ = ["Call", "Observer", "Server"]
+
+_RID = re.compile(r"^[\w.\-]{1,64}$")
+
+
+class Observer(Protocol):
+    """Receives every answered request and every batch (as :class:`RequestWindows` does)."""
+
+    def add(
+        self, ts: float, latency_ms: float, status: int, rid: str, inputs: Any = None, predictions: Any = None
+    ) -> None: ...
+
+    def add_batch(self, ts: float, requests: int, rows: int) -> None: ...
+
+
+@dataclass
+class Call:
+    """One ``/invocations`` request on its way: what its log record and observers receive."""
+
+    rid: str
+    record: dict[str, Any]
+    started: float = field(default_factory=time.perf_counter)
+    values: Any = None  # the input rows, in signature order, once parsed
+    predictions: Any = None
+
+
+class Server:
+    """Mutable state of one running server: the model serving now, its batcher and log."""
+
+    def __init__(
+        self, settings: ServerSettings, model: LoadedModel, log: RequestLog, observers: Sequence[Observer] = ()
+    ) -> None:
+        self.settings, self.log = settings, log
+        self.metrics = Metrics()
+        self.started = time.time()
+        self.boot = os.urandom(4).hex()
+        self.seq = 0
+        self.mlflow_version = _dist_version("mlflow")
+        self.swap(model, settings.ref, settings.version)
+        folder = Path(settings.folder) if settings.folder else None
+        self.monitor = RequestWindows(self.schema.names, settings.profile, settings.task, settings.windows)
+        self.alerts = AlertBook(folder / "alerts.jsonl" if folder else None)
+        self.alerts.set_rules(settings.alerts)
+        self.observers: list[Observer] = [*([self.monitor] if settings.monitor else []), *observers]
+        if settings.monitor:
+            self.metrics.registry.register(MonitorCollector(self.monitor, self.alerts, settings.alert_window))
+        self.batcher = Batcher(
+            self._serving,
+            max_batch=settings.max_batch,
+            max_wait_ms=settings.max_wait_ms,
+            on_batch=self._on_batch,
+        )
+
+    def swap(self, model: LoadedModel, ref: str, version: int | None) -> None:
+        """Serve ``model`` from the next batch on."""
+        # One assignment of one tuple: a batch reads model and schema together, and a batch
+        # in flight keeps the model it started with.
+        self._current = (model, Schema.from_signature(model.inputs), ref, version)
+
+    def _serving(self) -> tuple[Any, tuple[str, ...]]:
+        model, schema, _, _ = self._current
+        return model.predict, schema.names
+
+    @property
+    def model(self) -> LoadedModel:
+        return self._current[0]
+
+    @property
+    def schema(self) -> Schema:
+        return self._current[1]
+
+    @property
+    def ref(self) -> str:
+        return self._current[2]
+
+    @property
+    def version(self) -> int | None:
+        return self._current[3]
+
+    def _on_batch(self, requests: int, rows: int) -> None:
+        self.metrics.batch_requests.observe(requests)
+        self.metrics.batch_rows.observe(rows)
+        now = time.time()
+        for observer in self.observers:
+            observer.add_batch(now, requests, rows)
+
+    def request_id(self, request: Request) -> str:
+        """The client's own ``X-Request-Id`` when it is a sane one, else one of ours."""
+        given = request.headers.get("x-request-id")
+        if given and (_RID.match(given) or (self.settings.proxy_request_id and len(given) <= 256)):
+            return given
+        self.seq += 1
+        return f"{self.boot}-{self.seq}"
+
+    def answered(self, call: Call, status: int, body: dict[str, Any]) -> None:
+        """Log, observe and count an answered request; called before its response is sent,
+        so a server killed right after answering has logged it."""
+        record, log_rows = call.record, self.settings.log_rows
+        if record.get("rows", 0) > log_rows:
+            record["truncated"] = True
+        latency = time.perf_counter() - call.started
+        record.update(status=status, latency_ms=round(latency * 1000, 3))
+        if status != 200:
+            record["error"] = body["message"]
+        self.log.append(record)
+        for observer in self.observers:
+            observer.add(record["ts"], record["latency_ms"], status, call.rid, call.values, call.predictions)
+        self.metrics.requests.labels(str(status)).inc()
+        self.metrics.latency.observe(latency)
+
+
+def _dist_version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
