@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -44,3 +44,41 @@ def ip(cancer: dict[str, Any]) -> Iterator[Any]:
 @pytest.fixture
 def tracking_uri() -> str:
     return os.environ["MLFLOW_TRACKING_URI"]
+
+
+@pytest.fixture(scope="session")
+def two_versions(cancer: dict[str, Any]) -> str:
+    """A registered model with two versions whose predictions differ on some rows: the
+    fixture forest (v1) and a one-split stump (v2)."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    import nbdeploy
+
+    name = "cancer-two"
+    nbdeploy.register(cancer["model"], name, cancer["X_train"], cancer["y_train"])
+    stump = DecisionTreeClassifier(max_depth=1, random_state=0).fit(cancer["X_train"], cancer["y_train"])
+    nbdeploy.register(stump, name, cancer["X_train"], cancer["y_train"])
+    return name
+
+
+@pytest.fixture
+def serving() -> Iterator[Callable[..., Any]]:
+    """``serving(ref, **options)`` starts a deployment with :func:`nbdeploy.serve`; every one
+    started is stopped when the test ends, whatever happened."""
+    import nbdeploy
+
+    started: list[Any] = []
+
+    def serve(ref: str, **options: Any) -> Any:
+        started.append(nbdeploy.serve(ref, **options))
+        return started[-1]
+
+    yield serve
+    for dep in started:
+        dep.stop()
+
+
+@pytest.fixture
+def dep(serving: Callable[..., Any], two_versions: str, name: str) -> Any:
+    """Version 1 of :func:`two_versions`, served under a name of its own."""
+    return serving(f"{two_versions}/1", name=name)

@@ -6,20 +6,41 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from nbdeploy.deployments.ray_client import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["JSON", "battery", "eventually", "free_port", "imported_after", "running", "stop_group", "usage_error",
+           "wait_http"]
+
+
+def usage_error(ip: Any, line: str) -> str:
+    """The message of the ``UsageError`` that ``%deploy LINE`` raises (exactly that class:
+    IPython shows a subclass with a traceback)."""
+    import pytest
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError) as err:
+        ip.run_line_magic("deploy", line)
+    assert type(err.value) is UsageError
+    return str(err.value)
+
+
+def eventually(get: Callable[[], Any], ok: Callable[[Any], bool] = bool, timeout: float = 30.0) -> Any:
+    """``get()`` once ``ok(get())`` holds, polling; the last value when the deadline passes
+    (the caller asserts on it, so a failure shows what was seen)."""
+    deadline = time.monotonic() + timeout
+    value = get()
+    while not ok(value) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        value = get()
+    return value
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> None:

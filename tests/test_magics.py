@@ -5,18 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from IPython.core.error import UsageError
 
 from nbdeploy.magics import SUBCOMMANDS
+from tests.helpers import usage_error
 
 VALID = ", ".join(SUBCOMMANDS)
-
-
-def usage_error(ip: Any, line: str) -> str:
-    with pytest.raises(UsageError) as err:
-        ip.run_line_magic("deploy", line)
-    assert type(err.value) is UsageError  # a subclass would be shown with a traceback
-    return str(err.value)
 
 
 def test_overview_and_subcommand_help(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:

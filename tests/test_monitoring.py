@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,22 +14,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import nbdeploy
-from tests.test_magics import usage_error
-
-
-@pytest.fixture(scope="module")
-def model(cancer: dict[str, Any]) -> str:
-    nbdeploy.register(cancer["model"], "mon-cancer", cancer["X_train"], cancer["y_train"])
-    return "mon-cancer/1"
+from tests.helpers import eventually, usage_error
 
 
 @pytest.fixture
-def dep(model: str, name: str) -> Iterator[nbdeploy.Deployment]:
-    d = nbdeploy.serve(model, name=name, alerts=["requests>10"], alert_k=1, alert_interval_s=0.2)
-    try:
-        yield d
-    finally:
-        d.stop()
+def dep(serving: Any, two_versions: str, name: str) -> nbdeploy.Deployment:
+    """Version 1 of the shared model, with an alert rule evaluated five times a second."""
+    return serving(f"{two_versions}/1", name=name, alerts=["requests>10"], alert_k=1, alert_interval_s=0.2)
 
 
 def send(dep: nbdeploy.Deployment, X: Any) -> list[str]:
@@ -44,18 +34,8 @@ def send(dep: nbdeploy.Deployment, X: Any) -> list[str]:
     return ids
 
 
-def wait_for(check: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
 def test_windows_drift_feedback_alerts_and_restart(
-    dep: nbdeploy.Deployment, cancer: dict[str, Any], model: str
+    dep: nbdeploy.Deployment, cancer: dict[str, Any], two_versions: str
 ) -> None:
     X, y = cancer["X_test"], cancer["y_test"]
     ids = send(dep, X.head(60))
@@ -78,7 +58,7 @@ def test_windows_drift_feedback_alerts_and_restart(
     expected = float((cancer["model"].predict(X.head(60)) == y.head(60).to_numpy()).mean())
     assert win["labelled"] == 60 and win["accuracy"] == pytest.approx(expected)
 
-    firing = wait_for(lambda: dep.snapshot("1m")["alerts"]["firing"])
+    firing = eventually(lambda: dep.snapshot("1m")["alerts"]["firing"])
     assert firing == ["requests>10"]
     events = [json.loads(line) for line in (dep.path / "alerts.jsonl").read_text().splitlines()]
     assert events[0]["rule"] == "requests>10" and events[0]["state"] == "fired"
@@ -90,14 +70,16 @@ def test_windows_drift_feedback_alerts_and_restart(
     assert metrics["nbdeploy_live_accuracy"].samples[0].value == pytest.approx(expected)
 
     dep.stop()  # a restarted server rebuilds its windows from the request log and feedback
-    again = nbdeploy.serve(model, name=dep.name)
+    again = nbdeploy.serve(f"{two_versions}/1", name=dep.name)
     doc = again.snapshot("1m")
     assert doc["total_requests"] == 180 and doc["windows"]["1m"]["labelled"] == 60
     assert "rebuilt monitoring windows from 180 logged requests" in again.logs(5)
     assert doc["alerts"]["events"][0]["state"] == "fired"
 
 
-def test_widget_updates_while_the_kernel_is_busy(dep: nbdeploy.Deployment, cancer: dict[str, Any]) -> None:
+def test_widget_updates_while_the_kernel_is_busy(
+    dep: nbdeploy.Deployment, cancer: dict[str, Any], two_versions: str
+) -> None:
     widget = dep.monitor(interval=0.1)
     seen: list[int] = []
     widget.observe(lambda change: seen.append(change["new"].get("total_requests", 0)), "snapshot")
@@ -108,21 +90,21 @@ def test_widget_updates_while_the_kernel_is_busy(dep: nbdeploy.Deployment, cance
     assert len(set(seen)) >= 3 and seen == sorted(seen) and seen[-1] > seen[0]
     assert widget.status == "live" and widget.polls >= 3
     text = repr(widget)
-    assert text.startswith(f"{dep.name} (mon-cancer/1, version 1)") and "requests" in text and "0x" not in text
+    assert text.startswith(f"{dep.name} ({two_versions}/1, version 1)") and "requests" in text and "0x" not in text
     dep.stop()
-    wait_for(lambda: not widget.polling)
+    assert eventually(lambda: not widget.polling)
     assert widget.status.startswith("stopped")
     widget.close()
 
 
 def test_widget_stops_when_closed_or_replaced(dep: nbdeploy.Deployment) -> None:
     widget = dep.monitor(interval=0.1)
-    wait_for(lambda: widget.polls >= 1)
+    assert eventually(lambda: widget.polls >= 1)
     again = dep.monitor(interval=0.1)  # re-running the cell replaces the panel
-    wait_for(lambda: not widget.polling)
+    assert eventually(lambda: not widget.polling)
     assert again.polling
     again.close()
-    wait_for(lambda: not again.polling)
+    assert eventually(lambda: not again.polling)
 
 
 def test_deployments_panel_buttons(dep: nbdeploy.Deployment) -> None:
@@ -138,7 +120,7 @@ def test_deployments_panel_buttons(dep: nbdeploy.Deployment) -> None:
 
 
 def test_magics_and_cli(
-    ip: Any, dep: nbdeploy.Deployment, cancer: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    ip: Any, dep: nbdeploy.Deployment, cancer: dict[str, Any], two_versions: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ids = send(dep, cancer["X_test"].head(4))
     ip.user_ns["ids"], ip.user_ns["y4"] = ids, cancer["y_test"].head(4)
@@ -168,11 +150,11 @@ def test_magics_and_cli(
     text = subprocess.run(
         [sys.executable, "-m", "nbdeploy.cli", "monitor", dep.name, "--once"], capture_output=True, text=True, env=env
     ).stdout
-    assert text.startswith(f"{dep.name} (mon-cancer/1, version 1)") and "live (4 labelled rows)  accuracy" in text
+    assert text.startswith(f"{dep.name} ({two_versions}/1, version 1)") and "live (4 labelled rows)  accuracy" in text
 
 
-def test_custom_windows_and_the_side_panel(model: str, name: str) -> None:
-    d = nbdeploy.serve(model, name=name, windows=["30s", "2m"])
+def test_custom_windows_and_the_side_panel(two_versions: str, name: str) -> None:
+    d = nbdeploy.serve(f"{two_versions}/1", name=name, windows=["30s", "2m"])
     try:
         assert set(d.snapshot()["windows"]) == {"30s", "2m"}
         with pytest.raises(nbdeploy.InvalidInputError) as err:
@@ -182,7 +164,7 @@ def test_custom_windows_and_the_side_panel(model: str, name: str) -> None:
         from nbdeploy.widgets.monitor import _open
 
         widget = _open[name]
-        wait_for(lambda: widget.polls >= 1)
+        assert eventually(lambda: widget.polls >= 1)
         assert widget.window == "2m"
         widget.close()
         metrics = {f.name for f in text_string_to_metric_families(httpx.get(d.url + "/metrics").text)}
@@ -190,4 +172,4 @@ def test_custom_windows_and_the_side_panel(model: str, name: str) -> None:
     finally:
         d.stop()
     with pytest.raises(nbdeploy.InvalidInputError, match=r"^Invalid window '5': use a number followed by s, m or h"):
-        nbdeploy.serve(model, name=name, windows=["5"])
+        nbdeploy.serve(f"{two_versions}/1", name=name, windows=["5"])

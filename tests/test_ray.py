@@ -27,7 +27,7 @@ import pytest
 
 import nbdeploy
 from nbdeploy.deployments.ray_client import listening, ray_cli
-from tests.helpers import JSON, battery, free_port, stop_group
+from tests.helpers import JSON, battery, eventually, free_port, stop_group
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None,  # find_spec("ray.serve") would import ray in this "kernel"
@@ -84,25 +84,14 @@ def cluster() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def model_name(cancer: dict[str, Any]) -> str:
-    name = "ray-cancer"
-    nbdeploy.register(cancer["model"], name, cancer["X_train"], cancer["y_train"])
-    from sklearn.ensemble import RandomForestClassifier
-
-    other = RandomForestClassifier(n_estimators=10, max_depth=2, random_state=1)
-    nbdeploy.register(other.fit(cancer["X_train"], cancer["y_train"]), name, cancer["X_train"], cancer["y_train"])
-    return name
-
-
-@pytest.fixture(scope="module")
-def deployment(cluster: str, model_name: str) -> Iterator[nbdeploy.Deployment]:
+def deployment(cluster: str, two_versions: str) -> Iterator[nbdeploy.Deployment]:
     from IPython.core.interactiveshell import InteractiveShell
 
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "nbdeploy")
     proxy = free_port()
     line = (
-        f"serve {model_name}/1 --name rayd --target ray --replicas 2 --address {cluster} --port {proxy} "
+        f"serve {two_versions}/1 --name rayd --target ray --replicas 2 --address {cluster} --port {proxy} "
         "--replica-cpus 1 --windows 1m,5m"
     )
     status = ip.run_line_magic("deploy", line)
@@ -115,8 +104,8 @@ def deployment(cluster: str, model_name: str) -> Iterator[nbdeploy.Deployment]:
 
 
 @pytest.fixture(scope="module")
-def local(model_name: str) -> Iterator[nbdeploy.Deployment]:
-    dep = nbdeploy.serve(f"{model_name}/1", name="ray-compare-local", max_body_bytes=16 << 20)
+def local(two_versions: str) -> Iterator[nbdeploy.Deployment]:
+    dep = nbdeploy.serve(f"{two_versions}/1", name="ray-compare-local", max_body_bytes=16 << 20)
     try:
         yield dep
     finally:
@@ -151,20 +140,10 @@ def test_two_replicas_on_two_nodes_pass_the_protocol_battery(
     assert "rayd" in listed and "running" in listed
     assert "serving ray-cancer/1" in deployment.logs()
     # replicas forward twice a second; the hub releases records 1.5 s after they were answered
-    replicas = _eventually(lambda: _replicas(deployment), lambda r: len(r) == 2)
+    replicas = eventually(lambda: _replicas(deployment), lambda r: len(r) == 2)
     assert len({r["node"] for r in replicas.values()}) == 2, replicas  # one replica per "machine"
     np.testing.assert_array_equal(deployment.predict(cancer["X_test"]), cancer["model"].predict(cancer["X_test"]))
     assert "ray" not in sys.modules  # the test process, like a kernel, never became a Ray driver
-
-
-def _eventually(get: Any, ok: Any, timeout: float = 30.0) -> Any:
-    """``get()`` once ``ok(get())`` holds, polling; the last value when the deadline passes."""
-    deadline = time.monotonic() + timeout
-    value = get()
-    while not ok(value) and time.monotonic() < deadline:
-        time.sleep(0.5)
-        value = get()
-    return value
 
 
 def _settled(dep: nbdeploy.Deployment) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -175,7 +154,7 @@ def _settled(dep: nbdeploy.Deployment) -> tuple[dict[str, Any], list[dict[str, A
         since = doc["now"] - doc["windows"]["1m"]["seconds"]
         return doc, [r for r in _records(dep) if since <= r["ts"] <= doc["now"]]
 
-    return _eventually(read, lambda v: v[0]["windows"]["1m"]["requests"] == len(v[1]))  # type: ignore[no-any-return]
+    return eventually(read, lambda v: v[0]["windows"]["1m"]["requests"] == len(v[1]))  # type: ignore[no-any-return]
 
 
 def _records(dep: nbdeploy.Deployment) -> list[dict[str, Any]]:
@@ -285,11 +264,11 @@ class _Load:
 
 
 def test_rolling_update_under_load_drops_nothing(
-    cancer: dict[str, Any], model_name: str, deployment: nbdeploy.Deployment
+    cancer: dict[str, Any], two_versions: str, deployment: nbdeploy.Deployment
 ) -> None:
     with _Load(deployment.url, cancer["X_test"]) as load:
         time.sleep(1)
-        deployment.update(f"{model_name}/2")
+        deployment.update(f"{two_versions}/2")
         time.sleep(1)
     statuses = [a[0] for a in load.answers]
     assert len(statuses) > 50
@@ -313,7 +292,7 @@ def test_killed_replica_loses_no_answered_request_and_comes_back(
         return {rid: r for rid, r in replicas.items() if time.time() - r["last_seen"] < 5}
 
     with _Load(deployment.url, cancer["X_test"], threads=2):  # traffic, so that both replicas report
-        before = _eventually(lambda: _replicas(deployment), lambda r: len(live(r)) == 2)
+        before = eventually(lambda: _replicas(deployment), lambda r: len(live(r)) == 2)
     live_before = live(before)
     assert len(live_before) == 2, before
     victim_id, victim = next(iter(live_before.items()))
@@ -340,11 +319,11 @@ def test_killed_replica_loses_no_answered_request_and_comes_back(
 
 
 def test_restarted_hub_keeps_version_rules_and_every_request(
-    cancer: dict[str, Any], model_name: str, deployment: nbdeploy.Deployment
+    cancer: dict[str, Any], two_versions: str, deployment: nbdeploy.Deployment
 ) -> None:
-    deployment.update(f"{model_name}/2")
+    deployment.update(f"{two_versions}/2")
     deployment.alerts(["p95_ms>5000"])
-    hub = _eventually(lambda: deployment.snapshot("1m"), lambda d: d["version"] == 2)["hub"]["pid"]
+    hub = eventually(lambda: deployment.snapshot("1m"), lambda d: d["version"] == 2)["hub"]["pid"]
 
     def probe() -> dict[str, Any]:
         try:
@@ -355,7 +334,7 @@ def test_restarted_hub_keeps_version_rules_and_every_request(
     with _Load(deployment.url, cancer["X_test"], threads=2) as load:
         time.sleep(1)
         os.kill(hub, signal.SIGKILL)
-        doc = _eventually(probe, lambda d: bool(d) and d["hub"]["pid"] != hub, timeout=90)
+        doc = eventually(probe, lambda d: bool(d) and d["hub"]["pid"] != hub, timeout=90)
         assert doc and doc["hub"]["pid"] != hub, "Ray did not restart the monitoring hub within 90 s"
         time.sleep(1)
     statuses = [status for status, _, _ in load.answers]
@@ -384,13 +363,13 @@ def test_stop_leaves_no_serve_application(cluster: str, deployment: nbdeploy.Dep
 
 
 def test_without_address_a_local_cluster_is_started_and_stopped(
-    model_name: str, monkeypatch: pytest.MonkeyPatch
+    two_versions: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from nbdeploy import config
     from nbdeploy.deployments import processes
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    dep = nbdeploy.serve(f"{model_name}/1", name="ray-local", target="ray", port=free_port())
+    dep = nbdeploy.serve(f"{two_versions}/1", name="ray-local", target="ray", port=free_port())
     try:
         info = json.loads((config.home() / ".ray" / "cluster.json").read_text())
         assert dep.spec.ray.started_cluster and dep.spec.ray.address == info["address"]

@@ -7,25 +7,13 @@ from typing import Any
 import pytest
 
 import nbdeploy
-from tests.test_magics import usage_error
-
-
-@pytest.fixture(scope="module")
-def versions(cancer: dict[str, Any]) -> str:
-    from sklearn.tree import DecisionTreeClassifier
-
-    name = "magic-serve"
-    nbdeploy.register(cancer["model"], name, cancer["X_train"])
-    nbdeploy.register(
-        DecisionTreeClassifier(max_depth=1).fit(cancer["X_train"], cancer["y_train"]), name, cancer["X_train"]
-    )
-    return name
+from tests.helpers import usage_error
 
 
 def test_serving_subcommands(
-    ip: Any, versions: str, name: str, cancer: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    ip: Any, two_versions: str, name: str, cancer: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    st = ip.run_line_magic("deploy", f"serve {versions}/1 --name {name} --max-batch 64 --max-wait-ms 1")
+    st = ip.run_line_magic("deploy", f"serve {two_versions}/1 --name {name} --max-batch 64 --max-wait-ms 1")
     try:
         assert (st.state, st.version) == ("running", 1)
         dep = nbdeploy.get(name)
@@ -36,12 +24,12 @@ def test_serving_subcommands(
         assert [name, "running"] in [r[:2] for r in ip.run_line_magic("deploy", "list").rows]
         ip.run_line_magic("deploy", f"logs {name} -n 1")
         assert "nbdeploy serving" in capsys.readouterr().out
-        assert ip.run_line_magic("deploy", f"update {name} {versions}/2").version == 2
+        assert ip.run_line_magic("deploy", f"update {name} {two_versions}/2").version == 2
         assert ip.run_line_magic("deploy", f"rollback {name}").version == 1
         assert usage_error(ip, f"rollback {name}") == (
             f"Deployment {name!r} has served only one version: nothing to roll back to."
         )
-        assert usage_error(ip, f"serve {versions}/1 --name {name}") == (
+        assert usage_error(ip, f"serve {two_versions}/1 --name {name}") == (
             f"Deployment {name!r} is already running at {dep.url}: stop it first or choose another name."
         )
     finally:
@@ -53,17 +41,19 @@ def test_serving_subcommands(
     )
 
 
-def test_serving_usage_errors(ip: Any, versions: str) -> None:
+def test_serving_usage_errors(ip: Any, two_versions: str) -> None:
     assert usage_error(ip, "stop") == "Give either a deployment NAME or --all to stop."
     assert usage_error(ip, "status nope").startswith("No deployment is named 'nope'; deployments: ")
-    assert usage_error(ip, f"serve {versions}/9") == f"Model {versions!r} has no version 9; its versions are 1, 2."
-    assert usage_error(ip, f"serve {versions} --port 70000") == "Invalid port 70000: use 1-65535, or 0 for a free port."
+    no_nine = f"Model {two_versions!r} has no version 9; its versions are 1, 2."
+    assert usage_error(ip, f"serve {two_versions}/9") == no_nine
+    port = "Invalid port 70000: use 1-65535, or 0 for a free port."
+    assert usage_error(ip, f"serve {two_versions} --port 70000") == port
     assert usage_error(ip, "serve x --port abc") == "%deploy serve: argument --port: invalid int value: 'abc'."
     assert usage_error(ip, "predict nope") == "%deploy predict: the following arguments are required: --data."
 
 
-def test_stop_all(ip: Any, versions: str, capsys: pytest.CaptureFixture[str]) -> None:
-    ip.run_line_magic("deploy", f"serve {versions} --name stop-all-a")
+def test_stop_all(ip: Any, two_versions: str, capsys: pytest.CaptureFixture[str]) -> None:
+    ip.run_line_magic("deploy", f"serve {two_versions} --name stop-all-a")
     ip.run_line_magic("deploy", "stop --all")
     assert "stop-all-a" in capsys.readouterr().out
     assert all(row[1] != "running" for row in ip.run_line_magic("deploy", "list").rows)

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -25,27 +24,6 @@ from nbdeploy.errors import DeploymentError, DeploymentNotFoundError
 from nbdeploy.serving.requestlog import read_records
 
 JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture(scope="module")
-def two_versions(cancer: dict[str, Any]) -> str:
-    """A model with two registered versions whose predictions differ on some rows."""
-    from sklearn.tree import DecisionTreeClassifier
-
-    name = "serve-cancer"
-    nbdeploy.register(cancer["model"], name, cancer["X_train"])
-    stump = DecisionTreeClassifier(max_depth=1, random_state=0).fit(cancer["X_train"], cancer["y_train"])
-    nbdeploy.register(stump, name, cancer["X_train"])
-    return name
-
-
-@pytest.fixture
-def dep(two_versions: str, name: str) -> Iterator[deployments.Deployment]:
-    d = nbdeploy.serve(f"{two_versions}/1", name=name)
-    try:
-        yield d
-    finally:
-        d.stop()
 
 
 def rows(X: Any, n: int) -> list[dict[str, Any]]:

@@ -17,15 +17,8 @@ from tests.helpers import JSON, battery, free_port, running
 
 
 @pytest.fixture(scope="module")
-def model_name(cancer: dict[str, Any]) -> str:
-    name = "compat-cancer"
-    nbdeploy.register(cancer["model"], name, cancer["X_train"], cancer["y_train"])
-    return name
-
-
-@pytest.fixture(scope="module")
-def ours(model_name: str) -> Iterator[str]:
-    dep = nbdeploy.serve(f"{model_name}/1", name="compat", max_body_bytes=1 << 20)
+def ours(two_versions: str) -> Iterator[str]:
+    dep = nbdeploy.serve(f"{two_versions}/1", name="compat", max_body_bytes=1 << 20)
     try:
         yield dep.url
     finally:
@@ -33,11 +26,11 @@ def ours(model_name: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def theirs(model_name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def theirs(two_versions: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     mlflow = shutil.which("mlflow")
     assert mlflow
-    cmd = [mlflow, "models", "serve", "-m", f"models:/{model_name}/1", "--env-manager", "local",
+    cmd = [mlflow, "models", "serve", "-m", f"models:/{two_versions}/1", "--env-manager", "local",
            "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
     log = Path(tmp_path_factory.mktemp("mlflow-serve")) / "serve.log"
     with running(cmd, f"http://127.0.0.1:{port}/ping", log, env=dict(os.environ)):

@@ -18,7 +18,7 @@ from sklearn.tree import DecisionTreeClassifier
 import nbdeploy
 from nbdeploy.errors import InvalidInputError, PromotionRefusedError, ValidationFailedError
 from nbdeploy.validation import validate
-from tests.test_magics import usage_error
+from tests.helpers import usage_error
 
 CLASSIFICATION_METRICS = (
     "accuracy, balanced_accuracy, precision, recall, f1, roc_auc, log_loss, "
