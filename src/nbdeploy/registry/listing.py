@@ -1,0 +1,28 @@
+"""Listing registered models and the versions of one model.
+
+>>> models()           # doctest: +SKIP
+>>> models("cancer")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from nbdeploy.refs import validate_name
+from nbdeploy.registry._store import client
+from nbdeploy.registry.lookup import registered_model
+from nbdeploy.registry.versions import ModelList
+
+__all__ = ["models"]
+
+
+def models(name: str | None = None) -> ModelList:
+    """Registered models (``name=None``) or the versions of one model, newest first.
+
+    >>> models("cancer")   # doctest: +SKIP
+    """
+    c = client()
+    if name is None:
+        return ModelList.of_models(c.search_registered_models(max_results=1000))
+    validate_name(name)
+    aliases = registered_model(c, name).aliases or {}
+    versions = c.search_model_versions(f"name='{name}'")
+    return ModelList.of_versions(name, versions, aliases)
