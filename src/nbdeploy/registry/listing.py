@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from nbdeploy.refs import validate_name
-from nbdeploy.registry._store import client
+from nbdeploy.registry._store import client, mlflow_errors
 from nbdeploy.registry.lookup import registered_model
 from nbdeploy.registry.versions import ModelList
 
@@ -19,10 +19,12 @@ def models(name: str | None = None) -> ModelList:
 
     >>> models("cancer")   # doctest: +SKIP
     """
-    c = client()
     if name is None:
-        return ModelList.of_models(c.search_registered_models(max_results=1000))
+        with mlflow_errors("listing the registered models"):
+            return ModelList.of_models(client().search_registered_models(max_results=1000))
     validate_name(name)
-    aliases = registered_model(c, name).aliases or {}
-    versions = c.search_model_versions(f"name='{name}'")
+    with mlflow_errors(f"listing the versions of {name!r}"):
+        c = client()
+        aliases = registered_model(c, name).aliases or {}
+        versions = c.search_model_versions(f"name='{name}'")
     return ModelList.of_versions(name, versions, aliases)

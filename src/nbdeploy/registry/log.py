@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbdeploy.errors import InvalidInputError
 from nbdeploy.refs import validate_alias, validate_name
-from nbdeploy.registry._store import client, experiment_id, tracking_uri, using_tracking_uri
+from nbdeploy.registry._store import client, experiment_id, mlflow_errors, tracking_uri, using_tracking_uri
 from nbdeploy.registry.versions import ModelVersion
 
 if TYPE_CHECKING:
@@ -131,15 +131,14 @@ def register(
     X, y = _check_data(X, y)
     user_tags = _check_tags(tags)
     facts = _describe(model, X, y)
-
-    c = client()
-    uri = tracking_uri()
     version_tags = {
         **lineage_tags(source=source, data_fingerprint=facts.profile["fingerprint"] if facts.profile else None),
         "nbdeploy.task": detect_task(model),
         **user_tags,
     }
-    with using_tracking_uri(uri):
+    uri = tracking_uri()
+    with mlflow_errors(f"registering {name!r}"), using_tracking_uri(uri):
+        c = client()
         run_id, info = _log_run(c, name, model, facts, version_tags)
         _ensure_registered_model(c, name)
         mv = c.create_model_version(
@@ -147,8 +146,9 @@ def register(
         )
         if alias:
             c.set_registered_model_alias(name, alias, mv.version)
+        mv = c.get_model_version(name, mv.version)
     return ModelVersion.from_mlflow(
-        c.get_model_version(name, mv.version),
+        mv,
         tracking_uri=uri,
         signature=facts.signature.to_dict() if facts.signature is not None else None,
         metrics={f"training_{k}": v for k, v in facts.metrics.items()},

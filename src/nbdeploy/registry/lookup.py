@@ -10,16 +10,9 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbdeploy.config import display_uri
-from nbdeploy.errors import (
-    AliasNotFoundError,
-    InvalidInputError,
-    ModelNotFoundError,
-    TrackingError,
-    VersionNotFoundError,
-)
+from nbdeploy.errors import AliasNotFoundError, InvalidInputError, ModelNotFoundError, VersionNotFoundError
 from nbdeploy.refs import ModelRef, parse_ref
-from nbdeploy.registry._store import client, tracking_uri, using_tracking_uri
+from nbdeploy.registry._store import client, mlflow_errors, tracking_uri, using_tracking_uri
 from nbdeploy.registry.log import PROFILE_PATH
 from nbdeploy.registry.versions import ModelVersion
 
@@ -50,13 +43,13 @@ def registered_model(c: MlflowClient, name: str) -> Any:
     """
     from mlflow.exceptions import MlflowException
 
-    try:
-        return c.get_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            first = str(exc.message).strip().splitlines()[0][:300] if exc.message else type(exc).__name__
-            raise TrackingError(f"The tracking store {display_uri(tracking_uri())} failed: {first}") from None
-        raise ModelNotFoundError(f"No registered model is named {name!r}; {_existing_models(c)}.") from None
+    with mlflow_errors(f"reading the model {name!r}"):
+        try:
+            return c.get_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise  # mlflow_errors says what failed and what to do
+            raise ModelNotFoundError(f"No registered model is named {name!r}; {_existing_models(c)}.") from None
 
 
 def resolve(ref: str | ModelRef) -> ModelVersion:
@@ -65,12 +58,17 @@ def resolve(ref: str | ModelRef) -> ModelVersion:
     >>> resolve("cancer@champion").version   # doctest: +SKIP
     3
     """
-
     r = parse_ref(ref) if isinstance(ref, str) else ref
     if r.name is None:
         raise InvalidInputError(f"{r} is a run artifact, not a registered model version: register it first.")
-    c = client()
-    rm = registered_model(c, r.name)
+    with mlflow_errors(f"resolving {r}"):
+        c = client()
+        return fetch_version(c, r.name, _number(c, r.name, r))
+
+
+def _number(c: MlflowClient, name: str, r: ModelRef) -> int:
+    """The version number that ``r`` (a reference to the model ``name``) points to."""
+    rm = registered_model(c, name)
     if r.alias is not None:
         aliases = dict(rm.aliases or {})
         if r.alias not in aliases:
@@ -89,7 +87,7 @@ def resolve(ref: str | ModelRef) -> ModelVersion:
             raise VersionNotFoundError(
                 f"Model {r.name!r} has no version {number}; its versions are {', '.join(map(str, versions))}."
             )
-    return fetch_version(c, r.name, number)
+    return number
 
 
 def fetch_version(c: MlflowClient, name: str, number: int) -> ModelVersion:
@@ -100,11 +98,12 @@ def fetch_version(c: MlflowClient, name: str, number: int) -> ModelVersion:
     """
     from mlflow.models import get_model_info
 
-    mv = c.get_model_version(name, str(number))
     uri = tracking_uri()
-    with using_tracking_uri(uri):
-        signature = get_model_info(mv.source or f"models:/{name}/{number}").signature
-    metrics = c.get_run(mv.run_id).data.metrics if mv.run_id else {}
+    with mlflow_errors(f"reading {name}/{number}"):
+        mv = c.get_model_version(name, str(number))
+        with using_tracking_uri(uri):
+            signature = get_model_info(mv.source or f"models:/{name}/{number}").signature
+        metrics = c.get_run(mv.run_id).data.metrics if mv.run_id else {}
     return ModelVersion.from_mlflow(
         mv,
         tracking_uri=uri,
@@ -122,7 +121,7 @@ def load_model(ref: str | ModelRef | ModelVersion) -> tuple[Any, ModelVersion]:
 
     mv = ref if isinstance(ref, ModelVersion) else resolve(ref)
     # A temporary folder, so that large models are not left behind in /tmp.
-    with using_tracking_uri(tracking_uri()), tempfile.TemporaryDirectory() as tmp:
+    with mlflow_errors(f"loading {mv.ref}"), using_tracking_uri(tracking_uri()), tempfile.TemporaryDirectory() as tmp:
         model = mlflow.sklearn.load_model(mv.uri, dst_path=tmp)
     return model, mv
 
@@ -135,7 +134,7 @@ def model_size(mv: ModelVersion) -> int | None:
     """
     import mlflow.artifacts
 
-    with using_tracking_uri(tracking_uri()):
+    with mlflow_errors(f"listing the files of {mv.ref}"), using_tracking_uri(tracking_uri()):
         files = mlflow.artifacts.list_artifacts(artifact_uri=mv.uri)
     sizes = [f.file_size for f in files if f.path.rsplit("/", 1)[-1] in ("model.pkl", "model.skops")]
     return int(sizes[0]) if sizes and sizes[0] is not None else None
@@ -151,7 +150,7 @@ def load_profile(mv: ModelVersion) -> dict[str, Any] | None:
 
     if not mv.run_id or "nbdeploy.profile" not in mv.tags:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
+    with mlflow_errors(f"reading the profile of {mv.ref}"), tempfile.TemporaryDirectory() as tmp:
         path = client().download_artifacts(mv.run_id, PROFILE_PATH, tmp)
         data: dict[str, Any] = json.loads(Path(path).read_text())
         return data
@@ -169,6 +168,6 @@ def download_model(uri: str, dst: str | Path) -> Path:
 
     target = Path(dst)
     target.mkdir(parents=True, exist_ok=True)
-    with using_tracking_uri(tracking_uri()):
+    with mlflow_errors(f"downloading {uri}"), using_tracking_uri(tracking_uri()):
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target))
     return Path(local)

@@ -9,12 +9,16 @@ moves an alias only to a version whose last validation passed, unless forced.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from nbdeploy.errors import PromotionRefusedError
 from nbdeploy.refs import ModelRef, validate_alias
-from nbdeploy.registry._store import client, experiment_id, tracking_uri, using_tracking_uri
+from nbdeploy.registry._store import client, experiment_id, mlflow_errors, tracking_uri, using_tracking_uri
 from nbdeploy.registry.lookup import fetch_version, resolve
 from nbdeploy.registry.versions import ModelVersion
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 __all__ = [
     "FORCED_TAG",
@@ -43,11 +47,16 @@ def promote(ref: str | ModelRef, alias: str = "champion", *, force: bool = False
     >>> promote("cancer/2", alias="champion").aliases   # doctest: +SKIP
     ['champion']
     """
+    validate_alias(alias)
+    with mlflow_errors(f"promoting {ref} to @{alias}"):
+        mv = resolve(ref)
+        return _promote(client(), mv, alias, force=force)
+
+
+def _promote(c: MlflowClient, mv: ModelVersion, alias: str, *, force: bool) -> ModelVersion:
+    """Move ``alias`` to ``mv`` if its validation passed (or ``force``); tag refusals and forced moves."""
     from datetime import datetime, timezone
 
-    validate_alias(alias)
-    mv = resolve(ref)
-    c = client()
     status = mv.tags.get(VALIDATION_TAG)
     if status != "passed":
         if status is None:
@@ -76,8 +85,8 @@ def start_validation_run(mv: ModelVersion) -> str:
     """
     from mlflow.entities import LoggedModelInput
 
-    c = client()
-    with using_tracking_uri(tracking_uri()):
+    with mlflow_errors(f"starting a validation run of {mv.ref}"), using_tracking_uri(tracking_uri()):
+        c = client()
         run = c.create_run(
             experiment_id(c),
             run_name=f"validate-{mv.name}-{mv.version}",
@@ -106,10 +115,10 @@ def record_validation(
 
     from mlflow.entities import Metric
 
-    c = client()
     model_id = mv.source[len("models:/") :] if mv.source.startswith("models:/m-") else None
     stamp = int(time.time() * 1000)
-    with using_tracking_uri(tracking_uri()):
+    with mlflow_errors(f"recording the validation of {mv.ref}"), using_tracking_uri(tracking_uri()):
+        c = client()
         for path, text in files.items():
             c.log_text(run_id, text, path)
         batch = [Metric(k, float(v), stamp, 0, model_id=model_id) for k, v in metrics.items()]
