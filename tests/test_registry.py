@@ -22,6 +22,7 @@ from nbdeploy.errors import (
     TrackingError,
     VersionNotFoundError,
 )
+from nbdeploy.stats.profile import fingerprint
 from tests.helpers import free_port
 
 CONFIGURE_ANOTHER = "point nbdeploy at another tracking URI."
@@ -51,7 +52,7 @@ def test_register_records_everything_a_reviewer_needs(cancer: dict[str, Any], na
     assert tags["notebook.path"] == "notebooks/q.ipynb"
     assert tags["nbdeploy.task"] == "classification"
     assert tags["git.commit"] and tags["git.dirty"] in ("true", "false")  # tests run in the repo
-    assert tags["data.fingerprint"] == nbdeploy.profile.fingerprint(cancer["X_train"])
+    assert tags["data.fingerprint"] == fingerprint(cancer["X_train"])
 
     import mlflow.models
 
