@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,18 @@ import pytest
 from mlflow import MlflowClient
 
 import nbdeploy
-from nbdeploy.errors import AliasNotFoundError, InvalidInputError, ModelNotFoundError, VersionNotFoundError
+from nbdeploy import config
+from nbdeploy.errors import (
+    AliasNotFoundError,
+    InvalidInputError,
+    ModelNotFoundError,
+    TrackingError,
+    VersionNotFoundError,
+)
+from nbdeploy.stats.profile import fingerprint
+from tests.helpers import free_port
+
+CONFIGURE_ANOTHER = "point nbdeploy at another tracking URI."
 
 
 def test_register_records_everything_a_reviewer_needs(cancer: dict[str, Any], name: str, tracking_uri: str) -> None:
@@ -39,7 +52,7 @@ def test_register_records_everything_a_reviewer_needs(cancer: dict[str, Any], na
     assert tags["notebook.path"] == "notebooks/q.ipynb"
     assert tags["nbdeploy.task"] == "classification"
     assert tags["git.commit"] and tags["git.dirty"] in ("true", "false")  # tests run in the repo
-    assert tags["data.fingerprint"] == nbdeploy.profile.fingerprint(cancer["X_train"])
+    assert tags["data.fingerprint"] == fingerprint(cancer["X_train"])
 
     import mlflow.models
 
@@ -168,3 +181,78 @@ def test_default_store_is_sqlite_in_cwd_with_artifacts_beside_it(
     nbdeploy.register(cancer["model"], "local", cancer["X_train"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlartifacts", "mlflow.db"]
     assert list((tmp_path / "mlartifacts").rglob("MLmodel"))
+
+
+@pytest.fixture
+def unreachable(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An http tracking URI on a loopback port where nothing listens; MLflow told not to retry."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    uri = f"http://127.0.0.1:{free_port()}"
+    config.configure(tracking_uri=uri)
+    yield uri
+    config.configure(tracking_uri=None)
+
+
+def tracking_error(call: Any) -> str:
+    with pytest.raises(TrackingError) as err:
+        call()
+    assert "\n" not in str(err.value) and err.value.__suppress_context__  # one sentence, no MLflow traceback
+    return str(err.value)
+
+
+def test_an_unreachable_server_is_a_tracking_error_with_a_next_step(
+    cancer: dict[str, Any], unreachable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = time.monotonic()
+    advice = "check that the MLflow server is running and reachable, or "
+    for call, doing in [
+        (lambda: nbdeploy.models(), "listing the registered models"),
+        (lambda: nbdeploy.register(cancer["model"], "cancer", cancer["X_train"]), "registering 'cancer'"),
+        (lambda: nbdeploy.promote("cancer/1"), "promoting cancer/1 to @champion"),
+    ]:
+        message = tracking_error(call)
+        assert message.startswith(f"The tracking store {unreachable} failed while {doing}: ")
+        assert "Connection refused; " + advice + CONFIGURE_ANOTHER in message
+    config.configure(tracking_uri=None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", unreachable)  # then the advice names the variable
+    assert tracking_error(lambda: nbdeploy.resolve("cancer@champion")).endswith(
+        advice + "set MLFLOW_TRACKING_URI to another store."
+    )
+    assert time.monotonic() - start < 20  # no retries with back-off
+
+
+def test_a_file_that_is_not_a_database_is_a_tracking_error(cancer: dict[str, Any], tmp_path: Path) -> None:
+    bad = tmp_path / "mlflow.db"
+    bad.write_bytes(b"these bytes are no SQLite header\n" * 100)
+    uri = f"sqlite:///{bad}"
+    config.configure(tracking_uri=uri)
+    try:
+        for call, doing in [
+            (lambda: nbdeploy.models(), "listing the registered models"),
+            (lambda: nbdeploy.resolve("cancer@champion"), "resolving cancer@champion"),
+            (lambda: nbdeploy.register(cancer["model"], "cancer", cancer["X_train"]), "registering 'cancer'"),
+        ]:
+            assert tracking_error(call) == (
+                f"The tracking store {uri} failed while {doing}: file is not a database; "
+                "check that the file is a readable MLflow database, or " + CONFIGURE_ANOTHER
+            )
+    finally:
+        config.configure(tracking_uri=None)
+    assert bad.read_bytes() == b"these bytes are no SQLite header\n" * 100  # left as it was
+
+
+def test_the_magic_shows_a_broken_store_as_one_usage_error(ip: Any, unreachable: str) -> None:
+    from IPython.core.error import UsageError
+
+    for line, doing in [
+        ("models", "listing the registered models"),
+        ("register model --name cancer --data X_train", "registering 'cancer'"),
+    ]:
+        with pytest.raises(UsageError) as err:
+            ip.run_line_magic("deploy", line)
+        assert type(err.value) is UsageError  # a subclass would be shown with a traceback
+        message = str(err.value)
+        assert message.startswith(f"The tracking store {unreachable} failed while {doing}: ")
+        assert message.endswith("check that the MLflow server is running and reachable, or " + CONFIGURE_ANOTHER)
+        assert "\n" not in message

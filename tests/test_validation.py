@@ -317,7 +317,7 @@ def test_data_checks_and_operational_metrics(cancer: dict[str, Any], name: str, 
     assert 0 < report.metrics["latency_p50_ms"] <= report.metrics["latency_p95_ms"]
     import mlflow.artifacts
 
-    with nbdeploy.registry._using_tracking_uri(tracking_uri):
+    with nbdeploy.registry._store.using_tracking_uri(tracking_uri):
         files = mlflow.artifacts.list_artifacts(artifact_uri=f"models:/{name}/1")
     pickled = next(f for f in files if f.path == "model.pkl")
     assert report.metrics["model_size_mb"] == pytest.approx(pickled.file_size / 1e6)

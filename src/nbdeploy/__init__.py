@@ -36,9 +36,9 @@ if TYPE_CHECKING:
     from nbdeploy.deployments import Deployment, DeploymentList, deployments, get, serve
     from nbdeploy.refs import ModelRef, parse_ref
     from nbdeploy.registry import models, promote, register, resolve
+    from nbdeploy.registry.versions import ModelList, ModelVersion
     from nbdeploy.spec import DeploymentSpec
     from nbdeploy.validation import ValidationReport, validate
-    from nbdeploy.versions import ModelList, ModelVersion
 
 __all__ = [
     "AliasNotFoundError",
@@ -83,8 +83,8 @@ _LAZY = {
     "promote": "nbdeploy.registry",
     "models": "nbdeploy.registry",
     "resolve": "nbdeploy.registry",
-    "ModelList": "nbdeploy.versions",
-    "ModelVersion": "nbdeploy.versions",
+    "ModelList": "nbdeploy.registry.versions",
+    "ModelVersion": "nbdeploy.registry.versions",
     "validate": "nbdeploy.validation",
     "ValidationReport": "nbdeploy.validation",
     "serve": "nbdeploy.deployments",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from nbdeploy.registry.versions import Listing
 from nbdeploy.reprs import card, esc, kv_table
-from nbdeploy.versions import Listing
 
 __all__ = ["DeploymentList", "Status"]
 

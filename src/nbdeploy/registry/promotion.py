@@ -1,0 +1,129 @@
+"""Promotion (aliases) and the validation records promotion reads.
+
+Validation writes ``nbdeploy.validation`` ("passed"/"failed") on a version; ``promote``
+moves an alias only to a version whose last validation passed, unless forced.
+
+>>> promote("cancer/2", alias="champion")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from nbdeploy.errors import PromotionRefusedError
+from nbdeploy.refs import ModelRef, validate_alias
+from nbdeploy.registry._store import client, experiment_id, mlflow_errors, tracking_uri, using_tracking_uri
+from nbdeploy.registry.lookup import fetch_version, resolve
+from nbdeploy.registry.versions import ModelVersion
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+__all__ = [
+    "FORCED_TAG",
+    "REFUSED_TAG",
+    "VALIDATION_FAILED_TAG",
+    "VALIDATION_TAG",
+    "promote",
+    "record_validation",
+    "start_validation_run",
+]
+
+# Version tags written by validation and read by promote.
+VALIDATION_TAG = "nbdeploy.validation"
+VALIDATION_FAILED_TAG = "nbdeploy.validation.failed"
+REFUSED_TAG = "nbdeploy.promotion.refused"
+FORCED_TAG = "nbdeploy.promotion.forced"
+
+
+def promote(ref: str | ModelRef, alias: str = "champion", *, force: bool = False) -> ModelVersion:
+    """Point ``alias`` of the model at the version ``ref`` resolves to.
+
+    Only a version whose last validation passed is promoted; ``force=True`` promotes any
+    version. A refusal and a forced promotion are recorded as version tags
+    (``nbdeploy.promotion.refused``, ``nbdeploy.promotion.forced``).
+
+    >>> promote("cancer/2", alias="champion").aliases   # doctest: +SKIP
+    ['champion']
+    """
+    validate_alias(alias)
+    with mlflow_errors(f"promoting {ref} to @{alias}"):
+        mv = resolve(ref)
+        return _promote(client(), mv, alias, force=force)
+
+
+def _promote(c: MlflowClient, mv: ModelVersion, alias: str, *, force: bool) -> ModelVersion:
+    """Move ``alias`` to ``mv`` if its validation passed (or ``force``); tag refusals and forced moves."""
+    from datetime import datetime, timezone
+
+    status = mv.tags.get(VALIDATION_TAG)
+    if status != "passed":
+        if status is None:
+            reason = "it was never validated"
+            advice = f"run %deploy validate {mv.ref} --data X --target Y first"
+        else:
+            failed = mv.tags.get(VALIDATION_FAILED_TAG) or "its gates"
+            reason, advice = f"its last validation failed on {failed}", "validate it again once it passes"
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        record = f"{stamp}: @{alias}: {reason}"
+        if not force:
+            c.set_model_version_tag(mv.name, str(mv.version), REFUSED_TAG, record)
+            raise PromotionRefusedError(
+                f"Refusing to promote {mv.ref} to @{alias}: {reason}; {advice} "
+                "(nbdeploy.validate in Python), or pass --force (force=True) to promote it anyway."
+            )
+        c.set_model_version_tag(mv.name, str(mv.version), FORCED_TAG, record)
+    c.set_registered_model_alias(mv.name, alias, str(mv.version))
+    return fetch_version(c, mv.name, mv.version)
+
+
+def start_validation_run(mv: ModelVersion) -> str:
+    """Create the run that will hold one validation of ``mv``; returns its id.
+
+    >>> run_id = start_validation_run(resolve("cancer/2"))   # doctest: +SKIP
+    """
+    from mlflow.entities import LoggedModelInput
+
+    with mlflow_errors(f"starting a validation run of {mv.ref}"), using_tracking_uri(tracking_uri()):
+        c = client()
+        run = c.create_run(
+            experiment_id(c),
+            run_name=f"validate-{mv.name}-{mv.version}",
+            tags={"nbdeploy.model_version": mv.ref, "nbdeploy.run": "validation"},
+        )
+        if mv.source.startswith("models:/m-"):  # MLflow 3: the logged model is the run's input
+            c.log_inputs(run.info.run_id, models=[LoggedModelInput(mv.source[len("models:/") :])])
+    return str(run.info.run_id)
+
+
+def record_validation(
+    mv: ModelVersion,
+    run_id: str,
+    *,
+    files: Mapping[str, str],
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+) -> None:
+    """Log a validation: ``files`` (artifact path -> text) and ``metrics`` in run ``run_id``
+    (the metrics linked to the version's logged model), then ``tags`` on the version.
+
+    >>> record_validation(mv, run_id, files={"report.md": text}, metrics={"f1": 0.97},
+    ...                   tags={VALIDATION_TAG: "passed"})   # doctest: +SKIP
+    """
+    import time
+
+    from mlflow.entities import Metric
+
+    model_id = mv.source[len("models:/") :] if mv.source.startswith("models:/m-") else None
+    stamp = int(time.time() * 1000)
+    with mlflow_errors(f"recording the validation of {mv.ref}"), using_tracking_uri(tracking_uri()):
+        c = client()
+        for path, text in files.items():
+            c.log_text(run_id, text, path)
+        batch = [Metric(k, float(v), stamp, 0, model_id=model_id) for k, v in metrics.items()]
+        for start in range(0, len(batch), 1000):  # MLflow's batch limit
+            c.log_batch(run_id, metrics=batch[start : start + 1000])
+        c.set_terminated(run_id)
+        for key, value in tags.items():
+            c.set_model_version_tag(mv.name, str(mv.version), key, value[:5000])
