@@ -118,7 +118,7 @@ def _replicas(dep: nbdeploy.Deployment) -> dict[str, Any]:
 
 
 def test_two_replicas_on_two_nodes_pass_the_protocol_battery(
-    cancer: dict[str, Any], deployment: nbdeploy.Deployment, local: nbdeploy.Deployment
+    cancer: dict[str, Any], deployment: nbdeploy.Deployment, local: nbdeploy.Deployment, two_versions: str
 ) -> None:
     assert deployment.url.endswith("/rayd")
     mismatches = []
@@ -138,7 +138,7 @@ def test_two_replicas_on_two_nodes_pass_the_protocol_battery(
     assert info["name"] == "rayd" and info["version"] == 1
     listed = repr(nbdeploy.deployments())
     assert "rayd" in listed and "running" in listed
-    assert "serving ray-cancer/1" in deployment.logs()
+    assert f"serving {two_versions}/1" in deployment.logs()
     # replicas forward twice a second; the hub releases records 1.5 s after they were answered
     replicas = eventually(lambda: _replicas(deployment), lambda r: len(r) == 2)
     assert len({r["node"] for r in replicas.values()}) == 2, replicas  # one replica per "machine"

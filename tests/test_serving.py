@@ -294,3 +294,16 @@ def test_a_name_can_serve_another_model_later(two_versions: str, name: str, canc
         assert second.predict(cancer["X_test"]).tolist() == [1] * len(cancer["X_test"])
     finally:
         second.stop()
+
+
+def test_a_stopped_deployment_starts_again_from_its_folder(dep: deployments.Deployment, cancer: dict[str, Any]) -> None:
+    X = cancer["X_test"].head(3)
+    dep.stop()
+    assert deployments.stop(dep.name) == f"{dep.name} was not running."
+    again = deployments.start(dep.name)
+    try:
+        assert again.state() == "running" and again.predict(X).tolist() == cancer["model"].predict(X).tolist()
+        with pytest.raises(DeploymentError, match=r"is already running at http://127\.0\.0\.1:"):
+            deployments.start(dep.name)
+    finally:
+        assert deployments.stop(dep.name) == f"Stopped {dep.name}."

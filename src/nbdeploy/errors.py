@@ -5,7 +5,9 @@ magics show it as an ``IPython.core.error.UsageError`` without a traceback.
 
     NbdeployError
     ├── InvalidInputError        a value the caller passed is unusable (also a ValueError)
-    │   └── InvalidReferenceError    a model reference that does not parse
+    │   ├── InvalidReferenceError    a model reference that does not parse
+    │   └── RuleError                an alert rule that does not parse
+    │                                (nbdeploy.monitoring.alerts.RuleError)
     ├── NotFoundError            something named does not exist (also a LookupError)
     │   ├── ModelNotFoundError
     │   ├── VersionNotFoundError

@@ -22,11 +22,12 @@ from nbdeploy._files import write_atomic
 from nbdeploy.errors import DeploymentError, InvalidInputError
 
 __all__ = [
-    "DEFAULT_WINDOWS", "DeploymentSpec", "ModelEntry", "RaySpec", "ServerSettings", "parse_window",
-    "parse_windows",
+    "DEFAULTS", "DEFAULT_ALERT_K", "DEFAULT_WINDOWS", "RAY_DEFAULTS", "DeploymentSpec", "ModelEntry", "RaySpec",
+    "ServerSettings", "parse_window", "parse_windows",
 ]  # fmt: skip
 
 DEFAULT_WINDOWS: dict[str, float] = {"1m": 60.0, "5m": 300.0, "1h": 3600.0}
+DEFAULT_ALERT_K = 3  # breaching evaluations before a rule fires (and clean ones before it resolves)
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 SPEC_FILE = "spec.json"
 
@@ -90,33 +91,6 @@ class RaySpec:
     http_port: int = 8000
     url: str | None = None
     created: float | None = None
-
-
-@dataclass
-class ServerSettings:
-    """What one server needs besides its model: built from a spec by :meth:`DeploymentSpec.server_settings`."""
-
-    name: str
-    ref: str
-    version: int | None = None
-    token: str | None = field(default=None, repr=False)
-    require_token: bool = False
-    max_body_bytes: int = 16 << 20
-    max_batch: int = 1024
-    max_wait_ms: float = 2.0
-    log_rows: int = 100
-    monitor: bool = True
-    profile: dict[str, Any] | None = None
-    task: str | None = None
-    alerts: list[dict[str, Any]] = field(default_factory=list)
-    windows: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WINDOWS))
-    alert_window: str = "1m"
-    alert_interval_s: float = 5.0
-    folder: str | None = None
-    reload: bool = True  # False on a Ray replica: the model changes by a rolling update instead
-    # Behind Ray's proxy, which gives every request an x-request-id and echoes it in the
-    # response itself: take that id as it is and do not add a second header.
-    proxy_request_id: bool = False
 
 
 @dataclass
@@ -242,3 +216,35 @@ class DeploymentSpec:
             alerts=list(self.alerts), windows=dict(self.windows), alert_window=self.alert_window,
             alert_interval_s=self.alert_interval_s, folder=str(folder) if folder else None, **overrides,
         )  # fmt: skip
+
+
+DEFAULTS = DeploymentSpec(name="-")  # every default, for signatures and help texts elsewhere
+RAY_DEFAULTS = RaySpec()
+
+
+@dataclass
+class ServerSettings:
+    """What one server needs besides its model; built by :meth:`DeploymentSpec.server_settings`
+    (defaults are the spec's, for apps built directly in tests)."""
+
+    name: str
+    ref: str
+    version: int | None = None
+    token: str | None = field(default=None, repr=False)
+    require_token: bool = DEFAULTS.require_token
+    max_body_bytes: int = DEFAULTS.max_body_bytes
+    max_batch: int = DEFAULTS.max_batch
+    max_wait_ms: float = DEFAULTS.max_wait_ms
+    log_rows: int = DEFAULTS.log_rows
+    monitor: bool = DEFAULTS.monitor
+    profile: dict[str, Any] | None = None
+    task: str | None = None
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    windows: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WINDOWS))
+    alert_window: str = DEFAULTS.alert_window
+    alert_interval_s: float = DEFAULTS.alert_interval_s
+    folder: str | None = None
+    reload: bool = True  # False on a Ray replica: the model changes by a rolling update instead
+    # Behind Ray's proxy, which gives every request an x-request-id and echoes it in the
+    # response itself: take that id as it is and do not add a second header.
+    proxy_request_id: bool = False

@@ -10,11 +10,10 @@ import argparse
 from typing import Any
 
 from nbdeploy.commands.table import MAGIC, Command, Context, Loads, arg
-from nbdeploy.spec import DEFAULT_WINDOWS, DeploymentSpec, RaySpec
+from nbdeploy.spec import DEFAULT_ALERT_K, DEFAULT_WINDOWS, DEFAULTS, RAY_DEFAULTS
 
 __all__ = ["COMMANDS"]
 
-_SPEC, _RAY = DeploymentSpec(name="-"), RaySpec()
 NAME = arg("name", metavar="NAME", help="deployment name")
 
 
@@ -105,29 +104,30 @@ def _alerts(args: argparse.Namespace, ctx: Context) -> Any:
 _SERVE_ARGS = (
     arg("ref", metavar="REF", help="NAME, NAME/VERSION, NAME@ALIAS, models:/... or runs:/..."),
     arg("--name", help="deployment name (default: the model's name)"),
-    arg("--port", type=int, default=_SPEC.port,
-        help=f"port (default: a free one; for --target ray, the proxy's: {_RAY.http_port})"),
-    arg("--host", default=_SPEC.host, help=f"address to bind (default {_SPEC.host}; others need a token)"),
+    arg("--port", type=int, default=DEFAULTS.port,
+        help=f"port (default: a free one; for --target ray, the proxy's: {RAY_DEFAULTS.http_port})"),
+    arg("--host", default=DEFAULTS.host, help=f"address to bind (default {DEFAULTS.host}; others need a token)"),
     arg("--token", help="bearer token clients must send (required off loopback; generated when not given)"),
-    arg("--max-batch", type=int, default=_SPEC.max_batch, metavar="ROWS",
-        help=f"most rows per predict call (default {_SPEC.max_batch})"),
-    arg("--max-wait-ms", type=float, default=_SPEC.max_wait_ms, metavar="MS",
-        help=f"how long to wait to fill a batch (default {_SPEC.max_wait_ms:g} ms)"),
-    arg("--max-body-mb", type=float, default=_SPEC.max_body_bytes / (1 << 20), metavar="MB",
-        help=f"request body limit (default {_SPEC.max_body_bytes >> 20} MB)"),
+    arg("--max-batch", type=int, default=DEFAULTS.max_batch, metavar="ROWS",
+        help=f"most rows per predict call (default {DEFAULTS.max_batch})"),
+    arg("--max-wait-ms", type=float, default=DEFAULTS.max_wait_ms, metavar="MS",
+        help=f"how long to wait to fill a batch (default {DEFAULTS.max_wait_ms:g} ms)"),
+    arg("--max-body-mb", type=float, default=DEFAULTS.max_body_bytes / (1 << 20), metavar="MB",
+        help=f"request body limit (default {DEFAULTS.max_body_bytes >> 20} MB)"),
     arg("--attach", action="store_true", faces=(MAGIC,), help="stop the server when this kernel exits"),
     arg("--alert", action="append", default=[], metavar="RULE", help="alert rule, e.g. p95_ms>50 (repeatable)"),
     arg("--webhook", metavar="URL", help="POST alert events of these rules to this URL"),
-    arg("--alert-k", type=int, default=3, metavar="K", help="breaches to fire, clean runs to resolve (default 3)"),
+    arg("--alert-k", type=int, default=DEFAULT_ALERT_K, metavar="K",
+        help=f"breaches to fire, clean runs to resolve (default {DEFAULT_ALERT_K})"),
     arg("--no-monitor", action="store_true", help="keep no monitoring windows"),
     arg("--windows", default=",".join(DEFAULT_WINDOWS), metavar="W,W",
         help=f"monitoring windows, e.g. 30s,15m (default {','.join(DEFAULT_WINDOWS)}; alerts use the first)"),
-    arg("--target", choices=("local", "ray"), default=_SPEC.target, help="a local process (default), or Ray Serve"),
-    arg("--replicas", type=int, default=_RAY.replicas, metavar="N",
-        help=f"replicas on Ray (--target ray; default {_RAY.replicas})"),
+    arg("--target", choices=("local", "ray"), default=DEFAULTS.target, help="a local process (default), or Ray Serve"),
+    arg("--replicas", type=int, default=RAY_DEFAULTS.replicas, metavar="N",
+        help=f"replicas on Ray (--target ray; default {RAY_DEFAULTS.replicas})"),
     arg("--address", metavar="ADDR", help="Ray cluster (default: RAY_ADDRESS, or a local one nbdeploy starts)"),
-    arg("--replica-cpus", type=float, default=_RAY.num_cpus, metavar="CPUS",
-        help=f"CPUs each Ray replica reserves (default {_RAY.num_cpus:g})"),
+    arg("--replica-cpus", type=float, default=RAY_DEFAULTS.num_cpus, metavar="CPUS",
+        help=f"CPUs each Ray replica reserves (default {RAY_DEFAULTS.num_cpus:g})"),
 )  # fmt: skip
 
 COMMANDS = [
@@ -163,6 +163,7 @@ COMMANDS = [
             (NAME,
              arg("--add", action="append", default=[], metavar="RULE", help="rule to add (repeatable)"),
              arg("--webhook", metavar="URL", help="POST events of the added rules to this URL"),
-             arg("--k", type=int, default=3, help="breaches to fire, clean runs to resolve (default 3)"),
+             arg("--k", type=int, default=DEFAULT_ALERT_K,
+                 help=f"breaches to fire, clean runs to resolve (default {DEFAULT_ALERT_K})"),
              arg("--clear", action="store_true", help="remove every rule first")), _alerts),
 ]  # fmt: skip

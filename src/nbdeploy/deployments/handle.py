@@ -21,7 +21,7 @@ from typing import Any
 from nbdeploy.deployments import http, models, processes, ray_client
 from nbdeploy.deployments.views import Status
 from nbdeploy.errors import DeploymentError, InvalidInputError
-from nbdeploy.spec import DeploymentSpec, ModelEntry
+from nbdeploy.spec import DEFAULT_ALERT_K, DeploymentSpec, ModelEntry
 
 __all__ = ["Deployment"]
 
@@ -223,7 +223,7 @@ class Deployment:
         return result
 
     def alerts(
-        self, add: Sequence[str] = (), *, clear: bool = False, webhook: str | None = None, k: int = 3
+        self, add: Sequence[str] = (), *, clear: bool = False, webhook: str | None = None, k: int = DEFAULT_ALERT_K
     ) -> dict[str, Any]:
         """Add alert rules (or ``clear`` them) and return rules, firing ones and recent events."""
         from nbdeploy.monitoring.alerts import rule_specs
@@ -241,10 +241,11 @@ class Deployment:
         alerts: dict[str, Any] = self.snapshot(spec.alert_window)["alerts"]
         return alerts
 
-    def monitor(self, interval: float = 2.0, window: str = "1m", panel: bool = False) -> Any:
+    def monitor(self, interval: float = 2.0, window: str | None = None, panel: bool = False) -> Any:
         """A live monitoring widget; the one door from the core to :mod:`nbdeploy.widgets`,
-        imported only when called. ``window`` is one of the deployment's windows."""
+        imported only when called. ``window`` is one of the deployment's windows (default: its first)."""
         known = list(self.spec.windows)
+        window = window or known[0]
         if window not in known:
             raise InvalidInputError(f"Unknown window {window!r}; windows of {self.name!r}: {', '.join(known)}.")
         from nbdeploy.widgets.monitor import show_monitor

@@ -22,13 +22,19 @@ from nbdeploy.deployments.handle import Deployment
 from nbdeploy.deployments.models import fetch
 from nbdeploy.errors import DeploymentError, InvalidInputError
 from nbdeploy.refs import parse_ref, validate_name
-from nbdeploy.spec import DEFAULT_WINDOWS, DeploymentSpec, RaySpec, parse_windows
+from nbdeploy.spec import (
+    DEFAULT_ALERT_K,
+    DEFAULT_WINDOWS,
+    DEFAULTS,
+    RAY_DEFAULTS,
+    DeploymentSpec,
+    RaySpec,
+    parse_windows,
+)
 
 __all__ = ["MARKER", "serve"]
 
 MARKER = "nbdeploy.serving"  # the server's module, and what identifies its processes
-_DEFAULTS = DeploymentSpec(name="-")
-_RAY = RaySpec()
 
 
 def serve(
@@ -36,23 +42,23 @@ def serve(
     *,
     name: str | None = None,
     port: int = 0,
-    host: str = _DEFAULTS.host,
+    host: str = DEFAULTS.host,
     token: str | None = None,
-    max_batch: int = _DEFAULTS.max_batch,
-    max_wait_ms: float = _DEFAULTS.max_wait_ms,
-    max_body_bytes: int = _DEFAULTS.max_body_bytes,
+    max_batch: int = DEFAULTS.max_batch,
+    max_wait_ms: float = DEFAULTS.max_wait_ms,
+    max_body_bytes: int = DEFAULTS.max_body_bytes,
     attach: bool = False,
     monitor: bool = True,
     alerts: Sequence[str] = (),
     webhook: str | None = None,
-    alert_k: int = 3,
-    alert_interval_s: float = _DEFAULTS.alert_interval_s,
+    alert_k: int = DEFAULT_ALERT_K,
+    alert_interval_s: float = DEFAULTS.alert_interval_s,
     windows: str | Sequence[str] = tuple(DEFAULT_WINDOWS),
     timeout: float = 60.0,
     target: str = "local",
-    replicas: int = _RAY.replicas,
+    replicas: int = RAY_DEFAULTS.replicas,
     address: str | None = None,
-    replica_cpus: float = _RAY.num_cpus,
+    replica_cpus: float = RAY_DEFAULTS.num_cpus,
 ) -> Deployment:
     """Start a server for ``ref`` in its own process and return when ``/health`` answers.
 
@@ -84,7 +90,7 @@ def serve(
     if target == "ray":
         ray_client.require_ray()
         spec.ray = RaySpec(
-            replicas=replicas, num_cpus=replica_cpus, http_host=host, http_port=port or _RAY.http_port,
+            replicas=replicas, num_cpus=replica_cpus, http_host=host, http_port=port or RAY_DEFAULTS.http_port,
             created=time.time(),
         )  # fmt: skip
         if attach:

@@ -27,6 +27,7 @@ from typing import Any
 
 from nbdeploy._files import append_private
 from nbdeploy.errors import InvalidInputError
+from nbdeploy.spec import DEFAULT_ALERT_K
 
 __all__ = ["METRICS", "AlertBook", "Rule", "RuleError", "rule_specs"]
 
@@ -71,14 +72,14 @@ class Rule:
     metric: str
     op: str
     threshold: float
-    k: int = 3
+    k: int = DEFAULT_ALERT_K
     webhook: str | None = None
     firing: bool = False
     streak: int = 0
     last_value: float | None = None
 
     @classmethod
-    def parse(cls, text: str, k: int = 3, webhook: str | None = None) -> Rule:
+    def parse(cls, text: str, k: int = DEFAULT_ALERT_K, webhook: str | None = None) -> Rule:
         """Parse ``METRIC OP NUMBER``; :class:`RuleError` names the metrics when it does not."""
         match = _RULE.match(text or "")
         if not match:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from nbdeploy.serving.protocol import Parsed
+from nbdeploy.spec import DEFAULTS
 
 __all__ = ["Batcher", "PredictError"]
 
@@ -41,7 +42,7 @@ class Batcher:
     def __init__(
         self,
         model: Callable[[], tuple[Callable[[Any], Any], tuple[str, ...]]],
-        max_batch: int = 1024,
+        max_batch: int = DEFAULTS.max_batch,
         max_wait_ms: float = 0.0,
         on_batch: Callable[[int, int], None] | None = None,
     ) -> None:

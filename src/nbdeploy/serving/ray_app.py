@@ -181,6 +181,6 @@ def replica_app(args: dict[str, Any], model_tar: bytes, replicas: int, num_cpus:
         num_replicas=replicas,
         ray_actor_options={"num_cpus": num_cpus},
         # Ray's default of 5 would cap every micro-batch at 5 requests
-        max_ongoing_requests=max(64, min(args["spec"]["max_batch"], 1024)),
+        max_ongoing_requests=max(64, min(args["spec"]["max_batch"], 1024)),  # not a default: a cap
         graceful_shutdown_timeout_s=30,
     ).bind(args, model_tar)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy.monitoring.replay import read_records
+from nbdeploy.spec import DEFAULTS
 
 __all__ = ["RequestLog", "read_records"]
 
@@ -22,7 +23,7 @@ __all__ = ["RequestLog", "read_records"]
 class RequestLog:
     """Append-only JSON-lines log with size-based rotation."""
 
-    def __init__(self, path: str | Path, max_bytes: int = 64 << 20, backups: int = 5) -> None:
+    def __init__(self, path: str | Path, max_bytes: int = DEFAULTS.log_max_bytes, backups: int = 5) -> None:
         self.path = Path(path)
         self.max_bytes, self.backups = max_bytes, backups
         self._lock = threading.Lock()
