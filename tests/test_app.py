@@ -14,6 +14,7 @@ from nbdeploy.serving.app import ServerSettings, create_app
 from nbdeploy.serving.auth import Access, GuardedRoute
 from nbdeploy.serving.loader import load
 from nbdeploy.serving.requestlog import RequestLog, read_records
+from nbdeploy.spec import DEFAULT_WINDOWS
 
 
 @pytest.fixture(scope="module")
@@ -181,10 +182,10 @@ class _FakeHub:
 
 
 def test_ray_monitoring_routes_ask_the_hub_and_answer_503_while_it_is_away(model_dir: Path, tmp_path: Path) -> None:
-    ray_app = pytest.importorskip("nbdeploy.serving.ray_app")
+    from nbdeploy.serving import hub_monitor  # imports no Ray: the test process never becomes a Ray driver
     away = {"snapshot": TimeoutError(), "feedback": TimeoutError(), "set_alerts": TimeoutError()}
     rules = {"rules": [{"rule": "p95_ms>50"}]}
-    unavailable = {"error_code": "TEMPORARILY_UNAVAILABLE", "message": ray_app.HubMonitor.AWAY}
+    unavailable = {"error_code": "TEMPORARILY_UNAVAILABLE", "message": hub_monitor.HubMonitor.AWAY}
     settings = ServerSettings(name="t", ref="t/1", version=1, token="s3cret", monitor=False, reload=False)
     log = RequestLog(tmp_path / "requests.jsonl")
     auth = {"Authorization": "Bearer s3cret"}
@@ -195,7 +196,7 @@ def test_ray_monitoring_routes_ask_the_hub_and_answer_503_while_it_is_away(model
         (ok, [(200, ok["snapshot"]), (200, ok["feedback"]), (400, refused)]),
     ]:
         hub = _FakeHub(answers)
-        app = create_app(settings, load(model_dir), log, monitor=ray_app.HubMonitor(hub, None))
+        app = create_app(settings, load(model_dir), log, monitor=hub_monitor.HubMonitor(hub, dict(DEFAULT_WINDOWS)))
         with TestClient(app) as c:
             got = [
                 c.get("/monitor?window=1m"),

@@ -57,6 +57,9 @@ def files(tmp_path: Path, cancer: dict[str, Any]) -> dict[str, Path]:
     train.to_csv(tmp_path / "train.csv", index=False)
     cancer["X_test"].assign(label=cancer["y_test"]).to_parquet(tmp_path / "test.parquet")
     cancer["X_test"].head(5).to_csv(tmp_path / "rows.csv", index=False)
+    cancer["X_test"].head(0).to_csv(tmp_path / "empty.csv", index=False)
+    for garbage in ("binary.csv", "binary.parquet"):
+        (tmp_path / garbage).write_bytes(b"\x00\xff\xfe\x80" * 64)
     joblib.dump(cancer["model"], tmp_path / "model.joblib")
     return {p.stem: p for p in tmp_path.iterdir()}
 
@@ -100,10 +103,22 @@ def test_register_validate_promote_serve_from_a_terminal(files: dict[str, Path],
         (["register", "{tmp}/train.csv", "--name", "x"], "MODEL '{tmp}/train.csv' could not be loaded"),
         (["validate", "x/1", "--data", "{tmp}/nope.csv", "--target", "y"], "--data '{tmp}/nope.csv' is not a file"),
         (["validate", "x/1", "--data", "{tmp}/model.joblib", "--target", "y"],
-         "--data '{tmp}/model.joblib' could not be read as a table"),
+         "--data '{tmp}/model.joblib' is neither .csv nor .parquet"),
+        (["validate", "x/1", "--data", "{tmp}/binary.csv", "--target", "y"],
+         "--data '{tmp}/binary.csv' could not be read as a table"),
+        (["validate", "x/1", "--data", "{tmp}/binary.parquet", "--target", "y"],
+         "--data '{tmp}/binary.parquet' could not be read as a table"),
         (["validate", "x/1", "--data", "{tmp}/rows.csv", "--target", "{tmp}/train.csv"],
          "--target '{tmp}/train.csv' has 31 columns; give a file of one column."),
         (["stop"], "Give either a deployment NAME or --all to stop."),
+        (["validate", "x/1", "--data", "{tmp}/rows.json", "--target", "y"],
+         "--data '{tmp}/rows.json' is neither .csv nor .parquet"),
+        (["validate", "x/1", "--data", "{tmp}/empty.csv", "--target", "y"], "--data '{tmp}/empty.csv' has no rows."),
+        (["validate", "x/1", "--data", "{tmp}/rows.csv", "--target", "lable"],
+         "--target 'lable' is not a column of the table given (mean radius, mean texture, "),
+        (["feedback", "x", "--ids", "{tmp}/rows.csv", "--target", "y"], "--ids '{tmp}/rows.csv' has no 'id' column"),
+        (["--home", "{tmp}/rows.csv", "serve", "x/1"], "Cannot use {tmp}/rows.csv"),
+        (["monitor", "x", "--interval", "0"], "No deployment is named 'x'"),
     ],
 )  # fmt: skip
 def test_bad_files_are_one_sentence(files: dict[str, Path], argv: list[str], message: str, tmp_path: Path) -> None:
@@ -111,3 +126,25 @@ def test_bad_files_are_one_sentence(files: dict[str, Path], argv: list[str], mes
     assert out.returncode == 1
     assert out.stderr.startswith("nbdeploy: error: " + message.format(tmp=tmp_path)), out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_non_finite_numbers_are_refused_by_both_front_ends(ip: Any) -> None:
+    from tests.helpers import usage_error
+
+    for option in ("--max-body-mb", "--max-wait-ms", "--replica-cpus"):
+        for value in ("nan", "inf"):
+            assert usage_error(ip, f"serve x {option} {value}") == (
+                f"%deploy serve: argument {option}: {value!r} is not a finite number."
+            )
+    out = nbdeploy_cli("serve", "x", "--max-body-mb", "nan")
+    assert out.returncode == 2 and "argument --max-body-mb: 'nan' is not a finite number" in out.stderr
+
+
+def test_a_csv_index_column_is_not_a_feature(files: dict[str, Path], cancer: dict[str, Any], name: str) -> None:
+    with_index = files["train"].with_name("indexed.csv")
+    cancer["X_train"].assign(label=cancer["y_train"]).to_csv(with_index)  # index=True: an "Unnamed: 0" column
+    out = nbdeploy_cli("register", str(files["model"]), "--name", name, "--data", str(with_index), "--target", "label")
+    assert out.returncode == 0, out.stderr
+    import nbdeploy
+
+    assert [column for column, _ in nbdeploy.resolve(f"{name}/1").inputs] == list(cancer["X_train"].columns)

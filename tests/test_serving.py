@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import nbdeploy
-from nbdeploy import deployments
+from nbdeploy import config, deployments
 from nbdeploy.errors import DeploymentError, DeploymentNotFoundError
 from nbdeploy.serving.requestlog import read_records
 
@@ -307,3 +308,41 @@ def test_a_stopped_deployment_starts_again_from_its_folder(dep: deployments.Depl
             deployments.start(dep.name)
     finally:
         assert deployments.stop(dep.name) == f"Stopped {dep.name}."
+
+
+def test_a_damaged_spec_never_hides_a_live_server(two_versions: str, name: str) -> None:
+    d = nbdeploy.serve(f"{two_versions}/1", name=name)
+    pid = d.pid
+    (d.path / "spec.json").write_text("{not json")
+    listed = {row[0]: row for row in deployments.deployments().rows}
+    assert listed[name][1] == "running, spec.json damaged" and listed[name][5] == str(pid)
+    with pytest.raises(DeploymentError, match=rf"^The spec of deployment {name!r} \(.*\) cannot be read"):
+        d.status()
+    assert name in deployments.stop_all()  # stopped by its pid, like any other
+    assert pid is not None and not deployments.processes.alive(pid, str(d.path))
+
+
+def test_start_refuses_unknown_names_and_forgets_the_kernel_it_was_attached_to(two_versions: str, name: str) -> None:
+    with pytest.raises(DeploymentNotFoundError, match=r"^No deployment is named 'nope-start'"):
+        deployments.start("nope-start")
+    assert not (config.home() / "nope-start").exists()
+    d = nbdeploy.serve(f"{two_versions}/1", name=name, attach=True)
+    d.stop()
+    again = deployments.start(name)
+    try:
+        assert again.spec.attach_to is None
+        time.sleep(1.5)  # an attached server checks its parent every 0.5 s
+        assert again.state() == "running"
+    finally:
+        again.stop()
+
+
+
+def test_a_damaged_model_copy_shows_the_log_on_start(dep: deployments.Deployment) -> None:
+    dep.stop()
+    (Path(dep.current.model_path) / "model.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(DeploymentError) as err:
+        deployments.start(dep.name)
+    message = str(err.value)
+    assert message.startswith(f"The server for {dep.name!r} exited with code 1 before it was ready;")
+    assert "UnpicklingError" in message and dep.state() == "stopped"

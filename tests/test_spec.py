@@ -32,7 +32,7 @@ def test_older_files_and_unknown_keys_load(tmp_path: Path) -> None:
     (tmp_path / "spec.json").write_text(json.dumps(doc))
     loaded = DeploymentSpec.load(tmp_path)
     assert loaded.windows == DEFAULT_WINDOWS and loaded.max_batch == DEFAULTS.max_batch
-    with pytest.warns(DeprecationWarning, match=r"read spec.max_batch instead"):
+    with pytest.warns(DeprecationWarning, match=r"read \.max_batch instead"):
         assert loaded["max_batch"] == DEFAULTS.max_batch
 
 

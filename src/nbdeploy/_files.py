@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 __all__ = ["append_private", "write_atomic"]
@@ -17,9 +18,12 @@ def write_atomic(path: Path, text: str, *, private: bool = False) -> None:
 
     ``private`` creates the file owner-only (``0o600``) before a byte is written, for tokens.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: two writers never share one
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    # a name of its own per call: two threads or processes writing one file never share a temp file
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
     try:
+        if not private:
+            os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         os.replace(tmp, path)

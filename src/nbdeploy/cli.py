@@ -43,19 +43,31 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+_READERS = {".csv": "read_csv", ".parquet": "read_parquet", ".pq": "read_parquet"}
+
+
 def _read_table(path: str, option: str) -> Any:
+    """A CSV or Parquet file as a DataFrame; anything else is one sentence naming ``option``."""
     import pandas as pd
 
     file = Path(path)
+    reader = _READERS.get(file.suffix.lower())
+    if reader is None:
+        raise InvalidInputError(f"{option} {path!r} is neither .csv nor .parquet: give a CSV or Parquet file.")
     if not file.is_file():
         raise InvalidInputError(f"{option} {path!r} is not a file: give a CSV or Parquet file.")
     try:
-        if file.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(file)
-        return pd.read_csv(file)
+        table = getattr(pd, reader)(file)
+    except ImportError as exc:  # Parquet needs pyarrow (or fastparquet)
+        raise InvalidInputError(f"{option} {path!r} needs {exc.name or 'pyarrow'}: pip install pyarrow.") from None
     except Exception as exc:
-        why = f"{type(exc).__name__}: {exc}"
-        raise InvalidInputError(f"{option} {path!r} could not be read as a table: {why}.") from None
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        raise InvalidInputError(f"{option} {path!r} could not be read as a table ({why}).") from None
+    if len(table) == 0:
+        raise InvalidInputError(f"{option} {path!r} has no rows.")
+    if str(table.columns[0]).startswith("Unnamed: 0"):  # pandas' index, written by to_csv(): not a feature
+        table = table.drop(columns=table.columns[0])
+    return table
 
 
 class _TerminalContext:
@@ -72,17 +84,28 @@ class _TerminalContext:
             return None
         if kind == Loads.MODEL:
             return _load_model(text)
-        if kind == Loads.COLUMN and self.last_table is not None and text in self.last_table.columns:
-            return self.last_table.pop(text)  # a target column is not a feature
-        table = _read_table(text, option)
         if kind == Loads.COLUMN:
-            if table.shape[1] != 1:
-                raise InvalidInputError(f"{option} {text!r} has {table.shape[1]} columns; give a file of one column.")
-            return table.iloc[:, 0]
+            return self._column(text, option)
+        table = _read_table(text, option)
         self.last_table = table
         if kind == Loads.IDS:
+            if "id" not in table.columns and table.shape[1] != 1:
+                raise InvalidInputError(f"{option} {text!r} has no 'id' column: name the request ids' column id.")
             return (table["id"] if "id" in table.columns else table.iloc[:, 0]).astype(str)
         return table
+
+    def _column(self, text: str, option: str) -> Any:
+        """A column of the table loaded last (taken out of it: a target is not a feature), or a file."""
+        table = self.last_table
+        if table is not None and text in table.columns:
+            return table.pop(text)
+        if table is not None and Path(text).suffix.lower() not in _READERS:
+            columns = ", ".join(map(str, list(table.columns)[:8])) + (", ..." if table.shape[1] > 8 else "")
+            raise InvalidInputError(f"{option} {text!r} is not a column of the table given ({columns}), nor a file.")
+        column = _read_table(text, option)
+        if column.shape[1] != 1:
+            raise InvalidInputError(f"{option} {text!r} has {column.shape[1]} columns; give a file of one column.")
+        return column.iloc[:, 0]
 
     def say(self, text: str) -> None:
         print(text)
@@ -99,6 +122,8 @@ class _TerminalContext:
 
         if args.once:
             return once()
+        if not args.interval > 0:  # the panel's own check, for the terminal's loop
+            raise InvalidInputError(f"Invalid interval {args.interval:g}: use a number of seconds above 0.")
         try:
             while True:
                 text = once()
@@ -142,12 +167,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         _show(COMMANDS[args.command].run(args, _TerminalContext()))
     except ValidationFailedError as exc:
         print(repr(exc.report))
-        print(f"nbdeploy: error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc))
     except NbdeployError as exc:
-        print(f"nbdeploy: error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc))
+    except OSError as exc:  # the deployments folder or a file nbdeploy writes
+        where = f" {exc.filename}" if exc.filename else ""
+        why = exc.strerror or str(exc)
+        return _fail(f"Cannot use{where}: {why}; check the path (--home, NBDEPLOY_HOME) and its permissions.")
     return 0
+
+
+def _fail(sentence: str) -> int:
+    print(f"nbdeploy: error: {sentence}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ web stack, so all of them can.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -54,8 +55,39 @@ def parse_windows(windows: str | Sequence[str]) -> dict[str, float]:
         raise InvalidInputError(str(exc)) from None
 
 
+class _ReadAsDict:
+    """``spec["max_batch"]``, ``spec.get("ray")``, ``"ray" in spec``: how ``Deployment.spec``
+    and ``Deployment.current`` (dicts until 0.2) were read. Deprecated: read attributes."""
+
+    def _as_dict(self) -> dict[str, Any]:
+        doc = asdict(self)  # type: ignore[call-overload]
+        if hasattr(self, "alert_window"):
+            doc["alert_window"] = self.alert_window  # written to spec.json before 0.2
+        return doc
+
+    def _warn(self, key: str) -> None:
+        import warnings
+
+        warnings.warn(
+            f"{type(self).__name__} is not a dict since 0.2: read .{key} instead of [{key!r}] or .get({key!r}).",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+
+    def __getitem__(self, key: str) -> Any:
+        self._warn(key)
+        return self._as_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._warn(key)
+        return self._as_dict().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._as_dict()
+
+
 @dataclass
-class ModelEntry:
+class ModelEntry(_ReadAsDict):
     """One model version a deployment served: the history that ``rollback`` walks back."""
 
     ref: str
@@ -94,7 +126,7 @@ class RaySpec:
 
 
 @dataclass
-class DeploymentSpec:
+class DeploymentSpec(_ReadAsDict):
     """Everything a deployment is started with; ``history[-1]`` is the model it serves."""
 
     name: str
@@ -115,17 +147,6 @@ class DeploymentSpec:
     target: str = "local"
     ray: RaySpec | None = None
 
-    def __getitem__(self, key: str) -> Any:
-        """``spec["max_batch"]``: how ``Deployment.spec`` (a dict until 0.2) was read; deprecated."""
-        import warnings
-
-        warnings.warn(
-            f"Deployment.spec is a DeploymentSpec now: read spec.{key} instead of spec[{key!r}].",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.to_dict()[key]
-
     @property
     def alert_window(self) -> str:
         """Alert rules are evaluated on the first window."""
@@ -137,6 +158,10 @@ class DeploymentSpec:
 
     def validate(self) -> None:
         """Raise :class:`InvalidInputError` with one sentence for the first value out of range."""
+        for label, value in (("max wait", self.max_wait_ms), ("alert interval", self.alert_interval_s),
+                             ("CPUs per replica", self.ray.num_cpus if self.ray else 0.0)):  # fmt: skip
+            if not math.isfinite(value):
+                raise InvalidInputError(f"Invalid {label} {value}: use a finite number.")
         if not 0 <= self.port <= 65535:
             raise InvalidInputError(f"Invalid port {self.port}: use 1-65535, or 0 for a free port.")
         if self.max_batch < 1:

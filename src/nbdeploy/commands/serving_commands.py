@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nbdeploy.commands.table import MAGIC, Command, Context, Loads, arg
+from nbdeploy.commands.table import MAGIC, Command, Context, Loads, arg, number
 from nbdeploy.spec import DEFAULT_ALERT_K, DEFAULT_WINDOWS, DEFAULTS, RAY_DEFAULTS
 
 __all__ = ["COMMANDS"]
@@ -87,9 +87,8 @@ def _monitor(args: argparse.Namespace, ctx: Context) -> Any:
 def _feedback(args: argparse.Namespace, ctx: Context) -> Any:
     from nbdeploy.deployments import get
 
-    dep = get(args.name)
     ids = ctx.load(args.ids, "--ids", Loads.IDS)
-    result = dep.feedback(ids, ctx.load(args.target, "--target", Loads.COLUMN))
+    result = get(args.name).feedback(ids, ctx.load(args.target, "--target", Loads.COLUMN))
     ctx.say(f"{result['accepted']} labelled, {len(result['unknown'])} unknown request id(s).")
 
 
@@ -110,9 +109,9 @@ _SERVE_ARGS = (
     arg("--token", help="bearer token clients must send (required off loopback; generated when not given)"),
     arg("--max-batch", type=int, default=DEFAULTS.max_batch, metavar="ROWS",
         help=f"most rows per predict call (default {DEFAULTS.max_batch})"),
-    arg("--max-wait-ms", type=float, default=DEFAULTS.max_wait_ms, metavar="MS",
+    arg("--max-wait-ms", type=number, default=DEFAULTS.max_wait_ms, metavar="MS",
         help=f"how long to wait to fill a batch (default {DEFAULTS.max_wait_ms:g} ms)"),
-    arg("--max-body-mb", type=float, default=DEFAULTS.max_body_bytes / (1 << 20), metavar="MB",
+    arg("--max-body-mb", type=number, default=DEFAULTS.max_body_bytes / (1 << 20), metavar="MB",
         help=f"request body limit (default {DEFAULTS.max_body_bytes >> 20} MB)"),
     arg("--attach", action="store_true", faces=(MAGIC,), help="stop the server when this kernel exits"),
     arg("--alert", action="append", default=[], metavar="RULE", help="alert rule, e.g. p95_ms>50 (repeatable)"),
@@ -126,7 +125,7 @@ _SERVE_ARGS = (
     arg("--replicas", type=int, default=RAY_DEFAULTS.replicas, metavar="N",
         help=f"replicas on Ray (--target ray; default {RAY_DEFAULTS.replicas})"),
     arg("--address", metavar="ADDR", help="Ray cluster (default: RAY_ADDRESS, or a local one nbdeploy starts)"),
-    arg("--replica-cpus", type=float, default=RAY_DEFAULTS.num_cpus, metavar="CPUS",
+    arg("--replica-cpus", type=number, default=RAY_DEFAULTS.num_cpus, metavar="CPUS",
         help=f"CPUs each Ray replica reserves (default {RAY_DEFAULTS.num_cpus:g})"),
 )  # fmt: skip
 
@@ -148,7 +147,7 @@ COMMANDS = [
              arg("--all", action="store_true", help="stop every deployment")), _stop),
     Command("monitor", "Show a live panel of a deployment's traffic, latency, errors, drift and alerts.",
             (NAME,
-             arg("--interval", type=float, default=2.0, metavar="S", help="seconds between refreshes (default 2)"),
+             arg("--interval", type=number, default=2.0, metavar="S", help="seconds between refreshes (default 2)"),
              arg("--window", metavar="W", help="window shown: one of the deployment's (default: its first)"),
              arg("--panel", action="store_true", faces=(MAGIC,), help="open in a JupyterLab side panel"),
              arg("--once", action="store_true", faces=("cli",), help="print one snapshot and exit"),
@@ -156,7 +155,7 @@ COMMANDS = [
     Command("feedback", "Send true labels for answered requests, for live accuracy.",
             (NAME,
              arg("--ids", required=True, metavar="EXPR", loads=Loads.IDS, help="expression for the request ids",
-                 cli_help="a CSV or Parquet file of request ids (its 'id' column, else its first)"),
+                 cli_help="a CSV or Parquet file with an 'id' column of request ids (or of that one column)"),
              arg("--target", required=True, metavar="Y", loads=Loads.COLUMN, help="expression for the true labels",
                  cli_help="the labels: a column of the --ids file, or a CSV/Parquet file")), _feedback),
     Command("alerts", "Show, add or clear a deployment's alert rules.",

@@ -14,14 +14,26 @@ evaluated in the notebook's namespace, on the CLI a file path.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["BOTH", "CLI", "MAGIC", "Arg", "Command", "Context", "Loads", "add_arguments"]
+__all__ = ["BOTH", "CLI", "MAGIC", "Arg", "Command", "Context", "Loads", "add_arguments", "number"]
 
 MAGIC, CLI = "magic", "cli"
 BOTH = (MAGIC, CLI)
+
+
+def number(text: str) -> float:
+    """An option's value as a finite float (argparse's ``float`` takes ``nan`` and ``inf``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 class Loads:

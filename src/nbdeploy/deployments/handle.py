@@ -64,8 +64,15 @@ class Deployment:
 
     @property
     def target(self) -> str:
-        """``local`` (a server process on this machine) or ``ray`` (a Ray Serve application)."""
-        return self.spec.target
+        """``local`` (a server process on this machine) or ``ray`` (a Ray Serve application).
+
+        With a damaged spec, the ``deployed`` file says Ray, so that ``state`` and ``stop`` of
+        a local server still work (they need only its pid and folder).
+        """
+        try:
+            return self.spec.target
+        except DeploymentError:
+            return "ray" if self.deployed else "local"
 
     @property
     def deployed(self) -> bool:

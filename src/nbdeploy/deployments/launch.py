@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from nbdeploy import config
 from nbdeploy._files import write_atomic
@@ -127,14 +126,15 @@ def _start_ray(dep: Deployment, spec: DeploymentSpec, address: str | None, timeo
     spec.ray.address, spec.ray.started_cluster = ray_client.resolve_address(address)
     spec.save(dep.path)
     # "deployed" before deploying: whatever interrupts what follows, stop() deletes the applications
-    (dep.path / "deployed").write_text("")
+    write_atomic(dep.path / "deployed", "")
     try:
         result = ray_client.ctl(dep.path, "deploy", timeout=max(timeout, 120.0))
         spec.ray.url = result["url"]
         spec.require_token = result["require_token"]  # a proxy already listening off loopback needs it
         spec.save(dep.path)
-        (dep.path / "deployed").write_text(result["url"])
-        _wait_healthy(dep, result["url"], timeout, poll=0.1)
+        write_atomic(dep.path / "deployed", result["url"])
+        if not _answers_within(result["url"], timeout):
+            raise DeploymentError(f"{result['url']}/health did not answer within {timeout:.0f} s.")
         return dep
     except BaseException as exc:  # an error, or Ctrl-C in the notebook: leave nothing deployed
         with contextlib.suppress(Exception):
@@ -146,23 +146,36 @@ def _start_ray(dep: Deployment, spec: DeploymentSpec, address: str | None, timeo
         raise
 
 
-def _wait_healthy(dep: Deployment, url: str, timeout: float, poll: float, proc: Any = None) -> None:
-    """Return once ``url/health`` answers 200; a server that exits or never answers is an error."""
+def _answers_within(url: str, timeout: float) -> bool:
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def _wait_healthy(dep: Deployment, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    """Return once the server answers ``/health``; a server that exits or never answers is
+    stopped and reported with the end of its log."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
             dep.stop()
             raise DeploymentError(
                 f"The server for {dep.name!r} exited with code {proc.returncode} before it was ready; "
                 f"the last lines of its log:\n{dep.logs(15)}"
             )
-        if url or dep.port:
+        if dep.port:
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get((url or dep.url) + "/health", timeout=1).status_code == 200:
+                if httpx.get(dep.url + "/health", timeout=1).status_code == 200:
                     return
-        time.sleep(poll)
+        time.sleep(0.02)
     dep.stop()
     raise DeploymentError(
         f"The server for {dep.name!r} was not ready after {timeout:.0f} s; the last lines of its log:\n{dep.logs(15)}"
@@ -180,26 +193,31 @@ def _start(dep: Deployment, timeout: float, attach: bool) -> Deployment:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     processes.children[proc.pid] = proc
-    (dep.path / "pid").write_text(str(proc.pid))
+    write_atomic(dep.path / "pid", str(proc.pid))
     if attach:
         processes.attached[proc.pid] = str(dep.path)
         atexit.register(processes.stop_attached)
-    _wait_healthy(dep, "", timeout, poll=0.02, proc=proc)
+    _wait_healthy(dep, timeout, proc)
     return dep
 
 
 def start(name: str, timeout: float = 60.0) -> Deployment:
-    """Start the local server of a deployment whose folder holds a spec already (a restart).
+    """Start the local server of a stopped (or dead) deployment again, from the spec in its
+    folder; it is not tied to any kernel, whatever ``--attach`` said the first time.
 
     >>> start("cancer")   # doctest: +SKIP
     """
-    folder = config.home() / validate_name(name)
-    with processes.locked(folder):
-        dep = Deployment(name, folder)
+    from nbdeploy.deployments.store import get
+
+    dep = get(name)  # names the deployments there are, and creates no folder
+    with processes.locked(dep.path):
         spec = dep.spec
         if spec.ray is not None:
             raise InvalidInputError(f"Deployment {name!r} runs on Ray: serve it again with --target ray.")
         if dep.state() == "running":
             raise DeploymentError(f"Deployment {name!r} is already running at {dep.url}.")
         dep.stop()  # a dead server's pid and port files
+        if spec.attach_to is not None:  # that kernel's pid would end the new server at once
+            spec.attach_to = None
+            spec.save(dep.path)
         return _start(dep, timeout, attach=False)

@@ -13,6 +13,7 @@ import json
 import time
 from pathlib import Path
 
+from nbdeploy._files import write_atomic
 from nbdeploy.refs import parse_ref
 from nbdeploy.spec import ModelEntry
 
@@ -41,7 +42,7 @@ def fetch(ref: str, folder: Path) -> ModelEntry:
     profile_path = None
     if profile is not None:
         profile_path = dst / "profile.json"
-        profile_path.write_text(json.dumps(profile))
+        write_atomic(profile_path, json.dumps(profile))  # a server may be reading the last one
     return ModelEntry(
         ref=ref, resolved=label, version=version, model_path=str(path), task=task,
         profile_path=str(profile_path) if profile_path else None, at=time.time(),

@@ -158,10 +158,12 @@ def stop_local_cluster_if_unused(address: str) -> bool:
     for folder in home.iterdir() if home.is_dir() else ():
         if not (folder / "deployed").exists():
             continue
-        with contextlib.suppress(OSError, DeploymentError):
+        try:
             ray = DeploymentSpec.load(folder).ray
-            if ray is not None and ray.address == address:
-                return False
+        except (OSError, DeploymentError):  # cannot tell where it runs: it may be on this cluster
+            return False
+        if ray is not None and ray.address == address:
+            return False
     return stop_local_cluster(address)
 
 
@@ -197,6 +199,9 @@ def ctl(folder: Path, command: str, entry: ModelEntry | None = None, timeout: fl
             f"see {folder / 'server.log'}."
         ) from None
     if not ok:
-        raise DeploymentError(str(out.get("error") or f"Ray {command} of {folder.name!r} failed."))
+        error = str(out.get("error") or f"Ray {command} of {folder.name!r} failed.")
+        with (folder / "server.log").open("a") as log_text:  # so that %deploy logs shows why
+            log_text.write(f"ray {command} failed: {error}\n")
+        raise DeploymentError(error)
     return out
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from nbdeploy import config
 from nbdeploy.deployments.handle import Deployment
 from nbdeploy.deployments.views import DeploymentList
-from nbdeploy.errors import DeploymentNotFoundError, InvalidInputError
+from nbdeploy.errors import DeploymentError, DeploymentNotFoundError, InvalidInputError, NbdeployError
 from nbdeploy.refs import validate_name
 
 __all__ = ["deployments", "get", "stop", "stop_all"]
@@ -40,8 +40,21 @@ def deployments() -> DeploymentList:
 
 
 def stop_all() -> list[str]:
-    """Stop every running or dead deployment; returns their names."""
-    return [d.name for d in _all() if (d.pid is not None or d.deployed) and d.stop()]
+    """Stop every running or dead deployment; returns their names. One that cannot be stopped
+    does not keep the others running: the error names it after the rest are stopped."""
+    stopped, failed = [], []
+    for d in _all():
+        if d.pid is None and not d.deployed:
+            continue
+        try:
+            if d.stop():
+                stopped.append(d.name)
+        except NbdeployError as exc:
+            failed.append(f"{d.name} ({exc})")
+    if failed:
+        done = f"Stopped {', '.join(stopped)}; " if stopped else ""
+        raise DeploymentError(f"{done}could not stop {'; '.join(failed)}")
+    return stopped
 
 
 def stop(name: str | None = None, *, all: bool = False) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from nbdeploy.errors import NbdeployError
 from nbdeploy.registry.versions import Listing
 from nbdeploy.reprs import card, esc, kv_table
 
@@ -54,6 +55,10 @@ class DeploymentList(Listing):
         self.items = items
         rows = []
         for d in items:
-            st = d.status()
+            try:
+                st = d.status()
+            except NbdeployError:  # a damaged spec: still listed, with its state (never hidden)
+                rows.append([d.name, f"{d.state()}, spec.json damaged", "-", "-", "-", str(d.pid or "-")])
+                continue
             rows.append([d.name, st.state, st.url or "-", st.ref, str(st.version), str(st.pid or "-")])
         super().__init__("Deployments", ["name", "state", "url", "serving", "version", "pid"], rows)

@@ -1,0 +1,51 @@
+"""The monitoring backend of a Ray replica: ``/monitor``, ``/feedback`` and ``/admin/alerts``
+answered by the deployment's hub through its Serve handle (any object whose methods have
+``.remote()``). It imports no Ray, so it can be tested with a stand-in handle.
+
+>>> monitor = HubMonitor(serve.get_deployment_handle("Hub", app_name="cancer-monitor"), {"1m": 60.0})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from nbdeploy.monitoring.alerts import AlertBook
+from nbdeploy.serving.monitor_routes import checked_rules
+from nbdeploy.serving.protocol import ProtocolError
+
+__all__ = ["HubMonitor"]
+
+
+class HubMonitor:
+    """``/monitor``, ``/feedback`` and ``/admin/alerts`` answered by the deployment's hub; a 503
+    while it cannot answer (Ray restarting it): serving never waits for monitoring."""
+
+    AWAY = "The monitoring hub of this deployment is not answering (Ray restarts it); try again shortly."
+
+    def __init__(self, hub: Any, windows: dict[str, float]) -> None:
+        self.hub = hub
+        self.windows = list(windows)
+
+    async def _ask(self, call: Any, *args: Any) -> Any:
+        """A hub method's answer, or a 503 when the hub cannot answer in time."""
+        try:
+            return await asyncio.wait_for(call.remote(*args), timeout=20)
+        except Exception as exc:
+            print(f"monitoring hub did not answer: {type(exc).__name__}: {exc}", flush=True)
+            raise ProtocolError(503, self.AWAY, "TEMPORARILY_UNAVAILABLE") from exc
+
+    async def snapshot(self, names: list[str] | None) -> dict[str, Any]:
+        doc: dict[str, Any] = await self._ask(self.hub.snapshot, names)
+        return doc
+
+    async def feedback(self, ids: list[Any], targets: list[Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._ask(self.hub.feedback, [str(i) for i in ids], targets)
+        return result
+
+    async def set_alerts(self, rules: Any) -> dict[str, Any]:
+        checked_rules(AlertBook(), rules)  # a 400 for rules that do not parse, without asking the hub
+        result: dict[str, Any] = await self._ask(self.hub.set_alerts, rules)
+        if "error" in result:
+            raise ProtocolError(400, result["error"])
+        return result
