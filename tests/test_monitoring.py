@@ -18,15 +18,15 @@ from tests.helpers import eventually, usage_error
 
 
 @pytest.fixture
-def dep(serving: Any, two_versions: str, name: str) -> nbdeploy.Deployment:
+def mon(serving: Any, two_versions: str, name: str) -> nbdeploy.Deployment:
     """Version 1 of the shared model, with an alert rule evaluated five times a second."""
     return serving(f"{two_versions}/1", name=name, alerts=["requests>10"], alert_k=1, alert_interval_s=0.2)
 
 
-def send(dep: nbdeploy.Deployment, X: Any) -> list[str]:
+def send(mon: nbdeploy.Deployment, X: Any) -> list[str]:
     """One request per row; returns the request ids."""
     ids = []
-    with httpx.Client(base_url=dep.url) as client:
+    with httpx.Client(base_url=mon.url) as client:
         for row in X.to_numpy().tolist():
             r = client.post("/invocations", json={"dataframe_split": {"columns": list(X.columns), "data": [row]}})
             assert r.status_code == 200
@@ -35,42 +35,42 @@ def send(dep: nbdeploy.Deployment, X: Any) -> list[str]:
 
 
 def test_windows_drift_feedback_alerts_and_restart(
-    dep: nbdeploy.Deployment, cancer: dict[str, Any], two_versions: str
+    mon: nbdeploy.Deployment, cancer: dict[str, Any], two_versions: str
 ) -> None:
     X, y = cancer["X_test"], cancer["y_test"]
-    ids = send(dep, X.head(60))
-    win = dep.snapshot("1m")["windows"]["1m"]
+    ids = send(mon, X.head(60))
+    win = mon.snapshot("1m")["windows"]["1m"]
     assert (win["requests"], win["rows"], win["error_rate"]) == (60, 60, 0.0)
     assert sum(win["predictions"]["counts"].values()) == 60
     assert win["drifted_features"] == []
     assert win["latency_ms"]["p50"] > 0 and win["accuracy"] is None
 
     drifted = X.head(120).assign(**{"mean radius": X["mean radius"].head(120) * 3})
-    send(dep, drifted)
-    win = dep.snapshot("1m")["windows"]["1m"]
+    send(mon, drifted)
+    win = mon.snapshot("1m")["windows"]["1m"]
     assert "mean radius" in win["drifted_features"]
     status = {d["name"]: d["status"] for d in win["drift"]}
     assert status["mean radius"] == "drift" and status["mean texture"] != "drift"
 
-    result = dep.feedback(ids, y.head(60))
+    result = mon.feedback(ids, y.head(60))
     assert result == {"accepted": 60, "unknown": []}
-    win = dep.snapshot("1m")["windows"]["1m"]
+    win = mon.snapshot("1m")["windows"]["1m"]
     expected = float((cancer["model"].predict(X.head(60)) == y.head(60).to_numpy()).mean())
     assert win["labelled"] == 60 and win["accuracy"] == pytest.approx(expected)
 
-    firing = eventually(lambda: dep.snapshot("1m")["alerts"]["firing"])
+    firing = eventually(lambda: mon.snapshot("1m")["alerts"]["firing"])
     assert firing == ["requests>10"]
-    events = [json.loads(line) for line in (dep.path / "alerts.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in (mon.path / "alerts.jsonl").read_text().splitlines()]
     assert events[0]["rule"] == "requests>10" and events[0]["state"] == "fired"
 
-    metrics = {f.name: f for f in text_string_to_metric_families(httpx.get(dep.url + "/metrics").text)}
+    metrics = {f.name: f for f in text_string_to_metric_families(httpx.get(mon.url + "/metrics").text)}
     psi = {s.labels["feature"]: s.value for s in metrics["nbdeploy_drift_psi"].samples}
     assert psi["mean radius"] >= 0.25 and metrics["nbdeploy_drifted_features"].samples[0].value >= 1
     assert metrics["nbdeploy_alerts_firing"].samples[0].value == 1
     assert metrics["nbdeploy_live_accuracy"].samples[0].value == pytest.approx(expected)
 
-    dep.stop()  # a restarted server rebuilds its windows from the request log and feedback
-    again = nbdeploy.serve(f"{two_versions}/1", name=dep.name)
+    mon.stop()  # a restarted server rebuilds its windows from the request log and feedback
+    again = nbdeploy.serve(f"{two_versions}/1", name=mon.name)
     doc = again.snapshot("1m")
     assert doc["total_requests"] == 180 and doc["windows"]["1m"]["labelled"] == 60
     assert "rebuilt monitoring windows from 180 logged requests" in again.logs(5)
@@ -78,79 +78,79 @@ def test_windows_drift_feedback_alerts_and_restart(
 
 
 def test_widget_updates_while_the_kernel_is_busy(
-    dep: nbdeploy.Deployment, cancer: dict[str, Any], two_versions: str
+    mon: nbdeploy.Deployment, cancer: dict[str, Any], two_versions: str
 ) -> None:
-    widget = dep.monitor(interval=0.1)
+    widget = mon.monitor(interval=0.1)
     seen: list[int] = []
     widget.observe(lambda change: seen.append(change["new"].get("total_requests", 0)), "snapshot")
     X = cancer["X_test"]
     started = time.monotonic()
     while time.monotonic() - started < 2.0:  # the "cell" keeps the main thread busy
-        send(dep, X.head(5))
+        send(mon, X.head(5))
     assert len(set(seen)) >= 3 and seen == sorted(seen) and seen[-1] > seen[0]
     assert widget.status == "live" and widget.polls >= 3
     text = repr(widget)
-    assert text.startswith(f"{dep.name} ({two_versions}/1, version 1)") and "requests" in text and "0x" not in text
-    dep.stop()
+    assert text.startswith(f"{mon.name} ({two_versions}/1, version 1)") and "requests" in text and "0x" not in text
+    mon.stop()
     assert eventually(lambda: not widget.polling)
     assert widget.status.startswith("stopped")
     widget.close()
 
 
-def test_widget_stops_when_closed_or_replaced(dep: nbdeploy.Deployment) -> None:
-    widget = dep.monitor(interval=0.1)
+def test_widget_stops_when_closed_or_replaced(mon: nbdeploy.Deployment) -> None:
+    widget = mon.monitor(interval=0.1)
     assert eventually(lambda: widget.polls >= 1)
-    again = dep.monitor(interval=0.1)  # re-running the cell replaces the panel
+    again = mon.monitor(interval=0.1)  # re-running the cell replaces the panel
     assert eventually(lambda: not widget.polling)
     assert again.polling
     again.close()
     assert eventually(lambda: not again.polling)
 
 
-def test_deployments_panel_buttons(dep: nbdeploy.Deployment) -> None:
+def test_deployments_panel_buttons(mon: nbdeploy.Deployment) -> None:
     from nbdeploy.widgets.deployments import DeploymentsPanel
 
     panel = DeploymentsPanel(nbdeploy.deployments())
-    assert [dep.name, "running"] in [row[:2] for row in panel.rows]
-    panel.buttons[(dep.name, "rollback")].click()
+    assert [mon.name, "running"] in [row[:2] for row in panel.rows]
+    panel.buttons[(mon.name, "rollback")].click()
     assert "nothing to roll back to" in panel.message.value
-    panel.buttons[(dep.name, "stop")].click()
-    assert dep.state() == "stopped" and panel.message.value == f"stop: {dep.name} done."
-    assert panel.buttons[(dep.name, "stop")].disabled
+    panel.buttons[(mon.name, "stop")].click()
+    assert mon.state() == "stopped" and panel.message.value == f"stop: {mon.name} done."
+    assert panel.buttons[(mon.name, "stop")].disabled
 
 
 def test_magics_and_cli(
-    ip: Any, dep: nbdeploy.Deployment, cancer: dict[str, Any], two_versions: str, capsys: pytest.CaptureFixture[str]
+    ip: Any, mon: nbdeploy.Deployment, cancer: dict[str, Any], two_versions: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ids = send(dep, cancer["X_test"].head(4))
+    ids = send(mon, cancer["X_test"].head(4))
     ip.user_ns["ids"], ip.user_ns["y4"] = ids, cancer["y_test"].head(4)
-    ip.run_line_magic("deploy", f"feedback {dep.name} --ids ids --target y4")
+    ip.run_line_magic("deploy", f"feedback {mon.name} --ids ids --target y4")
     assert capsys.readouterr().out.strip() == "4 labelled, 0 unknown request id(s)."
-    ip.run_line_magic("deploy", f"alerts {dep.name} --add 'p95_ms>5000' --k 2")
+    ip.run_line_magic("deploy", f"alerts {mon.name} --add 'p95_ms>5000' --k 2")
     out = capsys.readouterr().out
     assert "requests>10" in out and "p95_ms>5000" in out
-    assert [r["rule"] for r in nbdeploy.get(dep.name).spec.alerts] == ["requests>10", "p95_ms>5000"]
-    widget = ip.run_line_magic("deploy", f"monitor {dep.name} --interval 0.5 --window 5m")
+    assert [r["rule"] for r in nbdeploy.get(mon.name).spec.alerts] == ["requests>10", "p95_ms>5000"]
+    widget = ip.run_line_magic("deploy", f"monitor {mon.name} --interval 0.5 --window 5m")
     assert (widget.window, widget.interval) == ("5m", 0.5)
     widget.close()
-    assert usage_error(ip, f"monitor {dep.name} --window 2m") == (
-        f"Unknown window '2m'; windows of {dep.name!r}: 1m, 5m, 1h."
+    assert usage_error(ip, f"monitor {mon.name} --window 2m") == (
+        f"Unknown window '2m'; windows of {mon.name!r}: 1m, 5m, 1h."
     )
-    assert usage_error(ip, f"alerts {dep.name} --add 'p95>1'") == (
+    assert usage_error(ip, f"alerts {mon.name} --add 'p95>1'") == (
         "Unknown alert metric 'p95' in 'p95>1'; metrics: rps, requests, p50_ms, p95_ms, p99_ms, error_rate, psi, "
         "drifted_features, accuracy, rmse."
     )
     env = {**os.environ}
     out = subprocess.run(
-        [sys.executable, "-m", "nbdeploy.cli", "monitor", dep.name, "--once", "--json"],
+        [sys.executable, "-m", "nbdeploy.cli", "monitor", mon.name, "--once", "--json"],
         capture_output=True, text=True, env=env, check=True,
     )  # fmt: skip
     doc = json.loads(out.stdout)
-    assert doc["name"] == dep.name and doc["windows"]["1m"]["requests"] >= 4 and doc["windows"]["1m"]["labelled"] == 4
+    assert doc["name"] == mon.name and doc["windows"]["1m"]["requests"] >= 4 and doc["windows"]["1m"]["labelled"] == 4
     text = subprocess.run(
-        [sys.executable, "-m", "nbdeploy.cli", "monitor", dep.name, "--once"], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "nbdeploy.cli", "monitor", mon.name, "--once"], capture_output=True, text=True, env=env
     ).stdout
-    assert text.startswith(f"{dep.name} ({two_versions}/1, version 1)") and "live (4 labelled rows)  accuracy" in text
+    assert text.startswith(f"{mon.name} ({two_versions}/1, version 1)") and "live (4 labelled rows)  accuracy" in text
 
 
 def test_custom_windows_and_the_side_panel(two_versions: str, name: str) -> None:

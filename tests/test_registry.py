@@ -256,3 +256,13 @@ def test_the_magic_shows_a_broken_store_as_one_usage_error(ip: Any, unreachable:
         assert message.startswith(f"The tracking store {unreachable} failed while {doing}: ")
         assert message.endswith("check that the MLflow server is running and reachable, or " + CONFIGURE_ANOTHER)
         assert "\n" not in message
+
+
+def test_a_request_the_store_refuses_is_the_callers_error_not_the_stores(cancer: dict[str, Any], name: str) -> None:
+    from nbdeploy.errors import TrackingError
+
+    with pytest.raises(InvalidInputError) as err:
+        nbdeploy.register(cancer["model"], name, cancer["X_train"], tags={"k" * 300: "v"})
+    assert not isinstance(err.value, TrackingError)
+    assert str(err.value).startswith(f"MLflow refused registering {name!r}: ")
+    assert "\n" not in str(err.value)

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 from nbdeploy import config
 from nbdeploy.config import display_uri
-from nbdeploy.errors import NbdeployError, TrackingError
+from nbdeploy.errors import InvalidInputError, NbdeployError, TrackingError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -83,6 +83,9 @@ def mlflow_errors(doing: str) -> Iterator[None]:
     except Exception as exc:
         if not _from_store(exc):
             raise
+        if _refused_request(exc):  # the store answered: it refused what was asked, it did not fail
+            said = (str(getattr(exc, "message", exc)).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise InvalidInputError(f"MLflow refused {doing}: {said.rstrip('.')}.") from None
         uri = tracking_uri()
         cause = _telling(exc)
         first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300].rstrip(".")
@@ -90,6 +93,18 @@ def mlflow_errors(doing: str) -> Iterator[None]:
         raise TrackingError(message) from None
     finally:
         _doing.reset(token)
+
+
+# MLflow's codes for a request the store understood and refused (not a failure of the store)
+_REFUSALS = frozenset({"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST",
+                       "INVALID_STATE", "BAD_REQUEST"})  # fmt: skip
+
+
+def _refused_request(exc: BaseException) -> bool:
+    """An MLflow error with a client-side code and no OS or driver error behind it."""
+    if getattr(exc, "error_code", None) not in _REFUSALS:
+        return False
+    return not any(isinstance(link, OSError) or _library(link) in _DRIVERS for link in _chain(exc))
 
 
 def _library(exc: BaseException) -> str:

@@ -57,7 +57,7 @@ class MonitorCollector(Collector):
     """Summarises one window (the alerts' window, 1m by default) in ``/metrics``: drift per
     feature, alerts firing, live accuracy."""
 
-    def __init__(self, monitor: RequestWindows, alerts: AlertBook, window: str = "1m") -> None:
+    def __init__(self, monitor: RequestWindows, alerts: AlertBook, window: str) -> None:
         self.monitor, self.alerts, self.window = monitor, alerts, window
 
     def collect(self) -> Any:

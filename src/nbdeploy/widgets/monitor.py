@@ -4,7 +4,7 @@ A daemon thread polls the deployment every ``interval`` seconds and sets the ``s
 traitlet, so the kernel stays free for the user's cells. The poller stops when the widget
 is closed or the deployment stops, and says so in ``status`` when the server is unreachable.
 
->>> w = show_monitor(nbdeploy.get("cancer"), interval=2)   # doctest: +SKIP
+>>> w = show_monitor(nbdeploy.get("cancer"), interval=2, window="1m")   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ class MonitorWidget(anywidget.AnyWidget):
     _css = _HERE / "monitor.css"
 
     name = traitlets.Unicode(help="deployment name").tag(sync=True)
-    window = traitlets.Unicode("1m", help="window shown: 1m, 5m or 1h").tag(sync=True)
+    window = traitlets.Unicode(help="window shown: one of the deployment's (its first by default)").tag(sync=True)
     interval = traitlets.Float(2.0, help="seconds between polls").tag(sync=True)
     status = traitlets.Unicode("starting", help="live, stopped, or unreachable: <why>").tag(sync=True)
     snapshot = traitlets.Dict(help="the last /monitor document").tag(sync=True)
     polls = traitlets.Int(0, help="successful polls so far").tag(sync=True)
 
-    def __init__(self, deployment: Any, interval: float = 2.0, window: str = "1m", **kwargs: Any) -> None:
+    def __init__(self, deployment: Any, interval: float, window: str, **kwargs: Any) -> None:
         super().__init__(name=deployment.name, interval=float(interval), window=window, **kwargs)
         self._deployment = deployment
         self._stop = threading.Event()
@@ -82,7 +82,7 @@ class MonitorWidget(anywidget.AnyWidget):
 
 
 def show_monitor(
-    deployment: Any, interval: float = 2.0, window: str = "1m", panel: bool = False
+    deployment: Any, interval: float, window: str, panel: bool = False
 ) -> MonitorWidget | None:
     """Create the widget; with ``panel`` open it in a JupyterLab side panel and return ``None``."""
     from nbdeploy.errors import InvalidInputError
