@@ -52,3 +52,17 @@ def test_the_layering_contracts_hold() -> None:
     out = subprocess.run(["lint-imports"], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:]
     assert "0 broken" in out.stdout
+
+
+def test_no_function_is_over_65_lines() -> None:
+    import ast
+    from pathlib import Path
+
+    src = Path(nbdeploy.__file__).parent
+    long = {}
+    for path in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno:
+                if (n := node.end_lineno - node.lineno + 1) > 65:
+                    long[f"{path.relative_to(src)}:{node.name}"] = n
+    assert long == {}, "split these functions"

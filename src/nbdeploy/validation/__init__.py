@@ -132,16 +132,7 @@ def validate(
     model, mv = registry.load_model(ref)
     task, proba = detect_task(model), has_proba(model)
     check_metrics(parsed, metrics.available(task, proba), task, metrics.unavailable(task, proba))
-    base_mv = _baseline(mv, baseline)
-    base = None
-    if base_mv is not None:
-        base_model, _ = registry.load_model(base_mv)
-        if detect_task(base_model) != task:
-            raise InvalidInputError(
-                f"The baseline {base_mv.ref} is a {detect_task(base_model)} model but {mv.ref} is a {task} "
-                "model; name a baseline of the same kind or pass --baseline none."
-            )
-        base = _candidate(base_model, base_mv)
+    base = _baseline_candidate(mv, baseline, task)
     report = build_report(
         _candidate(model, mv),
         X,
@@ -158,10 +149,24 @@ def validate(
         _record(report, mv)
     if strict and not report.passed:
         failed = report.failed_gates
-        raise ValidationFailedError(
-            f"Validation of {mv.ref} failed {len(failed)} of {len(report.gates)} gates: "
-            + ", ".join(str(g) for g in failed)
-            + ".",
-            report,
-        )
+        gates_failed = ", ".join(str(g) for g in failed)
+        message = f"Validation of {mv.ref} failed {len(failed)} of {len(report.gates)} gates: {gates_failed}."
+        raise ValidationFailedError(message, report)
     return report
+
+
+def _baseline_candidate(mv: Any, baseline: str | None, task: str) -> Any:
+    """The baseline to compare with (``None``: none), loaded; it must do the same task."""
+    from nbdeploy import registry
+    from nbdeploy.tasks import detect_task
+
+    base_mv = _baseline(mv, baseline)
+    if base_mv is None:
+        return None
+    base_model, _ = registry.load_model(base_mv)
+    if detect_task(base_model) != task:
+        raise InvalidInputError(
+            f"The baseline {base_mv.ref} is a {detect_task(base_model)} model but {mv.ref} is a {task} "
+            "model; name a baseline of the same kind or pass --baseline none."
+        )
+    return _candidate(base_model, base_mv)

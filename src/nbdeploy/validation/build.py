@@ -104,6 +104,34 @@ def _plot(own: Scores, other: Scores | None, y: np.ndarray, seed: int) -> dict[s
     }
 
 
+def _check_slice_columns(frame: pd.DataFrame, slices: Sequence[str]) -> None:
+    lacking = [c for c in slices if c not in frame.columns]
+    if lacking:
+        shown = ", ".join(map(str, frame.columns[:20])) + (", …" if len(frame.columns) > 20 else "")
+        raise InvalidInputError(f"Unknown slice column {lacking[0]!r}; the data's columns are {shown}.")
+
+
+Intervals = dict[str, tuple[float, float]]
+
+
+def _intervals(own: Scores, other: Scores | None, rows: int, resamples: int, seed: int) -> tuple[Intervals, Intervals]:
+    """Bootstrap intervals of the candidate's metrics, and of its differences to the baseline."""
+    stats = [own.statistic] + ([other.statistic] if other else [])
+    reps = bootstrap.replicates(stats, rows, resamples, seed) if resamples > 0 else [{} for _ in stats]
+    intervals = {m: bootstrap.interval(r) for m, r in reps[0].items() if m in own.metrics}
+    deltas = {m: bootstrap.interval(r - reps[1][m]) for m, r in reps[0].items() if other and m in reps[1]}
+    return intervals, deltas
+
+
+def _baseline_metrics(
+    baseline: Candidate, other: Scores, frame: pd.DataFrame, latency_calls: int, seed: int
+) -> dict[str, float]:
+    X_base = _model_input(baseline, frame)
+    metrics = {**other.metrics, **_operational(baseline, X_base, latency_calls, seed)}
+    metrics.update(_data_metrics(baseline.profile, frame))
+    return metrics
+
+
 def build_report(
     candidate: Candidate,
     X: Any,
@@ -120,10 +148,7 @@ def build_report(
     """Score ``candidate`` (and ``baseline``) on ``X``/``y`` and assemble the report."""
     frame = as_frame(X)
     target = _target(y, len(frame))
-    lacking = [c for c in slices if c not in frame.columns]
-    if lacking:
-        shown = ", ".join(map(str, frame.columns[:20])) + (", …" if len(frame.columns) > 20 else "")
-        raise InvalidInputError(f"Unknown slice column {lacking[0]!r}; the data's columns are {shown}.")
+    _check_slice_columns(frame, slices)
     checks = check_data(frame, candidate.inputs, candidate.profile)
     X_own = _model_input(candidate, frame)
     own = score(candidate.model, X_own, target, ref=candidate.ref)
@@ -131,18 +156,13 @@ def build_report(
     if baseline is not None:
         other = score(baseline.model, _model_input(baseline, frame), target, ref=baseline.ref, task=own.task)
 
-    stats = [own.statistic] + ([other.statistic] if other else [])
-    reps = bootstrap.replicates(stats, len(frame), resamples, seed) if resamples > 0 else [{} for _ in stats]
-    intervals = {m: bootstrap.interval(r) for m, r in reps[0].items() if m in own.metrics}
-    deltas = {m: bootstrap.interval(r - reps[1][m]) for m, r in reps[0].items() if other and m in reps[1]}
+    intervals, deltas = _intervals(own, other, len(frame), resamples, seed)
 
     metrics = {**own.metrics, **_operational(candidate, X_own, latency_calls, seed)}
     metrics.update(max_psi=checks.max_psi, drifted_features=checks.drifted_features)
     base_metrics: dict[str, float] = {}
     if baseline is not None and other is not None:
-        X_base = _model_input(baseline, frame)
-        base_metrics = {**other.metrics, **_operational(baseline, X_base, latency_calls, seed)}
-        base_metrics.update(_data_metrics(baseline.profile, frame))
+        base_metrics = _baseline_metrics(baseline, other, frame, latency_calls, seed)
 
     report = ValidationReport(
         model=candidate.ref,
@@ -167,18 +187,11 @@ def build_report(
         report.labels = [str(v) for v in own.labels.values]
         report.confusion = own.confusion.tolist()
     positive = own.labels.values[own.labels.positive] if own.labels and own.labels.binary else None
-    for column in slices:
-        report.slices.append(
-            slice_table(
-                column,
-                frame[column],
-                target,
-                own.pred,
-                task=own.task,
-                positive=positive,
-                baseline_pred=other.pred if other else None,
-            )
-        )
+    baseline_pred = other.pred if other else None
+    report.slices += [
+        slice_table(c, frame[c], target, own.pred, task=own.task, positive=positive, baseline_pred=baseline_pred)
+        for c in slices
+    ]
     if latency_calls <= 0:
         report.notes.append("Latency was not measured (latency_calls=0).")
     return report
