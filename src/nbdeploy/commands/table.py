@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["BOTH", "CLI", "MAGIC", "Arg", "Command", "Context", "Loads", "add_arguments", "number"]
+__all__ = ["BOTH", "CLI", "MAGIC", "Arg", "Command", "Context", "Loads", "add_arguments", "arg", "number"]
 
 MAGIC, CLI = "magic", "cli"
 BOTH = (MAGIC, CLI)
