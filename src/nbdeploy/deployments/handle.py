@@ -33,6 +33,15 @@ def _read(path: Path) -> str | None:
         return None
 
 
+def _json_value(value: Any) -> Any:
+    """numpy scalars as numbers, timestamps as ISO text (what ``json`` cannot write itself)."""
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
 @dataclass
 class Deployment:
     """A serving process and its folder; any kernel or the CLI can adopt it by name."""
@@ -163,10 +172,12 @@ class Deployment:
         from nbdeploy.stats.profile import as_frame
 
         frame = as_frame(X)
-        split = json.loads(frame.to_json(orient="split", index=False))
-        if not isinstance(X, (pd.DataFrame, pd.Series)):
-            del split["columns"]  # the server takes the signature's column order
-        body = json.dumps({"dataframe_split": split})
+        # every value at full double precision (pandas' to_json rounds to 10 digits), missing as null
+        rows = frame.astype(object).where(frame.notna(), None).to_numpy().tolist()
+        split: dict[str, Any] = {"data": rows}
+        if isinstance(X, (pd.DataFrame, pd.Series)):  # otherwise the server takes the signature's order
+            split["columns"] = [str(c) for c in frame.columns]
+        body = json.dumps({"dataframe_split": split}, default=_json_value)
         response = self._request(
             "POST",
             "/invocations",

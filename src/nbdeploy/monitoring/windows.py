@@ -55,7 +55,8 @@ class RequestWindows:
         # predictions and labels as float codes (class index, or the value for regression); NaN = none
         self.rows = Ring(
             row_capacity,
-            {"ts": (np.float64, ()), "x": (np.float32, (k,)), "pred": (np.float64, ()), "label": (np.float64, ())},
+            # inputs in float64, the dtype the training profile's edges are in (see drift.numeric_bins)
+            {"ts": (np.float64, ()), "x": (np.float64, (k,)), "pred": (np.float64, ()), "label": (np.float64, ())},
         )
         self.batches = Ring(100_000, {"ts": (np.float64, ()), "requests": (np.int32, ()), "rows": (np.int32, ())})
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
@@ -134,10 +135,10 @@ class RequestWindows:
             if not n:
                 continue
             try:
-                x = np.asarray(inputs[:n], dtype=np.float32).reshape(n, -1)
+                x = np.asarray(inputs[:n], dtype=np.float64).reshape(n, -1)
             except (TypeError, ValueError):
-                x = np.full((n, width), np.nan, dtype=np.float32)
-            blocks.append(x if x.shape[1] == width else np.full((n, width), np.nan, dtype=np.float32))
+                x = np.full((n, width), np.nan)
+            blocks.append(x if x.shape[1] == width else np.full((n, width), np.nan))
             preds.extend(predictions[:n])
             stamps.append(np.full(n, ts))
             spans.append((rid, n))
@@ -179,10 +180,7 @@ class RequestWindows:
             self.rows.take("x", lo, self.rows.count), self.rows.segments(lo, self.rows.count), strict=True
         ):
             for f, (j, _col, cuts) in enumerate(self._numeric):
-                values = part[:, j]
-                found = np.searchsorted(cuts, values, side="right")
-                found[np.isnan(values)] = cuts.size + 1  # a slot of its own, left out of the counts
-                self._bins[a:b, f] = found
+                self._bins[a:b, f] = drift.numeric_bins(cuts, part[:, j])  # NaN: a slot left out of the counts
         self._binned = self.rows.count
 
     def feedback(self, rid: str, labels: Sequence[Any]) -> bool:

@@ -1,0 +1,75 @@
+"""Wrong answers the server must never give: false drift, rounded inputs, a stale model copy."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import datasets
+
+import nbdeploy
+from nbdeploy.monitoring.windows import RequestWindows
+from nbdeploy.serving.requestlog import read_records
+from nbdeploy.stats import drift
+from nbdeploy.stats.profile import compute_profile
+from tests.helpers import eventually
+
+# diabetes' s4 and sex, iris' petal widths, wine's ash: few distinct values, many on an edge
+LOADERS = {"diabetes": datasets.load_diabetes, "iris": datasets.load_iris, "wine": datasets.load_wine,
+           "breast_cancer": datasets.load_breast_cancer}  # fmt: skip
+
+
+@pytest.mark.parametrize("dataset", list(LOADERS))
+def test_training_rows_show_no_drift_in_the_windows_and_offline_alike(dataset: str) -> None:
+    X = LOADERS[dataset](as_frame=True).frame.drop(columns="target")
+    profile = compute_profile(X)
+    windows = RequestWindows(list(X.columns), profile, "regression")
+    for start in range(0, len(X), 7):  # requests of 7 rows, as a client would send them
+        part = X.iloc[start : start + 7].to_numpy()
+        windows.add(1000.0, 1.0, 200, f"r{start}", part, [0.0] * len(part))
+    live = {d["name"]: d for d in windows.snapshot(now=1001.0)["windows"]["1m"]["drift"]}
+    offline = {d.name: d for d in drift.frame_drift(profile, X)}
+    assert set(live) == set(offline) == set(X.columns)
+    for name, d in offline.items():
+        assert live[name]["psi"] == pytest.approx(d.psi, abs=1e-12), name  # one binning, one dtype
+        assert d.status == "ok" and live[name]["status"] == "ok", (name, d.psi)
+
+
+def test_counts_and_numeric_bins_are_one_rule() -> None:
+    column = {"name": "x", "kind": "numeric", "min": 0.0, "max": 1.0, "edges": [0.1, 0.2, 0.7], "counts": [1] * 4}
+    x = np.array([0.0, 0.1, 0.2, 0.2000000001, 0.7, 1.0, np.nan, -1.0, 2.0, np.float32(0.1)])
+    cuts = drift.numeric_cuts(column)
+    bins = drift.numeric_bins(cuts, x)
+    assert drift.counts(column, x).tolist() == np.bincount(bins[~np.isnan(x)], minlength=len(cuts) + 1).tolist()
+
+
+@pytest.fixture(scope="module")
+def diabetes_model() -> tuple[str, pd.DataFrame]:
+    from sklearn.linear_model import LinearRegression
+
+    X, y = datasets.load_diabetes(return_X_y=True, as_frame=True)
+    name = "trust-diabetes"
+    nbdeploy.register(LinearRegression().fit(X, y), name, X, y)
+    return name, X
+
+
+def test_served_training_rows_show_no_drift_and_arrive_exactly(
+    serving: Any, diabetes_model: tuple[str, pd.DataFrame], name: str
+) -> None:
+    model, X = diabetes_model
+    dep = serving(f"{model}/1", name=name)
+    rows = X.head(200)
+    for start in range(0, len(rows), 20):
+        dep.predict(rows.iloc[start : start + 20])
+    logged = [r for r in read_records(dep.path / "requests.jsonl") if r["status"] == 200]
+    sent = np.array([row for r in logged for row in r["inputs"]])
+    np.testing.assert_array_equal(sent, rows.to_numpy())  # full double precision, not 10 digits
+    doc = eventually(lambda: dep.snapshot("1m"), lambda d: d["windows"]["1m"]["rows"] == 200, timeout=10)
+    live = {d["name"]: d["psi"] for d in doc["windows"]["1m"]["drift"]}
+    offline = {d.name: d.psi for d in drift.frame_drift(nbdeploy.registry.load_profile(nbdeploy.resolve(model)), rows)}
+    assert live == pytest.approx(offline, abs=1e-12)
+    assert doc["windows"]["1m"]["drifted_features"] == [], live
+    assert time.time() - doc["now"] < 60
