@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from nbdeploy.model_copy import write_manifest
 from nbdeploy.serving.app import ServerSettings, create_app
 from nbdeploy.serving.auth import Access, GuardedRoute
 from nbdeploy.serving.loader import load
@@ -25,6 +26,7 @@ def model_dir(cancer: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) 
     path = tmp_path_factory.mktemp("model") / "m"
     sig = mlflow.models.infer_signature(cancer["X_train"], cancer["model"].predict(cancer["X_train"]))
     mlflow.sklearn.save_model(cancer["model"], path, signature=sig, serialization_format="cloudpickle")
+    write_manifest(path, {"uri": "test"})  # as the launcher does for every copy it makes
     return path
 
 

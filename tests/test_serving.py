@@ -338,11 +338,46 @@ def test_start_refuses_unknown_names_and_forgets_the_kernel_it_was_attached_to(t
 
 
 
-def test_a_damaged_model_copy_shows_the_log_on_start(dep: deployments.Deployment) -> None:
+def test_a_changed_model_copy_is_never_loaded(dep: deployments.Deployment) -> None:
     dep.stop()
     (Path(dep.current.model_path) / "model.pkl").write_bytes(b"not a pickle")
     with pytest.raises(DeploymentError) as err:
         deployments.start(dep.name)
     message = str(err.value)
     assert message.startswith(f"The server for {dep.name!r} exited with code 1 before it was ready;")
-    assert "UnpicklingError" in message and dep.state() == "stopped"
+    assert f"The model copy in {dep.current.model_path} changed since nbdeploy wrote it (model.pkl)" in message
+    assert "UnpicklingError" not in message and dep.state() == "stopped"
+
+
+def test_a_stale_copy_is_never_served(cancer: dict[str, Any], name: str, tmp_path: Path) -> None:
+    """The same NAME/1 in a fresh tracking store is another model: copied again, not reused."""
+    from sklearn.dummy import DummyClassifier
+
+    X = cancer["X_test"].head(20)
+    nbdeploy.register(cancer["model"], "stale", cancer["X_train"])
+    first = nbdeploy.serve("stale/1", name=name)
+    assert first.predict(X).tolist() == cancer["model"].predict(X).tolist()
+    first.stop()
+    config.configure(tracking_uri=f"sqlite:///{tmp_path}/fresh.db")
+    try:
+        constant = DummyClassifier(strategy="constant", constant=1).fit(cancer["X_train"], cancer["y_train"])
+        nbdeploy.register(constant, "stale", cancer["X_train"])
+        second = nbdeploy.serve("stale/1", name=name)
+        try:
+            assert second.predict(X).tolist() == [1] * len(X)
+        finally:
+            second.stop()
+    finally:
+        config.configure(tracking_uri=None)
+    third = nbdeploy.serve("stale/1", name=name)  # back in the first store: its forest again
+    try:
+        assert third.predict(X).tolist() == cancer["model"].predict(X).tolist()
+    finally:
+        third.stop()
+    # a copy changed on disk is copied again from the registry, never loaded
+    (Path(third.current.model_path) / "model.pkl").write_bytes(b"tampered")
+    fourth = nbdeploy.serve("stale/1", name=name)
+    try:
+        assert fourth.predict(X).tolist() == cancer["model"].predict(X).tolist()
+    finally:
+        fourth.stop()

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nbdeploy import model_copy
+
 __all__ = ["LoadedModel", "load", "read_signature"]
 
 
@@ -41,8 +43,10 @@ def read_signature(path: str | Path) -> tuple[list[dict[str, Any]] | None, list[
 
 
 def load(path: str | Path) -> LoadedModel:
-    """Load the MLflow model stored in folder ``path``."""
+    """Load the MLflow model stored in folder ``path``: only a copy nbdeploy wrote, unchanged
+    since (:func:`nbdeploy.model_copy.verify`), since unpickling runs the file's code."""
     folder = Path(path)
+    model_copy.verify(folder)
     meta = _meta(folder)
     inputs, outputs = read_signature(folder)
     sk = (meta.get("flavors") or {}).get("sklearn") or {}
