@@ -107,3 +107,14 @@ def test_no_traffic_changes_nothing() -> None:
     book.set_rules([{"rule": "error_rate>0.1", "k": 1}])
     assert book.evaluate({"requests": 0, "error_rate": 0.0}) == []
     assert book.rules[0].last_value is None
+
+
+def test_webhook_secrets_are_never_shown() -> None:
+    from nbdeploy.monitoring.alerts import redact_url
+
+    book = AlertBook()
+    book.set_rules([{"rule": "p95_ms>5", "k": 1, "webhook": "https://hooks.example.com:8443/services/T0/B1/s3cret?x=1"}])
+    shown = book.to_dict()["rules"][0]["webhook"]
+    assert shown == "https://hooks.example.com:8443/…" and "s3cret" not in str(book.to_dict())
+    assert book.rules[0].webhook.endswith("s3cret?x=1")  # still posted to in full
+    assert redact_url("http://127.0.0.1:9000") == "http://127.0.0.1:9000" and redact_url(None) is None

@@ -68,3 +68,22 @@ def test_display_uri_hides_credentials() -> None:
 
     assert display_uri("http://ada:s3cret@mlflow.internal:5000") == "http://***@mlflow.internal:5000"
     assert display_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+
+
+@pytest.mark.parametrize("bad", ["cancer\n", "cancer\n/1", "cancer@champion\n", "runs:/0123abcd/model\n"])
+def test_a_trailing_newline_is_never_part_of_a_name(bad: str) -> None:
+    with pytest.raises(InvalidInputError):
+        validate_name(bad)
+    try:  # a reference may carry surrounding whitespace, never a name that does
+        ref = parse_ref(bad)
+    except InvalidInputError:
+        return
+    assert "\n" not in str(ref) and (ref.name is None or validate_name(ref.name) == ref.name)
+
+
+def test_a_trailing_newline_is_not_an_alias() -> None:
+    from nbdeploy.refs import validate_alias
+
+    for bad in ("champion\n", "champion\n\n"):
+        with pytest.raises(InvalidInputError):
+            validate_alias(bad)

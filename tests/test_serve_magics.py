@@ -57,3 +57,19 @@ def test_stop_all(ip: Any, two_versions: str, capsys: pytest.CaptureFixture[str]
     ip.run_line_magic("deploy", "stop --all")
     assert "stop-all-a" in capsys.readouterr().out
     assert all(row[1] != "running" for row in ip.run_line_magic("deploy", "list").rows)
+
+
+def test_a_generated_token_is_never_printed(
+    ip: Any, two_versions: str, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ip.run_line_magic("deploy", f"serve {two_versions}/1 --name {name} --host 0.0.0.0")
+    try:
+        out = capsys.readouterr().out
+        token = nbdeploy.get(name).token
+        assert token and token not in out  # a cell's output is saved in the .ipynb
+        assert out.strip() == (
+            f"Clients need a bearer token: it is kept in {nbdeploy.get(name).path / 'token'} (owner-only); "
+            f"read it with nbdeploy.get({name!r}).token."
+        )
+    finally:
+        nbdeploy.get(name).stop()

@@ -59,11 +59,11 @@ class ModelRef:
 def parse_ref(text: str) -> ModelRef:
     """Parse a model reference, raising :class:`InvalidReferenceError` with the accepted forms."""
     raw = text.strip() if isinstance(text, str) else ""
-    run = _RUN_RE.match(raw)
+    run = _RUN_RE.fullmatch(raw)
     if run:
         return ModelRef(name=None, run_id=run["run_id"], path=run["path"].strip("/"))
     body = raw[len("models:/") :] if raw.startswith("models:/") else raw
-    match = _REF_RE.match(body)
+    match = _REF_RE.fullmatch(body)
     if not match:
         raise InvalidReferenceError(f"Invalid model reference {text!r}: expected {FORMS}.")
     version = int(match["version"]) if match["version"] else None
@@ -72,7 +72,7 @@ def parse_ref(text: str) -> ModelRef:
 
 def validate_name(name: object) -> str:
     """Return ``name`` if it can be a registered model name usable in every reference form."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise InvalidInputError(
             f"Invalid model name {name!r}: use letters, digits, '_', '-' and '.', "
             "starting with a letter or digit (at most 128 characters)."
@@ -85,7 +85,7 @@ _ALIAS_RE = re.compile(r"^[A-Za-z_][\w\-]{0,254}$")
 
 def validate_alias(alias: object) -> str:
     """Return ``alias`` if MLflow accepts it (``latest`` and ``v<N>`` are MLflow's own)."""
-    if not isinstance(alias, str) or not _ALIAS_RE.match(alias):
+    if not isinstance(alias, str) or not _ALIAS_RE.fullmatch(alias):
         raise InvalidInputError(
             f"Invalid alias {alias!r}: use letters, digits, '_' and '-', starting with a letter or '_'."
         )

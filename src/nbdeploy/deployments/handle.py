@@ -155,9 +155,13 @@ class Deployment:
         return "\n".join(lines[-n:]) if n > 0 else ""
 
     def token_notice(self, given: bool) -> str | None:
-        """The sentence that shows a generated token once, when clients need one."""
+        """Where a generated token is kept and how to read it, when clients need one; never
+        its value (a cell's output is saved in the notebook, a terminal's in CI logs)."""
         if self.spec.require_token and not given:
-            return f"Bearer token (shown once; kept in {self.path / 'token'}): {self.token}"
+            return (
+                f"Clients need a bearer token: it is kept in {self.path / 'token'} (owner-only); "
+                f"read it with nbdeploy.get({self.name!r}).token."
+            )
         return None
 
     def predict(self, X: Any, with_id: bool = False) -> Any:

@@ -29,7 +29,7 @@ from nbdeploy._files import append_private
 from nbdeploy.errors import InvalidInputError
 from nbdeploy.spec import DEFAULT_ALERT_K
 
-__all__ = ["METRICS", "AlertBook", "Rule", "RuleError", "rule_specs"]
+__all__ = ["METRICS", "AlertBook", "Rule", "RuleError", "redact_url", "rule_specs"]
 
 
 class RuleError(InvalidInputError):
@@ -81,7 +81,7 @@ class Rule:
     @classmethod
     def parse(cls, text: str, k: int = DEFAULT_ALERT_K, webhook: str | None = None) -> Rule:
         """Parse ``METRIC OP NUMBER``; :class:`RuleError` names the metrics when it does not."""
-        match = _RULE.match(text or "")
+        match = _RULE.fullmatch(text or "")
         if not match:
             raise RuleError(
                 f"Malformed alert rule {text!r}: expected METRIC OP NUMBER with OP one of >= > <= <, "
@@ -111,9 +111,24 @@ class Rule:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "rule": self.text, "metric": self.metric, "k": self.k, "webhook": self.webhook,
+            "rule": self.text, "metric": self.metric, "k": self.k, "webhook": redact_url(self.webhook),
             "firing": self.firing, "value": self.last_value,
         }  # fmt: skip
+
+
+def redact_url(url: str | None) -> str | None:
+    """``https://hooks.example.com/…``: a webhook's path and query carry its secret, so what
+    is shown (``/monitor``, ``alerts``) keeps the scheme and host only."""
+    if not url:
+        return url
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    host = f"[{host}]" if ":" in host else host
+    port = f":{parts.port}" if parts.port else ""
+    hidden = "/…" if parts.path.strip("/") or parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{host}{port}{hidden}"
 
 
 def rule_specs(rules: Sequence[str], webhook: str | None, k: int) -> list[dict[str, Any]]:
@@ -145,7 +160,7 @@ class AlertBook:
 
     def set_rules(self, specs: Sequence[Mapping[str, Any]]) -> None:
         """Replace the rules (``[{"rule": "p95_ms>50", "k": 3, "webhook": None}, ...]``)."""
-        self.rules = [Rule.parse(s["rule"], int(s.get("k", 3)), s.get("webhook")) for s in specs]
+        self.rules = [Rule.parse(s["rule"], int(s.get("k", DEFAULT_ALERT_K)), s.get("webhook")) for s in specs]
 
     def evaluate(self, window: Mapping[str, Any], now: float | None = None) -> list[dict[str, Any]]:
         """Evaluate every rule on one window; returns (and records) the new events."""

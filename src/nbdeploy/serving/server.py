@@ -117,7 +117,7 @@ class Server:
     def request_id(self, request: Request) -> str:
         """The client's own ``X-Request-Id`` when it is a sane one, else one of ours."""
         given = request.headers.get("x-request-id")
-        if given and (_RID.match(given) or (self.settings.proxy_request_id and len(given) <= 256)):
+        if given and (_RID.fullmatch(given) or (self.settings.proxy_request_id and len(given) <= 256)):
             return given
         self.seq += 1
         return f"{self.boot}-{self.seq}"
