@@ -127,7 +127,8 @@ class _TerminalContext:
         try:
             while True:
                 text = once()
-                sys.stdout.write("\x1b[2J\x1b[H" + text + f"\n\n(every {args.interval:g} s; Ctrl-C to quit)\n")
+                clear = "\x1b[2J\x1b[H" if sys.stdout.isatty() else "\n"  # no control codes in a log file
+                sys.stdout.write(clear + text + f"\n\n(every {args.interval:g} s; Ctrl-C to quit)\n")
                 sys.stdout.flush()
                 time.sleep(args.interval)
         except KeyboardInterrupt:
