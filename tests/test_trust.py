@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from typing import Any
 
@@ -15,7 +17,7 @@ from nbdeploy.monitoring.windows import RequestWindows
 from nbdeploy.serving.requestlog import read_records
 from nbdeploy.stats import drift
 from nbdeploy.stats.profile import compute_profile
-from tests.helpers import eventually
+from tests.helpers import eventually, usage_error
 
 # diabetes' s4 and sex, iris' petal widths, wine's ash: few distinct values, many on an edge
 LOADERS = {"diabetes": datasets.load_diabetes, "iris": datasets.load_iris, "wine": datasets.load_wine,
@@ -73,3 +75,47 @@ def test_served_training_rows_show_no_drift_and_arrive_exactly(
     assert live == pytest.approx(offline, abs=1e-12)
     assert doc["windows"]["1m"]["drifted_features"] == [], live
     assert time.time() - doc["now"] < 60
+
+
+DAMAGES = {
+    "empty": lambda path: path.write_text(""),
+    "garbage": lambda path: path.write_text("12a"),
+    "another process": lambda path: path.write_text(str(os.getpid())),
+    "symlink": lambda path: (path.unlink(), path.symlink_to("/etc/hostname")),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_pid_file_never_hides_a_live_server(
+    serving: Any, two_versions: str, name: str, damage: str, ip: Any
+) -> None:
+    from nbdeploy.deployments import processes
+
+    dep = serving(f"{two_versions}/1", name=name)
+    pid = dep.pid
+    DAMAGES[damage](dep.path / "pid")
+    assert dep.pid == pid and dep.state() == "running"  # found by its command line
+    assert [r[:2] for r in nbdeploy.deployments().rows if r[0] == name] == [[name, "running"]]
+    with pytest.raises(nbdeploy.DeploymentError, match=r"is already running at"):
+        nbdeploy.serve(f"{two_versions}/1", name=name)  # never a second server on one folder
+    assert usage_error(ip, f"stop {name} --all") == "Give either a deployment NAME or --all to stop."
+    ip.run_line_magic("deploy", f"stop {name}")
+    assert pid is not None and not processes.alive(pid, str(dep.path))
+    assert processes.find_server(str(dep.path)) is None and dep.state() == "stopped"
+
+
+def test_a_damaged_port_file_is_one_sentence(serving: Any, two_versions: str, name: str, cancer: Any) -> None:
+    dep = serving(f"{two_versions}/1", name=name)
+    (dep.path / "port").write_text("xx")
+    with pytest.raises(nbdeploy.DeploymentError) as err:
+        dep.predict(cancer["X_test"].head(1))
+    assert str(err.value) == (
+        f"Deployment {name!r} runs (pid {dep.pid}) but its port file {dep.path / 'port'} is damaged: "
+        "stop it and serve it again."
+    )
+
+
+def test_deployment_folders_are_owner_only(serving: Any, two_versions: str, name: str) -> None:
+    dep = serving(f"{two_versions}/1", name=name)
+    assert stat.S_IMODE(dep.path.stat().st_mode) == 0o700
+    assert stat.S_IMODE((dep.path / "token").stat().st_mode) == 0o600

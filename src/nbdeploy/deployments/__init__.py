@@ -11,7 +11,8 @@ One folder per deployment under ``NBDEPLOY_HOME`` holds everything about it:
         requests.jsonl    one line per answered request (rotated by size)
         feedback.jsonl    labels sent to /feedback
         alerts.jsonl      alert events
-        models/NAME-vN/   local copy of each served model version (and its training profile)
+        models/NAME-vN/   local copy of each served model version (its files' checksums and origin in
+                          model/.nbdeploy-copy.json) and its training profile
         deployed          (--target ray) the URL, while the Ray applications are deployed
         requests-R.jsonl  (--target ray) the request log of replica R, on the replica's machine
         hub.json          (--target ray) what the monitoring hub keeps across its restarts
@@ -23,6 +24,7 @@ Modules, one concern each (none imports a module listed after it):
 - :mod:`.models` — local copies of model versions
 - :mod:`.http` — HTTP calls to a server, errors as one sentence
 - :mod:`.ray_client` — the local Ray cluster and the Ray controller (``serving.ray_ctl``)
+- :mod:`.watching` — monitoring of a deployment: snapshot, feedback, alerts, the panel
 - :mod:`.handle` — :class:`Deployment`, one deployment
 - :mod:`.launch` — :func:`serve`: resolve, copy, write the spec, spawn, wait for health
 - :mod:`.store` — :func:`get`, :func:`deployments`, :func:`stop`

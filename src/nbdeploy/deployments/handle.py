@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nbdeploy.deployments import http, models, processes, ray_client
 from nbdeploy.deployments.views import Status
-from nbdeploy.errors import DeploymentError, InvalidInputError
-from nbdeploy.spec import DEFAULT_ALERT_K, DeploymentSpec, ModelEntry
+from nbdeploy.deployments.watching import Watching
+from nbdeploy.errors import DeploymentError
+from nbdeploy.spec import DeploymentSpec, ModelEntry
 
 __all__ = ["Deployment"]
 
@@ -43,7 +43,7 @@ def _json_value(value: Any) -> Any:
 
 
 @dataclass
-class Deployment:
+class Deployment(Watching):
     """A serving process and its folder; any kernel or the CLI can adopt it by name."""
 
     name: str
@@ -58,8 +58,14 @@ class Deployment:
 
     @property
     def pid(self) -> int | None:
+        """The server's pid: the one in the pid file while that process is this deployment's
+        server; else the server found by its identity (a damaged or stale pid file never hides
+        a live server); else the recorded pid of a dead server, or ``None``."""
         text = _read(self.path / "pid")
-        return int(text) if text and text.isdigit() else None
+        recorded = int(text) if text and text.isdigit() else None
+        if recorded is not None and processes.alive(recorded, str(self.path)):
+            return recorded
+        return processes.find_server(str(self.path)) or recorded
 
     @property
     def port(self) -> int | None:
@@ -124,6 +130,11 @@ class Deployment:
         state = ("running" if self.deployed else "stopped") if self.target == "ray" else self.state()
         if state != "running":
             raise DeploymentError(f"Deployment {self.name!r} is {state}: serve it again to use it.")
+        if self.target == "local" and self.port is None:
+            raise DeploymentError(
+                f"Deployment {self.name!r} runs (pid {self.pid}) but its port file {self.path / 'port'} is "
+                "damaged: stop it and serve it again."
+            )
         return http.request(self.name, method, self.url, route, self.token, timeout=timeout, **kw)
 
     def status(self) -> Status:
@@ -222,57 +233,6 @@ class Deployment:
             "profile_path": entry.profile_path, "task": entry.task,
         }  # fmt: skip
         self._request("POST", "/admin/reload", json=payload)
-
-    # monitoring -----------------------------------------------------------------------
-
-    def snapshot(self, window: str | None = None) -> dict[str, Any]:
-        """The server's ``GET /monitor`` document (all windows, or the one named)."""
-        params = {"window": window} if window else None
-        data: dict[str, Any] = self._request("GET", "/monitor", params=params).json()
-        return data
-
-    def feedback(self, ids: Any, y: Any) -> dict[str, Any]:
-        """Send true labels for answered requests (by ``X-Request-Id``); live accuracy uses them."""
-        import numpy as np
-
-        ids_list = [str(i) for i in (ids.tolist() if hasattr(ids, "tolist") else list(ids))]
-        targets = np.asarray(y).tolist()
-        if len(ids_list) != len(targets):
-            raise InvalidInputError(
-                f"There are {len(ids_list)} ids but {len(targets)} targets; give one target per request id."
-            )
-        result: dict[str, Any] = self._request("POST", "/feedback", json={"ids": ids_list, "targets": targets}).json()
-        return result
-
-    def alerts(
-        self, add: Sequence[str] = (), *, clear: bool = False, webhook: str | None = None, k: int = DEFAULT_ALERT_K
-    ) -> dict[str, Any]:
-        """Add alert rules (or ``clear`` them) and return rules, firing ones and recent events."""
-        from nbdeploy.monitoring.alerts import rule_specs
-
-        if webhook and not add:
-            raise InvalidInputError("A webhook applies to the rules added with it: give --add RULE too.")
-        spec = self.spec
-        rules = [] if clear else list(spec.alerts)
-        rules += rule_specs(add, webhook, k)
-        if add or clear:
-            result: dict[str, Any] = self._request("POST", "/admin/alerts", json={"rules": rules}).json()
-            spec.alerts = rules
-            spec.save(self.path)
-            return result
-        alerts: dict[str, Any] = self.snapshot(spec.alert_window)["alerts"]
-        return alerts
-
-    def monitor(self, interval: float = 2.0, window: str | None = None, panel: bool = False) -> Any:
-        """A live monitoring widget; the one door from the core to :mod:`nbdeploy.widgets`,
-        imported only when called. ``window`` is one of the deployment's windows (default: its first)."""
-        known = list(self.spec.windows)
-        window = window or known[0]
-        if window not in known:
-            raise InvalidInputError(f"Unknown window {window!r}; windows of {self.name!r}: {', '.join(known)}.")
-        from nbdeploy.widgets.monitor import show_monitor
-
-        return show_monitor(self, interval=interval, window=window, panel=panel)
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop the server's whole process group and wait for it; the folder and logs stay.

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["alive", "attached", "children", "locked", "stop_attached", "stop_group"]
+__all__ = ["alive", "attached", "children", "find_server", "locked", "stop_attached", "stop_group"]
 
 # Servers started by this process, kept so that their exit status is reaped (no zombies).
 children: dict[int, subprocess.Popen[bytes]] = {}
@@ -53,6 +53,24 @@ def alive(pid: int | None, marker: str) -> bool:
     return True
 
 
+def find_server(folder: str) -> int | None:
+    """The pid of the live server of ``folder``, found by its identity (its command line is
+    ``python -m nbdeploy.serving FOLDER``), whatever its pid file says; ``None`` if none runs."""
+    proc_dir = Path("/proc")
+    if not proc_dir.is_dir():
+        return None
+    for entry in proc_dir.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").rstrip("\0").split("\0")
+        except OSError:
+            continue
+        if args[-3:] == ["-m", "nbdeploy.serving", folder] and alive(int(entry.name), folder):
+            return int(entry.name)
+    return None
+
+
 def stop_group(pid: int, marker: str, timeout: float = 10.0) -> bool:
     """SIGTERM the process group of ``pid``, wait, then SIGKILL; True if it had to be killed."""
     killed = False
@@ -76,7 +94,8 @@ def stop_group(pid: int, marker: str, timeout: float = 10.0) -> bool:
 def locked(folder: Path) -> Iterator[None]:
     """Hold ``folder/.lock`` (an exclusive ``flock``): one process at a time starts or stops
     what lives in ``folder`` (a deployment, nbdeploy's local Ray cluster)."""
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # NBDEPLOY_HOME: owner-only too
+    folder.mkdir(exist_ok=True, mode=0o700)
     with (folder / ".lock").open("w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:

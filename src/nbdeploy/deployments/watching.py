@@ -1,0 +1,80 @@
+"""What a :class:`~nbdeploy.deployments.Deployment` says about its traffic: the ``/monitor``
+document, labels sent back, alert rules, and the live panel (the one door from the core to
+:mod:`nbdeploy.widgets`, imported only when called).
+
+>>> d.snapshot("1m")["windows"]["1m"]["requests"]   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nbdeploy.errors import InvalidInputError
+from nbdeploy.spec import DEFAULT_ALERT_K, DeploymentSpec
+
+__all__ = ["Watching"]
+
+
+class Watching:
+    """Monitoring methods of a deployment, over its server's HTTP endpoints."""
+
+    name: str
+    path: Path
+
+    @property
+    def spec(self) -> DeploymentSpec:
+        raise NotImplementedError
+
+    def _request(self, method: str, route: str, timeout: float = 60, **kw: Any) -> Any:
+        raise NotImplementedError
+
+    def snapshot(self, window: str | None = None) -> dict[str, Any]:
+        """The server's ``GET /monitor`` document (all windows, or the one named)."""
+        params = {"window": window} if window else None
+        data: dict[str, Any] = self._request("GET", "/monitor", params=params).json()
+        return data
+
+    def feedback(self, ids: Any, y: Any) -> dict[str, Any]:
+        """Send true labels for answered requests (by ``X-Request-Id``); live accuracy uses them."""
+        import numpy as np
+
+        ids_list = [str(i) for i in (ids.tolist() if hasattr(ids, "tolist") else list(ids))]
+        targets = np.asarray(y).tolist()
+        if len(ids_list) != len(targets):
+            raise InvalidInputError(
+                f"There are {len(ids_list)} ids but {len(targets)} targets; give one target per request id."
+            )
+        result: dict[str, Any] = self._request("POST", "/feedback", json={"ids": ids_list, "targets": targets}).json()
+        return result
+
+    def alerts(
+        self, add: Sequence[str] = (), *, clear: bool = False, webhook: str | None = None, k: int = DEFAULT_ALERT_K
+    ) -> dict[str, Any]:
+        """Add alert rules (or ``clear`` them) and return rules, firing ones and recent events."""
+        from nbdeploy.monitoring.alerts import rule_specs
+
+        if webhook and not add:
+            raise InvalidInputError("A webhook applies to the rules added with it: give --add RULE too.")
+        spec = self.spec
+        rules = [] if clear else list(spec.alerts)
+        rules += rule_specs(add, webhook, k)
+        if add or clear:
+            result: dict[str, Any] = self._request("POST", "/admin/alerts", json={"rules": rules}).json()
+            spec.alerts = rules
+            spec.save(self.path)
+            return result
+        alerts: dict[str, Any] = self.snapshot(spec.alert_window)["alerts"]
+        return alerts
+
+    def monitor(self, interval: float = 2.0, window: str | None = None, panel: bool = False) -> Any:
+        """A live monitoring widget; the one door from the core to :mod:`nbdeploy.widgets`,
+        imported only when called. ``window`` is one of the deployment's windows (default: its first)."""
+        known = list(self.spec.windows)
+        window = window or known[0]
+        if window not in known:
+            raise InvalidInputError(f"Unknown window {window!r}; windows of {self.name!r}: {', '.join(known)}.")
+        from nbdeploy.widgets.monitor import show_monitor
+
+        return show_monitor(self, interval=interval, window=window, panel=panel)
