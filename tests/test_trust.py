@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
@@ -119,3 +120,44 @@ def test_deployment_folders_are_owner_only(serving: Any, two_versions: str, name
     dep = serving(f"{two_versions}/1", name=name)
     assert stat.S_IMODE(dep.path.stat().st_mode) == 0o700
     assert stat.S_IMODE((dep.path / "token").stat().st_mode) == 0o600
+
+
+def test_a_clients_body_is_never_a_5xx_nor_a_server_error(dep: Any) -> None:
+    import httpx
+
+    bodies = {
+        "deep nesting": ("[" * 100_000).encode(),
+        "deep nesting inside": b'{"dataframe_split": {"data": ' + b"[" * 50_000 + b"}}",
+        "a 401-digit integer": b'{"instances": [[' + b"1" * 401 + b"]]}",
+        "half a million keys": json.dumps({f"k{i}": 0 for i in range(500_000)}).encode(),
+    }
+    for what, body in bodies.items():
+        r = httpx.post(dep.url + "/invocations", content=body, headers={"Content-Type": "application/json"}, timeout=60)
+        assert r.status_code == 400 and r.json()["error_code"] == "BAD_REQUEST", what
+        assert len(r.content) < 500, what  # the message never echoes the body
+    r = httpx.post(dep.url + "/feedback", content=b'{"ids": ' + b"[" * 100_000, timeout=60)
+    assert r.status_code == 400 and r.headers["content-type"] == "application/json"
+    logged = [rec for rec in read_records(dep.path / "requests.jsonl") if rec["status"] == 400]
+    assert len(logged) == len(bodies) and all(len(json.dumps(rec)) < 1000 for rec in logged)
+    doc = dep.snapshot("1m")["windows"]["1m"]
+    assert doc["status_classes"]["4xx"] == len(bodies) and doc["error_rate"] == 0.0  # no alert for a bad client
+
+
+def test_every_mistyped_column_is_named(serving: Any, name: str) -> None:
+    import httpx
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    X = pd.DataFrame({"city": ["a", "b", "a", "c"] * 10, "size": np.arange(40.0)})
+    y = (X["size"] > 20).astype(int)
+    model = make_pipeline(make_column_transformer((OneHotEncoder(handle_unknown="ignore"), ["city"]),
+                                                  remainder="passthrough"), LogisticRegression())  # fmt: skip
+    nbdeploy.register(model.fit(X, y), name, X, y)
+    dep = serving(f"{name}/1", name=name)
+    body = {"dataframe_records": [{"city": 5, "size": "big"}]}
+    r = httpx.post(dep.url + "/invocations", json=body, timeout=30)
+    assert r.status_code == 400
+    message = r.json()["message"]
+    assert "'city' expects string values" in message and "'size' expects double values" in message, message

@@ -228,7 +228,8 @@ class RequestWindows:
             "rps": n / seconds,
             "latency_ms": {"p50": pct[0], "p95": pct[1], "p99": pct[2]},
             "status_classes": classes,
-            "error_rate": (n - classes["2xx"]) / n if n else 0.0,
+            # the server's own failures: a client's bad request (4xx) is no error of the server's
+            "error_rate": classes["5xx"] / n if n else 0.0,
             # the ring no longer holds the window's oldest requests: figures cover its newest part
             "sampled": self.requests.count > self.requests.capacity
             and lo == self.requests.count - self.requests.capacity,

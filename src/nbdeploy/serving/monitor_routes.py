@@ -78,7 +78,7 @@ def feedback_body(body: bytes) -> tuple[list[Any], list[Any]]:
         ids, targets = doc["ids"], doc["targets"]
         if isinstance(ids, list) and isinstance(targets, list) and len(ids) == len(targets):
             return ids, targets
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: deep nesting
         pass
     raise ValueError("The body must be JSON with 'ids' and 'targets' lists of one length.")
 
@@ -116,7 +116,7 @@ class MonitorRoutes:
     async def set_alerts(self, request: Request) -> Response:
         try:
             rules = json.loads(await request.body())["rules"]
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ProtocolError(400, RULES_BODY) from exc
         return json_response(await self.backend.set_alerts(rules))
 

@@ -31,7 +31,11 @@ _OTHER = {"string": "object", "boolean": "bool", "datetime": "datetime64[ns]", "
 class ProtocolError(Exception):
     """A request the server answers with ``status`` and a JSON error naming the field at fault."""
 
+    MAX_MESSAGE = 300  # a message never echoes a client's data at length (nor into the request log)
+
     def __init__(self, status: int, message: str, error_code: str = "BAD_REQUEST") -> None:
+        if len(message) > self.MAX_MESSAGE:
+            message = message[: self.MAX_MESSAGE - 1] + "…"
         super().__init__(message)
         self.status, self.message, self.error_code = status, message, error_code
 
@@ -88,11 +92,13 @@ def _json_body(body: bytes) -> dict[str, Any]:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _bad(f"The body is not valid JSON: {exc}.") from None
+    except RecursionError:  # json.loads raises it, not ValueError, on deep nesting
+        raise _bad("The body is not valid JSON: it nests too deeply.") from None
     if not isinstance(doc, dict):
         raise _bad(f"The JSON body must be an object with one of the keys {', '.join(FORMATS)}.")
     keys = [k for k in doc if k in FORMATS]
     if len(keys) != 1:
-        found = ", ".join(map(repr, doc)) or "none"
+        found = ", ".join(map(repr, list(doc)[:5])) + (f" and {len(doc) - 5} more" if len(doc) > 5 else "") or "none"
         raise _bad(f"The JSON body must have exactly one of the keys {', '.join(FORMATS)}; found: {found}.")
     params = doc.get("params") or {}
     if not isinstance(params, dict):
@@ -160,7 +166,7 @@ def _to_matrix(columns: list[str], rows: list[Any], schema: Schema) -> np.ndarra
         columns = list(schema.names)
     try:
         matrix = np.asarray(rows, dtype=np.float64)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # OverflowError: an integer of hundreds of digits
         matrix = None
     if matrix is None or matrix.ndim != 2 or matrix.shape[1] != len(columns):
         for row in rows:
@@ -178,11 +184,11 @@ def _to_matrix(columns: list[str], rows: list[Any], schema: Schema) -> np.ndarra
 
 
 def enforce_frame(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
-    """Select the signature's columns in order and cast them, naming the column that fails."""
+    """Select the signature's columns in order and cast them, naming every column that fails."""
     if not schema.names:
         return frame
     _check_columns([str(c) for c in frame.columns], schema)
-    out = {}
+    out, wrong = {}, []
     for name, kind in zip(schema.names, schema.types, strict=True):
         if name not in frame.columns:
             continue
@@ -191,9 +197,14 @@ def enforce_frame(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         try:
             if kind in _NUMERIC and not pd.api.types.is_numeric_dtype(col):
                 raise ValueError
+            if kind == "string" and not col.map(lambda v: v is None or isinstance(v, str) or v != v).all():
+                raise ValueError  # a number in a string column: the model would fail on it, unnamed
             out[name] = col.astype(target) if target != "object" else col
-        except (ValueError, TypeError):
-            raise _bad(f"Column {name!r} expects {kind} values but got {col.dtype} values.") from None
+        except (ValueError, TypeError, OverflowError):
+            wrong.append(f"{name!r} expects {kind} values but got {col.dtype} values")
+    if wrong:
+        more = f" and {len(wrong) - 5} more" if len(wrong) > 5 else ""
+        raise _bad(f"Column {'; column '.join(wrong[:5])}{more}.")
     return pd.DataFrame(out)
 
 
@@ -231,6 +242,6 @@ def parse(body: bytes, content_type: str | None, schema: Schema) -> Parsed:
         return Parsed(len(rows), schema.names, values=values, params=doc["params"])
     try:
         frame = pd.DataFrame(rows, columns=columns)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise _bad(f"The rows do not match the {len(columns)} columns: {exc}.") from None
     return Parsed(len(rows), tuple(columns), frame=enforce_frame(frame, schema), params=doc["params"])

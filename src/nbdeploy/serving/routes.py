@@ -162,5 +162,5 @@ def _reload_body(body: bytes) -> tuple[Any, str, Any, Any, Any]:
     try:
         doc = json.loads(body)
         return doc["path"], str(doc["ref"]), doc.get("version"), doc.get("profile_path"), doc.get("task")
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise ProtocolError(400, "The body must be JSON with 'path' and 'ref' fields.") from exc
