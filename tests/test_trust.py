@@ -161,3 +161,26 @@ def test_every_mistyped_column_is_named(serving: Any, name: str) -> None:
     assert r.status_code == 400
     message = r.json()["message"]
     assert "'city' expects string values" in message and "'size' expects double values" in message, message
+
+
+def test_a_torn_log_line_never_swallows_the_next_record(tmp_path: Any) -> None:
+    from nbdeploy.serving.requestlog import RequestLog
+
+    path = tmp_path / "requests.jsonl"
+    path.write_text('{"id": "a", "ts": 1}\n{"id": "b", "ts": 2, "inp')  # killed mid-write
+    log = RequestLog(path)
+    log.append({"id": "c", "ts": 3})
+    log.close()
+    assert [r["id"] for r in read_records(path)] == ["a", "c"]
+
+
+def test_what_rotation_deletes_is_counted(tmp_path: Any) -> None:
+    from nbdeploy.serving.requestlog import RequestLog
+
+    path = tmp_path / "requests.jsonl"
+    log = RequestLog(path, max_bytes=200, backups=2)
+    for i in range(100):
+        log.append({"id": f"r{i}", "ts": float(i)})
+    log.close()
+    kept = sum(1 for p in tmp_path.glob("requests.jsonl*") for _ in p.read_text().splitlines())
+    assert log.dropped > 0 and kept + log.dropped == 100

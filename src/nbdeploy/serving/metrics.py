@@ -51,6 +51,11 @@ class Metrics:
             registry=self.registry,
         )
         self.in_flight = Gauge("nbdeploy_in_flight", "Requests being answered", registry=self.registry)
+        self.log_dropped = Gauge(
+            "nbdeploy_request_log_dropped_records",
+            "Request-log records deleted by rotation since the server started (the oldest file replaced)",
+            registry=self.registry,
+        )
 
 
 class MonitorCollector(Collector):

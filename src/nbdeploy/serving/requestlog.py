@@ -2,7 +2,10 @@
 
 The file is opened with ``O_APPEND`` and each record is one ``os.write`` of one line, made
 before the response is sent: a server killed with ``kill -9`` loses nothing it answered.
-The log rotates by size (``requests.jsonl`` → ``requests.jsonl.1`` → …). Reading it back
+The log rotates by size (``requests.jsonl`` → ``requests.jsonl.1`` → …); the records in the
+oldest file that rotation deletes are counted (``dropped``, in ``/metrics``). A line torn by a
+crash is closed when the log is opened again, so the next record starts a line of its own
+(the torn one is skipped when read back). Reading it back
 is :mod:`nbdeploy.monitoring.replay`'s part (``read_records`` is re-exported here).
 """
 
@@ -27,8 +30,22 @@ class RequestLog:
         self.path = Path(path)
         self.max_bytes, self.backups = max_bytes, backups
         self._lock = threading.Lock()
+        self.dropped = 0  # records deleted by rotation, since this process started
         self._fd = self._open()
         self._size = os.fstat(self._fd).st_size
+        if self._size and not self._ends_with_newline():
+            self._write(b"\n")  # a torn last line (a crash mid-write): end it, keep the next record whole
+            self._size += 1
+
+    def _ends_with_newline(self) -> bool:
+        with self.path.open("rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) == b"\n"
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:  # a short write (a full disk, a signal) must not leave half a line behind
+            view = view[os.write(self._fd, view) :]
 
     def _open(self) -> int:
         return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -39,11 +56,15 @@ class RequestLog:
         with self._lock:
             if self._size + len(line) > self.max_bytes and self._size:
                 self._rotate()
-            os.write(self._fd, line)
+            self._write(line)
             self._size += len(line)
 
     def _rotate(self) -> None:
         os.close(self._fd)
+        oldest = self.path.with_name(f"{self.path.name}.{self.backups}")
+        if oldest.exists():  # about to be replaced: say how many records go
+            with oldest.open("rb") as fh:
+                self.dropped += sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
         for i in range(self.backups - 1, 0, -1):
             older = self.path.with_name(f"{self.path.name}.{i}")
             if older.exists():

@@ -135,6 +135,7 @@ class Server:
         self.log.append(record)
         for observer in self.observers:
             observer.add(record["ts"], record["latency_ms"], status, call.rid, call.values, call.predictions)
+        self.metrics.log_dropped.set(self.log.dropped)
         self.metrics.requests.labels(str(status)).inc()
         self.metrics.latency.observe(latency)
 
