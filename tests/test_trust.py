@@ -184,3 +184,19 @@ def test_what_rotation_deletes_is_counted(tmp_path: Any) -> None:
     log.close()
     kept = sum(1 for p in tmp_path.glob("requests.jsonl*") for _ in p.read_text().splitlines())
     assert log.dropped > 0 and kept + log.dropped == 100
+
+
+def test_a_token_symlink_is_replaced_never_followed(
+    serving: Any, two_versions: str, name: str, tmp_path: Any
+) -> None:
+    from nbdeploy import config
+
+    target = tmp_path / "precious"
+    target.write_text("do not touch")
+    target.chmod(0o644)
+    folder = config.home() / name
+    folder.mkdir(parents=True)
+    (folder / "token").symlink_to(target)
+    dep = serving(f"{two_versions}/1", name=name)
+    assert target.read_text() == "do not touch" and stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert not (dep.path / "token").is_symlink() and stat.S_IMODE((dep.path / "token").stat().st_mode) == 0o600
