@@ -173,3 +173,12 @@ def test_custom_windows_and_the_side_panel(two_versions: str, name: str) -> None
         d.stop()
     with pytest.raises(nbdeploy.InvalidInputError, match=r"^Invalid window '5': use a number followed by s, m or h"):
         nbdeploy.serve(f"{two_versions}/1", name=name, windows=["5"])
+
+
+def test_the_panel_holds_a_real_snapshot_when_the_cell_returns(mon: nbdeploy.Deployment) -> None:
+    widget = mon.monitor(interval=60)  # no second poll during the test
+    try:
+        assert widget.polls == 1 and widget.status == "live"
+        assert repr(widget).startswith(f"{mon.name} (") and "starting" not in repr(widget)
+    finally:
+        widget.close()

@@ -42,25 +42,33 @@ class MonitorWidget(anywidget.AnyWidget):
         super().__init__(name=deployment.name, interval=float(interval), window=window, **kwargs)
         self._deployment = deployment
         self._stop = threading.Event()
+        # the first snapshot before the cell returns: an executed notebook saves the real
+        # one-screen text, not "starting"
+        serving = self._poll_once(wait_dead=False)
         self._thread = threading.Thread(target=self._poll, name=f"nbdeploy-monitor-{deployment.name}", daemon=True)
-        self._thread.start()
+        if serving:
+            self._thread.start()
+
+    def _poll_once(self, wait_dead: bool = True) -> bool:
+        """One poll; False when the deployment is not serving (polling ends)."""
+        state = self._deployment.state()
+        if state == "dead" and wait_dead:  # a server being stopped looks dead until its pid file is gone
+            self._stop.wait(0.5)
+            state = self._deployment.state()
+        if state != "running":
+            self.status = f"{state}: the deployment is not serving"
+            return False
+        try:
+            self.snapshot = self._deployment.snapshot(self.window)
+            self.polls += 1
+            self.status = "live"
+        except DeploymentError as exc:
+            self.status = f"unreachable: {exc}"
+        return True
 
     def _poll(self) -> None:
-        while not self._stop.is_set():
-            state = self._deployment.state()
-            if state == "dead":  # a server being stopped looks dead until its pid file is gone
-                self._stop.wait(0.5)
-                state = self._deployment.state()
-            if state != "running":
-                self.status = f"{state}: the deployment is not serving"
-                return
-            try:
-                self.snapshot = self._deployment.snapshot(self.window)
-                self.polls += 1
-                self.status = "live"
-            except DeploymentError as exc:
-                self.status = f"unreachable: {exc}"
-            self._stop.wait(self.interval)
+        while not self._stop.wait(self.interval) and self._poll_once():
+            pass
 
     @property
     def polling(self) -> bool:
