@@ -112,6 +112,8 @@ def test_deployments_panel_buttons(mon: nbdeploy.Deployment) -> None:
 
     panel = DeploymentsPanel(nbdeploy.deployments())
     assert [mon.name, "running"] in [row[:2] for row in panel.rows]
+    text = panel._repr_mimebundle_()["text/plain"]  # what a saved notebook keeps: every column
+    assert text == repr(nbdeploy.deployments()) and len(text) > 110 and mon.url in text
     panel.buttons[(mon.name, "rollback")].click()
     assert "nothing to roll back to" in panel.message.value
     panel.buttons[(mon.name, "stop")].click()

@@ -58,3 +58,10 @@ class DeploymentsPanel(w.VBox):
 
     def __repr__(self) -> str:
         return repr(self._listing)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # ipywidgets cuts text/plain at 110 characters; a saved notebook and CI logs need every column
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, dict):
+            bundle["text/plain"] = repr(self)
+        return bundle
