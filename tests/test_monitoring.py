@@ -184,3 +184,20 @@ def test_the_panel_holds_a_real_snapshot_when_the_cell_returns(mon: nbdeploy.Dep
         assert repr(widget).startswith(f"{mon.name} (") and "starting" not in repr(widget)
     finally:
         widget.close()
+
+
+def test_the_terminal_monitor_writes_no_control_codes_into_a_pipe(mon: nbdeploy.Deployment) -> None:
+    import os
+    import signal
+
+    env = {**os.environ, "NBDEPLOY_HOME": str(mon.path.parent)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nbdeploy.cli", "monitor", mon.name, "--interval", "0.2"],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    first = proc.stdout.readline() + proc.stdout.readline()  # a refresh or two has been written
+    proc.send_signal(signal.SIGINT)  # how a user ends it
+    rest, _ = proc.communicate(timeout=30)
+    assert mon.name in first + rest and "\x1b[" not in first + rest
+    assert proc.returncode == 0
