@@ -200,3 +200,4 @@ def test_a_token_symlink_is_replaced_never_followed(
     dep = serving(f"{two_versions}/1", name=name)
     assert target.read_text() == "do not touch" and stat.S_IMODE(target.stat().st_mode) == 0o644
     assert not (dep.path / "token").is_symlink() and stat.S_IMODE((dep.path / "token").stat().st_mode) == 0o600
+

@@ -36,8 +36,9 @@ def alive(pid: int | None, marker: str) -> bool:
     if not pid:
         return False
     proc = children.get(pid)
-    if proc is not None and proc.poll() is not None:
-        return False
+    if proc is not None:  # started here: what it runs is known, and just after the fork its
+        # /proc command line is still this process's, not yet the one it is started with
+        return proc.poll() is None and marker in [str(a) for a in proc.args]  # type: ignore[union-attr]
     cmdline = Path(f"/proc/{pid}/cmdline")
     if cmdline.parent.parent.exists():  # Linux: check identity and zombie state
         try:

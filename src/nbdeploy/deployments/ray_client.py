@@ -92,43 +92,58 @@ def free_port() -> int:
         return port
 
 
-def start_local_cluster(timeout: float = 60.0) -> dict[str, Any]:
-    """Start a one-node Ray cluster on loopback (``ray start --head --block`` in its own
-    process group), or return the one nbdeploy started before. The cluster is recorded
-    before it is waited for, so an interrupted start leaves nothing ``stop`` cannot find."""
-    with _cluster_lock():
-        info = _local_cluster()
-        if info is None:
-            folder = _cluster_file().parent
-            port = free_port()
-            temp = tempfile.mkdtemp(prefix="nbd-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-            cmd = [
-                *ray_cli(), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-                "--include-dashboard=false", "--disable-usage-stats", f"--num-cpus={os.cpu_count() or 1}",
-                f"--temp-dir={temp}",
-            ]  # fmt: skip
-            with (folder / "ray.log").open("ab") as log:
-                proc = subprocess.Popen(
-                    cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                    env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
-                )  # fmt: skip
-            processes.children[proc.pid] = proc
-            info = {"address": f"127.0.0.1:{port}", "pid": proc.pid, "temp_dir": temp, "started": time.time()}
-            write_atomic(_cluster_file(), json.dumps(info))
+def _spawn_head(folder: Path) -> dict[str, Any]:
+    port = free_port()
+    temp = tempfile.mkdtemp(prefix="nbd-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    cmd = [
+        *ray_cli(), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+        "--include-dashboard=false", "--disable-usage-stats", f"--num-cpus={os.cpu_count() or 1}",
+        f"--temp-dir={temp}",
+    ]  # fmt: skip
+    with (folder / "ray.log").open("ab") as log:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+        )  # fmt: skip
+    processes.children[proc.pid] = proc
+    info = {"address": f"127.0.0.1:{port}", "pid": proc.pid, "temp_dir": temp, "started": time.time()}
+    write_atomic(_cluster_file(), json.dumps(info))
+    return info
+
+
+def _wait_for_head(info: dict[str, Any], timeout: float) -> str | None:
+    """``None`` once the head listens; otherwise why it did not come up."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not processes.alive(info["pid"], "--head"):
-            log_file = _cluster_file().parent / "ray.log"
-            tail = log_file.read_text(errors="replace").splitlines()[-10:]
-            stop_local_cluster(info["address"])
-            raise DeploymentError("The local Ray cluster did not start; the end of its log:\n" + "\n".join(tail))
+            proc = processes.children.get(info["pid"])
+            code = proc.poll() if proc is not None else None
+            return f"its head process (pid {info['pid']}) exited" + (f" with code {code}" if code is not None else "")
         if listening(info["address"]):
-            return info
+            return None
         time.sleep(0.2)
-    stop_local_cluster(info["address"])
-    raise DeploymentError(
-        f"The local Ray cluster was not up after {timeout:.0f} s; see {_cluster_file().parent / 'ray.log'}."
-    )
+    return f"its head process (pid {info['pid']}) was not listening on {info['address']} after {timeout:.0f} s"
+
+
+def start_local_cluster(timeout: float = 60.0, tries: int = 2) -> dict[str, Any]:
+    """Start a one-node Ray cluster on loopback (``ray start --head --block`` in its own
+    process group), or return the one nbdeploy started before. The cluster is recorded
+    before it is waited for, so an interrupted start leaves nothing ``stop`` cannot find.
+    A head that exits at once (a port taken meanwhile) is started once more."""
+    log_file = _cluster_file().parent / "ray.log"
+    why = ""
+    for _ in range(tries):
+        with _cluster_lock():
+            info = _local_cluster() or _spawn_head(_cluster_file().parent)
+        failure = _wait_for_head(info, timeout)
+        if failure is None:
+            return info
+        stop_local_cluster(info["address"])
+        tail = log_file.read_text(errors="replace").splitlines()[-10:] if log_file.exists() else []
+        why = f"{failure}; the end of {log_file}:\n" + ("\n".join(tail) or "(empty)")
+        if "exited" not in failure:
+            break
+    raise DeploymentError(f"The local Ray cluster did not start: {why}")
 
 
 def resolve_address(address: str | None) -> tuple[str, bool]:
