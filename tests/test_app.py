@@ -90,7 +90,7 @@ DECLARED = {
     "/info": Access.TOKEN,
     "/metrics": Access.TOKEN,
     "/monitor": Access.TOKEN,
-    "/feedback": Access.TOKEN,
+    "/feedback": Access.ADMIN,
     "/admin/reload": Access.ADMIN,
     "/admin/alerts": Access.ADMIN,
 }
@@ -202,7 +202,7 @@ def test_ray_monitoring_routes_ask_the_hub_and_answer_503_while_it_is_away(model
         with TestClient(app) as c:
             got = [
                 c.get("/monitor?window=1m"),
-                c.post("/feedback", json={"ids": [1], "targets": [0]}),
+                c.post("/feedback", json={"ids": [1], "targets": [0]}, headers=auth),
                 c.post("/admin/alerts", json=rules, headers=auth),
             ]
             assert [(r.status_code, r.json()) for r in got] == expected

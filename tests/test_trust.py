@@ -135,7 +135,8 @@ def test_a_clients_body_is_never_a_5xx_nor_a_server_error(dep: Any) -> None:
         r = httpx.post(dep.url + "/invocations", content=body, headers={"Content-Type": "application/json"}, timeout=60)
         assert r.status_code == 400 and r.json()["error_code"] == "BAD_REQUEST", what
         assert len(r.content) < 500, what  # the message never echoes the body
-    r = httpx.post(dep.url + "/feedback", content=b'{"ids": ' + b"[" * 100_000, timeout=60)
+    auth = {"Authorization": f"Bearer {dep.token}"}
+    r = httpx.post(dep.url + "/feedback", content=b'{"ids": ' + b"[" * 100_000, headers=auth, timeout=60)
     assert r.status_code == 400 and r.headers["content-type"] == "application/json"
     logged = [rec for rec in read_records(dep.path / "requests.jsonl") if rec["status"] == 400]
     assert len(logged) == len(bodies) and all(len(json.dumps(rec)) < 1000 for rec in logged)
@@ -201,3 +202,20 @@ def test_a_token_symlink_is_replaced_never_followed(
     assert target.read_text() == "do not touch" and stat.S_IMODE(target.stat().st_mode) == 0o644
     assert not (dep.path / "token").is_symlink() and stat.S_IMODE((dep.path / "token").stat().st_mode) == 0o600
 
+
+
+def test_feedback_needs_the_token_is_bounded_and_ids_are_unguessable(serving: Any, two_versions: str, name: str,
+                                                                      cancer: Any) -> None:  # fmt: skip
+    import httpx
+
+    dep = serving(f"{two_versions}/1", name=name, max_body_bytes=1 << 16)  # loopback: no token for predictions
+    ids = [dep.predict(cancer["X_test"].head(1), with_id=True)[1] for _ in range(3)]
+    assert len(set(ids)) == 3 and all(len(i) >= 16 for i in ids)
+    assert len(os.path.commonprefix(ids)) < 4  # noqa: RUF071 -- random, not a boot prefix and a counter
+    body = {"ids": ids, "targets": [0, 1, 0]}
+    anonymous = httpx.post(dep.url + "/feedback", json=body, timeout=30)
+    assert anonymous.status_code == 401  # labels steer live accuracy: never from anyone who can reach the port
+    auth = {"Authorization": f"Bearer {dep.token}"}
+    huge = {"ids": ["x"] * 20_000, "targets": [0] * 20_000}
+    assert httpx.post(dep.url + "/feedback", json=huge, headers=auth, timeout=30).status_code == 413
+    assert dep.feedback(ids, [0, 1, 0]) == {"accepted": 3, "unknown": []}  # the kernel sends the token

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from nbdeploy._files import append_private
 from nbdeploy.monitoring.alerts import AlertBook, RuleError
 from nbdeploy.monitoring.windows import RequestWindows
-from nbdeploy.serving.protocol import ProtocolError
+from nbdeploy.serving.protocol import ProtocolError, read_body
 from nbdeploy.serving.responses import json_response
 from nbdeploy.serving.server import Server
 
@@ -96,8 +96,8 @@ def checked_rules(book: AlertBook, rules: Any) -> None:
 class MonitorRoutes:
     """The endpoints of ``/monitor``, ``/feedback`` and ``/admin/alerts`` over one backend."""
 
-    def __init__(self, backend: MonitorBackend) -> None:
-        self.backend = backend
+    def __init__(self, backend: MonitorBackend, max_body_bytes: int) -> None:
+        self.backend, self.max_body_bytes = backend, max_body_bytes
 
     async def monitor(self, request: Request) -> Response:
         try:
@@ -107,8 +107,9 @@ class MonitorRoutes:
         return json_response(await self.backend.snapshot(names))
 
     async def feedback(self, request: Request) -> Response:
-        try:
-            ids, targets = feedback_body(await request.body())
+        body = await read_body(request, self.max_body_bytes)
+        try:  # a large body is parsed off the event loop: other clients keep being answered
+            ids, targets = feedback_body(body) if len(body) < 1 << 16 else await asyncio.to_thread(feedback_body, body)
         except ValueError as exc:
             raise ProtocolError(400, str(exc)) from exc
         return json_response(await self.backend.feedback(ids, targets))
@@ -144,6 +145,9 @@ class LocalMonitor:
         return doc
 
     async def feedback(self, ids: list[Any], targets: list[Any]) -> dict[str, Any]:
+        return await asyncio.to_thread(self._feedback, ids, targets)  # many labels: not on the loop
+
+    def _feedback(self, ids: list[Any], targets: list[Any]) -> dict[str, Any]:
         unknown, lines = [], []
         for rid, target in zip(ids, targets, strict=True):
             labels = target if isinstance(target, list) else [target]

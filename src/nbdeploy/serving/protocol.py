@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from starlette.requests import Request
 
 __all__ = ["Parsed", "ProtocolError", "Schema", "parse"]
 
@@ -245,3 +246,21 @@ def parse(body: bytes, content_type: str | None, schema: Schema) -> Parsed:
     except (ValueError, TypeError, OverflowError) as exc:
         raise _bad(f"The rows do not match the {len(columns)} columns: {exc}.") from None
     return Parsed(len(rows), tuple(columns), frame=enforce_frame(frame, schema), params=doc["params"])
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with a 413 as soon as it passes ``limit`` bytes (before it is read whole)."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ProtocolError:
+    return ProtocolError(413, f"The body is larger than the limit of {limit} bytes.", "REQUEST_TOO_LARGE")

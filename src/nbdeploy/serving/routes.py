@@ -24,7 +24,7 @@ from starlette.responses import Response
 from nbdeploy.serving.auth import Access, Guard, GuardedRoute
 from nbdeploy.serving.loader import load
 from nbdeploy.serving.monitor_routes import MonitorBackend, MonitorRoutes
-from nbdeploy.serving.protocol import ProtocolError, parse
+from nbdeploy.serving.protocol import ProtocolError, parse, read_body
 from nbdeploy.serving.responses import error_answer, json_response
 from nbdeploy.serving.server import Call, Server
 
@@ -33,7 +33,7 @@ __all__ = ["routes"]
 
 def routes(server: Server, monitor: MonitorBackend, guard: Guard) -> list[GuardedRoute]:
     """Every route of the app, each declaring once who may call it."""
-    core, mon = CoreRoutes(server), MonitorRoutes(monitor)
+    core, mon = CoreRoutes(server), MonitorRoutes(monitor, server.settings.max_body_bytes)
     public, token, admin = Access.PUBLIC, Access.TOKEN, Access.ADMIN
     post = ["POST"]
     return [
@@ -44,28 +44,10 @@ def routes(server: Server, monitor: MonitorBackend, guard: Guard) -> list[Guarde
         GuardedRoute("/info", core.info, token, guard),
         GuardedRoute("/metrics", core.metrics, token, guard),
         GuardedRoute("/monitor", mon.monitor, token, guard),
-        GuardedRoute("/feedback", mon.feedback, token, guard, post),
+        GuardedRoute("/feedback", mon.feedback, admin, guard, post),  # labels steer live accuracy
         GuardedRoute("/admin/reload", core.reload, admin, guard, post),
         GuardedRoute("/admin/alerts", mon.set_alerts, admin, guard, post),
     ]
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with a 413 as soon as it passes ``limit`` bytes (before it is read whole)."""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise _too_large(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> ProtocolError:
-    return ProtocolError(413, f"The body is larger than the limit of {limit} bytes.", "REQUEST_TOO_LARGE")
 
 
 class CoreRoutes:

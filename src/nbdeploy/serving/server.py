@@ -6,8 +6,8 @@ The routes read it; :meth:`Server.answered` is the one place where an answered
 
 from __future__ import annotations
 
-import os
 import re
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -63,8 +63,6 @@ class Server:
         self.settings, self.log = settings, log
         self.metrics = Metrics()
         self.started = time.time()
-        self.boot = os.urandom(4).hex()
-        self.seq = 0
         self.mlflow_version = _dist_version("mlflow")
         self.swap(model, settings.ref, settings.version)
         folder = Path(settings.folder) if settings.folder else None
@@ -119,8 +117,8 @@ class Server:
         given = request.headers.get("x-request-id")
         if given and (_RID.fullmatch(given) or (self.settings.proxy_request_id and len(given) <= 256)):
             return given
-        self.seq += 1
-        return f"{self.boot}-{self.seq}"
+        # unguessable: whoever knows an id can send its label, so ids are not a counter
+        return secrets.token_urlsafe(12)
 
     def answered(self, call: Call, status: int, body: dict[str, Any]) -> None:
         """Log, observe and count an answered request; called before its response is sent,
