@@ -20,7 +20,7 @@ from nbdeploy.errors import InvalidInputError, NbdeployError, TrackingError
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["client", "experiment_id", "mlflow_errors", "tracking_uri", "using_tracking_uri"]
+__all__ = ["client", "experiment_id", "mlflow_errors", "set_alias", "tracking_uri", "using_tracking_uri"]
 
 _clients: dict[str, MlflowClient] = {}
 # The operation named by the outermost ``mlflow_errors`` block; inner blocks defer to it.
@@ -210,3 +210,19 @@ def experiment_id(c: MlflowClient) -> str:
         if found is None:
             raise
         return str(found.experiment_id)
+
+
+def set_alias(c: MlflowClient, name: str, alias: str, version: str, tries: int = 3) -> None:
+    """Point ``alias`` at ``version``. Two kernels moving one alias at once through a SQL
+    store can collide on its primary key (``UniqueViolation``); the write is then retried,
+    and a collision that persists is left to :func:`mlflow_errors` (one sentence)."""
+    import time
+
+    for attempt in range(tries):
+        try:
+            c.set_registered_model_alias(name, alias, version)
+            return
+        except Exception as exc:
+            if attempt == tries - 1 or not any("unique" in str(link).lower() for link in _chain(exc)):
+                raise
+            time.sleep(0.05 * (attempt + 1))

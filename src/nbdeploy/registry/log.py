@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbdeploy.errors import InvalidInputError
 from nbdeploy.refs import validate_alias, validate_name
-from nbdeploy.registry._store import client, experiment_id, mlflow_errors, tracking_uri, using_tracking_uri
+from nbdeploy.registry._store import client, experiment_id, mlflow_errors, set_alias, tracking_uri, using_tracking_uri
 from nbdeploy.registry.versions import ModelVersion
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ def register(
             name, info.model_uri, run_id=run_id, tags=version_tags, description=description, model_id=info.model_id
         )
         if alias:
-            c.set_registered_model_alias(name, alias, mv.version)
+            set_alias(c, name, alias, str(mv.version))
         mv = c.get_model_version(name, mv.version)
     return ModelVersion.from_mlflow(
         mv,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from nbdeploy.errors import PromotionRefusedError
 from nbdeploy.refs import ModelRef, validate_alias
-from nbdeploy.registry._store import client, experiment_id, mlflow_errors, tracking_uri, using_tracking_uri
+from nbdeploy.registry._store import client, experiment_id, mlflow_errors, set_alias, tracking_uri, using_tracking_uri
 from nbdeploy.registry.lookup import fetch_version, resolve
 from nbdeploy.registry.versions import ModelVersion
 
@@ -74,7 +74,7 @@ def _promote(c: MlflowClient, mv: ModelVersion, alias: str, *, force: bool) -> M
                 "(nbdeploy.validate in Python), or pass --force (force=True) to promote it anyway."
             )
         c.set_model_version_tag(mv.name, str(mv.version), FORCED_TAG, record)
-    c.set_registered_model_alias(mv.name, alias, str(mv.version))
+    set_alias(c, mv.name, alias, str(mv.version))
     return fetch_version(c, mv.name, mv.version)
 
 
