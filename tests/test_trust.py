@@ -219,3 +219,17 @@ def test_feedback_needs_the_token_is_bounded_and_ids_are_unguessable(serving: An
     huge = {"ids": ["x"] * 20_000, "targets": [0] * 20_000}
     assert httpx.post(dep.url + "/feedback", json=huge, headers=auth, timeout=30).status_code == 413
     assert dep.feedback(ids, [0, 1, 0]) == {"accepted": 3, "unknown": []}  # the kernel sends the token
+
+
+def test_a_body_far_wider_than_the_model_is_refused_before_it_is_parsed(dep: Any) -> None:
+    import httpx
+
+    wide = ",".join(f"c{i}" for i in range(400_000)).encode() + b"\n" + b",".join([b"1"] * 400_000) + b"\n"
+    r = httpx.post(dep.url + "/invocations", content=wide, headers={"Content-Type": "text/csv"}, timeout=60)
+    assert r.status_code == 400
+    expected = "The CSV header has 400000 columns; the model takes 30 (a request may name at most 1024)."
+    assert r.json()["message"] == expected
+    split = {"dataframe_split": {"columns": [f"c{i}" for i in range(5000)], "data": [[0] * 5000]}}
+    r = httpx.post(dep.url + "/invocations", json=split, timeout=60)
+    assert r.status_code == 400 and r.json()["message"].startswith("The field 'dataframe_split' has 5000 columns;")
+    assert httpx.get(dep.url + "/ping", timeout=10).status_code == 200

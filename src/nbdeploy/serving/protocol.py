@@ -66,6 +66,19 @@ class Schema:
         """True when every column is numeric, so requests can travel as one float matrix."""
         return bool(self.names) and all(t in _NUMERIC for t in self.types)
 
+    @property
+    def max_columns(self) -> int:
+        """The most columns a request may name: a body a thousand times wider than the model
+        would cost the server seconds and memory to parse before it could refuse it."""
+        return max(1024, 4 * len(self.names))
+
+    def check_width(self, count: int, where: str) -> None:
+        if count > self.max_columns:
+            raise _bad(
+                f"The {where} has {count} columns; the model takes {len(self.names)} "
+                f"(a request may name at most {self.max_columns})."
+            )
+
 
 @dataclass
 class Parsed:
@@ -222,6 +235,8 @@ def parse(body: bytes, content_type: str | None, schema: Schema) -> Parsed:
     if not body:
         raise _bad("The request body is empty.")
     if mime == "text/csv":
+        header = body[: body.find(b"\n")] if b"\n" in body else body
+        schema.check_width(header.count(b",") + 1, "CSV header")  # counted before pandas reads a byte
         try:
             frame = pd.read_csv(io.BytesIO(body))
         except Exception as exc:
@@ -231,6 +246,8 @@ def parse(body: bytes, content_type: str | None, schema: Schema) -> Parsed:
         raise ProtocolError(415, f"Unsupported Content-Type {mime!r}: use application/json or text/csv.", "UNSUPPORTED")
     doc = _json_body(body)
     columns, rows = _table(doc["format"], doc["data"])
+    width = len(columns) if columns is not None else len(rows[0]) if rows and isinstance(rows[0], list) else 0
+    schema.check_width(width, f"field {doc['format']!r}")
     if columns is None:
         if not schema.names:
             raise _bad(f"The field {doc['format']!r} has no column names and the model has no signature.")

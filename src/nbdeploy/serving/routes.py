@@ -31,6 +31,9 @@ from nbdeploy.serving.server import Call, Server
 __all__ = ["routes"]
 
 
+PARSE_ON_LOOP_BYTES = 64 << 10
+
+
 def routes(server: Server, monitor: MonitorBackend, guard: Guard) -> list[GuardedRoute]:
     """Every route of the app, each declaring once who may call it."""
     core, mon = CoreRoutes(server), MonitorRoutes(monitor, server.settings.max_body_bytes)
@@ -85,7 +88,10 @@ class CoreRoutes:
     async def _predict(self, request: Request, call: Call) -> None:
         settings, record = self.settings, call.record
         body = await read_body(request, settings.max_body_bytes)
-        parsed = parse(body, request.headers.get("content-type"), self.server.schema)
+        args = (body, request.headers.get("content-type"), self.server.schema)
+        # a large body is parsed in a worker thread: one client's megabytes never stall the others;
+        # a small one on the loop, where a thread hop would cost more than the parse
+        parsed = parse(*args) if len(body) < PARSE_ON_LOOP_BYTES else await asyncio.to_thread(parse, *args)
         record["rows"] = parsed.rows
         if parsed.values is not None:
             call.values = parsed.values
