@@ -96,7 +96,9 @@ class Deployment(Watching):
 
     @property
     def url(self) -> str:
-        spec = self.spec
+        return self._url(self.spec)
+
+    def _url(self, spec: DeploymentSpec) -> str:
         if spec.ray is not None:
             return spec.ray.url or ""
         shown = f"[{spec.host}]" if ":" in spec.host else spec.host
@@ -112,7 +114,9 @@ class Deployment(Watching):
         does not answer) or ``stopped``."""
         if self.target == "ray":
             return self._ray_state()
-        pid = self.pid
+        return self._local_state(self.pid)
+
+    def _local_state(self, pid: int | None) -> str:
         if pid is None:
             return "stopped"
         return "running" if processes.alive(pid, str(self.path)) else "dead"
@@ -125,31 +129,37 @@ class Deployment(Watching):
     # talking to the server ------------------------------------------------------------
 
     def _request(self, method: str, route: str, timeout: float = 60, **kw: Any) -> Any:
-        # A Ray application is asked directly (no /health round trip first): if it does not
-        # answer, the request says so.
-        state = ("running" if self.deployed else "stopped") if self.target == "ray" else self.state()
+        spec = self.spec  # read once: every figure below comes from this one file read
+        if spec.ray is not None:
+            # a Ray application is asked directly (no /health round trip first): if it does not
+            # answer, the request says so
+            state = "running" if self.deployed else "stopped"
+        else:
+            pid = self.pid
+            state = self._local_state(pid)
         if state != "running":
             raise DeploymentError(f"Deployment {self.name!r} is {state}: serve it again to use it.")
-        if self.target == "local" and self.port is None:
+        if spec.ray is None and self.port is None:
             raise DeploymentError(
-                f"Deployment {self.name!r} runs (pid {self.pid}) but its port file {self.path / 'port'} is "
+                f"Deployment {self.name!r} runs (pid {pid}) but its port file {self.path / 'port'} is "
                 "damaged: stop it and serve it again."
             )
-        return http.request(self.name, method, self.url, route, self.token, timeout=timeout, **kw)
+        return http.request(self.name, method, self._url(spec), route, self.token, timeout=timeout, **kw)
 
     def status(self) -> Status:
         """State, address, version served and uptime (asked of the server when it runs)."""
         info: dict[str, Any] = {}
-        state = self.state()
+        spec = self.spec
+        pid = None if spec.ray is not None else self.pid
+        state = self._ray_state() if spec.ray is not None else self._local_state(pid)
         if state == "running":
             with contextlib.suppress(DeploymentError):
                 info = self._request("GET", "/info", timeout=2).json()
-        spec = self.spec
         return Status(
             name=self.name,
             state=state,
-            url=self.url if state == "running" else "",
-            pid=self.pid,
+            url=self._url(spec) if state == "running" else "",
+            pid=pid,
             ref=str(info.get("ref", spec.current.ref)),
             version=info.get("version", spec.current.version),
             uptime_s=info.get("uptime_s"),

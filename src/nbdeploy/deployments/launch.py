@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from nbdeploy import config
 from nbdeploy._files import write_atomic
-from nbdeploy.deployments import processes, ray_client
+from nbdeploy.deployments import http, processes, ray_client
 from nbdeploy.deployments.handle import Deployment
 from nbdeploy.deployments.models import fetch
 from nbdeploy.errors import DeploymentError, InvalidInputError
@@ -147,13 +147,10 @@ def _start_ray(dep: Deployment, spec: DeploymentSpec, address: str | None, timeo
 
 
 def _answers_within(url: str, timeout: float) -> bool:
-    import httpx
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return True
+        if http.answers(url):
+            return True
         time.sleep(0.1)
     return False
 

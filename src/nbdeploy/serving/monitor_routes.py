@@ -21,7 +21,7 @@ from starlette.responses import Response
 from nbdeploy._files import append_private
 from nbdeploy.monitoring.alerts import AlertBook, RuleError
 from nbdeploy.monitoring.windows import RequestWindows
-from nbdeploy.serving.protocol import ProtocolError, read_body
+from nbdeploy.serving.protocol import ProtocolError, parse_body, read_body
 from nbdeploy.serving.responses import json_response
 from nbdeploy.serving.server import Server
 
@@ -108,8 +108,8 @@ class MonitorRoutes:
 
     async def feedback(self, request: Request) -> Response:
         body = await read_body(request, self.max_body_bytes)
-        try:  # a large body is parsed off the event loop: other clients keep being answered
-            ids, targets = feedback_body(body) if len(body) < 1 << 16 else await asyncio.to_thread(feedback_body, body)
+        try:
+            ids, targets = await parse_body(body, feedback_body)
         except ValueError as exc:
             raise ProtocolError(400, str(exc)) from exc
         return json_response(await self.backend.feedback(ids, targets))

@@ -12,15 +12,19 @@ signature order (the fast path, when every input column is numeric) or a DataFra
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 from starlette.requests import Request
+
+T = TypeVar("T")
 
 __all__ = ["Parsed", "ProtocolError", "Schema", "parse"]
 
@@ -263,6 +267,18 @@ def parse(body: bytes, content_type: str | None, schema: Schema) -> Parsed:
     except (ValueError, TypeError, OverflowError) as exc:
         raise _bad(f"The rows do not match the {len(columns)} columns: {exc}.") from None
     return Parsed(len(rows), tuple(columns), frame=enforce_frame(frame, schema), params=doc["params"])
+
+
+# Bodies up to this size are parsed on the event loop (a thread hop would cost more than the
+# parse); larger ones in a worker thread, so one client's megabytes never stall the others.
+PARSE_ON_LOOP_BYTES = 64 << 10
+
+
+async def parse_body(body: bytes, parser: Callable[..., T], *args: Any) -> T:
+    """``parser(body, *args)``: on the event loop for a small body, in a worker thread for a large one."""
+    if len(body) < PARSE_ON_LOOP_BYTES:
+        return parser(body, *args)
+    return await asyncio.to_thread(parser, body, *args)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -24,14 +24,11 @@ from starlette.responses import Response
 from nbdeploy.serving.auth import Access, Guard, GuardedRoute
 from nbdeploy.serving.loader import load
 from nbdeploy.serving.monitor_routes import MonitorBackend, MonitorRoutes
-from nbdeploy.serving.protocol import ProtocolError, parse, read_body
+from nbdeploy.serving.protocol import ProtocolError, parse, parse_body, read_body
 from nbdeploy.serving.responses import error_answer, json_response
 from nbdeploy.serving.server import Call, Server
 
 __all__ = ["routes"]
-
-
-PARSE_ON_LOOP_BYTES = 64 << 10
 
 
 def routes(server: Server, monitor: MonitorBackend, guard: Guard) -> list[GuardedRoute]:
@@ -88,10 +85,7 @@ class CoreRoutes:
     async def _predict(self, request: Request, call: Call) -> None:
         settings, record = self.settings, call.record
         body = await read_body(request, settings.max_body_bytes)
-        args = (body, request.headers.get("content-type"), self.server.schema)
-        # a large body is parsed in a worker thread: one client's megabytes never stall the others;
-        # a small one on the loop, where a thread hop would cost more than the parse
-        parsed = parse(*args) if len(body) < PARSE_ON_LOOP_BYTES else await asyncio.to_thread(parse, *args)
+        parsed = await parse_body(body, parse, request.headers.get("content-type"), self.server.schema)
         record["rows"] = parsed.rows
         if parsed.values is not None:
             call.values = parsed.values

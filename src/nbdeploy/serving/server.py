@@ -62,6 +62,7 @@ class Server:
     ) -> None:
         self.settings, self.log = settings, log
         self.metrics = Metrics()
+        self.metrics.log_dropped.set_function(lambda: self.log.dropped)  # read at scrape time
         self.started = time.time()
         self.mlflow_version = _dist_version("mlflow")
         self.swap(model, settings.ref, settings.version)
@@ -133,7 +134,6 @@ class Server:
         self.log.append(record)
         for observer in self.observers:
             observer.add(record["ts"], record["latency_ms"], status, call.rid, call.values, call.predictions)
-        self.metrics.log_dropped.set(self.log.dropped)
         self.metrics.requests.labels(str(status)).inc()
         self.metrics.latency.observe(latency)
 
