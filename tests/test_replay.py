@@ -18,16 +18,18 @@ def test_logged_requests_read_back_exactly(tmp_path: Path) -> None:
     rotated = {"ts": 200.0, "id": "a-2", "status": 200, "latency_ms": 2.0, "inputs": [[2.0]], "predictions": [1]}
     table = {"ts": 300.0, "id": "a-3", "status": 200, "latency_ms": 3.0, "columns": ["x"], "inputs": [[3.0]],
              "predictions": [1]}  # fmt: skip
-    error = {"ts": 400.0, "id": "a-4", "status": 400, "latency_ms": 0.5, "error": "The input is missing 1 column."}
+    error = {"ts": 400.0, "id": "a-4", "status": 400, "latency_ms": 0.5, "answered": 400.25,
+             "error": "The input is missing 1 column."}  # fmt: skip
     _write(log.with_name("requests.jsonl.1"), [json.dumps(old), json.dumps(rotated)])
     lines = [json.dumps(table), "not json", "[1, 2]", json.dumps({"id": "no-ts"}), json.dumps(error)]
     _write(log, lines, torn='{"ts": 500.0, "id": "a-5", "sta')
     log.with_name("requests.jsonl.tmp").write_text("{}\n")  # not a rotated file
 
     assert list(logged_requests(log, since=150.0)) == [
-        (200.0, 2.0, 200, "a-2", [[2.0]], [1]),
-        (300.0, 3.0, 200, "a-3", None, [1]),  # inputs in other columns than the signature's: not replayed
-        (400.0, 0.5, 400, "a-4", None, None),
+        # stamped when answered: the record's "answered", or (logs before it) its start plus latency
+        (200.002, 2.0, 200, "a-2", [[2.0]], [1]),
+        (300.003, 3.0, 200, "a-3", None, [1]),  # inputs in other columns than the signature's: not replayed
+        (400.25, 0.5, 400, "a-4", None, None),
     ]
     assert [r["id"] for r in read_records(log)] == ["a-1", "a-2", "a-3", "no-ts", "a-4"]
     assert list(logged_requests(tmp_path / "missing.jsonl", since=0)) == []

@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LoggedRequest", "logged_feedback", "logged_requests", "read_records"]
+__all__ = ["LoggedRequest", "answer_time", "logged_feedback", "logged_requests", "read_records"]
 
-# (ts, latency_ms, status, request id, inputs, predictions): the arguments of an observer's
+# (answered, latency_ms, status, request id, inputs, predictions): the arguments of an observer's
 # ``add`` (RequestWindows.add), as the server passed them when it answered.
 LoggedRequest = tuple[float, float, int, str, Any, Any]
 
@@ -52,11 +52,22 @@ def logged_requests(path: str | Path, since: float) -> Iterator[LoggedRequest]:
     own ``columns`` came as a table of other columns, and its rows would be misread.
     """
     for r in read_records(path):
-        ts = r.get("ts")
-        if not isinstance(ts, (int, float)) or ts < since:
+        answered = answer_time(r)
+        if answered is None or answered < since:
             continue
         inputs = r.get("inputs") if "columns" not in r else None
-        yield (ts, r.get("latency_ms", 0.0), r.get("status", 0), r.get("id", ""), inputs, r.get("predictions"))
+        yield (answered, r.get("latency_ms", 0.0), r.get("status", 0), r.get("id", ""), inputs, r.get("predictions"))
+
+
+def answer_time(record: dict[str, Any]) -> float | None:
+    """When a logged request was answered: its ``answered`` field, or (a log written before
+    that field) its start ``ts`` plus its latency; ``None`` for a record with neither."""
+    answered, ts, latency = record.get("answered"), record.get("ts"), record.get("latency_ms", 0.0)
+    if isinstance(answered, (int, float)):
+        return float(answered)
+    if isinstance(ts, (int, float)):
+        return float(ts) + (latency / 1000 if isinstance(latency, (int, float)) else 0.0)
+    return None
 
 
 def logged_feedback(path: str | Path) -> Iterator[tuple[str, list[Any]]]:

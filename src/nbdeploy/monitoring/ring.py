@@ -6,6 +6,8 @@ summaries computed over a span of them (prediction distribution, live quality, s
 0
 >>> r.span(2.0)
 (1, 3)
+>>> r.span(2.0, until=2.5)
+(1, 2)
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ SERIES_POINTS = 60
 
 
 class Ring:
-    """Fixed-capacity columns appended in time order; ``since(t)`` yields the live segments."""
+    """Fixed-capacity columns appended in time order (``ts`` never decreases), so that a
+    window is one contiguous span found by binary search."""
 
     def __init__(self, capacity: int, columns: Mapping[str, tuple[Any, tuple[int, ...]]]) -> None:
         self.capacity, self.count = capacity, 0
@@ -47,20 +50,29 @@ class Ring:
         self.count += n
         return start
 
-    def span(self, t0: float) -> tuple[int, int]:
-        """Absolute indices ``[lo, hi)`` of the live entries with ``ts >= t0``."""
+    def span(self, t0: float, until: float | None = None) -> tuple[int, int]:
+        """Absolute indices ``[lo, hi)`` of the live entries with ``t0 <= ts <= until``."""
         lo = max(0, self.count - self.capacity)
-        hi = self.count
+        hi = self.count if until is None else self._first(lo, self.count, until, inclusive=True)
+        return self._first(lo, hi, t0, inclusive=False), hi
+
+    def _first(self, a: int, b: int, t: float, inclusive: bool) -> int:
+        """The first absolute index in ``[a, b)`` whose time is ``> t`` (inclusive) or ``>= t``;
+        a binary search, valid because entries are appended in time order (see ``append``)."""
         ts = self.cols["ts"]
-        # binary search over absolute indices (the ring is in time order)
-        a, b = lo, hi
         while a < b:
             mid = (a + b) // 2
-            if ts[mid % self.capacity] < t0:
+            v = ts[mid % self.capacity]
+            if v < t or (inclusive and v == t):
                 a = mid + 1
             else:
                 b = mid
-        return a, hi
+        return a
+
+    @property
+    def last(self) -> float:
+        """The time of the newest entry (``-inf`` when empty)."""
+        return float(self.cols["ts"][(self.count - 1) % self.capacity]) if self.count else float("-inf")
 
     def segments(self, lo: int, hi: int) -> list[tuple[int, int]]:
         """Positions in the ring of the absolute entries ``[lo, hi)``: at most two slices."""
@@ -113,7 +125,7 @@ def live_quality(task: str | None, preds: np.ndarray, labels: np.ndarray) -> dic
 def series(requests: Ring, now: float) -> dict[str, list[Any]]:
     """Requests/s and p95 latency in 10 s buckets over the last 10 minutes (sparklines)."""
     start = now - SERIES_BUCKET_S * SERIES_POINTS
-    lo, hi = requests.span(start)
+    lo, hi = requests.span(start, now)
     ts = concat(requests.take("ts", lo, hi), np.float64)
     lat = concat(requests.take("latency", lo, hi), np.float32)
     bucket = np.clip(((ts - start) // SERIES_BUCKET_S).astype(int), 0, SERIES_POINTS - 1)

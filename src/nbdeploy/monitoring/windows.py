@@ -28,8 +28,26 @@ from nbdeploy.stats import drift
 
 __all__ = ["DEFAULT_WINDOWS", "RequestWindows", "parse_window"]
 
+def _in_time_order(items: list[Any], newest: float) -> list[Any]:
+    """Queued entries sorted by time, none older than the ring's ``newest`` entry.
+
+    Entries are stamped when they are answered, on one thread, so they arrive in order but
+    for ties and a wall clock stepped back; the clamp keeps each ring sorted even then
+    (an entry moved forward by the step), which is what makes every window exact.
+    """
+    items.sort(key=lambda item: item[0])
+    if items and items[0][0] < newest:
+        items = [(max(item[0], newest), *item[1:]) for item in items]
+    return items
+
+
 class RequestWindows:
     """Request and row rings, feedback, and window statistics for one deployment.
+
+    Every entry is stamped with the time its request was *answered*, and a window is the
+    requests answered in ``[now - seconds, now]``: answers come in that order, so the rings
+    stay sorted and each window is exact (a start-time stamp would put a slow request
+    behind faster ones that started after it).
 
     ``add`` only queues the request (a deque append, so serving pays next to nothing);
     the queue is folded into the rings in bulk (by the server every second, and before any
@@ -96,7 +114,8 @@ class RequestWindows:
         inputs: Sequence[Sequence[Any]] | np.ndarray | None = None,
         predictions: Sequence[Any] | None = None,
     ) -> None:
-        """Queue one answered request (its inputs in the deployment's column order).
+        """Queue one answered request (``ts``: when it was answered; its inputs in the
+        deployment's column order).
 
         The server folds the queue from a background thread every second (and every read
         folds it first), so the request path never pays for it.
@@ -109,8 +128,10 @@ class RequestWindows:
     def fold(self) -> None:
         """Move queued requests into the rings and bin their rows against the profile."""
         with self._lock:
-            items = [self._queue.popleft() for _ in range(len(self._queue))]
-            batches = [self._batch_queue.popleft() for _ in range(len(self._batch_queue))]
+            items = _in_time_order([self._queue.popleft() for _ in range(len(self._queue))], self.requests.last)
+            batches = _in_time_order(
+                [self._batch_queue.popleft() for _ in range(len(self._batch_queue))], self.batches.last
+            )
             if batches:
                 arr = np.asarray(batches, dtype=np.float64)
                 self.batches.append({"ts": arr[:, 0], "requests": arr[:, 1], "rows": arr[:, 2]}, len(batches))
@@ -216,7 +237,7 @@ class RequestWindows:
             }
 
     def _window(self, now: float, seconds: float) -> dict[str, Any]:
-        lo, hi = self.requests.span(now - seconds)
+        lo, hi = self.requests.span(now - seconds, now)
         latency = concat(self.requests.take("latency", lo, hi), np.float32)
         status = concat(self.requests.take("status", lo, hi), np.int16)
         n = int(latency.size)
@@ -234,7 +255,7 @@ class RequestWindows:
             "sampled": self.requests.count > self.requests.capacity
             and lo == self.requests.count - self.requests.capacity,
         }
-        blo, bhi = self.batches.span(now - seconds)
+        blo, bhi = self.batches.span(now - seconds, now)
         b_req = concat(self.batches.take("requests", blo, bhi), np.int32)
         b_rows = concat(self.batches.take("rows", blo, bhi), np.int32)
         out["batches"] = {
@@ -242,7 +263,7 @@ class RequestWindows:
             "mean_requests": float(b_req.mean()) if b_req.size else None,
             "max_rows": int(b_rows.max()) if b_rows.size else None,
         }
-        rlo, rhi = self.rows.span(now - seconds)
+        rlo, rhi = self.rows.span(now - seconds, now)
         out["rows"] = rhi - rlo
         preds = concat(self.rows.take("pred", rlo, rhi), np.float64)
         out["predictions"] = prediction_distribution(self.task, self._classes, preds)

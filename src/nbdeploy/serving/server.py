@@ -128,12 +128,13 @@ class Server:
         if record.get("rows", 0) > log_rows:
             record["truncated"] = True
         latency = time.perf_counter() - call.started
-        record.update(status=status, latency_ms=round(latency * 1000, 3))
+        # windows count requests by the time they were answered: see RequestWindows
+        record.update(status=status, latency_ms=round(latency * 1000, 3), answered=time.time())
         if status != 200:
             record["error"] = body["message"]
         self.log.append(record)
         for observer in self.observers:
-            observer.add(record["ts"], record["latency_ms"], status, call.rid, call.values, call.predictions)
+            observer.add(record["answered"], record["latency_ms"], status, call.rid, call.values, call.predictions)
         self.metrics.requests.labels(str(status)).inc()
         self.metrics.latency.observe(latency)
 
