@@ -49,7 +49,10 @@ async def _request(port: int, body: bytes, pause: float) -> int:
     """One /invocations request whose body arrives ``pause`` seconds after its headers, so
     that requests overlap and are answered in another order than they started."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    head = (
+        "POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
     writer.write(head.encode())
     await writer.drain()
     await asyncio.sleep(pause)

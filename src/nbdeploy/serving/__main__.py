@@ -109,8 +109,16 @@ def main(argv: list[str] | None = None) -> int:
         loop = "uvloop"
     except ImportError:
         loop = "asyncio"
+    from nbdeploy.serving.http_limits import LimitedHttpToolsProtocol
+
     config = uvicorn.Config(
-        app, loop=loop, http="auto", access_log=False, log_level="warning", timeout_graceful_shutdown=5
+        app,
+        loop=loop,
+        http=LimitedHttpToolsProtocol,  # httptools with limits on the head (size, fields, time)
+        ws="none",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
     )
     uvicorn.Server(config).run(sockets=[sock])
     log.close()
