@@ -73,7 +73,7 @@ def test_windows_drift_feedback_alerts_and_restart(
     again = nbdeploy.serve(f"{two_versions}/1", name=mon.name)
     doc = again.snapshot("1m")
     assert doc["total_requests"] == 180 and doc["windows"]["1m"]["labelled"] == 60
-    assert "rebuilt monitoring windows from 180 logged requests" in again.logs(5)
+    assert "rebuilt monitoring windows from 180 logged requests and 60 labels" in again.logs(5)
     assert doc["alerts"]["events"][0]["state"] == "fired"
 
 

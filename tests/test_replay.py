@@ -49,3 +49,20 @@ def test_logged_feedback_skips_malformed_and_torn_lines(tmp_path: Path) -> None:
     _write(path, lines, torn='{"id": "a-6", "lab')
     assert list(logged_feedback(path)) == [("a-1", [1]), ("7", [0, 1]), ("a-5", [{"class": "b"}])]
     assert list(logged_feedback(tmp_path / "missing.jsonl")) == []
+
+
+def test_only_the_labels_of_the_longest_window_are_replayed(tmp_path: Path) -> None:
+    import os
+    import time
+
+    log, now = tmp_path / "feedback.jsonl", time.time()
+    old_file = log.with_name("feedback.jsonl.2")
+    _write(old_file, [json.dumps({"ts": now - 7200, "id": f"old-{i}", "labels": [0]}) for i in range(1000)])
+    os.utime(old_file, (now - 7200, now - 7200))  # last written two hours ago: not opened
+    _write(log.with_name("feedback.jsonl.1"), [
+        json.dumps({"ts": now - 4000, "id": "stale", "labels": [1]}),  # before the window, in a recent file
+        json.dumps({"ts": now - 60, "id": "a", "labels": [1]}),
+    ])  # fmt: skip
+    _write(log, [json.dumps({"id": "before-ts-was-logged", "labels": [0]}), json.dumps({"ts": now, "id": "b", "labels": [2]})])
+    assert list(logged_feedback(log, since=now - 3600)) == [("a", [1]), ("before-ts-was-logged", [0]), ("b", [2])]
+    assert len(list(logged_feedback(log))) == 1004  # without a bound: everything, oldest first

@@ -233,3 +233,24 @@ def test_a_body_far_wider_than_the_model_is_refused_before_it_is_parsed(dep: Any
     r = httpx.post(dep.url + "/invocations", json=split, timeout=60)
     assert r.status_code == 400 and r.json()["message"].startswith("The field 'dataframe_split' has 5000 columns;")
     assert httpx.get(dep.url + "/ping", timeout=10).status_code == 200
+
+
+def test_a_restart_replays_the_labels_of_the_last_window_not_the_history(
+    serving: Any, two_versions: str, name: str, cancer: Any
+) -> None:
+    from nbdeploy.serving.requestlog import FEEDBACK_FILE_BYTES
+
+    dep = serving(f"{two_versions}/1", name=name)
+    history = [f"h{i:07d}" for i in range(FEEDBACK_FILE_BYTES // 40)]  # labels of a long past: > one file
+    dep.feedback(history, [0] * len(history))
+    ids = [dep.predict(cancer["X_test"].head(1), with_id=True)[1] for _ in range(5)]
+    assert dep.feedback(ids, [1] * 5)["accepted"] == 5
+    rotated = sorted(dep.path.glob("feedback.jsonl.*"))
+    assert rotated, "the feedback log did not rotate"
+    dep.stop()
+    for file in rotated:  # time passes: those files were last written two hours ago
+        os.utime(file, (time.time() - 7200, time.time() - 7200))
+    again = serving(f"{two_versions}/1", name=name)
+    replayed = int(again.logs(5).split("logged requests and ")[1].split()[0])
+    assert replayed < len(history) // 2  # the newest file only, not every label ever sent
+    assert again.snapshot("1m")["windows"]["1m"]["labelled"] == 5

@@ -6,7 +6,7 @@ replays both. A line torn by ``kill -9`` or otherwise malformed is skipped, neve
 
 >>> for item in logged_requests("requests.jsonl", since=time.time() - 3600):  # doctest: +SKIP
 ...     windows.add(*item)
->>> for rid, labels in logged_feedback("feedback.jsonl"):  # doctest: +SKIP
+>>> for rid, labels in logged_feedback("feedback.jsonl", since=time.time() - 3600):  # doctest: +SKIP
 ...     windows.feedback(rid, labels)
 
 This module reads files only (it is the monitoring side; the server's ``requestlog`` writes).
@@ -40,9 +40,14 @@ def _lines(file: Path) -> Iterator[Any]:
 def read_records(path: str | Path, include_rotated: bool = True) -> list[dict[str, Any]]:
     """All records of a request log, oldest first (rotated files included); a torn line is skipped."""
     base = Path(path)
-    rotated = [p for p in base.parent.glob(base.name + ".*") if p.suffix[1:].isdigit()] if include_rotated else []
-    files = [*sorted(rotated, key=lambda p: -int(p.suffix[1:])), base]
+    files = _log_files(base) if include_rotated else [base]
     return [doc for file in files for doc in _lines(file) if isinstance(doc, dict)]
+
+
+def _log_files(base: Path) -> list[Path]:
+    """``base`` and its rotated files (``base.1`` newest … ``base.N`` oldest), oldest first."""
+    rotated = [p for p in base.parent.glob(base.name + ".*") if p.suffix[1:].isdigit()]
+    return [*sorted(rotated, key=lambda p: -int(p.suffix[1:])), base]
 
 
 def logged_requests(path: str | Path, since: float) -> Iterator[LoggedRequest]:
@@ -70,8 +75,25 @@ def answer_time(record: dict[str, Any]) -> float | None:
     return None
 
 
-def logged_feedback(path: str | Path) -> Iterator[tuple[str, list[Any]]]:
-    """``(request id, labels)`` of each line of a feedback log; malformed lines are skipped."""
-    for doc in _lines(Path(path)):
-        if isinstance(doc, dict) and "id" in doc and isinstance(doc.get("labels"), list):
+def logged_feedback(path: str | Path, since: float | None = None) -> Iterator[tuple[str, list[Any]]]:
+    """``(request id, labels)`` of each line of a feedback log (rotated files included, oldest
+    first) that arrived from ``since`` on; malformed lines are skipped.
+
+    A file last written before ``since`` is not even opened: its labels arrived before then,
+    for requests answered before then, which no window holds any more. So a start reads the
+    labels of its longest window, however long the history is.
+    """
+    base = Path(path)
+    for file in _log_files(base):
+        try:
+            if since is not None and file.stat().st_mtime < since:
+                continue
+        except OSError:  # rotated away meanwhile
+            continue
+        for doc in _lines(file):
+            if not isinstance(doc, dict) or "id" not in doc or not isinstance(doc.get("labels"), list):
+                continue
+            ts = doc.get("ts")
+            if since is not None and isinstance(ts, (int, float)) and ts < since:
+                continue
             yield str(doc["id"]), doc["labels"]

@@ -45,17 +45,20 @@ async def _watch_parent(parent: int) -> None:
             return
 
 
-def _rebuild(monitor: Any, folder: Path) -> int:
-    """Refill the monitoring windows from the request log and feedback after a restart."""
+def _rebuild(monitor: Any, folder: Path) -> tuple[int, int]:
+    """Refill the monitoring windows from the request log and feedback after a restart;
+    returns how many requests and labels were replayed."""
     from nbdeploy.monitoring.replay import logged_feedback, logged_requests
 
-    count = 0
-    for item in logged_requests(folder / "requests.jsonl", since=time.time() - max(monitor.windows.values())):
+    requests = labels = 0
+    since = time.time() - max(monitor.windows.values())
+    for item in logged_requests(folder / "requests.jsonl", since=since):
         monitor.add(*item)
-        count += 1
-    for rid, labels in logged_feedback(folder / "feedback.jsonl"):
-        monitor.feedback(rid, labels)
-    return count
+        requests += 1
+    for rid, values in logged_feedback(folder / "feedback.jsonl", since=since):
+        monitor.feedback(rid, values)
+        labels += 1
+    return requests, labels
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     parent = spec.attach_to
     app = create_app(settings, model, log, background=(lambda: _watch_parent(parent)) if parent else None)
     if settings.monitor:
-        rebuilt = _rebuild(app.state.server.monitor, folder)
-        if rebuilt:
-            print(f"rebuilt monitoring windows from {rebuilt} logged requests", flush=True)
+        requests, labels = _rebuild(app.state.server.monitor, folder)
+        if requests or labels:
+            print(f"rebuilt monitoring windows from {requests} logged requests and {labels} labels", flush=True)
     try:
         sock = _bind(spec.host, spec.port)
     except OSError as exc:

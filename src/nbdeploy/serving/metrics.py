@@ -56,6 +56,11 @@ class Metrics:
             "Request-log records deleted by rotation since the server started (the oldest file replaced)",
             registry=self.registry,
         )
+        self.feedback_dropped = Gauge(
+            "nbdeploy_feedback_log_dropped_records",
+            "Labels deleted by rotation of feedback.jsonl since the server started (the oldest file replaced)",
+            registry=self.registry,
+        )
 
 
 class MonitorCollector(Collector):

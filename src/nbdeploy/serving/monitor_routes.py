@@ -12,13 +12,11 @@ import asyncio
 import json
 import time
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from nbdeploy._files import append_private
 from nbdeploy.monitoring.alerts import AlertBook, RuleError
 from nbdeploy.monitoring.windows import RequestWindows
 from nbdeploy.serving.protocol import ProtocolError, parse_body, read_body
@@ -123,12 +121,11 @@ class MonitorRoutes:
 
 
 class LocalMonitor:
-    """The windows and alert book of this process; labels are appended to ``feedback.jsonl``
-    in the deployment folder, so that a restarted server replays them."""
+    """The windows and alert book of this process; labels are appended to the deployment's
+    feedback log (``Server.feedback_log``), so that a restarted server replays them."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.folder = Path(server.settings.folder) if server.settings.folder else None
 
     @property
     def windows(self) -> Sequence[str]:
@@ -148,14 +145,14 @@ class LocalMonitor:
         return await asyncio.to_thread(self._feedback, ids, targets)  # many labels: not on the loop
 
     def _feedback(self, ids: list[Any], targets: list[Any]) -> dict[str, Any]:
-        unknown, lines = [], []
+        unknown, records, now = [], [], time.time()
         for rid, target in zip(ids, targets, strict=True):
             labels = target if isinstance(target, list) else [target]
             if not self.server.monitor.feedback(str(rid), labels):
                 unknown.append(rid)
-            lines.append(json.dumps({"id": str(rid), "labels": labels}) + "\n")
-        if self.folder is not None and lines:  # one write: a torn file loses at most its last line
-            append_private(self.folder / "feedback.jsonl", "".join(lines))
+            records.append({"ts": now, "id": str(rid), "labels": labels})
+        if self.server.feedback_log is not None and records:  # one write: a crash tears the last line only
+            self.server.feedback_log.append_many(records)
         return {"accepted": len(ids) - len(unknown), "unknown": unknown}
 
     async def set_alerts(self, rules: Any) -> dict[str, Any]:

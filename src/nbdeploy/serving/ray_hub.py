@@ -23,9 +23,10 @@ from typing import Any
 
 from ray import serve
 
-from nbdeploy._files import append_private, write_atomic
+from nbdeploy._files import write_atomic
 from nbdeploy.monitoring.alerts import AlertBook, RuleError
 from nbdeploy.monitoring.windows import RequestWindows
+from nbdeploy.serving.requestlog import feedback_log
 from nbdeploy.spec import DeploymentSpec
 
 __all__ = ["HUB_LAG_S", "Hub", "node_folder"]
@@ -70,6 +71,7 @@ class Hub:
         self.lock = threading.RLock()
         self.alerts = AlertBook(self.folder / "alerts.jsonl")
         self.alerts.set_rules(self.spec.alerts)
+        self.feedback_log = feedback_log(self.folder)
         self.alert_window = self.spec.alert_window
         saved = self._load_state()
         if saved is not None:  # Ray restarted this hub: carry on with the model and rules of before
@@ -116,7 +118,7 @@ class Hub:
                 self.rebuilt_ids.update(item[3] for item in items)
                 count += len(items)
         if count:
-            for rid, labels in logged_feedback(self.folder / "feedback.jsonl"):
+            for rid, labels in logged_feedback(self.folder / "feedback.jsonl", since=self.rebuilt_at - self.horizon):
                 self._label(rid, labels)
         return count
 
@@ -234,14 +236,14 @@ class Hub:
         return known or replica is not None
 
     def feedback(self, ids: list[str], targets: list[Any]) -> dict[str, Any]:
-        unknown, lines = [], []
+        unknown, records, now = [], [], time.time()
         with self.lock:
             for rid, target in zip(ids, targets, strict=True):
                 labels = target if isinstance(target, list) else [target]
                 if not self._label(rid, labels):
                     unknown.append(rid)
-                lines.append(json.dumps({"id": rid, "labels": labels}) + "\n")
-        append_private(self.folder / "feedback.jsonl", "".join(lines))
+                records.append({"ts": now, "id": rid, "labels": labels})
+        self.feedback_log.append_many(records)
         return {"accepted": len(ids) - len(unknown), "unknown": unknown}
 
     def set_alerts(self, rules: list[dict[str, Any]]) -> dict[str, Any]:

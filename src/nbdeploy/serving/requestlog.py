@@ -1,4 +1,5 @@
-"""The request log: one JSON line per answered request, appended with a single ``write``.
+"""The request log (one JSON line per answered request, appended with a single ``write``),
+and the feedback log (one line per label), written the same way.
 
 The file is opened with ``O_APPEND`` and each record is one ``os.write`` of one line, made
 before the response is sent: a server killed with ``kill -9`` loses nothing it answered.
@@ -20,7 +21,12 @@ from typing import Any
 from nbdeploy.monitoring.replay import read_records
 from nbdeploy.spec import DEFAULTS
 
-__all__ = ["RequestLog", "read_records"]
+__all__ = ["FEEDBACK_BACKUPS", "FEEDBACK_FILE_BYTES", "RequestLog", "feedback_log", "read_records"]
+
+# Labels are small and only those of the last window are replayed at a start: smaller files,
+# so that a start reads little more than that window, and more of them, to keep history.
+FEEDBACK_FILE_BYTES = 8 << 20
+FEEDBACK_BACKUPS = 20
 
 
 class RequestLog:
@@ -52,12 +58,16 @@ class RequestLog:
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record as one line with one system call."""
-        line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+        self.append_many([record])
+
+    def append_many(self, records: list[dict[str, Any]]) -> None:
+        """Write records as lines with one system call (a crash tears at most the last one)."""
+        data = "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in records).encode()
         with self._lock:
-            if self._size + len(line) > self.max_bytes and self._size:
+            if self._size + len(data) > self.max_bytes and self._size:
                 self._rotate()
-            self._write(line)
-            self._size += len(line)
+            self._write(data)
+            self._size += len(data)
 
     def _rotate(self) -> None:
         os.close(self._fd)
@@ -76,3 +86,9 @@ class RequestLog:
     def close(self) -> None:
         with self._lock:
             os.close(self._fd)
+
+
+def feedback_log(folder: str | Path) -> RequestLog:
+    """The deployment's ``feedback.jsonl`` (``{"ts", "id", "labels"}`` lines), rotating every
+    :data:`FEEDBACK_FILE_BYTES` and keeping :data:`FEEDBACK_BACKUPS` older files."""
+    return RequestLog(Path(folder) / "feedback.jsonl", max_bytes=FEEDBACK_FILE_BYTES, backups=FEEDBACK_BACKUPS)

@@ -23,7 +23,7 @@ from nbdeploy.serving.batching import Batcher
 from nbdeploy.serving.loader import LoadedModel
 from nbdeploy.serving.metrics import Metrics, MonitorCollector
 from nbdeploy.serving.protocol import Schema
-from nbdeploy.serving.requestlog import RequestLog
+from nbdeploy.serving.requestlog import RequestLog, feedback_log
 
 if TYPE_CHECKING:
     from nbdeploy.spec import ServerSettings
@@ -67,6 +67,10 @@ class Server:
         self.mlflow_version = _dist_version("mlflow")
         self.swap(model, settings.ref, settings.version)
         folder = Path(settings.folder) if settings.folder else None
+        self.feedback_log = feedback_log(folder) if folder else None
+        if self.feedback_log is not None:
+            log_of_labels = self.feedback_log
+            self.metrics.feedback_dropped.set_function(lambda: log_of_labels.dropped)
         self.monitor = RequestWindows(self.schema.names, settings.profile, settings.task, settings.windows)
         self.alerts = AlertBook(folder / "alerts.jsonl" if folder else None)
         self.alerts.set_rules(settings.alerts)
