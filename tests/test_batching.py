@@ -77,3 +77,36 @@ def test_max_batch_splits_and_a_failure_is_retried_alone() -> None:
 
 def pytest_round(values: list[float]) -> list[float]:
     return [round(float(v), 9) for v in values]
+
+
+def test_a_request_larger_than_max_batch_takes_turns_with_the_others() -> None:
+    calls: list[tuple[int, float]] = []
+
+    def predict(frame: pd.DataFrame) -> np.ndarray:
+        calls.append((len(frame), float(frame["a"].iloc[0])))
+        return frame["a"].to_numpy() * 10
+
+    async def scenario() -> tuple[list[Any], list[str]]:
+        batcher = Batcher(lambda: (predict, SCHEMA.names), max_batch=100)
+        batcher.start()
+        order: list[str] = []
+
+        async def submit(what: str, rows: list[list[float]], content_type: str = "application/json") -> list[Any]:
+            csv = ("a,b\n" + "\n".join(f"{a},{b}" for a, b in rows)).encode()
+            data = body(rows) if content_type == "application/json" else csv
+            result = await batcher.submit(parse(data, content_type, SCHEMA))
+            order.append(what)
+            return result
+
+        big = submit("big", [[float(i), 0.0] for i in range(250)])
+        big_csv = submit("big csv", [[float(-i), 1.0] for i in range(150)], "text/csv")  # a frame: sliced too
+        small = [submit(f"small {i}", [[1000.0 + i, 0.0]]) for i in range(3)]
+        results = await asyncio.gather(big, big_csv, *small)
+        await batcher.stop()
+        return list(results), order
+
+    results, order = asyncio.run(scenario())
+    assert results[0] == [i * 10.0 for i in range(250)]  # whole and in order
+    assert results[1] == [-i * 10.0 for i in range(150)]
+    assert max(n for n, _ in calls) <= 100  # no predict call over max_batch rows
+    assert order.index("small 2") < order.index("big")  # answered between the big one's chunks

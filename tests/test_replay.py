@@ -63,6 +63,7 @@ def test_only_the_labels_of_the_longest_window_are_replayed(tmp_path: Path) -> N
         json.dumps({"ts": now - 4000, "id": "stale", "labels": [1]}),  # before the window, in a recent file
         json.dumps({"ts": now - 60, "id": "a", "labels": [1]}),
     ])  # fmt: skip
-    _write(log, [json.dumps({"id": "before-ts-was-logged", "labels": [0]}), json.dumps({"ts": now, "id": "b", "labels": [2]})])
+    undated = json.dumps({"id": "before-ts-was-logged", "labels": [0]})  # a log written before "ts"
+    _write(log, [undated, json.dumps({"ts": now, "id": "b", "labels": [2]})])
     assert list(logged_feedback(log, since=now - 3600)) == [("a", [1]), ("before-ts-was-logged", [0]), ("b", [2])]
     assert len(list(logged_feedback(log))) == 1004  # without a bound: everything, oldest first

@@ -254,3 +254,46 @@ def test_a_restart_replays_the_labels_of_the_last_window_not_the_history(
     replayed = int(again.logs(5).split("logged requests and ")[1].split()[0])
     assert replayed < len(history) // 2  # the newest file only, not every label ever sent
     assert again.snapshot("1m")["windows"]["1m"]["labelled"] == 5
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The live child processes of ``pid`` and their command lines."""
+    import subprocess
+
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    found = {}
+    for child in map(int, out):
+        try:
+            found[child] = open(f"/proc/{child}/cmdline").read().replace("\0", " ")
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
+def test_the_parsing_process_is_replaced_when_killed_and_dies_with_its_server(dep: Any, cancer: Any) -> None:
+    import signal
+
+    import httpx
+
+    parsers = lambda: [p for p, cmd in _children(dep.pid).items() if "spawn_main" in cmd]  # noqa: E731
+    [worker] = eventually(parsers, lambda found: len(found) == 1)
+    assert os.getpgid(worker) == os.getpgid(dep.pid)  # stopping the deployment's group stops it
+    os.kill(worker, signal.SIGKILL)
+    X = pd.concat([cancer["X_test"]] * 20)  # > 256 KiB of JSON: parsed in that process
+    body = json.dumps({"dataframe_split": json.loads(X.to_json(orient="split", index=False))}).encode()
+    assert len(body) > 256 << 10
+    answer = httpx.post(dep.url + "/invocations", content=body, headers={"Content-Type": "application/json"},
+                        timeout=60)  # fmt: skip
+    assert answer.status_code == 200 and len(answer.json()["predictions"]) == len(X)
+    [replacement] = eventually(parsers, lambda found: len(found) == 1)
+    assert replacement != worker
+    helpers = list(_children(dep.pid))
+    os.kill(dep.pid, signal.SIGKILL)  # the server alone, not its group
+    assert eventually(lambda: [p for p in helpers if _alive(p)], lambda alive: not alive, timeout=15) == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+    except OSError:
+        return False

@@ -273,3 +273,6 @@ class ServerSettings:
     # Behind Ray's proxy, which gives every request an x-request-id and echoes it in the
     # response itself: take that id as it is and do not add a second header.
     proxy_request_id: bool = False
+    # large bodies parsed in a process of the server's own (serving/bodies.py); a Ray
+    # replica parses in a thread
+    parse_process: bool = True

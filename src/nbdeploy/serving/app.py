@@ -66,6 +66,8 @@ def _lifespan(server: Server, background: Callable[[], Any] | None) -> Callable[
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         server.batcher.start()
+        if settings.parse_process:
+            server.parse_pool.start()
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(background())] if background else []
         if settings.monitor:
@@ -83,5 +85,6 @@ def _lifespan(server: Server, background: Callable[[], Any] | None) -> Callable[
             if tasks:  # let them finish what they do on cancellation (a last forward to the Ray hub)
                 await asyncio.wait(tasks, timeout=5)
             await server.batcher.stop()
+            server.parse_pool.stop()
 
     return lifespan

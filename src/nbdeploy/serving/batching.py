@@ -5,7 +5,8 @@ A request that arrives at an idle server is predicted at once. Requests that arr
 columns and params, up to ``max_batch`` rows). ``max_wait_ms`` adds a short wait to gather
 more, but only while traffic is concurrent (the previous batch held several requests), so
 sequential latency never grows. If a batched ``predict`` fails, its requests are retried
-one by one so that only the bad one gets the error.
+one by one so that only the bad one gets the error. A request of more than ``max_batch``
+rows is predicted ``max_batch`` rows at a time, taking turns with the other requests.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 import collections
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,19 @@ class PredictError(Exception):
 class _Item:
     parsed: Parsed
     future: asyncio.Future[list[Any]]
+    done: list[Any] = field(default_factory=list)  # predictions of the chunks already predicted
+
+    def next_chunk(self, rows: int) -> Parsed:
+        """The next ``rows`` rows not predicted yet, as a request of their own."""
+        a, b = len(self.done), min(len(self.done) + rows, self.parsed.rows)
+        p = self.parsed
+        return Parsed(
+            b - a,
+            p.columns,
+            values=p.values[a:b] if p.values is not None else None,
+            frame=p.frame.iloc[a:b] if p.frame is not None else None,
+            params=p.params,
+        )
 
 
 class Batcher:
@@ -92,6 +106,9 @@ class Batcher:
                 await self._wake.wait()
                 continue
             first = self._queue.popleft()
+            if first.parsed.rows > self.max_batch:
+                await self._chunk(first)
+                continue
             batch = [first]
             rows = self._take(batch, first.parsed.rows)
             if self.max_wait and self._last_requests > 1 and rows < self.max_batch:
@@ -108,6 +125,26 @@ class Batcher:
                     item.future.set_result(result)
             if self._on_batch:
                 self._on_batch(len(batch), rows)
+
+    async def _chunk(self, item: _Item) -> None:
+        """Predict ``max_batch`` rows of a request larger than that, then queue the rest
+        behind the requests waiting meanwhile: a huge request never holds up the others for
+        longer than one ``predict`` of ``max_batch`` rows."""
+        chunk = item.next_chunk(self.max_batch)
+        loop = asyncio.get_running_loop()
+        [result] = await loop.run_in_executor(self._executor, self._predict, [chunk])
+        if self._on_batch:
+            self._on_batch(1, chunk.rows)
+        if item.future.done():  # the client went away
+            return
+        if isinstance(result, BaseException):
+            item.future.set_exception(result)
+            return
+        item.done.extend(result)
+        if len(item.done) < item.parsed.rows:
+            self._queue.append(item)
+        else:
+            item.future.set_result(item.done)
 
     def _predict(self, items: list[Parsed]) -> list[Any]:
         predict, names = self._model()

@@ -19,7 +19,8 @@ from starlette.responses import Response
 
 from nbdeploy.monitoring.alerts import AlertBook, RuleError
 from nbdeploy.monitoring.windows import RequestWindows
-from nbdeploy.serving.protocol import ProtocolError, parse_body, read_body
+from nbdeploy.serving.bodies import parse_body, read_body
+from nbdeploy.serving.protocol import ProtocolError
 from nbdeploy.serving.responses import json_response
 from nbdeploy.serving.server import Server
 

@@ -12,19 +12,14 @@ signature order (the fast path, when every input column is numeric) or a DataFra
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import io
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from starlette.requests import Request
-
-T = TypeVar("T")
 
 __all__ = ["Parsed", "ProtocolError", "Schema", "parse"]
 
@@ -46,6 +41,9 @@ class ProtocolError(Exception):
 
     def body(self) -> dict[str, str]:
         return {"error_code": self.error_code, "message": self.message}
+
+    def __reduce__(self) -> tuple[Any, ...]:  # raised in the parsing process, answered in the server's
+        return (type(self), (self.status, self.message, self.error_code))
 
 
 @dataclass(frozen=True)
@@ -267,33 +265,3 @@ def parse(body: bytes, content_type: str | None, schema: Schema) -> Parsed:
     except (ValueError, TypeError, OverflowError) as exc:
         raise _bad(f"The rows do not match the {len(columns)} columns: {exc}.") from None
     return Parsed(len(rows), tuple(columns), frame=enforce_frame(frame, schema), params=doc["params"])
-
-
-# Bodies up to this size are parsed on the event loop (a thread hop would cost more than the
-# parse); larger ones in a worker thread, so one client's megabytes never stall the others.
-PARSE_ON_LOOP_BYTES = 64 << 10
-
-
-async def parse_body(body: bytes, parser: Callable[..., T], *args: Any) -> T:
-    """``parser(body, *args)``: on the event loop for a small body, in a worker thread for a large one."""
-    if len(body) < PARSE_ON_LOOP_BYTES:
-        return parser(body, *args)
-    return await asyncio.to_thread(parser, body, *args)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with a 413 as soon as it passes ``limit`` bytes (before it is read whole)."""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise _too_large(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> ProtocolError:
-    return ProtocolError(413, f"The body is larger than the limit of {limit} bytes.", "REQUEST_TOO_LARGE")

@@ -112,7 +112,13 @@ class Replica:
         spec, entry = DeploymentSpec.from_dict(args["spec"]), ModelEntry.from_dict(args["entry"])
         # the hub monitors; a replica's model changes by a rolling update; Ray's proxy gives request ids
         self.settings = spec.server_settings(
-            token=args.get("token"), folder=None, entry=entry, monitor=False, reload=False, proxy_request_id=True
+            token=args.get("token"),
+            folder=None,
+            entry=entry,
+            monitor=False,
+            reload=False,
+            proxy_request_id=True,
+            parse_process=False,  # a Ray worker spawns no processes of its own
         )
         self.log = RequestLog(self.folder / f"requests-{self.replica}.jsonl", max_bytes=spec.log_max_bytes)
         node = str(ray.get_runtime_context().get_node_id())

@@ -22,9 +22,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from nbdeploy.serving.auth import Access, Guard, GuardedRoute
+from nbdeploy.serving.bodies import parse_body, read_body
 from nbdeploy.serving.loader import load
 from nbdeploy.serving.monitor_routes import MonitorBackend, MonitorRoutes
-from nbdeploy.serving.protocol import ProtocolError, parse, parse_body, read_body
+from nbdeploy.serving.protocol import ProtocolError, parse
 from nbdeploy.serving.responses import error_answer, json_response
 from nbdeploy.serving.server import Call, Server
 
@@ -85,7 +86,9 @@ class CoreRoutes:
     async def _predict(self, request: Request, call: Call) -> None:
         settings, record = self.settings, call.record
         body = await read_body(request, settings.max_body_bytes)
-        parsed = await parse_body(body, parse, request.headers.get("content-type"), self.server.schema)
+        parsed = await parse_body(
+            body, parse, request.headers.get("content-type"), self.server.schema, process=self.server.parse_pool.run
+        )
         record["rows"] = parsed.rows
         if parsed.values is not None:
             call.values = parsed.values

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from nbdeploy.monitoring.alerts import AlertBook
 from nbdeploy.monitoring.windows import RequestWindows
 from nbdeploy.serving.batching import Batcher
+from nbdeploy.serving.bodies import ParsePool
 from nbdeploy.serving.loader import LoadedModel
 from nbdeploy.serving.metrics import Metrics, MonitorCollector
 from nbdeploy.serving.protocol import Schema
@@ -77,6 +78,7 @@ class Server:
         self.observers: list[Observer] = [*([self.monitor] if settings.monitor else []), *observers]
         if settings.monitor:
             self.metrics.registry.register(MonitorCollector(self.monitor, self.alerts, settings.alert_window))
+        self.parse_pool = ParsePool()  # started with the app (its lifespan), if ever
         self.batcher = Batcher(
             self._serving,
             max_batch=settings.max_batch,

@@ -1,0 +1,127 @@
+"""Reading a request's body within its limit, and parsing it without stalling other clients.
+
+:func:`read_body` refuses a body past the limit (413) before it is read whole.
+:func:`parse_body` parses a small body on the event loop (a thread hop would cost more than
+the parse), a larger one in a worker thread, and a large one in a separate process.
+
+A worker thread is not enough: ``json.loads`` and pandas' CSV reader hold the GIL for the
+whole parse, so a 13 MiB JSON object of a million keys, parsed in a thread, kept ``/ping``
+from answering for 0.7 s. A process of its own parses instead, and sends back what the
+batcher needs (the input as a numpy array or a DataFrame, or the 4xx to answer), which
+crosses the pipe as a few buffers.
+
+>>> pool = ParsePool()                                                # doctest: +SKIP
+>>> pool.start()                                                      # in the app's lifespan
+>>> parsed = await pool.run(parse, body, content_type, schema)        # ProtocolError as raised
+>>> pool.stop()
+
+The worker is spawned (never forked from a server that runs threads), in the server's
+process group, so stopping the deployment stops it too, and it dies with the server even
+when only the server is killed. A worker that died (the kernel's OOM killer, say) is
+replaced and the body parsed again by the new one; a body that kills that one too is
+answered 400 (it could not be parsed), never 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+
+from nbdeploy.serving.protocol import ProtocolError
+
+__all__ = ["PARSE_OFF_PROCESS_BYTES", "PARSE_ON_LOOP_BYTES", "ParsePool", "parse_body", "read_body"]
+
+T = TypeVar("T")
+
+
+def _die_with(parent: int) -> None:
+    """The worker's initializer: the kernel kills it when the server dies, however the server
+    dies (``kill -9`` included), so that no parser outlives its server."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the server died before the line above
+        os._exit(0)
+
+
+def _ready() -> bool:
+    """Run once at start, so the worker is up (and has imported the parser) before any body."""
+    import nbdeploy.serving.protocol  # noqa: F401
+
+    return True
+
+
+class ParsePool:
+    """One worker process that parses bodies; :meth:`run` awaits its answer off the event loop."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        self._pool = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_die_with,
+            initargs=(os.getpid(),),
+        )
+        self._pool.submit(_ready)  # spawn now, not on the first large body
+
+    async def run(self, parser: Callable[..., T], *args: Any) -> T:
+        if self._pool is None:  # not started (an app driven without its lifespan): a thread
+            return await asyncio.to_thread(parser, *args)
+        for _attempt in range(2):
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self._pool, parser, *args)
+            except BrokenProcessPool:  # the worker died: maybe before this body, maybe of it
+                self.stop()
+                self.start()
+        raise ProtocolError(400, "The body could not be parsed: its parser ran out of resources.")
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+PARSE_ON_LOOP_BYTES = 64 << 10
+PARSE_OFF_PROCESS_BYTES = 256 << 10  # past this, a parse holding the GIL would stall others (~50 ms/MiB)
+
+
+async def parse_body(
+    body: bytes, parser: Callable[..., T], *args: Any, process: Callable[..., Awaitable[Any]] | None = None
+) -> T:
+    """``parser(body, *args)``: on the event loop for a small body, in a worker thread for a
+    larger one, and through ``process`` (:meth:`ParsePool.run`) for a large one."""
+    if len(body) < PARSE_ON_LOOP_BYTES:
+        return parser(body, *args)
+    if process is not None and len(body) >= PARSE_OFF_PROCESS_BYTES:
+        return await process(parser, body, *args)
+    return await asyncio.to_thread(parser, body, *args)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with a 413 as soon as it passes ``limit`` bytes (before it is read whole)."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ProtocolError:
+    return ProtocolError(413, f"The body is larger than the limit of {limit} bytes.", "REQUEST_TOO_LARGE")
