@@ -1,4 +1,5 @@
-"""Writing state files so that a reader never sees half of one: the one atomic-write helper.
+"""Writing state files: atomically (a reader never sees half of one), and never through a
+symbolic link (a link in a state folder is replaced by a file, never followed).
 
 >>> write_atomic(Path("/tmp/demo.json"), "{}")          # doctest: +SKIP
 >>> write_atomic(Path("/tmp/token"), "s3cret", private=True)   # doctest: +SKIP
@@ -6,11 +7,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
+from typing import IO, Any
 
-__all__ = ["append_private", "write_atomic"]
+__all__ = ["append_private", "open_log", "open_owned", "write_atomic"]
 
 
 def write_atomic(path: Path, text: str, *, private: bool = False) -> None:
@@ -32,10 +35,29 @@ def write_atomic(path: Path, text: str, *, private: bool = False) -> None:
         raise
 
 
+def open_owned(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_APPEND, mode: int = 0o600) -> int:
+    """``os.open(path, flags)`` that never follows a symbolic link at ``path``: a link is
+    removed and a file created in its place. A state folder is nbdeploy's; whatever a link in
+    it points to is not, and writing (or truncating, or chmod-ing) it would be an attack's
+    success, so the link goes."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+    path.unlink()
+    return os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+
+
+def open_log(path: Path, text: bool = False) -> IO[Any]:
+    """A log file of a state folder opened to append (see :func:`open_owned`)."""
+    return os.fdopen(open_owned(path), "a" if text else "ab")
+
+
 def append_private(path: Path, text: str) -> None:
     """Append ``text`` with one ``write`` to an owner-only file (lines of concurrent writers
     never interleave: ``O_APPEND`` writes of a few KB land whole)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = open_owned(path)
     try:
         os.write(fd, text.encode())
     finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,14 @@ from nbdeploy.spec import DeploymentSpec, ModelEntry
 
 __all__ = ["Deployment"]
 
+_TOKEN = re.compile(r"[!-~]{1,1024}")  # what an HTTP header can carry: visible ASCII
+
 
 def _read(path: Path) -> str | None:
+    """A small state file's text (undecodable bytes replaced: damage is judged by the
+    caller), or ``None`` when it is missing, empty or unreadable."""
     try:
-        return path.read_text().strip() or None
+        return path.read_bytes().decode("utf-8", errors="replace").strip() or None
     except OSError:
         return None
 
@@ -144,7 +149,13 @@ class Deployment(Watching):
                 f"Deployment {self.name!r} runs (pid {pid}) but its port file {self.path / 'port'} is "
                 "damaged: stop it and serve it again."
             )
-        return http.request(self.name, method, self._url(spec), route, self.token, timeout=timeout, **kw)
+        token = self.token
+        if token is not None and not _TOKEN.fullmatch(token):
+            raise DeploymentError(
+                f"Deployment {self.name!r} runs but its token file {self.path / 'token'} is damaged: "
+                "stop it and serve it again (a new token is written)."
+            )
+        return http.request(self.name, method, self._url(spec), route, token, timeout=timeout, **kw)
 
     def status(self) -> Status:
         """State, address, version served and uptime (asked of the server when it runs)."""

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 
 from nbdeploy import config
-from nbdeploy._files import write_atomic
+from nbdeploy._files import open_log, write_atomic
 from nbdeploy.deployments import http, processes, ray_client
 from nbdeploy.deployments.handle import Deployment
 from nbdeploy.deployments.models import fetch
@@ -180,7 +180,7 @@ def _wait_healthy(dep: Deployment, timeout: float, proc: subprocess.Popen[bytes]
 
 
 def _start(dep: Deployment, timeout: float, attach: bool) -> Deployment:
-    with (dep.path / "server.log").open("ab") as log:
+    with open_log(dep.path / "server.log") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", MARKER, str(dep.path)],
             stdin=subprocess.DEVNULL,

@@ -11,6 +11,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from nbdeploy._files import open_owned
+
 __all__ = ["alive", "attached", "children", "find_server", "locked", "stop_attached", "stop_group"]
 
 # Servers started by this process, kept so that their exit status is reaped (no zombies).
@@ -97,7 +99,7 @@ def locked(folder: Path) -> Iterator[None]:
     what lives in ``folder`` (a deployment, nbdeploy's local Ray cluster)."""
     folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # NBDEPLOY_HOME: owner-only too
     folder.mkdir(exist_ok=True, mode=0o700)
-    with (folder / ".lock").open("w") as fh:
+    with os.fdopen(open_owned(folder / ".lock", os.O_WRONLY | os.O_CREAT), "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

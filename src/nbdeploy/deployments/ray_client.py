@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy import config
-from nbdeploy._files import write_atomic
+from nbdeploy._files import open_log, write_atomic
 from nbdeploy.deployments import processes
 from nbdeploy.errors import DeploymentError
 from nbdeploy.spec import DeploymentSpec, ModelEntry
@@ -100,7 +100,7 @@ def _spawn_head(folder: Path) -> dict[str, Any]:
         "--include-dashboard=false", "--disable-usage-stats", f"--num-cpus={os.cpu_count() or 1}",
         f"--temp-dir={temp}",
     ]  # fmt: skip
-    with (folder / "ray.log").open("ab") as log:
+    with open_log(folder / "ray.log") as log:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
@@ -188,7 +188,7 @@ def ctl(folder: Path, command: str, entry: ModelEntry | None = None, timeout: fl
     The controller answers one JSON line on stdout, ``{"ok": true, ...}`` or ``{"ok": false,
     "error": SENTENCE}``; anything else (it crashed) is reported with the log's place.
     """
-    with (folder / "server.log").open("ab") as log:
+    with open_log(folder / "server.log") as log:
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", CTL, command, str(folder)],
@@ -215,7 +215,7 @@ def ctl(folder: Path, command: str, entry: ModelEntry | None = None, timeout: fl
         ) from None
     if not ok:
         error = str(out.get("error") or f"Ray {command} of {folder.name!r} failed.")
-        with (folder / "server.log").open("a") as log_text:  # so that %deploy logs shows why
+        with open_log(folder / "server.log", text=True) as log_text:  # so that %deploy logs shows why
             log_text.write(f"ray {command} failed: {error}\n")
         raise DeploymentError(error)
     return out

@@ -152,11 +152,13 @@ class AlertBook:
         self._sender: threading.Thread | None = None
         self.delivered: list[dict[str, Any]] = []
         if self.path is not None and self.path.exists():
-            for line in self.path.read_text().splitlines():
+            for line in self.path.read_bytes().splitlines():
                 try:
-                    self.events.append(json.loads(line))
-                except ValueError:
+                    event = json.loads(line)
+                except ValueError:  # a torn or damaged line (undecodable bytes included)
                     continue
+                if isinstance(event, dict):
+                    self.events.append(event)
 
     def set_rules(self, specs: Sequence[Mapping[str, Any]]) -> None:
         """Replace the rules (``[{"rule": "p95_ms>50", "k": 3, "webhook": None}, ...]``)."""

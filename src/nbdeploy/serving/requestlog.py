@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from nbdeploy._files import open_owned
 from nbdeploy.monitoring.replay import read_records
 from nbdeploy.spec import DEFAULTS
 
@@ -54,7 +55,7 @@ class RequestLog:
             view = view[os.write(self._fd, view) :]
 
     def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return open_owned(self.path)  # a link in its place is replaced, never followed
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record as one line with one system call."""
