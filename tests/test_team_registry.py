@@ -135,3 +135,41 @@ def test_two_kernels_register_validate_and_promote_concurrently(team_server: str
     assert all(v.tags.get("nbdeploy.validation") == "passed" for v in versions)
     champion = int(client.get_model_version_by_alias("team-model", "champion").version)
     assert champion in (got[0][-1], got[1][-1])  # the last promotion of one of the two kernels
+
+
+PROMOTER = """
+import json, sys, time
+import nbdeploy
+start, errors = float(sys.argv[1]), []
+time.sleep(max(0.0, start - time.time()))  # both processes begin at one instant
+for i in range(40):
+    try:
+        nbdeploy.promote("team-alias/1", alias=f"a{i}", force=True)
+    except Exception as exc:
+        errors.append(f"{type(exc).__name__}: {exc}")
+print("ERRORS " + json.dumps(errors))
+"""
+
+
+def test_two_processes_creating_the_same_aliases_at_once_never_collide(team_server: str) -> None:
+    """Creating an alias is a read then an insert: two at once collide on its primary key
+    (``UniqueViolation``); the write is retried, so neither sees the collision."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(team_server)
+    client.create_registered_model("team-alias")
+    client.create_model_version("team-alias", source="file:///nonexistent/model")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": team_server}
+    start = str(time.time() + 8)  # after both interpreters have imported nbdeploy and MLflow
+    procs = [
+        subprocess.Popen([sys.executable, "-c", PROMOTER, start], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        errors = json.loads(next(line for line in out.splitlines() if line.startswith("ERRORS "))[7:])
+        assert errors == [], errors[:3]
+    aliases = client.get_registered_model("team-alias").aliases
+    assert set(aliases) == {f"a{i}" for i in range(40)}

@@ -73,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     token = token_file.read_text().strip() if token_file.exists() else None
 
     import prometheus_client
-    import uvicorn
 
     prometheus_client.disable_created_metrics()  # *_created series only add noise to /metrics
 
@@ -106,14 +105,24 @@ def main(argv: list[str] | None = None) -> int:
         f"ready in {time.perf_counter() - started:.2f} s",
         flush=True,
     )
+    _run_uvicorn(app, sock)
+    log.close()
+    print("nbdeploy server stopped", flush=True)
+    return 0
+
+
+def _run_uvicorn(app: Any, sock: socket.socket) -> None:
+    """Serve ``app`` on ``sock`` until a signal stops it."""
+    import uvicorn
+
+    from nbdeploy.serving.http_limits import LimitedHttpToolsProtocol
+
     try:
         import uvloop  # noqa: F401
 
         loop = "uvloop"
     except ImportError:
         loop = "asyncio"
-    from nbdeploy.serving.http_limits import LimitedHttpToolsProtocol
-
     config = uvicorn.Config(
         app,
         loop=loop,
@@ -124,9 +133,6 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=5,
     )
     uvicorn.Server(config).run(sockets=[sock])
-    log.close()
-    print("nbdeploy server stopped", flush=True)
-    return 0
 
 
 if __name__ == "__main__":
