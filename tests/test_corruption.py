@@ -80,8 +80,11 @@ def test_every_command_on_a_damaged_folder_is_one_sentence_and_stop_all_stops_ev
     pids = [dep.pid for dep in deps]
     for dep in deps:
         name = dep.name
-        for argv in (["list"], ["status", name], ["logs", name], ["monitor", name, "--once"],
-                     ["predict", name, "--data", str(rows)], ["alerts", name], ["serve", ref, "--name", name]):  # fmt: skip
+        commands = [
+            ["list"], ["status", name], ["logs", name], ["monitor", name, "--once"],
+            ["predict", name, "--data", str(rows)], ["alerts", name], ["serve", ref, "--name", name],
+        ]  # fmt: skip
+        for argv in commands:
             _run(capsys, *argv)
     _run(capsys, "stop", "--all")
     for dep, pid in zip(deps, pids, strict=True):

@@ -137,39 +137,47 @@ def test_two_kernels_register_validate_and_promote_concurrently(team_server: str
     assert champion in (got[0][-1], got[1][-1])  # the last promotion of one of the two kernels
 
 
+REGISTER = """
+import nbdeploy
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+X, y = load_iris(return_X_y=True, as_frame=True)
+nbdeploy.register(LogisticRegression(max_iter=300).fit(X, y), "team-alias", X, y)
+"""
+
 PROMOTER = """
 import json, sys, time
-import nbdeploy
-start, errors = float(sys.argv[1]), []
-time.sleep(max(0.0, start - time.time()))  # both processes begin at one instant
-for i in range(40):
+from mlflow import MlflowClient
+from nbdeploy.registry._store import mlflow_errors, set_alias
+start, errors, client = float(sys.argv[1]), [], MlflowClient()
+for i in range(ALIASES):
+    time.sleep(max(0.0, start + i * 0.1 - time.time()))  # every process writes alias i at one instant
     try:
-        nbdeploy.promote("team-alias/1", alias=f"a{i}", force=True)
+        with mlflow_errors("promoting"):  # what promote() wraps its writes in
+            set_alias(client, "team-alias", f"a{i}", "1")
     except Exception as exc:
         errors.append(f"{type(exc).__name__}: {exc}")
 print("ERRORS " + json.dumps(errors))
-"""
+""".replace("ALIASES", "60")
 
 
-def test_two_processes_creating_the_same_aliases_at_once_never_collide(team_server: str) -> None:
+def test_processes_creating_the_same_aliases_at_once_never_collide(team_server: str) -> None:
     """Creating an alias is a read then an insert: two at once collide on its primary key
     (``UniqueViolation``); the write is retried, so neither sees the collision."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(team_server)
-    client.create_registered_model("team-alias")
-    client.create_model_version("team-alias", source="file:///nonexistent/model")
     env = {**os.environ, "MLFLOW_TRACKING_URI": team_server}
-    start = str(time.time() + 8)  # after both interpreters have imported nbdeploy and MLflow
+    subprocess.run([sys.executable, "-c", REGISTER], env=env, check=True, capture_output=True, timeout=300)
+    start = str(time.time() + 8)  # after every interpreter has imported nbdeploy and MLflow
     procs = [
         subprocess.Popen([sys.executable, "-c", PROMOTER, start], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
+        for _ in range(4)
     ]  # fmt: skip
     for proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
         errors = json.loads(next(line for line in out.splitlines() if line.startswith("ERRORS "))[7:])
         assert errors == [], errors[:3]
-    aliases = client.get_registered_model("team-alias").aliases
-    assert set(aliases) == {f"a{i}" for i in range(40)}
+    aliases = MlflowClient(team_server).get_registered_model("team-alias").aliases
+    assert set(aliases) == {f"a{i}" for i in range(60)}
