@@ -276,15 +276,21 @@ def test_the_parsing_process_is_replaced_when_killed_and_dies_with_its_server(de
     import httpx
 
     parsers = lambda: [p for p, cmd in _children(dep.pid).items() if "spawn_main" in cmd]  # noqa: E731
-    [worker] = eventually(parsers, lambda found: len(found) == 1)
-    assert os.getpgid(worker) == os.getpgid(dep.pid)  # stopping the deployment's group stops it
-    os.kill(worker, signal.SIGKILL)
     X = pd.concat([cancer["X_test"]] * 20)  # > 256 KiB of JSON: parsed in that process
     body = json.dumps({"dataframe_split": json.loads(X.to_json(orient="split", index=False))}).encode()
     assert len(body) > 256 << 10
-    answer = httpx.post(dep.url + "/invocations", content=body, headers={"Content-Type": "application/json"},
-                        timeout=60)  # fmt: skip
-    assert answer.status_code == 200 and len(answer.json()["predictions"]) == len(X)
+
+    def predict() -> None:
+        answer = httpx.post(dep.url + "/invocations", content=body, headers={"Content-Type": "application/json"},
+                            timeout=60)  # fmt: skip
+        assert answer.status_code == 200 and len(answer.json()["predictions"]) == len(X)
+
+    assert parsers() == []  # spawned at the first large body, not before
+    predict()
+    [worker] = eventually(parsers, lambda found: len(found) == 1)
+    assert os.getpgid(worker) == os.getpgid(dep.pid)  # stopping the deployment's group stops it
+    os.kill(worker, signal.SIGKILL)
+    predict()  # parsed by a new worker
     [replacement] = eventually(parsers, lambda found: len(found) == 1)
     assert replacement != worker
     helpers = list(_children(dep.pid))

@@ -45,6 +45,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._unseen_bytes = 0  # the reads since the head began (the part still in the parser)
         self._fields = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_started = 0.0
         self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -68,8 +69,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if not self._refused:  # else a refusal of ours, raised from a callback
                 self._refuse(400, "The request is not valid HTTP/1.1.", "BAD_REQUEST")
             return
+        if not self._in_head:
+            return
+        if self._head_timer is None:  # a head in more than one read: from now on, it is timed
+            remaining = HEAD_TIMEOUT_S - (self.loop.time() - self._head_started)
+            self._head_timer = self.loop.call_later(max(0.0, remaining), self._head_timed_out)
         # the read in which a head began also holds what came before it: count the later ones
-        if self._in_head and not self._began_in_read:
+        if not self._began_in_read:
             self._unseen_bytes += len(data)
             if self._unseen_bytes > MAX_HEAD_BYTES:
                 self._refuse_head()
@@ -80,7 +86,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head, self._began_in_read = True, True
         self._head_bytes, self._unseen_bytes, self._fields = 0, 0, 0
-        self._arm()
+        # no timer yet: most heads arrive in one read, and a timer per request costs
+        self._head_started = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
