@@ -28,6 +28,7 @@ from nbdeploy.stats import drift
 
 __all__ = ["DEFAULT_WINDOWS", "RequestWindows", "parse_window"]
 
+
 def _in_time_order(items: list[Any], newest: float) -> list[Any]:
     """Queued entries sorted by time, none older than the ring's ``newest`` entry.
 
@@ -285,4 +286,3 @@ class RequestWindows:
                 total += np.bincount(self._bins[a:b, f], minlength=cuts.size + 2)
             results.append(drift.drift_from_counts(column, total[: cuts.size + 1].tolist()))
         return results
-
