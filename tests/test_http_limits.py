@@ -12,7 +12,9 @@ from typing import Any
 
 import httpx
 
-from nbdeploy.serving.http_limits import HEAD_TIMEOUT_S, MAX_HEAD_BYTES, MAX_HEADERS
+from nbdeploy.serving.http_limits import BODY_IDLE_S, HEAD_TIMEOUT_S, MAX_HEAD_BYTES, MAX_HEADERS
+from nbdeploy.serving.requestlog import read_records
+from tests.helpers import eventually
 
 
 def _connect(dep: Any) -> socket.socket:
@@ -92,7 +94,13 @@ def test_a_head_that_trickles_in_or_never_comes_is_cut_off(dep: Any) -> None:
         with _connect(dep) as sock:
             results["idle"] = sock.recv(1)  # b"": closed by the server
 
-    threads = [threading.Thread(target=trickle), threading.Thread(target=idle)]
+    def stalled_body() -> None:
+        with _connect(dep) as sock:
+            sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n{\"inputs\": ")  # fmt: skip
+            results["stalled body"] = _answer(sock)
+
+    threads = [threading.Thread(target=t) for t in (trickle, idle, stalled_body)]
     for t in threads:
         t.start()
     for t in threads:
@@ -101,6 +109,24 @@ def test_a_head_that_trickles_in_or_never_comes_is_cut_off(dep: Any) -> None:
     assert (status, body["error_code"]) == (408, "REQUEST_TIMEOUT")
     assert took >= HEAD_TIMEOUT_S - 1  # not before its time: the bytes kept coming
     assert results["idle"] == b""
+    status, body = results["stalled body"]
+    assert (status, body["error_code"]) == (408, "REQUEST_TIMEOUT") and str(BODY_IDLE_S)[:2] in body["message"]
+    logged = eventually(lambda: [r for r in read_records(dep.path / "requests.jsonl") if r["status"] == 408])
+    assert len(logged) == 1  # the client's doing: a 4xx, never a 5xx nor an error of the server's
+    assert dep.snapshot("1m")["windows"]["1m"]["error_rate"] == 0.0
+
+
+def test_a_client_that_leaves_mid_body_is_a_4xx_not_a_server_error(dep: Any) -> None:
+    for _ in range(3):
+        with _connect(dep) as sock:
+            sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n{\"inputs\": [")  # fmt: skip
+            time.sleep(0.2)
+    statuses = eventually(lambda: [r["status"] for r in read_records(dep.path / "requests.jsonl")],
+                          lambda found: len(found) == 3)  # fmt: skip
+    assert statuses == [408, 408, 408]
+    window = dep.snapshot("1m")["windows"]["1m"]
+    assert window["status_classes"]["5xx"] == 0 and window["error_rate"] == 0.0  # no false alert
 
 
 def test_keep_alive_and_pipelining_still_work(dep: Any) -> None:

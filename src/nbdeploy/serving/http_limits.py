@@ -1,12 +1,14 @@
-"""Limits on a request's head (request line and headers) that uvicorn's httptools protocol
-does not have: its size, its number of header fields, and the time it takes to arrive.
+"""Limits on a request that uvicorn's httptools protocol does not have: the size of its head
+(request line and headers), its number of header fields, the time the head takes to
+arrive, and the longest pause in its body.
 
 uvicorn bounds the head only with h11 (``h11_max_incomplete_event_size``), and has no
 timeout for a head that trickles in (its keep-alive timer restarts on every byte). Without
-them one client can make the server buffer a 64 MiB header, or hold connections open
-forever a byte at a time. :class:`LimitedHttpToolsProtocol` is uvicorn's own protocol with
-those three checks, answered as the server answers every refusal: a JSON error, and the
-connection closed.
+them one client can make the server buffer a 64 MiB header, hold connections open forever a
+byte at a time, or stop a body half-way and hold its buffer. Only a read that leaves a head
+or a body unfinished starts a timer, so a request that arrives in one read pays for none.
+:class:`LimitedHttpToolsProtocol` is uvicorn's own protocol with those checks, answered as
+the server answers every refusal: a JSON error, and the connection closed.
 
 The size is checked exactly for the header fields the parser has completed, and per read
 for one still arriving (the parser buffers it out of sight): a head is refused at most one
@@ -22,11 +24,12 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["HEAD_TIMEOUT_S", "LINGER_S", "MAX_HEADERS", "MAX_HEAD_BYTES", "LimitedHttpToolsProtocol"]
+__all__ = ["BODY_IDLE_S", "HEAD_TIMEOUT_S", "LINGER_S", "MAX_HEADERS", "MAX_HEAD_BYTES", "LimitedHttpToolsProtocol"]
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100
 HEAD_TIMEOUT_S = 10.0
+BODY_IDLE_S = 10.0  # the longest pause in a body (a slow link is fine; a stalled one is not)
 LINGER_S = 2.0  # how long a refused connection stays open for its client to read the answer
 
 _TOO_LARGE = "REQUEST_HEADER_FIELDS_TOO_LARGE"
@@ -46,6 +49,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._fields = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_started = 0.0
+        self._in_body = False  # headers done, body not complete yet
+        self._body_seen = 0.0  # when body bytes last arrived
         self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -69,11 +74,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if not self._refused:  # else a refusal of ours, raised from a callback
                 self._refuse(400, "The request is not valid HTTP/1.1.", "BAD_REQUEST")
             return
+        if self._in_body and self._head_timer is None:  # a body in more than one read: watched
+            self._head_timer = self.loop.call_later(BODY_IDLE_S, self._timed_out)
         if not self._in_head:
             return
         if self._head_timer is None:  # a head in more than one read: from now on, it is timed
             remaining = HEAD_TIMEOUT_S - (self.loop.time() - self._head_started)
-            self._head_timer = self.loop.call_later(max(0.0, remaining), self._head_timed_out)
+            self._head_timer = self.loop.call_later(max(0.0, remaining), self._timed_out)
         # the read in which a head began also holds what came before it: count the later ones
         if not self._began_in_read:
             self._unseen_bytes += len(data)
@@ -104,7 +111,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._disarm()
+        self._in_body, self._body_seen = True, self.loop.time()
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_seen = self.loop.time()
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._disarm()
+        super().on_message_complete()
 
     # refusals ------------------------------------------------------------------------
 
@@ -119,17 +136,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _arm(self) -> None:
         self._disarm()
-        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timed_out)
+        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._timed_out)
 
     def _disarm(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
-    def _head_timed_out(self) -> None:
+    def _timed_out(self) -> None:
         self._head_timer = None
         if self._in_head:
             self._refuse(408, f"The request's headers did not arrive within {HEAD_TIMEOUT_S:g} s.", "REQUEST_TIMEOUT")
+        elif self._in_body:
+            idle = self.loop.time() - self._body_seen
+            if idle < BODY_IDLE_S or self.flow.read_paused:  # bytes came meanwhile, or we stopped reading
+                self._head_timer = self.loop.call_later(max(0.1, BODY_IDLE_S - idle), self._timed_out)
+                return
+            if self.cycle is not None:  # the route reading the body sees a disconnect (answered 408)
+                self.cycle.disconnected = True
+                self.cycle.message_event.set()
+            self._refuse(408, f"The body stopped arriving: no byte for {BODY_IDLE_S:g} s.", "REQUEST_TIMEOUT")
         elif self.cycle is None:  # connected, and not a byte since: closed as uvicorn closes an idle one
             self.transport.close()
 

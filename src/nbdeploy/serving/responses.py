@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from nbdeploy.serving.batching import PredictError
@@ -31,6 +31,8 @@ def error_answer(exc: BaseException) -> tuple[int, dict[str, str]]:
     """The status and JSON body that answer ``exc``."""
     if isinstance(exc, ProtocolError):
         return exc.status, exc.body()
+    if isinstance(exc, ClientDisconnect):  # the client left mid-body, or stalled (http_limits): its doing
+        return 408, {"error_code": "REQUEST_TIMEOUT", "message": "The body ended before its length: the client left."}
     if isinstance(exc, PredictError):
         return 400, {"error_code": "BAD_REQUEST", "message": f"The model could not predict on this input: {exc}."}
     # a bug of ours: a JSON answer that names the exception's type only (never data), and
@@ -46,4 +48,4 @@ async def _answer(request: Request, exc: Exception) -> Response:
 
 # Starlette gives the ``Exception`` handler to its outermost middleware, which answers and
 # then re-raises, so that uvicorn logs the traceback of what was a bug of ours.
-EXCEPTION_HANDLERS = {ProtocolError: _answer, PredictError: _answer, Exception: _answer}
+EXCEPTION_HANDLERS = {ProtocolError: _answer, PredictError: _answer, ClientDisconnect: _answer, Exception: _answer}
