@@ -103,11 +103,11 @@ class Deployment(Watching):
     def url(self) -> str:
         return self._url(self.spec)
 
-    def _url(self, spec: DeploymentSpec) -> str:
+    def _url(self, spec: DeploymentSpec, port: int | None = None) -> str:
         if spec.ray is not None:
             return spec.ray.url or ""
         shown = f"[{spec.host}]" if ":" in spec.host else spec.host
-        return f"http://{shown}:{self.port or spec.port}"
+        return f"http://{shown}:{port or self.port or spec.port}"
 
     @property
     def current(self) -> ModelEntry:
@@ -144,7 +144,8 @@ class Deployment(Watching):
             state = self._local_state(pid)
         if state != "running":
             raise DeploymentError(f"Deployment {self.name!r} is {state}: serve it again to use it.")
-        if spec.ray is None and self.port is None:
+        port = None if spec.ray is not None else self.port  # the port file, read once
+        if spec.ray is None and port is None:
             raise DeploymentError(
                 f"Deployment {self.name!r} runs (pid {pid}) but its port file {self.path / 'port'} is "
                 "damaged: stop it and serve it again."
@@ -155,7 +156,7 @@ class Deployment(Watching):
                 f"Deployment {self.name!r} runs but its token file {self.path / 'token'} is damaged: "
                 "stop it and serve it again (a new token is written)."
             )
-        return http.request(self.name, method, self._url(spec), route, token, timeout=timeout, **kw)
+        return http.request(self.name, method, self._url(spec, port), route, token, timeout=timeout, **kw)
 
     def status(self) -> Status:
         """State, address, version served and uptime (asked of the server when it runs)."""

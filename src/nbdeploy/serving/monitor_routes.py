@@ -21,6 +21,7 @@ from nbdeploy.monitoring.alerts import AlertBook, RuleError
 from nbdeploy.monitoring.windows import RequestWindows
 from nbdeploy.serving.bodies import parse_body, read_body
 from nbdeploy.serving.protocol import ProtocolError
+from nbdeploy.serving.requestlog import apply_labels
 from nbdeploy.serving.responses import json_response
 from nbdeploy.serving.server import Server
 
@@ -146,15 +147,7 @@ class LocalMonitor:
         return await asyncio.to_thread(self._feedback, ids, targets)  # many labels: not on the loop
 
     def _feedback(self, ids: list[Any], targets: list[Any]) -> dict[str, Any]:
-        unknown, records, now = [], [], time.time()
-        for rid, target in zip(ids, targets, strict=True):
-            labels = target if isinstance(target, list) else [target]
-            if not self.server.monitor.feedback(str(rid), labels):
-                unknown.append(rid)
-            records.append({"ts": now, "id": str(rid), "labels": labels})
-        if self.server.feedback_log is not None and records:  # one write: a crash tears the last line only
-            self.server.feedback_log.append_many(records)
-        return {"accepted": len(ids) - len(unknown), "unknown": unknown}
+        return apply_labels(ids, targets, self.server.monitor.feedback, self.server.feedback_log)
 
     async def set_alerts(self, rules: Any) -> dict[str, Any]:
         checked_rules(self.server.alerts, rules)

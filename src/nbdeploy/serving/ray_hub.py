@@ -26,7 +26,7 @@ from ray import serve
 from nbdeploy._files import write_atomic
 from nbdeploy.monitoring.alerts import AlertBook, RuleError
 from nbdeploy.monitoring.windows import RequestWindows
-from nbdeploy.serving.requestlog import feedback_log
+from nbdeploy.serving.requestlog import apply_labels, feedback_log
 from nbdeploy.spec import DeploymentSpec
 
 __all__ = ["HUB_LAG_S", "Hub", "node_folder"]
@@ -236,15 +236,8 @@ class Hub:
         return known or replica is not None
 
     def feedback(self, ids: list[str], targets: list[Any]) -> dict[str, Any]:
-        unknown, records, now = [], [], time.time()
         with self.lock:
-            for rid, target in zip(ids, targets, strict=True):
-                labels = target if isinstance(target, list) else [target]
-                if not self._label(rid, labels):
-                    unknown.append(rid)
-                records.append({"ts": now, "id": rid, "labels": labels})
-        self.feedback_log.append_many(records)
-        return {"accepted": len(ids) - len(unknown), "unknown": unknown}
+            return apply_labels(ids, targets, self._label, self.feedback_log)
 
     def set_alerts(self, rules: list[dict[str, Any]]) -> dict[str, Any]:
         try:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from nbdeploy._files import open_owned
 from nbdeploy.monitoring.replay import read_records
 from nbdeploy.spec import DEFAULTS
 
-__all__ = ["FEEDBACK_BACKUPS", "FEEDBACK_FILE_BYTES", "RequestLog", "feedback_log", "read_records"]
+__all__ = ["FEEDBACK_BACKUPS", "FEEDBACK_FILE_BYTES", "RequestLog", "apply_labels", "feedback_log", "read_records"]
 
 # Labels are small and only those of the last window are replayed at a start: smaller files,
 # so that a start reads little more than that window, and more of them, to keep history.
@@ -93,3 +95,20 @@ def feedback_log(folder: str | Path) -> RequestLog:
     """The deployment's ``feedback.jsonl`` (``{"ts", "id", "labels"}`` lines), rotating every
     :data:`FEEDBACK_FILE_BYTES` and keeping :data:`FEEDBACK_BACKUPS` older files."""
     return RequestLog(Path(folder) / "feedback.jsonl", max_bytes=FEEDBACK_FILE_BYTES, backups=FEEDBACK_BACKUPS)
+
+
+def apply_labels(
+    ids: list[Any], targets: list[Any], label: Callable[[str, list[Any]], bool], log: RequestLog | None
+) -> dict[str, Any]:
+    """``label(id, labels)`` for each id (a target that is not a list is one row's label),
+    every label appended to ``log`` in one write; the ``POST /feedback`` answer
+    ``{"accepted": n, "unknown": [ids...]}``. Shared by the local server and the Ray hub."""
+    unknown, records, now = [], [], time.time()
+    for rid, target in zip(ids, targets, strict=True):
+        labels = target if isinstance(target, list) else [target]
+        if not label(str(rid), labels):
+            unknown.append(rid)
+        records.append({"ts": now, "id": str(rid), "labels": labels})
+    if log is not None and records:  # one write: a crash tears the last line only
+        log.append_many(records)
+    return {"accepted": len(ids) - len(unknown), "unknown": unknown}
