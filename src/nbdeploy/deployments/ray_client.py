@@ -138,7 +138,7 @@ def start_local_cluster(timeout: float = 60.0, tries: int = 2) -> dict[str, Any]
         failure = _wait_for_head(info, timeout)
         if failure is None:
             return info
-        stop_local_cluster(info["address"])
+        _discard(info)
         tail = log_file.read_text(errors="replace").splitlines()[-10:] if log_file.exists() else []
         why = f"{failure}; the end of {log_file}:\n" + ("\n".join(tail) or "(empty)")
         if "exited" not in failure:
@@ -160,11 +160,17 @@ def stop_local_cluster(address: str) -> bool:
         info = _local_cluster()
         if info is None or info["address"] != address:
             return False
-        processes.stop_group(info["pid"], "--head", timeout=5)  # then SIGKILL: a throwaway cluster
-        with contextlib.suppress(FileNotFoundError):
-            _cluster_file().unlink()
-        shutil.rmtree(info["temp_dir"], ignore_errors=True)
+        _discard(info)
         return True
+
+
+def _discard(info: dict[str, Any]) -> None:
+    """Stop a head (if it still runs) and remove its record and temp folder: a head that died
+    on start would otherwise leave both behind."""
+    processes.stop_group(info["pid"], "--head", timeout=5)  # then SIGKILL: a throwaway cluster
+    with contextlib.suppress(FileNotFoundError):
+        _cluster_file().unlink()
+    shutil.rmtree(info["temp_dir"], ignore_errors=True)
 
 
 def stop_local_cluster_if_unused(address: str) -> bool:
