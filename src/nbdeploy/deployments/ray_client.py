@@ -225,4 +225,3 @@ def ctl(folder: Path, command: str, entry: ModelEntry | None = None, timeout: fl
             log_text.write(f"ray {command} failed: {error}\n")
         raise DeploymentError(error)
     return out
-
