@@ -50,7 +50,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_started = 0.0
         self._in_body = False  # headers done, body not complete yet
-        self._body_seen = 0.0  # when body bytes last arrived
+        self._body_seen = 0.0  # the last read that brought body bytes
         self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -74,8 +74,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if not self._refused:  # else a refusal of ours, raised from a callback
                 self._refuse(400, "The request is not valid HTTP/1.1.", "BAD_REQUEST")
             return
-        if self._in_body and self._head_timer is None:  # a body in more than one read: watched
-            self._head_timer = self.loop.call_later(BODY_IDLE_S, self._timed_out)
+        if self._in_body:  # a body in more than one read: watched from now on
+            self._body_seen = self.loop.time()
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(BODY_IDLE_S, self._timed_out)
         if not self._in_head:
             return
         if self._head_timer is None:  # a head in more than one read: from now on, it is timed
@@ -111,12 +113,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._disarm()
-        self._in_body, self._body_seen = True, self.loop.time()
+        self._in_body = True  # its time is taken per read, not per chunk (see data_received)
         super().on_headers_complete()
-
-    def on_body(self, body: bytes) -> None:
-        self._body_seen = self.loop.time()
-        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._in_body = False

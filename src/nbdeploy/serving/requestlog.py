@@ -61,11 +61,13 @@ class RequestLog:
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record as one line with one system call."""
-        self.append_many([record])
+        self._append((json.dumps(record, separators=(",", ":"), default=str) + "\n").encode())
 
     def append_many(self, records: list[dict[str, Any]]) -> None:
         """Write records as lines with one system call (a crash tears at most the last one)."""
-        data = "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in records).encode()
+        self._append("".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in records).encode())
+
+    def _append(self, data: bytes) -> None:
         with self._lock:
             if self._size + len(data) > self.max_bytes and self._size:
                 self._rotate()
