@@ -93,6 +93,8 @@ DECLARED = {
     "/feedback": Access.ADMIN,
     "/admin/reload": Access.ADMIN,
     "/admin/alerts": Access.ADMIN,
+    "/experiment": Access.TOKEN,
+    "/admin/experiment": Access.ADMIN,
 }
 UNAUTHENTICATED = {
     "error_code": "UNAUTHENTICATED",

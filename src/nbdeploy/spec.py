@@ -21,6 +21,8 @@ from typing import Any
 
 from nbdeploy._files import write_atomic
 from nbdeploy.errors import DeploymentError, InvalidInputError
+from nbdeploy.experiment import ExperimentSpec
+from nbdeploy.model_entry import ModelEntry, _ReadAsDict
 
 __all__ = [
     "DEFAULTS", "DEFAULT_ALERT_K", "DEFAULT_WINDOWS", "RAY_DEFAULTS", "DeploymentSpec", "ModelEntry", "RaySpec",
@@ -53,62 +55,6 @@ def parse_windows(windows: str | Sequence[str]) -> dict[str, float]:
         return {w: parse_window(w) for w in names}
     except ValueError as exc:
         raise InvalidInputError(str(exc)) from None
-
-
-class _ReadAsDict:
-    """``spec["max_batch"]``, ``spec.get("ray")``, ``"ray" in spec``: how ``Deployment.spec``
-    and ``Deployment.current`` (dicts until 0.2) were read. Deprecated: read attributes."""
-
-    def _as_dict(self) -> dict[str, Any]:
-        doc = asdict(self)  # type: ignore[call-overload]
-        if hasattr(self, "alert_window"):
-            doc["alert_window"] = self.alert_window  # written to spec.json before 0.2
-        return doc
-
-    def _warn(self, key: str) -> None:
-        import warnings
-
-        warnings.warn(
-            f"{type(self).__name__} is not a dict since 0.2: read .{key} instead of [{key!r}] or .get({key!r}).",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-
-    def __getitem__(self, key: str) -> Any:
-        self._warn(key)
-        return self._as_dict()[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self._warn(key)
-        return self._as_dict().get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._as_dict()
-
-
-@dataclass
-class ModelEntry(_ReadAsDict):
-    """One model version a deployment served: the history that ``rollback`` walks back."""
-
-    ref: str
-    model_path: str
-    resolved: str | None = None
-    version: int | None = None
-    task: str | None = None
-    profile_path: str | None = None
-    at: float = 0.0
-
-    @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> ModelEntry:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in doc.items() if k in known})
-
-    def profile(self) -> dict[str, Any] | None:
-        """The training-data profile copied beside the model, if there is one."""
-        if self.profile_path and Path(self.profile_path).exists():
-            data: dict[str, Any] = json.loads(Path(self.profile_path).read_text())
-            return data
-        return None
 
 
 @dataclass
@@ -146,6 +92,7 @@ class DeploymentSpec(_ReadAsDict):
     history: list[ModelEntry] = field(default_factory=list)
     target: str = "local"
     ray: RaySpec | None = None
+    experiment: ExperimentSpec | None = None  # a challenger beside history[-1] (nbdeploy.experiment)
 
     @property
     def alert_window(self) -> str:
@@ -200,6 +147,8 @@ class DeploymentSpec(_ReadAsDict):
             ray_known = {f.name for f in fields(RaySpec)}
             values["ray"] = RaySpec(**{k: v for k, v in doc["ray"].items() if k in ray_known})
         values["windows"] = {str(k): float(v) for k, v in (doc.get("windows") or DEFAULT_WINDOWS).items()}
+        if doc.get("experiment") is not None:
+            values["experiment"] = ExperimentSpec.from_dict(doc["experiment"])
         return cls(**values)
 
     @classmethod
@@ -210,7 +159,7 @@ class DeploymentSpec(_ReadAsDict):
             spec = cls.from_dict(json.loads(path.read_text()))
         except FileNotFoundError:
             raise
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
             raise DeploymentError(
                 f"The spec of deployment {folder.name!r} ({path}) cannot be read ({type(exc).__name__}); "
                 "stop it and serve it again to write a new one."
@@ -239,7 +188,8 @@ class DeploymentSpec(_ReadAsDict):
             max_body_bytes=self.max_body_bytes, max_batch=self.max_batch, max_wait_ms=self.max_wait_ms,
             log_rows=self.log_rows, monitor=monitor, profile=entry.profile() if monitor else None, task=entry.task,
             alerts=list(self.alerts), windows=dict(self.windows), alert_window=self.alert_window,
-            alert_interval_s=self.alert_interval_s, folder=str(folder) if folder else None, **overrides,
+            alert_interval_s=self.alert_interval_s, folder=str(folder) if folder else None,
+            experiment=self.experiment.to_dict() if self.experiment and entry is self.current else None, **overrides,
         )  # fmt: skip
 
 
@@ -276,3 +226,4 @@ class ServerSettings:
     # large bodies parsed in a process of the server's own (serving/bodies.py); a Ray
     # replica parses in a thread
     parse_process: bool = True
+    experiment: dict[str, Any] | None = None  # ExperimentSpec.to_dict() of the running experiment

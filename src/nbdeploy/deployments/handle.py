@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy.deployments import http, models, processes, ray_client
+from nbdeploy.deployments.experiments import Experiments
 from nbdeploy.deployments.views import Status
 from nbdeploy.deployments.watching import Watching
 from nbdeploy.errors import DeploymentError
@@ -48,7 +49,7 @@ def _json_value(value: Any) -> Any:
 
 
 @dataclass
-class Deployment(Watching):
+class Deployment(Watching, Experiments):
     """A serving process and its folder; any kernel or the CLI can adopt it by name."""
 
     name: str

@@ -58,7 +58,7 @@ def logged_requests(path: str | Path, since: float) -> Iterator[LoggedRequest]:
     """
     for r in read_records(path):
         answered = answer_time(r)
-        if answered is None or answered < since:
+        if answered is None or answered < since or r.get("shadow") is True:  # a shadow answered nobody
             continue
         inputs = r.get("inputs") if "columns" not in r else None
         yield (answered, r.get("latency_ms", 0.0), r.get("status", 0), r.get("id", ""), inputs, r.get("predictions"))

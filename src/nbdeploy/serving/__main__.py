@@ -85,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     log = RequestLog(folder / "requests.jsonl", max_bytes=spec.log_max_bytes)
     parent = spec.attach_to
     app = create_app(settings, model, log, background=(lambda: _watch_parent(parent)) if parent else None)
+    experiment = app.state.server.experiment
+    if experiment is not None:
+        from nbdeploy.monitoring.replay import read_records
+
+        counted = experiment.replay(read_records(folder / "requests.jsonl"))
+        print(f"resumed the {experiment.spec.kind} of {experiment.label} ({counted} logged requests)", flush=True)
     if settings.monitor:
         requests, labels = _rebuild(app.state.server.monitor, folder)
         if requests or labels:

@@ -22,8 +22,10 @@ from typing import Any
 from starlette.applications import Starlette
 
 from nbdeploy.serving.auth import Guard
+from nbdeploy.serving.experiment_routes import prepare
 from nbdeploy.serving.loader import LoadedModel
 from nbdeploy.serving.monitor_routes import LocalMonitor, MonitorBackend, alert_loop, fold_loop
+from nbdeploy.serving.protocol import ProtocolError
 from nbdeploy.serving.requestlog import RequestLog
 from nbdeploy.serving.responses import EXCEPTION_HANDLERS
 from nbdeploy.serving.routes import routes
@@ -49,6 +51,11 @@ def create_app(
     on Ray the deployment's monitoring hub.
     """
     server = Server(settings, model, log, observers)
+    if settings.experiment is not None:  # a restart in the middle of an experiment resumes it
+        try:
+            server.experiment = prepare(server, settings.experiment)
+        except ProtocolError as exc:  # the champion serves on; the log says why the challenger does not
+            print(f"the experiment in the spec was not resumed: {exc.message}", flush=True)
     guard = Guard(settings.token, settings.require_token)
     app = Starlette(
         routes=routes(server, monitor or LocalMonitor(server), guard),
@@ -66,6 +73,8 @@ def _lifespan(server: Server, background: Callable[[], Any] | None) -> Callable[
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         server.batcher.start()
+        if server.experiment is not None:
+            server.experiment.start()
         if settings.parse_process:
             server.parse_pool.start()
         loop = asyncio.get_running_loop()
@@ -84,6 +93,8 @@ def _lifespan(server: Server, background: Callable[[], Any] | None) -> Callable[
                 task.cancel()
             if tasks:  # let them finish what they do on cancellation (a last forward to the Ray hub)
                 await asyncio.wait(tasks, timeout=5)
+            if server.experiment is not None:
+                await server.experiment.close()
             await server.batcher.stop()
             server.parse_pool.stop()
 

@@ -21,8 +21,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
+from nbdeploy.experiment import VARIANT_HEADER
 from nbdeploy.serving.auth import Access, Guard, GuardedRoute
 from nbdeploy.serving.bodies import parse_body, read_body
+from nbdeploy.serving.experiment_routes import ExperimentRoutes
 from nbdeploy.serving.loader import load
 from nbdeploy.serving.monitor_routes import MonitorBackend, MonitorRoutes
 from nbdeploy.serving.protocol import ProtocolError, parse
@@ -35,6 +37,7 @@ __all__ = ["routes"]
 def routes(server: Server, monitor: MonitorBackend, guard: Guard) -> list[GuardedRoute]:
     """Every route of the app, each declaring once who may call it."""
     core, mon = CoreRoutes(server), MonitorRoutes(monitor, server.settings.max_body_bytes)
+    exp = ExperimentRoutes(server)
     public, token, admin = Access.PUBLIC, Access.TOKEN, Access.ADMIN
     post = ["POST"]
     return [
@@ -48,6 +51,8 @@ def routes(server: Server, monitor: MonitorBackend, guard: Guard) -> list[Guarde
         GuardedRoute("/feedback", mon.feedback, admin, guard, post),  # labels steer live accuracy
         GuardedRoute("/admin/reload", core.reload, admin, guard, post),
         GuardedRoute("/admin/alerts", mon.set_alerts, admin, guard, post),
+        GuardedRoute("/experiment", exp.state, token, guard),
+        GuardedRoute("/admin/experiment", exp.change, admin, guard, post),
     ]
 
 
@@ -78,7 +83,10 @@ class CoreRoutes:
         finally:
             server.metrics.in_flight.dec()
         status, body = error_answer(error) if error is not None else (200, {"predictions": call.predictions})
+        if server.experiment is not None:  # the client sees which variant answered it
+            headers = {**(headers or {}), VARIANT_HEADER: call.variant}
         server.answered(call, status, body)  # before the response: an answered request is always logged
+        server.after_answer(call, status)
         if status == 500:  # a bug of ours: its traceback in server.log; the connection stays usable
             traceback.print_exception(error, file=sys.stdout)
         return json_response(body, status, headers)
@@ -97,7 +105,12 @@ class CoreRoutes:
             call.values = parsed.frame.to_numpy()
         if call.values is not None:
             record["inputs"] = call.values[: settings.log_rows].tolist()
-        call.predictions = await self.server.batcher.submit(parsed)
+        call.parsed = parsed
+        challenger = self.server.route(request, call, parsed)
+        if challenger is not None:
+            call.predictions = await challenger.predict(parsed)
+        else:
+            call.predictions = await self.server.batcher.submit(parsed)
         record["predictions"] = call.predictions[: settings.log_rows]
 
     async def info(self, request: Request) -> Response:

@@ -17,14 +17,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import Request
 
+from nbdeploy.experiment import CHALLENGER, CHAMPION
 from nbdeploy.monitoring.alerts import AlertBook
 from nbdeploy.monitoring.windows import RequestWindows
 from nbdeploy.serving.batching import Batcher
 from nbdeploy.serving.bodies import ParsePool
 from nbdeploy.serving.loader import LoadedModel
 from nbdeploy.serving.metrics import Metrics, MonitorCollector
-from nbdeploy.serving.protocol import Schema
+from nbdeploy.serving.protocol import Parsed, Schema
 from nbdeploy.serving.requestlog import RequestLog, feedback_log
+from nbdeploy.serving.routing import pinned
+from nbdeploy.serving.variants import Experiment
 
 if TYPE_CHECKING:
     from nbdeploy.spec import ServerSettings
@@ -53,6 +56,8 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
     values: Any = None  # the input rows, in signature order, once parsed
     predictions: Any = None
+    parsed: Parsed | None = None
+    variant: str = CHAMPION  # who answers it (see nbdeploy.experiment)
 
 
 class Server:
@@ -79,6 +84,7 @@ class Server:
         if settings.monitor:
             self.metrics.registry.register(MonitorCollector(self.monitor, self.alerts, settings.alert_window))
         self.parse_pool = ParsePool()  # started with the app (its lifespan), if ever
+        self.experiment: Experiment | None = None  # a challenger beside the model (serving/variants.py)
         self.batcher = Batcher(
             self._serving,
             max_batch=settings.max_batch,
@@ -127,6 +133,29 @@ class Server:
         # unguessable: whoever knows an id can send its label, so ids are not a counter
         return secrets.token_urlsafe(12)
 
+    def route(self, request: Request, call: Call, parsed: Parsed) -> Experiment | None:
+        """The experiment whose challenger answers this request, or ``None`` for the champion
+        (a pinned variant first, then the canary's split); sets the call's variant."""
+        experiment = self.experiment
+        split = experiment.split if experiment is not None else None
+        pin = pinned(request.headers, self.version, split)
+        if experiment is None or pin == CHAMPION:
+            return None
+        if pin == CHALLENGER or experiment.split.to_challenger(
+            call.rid, experiment.split.sticky_key(request.headers, self.schema.names, _first_row(call.values))
+        ):
+            call.variant = experiment.label
+            call.record["version"] = experiment.spec.challenger.version
+            return experiment
+        return None
+
+    def after_answer(self, call: Call, status: int) -> None:
+        """Mirror an answered request to a shadow (its answer already on its way)."""
+        experiment = self.experiment
+        if (experiment is not None and status == 200 and call.variant == CHAMPION and call.parsed is not None
+                and experiment.split.mirrors(call.rid)):  # fmt: skip
+            experiment.mirror(call.parsed, call.rid, call.values)
+
     def answered(self, call: Call, status: int, body: dict[str, Any]) -> None:
         """Log, observe and count an answered request; called before its response is sent,
         so a server killed right after answering has logged it."""
@@ -138,11 +167,19 @@ class Server:
         record.update(status=status, latency_ms=round(latency * 1000, 3), answered=time.time())
         if status != 200:
             record["error"] = body["message"]
+        experiment = self.experiment
+        if experiment is not None:  # without one, every record is the champion's
+            record["variant"] = call.variant
+            experiment.count(call.variant, status)
         self.log.append(record)
         for observer in self.observers:
             observer.add(record["answered"], record["latency_ms"], status, call.rid, call.values, call.predictions)
         self.metrics.requests.labels(str(status)).inc()
         self.metrics.latency.observe(latency)
+
+
+def _first_row(values: Any) -> Any:
+    return values[0] if values is not None and len(values) else None
 
 
 def _dist_version(dist: str) -> str:

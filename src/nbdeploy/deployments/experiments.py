@@ -1,0 +1,137 @@
+"""A challenger in front of real traffic: canary and shadow experiments of a deployment.
+
+The experiment is written into the deployment's spec *before* the server is told, and taken
+out of it before the server ends it: a server restarted at any moment (``kill -9``
+included) serves what the spec says, and replays its counts from the request log.
+
+>>> d.canary("cancer/2", percent=10)        # doctest: +SKIP
+>>> d.experiment()                          # doctest: +SKIP
+>>> d.conclude(promote=True)                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nbdeploy.errors import DeploymentError, InvalidInputError
+from nbdeploy.experiment import ExperimentSpec
+from nbdeploy.reprs import card, esc, table
+from nbdeploy.spec import DeploymentSpec
+
+__all__ = ["ExperimentView", "Experiments"]
+
+_COUNTS = ("requests", "errors", "shadowed", "shadow_errors", "mirror_dropped")
+
+
+@dataclass
+class ExperimentView:
+    """What ``%deploy experiment NAME`` shows: the split and the counts per variant."""
+
+    name: str
+    state: dict[str, Any] | None
+
+    def __repr__(self) -> str:
+        s = self.state
+        if s is None:
+            return f"Deployment {self.name}: no experiment running."
+        c = s["challenger"]
+        how = f"{s['percent']:g}% of requests" + (" mirrored" if s["kind"] == "shadow" else "")
+        sticky = s["sticky_column"] or s["sticky_header"]
+        lines = [f"Deployment {self.name}: {s['kind']} of {c['ref']} (variant {c['label']}), {how}"
+                 + (f", sticky by {sticky}" if sticky else "")]  # fmt: skip
+        for variant, counts in s["counts"].items():
+            shown = ", ".join(f"{k} {counts[k]}" for k in _COUNTS if counts.get(k))
+            lines.append(f"  {variant:<12} {shown or 'no requests yet'}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        s = self.state
+        if s is None:
+            return card(f"Deployment {esc(self.name)}", "<p>No experiment running.</p>")
+        rows = [[variant, *(counts.get(k, 0) for k in _COUNTS)] for variant, counts in s["counts"].items()]
+        head = esc(repr(self).splitlines()[0])
+        return card(head, table(["variant", *(k.replace("_", " ") for k in _COUNTS)], rows))
+
+
+class Experiments:
+    """Experiment methods of a deployment (mixed into :class:`~nbdeploy.deployments.Deployment`)."""
+
+    name: str
+    path: Path
+
+    @property
+    def spec(self) -> DeploymentSpec:
+        raise NotImplementedError
+
+    def _request(self, method: str, route: str, timeout: float = 60, **kw: Any) -> Any:
+        raise NotImplementedError
+
+    def canary(self, ref: str, percent: float = 10.0, sticky: str | None = None,
+               sticky_header: str | None = None) -> ExperimentView:  # fmt: skip
+        """Answer ``percent`` of the requests from ``ref``; with ``sticky`` (a column) or
+        ``sticky_header``, the same key always meets the same variant."""
+        return self._start("canary", ref, percent, sticky, sticky_header)
+
+    def shadow(self, ref: str, percent: float = 100.0) -> ExperimentView:
+        """Also send ``percent`` of the requests to ``ref`` after answering them from the
+        champion; its predictions are logged beside the champion's, never returned."""
+        return self._start("shadow", ref, percent, None, None)
+
+    def experiment(self) -> ExperimentView:
+        """The running experiment: kind, challenger, split and counts per variant."""
+        return ExperimentView(self.name, self._request("GET", "/experiment").json()["experiment"])
+
+    def conclude(self, promote: bool = False, abort: bool = False, force: bool = False) -> ExperimentView:
+        """End the experiment: ``promote`` moves the ``champion`` alias to the challenger
+        (the gated ``promote``: ``force`` as there) and serves it alone; ``abort`` drops it."""
+        if promote == abort:
+            raise InvalidInputError("Say how the experiment ends: --promote or --abort.")
+        spec = self.spec
+        experiment = spec.experiment
+        if experiment is None:
+            raise DeploymentError(f"Deployment {self.name!r} runs no experiment: nothing to conclude.")
+        if promote and experiment.challenger.version is not None:
+            from nbdeploy.registry.promotion import promote as promote_version
+
+            promote_version(experiment.challenger.resolved or experiment.challenger.ref, "champion", force=force)
+        saved = DeploymentSpec.from_dict(spec.to_dict())
+        if promote:
+            spec.history.append(experiment.challenger)
+        spec.experiment = None
+        spec.save(self.path)
+        try:
+            self._request("POST", "/admin/experiment", json={"action": "promote" if promote else "stop"})
+        except DeploymentError:
+            saved.save(self.path)  # the server still runs the experiment: so does the spec
+            raise
+        return ExperimentView(self.name, None)
+
+    def _start(self, kind: str, ref: str, percent: float, sticky: str | None, header: str | None) -> ExperimentView:
+        from nbdeploy.deployments import models
+
+        spec = self.spec
+        if spec.target != "local":
+            raise DeploymentError("Experiments run on a local deployment only, for now (not on --target ray).")
+        if spec.experiment is not None:
+            raise DeploymentError(
+                f"Deployment {self.name!r} already runs a {spec.experiment.kind} of "
+                f"{spec.experiment.challenger.ref}: conclude it first (--promote or --abort)."
+            )
+        ExperimentSpec(kind, spec.current, percent, sticky, header).validate()  # before any download
+        entry = models.fetch(ref, self.path)
+        if entry.resolved is not None and entry.resolved == spec.current.resolved:
+            raise InvalidInputError(f"{ref} is the version this deployment serves: a challenger is another one.")
+        spec.experiment = ExperimentSpec(kind, entry, percent, sticky, header, started=time.time())
+        spec.save(self.path)
+        try:
+            doc = {"action": "start", "experiment": spec.experiment.to_dict()}
+            state = self._request("POST", "/admin/experiment", json=doc)
+        except DeploymentError:
+            spec.experiment = None
+            spec.save(self.path)
+            raise
+        return ExperimentView(self.name, state.json()["experiment"])
+

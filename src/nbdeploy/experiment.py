@@ -1,0 +1,79 @@
+"""An experiment in a deployment's spec: a challenger served beside the champion, and how
+traffic reaches it. The kernel, the CLI and the server read the same object (no web stack).
+
+A **canary** answers ``percent`` of the requests from the challenger (the same key always
+from the same variant with ``sticky_column`` or ``sticky_header``); a **shadow** answers every
+request from the champion and sends ``percent`` of them to the challenger too, after the
+answer, logging its prediction beside the champion's.
+
+>>> e = ExperimentSpec("canary", ModelEntry("cancer/2", "/m", version=2), percent=10)
+>>> e.label, e.validate()
+('2', None)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from nbdeploy.errors import InvalidInputError
+from nbdeploy.model_entry import ModelEntry
+
+__all__ = ["CHAMPION", "KINDS", "VARIANT_HEADER", "ExperimentSpec"]
+
+KINDS = ("canary", "shadow")
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+VARIANT_HEADER = "X-Nbdeploy-Variant"  # a client pins the variant that answers it
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")  # an HTTP field name (RFC 9110 token)
+
+
+@dataclass
+class ExperimentSpec:
+    """The challenger, its share of the traffic and how that share is drawn."""
+
+    kind: str
+    challenger: ModelEntry
+    percent: float
+    sticky_column: str | None = None
+    sticky_header: str | None = None
+    started: float = 0.0  # also salts the sticky hash: each experiment draws its own split
+
+    @property
+    def label(self) -> str:
+        """The challenger's name in logs, figures and the variant header: its version."""
+        return str(self.challenger.version) if self.challenger.version is not None else CHALLENGER
+
+    def validate(self) -> None:
+        """Raise :class:`InvalidInputError` with one sentence for the first value out of range."""
+        if self.kind not in KINDS:
+            raise InvalidInputError(f"Unknown experiment kind {self.kind!r}: use canary or shadow.")
+        if not (math.isfinite(self.percent) and 0 < self.percent <= 100):
+            raise InvalidInputError(f"Invalid percent {self.percent}: use a number above 0 and at most 100.")
+        if self.kind == "canary" and self.percent == 100:
+            raise InvalidInputError("A canary of 100 percent is a new champion: use update (or conclude --promote).")
+        if self.sticky_column is not None and self.sticky_header is not None:
+            raise InvalidInputError("Give --sticky or --sticky-header, not both.")
+        if self.kind == "shadow" and (self.sticky_column or self.sticky_header):
+            raise InvalidInputError("A shadow answers nobody: --sticky and --sticky-header are for a canary.")
+        if self.sticky_header is not None and not _HEADER_NAME.fullmatch(self.sticky_header):
+            raise InvalidInputError(f"Invalid header name {self.sticky_header[:60]!r} for --sticky-header.")
+        if self.sticky_column is not None and not 0 < len(self.sticky_column) <= 256:
+            raise InvalidInputError("Invalid column for --sticky: give the name of one of the model's inputs.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> ExperimentSpec:
+        """The experiment in ``doc`` (``ValueError``, ``KeyError`` or ``TypeError`` when damaged)."""
+        return cls(
+            kind=str(doc["kind"]),
+            challenger=ModelEntry.from_dict(doc["challenger"]),
+            percent=float(doc["percent"]),
+            sticky_column=doc.get("sticky_column"),
+            sticky_header=doc.get("sticky_header"),
+            started=float(doc.get("started") or 0.0),
+        )

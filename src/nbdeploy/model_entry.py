@@ -1,0 +1,67 @@
+"""One model version a deployment serves (:class:`ModelEntry`), shared by the deployment
+spec and its experiments (:mod:`nbdeploy.spec`, :mod:`nbdeploy.experiment`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ModelEntry"]
+
+
+class _ReadAsDict:
+    """``spec["max_batch"]``, ``spec.get("ray")``, ``"ray" in spec``: how ``Deployment.spec``
+    and ``Deployment.current`` (dicts until 0.2) were read. Deprecated: read attributes."""
+
+    def _as_dict(self) -> dict[str, Any]:
+        doc = asdict(self)  # type: ignore[call-overload]
+        if hasattr(self, "alert_window"):
+            doc["alert_window"] = self.alert_window  # written to spec.json before 0.2
+        return doc
+
+    def _warn(self, key: str) -> None:
+        import warnings
+
+        warnings.warn(
+            f"{type(self).__name__} is not a dict since 0.2: read .{key} instead of [{key!r}] or .get({key!r}).",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+
+    def __getitem__(self, key: str) -> Any:
+        self._warn(key)
+        return self._as_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._warn(key)
+        return self._as_dict().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._as_dict()
+
+
+@dataclass
+class ModelEntry(_ReadAsDict):
+    """One model version a deployment served: the history that ``rollback`` walks back."""
+
+    ref: str
+    model_path: str
+    resolved: str | None = None
+    version: int | None = None
+    task: str | None = None
+    profile_path: str | None = None
+    at: float = 0.0
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> ModelEntry:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in known})
+
+    def profile(self) -> dict[str, Any] | None:
+        """The training-data profile copied beside the model, if there is one."""
+        if self.profile_path and Path(self.profile_path).exists():
+            data: dict[str, Any] = json.loads(Path(self.profile_path).read_text())
+            return data
+        return None

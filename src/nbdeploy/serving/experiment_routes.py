@@ -1,0 +1,110 @@
+"""``GET /experiment`` and ``POST /admin/experiment``: start, stop or promote a challenger.
+
+The kernel saves the experiment in the deployment's spec, then tells the server (so a server
+restarted at any moment serves what the spec says). ``POST /admin/experiment`` takes
+
+- ``{"action": "start", "experiment": ExperimentSpec.to_dict()}``: load the challenger (from
+  the deployment's models folder only) and route to it from the next request on;
+- ``{"action": "stop"}``: route nothing more to it, finish what it was given, drop it;
+- ``{"action": "promote"}``: the challenger becomes the model (from the next batch on, as a
+  reload), then the experiment stops as above. No request is dropped by either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from nbdeploy.errors import InvalidInputError
+from nbdeploy.experiment import ExperimentSpec
+from nbdeploy.serving.bodies import read_body
+from nbdeploy.serving.loader import load
+from nbdeploy.serving.protocol import ProtocolError, Schema
+from nbdeploy.serving.responses import json_response
+from nbdeploy.serving.server import Server
+from nbdeploy.serving.variants import Experiment
+
+__all__ = ["ExperimentRoutes", "prepare"]
+
+_ACTIONS = ("start", "stop", "promote")
+
+
+class ExperimentRoutes:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self._lock = asyncio.Lock()  # one change at a time
+
+    async def state(self, request: Request) -> Response:
+        experiment = self.server.experiment
+        return json_response({"experiment": experiment.state() if experiment is not None else None})
+
+    async def change(self, request: Request) -> Response:
+        doc = _body(await read_body(request, 1 << 20))
+        if not self.server.settings.reload:
+            raise ProtocolError(409, "This server is one replica of a Ray deployment: experiments are local only.")
+        async with self._lock:
+            if doc["action"] == "start":
+                experiment = await asyncio.to_thread(prepare, self.server, doc.get("experiment"))
+                experiment.start()
+                self.server.experiment = experiment
+            else:
+                await self._end(promote=doc["action"] == "promote")
+        return await self.state(request)
+
+    async def _end(self, promote: bool) -> None:
+        experiment = self.server.experiment
+        if experiment is None:
+            raise ProtocolError(409, "No experiment is running on this deployment.", "INVALID_STATE")
+        if promote:
+            c = experiment.spec.challenger
+            self.server.swap(experiment.model, c.ref, c.version)
+            has_profile = bool(c.profile_path) and Path(str(c.profile_path)).exists()
+            profile = json.loads(Path(str(c.profile_path)).read_text()) if has_profile else None
+            self.server.monitor.set_profile(profile, c.task)
+        self.server.experiment = None  # routes nothing more to the challenger; it finishes what it has
+        await experiment.close()
+
+
+def prepare(server: Server, doc: Any) -> Experiment:
+    """The experiment ``doc`` describes, its challenger loaded (a 4xx for what cannot be
+    served); the caller starts it and sets ``server.experiment`` (on the event loop)."""
+    if server.experiment is not None:
+        raise ProtocolError(409, "An experiment is already running: conclude it first.", "INVALID_STATE")
+    try:
+        spec = ExperimentSpec.from_dict(doc)
+        spec.validate()
+    except InvalidInputError as exc:
+        raise ProtocolError(400, str(exc)) from None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ProtocolError(400, "The field 'experiment' must describe one (kind, challenger, percent).") from None
+    folder = server.settings.folder
+    path = Path(spec.challenger.model_path)
+    if folder is not None and not path.resolve().is_relative_to((Path(folder) / "models").resolve()):
+        raise ProtocolError(400, "The challenger's model_path must be inside the deployment's models folder.")
+    try:
+        model = load(path)
+    except Exception as exc:  # whatever the folder holds, the champion keeps serving
+        raise ProtocolError(400, f"The challenger could not be loaded: {type(exc).__name__}: {exc}.") from exc
+    names = Schema.from_signature(model.inputs).names
+    if names != server.schema.names:
+        raise ProtocolError(400, "The challenger takes other input columns than the champion: an experiment "
+                                 "compares models of the same inputs.")  # fmt: skip
+    if spec.sticky_column is not None and spec.sticky_column not in names:
+        raise ProtocolError(400, f"The sticky column {spec.sticky_column[:60]!r} is not an input of the model.")
+    s = server.settings
+    return Experiment(spec, model, server.log, s.max_batch, s.max_wait_ms, s.log_rows)
+
+
+def _body(body: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        doc = None
+    if not isinstance(doc, dict) or doc.get("action") not in _ACTIONS:
+        raise ProtocolError(400, "The body must be JSON with an 'action' of start, stop or promote.")
+    return doc

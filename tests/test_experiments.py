@@ -1,0 +1,230 @@
+"""Canary and shadow experiments on a real server over real HTTP (issue #11, first part).
+
+The champion is the fixture forest (``two_versions``/1), the challenger the one-split stump
+(``/2``); their predictions differ on some rows, which is how a test tells who answered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from sklearn.tree import DecisionTreeClassifier
+
+import nbdeploy
+from nbdeploy.deployments import start
+from nbdeploy.monitoring.replay import read_records
+from tests.helpers import JSON, eventually, usage_error
+
+VARIANT = "X-Nbdeploy-Variant"
+
+
+def _bodies(X: Any, n: int) -> list[bytes]:
+    rows = X.to_numpy()
+    return [
+        json.dumps({"dataframe_split": {"columns": list(X.columns), "data": [rows[i % len(rows)].tolist()]}}).encode()
+        for i in range(n)
+    ]
+
+
+def _send(url: str, bodies: list[bytes], headers: dict[str, str] | None = None, clients: int = 8) -> list[Any]:
+    """POST every body (``clients`` keep-alive connections at once); the responses in order."""
+
+    def run(part: list[tuple[int, bytes]]) -> list[tuple[int, httpx.Response]]:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            return [(i, client.post("/invocations", content=b, headers={**JSON, **(headers or {})})) for i, b in part]
+
+    parts = [list(enumerate(bodies))[k::clients] for k in range(clients)]
+    with ThreadPoolExecutor(clients) as pool:
+        answered = sorted((pair for chunk in pool.map(run, parts) for pair in chunk), key=lambda p: p[0])
+    return [r for _, r in answered]
+
+
+def _logged(dep: Any) -> list[dict[str, Any]]:
+    return list(read_records(dep.path / "requests.jsonl"))
+
+
+def test_a_canary_answers_its_share_and_the_log_agrees(dep: Any, two_versions: str, cancer: dict[str, Any]) -> None:
+    view = dep.canary(f"{two_versions}/2", percent=10)
+    assert "canary of" in repr(view) and "10% of requests" in repr(view)
+    answers = _send(dep.url, _bodies(cancer["X_test"], 5000))
+    assert {r.status_code for r in answers} == {200}
+    variants = Counter(r.headers[VARIANT] for r in answers)
+    assert set(variants) == {"champion", "2"}
+    assert abs(variants["2"] / 5000 - 0.10) <= 0.015, variants
+    logged = Counter(r["variant"] for r in _logged(dep) if "variant" in r)
+    assert logged == variants  # every answer logged with the variant that gave it
+    counts = dep.experiment().state["counts"]
+    assert {v: c["requests"] for v, c in counts.items()} == dict(variants)
+    # who the header names is who answered: the stump's predictions, or the forest's
+    X = cancer["X_test"]
+    stump = DecisionTreeClassifier(max_depth=1, random_state=0).fit(cancer["X_train"], cancer["y_train"])
+    says = {"2": stump.predict(X), "champion": cancer["model"].predict(X)}
+    assert (says["2"] != says["champion"]).any()
+    for i, r in enumerate(answers):
+        assert r.json()["predictions"][0] == says[r.headers[VARIANT]][i % len(X)]
+
+
+def test_sticky_keys_stay_on_one_variant(dep: Any, two_versions: str, cancer: dict[str, Any]) -> None:
+    X = cancer["X_test"]
+    dep.canary(f"{two_versions}/2", percent=50, sticky="mean radius")
+    one = _bodies(X.iloc[[3]], 1)[0]
+    seen = Counter(r.headers[VARIANT] for r in _send(dep.url, [one] * 1000))
+    assert len(seen) == 1 and sum(seen.values()) == 1000, seen
+    # distinct keys spread over both variants, each key on one
+    per_key: dict[float, set[str]] = {}
+    bodies = _bodies(X, 600)
+    for body, r in zip(bodies, _send(dep.url, bodies), strict=True):
+        key = json.loads(body)["dataframe_split"]["data"][0][0]
+        per_key.setdefault(key, set()).add(r.headers[VARIANT])
+    assert all(len(v) == 1 for v in per_key.values())
+    assert {v for s in per_key.values() for v in s} == {"champion", "2"}
+    dep.conclude(abort=True)
+    dep.canary(f"{two_versions}/2", percent=50, sticky_header="X-User")
+    for user in ("ann", "bob", "cy"):
+        seen = Counter(r.headers[VARIANT] for r in _send(dep.url, [one] * 100, {"X-User": user}, clients=4))
+        assert len(seen) == 1, (user, seen)
+
+
+def test_a_shadow_answers_nobody_and_logs_both_predictions(
+    dep: Any, two_versions: str, cancer: dict[str, Any]
+) -> None:
+    X = cancer["X_test"]
+    expected = cancer["model"].predict(X)  # the champion's own predictions, row by row
+    dep.shadow(f"{two_versions}/2")
+    bodies = _bodies(X, len(X))
+    answers = _send(dep.url, bodies)
+    got = np.array([r.json()["predictions"][0] for r in answers])
+    np.testing.assert_array_equal(got, expected)  # no shadow answer reached a client
+    assert {r.headers[VARIANT] for r in answers} == {"champion"}
+    ids = {r.headers["x-request-id"] for r in answers}
+
+    def shadows() -> list[dict[str, Any]]:
+        return [r for r in _logged(dep) if r.get("shadow") is True]
+
+    mirrored = eventually(shadows, lambda s: len(s) >= len(ids))
+    assert {r["id"] for r in mirrored} == ids and all(r["status"] == 200 for r in mirrored)
+    stump_says = {r["id"]: r["predictions"][0] for r in mirrored}
+    champion_says = {r["id"]: r["predictions"][0] for r in _logged(dep) if r.get("variant") == "champion"}
+    assert champion_says.keys() == ids
+    assert any(stump_says[i] != champion_says[i] for i in ids)  # two models, both recorded
+    assert dep.experiment().state["counts"]["2"]["shadowed"] == len(ids)
+
+
+def test_a_client_may_pin_a_variant(dep: Any, two_versions: str, cancer: dict[str, Any]) -> None:
+    body = _bodies(cancer["X_test"], 1)[0]
+    with httpx.Client(base_url=dep.url) as client:
+        assert client.post("/invocations", content=body, headers={**JSON, VARIANT: "champion"}).status_code == 200
+        dep.canary(f"{two_versions}/2", percent=1)
+        for asked, answered in (("2", "2"), ("challenger", "2"), ("champion", "champion"), ("1", "champion")):
+            r = client.post("/invocations", content=body, headers={**JSON, VARIANT: asked})
+            assert r.status_code == 200 and r.headers[VARIANT] == answered
+        r = client.post("/invocations", content=body, headers={**JSON, VARIANT: "7"})
+        assert r.status_code == 400 and "X-Nbdeploy-Variant names '7'" in r.json()["message"]
+
+
+def test_kill_9_mid_experiment_resumes_split_and_counts(
+    serving: Callable[..., Any], two_versions: str, name: str, cancer: dict[str, Any]
+) -> None:
+    dep = serving(f"{two_versions}/1", name=name)
+    dep.canary(f"{two_versions}/2", percent=30, sticky="mean radius")
+    bodies = _bodies(cancer["X_test"], 300)
+    before = [r.headers[VARIANT] for r in _send(dep.url, bodies)]
+    counts = dep.experiment().state["counts"]
+    os.kill(dep.pid, signal.SIGKILL)
+    eventually(dep.state, lambda s: s != "running")
+    start(name)
+    resumed = dep.experiment().state
+    assert resumed["percent"] == 30 and resumed["sticky_column"] == "mean radius"
+    assert resumed["counts"] == counts and sum(c["requests"] for c in counts.values()) == 300
+    after = [r.headers[VARIANT] for r in _send(dep.url, bodies)]
+    assert after == before  # the same keys meet the same variants
+    assert "resumed the canary of 2 (300 logged requests)" in dep.logs()
+
+
+def test_conclude_promotes_through_the_gate_or_aborts_without_dropping_a_request(
+    dep: Any, two_versions: str, cancer: dict[str, Any]
+) -> None:
+    dep.canary(f"{two_versions}/2", percent=20)
+    with pytest.raises(nbdeploy.NbdeployError, match="never validated"):
+        dep.conclude(promote=True)  # the same gate as promote: v2 was never validated
+    assert dep.experiment().state is not None and dep.spec.experiment is not None
+    bodies = _bodies(cancer["X_test"], 3000)
+    with ThreadPoolExecutor(1) as pool:
+        load = pool.submit(_send, dep.url, bodies)
+        eventually(lambda: len(_logged(dep)), lambda n: n > 200)
+        dep.conclude(promote=True, force=True)
+        answers = load.result()
+    assert {r.status_code for r in answers} == {200}  # none dropped while the challenger took over
+    assert dep.status().version == 2 and dep.spec.current.version == 2 and dep.spec.experiment is None
+    assert dep.experiment().state is None
+    after = _send(dep.url, bodies[:20])
+    assert VARIANT not in after[0].headers
+    dep.canary(f"{two_versions}/1", percent=50)
+    dep.conclude(abort=True)
+    assert dep.spec.current.version == 2 and dep.experiment().state is None
+
+
+def test_bad_experiments_are_one_sentence(dep: Any, two_versions: str, ip: Any) -> None:
+    n = dep.name
+    for line, said in (
+        (f"canary {n} {two_versions}/2 --percent 0", "Invalid percent 0"),
+        (f"canary {n} {two_versions}/2 --percent nan", "not a finite number"),
+        (f"canary {n} {two_versions}/2 --percent 100", "A canary of 100 percent"),
+        (f"canary {n} {two_versions}/1", "is the version this deployment serves"),
+        (f"canary {n} {two_versions}/2 --sticky a --sticky-header B", "not both"),
+        (f"canary {n} {two_versions}/2 --sticky-header 'a b'", "Invalid header name"),
+        (f"conclude {n} --abort", "runs no experiment"),
+        (f"conclude {n}", "--promote or --abort"),
+    ):
+        assert said in usage_error(ip, line), line
+    assert dep.spec.experiment is None
+    with pytest.raises(nbdeploy.NbdeployError, match="is not an input of the model"):
+        dep.canary(f"{two_versions}/2", sticky="no such column")
+    assert dep.spec.experiment is None  # the server refused it: neither runs it
+    view = ip.run_line_magic("deploy", f"canary {n} {two_versions}/2 --percent 20")
+    assert "canary of" in repr(view) and "<table>" in view._repr_html_()
+    assert "already runs a canary" in usage_error(ip, f"shadow {n} {two_versions}/2")
+    assert "variant" in ip.run_line_magic("deploy", f"experiment {n}")._repr_html_()
+    ip.run_line_magic("deploy", f"conclude {n} --abort")
+
+
+def test_the_admin_route_refuses_bad_bodies_in_one_sentence(dep: Any, two_versions: str) -> None:
+    good = {"kind": "canary", "percent": 10, "challenger": {"ref": "x", "model_path": dep.current.model_path}}
+    outside = {**good, "challenger": {"ref": "x", "model_path": "/etc"}}
+    auth = {"Authorization": f"Bearer {dep.token}"}
+    with httpx.Client(base_url=dep.url, headers=auth) as client:
+        for body, status, said in (
+            (b"[[[[" * 10000, 400, "'action' of start, stop or promote"),
+            (b'{"action": "go"}', 400, "'action' of start, stop or promote"),
+            (b'{"action": "start"}', 400, "must describe one"),
+            (json.dumps({"action": "start", "experiment": {**good, "percent": 101}}).encode(), 400, "Invalid percent"),
+            (json.dumps({"action": "start", "experiment": {**good, "kind": "ab"}}).encode(), 400, "Unknown experiment"),
+            (json.dumps({"action": "start", "experiment": outside}).encode(), 400, "inside the deployment's models"),
+            (b'{"action": "stop"}', 409, "No experiment is running"),
+            (b'{"action": "start"}' + b" " * (2 << 20), 413, "larger than the limit"),
+        ):
+            r = client.post("/admin/experiment", content=body)
+            assert r.status_code == status and said in r.json()["message"], (body[:40], r.text[:200])
+        assert client.post("/admin/experiment", json={"action": "start", "experiment": good}).status_code == 200
+        r = client.post("/admin/experiment", json={"action": "start", "experiment": good})
+        assert r.status_code == 409 and "already running" in r.json()["message"]
+        assert client.post("/admin/experiment", json={"action": "stop"}).status_code == 200
+        assert httpx.post(f"{dep.url}/admin/experiment", json={"action": "stop"}).status_code == 401
+
+
+def test_a_damaged_experiment_in_the_spec_is_one_sentence(dep: Any, two_versions: str) -> None:
+    dep.canary(f"{two_versions}/2", percent=10)
+    doc = json.loads((dep.path / "spec.json").read_text())
+    doc["experiment"] = {"kind": "canary"}  # the challenger is gone
+    (dep.path / "spec.json").write_text(json.dumps(doc))
+    with pytest.raises(nbdeploy.NbdeployError, match=r"cannot be read \(KeyError\)"):
+        _ = dep.spec
