@@ -25,6 +25,7 @@ Modules, one concern each (none imports a module listed after it):
 - :mod:`.http` — HTTP calls to a server, errors as one sentence
 - :mod:`.ray_client` — the local Ray cluster and the Ray controller (``serving.ray_ctl``)
 - :mod:`.watching` — monitoring of a deployment: snapshot, feedback, alerts, the panel
+- :mod:`.experiments` — canary and shadow experiments of a deployment
 - :mod:`.handle` — :class:`Deployment`, one deployment
 - :mod:`.launch` — :func:`serve`: resolve, copy, write the spec, spawn, wait for health
 - :mod:`.store` — :func:`get`, :func:`deployments`, :func:`stop`
