@@ -198,7 +198,8 @@ def test_bad_experiments_are_one_sentence(dep: Any, two_versions: str, ip: Any) 
 
 
 def test_the_admin_route_refuses_bad_bodies_in_one_sentence(dep: Any, two_versions: str) -> None:
-    good = {"kind": "canary", "percent": 10, "challenger": {"ref": "x", "model_path": dep.current.model_path}}
+    good = {"kind": "canary", "percent": 10, "started": 1e9,
+            "challenger": {"ref": "x", "model_path": dep.current.model_path}}  # fmt: skip
     outside = {**good, "challenger": {"ref": "x", "model_path": "/etc"}}
     auth = {"Authorization": f"Bearer {dep.token}"}
     with httpx.Client(base_url=dep.url, headers=auth) as client:
@@ -228,3 +229,107 @@ def test_a_damaged_experiment_in_the_spec_is_one_sentence(dep: Any, two_versions
     (dep.path / "spec.json").write_text(json.dumps(doc))
     with pytest.raises(nbdeploy.NbdeployError, match=r"cannot be read \(KeyError\)"):
         _ = dep.spec
+
+
+# found by a hostile review ---------------------------------------------------------------
+
+
+def test_requests_queued_for_a_slow_challenger_are_all_answered_when_it_is_dropped(
+    serving: Callable[..., Any], cancer: dict[str, Any], name: str
+) -> None:
+    import time
+
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    X, y = cancer["X_train"], cancer["y_train"]
+    nbdeploy.register(cancer["model"], name, X, y)
+    slow = make_pipeline(FunctionTransformer(lambda a: (time.sleep(0.2), a)[1]), cancer["model"])
+    nbdeploy.register(slow, name, X, y)  # pickled by value: the lambda travels with the model
+    dep = serving(f"{name}/1", name=name)
+    dep.canary(f"{name}/2", percent=50)
+    with ThreadPoolExecutor(1) as pool:
+        load = pool.submit(_send, dep.url, _bodies(cancer["X_test"], 200), None, 16)
+        eventually(lambda: dep.experiment().state["counts"].get("2", {}).get("requests", 0), lambda n: n >= 5)
+        dep.conclude(abort=True)
+        answers = load.result()
+    assert [r.status_code for r in answers] == [200] * 200  # none hung, none failed
+    assert Counter(r.headers.get(VARIANT, "-") for r in answers)["2"] > 0
+    assert dep.experiment().state is None
+
+
+def test_spec_and_server_are_reconciled(dep: Any, two_versions: str) -> None:
+    dep.canary(f"{two_versions}/2", percent=10)
+    auth = {"Authorization": f"Bearer {dep.token}"}
+    assert httpx.post(f"{dep.url}/admin/experiment", json={"action": "stop"}, headers=auth).status_code == 200
+    assert dep.spec.experiment is not None  # the server dropped it behind the spec's back
+    dep.conclude(abort=True)  # still concludes: the server already runs none
+    assert dep.spec.experiment is None
+    # two kernels start a canary at once: one wins, and the spec says what the server runs
+    with ThreadPoolExecutor(2) as pool:
+        tries = [pool.submit(dep.canary, f"{two_versions}/2", p) for p in (5, 7)]
+        outcomes = [t.exception() for t in tries]
+    assert sum(e is None for e in outcomes) == 1, outcomes
+    assert all("already runs a canary" in str(e) for e in outcomes if e is not None)
+    assert dep.experiment().state["percent"] == dep.spec.experiment.percent
+    with pytest.raises(nbdeploy.NbdeployError, match=r"conclude it .* before you update"):
+        dep.update(f"{two_versions}/2")
+    with pytest.raises(nbdeploy.NbdeployError, match="before you roll back"):
+        dep.rollback()
+
+
+def test_a_stopped_deployment_concludes_in_its_spec(dep: Any, two_versions: str) -> None:
+    dep.canary(f"{two_versions}/2", percent=10)
+    dep.stop()
+    dep.conclude(promote=True, force=True)
+    assert dep.spec.experiment is None and dep.spec.current.version == 2
+    assert nbdeploy.resolve(f"{two_versions}@champion").version == 2
+    start(dep.name)
+    assert dep.status().version == 2 and dep.experiment().state is None
+
+
+def test_a_shadow_cannot_be_pinned_and_hostile_experiments_are_4xx(
+    dep: Any, two_versions: str, cancer: dict[str, Any]
+) -> None:
+    body = _bodies(cancer["X_test"], 1)[0]
+    dep.shadow(f"{two_versions}/2")
+    r = httpx.post(f"{dep.url}/invocations", content=body, headers={**JSON, VARIANT: "challenger"})
+    assert r.status_code == 400 and "answers nobody" in r.json()["message"]
+    dep.conclude(abort=True)
+    base = {"kind": "canary", "percent": 10, "started": 1e9,
+            "challenger": {"ref": "x", "model_path": dep.current.model_path}}  # fmt: skip
+    hostile = [
+        {**base, "percent": 10**400},
+        {**base, "started": 10**400},
+        {**base, "started": 0},
+        {**base, "challenger": {"ref": "x", "model_path": None}},
+        {**base, "challenger": {"ref": "x", "model_path": 5}},
+        {**base, "challenger": {"ref": "x", "model_path": "/a\x00b"}},
+        {**base, "challenger": {"ref": "x", "model_path": dep.current.model_path, "version": "2\r\nX-Evil: 1"}},
+        {**base, "challenger": {"ref": "x", "model_path": dep.current.model_path, "profile_path": "/dev/zero"}},
+        {**base, "sticky_header": 5},
+    ]
+    auth = {"Authorization": f"Bearer {dep.token}"}
+    with httpx.Client(base_url=dep.url, headers=auth) as client:
+        for doc in hostile:
+            r = client.post("/admin/experiment", content=json.dumps({"action": "start", "experiment": doc}))
+            assert 400 <= r.status_code < 500 and len(r.json()["message"]) < 300, (doc, r.text[:300])
+        assert client.get("/experiment").json()["experiment"] is None
+        assert client.post("/invocations", content=body, headers=JSON).status_code == 200
+
+
+def test_sticky_keys_come_from_the_column_on_the_table_path_too() -> None:
+    import pandas as pd
+
+    from nbdeploy.serving.protocol import Parsed
+    from nbdeploy.serving.routing import Split
+
+    split = Split("canary", "2", 50.0, sticky_column="user", salt="1")
+    frame = pd.DataFrame({"x": [1.0], "user": ["ann"]})  # an optional column before 'user' is absent
+    same = pd.DataFrame({"user": ["ann"], "x": [9.0], "opt": [None]})
+    assert split.sticky_key({}, Parsed(1, ("x", "user"), frame=frame)) == "'ann'"
+    assert split.sticky_key({}, Parsed(1, ("user", "x", "opt"), frame=same)) == "'ann'"
+    assert split.sticky_key({}, Parsed(1, ("x",), frame=pd.DataFrame({"x": [1.0]}))) is None
+    matrix = Parsed(1, ("x", "user"), values=np.array([[1.0, 7.0]]))
+    assert split.sticky_key({}, matrix) == "7.0"
+    assert split.sticky_key({}, Parsed(1, ("x", "user"), values=np.array([[1.0, np.nan]]))) is None

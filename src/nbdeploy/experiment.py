@@ -60,15 +60,31 @@ class ExperimentSpec:
             raise InvalidInputError("A shadow answers nobody: --sticky and --sticky-header are for a canary.")
         if self.sticky_header is not None and not _HEADER_NAME.fullmatch(self.sticky_header):
             raise InvalidInputError(f"Invalid header name {self.sticky_header[:60]!r} for --sticky-header.")
-        if self.sticky_column is not None and not 0 < len(self.sticky_column) <= 256:
+        column = self.sticky_column
+        if column is not None and not (isinstance(column, str) and 0 < len(column) <= 256):
             raise InvalidInputError("Invalid column for --sticky: give the name of one of the model's inputs.")
+        self._validate_challenger()
+
+    def _validate_challenger(self) -> None:
+        c = self.challenger
+        if not isinstance(c.model_path, str) or not c.model_path or "\x00" in c.model_path:
+            raise InvalidInputError("The challenger's model_path must be a path.")
+        if c.profile_path is not None and (not isinstance(c.profile_path, str) or "\x00" in c.profile_path):
+            raise InvalidInputError("The challenger's profile_path must be a path.")
+        if not isinstance(c.ref, str) or not 0 < len(c.ref) <= 1000:
+            raise InvalidInputError("The challenger's ref must be a model reference, such as cancer/2.")
+        if c.version is not None and (isinstance(c.version, bool) or not isinstance(c.version, int) or c.version < 0):
+            raise InvalidInputError("The challenger's version must be a whole number.")
+        if not (math.isfinite(self.started) and self.started >= 0):
+            raise InvalidInputError("The experiment's start time must be a time in seconds.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> ExperimentSpec:
-        """The experiment in ``doc`` (``ValueError``, ``KeyError`` or ``TypeError`` when damaged)."""
+        """The experiment in ``doc`` (``ValueError``, ``KeyError``, ``TypeError`` or
+        ``OverflowError`` when damaged; :meth:`validate` checks the values)."""
         return cls(
             kind=str(doc["kind"]),
             challenger=ModelEntry.from_dict(doc["challenger"]),

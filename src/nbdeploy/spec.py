@@ -159,7 +159,7 @@ class DeploymentSpec(_ReadAsDict):
             spec = cls.from_dict(json.loads(path.read_text()))
         except FileNotFoundError:
             raise
-        except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
             raise DeploymentError(
                 f"The spec of deployment {folder.name!r} ({path}) cannot be read ({type(exc).__name__}); "
                 "stop it and serve it again to write a new one."

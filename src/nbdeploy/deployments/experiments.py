@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbdeploy.errors import DeploymentError, InvalidInputError
+from nbdeploy.errors import DeploymentError, InvalidInputError, NbdeployError
 from nbdeploy.experiment import ExperimentSpec
 from nbdeploy.reprs import card, esc, table
-from nbdeploy.spec import DeploymentSpec
+from nbdeploy.spec import DeploymentSpec, ModelEntry
 
 __all__ = ["ExperimentView", "Experiments"]
 
@@ -69,6 +69,9 @@ class Experiments:
     def _request(self, method: str, route: str, timeout: float = 60, **kw: Any) -> Any:
         raise NotImplementedError
 
+    def state(self) -> str:
+        raise NotImplementedError
+
     def canary(self, ref: str, percent: float = 10.0, sticky: str | None = None,
                sticky_header: str | None = None) -> ExperimentView:  # fmt: skip
         """Answer ``percent`` of the requests from ``ref``; with ``sticky`` (a column) or
@@ -86,52 +89,113 @@ class Experiments:
 
     def conclude(self, promote: bool = False, abort: bool = False, force: bool = False) -> ExperimentView:
         """End the experiment: ``promote`` moves the ``champion`` alias to the challenger
-        (the gated ``promote``: ``force`` as there) and serves it alone; ``abort`` drops it."""
+        (the gated ``promote``: ``force`` as there) and serves it alone; ``abort`` drops it.
+        A stopped deployment's spec is changed, and its next start serves what it says."""
+        from nbdeploy.deployments import processes
+
         if promote == abort:
             raise InvalidInputError("Say how the experiment ends: --promote or --abort.")
-        spec = self.spec
-        experiment = spec.experiment
-        if experiment is None:
-            raise DeploymentError(f"Deployment {self.name!r} runs no experiment: nothing to conclude.")
-        if promote and experiment.challenger.version is not None:
-            from nbdeploy.registry.promotion import promote as promote_version
-
-            promote_version(experiment.challenger.resolved or experiment.challenger.ref, "champion", force=force)
-        saved = DeploymentSpec.from_dict(spec.to_dict())
-        if promote:
-            spec.history.append(experiment.challenger)
-        spec.experiment = None
-        spec.save(self.path)
-        try:
-            self._request("POST", "/admin/experiment", json={"action": "promote" if promote else "stop"})
-        except DeploymentError:
-            saved.save(self.path)  # the server still runs the experiment: so does the spec
-            raise
+        with processes.locked(self.path):
+            spec = self.spec
+            experiment = spec.experiment
+            if experiment is None:
+                raise DeploymentError(f"Deployment {self.name!r} runs no experiment: nothing to conclude.")
+            challenger = experiment.challenger
+            if promote:
+                self._gate(challenger, force)
+            saved = DeploymentSpec.from_dict(spec.to_dict())
+            if promote:
+                spec.history.append(challenger)
+            spec.experiment = None
+            spec.save(self.path)
+            if self.state() == "running":
+                self._tell({"action": "promote" if promote else "stop"}, saved, promote and challenger)
+        if promote and challenger.version is not None:
+            self._move_alias(challenger)
         return ExperimentView(self.name, None)
 
+    def _gate(self, challenger: ModelEntry, force: bool) -> None:
+        """Refuse, before anything changes, what ``promote`` would refuse."""
+        if challenger.version is None:
+            if not force:
+                raise InvalidInputError(
+                    f"The challenger {challenger.ref} has no registered version, so no alias can move: "
+                    "pass --force (force=True) to serve it alone anyway."
+                )
+            return
+        from nbdeploy.registry.promotion import check_promotable
+
+        check_promotable(challenger.resolved or challenger.ref, "champion", force=force)
+
+    def _move_alias(self, challenger: ModelEntry) -> None:
+        from nbdeploy.registry.promotion import promote as promote_version
+
+        ref = challenger.resolved or challenger.ref
+        try:
+            promote_version(ref, "champion", force=True)  # its gate was checked before the switch
+        except NbdeployError as exc:
+            raise DeploymentError(
+                f"Deployment {self.name!r} serves {ref} alone now, but @champion did not move ({exc}); "
+                f"move it with %deploy promote {ref} --force."
+            ) from None
+
+    def _tell(self, action: dict[str, Any], saved: DeploymentSpec, reload: Any) -> Any:
+        """POST ``action`` to the server; when that fails, ask the server what it runs: if it
+        already did what was asked (a timeout after the change, a restart that dropped the
+        experiment), the new spec stands; otherwise the old one is written back."""
+        try:
+            return self._request("POST", "/admin/experiment", json=action, timeout=120).json()
+        except DeploymentError:
+            running = self._server_experiment()
+            wanted = self.spec.experiment
+            if running is None and wanted is None:
+                if reload:  # the server ran no experiment: serve the challenger by a reload instead
+                    self._reload(reload)
+                return {"experiment": None}
+            if running is not None and wanted is not None and running.get("started") == wanted.started:
+                return {"experiment": running}
+            saved.save(self.path)
+            raise
+
+    def _server_experiment(self) -> dict[str, Any] | None:
+        try:
+            state: dict[str, Any] | None = self._request("GET", "/experiment", timeout=10).json()["experiment"]
+        except (DeploymentError, ValueError, KeyError):
+            return None
+        return state
+
+    def _reload(self, entry: ModelEntry) -> None:
+        raise NotImplementedError
+
+    def _no_experiment(self, verb: str) -> None:
+        experiment = self.spec.experiment
+        if experiment is not None:
+            raise DeploymentError(
+                f"Deployment {self.name!r} runs a {experiment.kind} of {experiment.challenger.ref}: conclude it "
+                f"(--promote or --abort) before you {verb}."
+            )
+
     def _start(self, kind: str, ref: str, percent: float, sticky: str | None, header: str | None) -> ExperimentView:
-        from nbdeploy.deployments import models
+        from nbdeploy.deployments import models, processes
 
         spec = self.spec
         if spec.target != "local":
             raise DeploymentError("Experiments run on a local deployment only, for now (not on --target ray).")
-        if spec.experiment is not None:
-            raise DeploymentError(
-                f"Deployment {self.name!r} already runs a {spec.experiment.kind} of "
-                f"{spec.experiment.challenger.ref}: conclude it first (--promote or --abort)."
-            )
-        ExperimentSpec(kind, spec.current, percent, sticky, header).validate()  # before any download
+        ExperimentSpec(kind, spec.current, percent, sticky, header, started=1.0).validate()  # before any download
         entry = models.fetch(ref, self.path)
         if entry.resolved is not None and entry.resolved == spec.current.resolved:
             raise InvalidInputError(f"{ref} is the version this deployment serves: a challenger is another one.")
-        spec.experiment = ExperimentSpec(kind, entry, percent, sticky, header, started=time.time())
-        spec.save(self.path)
-        try:
-            doc = {"action": "start", "experiment": spec.experiment.to_dict()}
-            state = self._request("POST", "/admin/experiment", json=doc)
-        except DeploymentError:
-            spec.experiment = None
+        with processes.locked(self.path):
+            spec = self.spec
+            if spec.experiment is not None:
+                raise DeploymentError(
+                    f"Deployment {self.name!r} already runs a {spec.experiment.kind} of "
+                    f"{spec.experiment.challenger.ref}: conclude it first (--promote or --abort)."
+                )
+            if self.state() != "running":
+                raise DeploymentError(f"Deployment {self.name!r} is {self.state()}: start it to run an experiment.")
+            saved = DeploymentSpec.from_dict(spec.to_dict())
+            spec.experiment = ExperimentSpec(kind, entry, percent, sticky, header, started=time.time())
             spec.save(self.path)
-            raise
-        return ExperimentView(self.name, state.json()["experiment"])
-
+            state = self._tell({"action": "start", "experiment": spec.experiment.to_dict()}, saved, None)
+        return ExperimentView(self.name, state["experiment"])

@@ -227,6 +227,7 @@ class Deployment(Watching, Experiments):
 
     def update(self, ref: str) -> Deployment:
         """Serve another version in place (``/admin/reload``); no request is dropped."""
+        self._no_experiment("update")
         entry = models.fetch(ref, self.path)
         self._reload(entry)
         spec = self.spec
@@ -236,6 +237,7 @@ class Deployment(Watching, Experiments):
 
     def rollback(self) -> Deployment:
         """Go back to the version served before the last update."""
+        self._no_experiment("roll back")
         spec = self.spec
         if len(spec.history) < 2:
             raise DeploymentError(f"Deployment {self.name!r} has served only one version: nothing to roll back to.")

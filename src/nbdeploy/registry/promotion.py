@@ -25,6 +25,7 @@ __all__ = [
     "REFUSED_TAG",
     "VALIDATION_FAILED_TAG",
     "VALIDATION_TAG",
+    "check_promotable",
     "promote",
     "record_validation",
     "start_validation_run",
@@ -53,8 +54,23 @@ def promote(ref: str | ModelRef, alias: str = "champion", *, force: bool = False
         return _promote(client(), mv, alias, force=force)
 
 
+def check_promotable(ref: str | ModelRef, alias: str = "champion", *, force: bool = False) -> None:
+    """Raise the refusal :func:`promote` would raise (and tag it as promote does), without
+    moving the alias: a caller checks the gate before it changes what it serves."""
+    validate_alias(alias)
+    with mlflow_errors(f"checking {ref} for @{alias}"):
+        _gate(client(), resolve(ref), alias, force=force)
+
+
 def _promote(c: MlflowClient, mv: ModelVersion, alias: str, *, force: bool) -> ModelVersion:
     """Move ``alias`` to ``mv`` if its validation passed (or ``force``); tag refusals and forced moves."""
+    _gate(c, mv, alias, force=force)
+    set_alias(c, mv.name, alias, str(mv.version))
+    return fetch_version(c, mv.name, mv.version)
+
+
+def _gate(c: MlflowClient, mv: ModelVersion, alias: str, *, force: bool) -> None:
+    """Raise :class:`PromotionRefusedError` unless the last validation of ``mv`` passed (or ``force``)."""
     from datetime import datetime, timezone
 
     status = mv.tags.get(VALIDATION_TAG)
@@ -74,8 +90,6 @@ def _promote(c: MlflowClient, mv: ModelVersion, alias: str, *, force: bool) -> M
                 "(nbdeploy.validate in Python), or pass --force (force=True) to promote it anyway."
             )
         c.set_model_version_tag(mv.name, str(mv.version), FORCED_TAG, record)
-    set_alias(c, mv.name, alias, str(mv.version))
-    return fetch_version(c, mv.name, mv.version)
 
 
 def start_validation_run(mv: ModelVersion) -> str:

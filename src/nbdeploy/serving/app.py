@@ -94,7 +94,7 @@ def _lifespan(server: Server, background: Callable[[], Any] | None) -> Callable[
             if tasks:  # let them finish what they do on cancellation (a last forward to the Ray hub)
                 await asyncio.wait(tasks, timeout=5)
             if server.experiment is not None:
-                await server.experiment.close()
+                await server.experiment.close(server.batcher)
             await server.batcher.stop()
             server.parse_pool.stop()
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nbdeploy.serving.protocol import Parsed
+from nbdeploy.serving.protocol import Parsed, ProtocolError
 from nbdeploy.spec import DEFAULTS
 
 __all__ = ["Batcher", "PredictError"]
@@ -50,6 +50,9 @@ class _Item:
         )
 
 
+_STOPPED = "The model answering this request was stopped while it predicted: send the request again."
+
+
 class Batcher:
     """Queue of parsed requests and the one worker that predicts on them."""
 
@@ -59,9 +62,12 @@ class Batcher:
         max_batch: int = DEFAULTS.max_batch,
         max_wait_ms: float = 0.0,
         on_batch: Callable[[int, int], None] | None = None,
+        always_wait: bool = False,
     ) -> None:
         self._model = model  # returns (predict, column names) of the model serving now
         self.max_batch, self.max_wait = max(1, max_batch), max(0.0, max_wait_ms) / 1000
+        self.always_wait = always_wait  # wait max_wait_ms even for a lone request (nobody waits on a shadow)
+        self._in_batch = False
         self._on_batch = on_batch
         self._queue: collections.deque[_Item] = collections.deque()
         self._wake = asyncio.Event()
@@ -76,7 +82,24 @@ class Batcher:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self._executor.shutdown(wait=True)
+        await asyncio.to_thread(self._executor.shutdown, True)  # a predict may still run: not on the loop
+
+    @property
+    def busy(self) -> bool:
+        """Requests queued or being predicted."""
+        return bool(self._queue) or self._in_batch
+
+    def take_queued(self) -> list[_Item]:
+        """Every queued request, taken out (to be predicted by another batcher)."""
+        items = list(self._queue)
+        self._queue.clear()
+        return items
+
+    def adopt(self, items: list[_Item]) -> None:
+        """Predict requests queued elsewhere (their futures are answered from here)."""
+        self._queue.extend(items)
+        if items:
+            self._wake.set()
 
     async def submit(self, parsed: Parsed) -> list[Any]:
         """Predictions for one request (a list with one entry per input row)."""
@@ -111,11 +134,20 @@ class Batcher:
                 continue
             batch = [first]
             rows = self._take(batch, first.parsed.rows)
-            if self.max_wait and self._last_requests > 1 and rows < self.max_batch:
+            if self.max_wait and (self._last_requests > 1 or self.always_wait) and rows < self.max_batch:
                 await asyncio.sleep(self.max_wait)
                 rows = self._take(batch, rows)
             self._last_requests = len(batch)
-            results = await loop.run_in_executor(self._executor, self._predict, [i.parsed for i in batch])
+            self._in_batch = True
+            try:
+                results = await loop.run_in_executor(self._executor, self._predict, [i.parsed for i in batch])
+            except asyncio.CancelledError:  # stopped mid-predict: none of these is left without an answer
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(ProtocolError(503, _STOPPED, "TEMPORARILY_UNAVAILABLE"))
+                raise
+            finally:
+                self._in_batch = False
             for item, result in zip(batch, results, strict=True):
                 if item.future.done():
                     continue

@@ -38,12 +38,12 @@ from starlette.requests import ClientDisconnect, Request
 
 from nbdeploy.serving.protocol import ProtocolError
 
-__all__ = ["PARSE_OFF_PROCESS_BYTES", "PARSE_ON_LOOP_BYTES", "ParsePool", "parse_body", "read_body"]
+__all__ = ["PARSE_OFF_PROCESS_BYTES", "PARSE_ON_LOOP_BYTES", "ParsePool", "die_with", "parse_body", "read_body"]
 
 T = TypeVar("T")
 
 
-def _die_with(parent: int) -> None:
+def die_with(parent: int) -> None:
     """The worker's initializer: the kernel kills it when the server dies, however the server
     dies (``kill -9`` included), so that no parser outlives its server."""
     if sys.platform == "linux":
@@ -73,7 +73,7 @@ class ParsePool:
             self._pool = ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_die_with,
+                initializer=die_with,
                 initargs=(os.getpid(),),
             )
         return self._pool

@@ -23,7 +23,8 @@ from starlette.responses import Response
 from nbdeploy.errors import InvalidInputError
 from nbdeploy.experiment import ExperimentSpec
 from nbdeploy.serving.bodies import read_body
-from nbdeploy.serving.loader import load
+from nbdeploy.serving.loader import load, read_signature
+from nbdeploy.serving.model_process import ModelProcess
 from nbdeploy.serving.protocol import ProtocolError, Schema
 from nbdeploy.serving.responses import json_response
 from nbdeploy.serving.server import Server
@@ -32,6 +33,7 @@ from nbdeploy.serving.variants import Experiment
 __all__ = ["ExperimentRoutes", "prepare"]
 
 _ACTIONS = ("start", "stop", "promote")
+SHADOW_NICE = 10  # a shadow yields the CPU to the champion's clients when the machine is busy
 
 
 class ExperimentRoutes:
@@ -60,14 +62,32 @@ class ExperimentRoutes:
         experiment = self.server.experiment
         if experiment is None:
             raise ProtocolError(409, "No experiment is running on this deployment.", "INVALID_STATE")
-        if promote:
+        if promote:  # the challenger's model, loaded here, serves as the champion from the next batch on
             c = experiment.spec.challenger
-            self.server.swap(experiment.model, c.ref, c.version)
-            has_profile = bool(c.profile_path) and Path(str(c.profile_path)).exists()
-            profile = json.loads(Path(str(c.profile_path)).read_text()) if has_profile else None
+            try:
+                model, profile = await asyncio.to_thread(_load_entry, self.server, c.model_path, c.profile_path)
+            except Exception as exc:  # the experiment goes on, the champion unchanged
+                raise ProtocolError(400, f"The challenger could not be loaded: {type(exc).__name__}: {exc}.") from exc
+            self.server.swap(model, c.ref, c.version)
             self.server.monitor.set_profile(profile, c.task)
         self.server.experiment = None  # routes nothing more to the challenger; it finishes what it has
-        await experiment.close()
+        await experiment.close(self.server.batcher)
+
+
+def _inside(server: Server, path: str) -> Path:
+    """``path``, refused unless it lies in the deployment's models folder."""
+    folder = server.settings.folder
+    resolved = Path(path).resolve()
+    if folder is not None and not resolved.is_relative_to((Path(folder) / "models").resolve()):
+        raise ProtocolError(400, "The challenger's files must be inside the deployment's models folder.")
+    return resolved
+
+
+def _load_entry(server: Server, model_path: str, profile_path: str | None) -> tuple[Any, Any]:
+    """The challenger's model and training profile, loaded in this process (to become the champion)."""
+    model = load(_inside(server, model_path))
+    profile = json.loads(_inside(server, profile_path).read_text()) if profile_path else None
+    return model, profile
 
 
 def prepare(server: Server, doc: Any) -> Experiment:
@@ -80,24 +100,30 @@ def prepare(server: Server, doc: Any) -> Experiment:
         spec.validate()
     except InvalidInputError as exc:
         raise ProtocolError(400, str(exc)) from None
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
         raise ProtocolError(400, "The field 'experiment' must describe one (kind, challenger, percent).") from None
-    folder = server.settings.folder
-    path = Path(spec.challenger.model_path)
-    if folder is not None and not path.resolve().is_relative_to((Path(folder) / "models").resolve()):
-        raise ProtocolError(400, "The challenger's model_path must be inside the deployment's models folder.")
+    if spec.started <= 0:
+        raise ProtocolError(400, "The field 'experiment' needs its start time ('started', seconds since 1970).")
+    path = _inside(server, spec.challenger.model_path)
+    if spec.challenger.profile_path is not None:
+        _inside(server, spec.challenger.profile_path)
     try:
-        model = load(path)
-    except Exception as exc:  # whatever the folder holds, the champion keeps serving
-        raise ProtocolError(400, f"The challenger could not be loaded: {type(exc).__name__}: {exc}.") from exc
-    names = Schema.from_signature(model.inputs).names
+        inputs, _ = read_signature(path)
+    except Exception as exc:
+        raise ProtocolError(400, f"The challenger's signature could not be read: {type(exc).__name__}: {exc}.") from exc
+    names = Schema.from_signature(inputs).names
     if names != server.schema.names:
         raise ProtocolError(400, "The challenger takes other input columns than the champion: an experiment "
                                  "compares models of the same inputs.")  # fmt: skip
     if spec.sticky_column is not None and spec.sticky_column not in names:
         raise ProtocolError(400, f"The sticky column {spec.sticky_column[:60]!r} is not an input of the model.")
+    model = ModelProcess(str(path), nice=SHADOW_NICE if spec.kind == "shadow" else 0)
+    try:
+        model.start()
+    except Exception as exc:  # whatever the folder holds, the champion keeps serving
+        raise ProtocolError(400, f"The challenger could not be loaded: {type(exc).__name__}: {exc}.") from exc
     s = server.settings
-    return Experiment(spec, model, server.log, s.max_batch, s.max_wait_ms, s.log_rows)
+    return Experiment(spec, model, names, server.log, s.max_batch, s.max_wait_ms, s.log_rows)
 
 
 def _body(body: bytes) -> dict[str, Any]:

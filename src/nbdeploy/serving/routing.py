@@ -16,12 +16,12 @@ True
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from nbdeploy.experiment import CHALLENGER, CHAMPION, VARIANT_HEADER, ExperimentSpec
-from nbdeploy.serving.protocol import ProtocolError
+from nbdeploy.serving.protocol import Parsed, ProtocolError
 
 __all__ = ["Split", "bucket", "pinned"]
 
@@ -47,15 +47,23 @@ class Split:
     def of(cls, spec: ExperimentSpec) -> Split:
         return cls(spec.kind, spec.label, spec.percent, spec.sticky_column, spec.sticky_header, repr(spec.started))
 
-    def sticky_key(self, headers: Mapping[str, str], names: Sequence[str], first_row: Any) -> str | None:
+    def sticky_key(self, headers: Mapping[str, str], parsed: Parsed) -> str | None:
         """The request's sticky key: its header, or its first row's value of the column; ``None``
         when the experiment has none or the request does not carry it (drawn at random then)."""
         if self.sticky_header is not None:
             return headers.get(self.sticky_header)
-        if self.sticky_column is None or first_row is None or self.sticky_column not in names:
+        column, value = self.sticky_column, None
+        if column is None or not parsed.rows:
             return None
-        value = first_row[list(names).index(self.sticky_column)]
-        return None if value is None or value != value else repr(value.item() if hasattr(value, "item") else value)
+        if parsed.frame is not None:  # a table of the columns the request sent (an optional one may be absent)
+            if column not in parsed.frame.columns:
+                return None
+            value = parsed.frame[column].iloc[0]
+        elif parsed.values is not None and column in parsed.columns:  # a matrix in the signature's order
+            value = parsed.values[0, list(parsed.columns).index(column)]
+        if value is None or (isinstance(value, float) and math.isnan(value)) or value != value:
+            return None
+        return repr(value.item() if hasattr(value, "item") else value)
 
     def to_challenger(self, rid: str, key: str | None) -> bool:
         """Whether a canary answers this request from the challenger."""
@@ -76,6 +84,9 @@ def pinned(headers: Mapping[str, str], champion_version: int | None, split: Spli
     if asked == CHAMPION or (champion_version is not None and asked == str(champion_version)):
         return CHAMPION
     if split is not None and asked in (CHALLENGER, split.label):
+        if split.kind == "shadow":
+            raise ProtocolError(400, f"The header {VARIANT_HEADER} names the challenger of a shadow, which answers "
+                                     "nobody: pin champion, or no variant.")  # fmt: skip
         return CHALLENGER
     serving = f"champion (version {champion_version})" + (f" and {split.label}" if split is not None else "")
     raise ProtocolError(400, f"The header {VARIANT_HEADER} names {asked[:60]!r}; this deployment serves {serving}.")

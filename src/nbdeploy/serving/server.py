@@ -142,7 +142,7 @@ class Server:
         if experiment is None or pin == CHAMPION:
             return None
         if pin == CHALLENGER or experiment.split.to_challenger(
-            call.rid, experiment.split.sticky_key(request.headers, self.schema.names, _first_row(call.values))
+            call.rid, experiment.split.sticky_key(request.headers, parsed)
         ):
             call.variant = experiment.label
             call.record["version"] = experiment.spec.challenger.version
@@ -176,10 +176,6 @@ class Server:
             observer.add(record["answered"], record["latency_ms"], status, call.rid, call.values, call.predictions)
         self.metrics.requests.labels(str(status)).inc()
         self.metrics.latency.observe(latency)
-
-
-def _first_row(values: Any) -> Any:
-    return values[0] if values is not None and len(values) else None
 
 
 def _dist_version(dist: str) -> str:

@@ -1,4 +1,5 @@
-"""A running experiment on the server: the challenger's model and batcher, the split, the
+"""A running experiment on the server: the challenger (its model in a process of its own,
+:mod:`~nbdeploy.serving.model_process`) and its batcher, the split, the
 mirrored (shadow) requests in flight, and the counts per variant.
 
 The challenger has a batcher of its own, so its batches never mix with the champion's and
@@ -14,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from nbdeploy.experiment import CHAMPION, ExperimentSpec
 from nbdeploy.serving.batching import Batcher
-from nbdeploy.serving.loader import LoadedModel
-from nbdeploy.serving.protocol import Parsed, Schema
+from nbdeploy.serving.model_process import ModelProcess
+from nbdeploy.serving.protocol import Parsed
 from nbdeploy.serving.requestlog import RequestLog
 from nbdeploy.serving.responses import error_answer
 from nbdeploy.serving.routing import Split
@@ -28,21 +29,23 @@ from nbdeploy.serving.routing import Split
 __all__ = ["MAX_MIRRORS", "Experiment"]
 
 MAX_MIRRORS = 1024
+MAX_MIRROR_ROWS = 100_000  # rows of mirrored requests held at once (their parsed inputs are in memory)
+SHADOW_WAIT_MS = 50.0  # a shadow's batch gathers mirrors this long: nobody waits on its answers
 _DRAIN_S = 30.0
 
 
 class Experiment:
     """The challenger of one experiment, served beside the champion."""
 
-    def __init__(self, spec: ExperimentSpec, model: LoadedModel, log: RequestLog, max_batch: int,
-                 max_wait_ms: float, log_rows: int,
-                 on_batch: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
+    def __init__(self, spec: ExperimentSpec, model: ModelProcess, names: tuple[str, ...], log: RequestLog,
+                 max_batch: int, max_wait_ms: float, log_rows: int) -> None:  # fmt: skip
         self.spec, self.split, self.model, self.log, self.log_rows = spec, Split.of(spec), model, log, log_rows
-        names = Schema.from_signature(model.inputs).names
-        self.batcher = Batcher(lambda: (model.predict, names), max_batch, max_wait_ms, on_batch)
+        shadow = spec.kind == "shadow"
+        wait = max(max_wait_ms, SHADOW_WAIT_MS) if shadow else max_wait_ms
+        self.batcher = Batcher(lambda: (model.predict, names), max_batch, wait, always_wait=shadow)
+        self._mirror_rows = 0
         self.counts: dict[str, Counter[str]] = {CHAMPION: Counter(), spec.label: Counter()}
         self._mirrors: set[asyncio.Task[None]] = set()
-        self._in_flight = 0
 
     @property
     def label(self) -> str:
@@ -53,11 +56,7 @@ class Experiment:
 
     async def predict(self, parsed: Parsed) -> list[Any]:
         """The challenger's predictions for a request it answers."""
-        self._in_flight += 1
-        try:
-            return await self.batcher.submit(parsed)
-        finally:
-            self._in_flight -= 1
+        return await self.batcher.submit(parsed)
 
     def count(self, variant: str, status: int, shadow: bool = False) -> None:
         counts = self.counts.setdefault(variant, Counter())
@@ -67,12 +66,19 @@ class Experiment:
 
     def mirror(self, parsed: Parsed, rid: str, values: Any) -> None:
         """Send an answered request to the shadow, after its answer; dropped past the bound."""
-        if len(self._mirrors) >= MAX_MIRRORS:
+        if len(self._mirrors) >= MAX_MIRRORS or self._mirror_rows + parsed.rows > MAX_MIRROR_ROWS:
             self.counts[self.label]["mirror_dropped"] += 1
             return
+        self._mirror_rows += parsed.rows
         task = asyncio.get_running_loop().create_task(self._mirror(parsed, rid, values))
         self._mirrors.add(task)
-        task.add_done_callback(self._mirrors.discard)
+        task.add_done_callback(lambda done: self._mirrored(done, parsed.rows))
+
+    def _mirrored(self, task: asyncio.Task[None], rows: int) -> None:
+        self._mirrors.discard(task)
+        self._mirror_rows -= rows
+        if task.cancelled():
+            self.counts[self.label]["mirror_dropped"] += 1
 
     async def _mirror(self, parsed: Parsed, rid: str, values: Any) -> None:
         started, status, record = time.perf_counter(), 200, {"ts": time.time(), "id": rid}
@@ -102,12 +108,18 @@ class Experiment:
             n += 1
         return n
 
-    async def close(self) -> None:
-        """Finish what the challenger was given (answers and mirrors), then stop its batcher."""
+    async def close(self, fallback: Batcher) -> None:
+        """Stop the challenger without leaving a client unanswered: mirrors (which answer
+        nobody) are cancelled and counted as dropped; requests it answers are finished, and
+        any still queued after :data:`_DRAIN_S` are handed to ``fallback`` (the champion's)."""
+        for task in list(self._mirrors):
+            task.cancel()
         deadline = time.monotonic() + _DRAIN_S
-        while (self._in_flight or self._mirrors) and time.monotonic() < deadline:
+        while self.batcher.busy and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        fallback.adopt(self.batcher.take_queued())
         await self.batcher.stop()
+        await asyncio.to_thread(self.model.stop)
 
     def state(self) -> dict[str, Any]:
         """What ``GET /experiment`` shows."""
