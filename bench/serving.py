@@ -91,13 +91,17 @@ def sequential(host: str, port: int, body: bytes, n: int = 1000) -> tuple[float,
     return statistics.median(times), q[98]
 
 
-def wrk(url: str, route: str, body: bytes | None, connections: int) -> dict[str, float]:
+def wrk(
+    url: str, route: str, body: bytes | None, connections: int, headers: dict[str, str] | None = None
+) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
         if body is not None:
             lua.write(
                 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                 f"wrk.body = {json.dumps(body.decode())}\n"
             )
+        for key, value in (headers or {}).items():
+            lua.write(f"wrk.headers[{json.dumps(key)}] = {json.dumps(value)}\n")
         lua.write(
             "done = function(summary, latency, requests)\n"
             "  io.write(string.format('RESULT %d %d %d %f %f\\n', summary.requests, summary.errors.status,"

@@ -33,7 +33,6 @@ from nbdeploy.serving.variants import Experiment
 __all__ = ["ExperimentRoutes", "prepare"]
 
 _ACTIONS = ("start", "stop", "promote")
-SHADOW_NICE = 10  # a shadow yields the CPU to the champion's clients when the machine is busy
 
 
 class ExperimentRoutes:
@@ -117,7 +116,7 @@ def prepare(server: Server, doc: Any) -> Experiment:
                                  "compares models of the same inputs.")  # fmt: skip
     if spec.sticky_column is not None and spec.sticky_column not in names:
         raise ProtocolError(400, f"The sticky column {spec.sticky_column[:60]!r} is not an input of the model.")
-    model = ModelProcess(str(path), nice=SHADOW_NICE if spec.kind == "shadow" else 0)
+    model = ModelProcess(str(path), idle=spec.kind == "shadow")  # a shadow gets only the CPU left over
     try:
         model.start()
     except Exception as exc:  # whatever the folder holds, the champion keeps serving

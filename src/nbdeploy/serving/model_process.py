@@ -4,8 +4,8 @@ In the server's process a second model would predict on a second thread, and bot
 would take turns on one interpreter lock: a shadow's predictions then delayed the champion's
 answers (client p99 2.8 times as long with a shadowed forest, one connection), and a canary's small
 batches cut throughput to 0.6 times (16 connections). In a process of its own the challenger predicts on the other
-core; a shadow's process also runs at a lower CPU priority (``nice``), so that when the
-machine is busy the champion's clients come first and the shadow gets what is left.
+core; a shadow's process also runs under ``SCHED_IDLE``, so that when the machine is busy
+the champion's clients come first and the shadow gets what is left (it never preempts them).
 
 The process is spawned (never forked from a server that runs threads), dies with the server
 however the server dies (``PR_SET_PDEATHSIG``), and is replaced once if it dies while the
@@ -28,10 +28,13 @@ __all__ = ["ModelProcess"]
 _model: Any = None  # in the worker: the model it serves
 
 
-def _start(parent: int, nice: int) -> None:
+def _start(parent: int, idle: bool) -> None:
     die_with(parent)
-    if nice:
-        os.nice(nice)
+    if idle:  # run only on a CPU nothing else wants (Linux), else at the lowest priority
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined,unused-ignore]
+        except (AttributeError, OSError):
+            os.nice(19)
 
 
 def _load(path: str) -> None:
@@ -48,8 +51,8 @@ def _predict(X: Any) -> Any:
 class ModelProcess:
     """``predict(X)`` by the model at ``path``, loaded in a worker process."""
 
-    def __init__(self, path: str, nice: int = 0) -> None:
-        self.path, self.nice = path, nice
+    def __init__(self, path: str, idle: bool = False) -> None:
+        self.path, self.idle = path, idle
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -58,7 +61,7 @@ class ModelProcess:
         with self._lock:
             self._pool = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start, initargs=(os.getpid(), self.nice),
+                initializer=_start, initargs=(os.getpid(), self.idle),
             )  # fmt: skip
             try:
                 self._pool.submit(_load, self.path).result(timeout)
