@@ -116,7 +116,15 @@ def test_a_shadow_answers_nobody_and_logs_both_predictions(
     champion_says = {r["id"]: r["predictions"][0] for r in _logged(dep) if r.get("variant") == "champion"}
     assert champion_says.keys() == ids
     assert any(stump_says[i] != champion_says[i] for i in ids)  # two models, both recorded
-    assert dep.experiment().state["counts"]["2"]["shadowed"] == len(ids)
+    view = dep.experiment()
+    assert view.state["counts"]["2"]["shadowed"] == len(ids)
+    # agreement: the rows where the stump says what the forest says, counted exactly
+    stump = DecisionTreeClassifier(max_depth=1, random_state=0).fit(cancer["X_train"], cancer["y_train"])
+    agree = float(np.mean(stump.predict(X) == expected))
+    assert view.state["agreement"]["rows"] == len(X) and view.state["agreement"]["rate"] == pytest.approx(agree)
+    shown = view.state["agreement"]["disagreements"]
+    assert 0 < len(shown) <= 20 and all(d["champion"] != d["challenger"] and d["id"] in ids for d in shown)
+    assert f"agreement    {agree:.1%} of {len(X)} rows" in repr(view) and "agreement" in view._repr_html_()
 
 
 def test_a_client_may_pin_a_variant(dep: Any, two_versions: str, cancer: dict[str, Any]) -> None:
@@ -333,3 +341,15 @@ def test_sticky_keys_come_from_the_column_on_the_table_path_too() -> None:
     matrix = Parsed(1, ("x", "user"), values=np.array([[1.0, 7.0]]))
     assert split.sticky_key({}, matrix) == "7.0"
     assert split.sticky_key({}, Parsed(1, ("x", "user"), values=np.array([[1.0, np.nan]]))) is None
+
+
+def test_a_shadow_resumed_after_kill_9_keeps_its_agreement(dep: Any, two_versions: str, cancer: dict[str, Any]) -> None:
+    dep.shadow(f"{two_versions}/2")
+    _send(dep.url, _bodies(cancer["X_test"], 120))
+    state = eventually(lambda: dep.experiment().state, lambda s: s["agreement"]["rows"] == 120)
+    os.kill(dep.pid, signal.SIGKILL)
+    eventually(dep.state, lambda s: s != "running")
+    start(dep.name)
+    resumed = dep.experiment().state
+    assert resumed["counts"] == state["counts"]
+    assert resumed["agreement"]["rows"] == 120 and resumed["agreement"]["rate"] == state["agreement"]["rate"]

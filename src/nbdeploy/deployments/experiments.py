@@ -45,6 +45,9 @@ class ExperimentView:
         for variant, counts in s["counts"].items():
             shown = ", ".join(f"{k} {counts[k]}" for k in _COUNTS if counts.get(k))
             lines.append(f"  {variant:<12} {shown or 'no requests yet'}")
+        agreement = s.get("agreement")
+        if agreement and agreement["rows"]:
+            lines.append(f"  agreement    {agreement['rate']:.1%} of {agreement['rows']} rows with the champion")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -53,7 +56,10 @@ class ExperimentView:
             return card(f"Deployment {esc(self.name)}", "<p>No experiment running.</p>")
         rows = [[variant, *(counts.get(k, 0) for k in _COUNTS)] for variant, counts in s["counts"].items()]
         head = esc(repr(self).splitlines()[0])
-        return card(head, table(["variant", *(k.replace("_", " ") for k in _COUNTS)], rows))
+        agreement = s.get("agreement") or {}
+        said = repr(self).splitlines()[-1].strip() if agreement.get("rows") else ""
+        extra = f"<p>{esc(said)}</p>" if said else ""
+        return card(head, table(["variant", *(k.replace("_", " ") for k in _COUNTS)], rows) + extra)
 
 
 class Experiments:

@@ -154,7 +154,7 @@ class Server:
         experiment = self.experiment
         if (experiment is not None and status == 200 and call.variant == CHAMPION and call.parsed is not None
                 and experiment.split.mirrors(call.rid)):  # fmt: skip
-            experiment.mirror(call.parsed, call.rid, call.values)
+            experiment.mirror(call.parsed, call.rid, call.values, call.predictions)
 
     def answered(self, call: Call, status: int, body: dict[str, Any]) -> None:
         """Log, observe and count an answered request; called before its response is sent,

@@ -13,8 +13,9 @@ without end behind a challenger that cannot keep up.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections import Counter
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -46,6 +47,7 @@ class Experiment:
         self._mirror_rows = 0
         self.counts: dict[str, Counter[str]] = {CHAMPION: Counter(), spec.label: Counter()}
         self._mirrors: set[asyncio.Task[None]] = set()
+        self.disagreements: deque[dict[str, Any]] = deque(maxlen=20)  # the last rows a shadow answered otherwise
 
     @property
     def label(self) -> str:
@@ -64,13 +66,13 @@ class Experiment:
         if status >= 500 or (shadow and status != 200):
             counts["shadow_errors" if shadow else "errors"] += 1
 
-    def mirror(self, parsed: Parsed, rid: str, values: Any) -> None:
+    def mirror(self, parsed: Parsed, rid: str, values: Any, champion: list[Any]) -> None:
         """Send an answered request to the shadow, after its answer; dropped past the bound."""
         if len(self._mirrors) >= MAX_MIRRORS or self._mirror_rows + parsed.rows > MAX_MIRROR_ROWS:
             self.counts[self.label]["mirror_dropped"] += 1
             return
         self._mirror_rows += parsed.rows
-        task = asyncio.get_running_loop().create_task(self._mirror(parsed, rid, values))
+        task = asyncio.get_running_loop().create_task(self._mirror(parsed, rid, values, champion))
         self._mirrors.add(task)
         task.add_done_callback(lambda done: self._mirrored(done, parsed.rows))
 
@@ -80,12 +82,13 @@ class Experiment:
         if task.cancelled():
             self.counts[self.label]["mirror_dropped"] += 1
 
-    async def _mirror(self, parsed: Parsed, rid: str, values: Any) -> None:
+    async def _mirror(self, parsed: Parsed, rid: str, values: Any, champion: list[Any]) -> None:
         started, status, record = time.perf_counter(), 200, {"ts": time.time(), "id": rid}
         record.update(variant=self.label, version=self.spec.challenger.version, shadow=True, rows=parsed.rows)
         try:
             predictions = await self.predict(parsed)
             record["predictions"] = predictions[: self.log_rows]
+            self._compare(rid, champion, predictions)
         except Exception as exc:  # the shadow's failure is logged; the client had its answer
             status, body = error_answer(exc)
             record["error"] = body["message"]
@@ -95,17 +98,35 @@ class Experiment:
         self.log.append(record)
         self.count(self.label, status, shadow=True)
 
+    def _compare(self, rid: str, champion: list[Any], shadow: list[Any]) -> None:
+        """Count the rows where the shadow agrees with the champion; keep the last disagreements."""
+        counts = self.counts[self.label]
+        for row, (a, b) in enumerate(zip(champion, shadow, strict=False)):
+            if _same(a, b):
+                counts["agree_rows"] += 1
+            else:
+                counts["disagree_rows"] += 1
+                self.disagreements.append({"id": rid, "row": row, "champion": a, "challenger": b})
+
     def replay(self, records: Iterable[dict[str, Any]]) -> int:
-        """Count the logged requests of this experiment (answered since it started) after a restart."""
-        n = 0
+        """Count the logged requests of this experiment (answered since it started) after a
+        restart, and a shadow's agreement from the pairs of records of one request id."""
+        n, pending = 0, OrderedDict[str, Any]()
         for r in records:
-            answered = r.get("answered")
-            variant = r.get("variant")
+            answered, variant = r.get("answered"), r.get("variant")
             if not isinstance(answered, (int, float)) or answered < self.spec.started or not isinstance(variant, str):
                 continue
-            status = r.get("status")
-            self.count(variant, status if isinstance(status, int) else 0, shadow=r.get("shadow") is True)
+            status, shadow = r.get("status"), r.get("shadow") is True
+            self.count(variant, status if isinstance(status, int) else 0, shadow=shadow)
             n += 1
+            predictions, rid = r.get("predictions"), str(r.get("id"))
+            if self.spec.kind == "shadow" and isinstance(predictions, list):
+                if not shadow:
+                    pending[rid] = predictions
+                    if len(pending) > MAX_MIRRORS * 100:
+                        pending.popitem(last=False)
+                elif rid in pending:
+                    self._compare(rid, pending.pop(rid), predictions)
         return n
 
     async def close(self, fallback: Batcher) -> None:
@@ -121,6 +142,14 @@ class Experiment:
         await self.batcher.stop()
         await asyncio.to_thread(self.model.stop)
 
+    def _agreement(self) -> dict[str, Any] | None:
+        if self.spec.kind != "shadow":
+            return None
+        counts = self.counts[self.label]
+        rows = counts["agree_rows"] + counts["disagree_rows"]
+        rate = counts["agree_rows"] / rows if rows else None
+        return {"rows": rows, "rate": rate, "disagreements": list(self.disagreements)}
+
     def state(self) -> dict[str, Any]:
         """What ``GET /experiment`` shows."""
         s, c = self.spec, self.spec.challenger
@@ -128,5 +157,12 @@ class Experiment:
             "kind": s.kind, "percent": s.percent, "sticky_column": s.sticky_column, "sticky_header": s.sticky_header,
             "started": s.started, "challenger": {"label": self.label, "ref": c.ref, "version": c.version},
             "counts": {variant: dict(counts) for variant, counts in self.counts.items()},
-            "mirrors_in_flight": len(self._mirrors),
+            "mirrors_in_flight": len(self._mirrors), "agreement": self._agreement(),
         }  # fmt: skip
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal predictions: the same label, or numbers within a relative 1e-9 (regression)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return bool(a == b)
