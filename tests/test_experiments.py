@@ -353,3 +353,76 @@ def test_a_shadow_resumed_after_kill_9_keeps_its_agreement(dep: Any, two_version
     resumed = dep.experiment().state
     assert resumed["counts"] == state["counts"]
     assert resumed["agreement"]["rows"] == 120 and resumed["agreement"]["rate"] == state["agreement"]["rate"]
+
+
+# decisions on live traffic -----------------------------------------------------------------
+
+
+def test_a_challenger_failing_on_5_percent_of_inputs_is_rolled_back(
+    serving: Callable[..., Any], cancer: dict[str, Any], name: str
+) -> None:
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    X = cancer["X_test"].reset_index(drop=True)
+    limit = float(X["mean radius"].quantile(0.95))
+
+    def refuse_large(frame: Any) -> Any:
+        if (frame["mean radius"] > limit).any():
+            raise ValueError("radius out of range")
+        return frame
+
+    nbdeploy.register(cancer["model"], name, cancer["X_train"], cancer["y_train"])
+    small = cancer["X_train"]["mean radius"] <= limit  # registering predicts on its rows
+    nbdeploy.register(make_pipeline(FunctionTransformer(refuse_large), cancer["model"]), name,
+                      cancer["X_train"][small], cancer["y_train"][small])  # fmt: skip
+    dep = serving(f"{name}/1", name=name)
+    dep.canary(f"{name}/2", percent=50, rollback_when=["error_rate>baseline"])
+    order = np.random.default_rng(0).permutation(np.resize(np.arange(len(X)), 4000))
+    bodies = _bodies(X.iloc[order], len(order))
+    answers: list[Any] = []
+    for start_at in range(0, len(bodies), 100):  # until the server has rolled it back
+        answers += _send(dep.url, bodies[start_at : start_at + 100])
+        if dep.spec.experiment is None:
+            break
+    assert dep.spec.experiment is None, "not rolled back after 4,000 requests"
+    by_challenger = [(i, r) for i, r in enumerate(answers) if r.headers.get(VARIANT) == "2"]
+    print(f"rolled back after {len(by_challenger)} challenger requests")  # shown with -s
+    assert len(by_challenger) <= 500  # the bound
+    for i, r in enumerate(answers):  # the only client errors are the challenger's own failures
+        if r.status_code != 200:
+            assert r.status_code == 400 and r.headers.get(VARIANT) == "2", r.text
+            assert X.iloc[order[i]]["mean radius"] > limit and "could not predict" in r.json()["message"]
+    after = _send(dep.url, bodies[:200])
+    assert {r.status_code for r in after} == {200} and VARIANT not in after[0].headers
+    event = dep.experiment().events[-1]
+    assert event["action"] == "rollback" and "error_rate>baseline holds" in event["why"]
+    assert "experiment: rollback" in dep.logs()
+
+
+def test_a_better_challenger_is_promoted_by_its_labels_only_through_the_gate(
+    serving: Callable[..., Any], cancer: dict[str, Any], name: str
+) -> None:
+    X, y = cancer["X_test"].reset_index(drop=True), cancer["y_test"].reset_index(drop=True)
+    stump = DecisionTreeClassifier(max_depth=1, random_state=0).fit(cancer["X_train"], cancer["y_train"])
+    nbdeploy.register(stump, name, cancer["X_train"], cancer["y_train"])  # the champion: worse
+    nbdeploy.register(cancer["model"], name, cancer["X_train"], cancer["y_train"])  # the challenger: better
+    dep = serving(f"{name}/1", name=name)
+    order = np.resize(np.arange(len(X)), 2400)
+
+    def traffic_with_labels() -> None:
+        answers = _send(dep.url, _bodies(X.iloc[order], len(order)))
+        dep.feedback([r.headers["x-request-id"] for r in answers], y.iloc[order].to_numpy())
+
+    dep.canary(f"{name}/2", percent=50, promote_when=["accuracy>=baseline"], min_labels=100)
+    traffic_with_labels()
+    refused = eventually(lambda: dep.experiment().events, lambda e: bool(e) and "refused" in e[-1]["action"])
+    assert "never validated" in refused[-1]["why"] and dep.experiment().state is not None  # the gate held
+    dep.conclude(abort=True)
+    nbdeploy.validate(f"{name}/2", X, y)
+    dep.canary(f"{name}/2", percent=50, promote_when=["accuracy>=baseline"], min_labels=100)
+    traffic_with_labels()
+    events = eventually(lambda: dep.experiment().events, lambda e: e[-1]["action"] == "promote", timeout=60)
+    assert "accuracy>=baseline holds" in events[-1]["why"]
+    assert dep.status().version == 2 and dep.spec.current.version == 2 and dep.spec.experiment is None
+    assert nbdeploy.resolve(f"{name}@champion").version == 2

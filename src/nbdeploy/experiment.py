@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nbdeploy.errors import InvalidInputError
@@ -24,6 +24,9 @@ from nbdeploy.model_entry import ModelEntry
 __all__ = ["CHAMPION", "KINDS", "VARIANT_HEADER", "ExperimentSpec"]
 
 KINDS = ("canary", "shadow")
+# what an experiment measures per variant: per request (errors, latency) or per labelled row
+METRICS = ("error_rate", "latency_ms", "accuracy", "mae")
+LABEL_METRICS = ("accuracy", "mae")
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 VARIANT_HEADER = "X-Nbdeploy-Variant"  # a client pins the variant that answers it
@@ -40,6 +43,10 @@ class ExperimentSpec:
     sticky_column: str | None = None
     sticky_header: str | None = None
     started: float = 0.0  # also salts the sticky hash: each experiment draws its own split
+    promote_when: list[str] = field(default_factory=list)  # every one must hold (nbdeploy.stats.sequential)
+    rollback_when: list[str] = field(default_factory=list)  # any one holding ends the experiment
+    min_labels: int = 500  # labelled rows per variant before a rule on labels is decided
+    tracking_uri: str | None = None  # where an automatic promotion moves @champion
 
     @property
     def label(self) -> str:
@@ -64,6 +71,26 @@ class ExperimentSpec:
         if column is not None and not (isinstance(column, str) and 0 < len(column) <= 256):
             raise InvalidInputError("Invalid column for --sticky: give the name of one of the model's inputs.")
         self._validate_challenger()
+        self._validate_rules()
+
+    def _validate_rules(self) -> None:
+        from nbdeploy.stats.sequential import parse_rule
+
+        rules = [*self.promote_when, *self.rollback_when]
+        if len(rules) > 20:
+            raise InvalidInputError("Give at most 20 rules to an experiment.")
+        for rule in rules:
+            try:
+                metric = parse_rule(rule).metric
+            except ValueError as exc:
+                raise InvalidInputError(str(exc)) from None
+            if metric not in METRICS:
+                raise InvalidInputError(
+                    f"An experiment's rules compare {', '.join(METRICS)}; {metric!r} is not one of them."
+                )
+        n = self.min_labels
+        if isinstance(n, bool) or not isinstance(n, int) or not 30 <= n <= 10**9:
+            raise InvalidInputError(f"Invalid --min-labels {self.min_labels!r}: use a whole number of at least 30.")
 
     def _validate_challenger(self) -> None:
         c = self.challenger
@@ -92,4 +119,8 @@ class ExperimentSpec:
             sticky_column=doc.get("sticky_column"),
             sticky_header=doc.get("sticky_header"),
             started=float(doc.get("started") or 0.0),
+            promote_when=list(doc.get("promote_when") or []),
+            rollback_when=list(doc.get("rollback_when") or []),
+            min_labels=doc.get("min_labels", 500),
+            tracking_uri=doc.get("tracking_uri"),
         )

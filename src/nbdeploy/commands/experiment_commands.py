@@ -11,18 +11,29 @@ __all__ = ["COMMANDS"]
 
 NAME = arg("name", metavar="NAME", help="deployment name")
 REF = arg("ref", metavar="REF", help="the challenger: NAME/VERSION, NAME@ALIAS, models:/... or runs:/...")
+RULES = (
+    arg("--promote-when", action="append", default=[], metavar="RULE",
+        help="promote once this holds, e.g. accuracy>=baseline (repeatable: every one must hold)"),
+    arg("--rollback-when", action="append", default=[], metavar="RULE",
+        help="drop the challenger once this holds, e.g. error_rate>baseline+0.01 (repeatable)"),
+    arg("--min-labels", type=int, default=500, metavar="N",
+        help="labelled rows per variant before a rule on labels is decided (default 500)"),
+)
 
 
 def _canary(args: argparse.Namespace, ctx: Context) -> Any:
     from nbdeploy.deployments import get
 
-    return get(args.name).canary(args.ref, percent=args.percent, sticky=args.sticky, sticky_header=args.sticky_header)
+    return get(args.name).canary(args.ref, percent=args.percent, sticky=args.sticky, sticky_header=args.sticky_header,
+                                 promote_when=args.promote_when, rollback_when=args.rollback_when,
+                                 min_labels=args.min_labels)  # fmt: skip
 
 
 def _shadow(args: argparse.Namespace, ctx: Context) -> Any:
     from nbdeploy.deployments import get
 
-    return get(args.name).shadow(args.ref, percent=args.percent)
+    return get(args.name).shadow(args.ref, percent=args.percent, promote_when=args.promote_when,
+                                 rollback_when=args.rollback_when, min_labels=args.min_labels)
 
 
 def _experiment(args: argparse.Namespace, ctx: Context) -> Any:
@@ -44,11 +55,12 @@ COMMANDS = [
             (NAME, REF,
              arg("--percent", type=number, default=10.0, metavar="P", help="share of requests, 0-100 (default 10)"),
              arg("--sticky", metavar="COLUMN", help="keep each value of this input column on one variant"),
-             arg("--sticky-header", metavar="HEADER", help="keep each value of this request header on one variant")),
+             arg("--sticky-header", metavar="HEADER", help="keep each value of this request header on one variant"),
+             *RULES),
             _canary),
     Command("shadow", "Mirror a deployment's requests to a challenger after answering them (an experiment).",
             (NAME, REF,
-             arg("--percent", type=number, default=100.0, metavar="P", help="share mirrored (default 100)")),
+             arg("--percent", type=number, default=100.0, metavar="P", help="share mirrored (default 100)"), *RULES),
             _shadow),
     Command("experiment", "Show a running experiment: challenger, split and counts.", (NAME,), _experiment),
     Command("conclude", "End a deployment's experiment: promote the challenger or abort.",

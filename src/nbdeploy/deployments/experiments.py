@@ -12,9 +12,10 @@ included) serves what the spec says, and replays its counts from the request log
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from nbdeploy.errors import DeploymentError, InvalidInputError, NbdeployError
 from nbdeploy.experiment import ExperimentSpec
@@ -32,11 +33,14 @@ class ExperimentView:
 
     name: str
     state: dict[str, Any] | None
+    events: list[dict[str, Any]] = field(default_factory=list)
 
     def __repr__(self) -> str:
         s = self.state
         if s is None:
-            return f"Deployment {self.name}: no experiment running."
+            last = self.events[-1] if self.events else None
+            ended = f" The last one: {last['action']} of {last['challenger']} ({last['why']})." if last else ""
+            return f"Deployment {self.name}: no experiment running.{ended}"
         c = s["challenger"]
         how = f"{s['percent']:g}% of requests" + (" mirrored" if s["kind"] == "shadow" else "")
         sticky = s["sticky_column"] or s["sticky_header"]
@@ -45,21 +49,29 @@ class ExperimentView:
         for variant, counts in s["counts"].items():
             shown = ", ".join(f"{k} {counts[k]}" for k in _COUNTS if counts.get(k))
             lines.append(f"  {variant:<12} {shown or 'no requests yet'}")
+        for metric, fig in (s.get("stats") or {}).items():
+            if fig.get("ready") and fig.get("low") is not None:
+                lines.append(f"  {metric:<12} lift {fig['lift']:+.4g} [{fig['low']:+.4g}, {fig['high']:+.4g}] "
+                             "(always-valid 95% interval)")  # fmt: skip
         agreement = s.get("agreement")
         if agreement and agreement["rows"]:
             lines.append(f"  agreement    {agreement['rate']:.1%} of {agreement['rows']} rows with the champion")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        s = self.state
+        s, text = self.state, repr(self).splitlines()
         if s is None:
-            return card(f"Deployment {esc(self.name)}", "<p>No experiment running.</p>")
+            return card(f"Deployment {esc(self.name)}", f"<p>{esc(text[0].split(': ', 1)[1])}</p>")
         rows = [[variant, *(counts.get(k, 0) for k in _COUNTS)] for variant, counts in s["counts"].items()]
-        head = esc(repr(self).splitlines()[0])
-        agreement = s.get("agreement") or {}
-        said = repr(self).splitlines()[-1].strip() if agreement.get("rows") else ""
-        extra = f"<p>{esc(said)}</p>" if said else ""
-        return card(head, table(["variant", *(k.replace("_", " ") for k in _COUNTS)], rows) + extra)
+        figures = [line.strip() for line in text[1 + len(rows):]]  # lifts and agreement, as in the text form
+        extra = "".join(f"<p>{esc(line)}</p>" for line in figures)
+        return card(esc(text[0]), table(["variant", *(k.replace("_", " ") for k in _COUNTS)], rows) + extra)
+
+
+class Rules(NamedTuple):
+    promote_when: list[str]
+    rollback_when: list[str]
+    min_labels: int
 
 
 class Experiments:
@@ -78,20 +90,28 @@ class Experiments:
     def state(self) -> str:
         raise NotImplementedError
 
-    def canary(self, ref: str, percent: float = 10.0, sticky: str | None = None,
-               sticky_header: str | None = None) -> ExperimentView:  # fmt: skip
+    def canary(self, ref: str, percent: float = 10.0, sticky: str | None = None, sticky_header: str | None = None,
+               promote_when: Sequence[str] = (), rollback_when: Sequence[str] = (),
+               min_labels: int = 500) -> ExperimentView:  # fmt: skip
         """Answer ``percent`` of the requests from ``ref``; with ``sticky`` (a column) or
-        ``sticky_header``, the same key always meets the same variant."""
-        return self._start("canary", ref, percent, sticky, sticky_header)
+        ``sticky_header``, the same key always meets the same variant. The server promotes the
+        challenger once every ``promote_when`` rule holds and drops it once a ``rollback_when``
+        rule holds (``"accuracy>=baseline"``, ``"error_rate>baseline+0.01"``: see docs/experiments.md)."""
+        rules = Rules(list(promote_when), list(rollback_when), min_labels)
+        return self._start("canary", ref, percent, sticky, sticky_header, rules)
 
-    def shadow(self, ref: str, percent: float = 100.0) -> ExperimentView:
+    def shadow(self, ref: str, percent: float = 100.0, promote_when: Sequence[str] = (),
+               rollback_when: Sequence[str] = (), min_labels: int = 500) -> ExperimentView:  # fmt: skip
         """Also send ``percent`` of the requests to ``ref`` after answering them from the
         champion; its predictions are logged beside the champion's, never returned."""
-        return self._start("shadow", ref, percent, None, None)
+        rules = Rules(list(promote_when), list(rollback_when), min_labels)
+        return self._start("shadow", ref, percent, None, None, rules)
 
     def experiment(self) -> ExperimentView:
-        """The running experiment: kind, challenger, split and counts per variant."""
-        return ExperimentView(self.name, self._request("GET", "/experiment").json()["experiment"])
+        """The running experiment: kind, challenger, split, counts and figures per variant, and
+        the last experiments' ends (promoted, rolled back, promotion refused)."""
+        doc = self._request("GET", "/experiment").json()
+        return ExperimentView(self.name, doc["experiment"], doc.get("events", []))
 
     def conclude(self, promote: bool = False, abort: bool = False, force: bool = False) -> ExperimentView:
         """End the experiment: ``promote`` moves the ``champion`` alias to the challenger
@@ -181,13 +201,15 @@ class Experiments:
                 f"(--promote or --abort) before you {verb}."
             )
 
-    def _start(self, kind: str, ref: str, percent: float, sticky: str | None, header: str | None) -> ExperimentView:
+    def _start(self, kind: str, ref: str, percent: float, sticky: str | None, header: str | None,
+               rules: Rules) -> ExperimentView:  # fmt: skip
         from nbdeploy.deployments import models, processes
+        from nbdeploy.registry import tracking_uri
 
         spec = self.spec
         if spec.target != "local":
             raise DeploymentError("Experiments run on a local deployment only, for now (not on --target ray).")
-        ExperimentSpec(kind, spec.current, percent, sticky, header, started=1.0).validate()  # before any download
+        ExperimentSpec(kind, spec.current, percent, sticky, header, 1.0, *rules).validate()  # before any download
         entry = models.fetch(ref, self.path)
         if entry.resolved is not None and entry.resolved == spec.current.resolved:
             raise InvalidInputError(f"{ref} is the version this deployment serves: a challenger is another one.")
@@ -201,7 +223,7 @@ class Experiments:
             if self.state() != "running":
                 raise DeploymentError(f"Deployment {self.name!r} is {self.state()}: start it to run an experiment.")
             saved = DeploymentSpec.from_dict(spec.to_dict())
-            spec.experiment = ExperimentSpec(kind, entry, percent, sticky, header, started=time.time())
+            spec.experiment = ExperimentSpec(kind, entry, percent, sticky, header, time.time(), *rules, tracking_uri())
             spec.save(self.path)
             state = self._tell({"action": "start", "experiment": spec.experiment.to_dict()}, saved, None)
-        return ExperimentView(self.name, state["experiment"])
+        return ExperimentView(self.name, state["experiment"], state.get("events", []))

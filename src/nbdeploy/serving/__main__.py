@@ -87,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(settings, model, log, background=(lambda: _watch_parent(parent)) if parent else None)
     experiment = app.state.server.experiment
     if experiment is not None:
-        from nbdeploy.monitoring.replay import read_records
+        from nbdeploy.monitoring.replay import logged_feedback, read_records
 
         counted = experiment.replay(read_records(folder / "requests.jsonl"))
+        for rid, values in logged_feedback(folder / "feedback.jsonl", since=experiment.spec.started):
+            experiment.arms.label(rid, values)
         print(f"resumed the {experiment.spec.kind} of {experiment.label} ({counted} logged requests)", flush=True)
     if settings.monitor:
         requests, labels = _rebuild(app.state.server.monitor, folder)

@@ -22,6 +22,7 @@ from typing import Any
 from starlette.applications import Starlette
 
 from nbdeploy.serving.auth import Guard
+from nbdeploy.serving.decisions import decision_loop
 from nbdeploy.serving.experiment_routes import prepare
 from nbdeploy.serving.loader import LoadedModel
 from nbdeploy.serving.monitor_routes import LocalMonitor, MonitorBackend, alert_loop, fold_loop
@@ -79,6 +80,7 @@ def _lifespan(server: Server, background: Callable[[], Any] | None) -> Callable[
             server.parse_pool.start()
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(background())] if background else []
+        tasks.append(loop.create_task(decision_loop(server)))
         if settings.monitor:
             tasks.append(loop.create_task(fold_loop(server.monitor)))
             tasks.append(

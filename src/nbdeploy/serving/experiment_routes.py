@@ -30,7 +30,7 @@ from nbdeploy.serving.responses import json_response
 from nbdeploy.serving.server import Server
 from nbdeploy.serving.variants import Experiment
 
-__all__ = ["ExperimentRoutes", "prepare"]
+__all__ = ["ExperimentRoutes", "load_entry", "prepare"]
 
 _ACTIONS = ("start", "stop", "promote")
 
@@ -42,7 +42,8 @@ class ExperimentRoutes:
 
     async def state(self, request: Request) -> Response:
         experiment = self.server.experiment
-        return json_response({"experiment": experiment.state() if experiment is not None else None})
+        state = experiment.state() if experiment is not None else None
+        return json_response({"experiment": state, "events": list(self.server.events)})
 
     async def change(self, request: Request) -> Response:
         doc = _body(await read_body(request, 1 << 20))
@@ -64,7 +65,7 @@ class ExperimentRoutes:
         if promote:  # the challenger's model, loaded here, serves as the champion from the next batch on
             c = experiment.spec.challenger
             try:
-                model, profile = await asyncio.to_thread(_load_entry, self.server, c.model_path, c.profile_path)
+                model, profile = await asyncio.to_thread(load_entry, self.server, c.model_path, c.profile_path)
             except Exception as exc:  # the experiment goes on, the champion unchanged
                 raise ProtocolError(400, f"The challenger could not be loaded: {type(exc).__name__}: {exc}.") from exc
             self.server.swap(model, c.ref, c.version)
@@ -82,7 +83,7 @@ def _inside(server: Server, path: str) -> Path:
     return resolved
 
 
-def _load_entry(server: Server, model_path: str, profile_path: str | None) -> tuple[Any, Any]:
+def load_entry(server: Server, model_path: str, profile_path: str | None) -> tuple[Any, Any]:
     """The challenger's model and training profile, loaded in this process (to become the champion)."""
     model = load(_inside(server, model_path))
     profile = json.loads(_inside(server, profile_path).read_text()) if profile_path else None
@@ -122,7 +123,7 @@ def prepare(server: Server, doc: Any) -> Experiment:
     except Exception as exc:  # whatever the folder holds, the champion keeps serving
         raise ProtocolError(400, f"The challenger could not be loaded: {type(exc).__name__}: {exc}.") from exc
     s = server.settings
-    return Experiment(spec, model, names, server.log, s.max_batch, s.max_wait_ms, s.log_rows)
+    return Experiment(spec, model, names, server.log, s.max_batch, s.max_wait_ms, s.log_rows, s.task)
 
 
 def _body(body: bytes) -> dict[str, Any]:

@@ -147,7 +147,7 @@ class LocalMonitor:
         return await asyncio.to_thread(self._feedback, ids, targets)  # many labels: not on the loop
 
     def _feedback(self, ids: list[Any], targets: list[Any]) -> dict[str, Any]:
-        return apply_labels(ids, targets, self.server.monitor.feedback, self.server.feedback_log)
+        return apply_labels(ids, targets, self.server.label, self.server.feedback_log)
 
     async def set_alerts(self, rules: Any) -> dict[str, Any]:
         checked_rules(self.server.alerts, rules)

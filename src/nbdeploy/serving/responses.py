@@ -27,6 +27,9 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
+MODEL_FAILED = "The model could not predict on this input"  # a PredictError's answer begins so
+
+
 def error_answer(exc: BaseException) -> tuple[int, dict[str, str]]:
     """The status and JSON body that answer ``exc``."""
     if isinstance(exc, ProtocolError):
@@ -34,7 +37,7 @@ def error_answer(exc: BaseException) -> tuple[int, dict[str, str]]:
     if isinstance(exc, ClientDisconnect):  # the client left mid-body, or stalled (http_limits): its doing
         return 408, {"error_code": "REQUEST_TIMEOUT", "message": "The body ended before its length: the client left."}
     if isinstance(exc, PredictError):
-        return 400, {"error_code": "BAD_REQUEST", "message": f"The model could not predict on this input: {exc}."}
+        return 400, {"error_code": "BAD_REQUEST", "message": f"{MODEL_FAILED}: {exc}."}
     # a bug of ours: a JSON answer that names the exception's type only (never data), and
     # the server stays up
     return 500, {"error_code": "INTERNAL_ERROR", "message": f"The server failed: {type(exc).__name__}."}

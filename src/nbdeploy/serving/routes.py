@@ -23,6 +23,7 @@ from starlette.responses import Response
 
 from nbdeploy.experiment import VARIANT_HEADER
 from nbdeploy.serving.auth import Access, Guard, GuardedRoute
+from nbdeploy.serving.batching import PredictError
 from nbdeploy.serving.bodies import parse_body, read_body
 from nbdeploy.serving.experiment_routes import ExperimentRoutes
 from nbdeploy.serving.loader import load
@@ -83,6 +84,7 @@ class CoreRoutes:
         finally:
             server.metrics.in_flight.dec()
         status, body = error_answer(error) if error is not None else (200, {"predictions": call.predictions})
+        call.failed = status >= 500 or isinstance(error, PredictError)
         if server.experiment is not None:  # the client sees which variant answered it
             headers = {**(headers or {}), VARIANT_HEADER: call.variant}
         server.answered(call, status, body)  # before the response: an answered request is always logged

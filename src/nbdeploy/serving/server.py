@@ -6,9 +6,11 @@ The routes read it; :meth:`Server.answered` is the one place where an answered
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import Request
 
+from nbdeploy._files import append_private
 from nbdeploy.experiment import CHALLENGER, CHAMPION
 from nbdeploy.monitoring.alerts import AlertBook
 from nbdeploy.monitoring.windows import RequestWindows
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["Call", "Observer", "Server"]
 
 _RID = re.compile(r"^[\w.\-]{1,64}$")
+EVENTS_FILE = "experiments.jsonl"
 
 
 class Observer(Protocol):
@@ -58,6 +62,7 @@ class Call:
     predictions: Any = None
     parsed: Parsed | None = None
     variant: str = CHAMPION  # who answers it (see nbdeploy.experiment)
+    failed: bool = False  # the model failed on it (a 5xx, or a predict that raised)
 
 
 class Server:
@@ -85,6 +90,7 @@ class Server:
             self.metrics.registry.register(MonitorCollector(self.monitor, self.alerts, settings.alert_window))
         self.parse_pool = ParsePool()  # started with the app (its lifespan), if ever
         self.experiment: Experiment | None = None  # a challenger beside the model (serving/variants.py)
+        self.events: deque[dict[str, Any]] = deque(_last_events(folder), maxlen=50)  # experiments decided
         self.batcher = Batcher(
             self._serving,
             max_batch=settings.max_batch,
@@ -149,6 +155,20 @@ class Server:
             return experiment
         return None
 
+    def record_event(self, event: dict[str, Any]) -> None:
+        """An experiment's end (promoted, rolled back, promotion refused), kept and logged."""
+        self.events.append(event)
+        if self.settings.folder:
+            append_private(Path(self.settings.folder) / EVENTS_FILE, json.dumps(event, default=str) + "\n")
+
+    def label(self, rid: str, labels: list[Any]) -> bool:
+        """Attach labels to an answered request: its monitoring rows, and the experiment's figures."""
+        known = self.monitor.feedback(rid, labels)
+        experiment = self.experiment
+        if experiment is not None:
+            known = experiment.arms.label(rid, labels) or known
+        return known
+
     def after_answer(self, call: Call, status: int) -> None:
         """Mirror an answered request to a shadow (its answer already on its way)."""
         experiment = self.experiment
@@ -170,12 +190,29 @@ class Server:
         experiment = self.experiment
         if experiment is not None:  # without one, every record is the champion's
             record["variant"] = call.variant
-            experiment.count(call.variant, status)
+            experiment.observe(call.variant, status, call.failed, record["latency_ms"], call.rid, call.predictions)
         self.log.append(record)
         for observer in self.observers:
             observer.add(record["answered"], record["latency_ms"], status, call.rid, call.values, call.predictions)
         self.metrics.requests.labels(str(status)).inc()
         self.metrics.latency.observe(latency)
+
+
+def _last_events(folder: Path | None) -> list[dict[str, Any]]:
+    """The last events of ``experiments.jsonl`` (damaged lines skipped)."""
+    try:
+        lines = (folder / EVENTS_FILE).read_bytes().splitlines()[-50:] if folder else []
+    except OSError:
+        return []
+    events = []
+    for line in lines:
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            events.append(doc)
+    return events
 
 
 def _dist_version(dist: str) -> str:

@@ -20,11 +20,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from nbdeploy.experiment import CHAMPION, ExperimentSpec
+from nbdeploy.serving.arms import Arms
 from nbdeploy.serving.batching import Batcher
 from nbdeploy.serving.model_process import ModelProcess
 from nbdeploy.serving.protocol import Parsed
 from nbdeploy.serving.requestlog import RequestLog
-from nbdeploy.serving.responses import error_answer
+from nbdeploy.serving.responses import MODEL_FAILED, error_answer
 from nbdeploy.serving.routing import Split
 
 __all__ = ["MAX_MIRRORS", "Experiment"]
@@ -39,13 +40,16 @@ class Experiment:
     """The challenger of one experiment, served beside the champion."""
 
     def __init__(self, spec: ExperimentSpec, model: ModelProcess, names: tuple[str, ...], log: RequestLog,
-                 max_batch: int, max_wait_ms: float, log_rows: int) -> None:  # fmt: skip
+                 max_batch: int, max_wait_ms: float, log_rows: int, task: str | None = None) -> None:  # fmt: skip
         self.spec, self.split, self.model, self.log, self.log_rows = spec, Split.of(spec), model, log, log_rows
         shadow = spec.kind == "shadow"
         wait = max(max_wait_ms, SHADOW_WAIT_MS) if shadow else max_wait_ms
         self.batcher = Batcher(lambda: (model.predict, names), max_batch, wait, always_wait=shadow)
         self._mirror_rows = 0
         self.counts: dict[str, Counter[str]] = {CHAMPION: Counter(), spec.label: Counter()}
+        self.arms = Arms(task, [CHAMPION, spec.label])
+        self.deciding = False  # an automatic promotion or rollback is under way
+        self.promotion_refused: str | None = None  # the registry's refusal: promote rules stop here
         self._mirrors: set[asyncio.Task[None]] = set()
         self.disagreements: deque[dict[str, Any]] = deque(maxlen=20)  # the last rows a shadow answered otherwise
 
@@ -60,11 +64,29 @@ class Experiment:
         """The challenger's predictions for a request it answers."""
         return await self.batcher.submit(parsed)
 
-    def count(self, variant: str, status: int, shadow: bool = False) -> None:
+    def observe(self, variant: str, status: int, failed: bool, latency_ms: float, rid: str, predictions: Any,
+                shadow: bool = False) -> None:  # fmt: skip
+        """Count one answered (or mirrored) request; ``failed``: the model failed on it (a 5xx,
+        or a predict that raised), which is what ``error_rate`` rules compare."""
         counts = self.counts.setdefault(variant, Counter())
         counts["shadowed" if shadow else "requests"] += 1
-        if status >= 500 or (shadow and status != 200):
+        if failed:
             counts["shadow_errors" if shadow else "errors"] += 1
+        self.arms.request(variant, rid, failed, latency_ms, predictions if status == 200 else None)
+
+    def verdict(self) -> tuple[str, str] | None:
+        """``("rollback" | "promote", why)`` once the rules decide, else ``None``: any rollback
+        rule that holds ends the experiment; every promote rule must hold to promote."""
+        s = self.spec
+        for rule in s.rollback_when:
+            v = self.arms.decide(rule, s.min_labels)
+            if v.decided and v.holds:
+                return "rollback", f"{rule} holds ({v.reason})"
+        if s.promote_when and self.promotion_refused is None:
+            verdicts = [self.arms.decide(rule, s.min_labels) for rule in s.promote_when]
+            if all(v.decided and v.holds for v in verdicts):
+                return "promote", "; ".join(f"{r} holds" for r in s.promote_when)
+        return None
 
     def mirror(self, parsed: Parsed, rid: str, values: Any, champion: list[Any]) -> None:
         """Send an answered request to the shadow, after its answer; dropped past the bound."""
@@ -94,9 +116,11 @@ class Experiment:
             record["error"] = body["message"]
         if values is not None:
             record["inputs"] = values[: self.log_rows].tolist()
-        record.update(status=status, latency_ms=round((time.perf_counter() - started) * 1000, 3), answered=time.time())
+        latency = round((time.perf_counter() - started) * 1000, 3)
+        record.update(status=status, latency_ms=latency, answered=time.time())
         self.log.append(record)
-        self.count(self.label, status, shadow=True)
+        predicted = record.get("predictions") if status == 200 else None
+        self.observe(self.label, status, status != 200, latency, rid, predicted, shadow=True)
 
     def _compare(self, rid: str, champion: list[Any], shadow: list[Any]) -> None:
         """Count the rows where the shadow agrees with the champion; keep the last disagreements."""
@@ -117,9 +141,12 @@ class Experiment:
             if not isinstance(answered, (int, float)) or answered < self.spec.started or not isinstance(variant, str):
                 continue
             status, shadow = r.get("status"), r.get("shadow") is True
-            self.count(variant, status if isinstance(status, int) else 0, shadow=shadow)
+            status = status if isinstance(status, int) else 0
+            predictions, rid, latency = r.get("predictions"), str(r.get("id")), r.get("latency_ms")
+            failed = status >= 500 or (shadow and status != 200) or str(r.get("error", "")).startswith(MODEL_FAILED)
+            latency = float(latency) if isinstance(latency, (int, float)) else math.nan
+            self.observe(variant, status, failed, latency, rid, predictions, shadow=shadow)
             n += 1
-            predictions, rid = r.get("predictions"), str(r.get("id"))
             if self.spec.kind == "shadow" and isinstance(predictions, list):
                 if not shadow:
                     pending[rid] = predictions
@@ -157,7 +184,9 @@ class Experiment:
             "kind": s.kind, "percent": s.percent, "sticky_column": s.sticky_column, "sticky_header": s.sticky_header,
             "started": s.started, "challenger": {"label": self.label, "ref": c.ref, "version": c.version},
             "counts": {variant: dict(counts) for variant, counts in self.counts.items()},
-            "mirrors_in_flight": len(self._mirrors), "agreement": self._agreement(),
+            "mirrors_in_flight": len(self._mirrors), "agreement": self._agreement(), "stats": self.arms.summary(),
+            "rules": {"promote_when": s.promote_when, "rollback_when": s.rollback_when, "min_labels": s.min_labels},
+            "promotion_refused": self.promotion_refused,
         }  # fmt: skip
 
 

@@ -1,0 +1,92 @@
+"""Automatic promotion and rollback of a running experiment, decided on its own rules.
+
+Once a second the server asks the experiment for a verdict (:meth:`Experiment.verdict`, on
+the always-valid comparison of :mod:`nbdeploy.stats.sequential`, so looking every second does
+not raise the false-alarm rate). A **rollback** drops the challenger; a **promotion** first
+moves ``@champion`` through the same gated ``promote`` a user runs (``nbdeploy promote``, in a
+process of its own: the server imports no registry code), and only if the registry accepts
+it does the challenger become the model. Either way the spec is updated (so a restart serves
+what was decided) and an event is recorded (``experiments.jsonl``, shown by ``%deploy
+experiment``). A refused promotion is an event too; rollback rules stay active after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from nbdeploy.experiment import ExperimentSpec
+from nbdeploy.serving.experiment_routes import load_entry
+from nbdeploy.serving.server import Server
+from nbdeploy.serving.variants import Experiment
+from nbdeploy.spec import DeploymentSpec
+
+__all__ = ["act", "decision_loop"]
+
+
+async def decision_loop(server: Server, interval: float = 1.0) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        experiment = server.experiment
+        if experiment is None or experiment.deciding:
+            continue
+        try:
+            verdict = experiment.verdict()
+            if verdict is not None:
+                experiment.deciding = True
+                await act(server, experiment, *verdict)
+        except Exception as exc:  # a failed decision must not end serving; the next look tries again
+            experiment.deciding = False
+            print(f"experiment decision failed: {type(exc).__name__}: {exc}", flush=True)
+
+
+async def act(server: Server, experiment: Experiment, action: str, why: str) -> None:
+    """Promote or roll back ``experiment`` because ``why``."""
+    spec, c = experiment.spec, experiment.spec.challenger
+    event = {"ts": time.time(), "action": action, "challenger": c.ref, "version": c.version, "why": why}
+    if action == "promote":
+        refused = await asyncio.to_thread(move_alias, spec)
+        if refused is not None:
+            experiment.promotion_refused, experiment.deciding = refused, False
+            server.record_event({**event, "action": "promotion refused", "why": refused})
+            return
+        model, profile = await asyncio.to_thread(load_entry, server, c.model_path, c.profile_path)
+        server.swap(model, c.ref, c.version)
+        server.monitor.set_profile(profile, c.task)
+    server.experiment = None
+    await experiment.close(server.batcher)
+    if server.settings.folder:
+        await asyncio.to_thread(persist, Path(server.settings.folder), spec, action == "promote")
+    server.record_event(event)
+    print(f"experiment: {action} {c.ref}: {why}", flush=True)
+
+
+def move_alias(spec: ExperimentSpec) -> str | None:
+    """Move ``@champion`` to the challenger with ``nbdeploy promote``; ``None``, or why not."""
+    c = spec.challenger
+    if c.version is None:
+        return "the challenger has no registered version, so no alias can move"
+    uri = ["--tracking-uri", spec.tracking_uri] if spec.tracking_uri else []
+    cmd = [sys.executable, "-m", "nbdeploy.cli", *uri, "promote", c.resolved or c.ref, "--alias", "champion"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return "nbdeploy promote did not finish within 300 s"
+    if done.returncode == 0:
+        return None
+    said = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+    return said[-1][:300] if said else f"nbdeploy promote exited with code {done.returncode}"
+
+
+def persist(folder: Path, decided: ExperimentSpec, promoted: bool) -> None:
+    """Write what was decided into the spec (unless the kernel ended that experiment meanwhile)."""
+    spec = DeploymentSpec.load(folder)
+    if spec.experiment is None or spec.experiment.started != decided.started:
+        return
+    if promoted:
+        spec.history.append(decided.challenger)
+    spec.experiment = None
+    spec.save(folder)
