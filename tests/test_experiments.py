@@ -190,6 +190,10 @@ def test_bad_experiments_are_one_sentence(dep: Any, two_versions: str, ip: Any) 
         (f"canary {n} {two_versions}/1", "is the version this deployment serves"),
         (f"canary {n} {two_versions}/2 --sticky a --sticky-header B", "not both"),
         (f"canary {n} {two_versions}/2 --sticky-header 'a b'", "Invalid header name"),
+        (f"canary {n} {two_versions}/2 --rollback-when 'p95_ms>baseline*1.5'", "quantile rules"),
+        (f"canary {n} {two_versions}/2 --promote-when 'f1>=baseline'", "'f1' is not one of them"),
+        (f"canary {n} {two_versions}/2 --promote-when 'accuracy>>baseline'", "Malformed rule"),
+        (f"shadow {n} {two_versions}/2 --min-labels 5", "Invalid --min-labels 5"),
         (f"conclude {n} --abort", "runs no experiment"),
         (f"conclude {n}", "--promote or --abort"),
     ):

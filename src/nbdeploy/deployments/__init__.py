@@ -11,6 +11,8 @@ One folder per deployment under ``NBDEPLOY_HOME`` holds everything about it:
         requests.jsonl    one line per answered request (rotated by size)
         feedback.jsonl    labels sent to /feedback
         alerts.jsonl      alert events
+        experiments.jsonl how experiments ended (promoted, rolled back, promotion refused)
+        models/...        (a challenger's copy too, while an experiment runs)
         models/NAME-vN/   local copy of each served model version (its files' checksums and origin in
                           model/.nbdeploy-copy.json) and its training profile
         deployed          (--target ray) the URL, while the Ray applications are deployed
