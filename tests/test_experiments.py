@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from collections import Counter
 from collections.abc import Callable
@@ -125,6 +126,13 @@ def test_a_shadow_answers_nobody_and_logs_both_predictions(
     shown = view.state["agreement"]["disagreements"]
     assert 0 < len(shown) <= 20 and all(d["champion"] != d["challenger"] and d["id"] in ids for d in shown)
     assert f"agreement    {agree:.1%} of {len(X)} rows" in repr(view) and "agreement" in view._repr_html_()
+    metrics = httpx.get(f"{dep.url}/metrics").text  # the variants side by side, labelled
+    assert f'nbdeploy_variant_requests_total{{variant="2"}} {float(len(X))}' in metrics
+    assert f'nbdeploy_variant_requests_total{{variant="champion"}} {float(len(X))}' in metrics
+    shown = re.search(r"^nbdeploy_shadow_agreement (\S+)$", metrics, re.MULTILINE)
+    assert shown is not None and float(shown[1]) == pytest.approx(agree)
+    assert 'nbdeploy_variant_mean{metric="latency_ms",variant="2"}' in metrics
+    assert dep.snapshot("1m")["experiment"]["agreement"]["rows"] == len(X)
 
 
 def test_a_client_may_pin_a_variant(dep: Any, two_versions: str, cancer: dict[str, Any]) -> None:

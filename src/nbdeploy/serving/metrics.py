@@ -8,17 +8,17 @@ one: two apps in one process, as in the tests, must not share series);
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from nbdeploy.monitoring.alerts import AlertBook
 from nbdeploy.monitoring.windows import RequestWindows
 
-__all__ = ["Metrics", "MonitorCollector"]
+__all__ = ["ExperimentCollector", "Metrics", "MonitorCollector"]
 
 
 class Metrics:
@@ -85,3 +85,43 @@ class MonitorCollector(Collector):
         )
         if win.get("accuracy") is not None:
             yield GaugeMetricFamily("nbdeploy_live_accuracy", "Accuracy on labelled requests", value=win["accuracy"])
+
+
+class ExperimentCollector(Collector):
+    """A running experiment in ``/metrics``, each figure with a ``variant`` label: requests,
+    failures and each metric's mean since it started, the challenger's lift with its
+    always-valid bounds, and a shadow's agreement. Nothing while no experiment runs."""
+
+    def __init__(self, state: Callable[[], Mapping[str, Any] | None]) -> None:
+        self.state = state
+
+    def collect(self) -> Any:
+        s = self.state()
+        if s is None:
+            return
+        requests = CounterMetricFamily("nbdeploy_variant_requests", "Requests answered (or mirrored) per variant",
+                                       labels=["variant"])  # fmt: skip
+        failures = CounterMetricFamily("nbdeploy_variant_failures", "Requests the model failed on, per variant",
+                                       labels=["variant"])  # fmt: skip
+        for variant, counts in s["counts"].items():
+            requests.add_metric([variant], counts.get("requests", 0) + counts.get("shadowed", 0))
+            failures.add_metric([variant], counts.get("errors", 0) + counts.get("shadow_errors", 0))
+        yield requests
+        yield failures
+        mean = GaugeMetricFamily("nbdeploy_variant_mean", "A metric's mean per variant since the experiment began",
+                                 labels=["variant", "metric"])  # fmt: skip
+        lift = GaugeMetricFamily("nbdeploy_experiment_lift", "Challenger minus champion, with always-valid bounds",
+                                 labels=["metric", "bound"])  # fmt: skip
+        for metric, fig in s.get("stats", {}).items():
+            for variant, value in fig["mean"].items():
+                if value is not None:
+                    mean.add_metric([variant, metric], value)
+            for bound in ("lift", "low", "high"):
+                if fig.get(bound) is not None:
+                    lift.add_metric([metric, bound], fig[bound])
+        yield mean
+        yield lift
+        agreement = s.get("agreement")
+        if agreement and agreement.get("rate") is not None:
+            yield GaugeMetricFamily("nbdeploy_shadow_agreement", "Share of mirrored rows the shadow predicted "
+                                    "as the champion answered", value=agreement["rate"])  # fmt: skip

@@ -26,7 +26,7 @@ from nbdeploy.monitoring.windows import RequestWindows
 from nbdeploy.serving.batching import Batcher
 from nbdeploy.serving.bodies import ParsePool
 from nbdeploy.serving.loader import LoadedModel
-from nbdeploy.serving.metrics import Metrics, MonitorCollector
+from nbdeploy.serving.metrics import ExperimentCollector, Metrics, MonitorCollector
 from nbdeploy.serving.protocol import Parsed, Schema
 from nbdeploy.serving.requestlog import RequestLog, feedback_log
 from nbdeploy.serving.routing import pinned
@@ -90,6 +90,7 @@ class Server:
             self.metrics.registry.register(MonitorCollector(self.monitor, self.alerts, settings.alert_window))
         self.parse_pool = ParsePool()  # started with the app (its lifespan), if ever
         self.experiment: Experiment | None = None  # a challenger beside the model (serving/variants.py)
+        self.metrics.registry.register(ExperimentCollector(self._experiment_state))
         self.events: deque[dict[str, Any]] = deque(_last_events(folder), maxlen=50)  # experiments decided
         self.batcher = Batcher(
             self._serving,
@@ -154,6 +155,10 @@ class Server:
             call.record["version"] = experiment.spec.challenger.version
             return experiment
         return None
+
+    def _experiment_state(self) -> dict[str, Any] | None:
+        experiment = self.experiment
+        return experiment.state() if experiment is not None else None
 
     def record_event(self, event: dict[str, Any]) -> None:
         """An experiment's end (promoted, rolled back, promotion refused), kept and logged."""
