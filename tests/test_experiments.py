@@ -10,9 +10,11 @@ import json
 import os
 import re
 import signal
+import threading
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import httpx
@@ -389,7 +391,21 @@ def test_a_challenger_failing_on_5_percent_of_inputs_is_rolled_back(
     nbdeploy.register(make_pipeline(FunctionTransformer(refuse_large), cancer["model"]), name,
                       cancer["X_train"][small], cancer["y_train"][small])  # fmt: skip
     dep = serving(f"{name}/1", name=name)
-    dep.canary(f"{name}/2", percent=50, rollback_when=["error_rate>baseline"])
+    received: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    hook = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    webhook = f"http://127.0.0.1:{hook.server_address[1]}/experiments"
+    dep.canary(f"{name}/2", percent=50, rollback_when=["error_rate>baseline"], webhook=webhook)
     order = np.random.default_rng(0).permutation(np.resize(np.arange(len(X)), 4000))
     bodies = _bodies(X.iloc[order], len(order))
     answers: list[Any] = []
@@ -410,6 +426,12 @@ def test_a_challenger_failing_on_5_percent_of_inputs_is_rolled_back(
     event = dep.experiment().events[-1]
     assert event["action"] == "rollback" and "error_rate>baseline holds" in event["why"]
     assert "experiment: rollback" in dep.logs()
+    sent = eventually(lambda: received, lambda r: bool(r))  # the webhook got the event
+    assert sent[-1]["action"] == "rollback" and sent[-1]["challenger"] == f"{name}/2"
+    hook.shutdown()
+    assert any(e["rule"] == "experiment" and e["state"].startswith("rollback") for e in dep.alerts()["events"])
+    tags = eventually(lambda: nbdeploy.resolve(f"{name}/2").tags, lambda t: "nbdeploy.experiment.rolled_back" in t)
+    assert "error_rate>baseline holds" in tags["nbdeploy.experiment.rolled_back"]
 
 
 def test_a_better_challenger_is_promoted_by_its_labels_only_through_the_gate(
@@ -430,6 +452,9 @@ def test_a_better_challenger_is_promoted_by_its_labels_only_through_the_gate(
     traffic_with_labels()
     refused = eventually(lambda: dep.experiment().events, lambda e: bool(e) and "refused" in e[-1]["action"])
     assert "never validated" in refused[-1]["why"] and dep.experiment().state is not None  # the gate held
+    refused_tag = "nbdeploy.experiment.promotion_refused"
+    tags = eventually(lambda: nbdeploy.resolve(f"{name}/2").tags, lambda t: refused_tag in t)
+    assert "never validated" in tags[refused_tag]
     dep.conclude(abort=True)
     nbdeploy.validate(f"{name}/2", X, y)
     dep.canary(f"{name}/2", percent=50, promote_when=["accuracy>=baseline"], min_labels=100)
@@ -438,3 +463,5 @@ def test_a_better_challenger_is_promoted_by_its_labels_only_through_the_gate(
     assert "accuracy>=baseline holds" in events[-1]["why"]
     assert dep.status().version == 2 and dep.spec.current.version == 2 and dep.spec.experiment is None
     assert nbdeploy.resolve(f"{name}@champion").version == 2
+    tags = eventually(lambda: nbdeploy.resolve(f"{name}/2").tags, lambda t: "nbdeploy.experiment.promoted" in t)
+    assert "accuracy>=baseline holds" in tags["nbdeploy.experiment.promoted"]

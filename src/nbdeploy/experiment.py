@@ -47,6 +47,7 @@ class ExperimentSpec:
     rollback_when: list[str] = field(default_factory=list)  # any one holding ends the experiment
     min_labels: int = 500  # labelled rows per variant before a rule on labels is decided
     tracking_uri: str | None = None  # where an automatic promotion moves @champion
+    webhook: str | None = None  # POSTed each end of the experiment (promoted, rolled back, refused)
 
     @property
     def label(self) -> str:
@@ -88,6 +89,9 @@ class ExperimentSpec:
                 raise InvalidInputError(
                     f"An experiment's rules compare {', '.join(METRICS)}; {metric!r} is not one of them."
                 )
+        hook = self.webhook
+        if hook is not None and not (isinstance(hook, str) and re.fullmatch(r"https?://[^\s]{1,2000}", hook)):
+            raise InvalidInputError("Invalid --webhook: give an http:// or https:// URL.")
         n = self.min_labels
         if isinstance(n, bool) or not isinstance(n, int) or not 30 <= n <= 10**9:
             raise InvalidInputError(f"Invalid --min-labels {self.min_labels!r}: use a whole number of at least 30.")
@@ -123,4 +127,5 @@ class ExperimentSpec:
             rollback_when=list(doc.get("rollback_when") or []),
             min_labels=doc.get("min_labels", 500),
             tracking_uri=doc.get("tracking_uri"),
+            webhook=doc.get("webhook"),
         )

@@ -18,6 +18,7 @@ RULES = (
         help="drop the challenger once this holds, e.g. error_rate>baseline+0.01 (repeatable)"),
     arg("--min-labels", type=int, default=500, metavar="N",
         help="labelled rows per variant before a rule on labels is decided (default 500)"),
+    arg("--webhook", metavar="URL", help="POST each end of the experiment (promoted, rolled back) to this URL"),
 )
 
 
@@ -26,14 +27,14 @@ def _canary(args: argparse.Namespace, ctx: Context) -> Any:
 
     return get(args.name).canary(args.ref, percent=args.percent, sticky=args.sticky, sticky_header=args.sticky_header,
                                  promote_when=args.promote_when, rollback_when=args.rollback_when,
-                                 min_labels=args.min_labels)  # fmt: skip
+                                 min_labels=args.min_labels, webhook=args.webhook)  # fmt: skip
 
 
 def _shadow(args: argparse.Namespace, ctx: Context) -> Any:
     from nbdeploy.deployments import get
 
     return get(args.name).shadow(args.ref, percent=args.percent, promote_when=args.promote_when,
-                                 rollback_when=args.rollback_when, min_labels=args.min_labels)
+                                 rollback_when=args.rollback_when, min_labels=args.min_labels, webhook=args.webhook)
 
 
 def _experiment(args: argparse.Namespace, ctx: Context) -> Any:

@@ -72,6 +72,7 @@ class Rules(NamedTuple):
     promote_when: list[str]
     rollback_when: list[str]
     min_labels: int
+    webhook: str | None = None
 
 
 class Experiments:
@@ -92,19 +93,20 @@ class Experiments:
 
     def canary(self, ref: str, percent: float = 10.0, sticky: str | None = None, sticky_header: str | None = None,
                promote_when: Sequence[str] = (), rollback_when: Sequence[str] = (),
-               min_labels: int = 500) -> ExperimentView:  # fmt: skip
+               min_labels: int = 500, webhook: str | None = None) -> ExperimentView:  # fmt: skip
         """Answer ``percent`` of the requests from ``ref``; with ``sticky`` (a column) or
         ``sticky_header``, the same key always meets the same variant. The server promotes the
         challenger once every ``promote_when`` rule holds and drops it once a ``rollback_when``
         rule holds (``"accuracy>=baseline"``, ``"error_rate>baseline+0.01"``: see docs/experiments.md)."""
-        rules = Rules(list(promote_when), list(rollback_when), min_labels)
+        rules = Rules(list(promote_when), list(rollback_when), min_labels, webhook)
         return self._start("canary", ref, percent, sticky, sticky_header, rules)
 
     def shadow(self, ref: str, percent: float = 100.0, promote_when: Sequence[str] = (),
-               rollback_when: Sequence[str] = (), min_labels: int = 500) -> ExperimentView:  # fmt: skip
+               rollback_when: Sequence[str] = (), min_labels: int = 500,
+               webhook: str | None = None) -> ExperimentView:  # fmt: skip
         """Also send ``percent`` of the requests to ``ref`` after answering them from the
         champion; its predictions are logged beside the champion's, never returned."""
-        rules = Rules(list(promote_when), list(rollback_when), min_labels)
+        rules = Rules(list(promote_when), list(rollback_when), min_labels, webhook)
         return self._start("shadow", ref, percent, None, None, rules)
 
     def experiment(self) -> ExperimentView:
@@ -209,7 +211,7 @@ class Experiments:
         spec = self.spec
         if spec.target != "local":
             raise DeploymentError("Experiments run on a local deployment only, for now (not on --target ray).")
-        ExperimentSpec(kind, spec.current, percent, sticky, header, 1.0, *rules).validate()  # before any download
+        ExperimentSpec(kind, spec.current, percent, sticky, header, 1.0, **rules._asdict()).validate()
         entry = models.fetch(ref, self.path)
         if entry.resolved is not None and entry.resolved == spec.current.resolved:
             raise InvalidInputError(f"{ref} is the version this deployment serves: a challenger is another one.")
@@ -223,7 +225,8 @@ class Experiments:
             if self.state() != "running":
                 raise DeploymentError(f"Deployment {self.name!r} is {self.state()}: start it to run an experiment.")
             saved = DeploymentSpec.from_dict(spec.to_dict())
-            spec.experiment = ExperimentSpec(kind, entry, percent, sticky, header, time.time(), *rules, tracking_uri())
+            spec.experiment = ExperimentSpec(kind, entry, percent, sticky, header, time.time(),
+                                             tracking_uri=tracking_uri(), **rules._asdict())
             spec.save(self.path)
             state = self._tell({"action": "start", "experiment": spec.experiment.to_dict()}, saved, None)
         return ExperimentView(self.name, state["experiment"], state.get("events", []))

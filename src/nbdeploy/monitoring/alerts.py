@@ -176,6 +176,11 @@ class AlertBook:
                 self._record(event, rule.webhook)
         return new
 
+    def record(self, event: dict[str, Any], webhook: str | None = None) -> None:
+        """Record an event of another source (an experiment's end) beside the rules' own: it is
+        logged, shown in the panel's list of events, and sent to ``webhook``."""
+        self._record(event, webhook)
+
     def _record(self, event: dict[str, Any], webhook: str | None) -> None:
         self.events.append(event)
         del self.events[:-200]

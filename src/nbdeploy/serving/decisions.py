@@ -6,8 +6,10 @@ not raise the false-alarm rate). A **rollback** drops the challenger; a **promot
 moves ``@champion`` through the same gated ``promote`` a user runs (``nbdeploy promote``, in a
 process of its own: the server imports no registry code), and only if the registry accepts
 it does the challenger become the model. Either way the spec is updated (so a restart serves
-what was decided) and an event is recorded (``experiments.jsonl``, shown by ``%deploy
-experiment``). A refused promotion is an event too; rollback rules stay active after it.
+what was decided), an event is recorded (``experiments.jsonl``, shown by ``%deploy
+experiment``, and among the alert events of the panel, sent to the experiment's webhook) and
+the challenger's version is tagged ``nbdeploy.experiment.promoted`` / ``rolled_back`` /
+``promotion_refused``. A refused promotion leaves rollback rules active.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ async def act(server: Server, experiment: Experiment, action: str, why: str) -> 
         refused = await asyncio.to_thread(move_alias, spec)
         if refused is not None:
             experiment.promotion_refused, experiment.deciding = refused, False
-            server.record_event({**event, "action": "promotion refused", "why": refused})
+            server.record_event({**event, "action": "promotion refused", "why": refused}, spec.webhook)
+            await asyncio.to_thread(tag_version, spec, "promotion_refused", refused)
             return
         model, profile = await asyncio.to_thread(load_entry, server, c.model_path, c.profile_path)
         server.swap(model, c.ref, c.version)
@@ -60,8 +63,9 @@ async def act(server: Server, experiment: Experiment, action: str, why: str) -> 
     await experiment.close(server.batcher)
     if server.settings.folder:
         await asyncio.to_thread(persist, Path(server.settings.folder), spec, action == "promote")
-    server.record_event(event)
+    server.record_event(event, spec.webhook)
     print(f"experiment: {action} {c.ref}: {why}", flush=True)
+    await asyncio.to_thread(tag_version, spec, "promoted" if action == "promote" else "rolled_back", why)
 
 
 def move_alias(spec: ExperimentSpec) -> str | None:
@@ -79,6 +83,23 @@ def move_alias(spec: ExperimentSpec) -> str | None:
         return None
     said = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
     return said[-1][:300] if said else f"nbdeploy promote exited with code {done.returncode}"
+
+
+def tag_version(spec: ExperimentSpec, action: str, why: str) -> None:
+    """Tag the challenger's version with how the experiment ended (in a process of its own:
+    the server imports no registry code); a failure is a line in the server log."""
+    c = spec.challenger
+    if c.version is None:
+        return
+    cmd = [sys.executable, "-m", "nbdeploy.registry.experiment_tags", spec.tracking_uri or "", c.resolved or c.ref,
+           action, why]  # fmt: skip
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        print(f"experiment: tagging {c.ref} did not finish within 300 s", flush=True)
+        return
+    if done.returncode != 0:
+        print(f"experiment: tagging {c.ref} failed: {done.stderr.strip()[-300:]}", flush=True)
 
 
 def persist(folder: Path, decided: ExperimentSpec, promoted: bool) -> None:

@@ -160,11 +160,14 @@ class Server:
         experiment = self.experiment
         return experiment.state() if experiment is not None else None
 
-    def record_event(self, event: dict[str, Any]) -> None:
-        """An experiment's end (promoted, rolled back, promotion refused), kept and logged."""
+    def record_event(self, event: dict[str, Any], webhook: str | None = None) -> None:
+        """An experiment's end (promoted, rolled back, promotion refused): kept, logged, and
+        among the alert events (the panel lists them; ``webhook`` receives it)."""
         self.events.append(event)
         if self.settings.folder:
             append_private(Path(self.settings.folder) / EVENTS_FILE, json.dumps(event, default=str) + "\n")
+        shown = {**event, "rule": "experiment", "state": f"{event['action']} {event['challenger']}", "value": None}
+        self.alerts.record(shown, webhook)
 
     def label(self, rid: str, labels: list[Any]) -> bool:
         """Attach labels to an answered request: its monitoring rows, and the experiment's figures."""
