@@ -110,3 +110,34 @@ def test_a_request_larger_than_max_batch_takes_turns_with_the_others() -> None:
     assert results[1] == [-i * 10.0 for i in range(150)]
     assert max(n for n, _ in calls) <= 100  # no predict call over max_batch rows
     assert order.index("small 2") < order.index("big")  # answered between the big one's chunks
+
+
+def test_a_batcher_stopped_while_gathering_or_predicting_answers_every_request() -> None:
+    """Stopping never leaves a request waiting: those taken out of the queue for a batch (while
+    it gathers more, or while it predicts) are answered 503; the rest can be handed on."""
+    import time
+
+    from nbdeploy.serving.protocol import ProtocolError
+
+    def slow(frame: pd.DataFrame) -> np.ndarray:
+        time.sleep(0.3)
+        return np.zeros(len(frame))
+
+    async def scenario(wait_ms: float) -> tuple[list[Any], int, int]:
+        batcher = Batcher(lambda: (slow, SCHEMA.names), max_batch=10, max_wait_ms=wait_ms, always_wait=True)
+        batcher.start()
+        # two that share a batch (which then waits for more), three of other params that stay queued
+        requests = [parse(body([[float(i), 1.0]], {"k": 1} if i >= 2 else None), "application/json", SCHEMA)
+                    for i in range(5)]  # fmt: skip
+        waiting = [asyncio.ensure_future(batcher.submit(r)) for r in requests]
+        await asyncio.sleep(0.05)  # the first batch is out of the queue: gathering, or predicting
+        assert batcher.busy
+        left = batcher.take_queued()
+        await batcher.stop()
+        done, pending = await asyncio.wait(waiting, timeout=5)
+        return [t.exception() for t in done], len(pending), len(left)
+
+    for wait_ms in (1000.0, 0.0):  # stopped while gathering; stopped while predicting
+        errors, unanswered, taken = asyncio.run(scenario(wait_ms))
+        assert unanswered == taken == 3  # only the three taken out (to be served elsewhere) wait
+        assert len(errors) == 2 and all(isinstance(e, ProtocolError) and e.status == 503 for e in errors)

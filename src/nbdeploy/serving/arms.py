@@ -16,6 +16,7 @@ oldest forgotten first), and a shadowed request's label scores both variants on 
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -36,6 +37,8 @@ class Arms:
         self.variants = list(variants)
         self._sums = {v: {m: [0, 0.0, 0.0] for m in METRICS} for v in self.variants}
         self._waiting: OrderedDict[str, dict[str, list[Any]]] = OrderedDict()
+        # requests are counted on the event loop, labels in a worker thread (POST /feedback)
+        self._lock = threading.Lock()
 
     def _add(self, variant: str, metric: str, value: float) -> None:
         sums = self._sums.setdefault(variant, {m: [0, 0.0, 0.0] for m in METRICS})[metric]
@@ -45,19 +48,24 @@ class Arms:
 
     def request(self, variant: str, rid: str, failed: bool, latency_ms: float, predictions: Any) -> None:
         """One answered (or mirrored) request of ``variant``."""
-        self._add(variant, "error_rate", 1.0 if failed else 0.0)
-        if math.isfinite(latency_ms):
-            self._add(variant, "latency_ms", latency_ms)
-        if isinstance(predictions, list) and predictions:
-            self._waiting.setdefault(rid, {})[variant] = predictions
-            if len(self._waiting) > MAX_WAITING:
-                self._waiting.popitem(last=False)
+        with self._lock:
+            self._add(variant, "error_rate", 1.0 if failed else 0.0)
+            if math.isfinite(latency_ms):
+                self._add(variant, "latency_ms", latency_ms)
+            if isinstance(predictions, list) and predictions:
+                self._waiting.setdefault(rid, {})[variant] = predictions
+                if len(self._waiting) > MAX_WAITING:
+                    self._waiting.popitem(last=False)
 
     def label(self, rid: str, labels: Sequence[Any]) -> bool:
         """Score the predictions of request ``rid`` (every variant that made them) on ``labels``."""
-        answers = self._waiting.pop(rid, None)
-        if answers is None:
-            return False
+        with self._lock:
+            answers = self._waiting.pop(rid, None)
+            if answers is not None:
+                self._score(answers, labels)
+        return answers is not None
+
+    def _score(self, answers: dict[str, list[Any]], labels: Sequence[Any]) -> None:
         for variant, predictions in answers.items():
             for predicted, truth in zip(predictions, labels, strict=False):
                 if self.regression:
@@ -66,10 +74,10 @@ class Arms:
                         self._add(variant, "mae", abs(error))
                 elif truth is not None:
                     self._add(variant, "accuracy", 1.0 if _same(predicted, truth) else 0.0)
-        return True
 
     def stats(self, variant: str, metric: str) -> ArmStats:
-        n, total, total_sq = self._sums.get(variant, {}).get(metric, [0, 0.0, 0.0])
+        with self._lock:
+            n, total, total_sq = self._sums.get(variant, {}).get(metric, [0, 0.0, 0.0])
         # sums of squares built one value at a time can fall a rounding error below total^2 / n
         return ArmStats(int(n), float(total), max(float(total_sq), float(total) ** 2 / n if n else 0.0))
 

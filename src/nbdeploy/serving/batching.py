@@ -122,41 +122,45 @@ class Batcher:
         return rows
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            first = self._queue.popleft()
-            if first.parsed.rows > self.max_batch:
-                await self._chunk(first)
-                continue
-            batch = [first]
-            rows = self._take(batch, first.parsed.rows)
-            if self.max_wait and (self._last_requests > 1 or self.always_wait) and rows < self.max_batch:
-                await asyncio.sleep(self.max_wait)
-                rows = self._take(batch, rows)
-            self._last_requests = len(batch)
-            self._in_batch = True
+            batch = [self._queue.popleft()]
+            self._in_batch = True  # from here the batch is out of the queue: busy until answered
             try:
-                results = await loop.run_in_executor(self._executor, self._predict, [i.parsed for i in batch])
-            except asyncio.CancelledError:  # stopped mid-predict: none of these is left without an answer
+                await self._serve(batch)
+            except asyncio.CancelledError:  # stopped meanwhile: none of these is left without an answer
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(ProtocolError(503, _STOPPED, "TEMPORARILY_UNAVAILABLE"))
                 raise
             finally:
                 self._in_batch = False
-            for item, result in zip(batch, results, strict=True):
-                if item.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    item.future.set_exception(result)
-                else:
-                    item.future.set_result(result)
-            if self._on_batch:
-                self._on_batch(len(batch), rows)
+
+    async def _serve(self, batch: list[_Item]) -> None:
+        """Gather more requests behind ``batch[0]`` (a very large one is chunked), predict, answer."""
+        first = batch[0]
+        if first.parsed.rows > self.max_batch:
+            await self._chunk(first)
+            return
+        rows = self._take(batch, first.parsed.rows)
+        if self.max_wait and (self._last_requests > 1 or self.always_wait) and rows < self.max_batch:
+            await asyncio.sleep(self.max_wait)
+            rows = self._take(batch, rows)
+        self._last_requests = len(batch)
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(self._executor, self._predict, [i.parsed for i in batch])
+        for item, result in zip(batch, results, strict=True):
+            if item.future.done():
+                continue
+            if isinstance(result, BaseException):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)
+        if self._on_batch:
+            self._on_batch(len(batch), rows)
 
     async def _chunk(self, item: _Item) -> None:
         """Predict ``max_batch`` rows of a request larger than that, then queue the rest

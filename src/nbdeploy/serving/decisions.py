@@ -51,12 +51,16 @@ async def act(server: Server, experiment: Experiment, action: str, why: str) -> 
     event = {"ts": time.time(), "action": action, "challenger": c.ref, "version": c.version, "why": why}
     if action == "promote":
         refused = await asyncio.to_thread(move_alias, spec)
+        if server.experiment is not experiment:  # ended meanwhile by hand (conclude): that decision stands
+            return
         if refused is not None:
             experiment.promotion_refused, experiment.deciding = refused, False
             server.record_event({**event, "action": "promotion refused", "why": refused}, spec.webhook)
             await asyncio.to_thread(tag_version, spec, "promotion_refused", refused)
             return
         model, profile = await asyncio.to_thread(load_entry, server, c.model_path, c.profile_path)
+        if server.experiment is not experiment:
+            return
         server.swap(model, c.ref, c.version)
         server.monitor.set_profile(profile, c.task)
     server.experiment = None

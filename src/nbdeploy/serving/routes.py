@@ -134,6 +134,7 @@ class CoreRoutes:
 
     async def metrics(self, request: Request) -> Response:
         # off the event loop: the monitoring summary computes drift over the last minute
+        self.server.experiment_snapshot = self.server.experiment_state()  # read on the loop, where it changes
         text = await asyncio.to_thread(generate_latest, self.server.metrics.registry)
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 

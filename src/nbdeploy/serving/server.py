@@ -90,7 +90,9 @@ class Server:
             self.metrics.registry.register(MonitorCollector(self.monitor, self.alerts, settings.alert_window))
         self.parse_pool = ParsePool()  # started with the app (its lifespan), if ever
         self.experiment: Experiment | None = None  # a challenger beside the model (serving/variants.py)
-        self.metrics.registry.register(ExperimentCollector(self._experiment_state))
+        # /metrics is generated in a worker thread: it reads a copy of the state taken on the loop
+        self.experiment_snapshot: dict[str, Any] | None = None
+        self.metrics.registry.register(ExperimentCollector(lambda: self.experiment_snapshot))
         self.events: deque[dict[str, Any]] = deque(_last_events(folder), maxlen=50)  # experiments decided
         self.batcher = Batcher(
             self._serving,
@@ -156,7 +158,7 @@ class Server:
             return experiment
         return None
 
-    def _experiment_state(self) -> dict[str, Any] | None:
+    def experiment_state(self) -> dict[str, Any] | None:
         experiment = self.experiment
         return experiment.state() if experiment is not None else None
 
