@@ -14,9 +14,9 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NamedTuple
 
+from nbdeploy.deployments.watching import HandleParts
 from nbdeploy.errors import DeploymentError, InvalidInputError, NbdeployError
 from nbdeploy.experiment import ExperimentSpec
 from nbdeploy.reprs import card, esc, table
@@ -75,18 +75,8 @@ class Rules(NamedTuple):
     webhook: str | None = None
 
 
-class Experiments:
+class Experiments(HandleParts):
     """Experiment methods of a deployment (mixed into :class:`~nbdeploy.deployments.Deployment`)."""
-
-    name: str
-    path: Path
-
-    @property
-    def spec(self) -> DeploymentSpec:
-        raise NotImplementedError
-
-    def _request(self, method: str, route: str, timeout: float = 60, **kw: Any) -> Any:
-        raise NotImplementedError
 
     def state(self) -> str:
         raise NotImplementedError

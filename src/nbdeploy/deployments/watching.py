@@ -14,11 +14,12 @@ from typing import Any
 from nbdeploy.errors import InvalidInputError
 from nbdeploy.spec import DEFAULT_ALERT_K, DeploymentSpec
 
-__all__ = ["Watching"]
+__all__ = ["HandleParts", "Watching"]
 
 
-class Watching:
-    """Monitoring methods of a deployment, over its server's HTTP endpoints."""
+class HandleParts:
+    """What the method groups of a :class:`~nbdeploy.deployments.Deployment` use of it (the
+    handle defines them): its name and folder, its spec, and HTTP calls to its server."""
 
     name: str
     path: Path
@@ -29,6 +30,10 @@ class Watching:
 
     def _request(self, method: str, route: str, timeout: float = 60, **kw: Any) -> Any:
         raise NotImplementedError
+
+
+class Watching(HandleParts):
+    """Monitoring methods of a deployment, over its server's HTTP endpoints."""
 
     def snapshot(self, window: str | None = None) -> dict[str, Any]:
         """The server's ``GET /monitor`` document (all windows, or the one named)."""
