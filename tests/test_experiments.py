@@ -465,3 +465,31 @@ def test_a_better_challenger_is_promoted_by_its_labels_only_through_the_gate(
     assert nbdeploy.resolve(f"{name}@champion").version == 2
     tags = eventually(lambda: nbdeploy.resolve(f"{name}/2").tags, lambda t: "nbdeploy.experiment.promoted" in t)
     assert "accuracy>=baseline holds" in tags["nbdeploy.experiment.promoted"]
+
+
+def test_an_a_a_experiment_through_the_server_decides_nothing(
+    serving: Callable[..., Any], cancer: dict[str, Any], name: str
+) -> None:
+    """End to end: the same forest as champion and challenger, every row sent once to each (pinned),
+    labelled: both arms see the same rows, so the lift is exactly 0 and no rule may fire. (The
+    false-alarm rate under random splits is measured on the decision code, tests/test_sequential.py.)"""
+    X, y = cancer["X_test"].reset_index(drop=True), cancer["y_test"].reset_index(drop=True)
+    for _ in range(2):
+        nbdeploy.register(cancer["model"], name, cancer["X_train"], cancer["y_train"])
+    dep = serving(f"{name}/1", name=name)
+    dep.canary(f"{name}/2", percent=50, promote_when=["accuracy>baseline"], min_labels=100,
+               rollback_when=["accuracy<baseline", "error_rate>baseline", "latency_ms>baseline*3"])  # fmt: skip
+    order = np.resize(np.arange(len(X)), 600)
+    bodies = _bodies(X.iloc[order], len(order))
+    ids: list[str] = []
+    for variant in ("champion", "2"):
+        ids += [r.headers["x-request-id"] for r in _send(dep.url, bodies, {VARIANT: variant})]
+    dep.feedback(ids, np.concatenate([y.iloc[order].to_numpy()] * 2))
+    import time
+
+    time.sleep(3)  # three looks by the server
+    state = dep.experiment().state
+    assert state is not None and not dep.experiment().events  # nothing decided
+    accuracy = state["stats"]["accuracy"]
+    assert accuracy["n"] == {"champion": 600, "2": 600} and accuracy["lift"] == 0
+    assert accuracy["low"] < 0 < accuracy["high"]
