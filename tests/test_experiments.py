@@ -493,3 +493,30 @@ def test_an_a_a_experiment_through_the_server_decides_nothing(
     accuracy = state["stats"]["accuracy"]
     assert accuracy["n"] == {"champion": 600, "2": 600} and accuracy["lift"] == 0
     assert accuracy["low"] < 0 < accuracy["high"]
+
+
+def test_the_panel_shows_the_variants_side_by_side(dep: Any, two_versions: str, cancer: dict[str, Any]) -> None:
+    """The monitor's text (terminal, text/plain) and its JavaScript (rendered by Node.js) on a real
+    server's /monitor document during a shadow."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from nbdeploy.monitoring.view import render_text
+    from tests.test_widget_js import JS, RUNNER
+
+    dep.shadow(f"{two_versions}/2")
+    _send(dep.url, _bodies(cancer["X_test"], 60))
+    doc = eventually(lambda: dep.snapshot("1m"), lambda d: d["experiment"]["counts"]["2"].get("shadowed") == 60)
+    text = render_text(doc, "1m")
+    assert "shadow of cancer-two/2 (100%), since it began:" in text
+    assert "  champion   requests 60  failures 0" in text and "  2          requests 60  failures 0" in text
+    assert "agreement" in text
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed (it runs the widget's JavaScript)")
+    runner = Path(dep.path) / "runner.mjs"
+    runner.write_text(RUNNER)
+    html = subprocess.run([node, str(runner), JS.as_uri()], input=json.dumps(doc), capture_output=True, text=True,
+                          check=True, timeout=60).stdout  # fmt: skip
+    assert 'data-variant="champion"' in html and 'data-variant="2"' in html and "agreement" in html

@@ -68,6 +68,7 @@ def render_text(doc: Mapping[str, Any], window: str = "1m", status: str = "live"
             f"requests {rw.get('requests', 0)}  p95 {_ms((rw.get('latency_ms') or {}).get('p95'))}  "
             f"errors {100 * rw.get('error_rate', 0.0):.1f}%"
         )
+    lines += _experiment_lines(doc.get("experiment"))
     alerts = doc.get("alerts", {})
     firing = alerts.get("firing", [])
     lines.append(
@@ -75,6 +76,29 @@ def render_text(doc: Mapping[str, Any], window: str = "1m", status: str = "live"
         + (", ".join(firing) + " FIRING" if firing else f"{len(alerts.get('rules', []))} rule(s), none firing")
     )
     return "\n".join(lines)
+
+
+def _experiment_lines(exp: Mapping[str, Any] | None) -> list[str]:
+    """The variants of a running experiment side by side, since it began."""
+    if not exp:
+        return []
+    stats = exp.get("stats") or {}
+
+    def mean(metric: str, variant: str, digits: str) -> str:
+        value = ((stats.get(metric) or {}).get("mean") or {}).get(variant)
+        return "-" if value is None else format(value, digits)
+
+    lines = [f"{exp['kind']} of {exp['challenger']['ref']} ({exp['percent']:g}%), since it began:"]
+    for variant, c in exp.get("counts", {}).items():
+        answered, failed = c.get("requests", 0) + c.get("shadowed", 0), c.get("errors", 0) + c.get("shadow_errors", 0)
+        lines.append(
+            f"  {variant:<10} requests {answered}  failures {failed}  latency {mean('latency_ms', variant, '.1f')} ms  "
+            f"accuracy {mean('accuracy', variant, '.3f')}"
+        )
+    agreement = exp.get("agreement") or {}
+    if agreement.get("rows"):
+        lines.append(f"  agreement {100 * agreement['rate']:.1f}% of {agreement['rows']} rows")
+    return lines
 
 
 def render_alerts(alerts: Mapping[str, Any]) -> str:

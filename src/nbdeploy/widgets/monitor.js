@@ -90,6 +90,24 @@ function draw(model, el) {
     html += `<h4>replicas (Ray) · the tiles above merge them</h4><table class="nbd-mon-replicas">
       <tr><th>replica</th><th>node</th><th>pid</th><th>requests</th><th>p95</th><th>errors</th></tr>${rows}</table>`;
   }
+  const exp = doc.experiment;
+  if (exp) {
+    const stats = exp.stats || {};
+    const mean = (metric, v) => ((stats[metric] || {}).mean || {})[v];
+    const rows = Object.entries(exp.counts || {})
+      .map(([v, c]) => `<tr data-variant="${esc(v)}"><td>${esc(v)}</td><td>${esc((c.requests ?? 0) + (c.shadowed ?? 0))}</td>
+        <td>${esc((c.errors ?? 0) + (c.shadow_errors ?? 0))}</td><td>${fmt(mean("latency_ms", v), 1, " ms")}</td>
+        <td>${fmt(mean("accuracy", v), 3)}</td></tr>`)
+      .join("");
+    const lifts = Object.entries(stats)
+      .filter(([, f]) => f.ready && f.low !== null && f.low !== undefined)
+      .map(([m, f]) => `<li>${esc(m)} lift ${fmt(f.lift, 4)} [${fmt(f.low, 4)}, ${fmt(f.high, 4)}]</li>`)
+      .join("");
+    const agree = exp.agreement && exp.agreement.rows ? `<li>agreement ${fmt(100 * exp.agreement.rate, 1, "%")} of ${esc(exp.agreement.rows)} rows</li>` : "";
+    html += `<h4>${esc(exp.kind)} of ${esc(exp.challenger.ref)} · ${esc(exp.percent)}% · since the experiment began</h4>
+      <table class="nbd-mon-variants"><tr><th>variant</th><th>requests</th><th>failures</th><th>mean latency</th><th>accuracy</th></tr>${rows}</table>
+      <ul>${lifts}${agree}</ul>`;
+  }
   const alerts = doc.alerts || { rules: [], events: [] };
   const firing = new Set(alerts.firing || []);
   const rules = (alerts.rules || [])
