@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -355,6 +356,8 @@ def test_sticky_keys_come_from_the_column_on_the_table_path_too() -> None:
     matrix = Parsed(1, ("x", "user"), values=np.array([[1.0, 7.0]]))
     assert split.sticky_key({}, matrix) == "7.0"
     assert split.sticky_key({}, Parsed(1, ("x", "user"), values=np.array([[1.0, np.nan]]))) is None
+    na = pd.DataFrame({"user": pd.array([pd.NA], dtype="string"), "x": [1.0]})
+    assert split.sticky_key({}, Parsed(1, ("user", "x"), frame=na)) is None  # pandas' NA: no key, no error
 
 
 def test_a_shadow_resumed_after_kill_9_keeps_its_agreement(dep: Any, two_versions: str, cancer: dict[str, Any]) -> None:
@@ -500,7 +503,6 @@ def test_the_panel_shows_the_variants_side_by_side(dep: Any, two_versions: str, 
     server's /monitor document during a shadow."""
     import shutil
     import subprocess
-    from pathlib import Path
 
     from nbdeploy.monitoring.view import render_text
     from tests.test_widget_js import JS, RUNNER
@@ -520,3 +522,33 @@ def test_the_panel_shows_the_variants_side_by_side(dep: Any, two_versions: str, 
     html = subprocess.run([node, str(runner), JS.as_uri()], input=json.dumps(doc), capture_output=True, text=True,
                           check=True, timeout=60).stdout  # fmt: skip
     assert 'data-variant="champion"' in html and 'data-variant="2"' in html and "agreement" in html
+
+
+def _workers(pid: int) -> list[int]:
+    """The spawned worker processes (multiprocessing's spawn_main) whose parent is ``pid``, from /proc."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent == pid and b"spawn_main" in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def test_a_killed_challenger_process_is_replaced_and_no_request_is_lost(
+    dep: Any, two_versions: str, cancer: dict[str, Any]
+) -> None:
+    dep.canary(f"{two_versions}/2", percent=50)
+    bodies = _bodies(cancer["X_test"], 400)
+    assert {r.status_code for r in _send(dep.url, bodies[:100])} == {200}
+    (worker,) = _workers(dep.pid)
+    os.kill(worker, signal.SIGKILL)  # the challenger's process, as the OOM killer would
+    answers = _send(dep.url, bodies[100:])
+    assert {r.status_code for r in answers} == {200}  # what it was predicting is predicted again by a new one
+    assert Counter(r.headers[VARIANT] for r in answers)["2"] > 0
+    (fresh,) = _workers(dep.pid)
+    assert fresh != worker
+    dep.conclude(abort=True)
+    assert eventually(lambda: _workers(dep.pid), lambda left: not left) == []

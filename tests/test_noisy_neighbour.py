@@ -68,7 +68,7 @@ def test_the_worst_bodies_do_not_hurt_another_client(dep: Any, cancer: Any) -> N
 
     def noisy_client() -> None:
         with httpx.Client(base_url=dep.url, timeout=120) as client:
-            for _round in range(3):
+            for _round in range(4):
                 for what, (body, content_type) in bodies.items():
                     noisy[what].append(client.post("/invocations", content=body,
                                                    headers={"Content-Type": content_type}).status_code)  # fmt: skip
@@ -95,4 +95,6 @@ def test_the_worst_bodies_do_not_hurt_another_client(dep: Any, cancer: Any) -> N
     assert {noisy["rows (split)"][0], noisy["rows (csv)"][0], noisy["a million keys"][0]} == {200, 400}
     assert len(latencies["ping"]) > 50
     assert p99["ping"] <= 100 and p99["predict"] <= 100, p99
-    assert rss[-1] - rss[0] < 64, rss  # the first round sized the heap; later rounds do not grow it
+    # A leak grows every round. The allocator's high-water mark may rise once more after the
+    # first round (+60 MB seen in one run of three), so the bound is on the rounds after that.
+    assert max(rss[2:]) - rss[1] < 64 and rss[-1] - rss[0] < 128, rss

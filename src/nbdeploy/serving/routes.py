@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
-from nbdeploy.experiment import VARIANT_HEADER
+from nbdeploy.experiment import CHAMPION, VARIANT_HEADER
 from nbdeploy.serving.auth import Access, Guard, GuardedRoute
 from nbdeploy.serving.batching import PredictError
 from nbdeploy.serving.bodies import parse_body, read_body
@@ -85,7 +85,7 @@ class CoreRoutes:
             server.metrics.in_flight.dec()
         status, body = error_answer(error) if error is not None else (200, {"predictions": call.predictions})
         call.failed = status >= 500 or isinstance(error, PredictError)
-        if server.experiment is not None:  # the client sees which variant answered it
+        if server.experiment is not None or call.variant != CHAMPION:  # the client sees which variant answered
             headers = {**(headers or {}), VARIANT_HEADER: call.variant}
         server.answered(call, status, body)  # before the response: an answered request is always logged
         server.after_answer(call, status)

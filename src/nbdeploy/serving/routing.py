@@ -16,9 +16,9 @@ True
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from nbdeploy.experiment import CHALLENGER, CHAMPION, VARIANT_HEADER, ExperimentSpec
 from nbdeploy.serving.protocol import Parsed, ProtocolError
@@ -52,7 +52,8 @@ class Split:
         when the experiment has none or the request does not carry it (drawn at random then)."""
         if self.sticky_header is not None:
             return headers.get(self.sticky_header)
-        column, value = self.sticky_column, None
+        column = self.sticky_column
+        value: Any = None
         if column is None or not parsed.rows:
             return None
         if parsed.frame is not None:  # a table of the columns the request sent (an optional one may be absent)
@@ -61,9 +62,11 @@ class Split:
             value = parsed.frame[column].iloc[0]
         elif parsed.values is not None and column in parsed.columns:  # a matrix in the signature's order
             value = parsed.values[0, list(parsed.columns).index(column)]
-        if value is None or (isinstance(value, float) and math.isnan(value)) or value != value:
-            return None
-        return repr(value.item() if hasattr(value, "item") else value)
+        try:
+            missing = value is None or bool(value != value)  # NaN, NaT; pandas' NA refuses bool(): missing too
+        except (TypeError, ValueError):
+            missing = True
+        return None if missing else repr(value.item() if hasattr(value, "item") else value)
 
     def to_challenger(self, rid: str, key: str | None) -> bool:
         """Whether a canary answers this request from the challenger."""

@@ -198,8 +198,9 @@ class Server:
         if status != 200:
             record["error"] = body["message"]
         experiment = self.experiment
-        if experiment is not None:  # without one, every record is the champion's
-            record["variant"] = call.variant
+        if experiment is not None or call.variant != CHAMPION:  # without one, every record is the champion's
+            record["variant"] = call.variant  # (a challenger's answer may end after its experiment did)
+        if experiment is not None:
             experiment.observe(call.variant, status, call.failed, record["latency_ms"], call.rid, call.predictions)
         self.log.append(record)
         for observer in self.observers:
