@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LoggedRequest", "answer_time", "logged_feedback", "logged_requests", "read_records"]
+__all__ = ["LoggedRequest", "answer_time", "logged_feedback", "logged_request", "logged_requests", "read_records"]
 
 # (answered, latency_ms, status, request id, inputs, predictions): the arguments of an observer's
 # ``add`` (RequestWindows.add), as the server passed them when it answered.
@@ -51,17 +51,23 @@ def _log_files(base: Path) -> list[Path]:
 
 
 def logged_requests(path: str | Path, since: float) -> Iterator[LoggedRequest]:
-    """The answered requests of the log at ``path`` (rotated files included) from ``since`` on.
-
-    Inputs are replayed only when the log holds them in signature order: a record with its
-    own ``columns`` came as a table of other columns, and its rows would be misread.
-    """
+    """The answered requests of the log at ``path`` (rotated files included) from ``since`` on."""
     for r in read_records(path):
-        answered = answer_time(r)
-        if answered is None or answered < since or r.get("shadow") is True:  # a shadow answered nobody
-            continue
-        inputs = r.get("inputs") if "columns" not in r else None
-        yield (answered, r.get("latency_ms", 0.0), r.get("status", 0), r.get("id", ""), inputs, r.get("predictions"))
+        item = logged_request(r, since)
+        if item is not None:
+            yield item
+
+
+def logged_request(record: dict[str, Any], since: float) -> LoggedRequest | None:
+    """One logged record as its observer saw it, or ``None`` for one answered before ``since``
+    (or by a shadow, which answered nobody). Inputs are replayed only when the log holds them
+    in signature order: a record with its own ``columns`` came as a table of other columns,
+    and its rows would be misread."""
+    r, answered = record, answer_time(record)
+    if answered is None or answered < since or r.get("shadow") is True:
+        return None
+    inputs = r.get("inputs") if "columns" not in r else None
+    return (answered, r.get("latency_ms", 0.0), r.get("status", 0), r.get("id", ""), inputs, r.get("predictions"))
 
 
 def answer_time(record: dict[str, Any]) -> float | None:

@@ -45,20 +45,34 @@ async def _watch_parent(parent: int) -> None:
             return
 
 
-def _rebuild(monitor: Any, folder: Path) -> tuple[int, int]:
-    """Refill the monitoring windows from the request log and feedback after a restart;
-    returns how many requests and labels were replayed."""
-    from nbdeploy.monitoring.replay import logged_feedback, logged_requests
+def _rebuild(server: Any, folder: Path) -> None:
+    """After a restart, refill the monitoring windows and a running experiment's counts from
+    the request log (read once for both) and the feedback log, and say so in server.log."""
+    from nbdeploy.monitoring.replay import logged_feedback, logged_request, read_records
 
+    monitor, experiment = server.monitor if server.settings.monitor else None, server.experiment
+    if monitor is None and experiment is None:
+        return
+    records = read_records(folder / "requests.jsonl")
+    if experiment is not None:
+        counted = experiment.replay(records)
+        for rid, values in logged_feedback(folder / "feedback.jsonl", since=experiment.spec.started):
+            experiment.arms.label(rid, values)
+        print(f"resumed the {experiment.spec.kind} of {experiment.label} ({counted} logged requests)", flush=True)
+    if monitor is None:
+        return
     requests = labels = 0
     since = time.time() - max(monitor.windows.values())
-    for item in logged_requests(folder / "requests.jsonl", since=since):
-        monitor.add(*item)
-        requests += 1
+    for record in records:
+        item = logged_request(record, since)
+        if item is not None:
+            monitor.add(*item)
+            requests += 1
     for rid, values in logged_feedback(folder / "feedback.jsonl", since=since):
         monitor.feedback(rid, values)
         labels += 1
-    return requests, labels
+    if requests or labels:
+        print(f"rebuilt monitoring windows from {requests} logged requests and {labels} labels", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,18 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     log = RequestLog(folder / "requests.jsonl", max_bytes=spec.log_max_bytes)
     parent = spec.attach_to
     app = create_app(settings, model, log, background=(lambda: _watch_parent(parent)) if parent else None)
-    experiment = app.state.server.experiment
-    if experiment is not None:
-        from nbdeploy.monitoring.replay import logged_feedback, read_records
-
-        counted = experiment.replay(read_records(folder / "requests.jsonl"))
-        for rid, values in logged_feedback(folder / "feedback.jsonl", since=experiment.spec.started):
-            experiment.arms.label(rid, values)
-        print(f"resumed the {experiment.spec.kind} of {experiment.label} ({counted} logged requests)", flush=True)
-    if settings.monitor:
-        requests, labels = _rebuild(app.state.server.monitor, folder)
-        if requests or labels:
-            print(f"rebuilt monitoring windows from {requests} logged requests and {labels} labels", flush=True)
+    _rebuild(app.state.server, folder)
     try:
         sock = _bind(spec.host, spec.port)
     except OSError as exc:

@@ -78,15 +78,7 @@ def move_alias(spec: ExperimentSpec) -> str | None:
     if c.version is None:
         return "the challenger has no registered version, so no alias can move"
     uri = ["--tracking-uri", spec.tracking_uri] if spec.tracking_uri else []
-    cmd = [sys.executable, "-m", "nbdeploy.cli", *uri, "promote", c.resolved or c.ref, "--alias", "champion"]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return "nbdeploy promote did not finish within 300 s"
-    if done.returncode == 0:
-        return None
-    said = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-    return said[-1][:300] if said else f"nbdeploy promote exited with code {done.returncode}"
+    return _run(["nbdeploy.cli", *uri, "promote", c.resolved or c.ref, "--alias", "champion"])
 
 
 def tag_version(spec: ExperimentSpec, action: str, why: str) -> None:
@@ -95,15 +87,22 @@ def tag_version(spec: ExperimentSpec, action: str, why: str) -> None:
     c = spec.challenger
     if c.version is None:
         return
-    cmd = [sys.executable, "-m", "nbdeploy.registry.experiment_tags", spec.tracking_uri or "", c.resolved or c.ref,
-           action, why]  # fmt: skip
+    failed = _run(["nbdeploy.registry.experiment_tags", spec.tracking_uri or "", c.resolved or c.ref, action, why])
+    if failed is not None:
+        print(f"experiment: tagging {c.ref} failed: {failed}", flush=True)
+
+
+def _run(module_and_args: list[str]) -> str | None:
+    """``python -m MODULE ARGS...``: ``None`` when it exits 0, else its last line of output."""
+    cmd = [sys.executable, "-m", *module_and_args]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        print(f"experiment: tagging {c.ref} did not finish within 300 s", flush=True)
-        return
-    if done.returncode != 0:
-        print(f"experiment: tagging {c.ref} failed: {done.stderr.strip()[-300:]}", flush=True)
+        return f"python -m {module_and_args[0]} did not finish within 300 s"
+    if done.returncode == 0:
+        return None
+    said = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+    return said[-1][:300] if said else f"python -m {module_and_args[0]} exited with code {done.returncode}"
 
 
 def persist(folder: Path, decided: ExperimentSpec, promoted: bool) -> None:

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from nbdeploy._files import append_private
 from nbdeploy.experiment import CHALLENGER, CHAMPION
 from nbdeploy.monitoring.alerts import AlertBook
+from nbdeploy.monitoring.replay import read_records
 from nbdeploy.monitoring.windows import RequestWindows
 from nbdeploy.serving.batching import Batcher
 from nbdeploy.serving.bodies import ParsePool
@@ -211,19 +212,7 @@ class Server:
 
 def _last_events(folder: Path | None) -> list[dict[str, Any]]:
     """The last events of ``experiments.jsonl`` (damaged lines skipped)."""
-    try:
-        lines = (folder / EVENTS_FILE).read_bytes().splitlines()[-50:] if folder else []
-    except OSError:
-        return []
-    events = []
-    for line in lines:
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(doc, dict):
-            events.append(doc)
-    return events
+    return read_records(folder / EVENTS_FILE, include_rotated=False)[-50:] if folder else []
 
 
 def _dist_version(dist: str) -> str:
