@@ -134,7 +134,7 @@ def test_a_shadow_answers_nobody_and_logs_both_predictions(
     assert f'nbdeploy_variant_requests_total{{variant="champion"}} {float(len(X))}' in metrics
     shown = re.search(r"^nbdeploy_shadow_agreement (\S+)$", metrics, re.MULTILINE)
     assert shown is not None and float(shown[1]) == pytest.approx(agree)
-    assert 'nbdeploy_variant_mean{metric="latency_ms",variant="2"}' in metrics
+    assert 'nbdeploy_variant_value{metric="latency_ms",variant="2"}' in metrics
     assert dep.snapshot("1m")["experiment"]["agreement"]["rows"] == len(X)
 
 
@@ -201,7 +201,7 @@ def test_bad_experiments_are_one_sentence(dep: Any, two_versions: str, ip: Any) 
         (f"canary {n} {two_versions}/1", "is the version this deployment serves"),
         (f"canary {n} {two_versions}/2 --sticky a --sticky-header B", "not both"),
         (f"canary {n} {two_versions}/2 --sticky-header 'a b'", "Invalid header name"),
-        (f"canary {n} {two_versions}/2 --rollback-when 'p95_ms>baseline*1.5'", "quantile rules"),
+        (f"canary {n} {two_versions}/2 --rollback-when 'p99>baseline*1.5'", "write a percentile of latency as p95_ms"),
         (f"canary {n} {two_versions}/2 --promote-when 'f1>=baseline'", "'f1' is not one of them"),
         (f"canary {n} {two_versions}/2 --promote-when 'accuracy>>baseline'", "Malformed rule"),
         (f"shadow {n} {two_versions}/2 --min-labels 5", "Invalid --min-labels 5"),
@@ -213,7 +213,7 @@ def test_bad_experiments_are_one_sentence(dep: Any, two_versions: str, ip: Any) 
     with pytest.raises(nbdeploy.NbdeployError, match="is not an input of the model"):
         dep.canary(f"{two_versions}/2", sticky="no such column")
     assert dep.spec.experiment is None  # the server refused it: neither runs it
-    view = ip.run_line_magic("deploy", f"canary {n} {two_versions}/2 --percent 20")
+    view = ip.run_line_magic("deploy", f"canary {n} {two_versions}/2 --percent 20 --rollback-when 'p95_ms>baseline*3'")
     assert "canary of" in repr(view) and "<table>" in view._repr_html_()
     assert "already runs a canary" in usage_error(ip, f"shadow {n} {two_versions}/2")
     assert "variant" in ip.run_line_magic("deploy", f"experiment {n}")._repr_html_()

@@ -75,7 +75,7 @@ class ExperimentSpec:
         self._validate_rules()
 
     def _validate_rules(self) -> None:
-        from nbdeploy.stats.sequential import parse_rule
+        from nbdeploy.stats.rules import parse_rule, quantile_level
 
         rules = [*self.promote_when, *self.rollback_when]
         if len(rules) > 20:
@@ -85,9 +85,10 @@ class ExperimentSpec:
                 metric = parse_rule(rule).metric
             except ValueError as exc:
                 raise InvalidInputError(str(exc)) from None
-            if metric not in METRICS:
+            if metric not in METRICS and quantile_level(metric) is None:
                 raise InvalidInputError(
-                    f"An experiment's rules compare {', '.join(METRICS)}; {metric!r} is not one of them."
+                    f"An experiment's rules compare {', '.join(METRICS)} or a percentile of latency "
+                    f"such as p95_ms; {metric!r} is not one of them."
                 )
         hook = self.webhook
         if hook is not None and not (isinstance(hook, str) and re.fullmatch(r"https?://[^\s]{1,2000}", hook)):

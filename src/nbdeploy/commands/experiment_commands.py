@@ -15,7 +15,7 @@ RULES = (
     arg("--promote-when", action="append", default=[], metavar="RULE",
         help="promote once this holds, e.g. accuracy>=baseline (repeatable: every one must hold)"),
     arg("--rollback-when", action="append", default=[], metavar="RULE",
-        help="drop the challenger once this holds, e.g. error_rate>baseline+0.01 (repeatable)"),
+        help="drop the challenger once this holds, e.g. error_rate>baseline+0.01 or p95_ms>baseline*1.5 (repeatable)"),
     arg("--min-labels", type=int, default=500, metavar="N",
         help="labelled rows per variant before a rule on labels is decided (default 500)"),
     arg("--webhook", metavar="URL", help="POST each end of the experiment (promoted, rolled back) to this URL"),

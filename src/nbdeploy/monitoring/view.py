@@ -84,16 +84,17 @@ def _experiment_lines(exp: Mapping[str, Any] | None) -> list[str]:
         return []
     stats = exp.get("stats") or {}
 
-    def mean(metric: str, variant: str, digits: str) -> str:
-        value = ((stats.get(metric) or {}).get("mean") or {}).get(variant)
+    def figure(metric: str, variant: str, digits: str) -> str:
+        value = ((stats.get(metric) or {}).get("value") or {}).get(variant)
         return "-" if value is None else format(value, digits)
 
     lines = [f"{exp['kind']} of {exp['challenger']['ref']} ({exp['percent']:g}%), since it began:"]
     for variant, c in exp.get("counts", {}).items():
         answered, failed = c.get("requests", 0) + c.get("shadowed", 0), c.get("errors", 0) + c.get("shadow_errors", 0)
         lines.append(
-            f"  {variant:<10} requests {answered}  failures {failed}  latency {mean('latency_ms', variant, '.1f')} ms  "
-            f"accuracy {mean('accuracy', variant, '.3f')}"
+            f"  {variant:<10} requests {answered}  failures {failed}  "
+            f"latency {figure('latency_ms', variant, '.1f')} ms  p95 {figure('p95_ms', variant, '.1f')} ms  "
+            f"accuracy {figure('accuracy', variant, '.3f')}"
         )
     agreement = exp.get("agreement") or {}
     if agreement.get("rows"):

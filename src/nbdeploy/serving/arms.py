@@ -1,6 +1,7 @@
 """What an experiment measures per variant, since it started, for its decisions: per request
 its failures (``error_rate``) and latency (``latency_ms``); per labelled row its ``accuracy``
-(classification) or absolute error (``mae``, regression).
+(classification) or absolute error (``mae``, regression); and a histogram of latencies for
+rules on a percentile (``p95_ms``, decided by :mod:`nbdeploy.stats.quantiles`).
 
 Sums are kept as plain numbers (a request adds to them in about a microsecond); a decision
 builds :class:`~nbdeploy.stats.sequential.ArmStats` from them once a second. A request's
@@ -22,7 +23,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from nbdeploy.experiment import LABEL_METRICS, METRICS
-from nbdeploy.stats.sequential import ArmStats, Verdict, compare, decide, parse_rule
+from nbdeploy.stats.quantiles import LatencyHistogram, decide_quantile, quantile_bounds
+from nbdeploy.stats.sequential import ArmStats, Verdict, compare, decide, parse_rule, quantile_level
 
 __all__ = ["MAX_WAITING", "Arms"]
 
@@ -36,6 +38,7 @@ class Arms:
         self.regression = task == "regression"
         self.variants = list(variants)
         self._sums = {v: {m: [0, 0.0, 0.0] for m in METRICS} for v in self.variants}
+        self._latency = {v: LatencyHistogram() for v in self.variants}
         self._waiting: OrderedDict[str, dict[str, list[Any]]] = OrderedDict()
         # requests are counted on the event loop, labels in a worker thread (POST /feedback)
         self._lock = threading.Lock()
@@ -52,6 +55,7 @@ class Arms:
             self._add(variant, "error_rate", 1.0 if failed else 0.0)
             if math.isfinite(latency_ms):
                 self._add(variant, "latency_ms", latency_ms)
+                self._latency.setdefault(variant, LatencyHistogram()).add(latency_ms)
             if isinstance(predictions, list) and predictions:
                 self._waiting.setdefault(rid, {})[variant] = predictions
                 if len(self._waiting) > MAX_WAITING:
@@ -86,10 +90,18 @@ class Arms:
         metric = parse_rule(rule).metric
         least = min_labels if metric in LABEL_METRICS else 30
         champion, challenger = self.variants[:2]
+        if quantile_level(metric) is not None:
+            return decide_quantile(rule, self.latencies(champion), self.latencies(challenger), min_samples=least)
         return decide(rule, self.stats(champion, metric), self.stats(challenger, metric), min_samples=least)
 
+    def latencies(self, variant: str) -> LatencyHistogram:
+        """A copy of ``variant``'s latency histogram (requests keep counting into the original)."""
+        with self._lock:
+            return self._latency.get(variant, LatencyHistogram()).copy()
+
     def summary(self) -> dict[str, Any]:
-        """Each metric's mean per variant, and the challenger's lift with its always-valid interval."""
+        """Each metric's value per variant (a mean; for ``p95_ms`` the 95th percentile) and the
+        challenger's lift with its always-valid interval."""
         champion, challenger = self.variants[:2]
         out: dict[str, Any] = {}
         for metric in METRICS:
@@ -99,10 +111,19 @@ class Arms:
             c = compare(a, b).to_dict()
             out[metric] = {
                 "n": {champion: a.n, challenger: b.n},
-                "mean": {champion: _finite(a.mean), challenger: _finite(b.mean)},
+                "value": {champion: _finite(a.mean), challenger: _finite(b.mean)},
                 "lift": c["lift"], "low": c["low"], "high": c["high"], "ready": c["ready"],
             }  # fmt: skip
+        if out.get("latency_ms"):  # the tail too: p95 per variant, the lift's always-valid bounds
+            out["p95_ms"] = self._p95(champion, challenger)
         return out
+
+    def _p95(self, champion: str, challenger: str) -> dict[str, Any]:
+        a, b = self.latencies(champion), self.latencies(challenger)
+        c = decide_quantile("p95_ms>baseline", a, b).comparison.to_dict()
+        p95 = {name: _finite(quantile_bounds(h, 0.95, 0.025)[0]) for name, h in ((champion, a), (challenger, b))}
+        bounds = {k: c[k] for k in ("lift", "low", "high", "ready")}
+        return {"n": {champion: a.n, challenger: b.n}, "value": p95, **bounds}
 
 
 def _number(value: Any) -> float:

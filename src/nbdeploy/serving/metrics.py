@@ -108,18 +108,18 @@ class ExperimentCollector(Collector):
             failures.add_metric([variant], counts.get("errors", 0) + counts.get("shadow_errors", 0))
         yield requests
         yield failures
-        mean = GaugeMetricFamily("nbdeploy_variant_mean", "A metric's mean per variant since the experiment began",
-                                 labels=["variant", "metric"])  # fmt: skip
+        value = GaugeMetricFamily("nbdeploy_variant_value", "A metric per variant since the experiment began: its "
+                                  "mean, or for p95_ms the 95th percentile", labels=["variant", "metric"])  # fmt: skip
         lift = GaugeMetricFamily("nbdeploy_experiment_lift", "Challenger minus champion, with always-valid bounds",
                                  labels=["metric", "bound"])  # fmt: skip
         for metric, fig in s.get("stats", {}).items():
-            for variant, value in fig["mean"].items():
-                if value is not None:
-                    mean.add_metric([variant, metric], value)
+            for variant, figure in fig["value"].items():
+                if figure is not None:
+                    value.add_metric([variant, metric], figure)
             for bound in ("lift", "low", "high"):
                 if fig.get(bound) is not None:
                     lift.add_metric([metric, bound], fig[bound])
-        yield mean
+        yield value
         yield lift
         agreement = s.get("agreement")
         if agreement and agreement.get("rate") is not None:

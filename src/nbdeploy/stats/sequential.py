@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -25,25 +24,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TAU_SCALE", "ArmStats", "Comparison", "Rule", "Verdict", "compare", "decide", "parse_rule"]
+from nbdeploy.stats.rules import Rule, parse_rule, quantile_level
+from nbdeploy.stats.rules import _short as _short  # one repr-shortener for every message
+
+__all__ = [
+    "TAU_SCALE", "ArmStats", "Comparison", "Rule", "Verdict", "compare", "decide", "parse_rule", "quantile_level",
+]  # fmt: skip
 
 #: Default mixing scale tau, in standard deviations of one observation of the contrast: the
 #: prior N(0, tau^2) expects effects of about a fifth of a standard deviation (Cohen's "small"
 #: effect), which makes the interval tightest near 400 observations per arm.
 TAU_SCALE = 0.2
-MAX_RULE_LENGTH = 200
-_UNSIGNED = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-_RULE = re.compile(
-    rf"\s*(?P<metric>[A-Za-z_]\w*)\s*(?P<op>>=|<=|>|<)\s*baseline(?:\s*(?P<kind>[-+*])\s*(?P<number>{_UNSIGNED}))?\s*",
-    re.ASCII,
-)
-_QUANTILE = re.compile(r"[pP]\d")
 Arm = tuple[Any, Any, Any]  # (n, total, total_sq) of one arm: numbers or arrays
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def _number(x: Any, kind: Any = numbers.Real) -> float:
@@ -149,49 +141,6 @@ class Verdict:
         return {**asdict(self), "comparison": self.comparison.to_dict()}
 
 
-@dataclass(frozen=True)
-class Rule:
-    """``METRIC OP baseline[+D|-D|*F]``: holds when challenger - factor * champion - offset OP 0."""
-
-    metric: str
-    op: str
-    factor: float = 1.0
-    offset: float = 0.0
-
-    @property
-    def threshold(self) -> str:
-        """``baseline``, ``baseline+D``, ``baseline-D`` or ``baseline*F``."""
-        if self.factor != 1:
-            return f"baseline*{self.factor:.15g}"
-        return f"baseline{self.offset:+.15g}" if self.offset else "baseline"
-
-    def outcome(self, low: Any, high: Any) -> tuple[Any, Any]:
-        """(holds, fails): whether all, or no, values in [low, high] satisfy ``value OP 0`` (arrays too)."""
-        sides = {">=": (low >= 0, high < 0), ">": (low > 0, high <= 0), "<=": (high <= 0, low > 0)}
-        return sides[self.op] if self.op in sides else (high < 0, low >= 0)
-
-
-def parse_rule(text: str) -> Rule:
-    """Parse ``METRIC OP baseline``, ``+D``, ``-D`` or ``*F``; raise ValueError with one sentence."""
-    if not isinstance(text, str):
-        raise ValueError(f"A rule must be a string such as 'accuracy>=baseline', not {_short(text)}.")
-    if len(text) > MAX_RULE_LENGTH:
-        raise ValueError(f"A rule of {len(text)} characters is too long; rules have at most {MAX_RULE_LENGTH}.")
-    if (match := _RULE.fullmatch(text)) is None:
-        raise ValueError(
-            f"Malformed rule {text!r}: expected METRIC OP baseline, baseline+D, baseline-D or baseline*F "
-            "with OP one of >= > <= <, for example 'accuracy>=baseline' or 'latency_ms>baseline*1.5'."
-        )
-    metric, op, kind = match["metric"], match["op"], match["kind"]
-    if _QUANTILE.match(metric):
-        raise ValueError(f"Rule {text!r} is on a quantile ({metric}), and quantile rules are decided elsewhere.")
-    number = float(match["number"]) if kind else 0.0
-    if not math.isfinite(number) or (kind == "*" and number <= 0):
-        raise ValueError(f"Rule {text!r} needs a finite number{' above 0' if kind == '*' else ''} after {kind}.")
-    factor, offset = (number, 0.0) if kind == "*" else (1.0, -number if kind == "-" else number)
-    return Rule(metric, op, factor, offset)
-
-
 def plugin_variance(n: Any, total: Any, total_sq: Any, floor: bool = True) -> np.ndarray:
     """Unbiased per-observation variance s^2 of arms (numbers or arrays), 0 below 2 values.
 
@@ -285,7 +234,13 @@ def decide(
     challenger - f(baseline) lies on the OP side of 0, fails once it lies on the other side,
     and is undecided until then or while an arm has fewer than ``min_samples`` values."""
     parsed = parse_rule(rule)
-    c = _look(champion, challenger, alpha, tau, min_samples, parsed)
+    if quantile_level(parsed.metric) is not None:
+        raise ValueError(f"Rule {rule!r} is on a quantile: decide it with nbdeploy.stats.quantiles.decide_quantile.")
+    return verdict_of(parsed, _look(champion, challenger, alpha, tau, min_samples, parsed), alpha, min_samples)
+
+
+def verdict_of(parsed: Rule, c: Comparison, alpha: float, min_samples: int) -> Verdict:
+    """The verdict of ``parsed`` at the look ``c`` (of challenger minus the rule's threshold)."""
     text = f"{parsed.metric}{parsed.op}{parsed.threshold}"
     counts = f"after {c.n_champion} champion and {c.n_challenger} challenger observations"
     if not c.ready:

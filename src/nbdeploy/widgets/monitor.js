@@ -93,11 +93,11 @@ function draw(model, el) {
   const exp = doc.experiment;
   if (exp) {
     const stats = exp.stats || {};
-    const mean = (metric, v) => ((stats[metric] || {}).mean || {})[v];
+    const value = (metric, v) => ((stats[metric] || {}).value || {})[v];
     const rows = Object.entries(exp.counts || {})
       .map(([v, c]) => `<tr data-variant="${esc(v)}"><td>${esc(v)}</td><td>${esc((c.requests ?? 0) + (c.shadowed ?? 0))}</td>
-        <td>${esc((c.errors ?? 0) + (c.shadow_errors ?? 0))}</td><td>${fmt(mean("latency_ms", v), 1, " ms")}</td>
-        <td>${fmt(mean("accuracy", v), 3)}</td></tr>`)
+        <td>${esc((c.errors ?? 0) + (c.shadow_errors ?? 0))}</td><td>${fmt(value("latency_ms", v), 1, " ms")}</td>
+        <td>${fmt(value("p95_ms", v), 1, " ms")}</td><td>${fmt(value("accuracy", v), 3)}</td></tr>`)
       .join("");
     const lifts = Object.entries(stats)
       .filter(([, f]) => f.ready && f.low !== null && f.low !== undefined)
@@ -105,7 +105,7 @@ function draw(model, el) {
       .join("");
     const agree = exp.agreement && exp.agreement.rows ? `<li>agreement ${fmt(100 * exp.agreement.rate, 1, "%")} of ${esc(exp.agreement.rows)} rows</li>` : "";
     html += `<h4>${esc(exp.kind)} of ${esc(exp.challenger.ref)} · ${esc(exp.percent)}% · since the experiment began</h4>
-      <table class="nbd-mon-variants"><tr><th>variant</th><th>requests</th><th>failures</th><th>mean latency</th><th>accuracy</th></tr>${rows}</table>
+      <table class="nbd-mon-variants"><tr><th>variant</th><th>requests</th><th>failures</th><th>mean latency</th><th>p95</th><th>accuracy</th></tr>${rows}</table>
       <ul>${lifts}${agree}</ul>`;
   }
   const alerts = doc.alerts || { rules: [], events: [] };
