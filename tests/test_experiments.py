@@ -26,6 +26,7 @@ from sklearn.tree import DecisionTreeClassifier
 import nbdeploy
 from nbdeploy.deployments import start
 from nbdeploy.monitoring.replay import read_records
+from nbdeploy.stats.drift import psi
 from tests.helpers import JSON, eventually, usage_error
 
 VARIANT = "X-Nbdeploy-Variant"
@@ -136,6 +137,17 @@ def test_a_shadow_answers_nobody_and_logs_both_predictions(
     assert shown is not None and float(shown[1]) == pytest.approx(agree)
     assert 'nbdeploy_variant_value{metric="latency_ms",variant="2"}' in metrics
     assert dep.snapshot("1m")["experiment"]["agreement"]["rows"] == len(X)
+    # each variant's prediction distribution, exactly the two models' predictions on the same rows
+    dists, said = view.state["distributions"], {"champion": expected, "2": stump.predict(X)}
+    for variant, predicted in said.items():
+        assert dists[variant]["predictions"]["counts"] == {str(k): n for k, n in Counter(predicted.tolist()).items()}
+        assert dists[variant]["rows"] == len(X)
+    assert dists["champion"]["drift_max_psi"] == dists["2"]["drift_max_psi"] is not None  # the same inputs
+    vs = dists["2"]["prediction_psi"]
+    assert vs == pytest.approx(float(psi(np.bincount(expected), np.bincount(said["2"], minlength=2))))
+    shown = re.search(r'^nbdeploy_variant_prediction_psi\{variant="2"\} (\S+)$', metrics, re.MULTILINE)
+    assert shown is not None and float(shown[1]) == pytest.approx(vs)
+    assert "predictions vs champion PSI" in repr(view)
 
 
 def test_a_client_may_pin_a_variant(dep: Any, two_versions: str, cancer: dict[str, Any]) -> None:
@@ -368,7 +380,7 @@ def test_a_shadow_resumed_after_kill_9_keeps_its_agreement(dep: Any, two_version
     eventually(dep.state, lambda s: s != "running")
     start(dep.name)
     resumed = dep.experiment().state
-    assert resumed["counts"] == state["counts"]
+    assert resumed["counts"] == state["counts"] and resumed["distributions"] == state["distributions"]
     assert resumed["agreement"]["rows"] == 120 and resumed["agreement"]["rate"] == state["agreement"]["rate"]
 
 
@@ -513,7 +525,7 @@ def test_the_panel_shows_the_variants_side_by_side(dep: Any, two_versions: str, 
     text = render_text(doc, "1m")
     assert "shadow of cancer-two/2 (100%), since it began:" in text
     assert "  champion   requests 60  failures 0" in text and "  2          requests 60  failures 0" in text
-    assert "agreement" in text
+    assert "agreement" in text and re.search(r"  2 +predictions \S+ \d+% .*predictions vs champion PSI", text)
     node = shutil.which("node")
     if node is None:
         pytest.skip("Node.js is not installed (it runs the widget's JavaScript)")
@@ -522,6 +534,8 @@ def test_the_panel_shows_the_variants_side_by_side(dep: Any, two_versions: str, 
     html = subprocess.run([node, str(runner), JS.as_uri()], input=json.dumps(doc), capture_output=True, text=True,
                           check=True, timeout=60).stdout  # fmt: skip
     assert 'data-variant="champion"' in html and 'data-variant="2"' in html and "agreement" in html
+    assert "predictions PSI vs champion" in html and 'class="nbd-mon-shares"' in html
+    assert 'class="nbd-mon-disagree"' in html  # the stump and the forest disagree on some of 60 rows
 
 
 def _workers(pid: int) -> list[int]:

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from nbdeploy.deployments.watching import HandleParts
 from nbdeploy.errors import DeploymentError, InvalidInputError, NbdeployError
 from nbdeploy.experiment import ExperimentSpec
+from nbdeploy.monitoring.view import variant_distribution_lines
 from nbdeploy.reprs import card, esc, table
 from nbdeploy.spec import DeploymentSpec, ModelEntry
 
@@ -56,7 +57,7 @@ class ExperimentView:
         agreement = s.get("agreement")
         if agreement and agreement["rows"]:
             lines.append(f"  agreement    {agreement['rate']:.1%} of {agreement['rows']} rows with the champion")
-        return "\n".join(lines)
+        return "\n".join(lines + variant_distribution_lines(s))
 
     def _repr_html_(self) -> str:
         s, text = self.state, repr(self).splitlines()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["render_alerts", "render_text"]
+__all__ = ["render_alerts", "render_text", "variant_distribution_lines"]
 
 _BARS = " ▁▂▃▄▅▆▇█"
 
@@ -99,6 +99,30 @@ def _experiment_lines(exp: Mapping[str, Any] | None) -> list[str]:
     agreement = exp.get("agreement") or {}
     if agreement.get("rows"):
         lines.append(f"  agreement {100 * agreement['rate']:.1f}% of {agreement['rows']} rows")
+    return lines + variant_distribution_lines(exp)
+
+
+def shares(predictions: Mapping[str, Any] | None) -> str:
+    """A prediction distribution in a few characters: the top classes' shares, or a sparkline."""
+    if not predictions or not predictions.get("counts"):
+        return "-"
+    counts = predictions["counts"]
+    if predictions.get("kind") == "classes":
+        total = sum(counts.values()) or 1
+        top = sorted(counts.items(), key=lambda item: -item[1])[:3]
+        return " ".join(f"{name[:12]} {100 * n / total:.0f}%" for name, n in top)
+    return f"|{spark(list(counts))}|"
+
+
+def variant_distribution_lines(exp: Mapping[str, Any]) -> list[str]:
+    """Per variant since the experiment began: what it predicted, how far its inputs drifted
+    from the champion's training profile, and a challenger's prediction PSI against the champion."""
+    lines = []
+    for variant, d in (exp.get("distributions") or {}).items():
+        psi, vs = d.get("drift_max_psi"), d.get("prediction_psi")
+        line = f"  {variant:<10} predictions {shares(d.get('predictions'))}"
+        line += f"  input drift PSI {psi:.3f}" if psi is not None else ""
+        lines.append(line + (f"  predictions vs champion PSI {vs:.3f}" if vs is not None else ""))
     return lines
 
 

@@ -89,6 +89,7 @@ class RequestWindows:
     def set_profile(self, profile: Mapping[str, Any] | None, task: str | None) -> None:
         """Measure drift against ``profile`` from now on (after an update to another version)."""
         with self._lock:
+            self.profile = dict(profile) if profile else None
             by_name = {c["name"]: c for c in (profile or {}).get("columns", [])}
             rows_total = (profile or {}).get("rows")
             self.task = task or "classification"

@@ -36,6 +36,8 @@ async def decision_loop(server: Server, interval: float = 1.0) -> None:
         if experiment is None or experiment.deciding:
             continue
         try:
+            # the distributions' binning, off the event loop: requests only queue their rows
+            await asyncio.to_thread(experiment.distributions.fold)
             verdict = experiment.verdict()
             if verdict is not None:
                 experiment.deciding = True

@@ -123,7 +123,8 @@ def prepare(server: Server, doc: Any) -> Experiment:
     except Exception as exc:  # whatever the folder holds, the champion keeps serving
         raise ProtocolError(400, f"The challenger could not be loaded: {type(exc).__name__}: {exc}.") from exc
     s = server.settings
-    return Experiment(spec, model, names, server.log, s.max_batch, s.max_wait_ms, s.log_rows, s.task)
+    profile = server.monitor.profile  # the champion's training profile: both variants' drift against one reference
+    return Experiment(spec, model, names, server.log, s.max_batch, s.max_wait_ms, s.log_rows, s.task, profile)
 
 
 def _body(body: bytes) -> dict[str, Any]:

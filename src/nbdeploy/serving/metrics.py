@@ -121,6 +121,18 @@ class ExperimentCollector(Collector):
                     lift.add_metric([metric, bound], fig[bound])
         yield value
         yield lift
+        drift = GaugeMetricFamily("nbdeploy_variant_drift_max_psi", "Highest input PSI against the champion's "
+                                  "training profile, per variant since the experiment began",
+                                  labels=["variant"])  # fmt: skip
+        against = GaugeMetricFamily("nbdeploy_variant_prediction_psi", "PSI of a challenger's predictions against "
+                                    "the champion's since the experiment began", labels=["variant"])  # fmt: skip
+        for variant, d in s.get("distributions", {}).items():
+            if d.get("drift_max_psi") is not None:
+                drift.add_metric([variant], d["drift_max_psi"])
+            if d.get("prediction_psi") is not None:
+                against.add_metric([variant], d["prediction_psi"])
+        yield drift
+        yield against
         agreement = s.get("agreement")
         if agreement and agreement.get("rate") is not None:
             yield GaugeMetricFamily("nbdeploy_shadow_agreement", "Share of mirrored rows the shadow predicted "

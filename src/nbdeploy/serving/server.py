@@ -202,7 +202,8 @@ class Server:
         if experiment is not None or call.variant != CHAMPION:  # without one, every record is the champion's
             record["variant"] = call.variant  # (a challenger's answer may end after its experiment did)
         if experiment is not None:
-            experiment.observe(call.variant, status, call.failed, record["latency_ms"], call.rid, call.predictions)
+            experiment.observe(call.variant, status, call.failed, record["latency_ms"], call.rid, call.predictions,
+                               inputs=call.values)  # fmt: skip
         self.log.append(record)
         for observer in self.observers:
             observer.add(record["answered"], record["latency_ms"], status, call.rid, call.values, call.predictions)

@@ -27,6 +27,7 @@ from nbdeploy.serving.protocol import Parsed
 from nbdeploy.serving.requestlog import RequestLog
 from nbdeploy.serving.responses import MODEL_FAILED, error_answer
 from nbdeploy.serving.routing import Split
+from nbdeploy.serving.variant_distributions import VariantDistributions
 
 __all__ = ["MAX_MIRRORS", "Experiment"]
 
@@ -40,7 +41,8 @@ class Experiment:
     """The challenger of one experiment, served beside the champion."""
 
     def __init__(self, spec: ExperimentSpec, model: ModelProcess, names: tuple[str, ...], log: RequestLog,
-                 max_batch: int, max_wait_ms: float, log_rows: int, task: str | None = None) -> None:  # fmt: skip
+                 max_batch: int, max_wait_ms: float, log_rows: int, task: str | None = None,
+                 profile: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.spec, self.split, self.model, self.log, self.log_rows = spec, Split.of(spec), model, log, log_rows
         shadow = spec.kind == "shadow"
         wait = max(max_wait_ms, SHADOW_WAIT_MS) if shadow else max_wait_ms
@@ -48,6 +50,7 @@ class Experiment:
         self._mirror_rows = 0
         self.counts: dict[str, Counter[str]] = {CHAMPION: Counter(), spec.label: Counter()}
         self.arms = Arms(task, [CHAMPION, spec.label])
+        self.distributions = VariantDistributions(names, profile, task, [CHAMPION, spec.label])
         self.deciding = False  # an automatic promotion or rollback is under way
         self.promotion_refused: str | None = None  # the registry's refusal: promote rules stop here
         self._mirrors: set[asyncio.Task[None]] = set()
@@ -65,7 +68,7 @@ class Experiment:
         return await self.batcher.submit(parsed)
 
     def observe(self, variant: str, status: int, failed: bool, latency_ms: float, rid: str, predictions: Any,
-                shadow: bool = False) -> None:  # fmt: skip
+                shadow: bool = False, inputs: Any = None) -> None:  # fmt: skip
         """Count one answered (or mirrored) request; ``failed``: the model failed on it (a 5xx,
         or a predict that raised), which is what ``error_rate`` rules compare."""
         counts = self.counts.setdefault(variant, Counter())
@@ -73,6 +76,8 @@ class Experiment:
         if failed:
             counts["shadow_errors" if shadow else "errors"] += 1
         self.arms.request(variant, rid, failed, latency_ms, predictions if status == 200 else None)
+        if status == 200:
+            self.distributions.add(variant, inputs, predictions)
 
     def verdict(self) -> tuple[str, str] | None:
         """``("rollback" | "promote", why)`` once the rules decide, else ``None``: any rollback
@@ -120,7 +125,7 @@ class Experiment:
         record.update(status=status, latency_ms=latency, answered=time.time())
         self.log.append(record)
         predicted = record.get("predictions") if status == 200 else None
-        self.observe(self.label, status, status != 200, latency, rid, predicted, shadow=True)
+        self.observe(self.label, status, status != 200, latency, rid, predicted, shadow=True, inputs=values)
 
     def _compare(self, rid: str, champion: list[Any], shadow: list[Any]) -> None:
         """Count the rows where the shadow agrees with the champion; keep the last disagreements."""
@@ -145,7 +150,7 @@ class Experiment:
             predictions, rid, latency = r.get("predictions"), str(r.get("id")), r.get("latency_ms")
             failed = status >= 500 or (shadow and status != 200) or str(r.get("error", "")).startswith(MODEL_FAILED)
             latency = float(latency) if isinstance(latency, (int, float)) else math.nan
-            self.observe(variant, status, failed, latency, rid, predictions, shadow=shadow)
+            self.observe(variant, status, failed, latency, rid, predictions, shadow=shadow, inputs=r.get("inputs"))
             n += 1
             if self.spec.kind == "shadow" and isinstance(predictions, list):
                 if not shadow:
@@ -185,6 +190,7 @@ class Experiment:
             "started": s.started, "challenger": {"label": self.label, "ref": c.ref, "version": c.version},
             "counts": {variant: dict(counts) for variant, counts in self.counts.items()},
             "mirrors_in_flight": len(self._mirrors), "agreement": self._agreement(), "stats": self.arms.summary(),
+            "distributions": self.distributions.summary(),
             "rules": {"promote_when": s.promote_when, "rollback_when": s.rollback_when, "min_labels": s.min_labels},
             "promotion_refused": self.promotion_refused,
         }  # fmt: skip

@@ -20,6 +20,17 @@ function spark(values, width = 180, height = 28) {
   return `<svg width="${width}" height="${height}" viewBox="0 0 ${width} ${height}"><polyline points="${points}"/></svg>`;
 }
 
+// a prediction distribution in a few characters: the top classes' shares, or the histogram's counts
+function shares(preds) {
+  if (!preds || !preds.counts) return "–";
+  if (preds.kind === "classes") {
+    const total = Object.values(preds.counts).reduce((a, b) => a + b, 0) || 1;
+    return Object.entries(preds.counts).sort((a, b) => b[1] - a[1]).slice(0, 3)
+      .map(([name, n]) => `${String(name).slice(0, 12)} ${((100 * n) / total).toFixed(0)}%`).join(" ");
+  }
+  return preds.counts.length ? preds.counts.join(" ") : "–";
+}
+
 function tile(key, label, value) {
   return `<div class="nbd-mon-tile" data-tile="${key}"><div class="label">${esc(label)}</div><div class="value">${esc(value)}</div></div>`;
 }
@@ -94,19 +105,26 @@ function draw(model, el) {
   if (exp) {
     const stats = exp.stats || {};
     const value = (metric, v) => ((stats[metric] || {}).value || {})[v];
+    const dist = (v) => (exp.distributions || {})[v] || {};
     const rows = Object.entries(exp.counts || {})
       .map(([v, c]) => `<tr data-variant="${esc(v)}"><td>${esc(v)}</td><td>${esc((c.requests ?? 0) + (c.shadowed ?? 0))}</td>
         <td>${esc((c.errors ?? 0) + (c.shadow_errors ?? 0))}</td><td>${fmt(value("latency_ms", v), 1, " ms")}</td>
-        <td>${fmt(value("p95_ms", v), 1, " ms")}</td><td>${fmt(value("accuracy", v), 3)}</td></tr>`)
+        <td>${fmt(value("p95_ms", v), 1, " ms")}</td><td>${fmt(value("accuracy", v), 3)}</td>
+        <td class="nbd-mon-shares">${esc(shares(dist(v).predictions))}</td><td>${fmt(dist(v).drift_max_psi, 3)}</td>
+        <td>${fmt(dist(v).prediction_psi, 3)}</td></tr>`)
       .join("");
     const lifts = Object.entries(stats)
       .filter(([, f]) => f.ready && f.low !== null && f.low !== undefined)
       .map(([m, f]) => `<li>${esc(m)} lift ${fmt(f.lift, 4)} [${fmt(f.low, 4)}, ${fmt(f.high, 4)}]</li>`)
       .join("");
     const agree = exp.agreement && exp.agreement.rows ? `<li>agreement ${fmt(100 * exp.agreement.rate, 1, "%")} of ${esc(exp.agreement.rows)} rows</li>` : "";
+    const disagreements = ((exp.agreement || {}).disagreements || []).slice(-5)
+      .map((d) => `<li class="nbd-mon-disagree">request ${esc(d.id)} row ${esc(d.row)}: champion ${esc(d.champion)}, challenger ${esc(d.challenger)}</li>`)
+      .join("");
     html += `<h4>${esc(exp.kind)} of ${esc(exp.challenger.ref)} · ${esc(exp.percent)}% · since the experiment began</h4>
-      <table class="nbd-mon-variants"><tr><th>variant</th><th>requests</th><th>failures</th><th>mean latency</th><th>p95</th><th>accuracy</th></tr>${rows}</table>
-      <ul>${lifts}${agree}</ul>`;
+      <table class="nbd-mon-variants"><tr><th>variant</th><th>requests</th><th>failures</th><th>mean latency</th><th>p95</th><th>accuracy</th>
+        <th>predictions</th><th>input PSI</th><th>predictions PSI vs champion</th></tr>${rows}</table>
+      <ul>${lifts}${agree}${disagreements}</ul>`;
   }
   const alerts = doc.alerts || { rules: [], events: [] };
   const firing = new Set(alerts.firing || []);
