@@ -56,7 +56,7 @@ async def act(server: Server, experiment: Experiment, action: str, why: str) -> 
         if server.experiment is not experiment:  # ended meanwhile by hand (conclude): that decision stands
             return
         if refused is not None:
-            experiment.promotion_refused, experiment.deciding = refused, False
+            experiment.book.promotion_refused, experiment.deciding = refused, False
             server.record_event({**event, "action": "promotion refused", "why": refused}, spec.webhook)
             await asyncio.to_thread(tag_version, spec, "promotion_refused", refused)
             return

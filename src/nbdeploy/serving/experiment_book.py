@@ -1,0 +1,135 @@
+"""The accounts of one experiment: counts, figures and a shadow's agreement per variant, and
+the verdict of its rules. No model and no event loop: the local server keeps one beside its
+challenger, and a Ray deployment's monitoring hub keeps one for all its replicas, fed with
+their request-log records (:meth:`ExperimentBook.ingest`, the same path a restart replays).
+
+>>> from nbdeploy.experiment import ExperimentSpec
+>>> from nbdeploy.model_entry import ModelEntry
+>>> book = ExperimentBook(ExperimentSpec("shadow", ModelEntry("m/2", "/m", version=2), 100), ("x",), None)
+>>> book.ingest([{"id": "a", "answered": 1.0, "variant": "champion", "status": 200, "predictions": [1]},
+...              {"id": "a", "answered": 1.1, "variant": "2", "shadow": True, "status": 200, "predictions": [0]}])
+2
+>>> book.state()["agreement"]["rate"]
+0.0
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from nbdeploy.experiment import CHAMPION, ExperimentSpec
+from nbdeploy.serving.arms import Arms
+from nbdeploy.serving.responses import MODEL_FAILED
+from nbdeploy.serving.variant_distributions import VariantDistributions
+
+__all__ = ["ExperimentBook"]
+
+MAX_PAIRS = 100_000  # a champion's predictions kept until its shadow's record arrives
+
+
+class ExperimentBook:
+    """Counts, figures and verdicts of one experiment, since it started."""
+
+    def __init__(self, spec: ExperimentSpec, names: Sequence[str], task: str | None,
+                 profile: dict[str, Any] | None = None) -> None:  # fmt: skip
+        self.spec = spec
+        self.counts: dict[str, Counter[str]] = {CHAMPION: Counter(), spec.label: Counter()}
+        self.arms = Arms(task, [CHAMPION, spec.label])
+        self.distributions = VariantDistributions(names, profile, task, [CHAMPION, spec.label])
+        self.disagreements: deque[dict[str, Any]] = deque(maxlen=20)  # the last rows a shadow answered otherwise
+        self.promotion_refused: str | None = None  # the registry's refusal: promote rules stop here
+        self._pairs: OrderedDict[str, Any] = OrderedDict()  # request id -> the champion's predictions
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    def observe(self, variant: str, status: int, failed: bool, latency_ms: float, rid: str, predictions: Any,
+                shadow: bool = False, inputs: Any = None) -> None:  # fmt: skip
+        """Count one answered (or mirrored) request; ``failed``: the model failed on it (a 5xx,
+        or a predict that raised), which is what ``error_rate`` rules compare."""
+        counts = self.counts.setdefault(variant, Counter())
+        counts["shadowed" if shadow else "requests"] += 1
+        if failed:
+            counts["shadow_errors" if shadow else "errors"] += 1
+        self.arms.request(variant, rid, failed, latency_ms, predictions if status == 200 else None)
+        if status == 200:
+            self.distributions.add(variant, inputs, predictions)
+
+    def compare(self, rid: str, champion: Sequence[Any], shadow: Sequence[Any]) -> None:
+        """Count the rows where the shadow agrees with the champion; keep the last disagreements."""
+        counts = self.counts[self.label]
+        for row, (a, b) in enumerate(zip(champion, shadow, strict=False)):
+            if _same(a, b):
+                counts["agree_rows"] += 1
+            else:
+                counts["disagree_rows"] += 1
+                self.disagreements.append({"id": rid, "row": row, "champion": a, "challenger": b})
+
+    def ingest(self, records: Iterable[dict[str, Any]]) -> int:
+        """Count request-log records of this experiment (answered since it started; a shadow's
+        agreement from the two records of one request id, the champion's first)."""
+        n = 0
+        for r in records:
+            answered, variant = r.get("answered"), r.get("variant")
+            if not isinstance(answered, (int, float)) or answered < self.spec.started or not isinstance(variant, str):
+                continue
+            status, shadow = r.get("status"), r.get("shadow") is True
+            status = status if isinstance(status, int) else 0
+            predictions, rid, latency = r.get("predictions"), str(r.get("id")), r.get("latency_ms")
+            failed = status >= 500 or (shadow and status != 200) or str(r.get("error", "")).startswith(MODEL_FAILED)
+            latency = float(latency) if isinstance(latency, (int, float)) else math.nan
+            self.observe(variant, status, failed, latency, rid, predictions, shadow=shadow, inputs=r.get("inputs"))
+            n += 1
+            if self.spec.kind == "shadow" and isinstance(predictions, list):
+                if not shadow:
+                    self._pairs[rid] = predictions
+                    if len(self._pairs) > MAX_PAIRS:
+                        self._pairs.popitem(last=False)
+                elif rid in self._pairs:
+                    self.compare(rid, self._pairs.pop(rid), predictions)
+        return n
+
+    def verdict(self) -> tuple[str, str] | None:
+        """``("rollback" | "promote", why)`` once the rules decide, else ``None``: any rollback
+        rule that holds ends the experiment; every promote rule must hold to promote."""
+        s = self.spec
+        for rule in s.rollback_when:
+            v = self.arms.decide(rule, s.min_labels)
+            if v.decided and v.holds:
+                return "rollback", f"{rule} holds ({v.reason})"
+        if s.promote_when and self.promotion_refused is None:
+            verdicts = [self.arms.decide(rule, s.min_labels) for rule in s.promote_when]
+            if all(v.decided and v.holds for v in verdicts):
+                return "promote", "; ".join(f"{r} holds" for r in s.promote_when)
+        return None
+
+    def _agreement(self) -> dict[str, Any] | None:
+        if self.spec.kind != "shadow":
+            return None
+        counts = self.counts[self.label]
+        rows = counts["agree_rows"] + counts["disagree_rows"]
+        rate = counts["agree_rows"] / rows if rows else None
+        return {"rows": rows, "rate": rate, "disagreements": list(self.disagreements)}
+
+    def state(self) -> dict[str, Any]:
+        """What ``GET /experiment`` shows of it."""
+        s, c = self.spec, self.spec.challenger
+        return {
+            "kind": s.kind, "percent": s.percent, "sticky_column": s.sticky_column, "sticky_header": s.sticky_header,
+            "started": s.started, "challenger": {"label": self.label, "ref": c.ref, "version": c.version},
+            "counts": {variant: dict(counts) for variant, counts in self.counts.items()},
+            "agreement": self._agreement(), "stats": self.arms.summary(), "distributions": self.distributions.summary(),
+            "rules": {"promote_when": s.promote_when, "rollback_when": s.rollback_when, "min_labels": s.min_labels},
+            "promotion_refused": self.promotion_refused,
+        }  # fmt: skip
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal predictions: the same label, or numbers within a relative 1e-9 (regression)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return bool(a == b)
