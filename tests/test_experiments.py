@@ -160,6 +160,11 @@ def test_a_client_may_pin_a_variant(dep: Any, two_versions: str, cancer: dict[st
             assert r.status_code == 200 and r.headers[VARIANT] == answered
         r = client.post("/invocations", content=body, headers={**JSON, VARIANT: "7"})
         assert r.status_code == 400 and "X-Nbdeploy-Variant names '7'" in r.json()["message"]
+        assert client.post("/invocations", content=b"{junk", headers=JSON).status_code == 400
+    # pinned requests are counted, never compared: the comparison is of what the split drew
+    state = dep.experiment().state
+    assert state["counts"]["2"] == {"pinned": 2} and state["counts"]["champion"] == {"pinned": 2}
+    assert "latency_ms" not in state["stats"]  # neither pins nor a body that did not parse
 
 
 def test_kill_9_mid_experiment_resumes_split_and_counts(
@@ -217,6 +222,7 @@ def test_bad_experiments_are_one_sentence(dep: Any, two_versions: str, ip: Any) 
         (f"canary {n} {two_versions}/2 --promote-when 'f1>=baseline'", "'f1' is not one of them"),
         (f"canary {n} {two_versions}/2 --promote-when 'accuracy>>baseline'", "Malformed rule"),
         (f"shadow {n} {two_versions}/2 --min-labels 5", "Invalid --min-labels 5"),
+        (f"shadow {n} {two_versions}/2 --rollback-when 'p95_ms>baseline*2'", "compare latency in a canary"),
         (f"conclude {n} --abort", "runs no experiment"),
         (f"conclude {n}", "--promote or --abort"),
     ):
@@ -485,20 +491,28 @@ def test_a_better_challenger_is_promoted_by_its_labels_only_through_the_gate(
 def test_an_a_a_experiment_through_the_server_decides_nothing(
     serving: Callable[..., Any], cancer: dict[str, Any], name: str
 ) -> None:
-    """End to end: the same forest as champion and challenger, every row sent once to each (pinned),
-    labelled: both arms see the same rows, so the lift is exactly 0 and no rule may fire. (The
-    false-alarm rate under random splits is measured on the decision code, tests/test_sequential.py.)"""
+    """End to end: the same forest as champion and challenger, every row sent once to each
+    (through the split: a sticky key the split puts on each side), labelled: both arms see the
+    same rows, so the lift is exactly 0 and no rule may fire. (The false-alarm rate under random
+    splits is measured on the decision code, tests/test_sequential.py.)"""
+    from nbdeploy.serving.routing import Split
+
     X, y = cancer["X_test"].reset_index(drop=True), cancer["y_test"].reset_index(drop=True)
     for _ in range(2):
         nbdeploy.register(cancer["model"], name, cancer["X_train"], cancer["y_train"])
     dep = serving(f"{name}/1", name=name)
-    dep.canary(f"{name}/2", percent=50, promote_when=["accuracy>baseline"], min_labels=100,
+    dep.canary(f"{name}/2", percent=50, sticky_header="X-User", promote_when=["accuracy>baseline"], min_labels=100,
                rollback_when=["accuracy<baseline", "error_rate>baseline", "latency_ms>baseline*3"])  # fmt: skip
+    split = Split.of(dep.spec.experiment)
+    keys = (f"user-{i}" for i in range(10_000))
+    sides = {side: next(k for k in keys if split.to_challenger("", k) == side) for side in (False, True)}
     order = np.resize(np.arange(len(X)), 600)
     bodies = _bodies(X.iloc[order], len(order))
     ids: list[str] = []
-    for variant in ("champion", "2"):
-        ids += [r.headers["x-request-id"] for r in _send(dep.url, bodies, {VARIANT: variant})]
+    for variant, key in (("champion", sides[False]), ("2", sides[True])):
+        answers = _send(dep.url, bodies, {"X-User": key})
+        assert {r.headers[VARIANT] for r in answers} == {variant}
+        ids += [r.headers["x-request-id"] for r in answers]
     dep.feedback(ids, np.concatenate([y.iloc[order].to_numpy()] * 2))
     import time
 

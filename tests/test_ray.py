@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,9 @@ def cluster() -> Iterator[str]:
     temp = tempfile.mkdtemp(prefix="nbd-rt-", dir="/tmp")
     port = free_port()
     address = f"127.0.0.1:{port}"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Serve's proxy would send every request to the replica on its own node while that one
+    # keeps up; the tests want both replicas to answer
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}
     common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
     procs: list[subprocess.Popen[bytes]] = []
     log = (Path(temp) / "nodes.log").open("ab")
@@ -342,6 +345,85 @@ def test_restarted_hub_keeps_version_rules_and_every_request(
     doc, logged = _settled(deployment)
     assert doc["hub"]["rebuilt"] > 0 and doc["windows"]["1m"]["requests"] == len(logged) > 0
     assert doc["version"] == 2 and [r["rule"] for r in doc["alerts"]["rules"]] == ["p95_ms>5000"]
+
+
+def test_an_experiment_splits_across_replicas_and_the_hub_merges_its_counts(
+    cancer: dict[str, Any], two_versions: str, deployment: nbdeploy.Deployment
+) -> None:
+    """The experiment battery on two replicas: a 10 % canary's share over 5,000 requests,
+    counted by the hub from both replicas; sticky keys; a shadow logged with both predictions."""
+    from tests.test_experiments import VARIANT, _bodies, _send
+
+    dep, X = deployment, cancer["X_test"]
+    other = "1" if dep.spec.current.version == 2 else "2"  # the version the deployment does not serve
+    view = dep.canary(f"{two_versions}/{other}", percent=10)
+    assert view.state["challenger"]["label"] == other
+    answers = _send(dep.url, _bodies(X, 5000), clients=8)
+    assert {r.status_code for r in answers} == {200}
+    to_challenger = sum(r.headers[VARIANT] == other for r in answers)
+    print(f"\nRay canary of 10 %: {to_challenger / 50:.2f} % of 5,000 requests")
+    assert abs(to_challenger / 5000 - 0.10) <= 0.015
+    by_replica = Counter(r["replica"] for r in _records(dep) if r.get("variant") == other)
+    assert len(by_replica) == 2, by_replica  # both replicas served the challenger
+    counts = eventually(lambda: dep.experiment().state["counts"], lambda c: c[other].get("requests") == to_challenger)
+    assert counts["champion"]["requests"] == 5000 - to_challenger  # merged by the hub, exactly
+    dep.conclude(abort=True)
+    assert dep.spec.experiment is None and dep.experiment().state is None
+
+    dep.canary(f"{two_versions}/{other}", percent=50, sticky="mean radius")
+    bodies = _bodies(X, 5)
+    for body in bodies:
+        seen = {r.headers[VARIANT] for r in _send(dep.url, [body] * 200, clients=4)}
+        assert len(seen) == 1, seen  # 200 times of 200, whichever replica answered
+    dep.conclude(abort=True)
+
+    dep.shadow(f"{two_versions}/{other}")
+    answers = _send(dep.url, _bodies(X, 400))
+    assert {r.headers[VARIANT] for r in answers} == {"champion"}
+    ids = {r.headers["x-request-id"] for r in answers}
+    state = eventually(lambda: dep.experiment().state, lambda s: s["counts"][other].get("shadowed", 0) >= 400)
+    mirrored = {r["id"] for r in _records(dep) if r.get("shadow") is True and r["id"] in ids}
+    assert len(mirrored) >= 0.999 * len(ids) and state["agreement"]["rows"] >= 0.999 * len(ids)
+    assert state["distributions"][other]["rows"] == state["distributions"]["champion"]["rows"]
+    dep.conclude(abort=True)
+
+
+def test_a_failing_challenger_is_rolled_back_by_the_hub(
+    cancer: dict[str, Any], name: str, deployment: nbdeploy.Deployment
+) -> None:
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from tests.test_experiments import VARIANT, _bodies, _send
+
+    X = cancer["X_test"].reset_index(drop=True)
+    limit = float(X["mean radius"].quantile(0.95))
+
+    def refuse_large(frame: Any) -> Any:
+        if (frame["mean radius"] > limit).any():
+            raise ValueError("radius out of range")
+        return frame
+
+    small = cancer["X_train"]["mean radius"] <= limit
+    failing = nbdeploy.register(make_pipeline(FunctionTransformer(refuse_large), cancer["model"]), name,
+                                cancer["X_train"][small], cancer["y_train"][small])  # fmt: skip
+    dep = deployment
+    dep.canary(failing.ref, percent=50, rollback_when=["error_rate>baseline"])
+    order = np.random.default_rng(0).permutation(np.resize(np.arange(len(X)), 3000))
+    bodies, answers = _bodies(X.iloc[order], len(order)), []
+    for start_at in range(0, len(bodies), 100):  # until the hub has rolled it back
+        answers += _send(dep.url, bodies[start_at : start_at + 100])
+        if dep.spec.experiment is None:
+            break
+    assert dep.spec.experiment is None, "not rolled back after 3,000 requests"
+    print(f"\nRay rollback after {sum(r.headers.get(VARIANT) == '1' for r in answers)} challenger requests")
+    for i, r in enumerate(answers):  # the only client errors are the challenger's own failures
+        if r.status_code != 200:
+            assert r.status_code == 400 and X.iloc[order[i]]["mean radius"] > limit, r.text
+    event = eventually(lambda: dep.experiment().events, lambda e: bool(e))[-1]
+    assert event["action"] == "rollback" and "error_rate>baseline holds" in event["why"]
+    after = eventually(lambda: _send(dep.url, bodies[:50]), lambda a: all(VARIANT not in r.headers for r in a))
+    assert {r.status_code for r in after} == {200}  # the rolling update left the champion alone
 
 
 def _procs_alive(pid: int) -> bool:

@@ -106,3 +106,27 @@ def test_requests_added_while_another_thread_reads_are_all_counted() -> None:
         stop.set()
         reader.join()
     assert d.summary()["champion"]["rows"] == 3 * FOLD_AT
+
+
+def test_what_cannot_be_binned_is_skipped_and_never_raises() -> None:
+    d = VariantDistributions(["a", "b"], PROFILE, "regression", ["champion", "2"])
+    d.add("champion", np.zeros((1, 2)), [10**400])  # a prediction no float holds
+    d.add("champion", [[10**400, 1.0]], [1.0])  # an input no float holds (a 'binary' column as an int)
+    d.add("champion", {"a": 1}, [2.0])  # inputs that are not rows
+    d.add("champion", [[1.0], [2.0]], [1.0, 2.0])  # rows of the wrong width are not re-cut into others
+    d.add("2", None, [-1.5e308, 1.5e308])  # a range wider than a float: no histogram, no error
+    out = d.summary()
+    assert out["champion"]["rows"] == 5 and out["2"]["rows"] == 2
+    assert out["2"]["predictions"] == {"kind": "histogram", "edges": [], "counts": []}
+    binned = VariantDistributions(["a", "b"], PROFILE, "classification", ["champion"])
+    binned.add("champion", [[1.0], [2.0]], ["x", "y"])
+    assert binned.summary()["champion"]["drift_max_psi"] is None  # nothing binned
+
+
+def test_distinct_predictions_are_bounded() -> None:
+    d = VariantDistributions(["a"], None, "classification", ["champion", "2"])
+    for i in range(0, 5000, 50):
+        d.add("champion", None, [f"id-{j}" for j in range(i, i + 50)])
+    counts = d.summary()["champion"]["predictions"]["counts"]
+    assert len(d._variants["champion"].classes) == 1001  # 1,000 kept, then one "(other)"
+    assert sum(d._variants["champion"].classes.values()) == 5000 and len(counts) == 20

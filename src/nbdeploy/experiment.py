@@ -90,6 +90,11 @@ class ExperimentSpec:
                     f"An experiment's rules compare {', '.join(METRICS)} or a percentile of latency "
                     f"such as p95_ms; {metric!r} is not one of them."
                 )
+            if self.kind == "shadow" and (metric == "latency_ms" or quantile_level(metric) is not None):
+                raise InvalidInputError(
+                    f"Rule {rule!r} compares latency, and a shadow's latency includes its wait to batch mirrors "
+                    "and its lowest CPU priority: compare latency in a canary."
+                )
         hook = self.webhook
         if hook is not None and not (isinstance(hook, str) and re.fullmatch(r"https?://[^\s]{1,2000}", hook)):
             raise InvalidInputError("Invalid --webhook: give an http:// or https:// URL.")

@@ -183,13 +183,15 @@ class DeploymentSpec(_ReadAsDict):
         """
         entry = entry or self.current
         monitor = overrides.pop("monitor", self.monitor)
+        running = self.experiment.to_dict() if self.experiment and entry is self.current else None
+        experiment = overrides.pop("experiment", running)  # a Ray replica's: the challenger unpacked on its node
         return ServerSettings(
             name=self.name, ref=entry.ref, version=entry.version, token=token, require_token=self.require_token,
             max_body_bytes=self.max_body_bytes, max_batch=self.max_batch, max_wait_ms=self.max_wait_ms,
             log_rows=self.log_rows, monitor=monitor, profile=entry.profile() if monitor else None, task=entry.task,
             alerts=list(self.alerts), windows=dict(self.windows), alert_window=self.alert_window,
             alert_interval_s=self.alert_interval_s, folder=str(folder) if folder else None,
-            experiment=self.experiment.to_dict() if self.experiment and entry is self.current else None, **overrides,
+            experiment=experiment, **overrides,
         )  # fmt: skip
 
 

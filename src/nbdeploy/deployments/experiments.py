@@ -127,7 +127,9 @@ class Experiments(HandleParts):
                 spec.history.append(challenger)
             spec.experiment = None
             spec.save(self.path)
-            if self.state() == "running":
+            if self.state() == "running" and spec.ray is not None:
+                self._redeploy(saved)
+            elif self.state() == "running":
                 self._tell({"action": "promote" if promote else "stop"}, saved, promote and challenger)
         if promote and challenger.version is not None:
             self._move_alias(challenger)
@@ -200,8 +202,6 @@ class Experiments(HandleParts):
         from nbdeploy.registry import tracking_uri
 
         spec = self.spec
-        if spec.target != "local":
-            raise DeploymentError("Experiments run on a local deployment only, for now (not on --target ray).")
         ExperimentSpec(kind, spec.current, percent, sticky, header, 1.0, **rules._asdict()).validate()
         entry = models.fetch(ref, self.path)
         if entry.resolved is not None and entry.resolved == spec.current.resolved:
@@ -219,5 +219,19 @@ class Experiments(HandleParts):
             spec.experiment = ExperimentSpec(kind, entry, percent, sticky, header, time.time(),
                                              tracking_uri=tracking_uri(), **rules._asdict())
             spec.save(self.path)
+            if spec.ray is not None:
+                self._redeploy(saved)
+                return self.experiment()
             state = self._tell({"action": "start", "experiment": spec.experiment.to_dict()}, saved, None)
         return ExperimentView(self.name, state["experiment"], state.get("events", []))
+
+    def _redeploy(self, saved: DeploymentSpec) -> None:
+        """A Ray deployment's experiment starts and ends by a rolling update of its replicas
+        (each serves both variants); if Ray refuses it, the spec before is written back."""
+        from nbdeploy.deployments import ray_client
+
+        try:
+            ray_client.ctl(self.path, "deploy")
+        except NbdeployError:
+            saved.save(self.path)
+            raise

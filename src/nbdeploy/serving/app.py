@@ -80,7 +80,8 @@ def _lifespan(server: Server, background: Callable[[], Any] | None) -> Callable[
             server.parse_pool.start()
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(background())] if background else []
-        tasks.append(loop.create_task(decision_loop(server)))
+        if settings.reload:  # on Ray the hub decides, over every replica's requests
+            tasks.append(loop.create_task(decision_loop(server)))
         if settings.monitor:
             tasks.append(loop.create_task(fold_loop(server.monitor)))
             tasks.append(

@@ -15,19 +15,40 @@ their request-log records (:meth:`ExperimentBook.ingest`, the same path a restar
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
+from nbdeploy._files import append_private
 from nbdeploy.experiment import CHAMPION, ExperimentSpec
+from nbdeploy.monitoring.alerts import AlertBook
+from nbdeploy.monitoring.replay import read_records
 from nbdeploy.serving.arms import Arms
 from nbdeploy.serving.responses import MODEL_FAILED
 from nbdeploy.serving.variant_distributions import VariantDistributions
 
-__all__ = ["ExperimentBook"]
+__all__ = ["EVENTS_FILE", "ExperimentBook", "last_events", "note_event"]
 
 MAX_PAIRS = 100_000  # a champion's predictions kept until its shadow's record arrives
+EVENTS_FILE = "experiments.jsonl"  # how experiments ended, in the deployment folder
+
+
+def note_event(folder: str | Path | None, alerts: AlertBook, event: dict[str, Any], webhook: str | None) -> None:
+    """An experiment's end (promoted, rolled back, promotion refused): appended to
+    ``experiments.jsonl`` and recorded among the alert events (the panel lists them; the
+    experiment's ``webhook`` receives it)."""
+    if folder:
+        append_private(Path(folder) / EVENTS_FILE, json.dumps(event, default=str) + "\n")
+    shown = {**event, "rule": "experiment", "state": f"{event['action']} {event['challenger']}", "value": None}
+    alerts.record(shown, webhook)
+
+
+def last_events(folder: str | Path | None) -> list[dict[str, Any]]:
+    """The last 50 ends in ``experiments.jsonl`` (damaged lines skipped)."""
+    return read_records(Path(folder) / EVENTS_FILE, include_rotated=False)[-50:] if folder else []
 
 
 class ExperimentBook:
@@ -48,10 +69,15 @@ class ExperimentBook:
         return self.spec.label
 
     def observe(self, variant: str, status: int, failed: bool, latency_ms: float, rid: str, predictions: Any,
-                shadow: bool = False, inputs: Any = None) -> None:  # fmt: skip
+                shadow: bool = False, inputs: Any = None, pinned: bool = False) -> None:  # fmt: skip
         """Count one answered (or mirrored) request; ``failed``: the model failed on it (a 5xx,
-        or a predict that raised), which is what ``error_rate`` rules compare."""
+        or a predict that raised), which is what ``error_rate`` rules compare. A ``pinned``
+        request (the client chose its variant) is only counted: the comparison takes the
+        requests the split drew at random, whatever a client sends."""
         counts = self.counts.setdefault(variant, Counter())
+        if pinned:
+            counts["pinned"] += 1
+            return
         counts["shadowed" if shadow else "requests"] += 1
         if failed:
             counts["shadow_errors" if shadow else "errors"] += 1
@@ -82,7 +108,8 @@ class ExperimentBook:
             predictions, rid, latency = r.get("predictions"), str(r.get("id")), r.get("latency_ms")
             failed = status >= 500 or (shadow and status != 200) or str(r.get("error", "")).startswith(MODEL_FAILED)
             latency = float(latency) if isinstance(latency, (int, float)) else math.nan
-            self.observe(variant, status, failed, latency, rid, predictions, shadow=shadow, inputs=r.get("inputs"))
+            pinned, inputs = r.get("pinned") is True, r.get("inputs")
+            self.observe(variant, status, failed, latency, rid, predictions, shadow, inputs, pinned)
             n += 1
             if self.spec.kind == "shadow" and isinstance(predictions, list):
                 if not shadow:

@@ -24,7 +24,8 @@ from nbdeploy.errors import InvalidInputError
 from nbdeploy.experiment import ExperimentSpec
 from nbdeploy.serving.bodies import read_body
 from nbdeploy.serving.loader import load, read_signature
-from nbdeploy.serving.model_process import ModelProcess
+from nbdeploy.serving.model_process import InProcessModel, ModelProcess
+from nbdeploy.serving.monitor_routes import MonitorBackend
 from nbdeploy.serving.protocol import ProtocolError, Schema
 from nbdeploy.serving.responses import json_response
 from nbdeploy.serving.server import Server
@@ -36,19 +37,19 @@ _ACTIONS = ("start", "stop", "promote")
 
 
 class ExperimentRoutes:
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    def __init__(self, server: Server, monitor: MonitorBackend) -> None:
+        self.server, self.monitor = server, monitor
         self._lock = asyncio.Lock()  # one change at a time
 
     async def state(self, request: Request) -> Response:
-        experiment = self.server.experiment
-        state = experiment.state() if experiment is not None else None
-        return json_response({"experiment": state, "events": list(self.server.events)})
+        """The experiment and its last ends: this server's, or on Ray those the hub merged."""
+        return json_response(await self.monitor.experiment())
 
     async def change(self, request: Request) -> Response:
         doc = _body(await read_body(request, 1 << 20))
         if not self.server.settings.reload:
-            raise ProtocolError(409, "This server is one replica of a Ray deployment: experiments are local only.")
+            raise ProtocolError(409, "This server is one replica of a Ray deployment, whose experiments start and "
+                                     "end by a rolling update: use %deploy canary, shadow or conclude.")  # fmt: skip
         async with self._lock:
             if doc["action"] == "start":
                 experiment = await asyncio.to_thread(prepare, self.server, doc.get("experiment"))
@@ -117,7 +118,8 @@ def prepare(server: Server, doc: Any) -> Experiment:
                                  "compares models of the same inputs.")  # fmt: skip
     if spec.sticky_column is not None and spec.sticky_column not in names:
         raise ProtocolError(400, f"The sticky column {spec.sticky_column[:60]!r} is not an input of the model.")
-    model = ModelProcess(str(path), idle=spec.kind == "shadow")  # a shadow gets only the CPU left over
+    process = ModelProcess if server.settings.parse_process else InProcessModel  # a Ray replica spawns nothing
+    model = process(str(path), idle=spec.kind == "shadow")  # a shadow gets only the CPU left over
     try:
         model.start()
     except Exception as exc:  # whatever the folder holds, the champion keeps serving

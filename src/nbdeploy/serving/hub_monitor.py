@@ -1,4 +1,4 @@
-"""The monitoring backend of a Ray replica: ``/monitor``, ``/feedback`` and ``/admin/alerts``
+"""The monitoring backend of a Ray replica: ``/monitor``, ``/feedback``, ``/admin/alerts`` and ``/experiment``
 answered by the deployment's hub through its Serve handle (any object whose methods have
 ``.remote()``). It imports no Ray, so it can be tested with a stand-in handle.
 
@@ -37,6 +37,11 @@ class HubMonitor:
 
     async def snapshot(self, names: list[str] | None) -> dict[str, Any]:
         doc: dict[str, Any] = await self._ask(self.hub.snapshot, names)
+        return doc
+
+    async def experiment(self) -> dict[str, Any]:
+        """The experiment as the hub counts it, over every replica."""
+        doc: dict[str, Any] = await self._ask(self.hub.experiment_state)
         return doc
 
     async def feedback(self, ids: list[Any], targets: list[Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from nbdeploy.serving.bodies import die_with
 
-__all__ = ["ModelProcess"]
+__all__ = ["InProcessModel", "ModelProcess"]
 
 _model: Any = None  # in the worker: the model it serves
 
@@ -89,3 +89,26 @@ class ModelProcess:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+
+class InProcessModel:
+    """The challenger loaded in the server's own process, for servers that start no processes
+    of their own (a Ray replica: Ray places and restarts processes, not nbdeploy). It predicts
+    on its batcher's thread and takes turns with the champion on the interpreter lock."""
+
+    def __init__(self, path: str, idle: bool = False) -> None:
+        self.path = path
+        self._model: Any = None
+
+    def start(self) -> None:
+        from nbdeploy.serving.loader import load
+
+        self._model = load(self.path)
+
+    def predict(self, X: Any) -> Any:
+        if self._model is None:
+            raise RuntimeError("the challenger is stopped")
+        return self._model.predict(X)
+
+    def stop(self) -> None:
+        self._model = None

@@ -56,6 +56,10 @@ class MonitorBackend(Protocol):
         """Labels for answered requests: ``{"accepted": n, "unknown": [ids...]}``."""
         ...
 
+    async def experiment(self) -> dict[str, Any]:
+        """``GET /experiment``: ``{"experiment": state or None, "events": [the last ends]}``."""
+        ...
+
     async def set_alerts(self, rules: Any) -> dict[str, Any]:
         """Replace the alert rules; the alert book as ``to_dict`` gives it."""
         ...
@@ -144,6 +148,11 @@ class LocalMonitor:
         experiment = server.experiment  # the variants side by side (GET /experiment has the same)
         doc["experiment"] = experiment.state() if experiment is not None else None
         return doc
+
+    async def experiment(self) -> dict[str, Any]:
+        experiment = self.server.experiment
+        state = await asyncio.to_thread(experiment.state) if experiment is not None else None
+        return {"experiment": state, "events": list(self.server.events)}
 
     async def feedback(self, ids: list[Any], targets: list[Any]) -> dict[str, Any]:
         return await asyncio.to_thread(self._feedback, ids, targets)  # many labels: not on the loop

@@ -72,6 +72,7 @@ class _Forwarder:
         self.hub, self.replica, self.meta = hub, replica, meta
         self.requests: list[tuple[Any, ...]] = []
         self.batches: list[tuple[float, int, int]] = []
+        self.records: list[dict[str, Any]] = []  # request-log records of a running experiment
 
     def add(
         self, ts: float, latency_ms: float, status: int, rid: str, inputs: Any = None, predictions: Any = None
@@ -84,8 +85,9 @@ class _Forwarder:
     async def send(self) -> None:
         requests, self.requests = self.requests, []
         batches, self.batches = self.batches, []
+        records, self.records = self.records, []
         try:
-            await self.hub.record.remote(self.replica, self.meta, requests, batches)
+            await self.hub.record.remote(self.replica, self.meta, requests, batches, records)
         except Exception as exc:  # the hub restarting must not end serving; the request log has it all
             print(f"monitoring hub unreachable, {len(requests)} records not forwarded: {exc}", flush=True)
 
@@ -99,12 +101,35 @@ class _Forwarder:
             raise
 
 
+class _ForwardedLog(RequestLog):
+    """The replica's request log; the records of a running experiment (those with a
+    ``variant``) also go to the hub, which keeps the experiment's accounts for all replicas."""
+
+    def __init__(self, path: Path, max_bytes: int, forward: _Forwarder | None) -> None:
+        super().__init__(path, max_bytes=max_bytes)
+        self.forward = forward
+
+    def append(self, record: dict[str, Any]) -> None:
+        super().append(record)
+        if self.forward is not None and "variant" in record:
+            self.forward.records.append(record)
+
+
+def _experiment(spec: DeploymentSpec, challenger_tar: bytes | None) -> dict[str, Any] | None:
+    """The spec's experiment with the challenger's files on this node (``None``: none)."""
+    if spec.experiment is None or challenger_tar is None:
+        return None
+    doc = spec.experiment.to_dict()
+    doc["challenger"].update(model_path=str(_unpack(challenger_tar) / "model"), profile_path=None)
+    return doc
+
+
 @serve.deployment
 @serve.ingress()
 class Replica:
     """One replica: the local server's app, its request log in ``requests-<replica>.jsonl``."""
 
-    def __init__(self, args: dict[str, Any], model_tar: bytes) -> None:
+    def __init__(self, args: dict[str, Any], model_tar: bytes, challenger_tar: bytes | None = None) -> None:
         ctx = serve.get_replica_context()
         self.replica = ctx.replica_id.unique_id
         self.folder = node_folder(args)
@@ -118,13 +143,15 @@ class Replica:
             monitor=False,
             reload=False,
             proxy_request_id=True,
-            parse_process=False,  # a Ray worker spawns no processes of its own
+            parse_process=False,  # a Ray worker spawns no processes of its own (the challenger: a thread)
+            experiment=_experiment(spec, challenger_tar),
         )
-        self.log = RequestLog(self.folder / f"requests-{self.replica}.jsonl", max_bytes=spec.log_max_bytes)
         node = str(ray.get_runtime_context().get_node_id())
         meta: dict[str, Any] = {"pid": os.getpid(), "node": node, "started": time.time()}
         self.hub = serve.get_deployment_handle("Hub", app_name=args["hub_app"]) if spec.monitor else None
         self.forward = _Forwarder(self.hub, self.replica, meta) if self.hub is not None else None
+        log_path = self.folder / f"requests-{self.replica}.jsonl"
+        self.log = _ForwardedLog(log_path, spec.log_max_bytes, self.forward)
         _say(self.folder, self.replica, f"serving {entry.ref} (pid {os.getpid()}, node {node[:12]})")
 
     def __serve_build_asgi_app__(self) -> Any:
@@ -144,12 +171,15 @@ def hub_app(args: dict[str, Any], model: dict[str, Any]) -> Any:
     return Hub.options(user_config=model).bind(args)  # type: ignore[attr-defined]
 
 
-def replica_app(args: dict[str, Any], model_tar: bytes, replicas: int, num_cpus: float) -> Any:
-    """The serving application: ``replicas`` copies of the serving core."""
+def replica_app(
+    args: dict[str, Any], model_tar: bytes, replicas: int, num_cpus: float, challenger_tar: bytes | None = None
+) -> Any:
+    """The serving application: ``replicas`` copies of the serving core (each with the
+    experiment's challenger, when the spec runs one)."""
     return Replica.options(  # type: ignore[attr-defined]
         num_replicas=replicas,
         ray_actor_options={"num_cpus": num_cpus},
         # Ray's default of 5 would cap every micro-batch at 5 requests
         max_ongoing_requests=max(64, min(args["spec"]["max_batch"], 1024)),  # not a default: a cap
         graceful_shutdown_timeout_s=30,
-    ).bind(args, model_tar)
+    ).bind(args, model_tar, challenger_tar)

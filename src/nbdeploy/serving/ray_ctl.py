@@ -69,8 +69,32 @@ def _args(folder: Path, spec: DeploymentSpec, entry: ModelEntry, ray_spec: RaySp
     }  # fmt: skip
 
 
-def _model_config(entry: ModelEntry) -> dict[str, Any]:
-    return {"ref": entry.ref, "version": entry.version, "profile": entry.profile(), "task": entry.task}
+def _model_config(entry: ModelEntry, spec: DeploymentSpec) -> dict[str, Any]:
+    """What the hub measures: the model served, and the experiment the replicas run (if any)."""
+    experiment = spec.experiment.to_dict() if spec.experiment is not None and entry is spec.current else None
+    return {
+        "ref": entry.ref, "version": entry.version, "profile": entry.profile(), "task": entry.task,
+        "experiment": experiment,
+    }  # fmt: skip
+
+
+def _challenger_tar(spec: DeploymentSpec, entry: ModelEntry) -> bytes | None:
+    """The experiment's challenger packed for the replicas, after the checks a local server
+    makes when it starts one (the replicas would otherwise serve the champion alone, silently)."""
+    from nbdeploy.serving.loader import read_signature
+    from nbdeploy.serving.protocol import Schema
+
+    if spec.experiment is None or entry is not spec.current:
+        return None
+    names = [Schema.from_signature(read_signature(path)[0]).names for path in (entry.model_path,
+             spec.experiment.challenger.model_path)]  # fmt: skip
+    if names[0] != names[1]:
+        raise CtlError("The challenger takes other input columns than the champion: an experiment compares "
+                       "models of the same inputs.")  # fmt: skip
+    column = spec.experiment.sticky_column
+    if column is not None and column not in names[0]:
+        raise CtlError(f"The sticky column {column[:60]!r} is not an input of the model.")
+    return _model_tar(spec.experiment.challenger.model_path)
 
 
 def _proxy(ray_spec: RaySpec) -> tuple[str, int]:
@@ -121,8 +145,9 @@ def deploy(folder: Path, entry: ModelEntry | None) -> dict[str, Any]:
     # a proxy that already listened off loopback (Serve started earlier) exposes this deployment too
     spec.require_token = spec.require_token or not is_loopback(host)
     args = _args(folder, spec, entry, ray_spec)
-    model = {**_model_config(entry), "deployed_at": time.time()}
-    app = ray_app.replica_app(args, _model_tar(entry.model_path), ray_spec.replicas, ray_spec.num_cpus)
+    model = {**_model_config(entry, spec), "deployed_at": time.time()}
+    challenger = _challenger_tar(spec, entry)
+    app = ray_app.replica_app(args, _model_tar(entry.model_path), ray_spec.replicas, ray_spec.num_cpus, challenger)
     targets = [serve.RunTarget(app, name=spec.name, route_prefix=f"/{spec.name}")]
     if spec.monitor:
         hub = serve.status().applications.get(args["hub_app"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 import tempfile
 import threading
@@ -26,6 +27,7 @@ from ray import serve
 from nbdeploy._files import write_atomic
 from nbdeploy.monitoring.alerts import AlertBook, RuleError
 from nbdeploy.monitoring.windows import RequestWindows
+from nbdeploy.serving.hub_experiment import HubExperiment
 from nbdeploy.serving.requestlog import apply_labels, feedback_log
 from nbdeploy.spec import DeploymentSpec
 
@@ -73,6 +75,7 @@ class Hub:
         self.alerts.set_rules(self.spec.alerts)
         self.feedback_log = feedback_log(self.folder)
         self.alert_window = self.spec.alert_window
+        self.experiment = HubExperiment(self.folder, self.columns, self.alerts)
         saved = self._load_state()
         if saved is not None:  # Ray restarted this hub: carry on with the model and rules of before
             self._set_model(saved["model"])
@@ -81,6 +84,7 @@ class Hub:
         self.stopping = threading.Event()
         threading.Thread(target=self._release_loop, daemon=True, name="nbdeploy-hub-release").start()
         threading.Thread(target=self._alert_loop, daemon=True, name="nbdeploy-hub-alerts").start()
+        threading.Thread(target=self._decision_loop, daemon=True, name="nbdeploy-hub-decisions").start()
 
     # state that survives a restart ---------------------------------------------------------
 
@@ -117,8 +121,12 @@ class Hub:
                 self._own(replica, items)
                 self.rebuilt_ids.update(item[3] for item in items)
                 count += len(items)
-        if count:
-            for rid, labels in logged_feedback(self.folder / "feedback.jsonl", since=self.rebuilt_at - self.horizon):
+        book = self.experiment.book
+        if book is not None:  # the experiment's accounts, from every replica's log since it began
+            self.experiment.replay(sorted(self.folder.glob("requests-*.jsonl")))
+        if count or book is not None:
+            since = min(self.rebuilt_at - self.horizon, book.spec.started if book else math.inf)
+            for rid, labels in logged_feedback(self.folder / "feedback.jsonl", since=since):
                 self._label(rid, labels)
         return count
 
@@ -142,6 +150,7 @@ class Hub:
         with self.lock:
             for windows in [self.all, *self.per.values()]:
                 windows.set_profile(config.get("profile"), config.get("task"))
+        self.experiment.configure(config.get("experiment"), config.get("task"), config.get("profile"))
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """The model being served: from the app's ``user_config`` when Serve starts the hub, and
@@ -157,12 +166,17 @@ class Hub:
         meta: dict[str, Any],
         requests: Sequence[tuple[Any, ...]],
         batches: Sequence[tuple[float, int, int]],
+        records: Sequence[dict[str, Any]] = (),
     ) -> int:
+        """What a replica answered: ``requests`` for the windows, and the request-log
+        ``records`` of a running experiment (both variants, a shadow's too) for its accounts."""
         with self.lock:
             if self.rebuilt_ids:  # already read from the request logs
                 if time.time() > self.rebuilt_at + 600:
                     self.rebuilt_ids = set()
                 requests = [r for r in requests if r[3] not in self.rebuilt_ids]
+                records = [r for r in records if r.get("id") not in self.rebuilt_ids]
+            self.experiment.ingest(records)
             self.meta[replica] = {**meta, "last_seen": time.time()}
             self._replica(replica)
             self._own(replica, requests)
@@ -196,6 +210,13 @@ class Hub:
             except Exception as exc:  # monitoring must keep going
                 print(f"monitoring hub fold failed: {type(exc).__name__}: {exc}", flush=True)
 
+    def _decision_loop(self) -> None:
+        while not self.stopping.wait(1.0):
+            try:
+                self.experiment.decide()
+            except Exception as exc:  # a failed decision must not end monitoring; the next look tries again
+                print(f"experiment decision failed: {type(exc).__name__}: {exc}", flush=True)
+
     def _alert_loop(self) -> None:
         while not self.stopping.wait(self.spec.alert_interval_s):
             if not self.alerts.rules:
@@ -223,6 +244,7 @@ class Hub:
             name=self.spec.name, ref=self.model.get("ref"), version=self.model.get("version"), now=now,
             uptime_s=round(now - self.started, 3), alerts=self.alerts.to_dict(), columns=self.columns,
             task=self.all.task, target="ray", hub={"pid": os.getpid(), "rebuilt": self.rebuilt},
+            experiment=self.experiment.state()["experiment"],
         )  # fmt: skip
         return doc
 
@@ -230,10 +252,15 @@ class Hub:
         """Labels go to the whole deployment and to the replica that answered the request
         (a request not seen yet keeps them until it arrives, as the local server does)."""
         known = self.all.feedback(rid, labels)
+        known = self.experiment.label(rid, labels) or known
         replica = self.owner.get(rid)
         if replica is not None and replica in self.per:
             self.per[replica].feedback(rid, labels)
         return known or replica is not None
+
+    def experiment_state(self) -> dict[str, Any]:
+        """``GET /experiment`` of any replica: the experiment over all of them."""
+        return self.experiment.state()
 
     def feedback(self, ids: list[str], targets: list[Any]) -> dict[str, Any]:
         with self.lock:

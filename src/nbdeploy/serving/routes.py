@@ -38,7 +38,7 @@ __all__ = ["routes"]
 def routes(server: Server, monitor: MonitorBackend, guard: Guard) -> list[GuardedRoute]:
     """Every route of the app, each declaring once who may call it."""
     core, mon = CoreRoutes(server), MonitorRoutes(monitor, server.settings.max_body_bytes)
-    exp = ExperimentRoutes(server)
+    exp = ExperimentRoutes(server, monitor)
     public, token, admin = Access.PUBLIC, Access.TOKEN, Access.ADMIN
     post = ["POST"]
     return [

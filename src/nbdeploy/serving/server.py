@@ -6,7 +6,6 @@ The routes read it; :meth:`Server.answered` is the one place where an answered
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import time
@@ -19,13 +18,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import Request
 
-from nbdeploy._files import append_private
 from nbdeploy.experiment import CHALLENGER, CHAMPION
 from nbdeploy.monitoring.alerts import AlertBook
-from nbdeploy.monitoring.replay import read_records
 from nbdeploy.monitoring.windows import RequestWindows
 from nbdeploy.serving.batching import Batcher
 from nbdeploy.serving.bodies import ParsePool
+from nbdeploy.serving.experiment_book import last_events, note_event
 from nbdeploy.serving.loader import LoadedModel
 from nbdeploy.serving.metrics import ExperimentCollector, Metrics, MonitorCollector
 from nbdeploy.serving.protocol import Parsed, Schema
@@ -39,7 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["Call", "Observer", "Server"]
 
 _RID = re.compile(r"^[\w.\-]{1,64}$")
-EVENTS_FILE = "experiments.jsonl"
 
 
 class Observer(Protocol):
@@ -64,6 +61,7 @@ class Call:
     parsed: Parsed | None = None
     variant: str = CHAMPION  # who answers it (see nbdeploy.experiment)
     failed: bool = False  # the model failed on it (a 5xx, or a predict that raised)
+    routed: bool = False  # split by the experiment at random: what its comparison may count
 
 
 class Server:
@@ -94,7 +92,7 @@ class Server:
         # /metrics is generated in a worker thread: it reads a copy of the state taken on the loop
         self.experiment_snapshot: dict[str, Any] | None = None
         self.metrics.registry.register(ExperimentCollector(lambda: self.experiment_snapshot))
-        self.events: deque[dict[str, Any]] = deque(_last_events(folder), maxlen=50)  # experiments decided
+        self.events: deque[dict[str, Any]] = deque(last_events(folder), maxlen=50)  # experiments decided
         self.batcher = Batcher(
             self._serving,
             max_batch=settings.max_batch,
@@ -149,6 +147,9 @@ class Server:
         experiment = self.experiment
         split = experiment.split if experiment is not None else None
         pin = pinned(request.headers, self.version, split)
+        if experiment is not None and pin is not None:  # the client chose: no random draw to compare
+            call.record["pinned"] = True
+        call.routed = experiment is not None and pin is None
         if experiment is None or pin == CHAMPION:
             return None
         if pin == CHALLENGER or experiment.split.to_challenger(
@@ -167,10 +168,7 @@ class Server:
         """An experiment's end (promoted, rolled back, promotion refused): kept, logged, and
         among the alert events (the panel lists them; ``webhook`` receives it)."""
         self.events.append(event)
-        if self.settings.folder:
-            append_private(Path(self.settings.folder) / EVENTS_FILE, json.dumps(event, default=str) + "\n")
-        shown = {**event, "rule": "experiment", "state": f"{event['action']} {event['challenger']}", "value": None}
-        self.alerts.record(shown, webhook)
+        note_event(self.settings.folder, self.alerts, event, webhook)
 
     def label(self, rid: str, labels: list[Any]) -> bool:
         """Attach labels to an answered request: its monitoring rows, and the experiment's figures."""
@@ -201,19 +199,17 @@ class Server:
         experiment = self.experiment
         if experiment is not None or call.variant != CHAMPION:  # without one, every record is the champion's
             record["variant"] = call.variant  # (a challenger's answer may end after its experiment did)
-        if experiment is not None:
-            experiment.observe(call.variant, status, call.failed, record["latency_ms"], call.rid, call.predictions,
-                               inputs=call.values)  # fmt: skip
         self.log.append(record)
+        if experiment is not None and (call.routed or record.get("pinned")):
+            try:  # requests that failed before routing (a bad body) belong to no variant
+                experiment.observe(call.variant, status, call.failed, record["latency_ms"], call.rid,
+                                   call.predictions, inputs=call.values, pinned=not call.routed)  # fmt: skip
+            except Exception as exc:  # the accounts must never cost a client its answer
+                print(f"experiment: a request was not counted: {type(exc).__name__}: {exc}", flush=True)
         for observer in self.observers:
             observer.add(record["answered"], record["latency_ms"], status, call.rid, call.values, call.predictions)
         self.metrics.requests.labels(str(status)).inc()
         self.metrics.latency.observe(latency)
-
-
-def _last_events(folder: Path | None) -> list[dict[str, Any]]:
-    """The last events of ``experiments.jsonl`` (damaged lines skipped)."""
-    return read_records(folder / EVENTS_FILE, include_rotated=False)[-50:] if folder else []
 
 
 def _dist_version(dist: str) -> str:

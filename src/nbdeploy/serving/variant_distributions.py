@@ -31,6 +31,7 @@ __all__ = ["FOLD_AT", "VariantDistributions"]
 
 FOLD_AT = 4096  # queued requests binned at once
 FOLD_ROWS = 100_000  # or queued rows: the queue holds the requests' parsed inputs
+MAX_CLASSES = 1000  # distinct predictions counted per variant; the rest as one "(other)"
 EDGES_FROM = 1000  # a regression's shared bins are the deciles of the first predictions seen
 _NO_EDGES: np.ndarray = np.zeros(0)
 
@@ -74,7 +75,8 @@ class VariantDistributions:
         self._queue.append((variant, inputs, predictions))
         self._queued_rows += len(predictions)
         if len(self._queue) >= FOLD_AT or self._queued_rows >= FOLD_ROWS:
-            self.fold()
+            self.fold()  # rarely on the request path: the decision loop folds every second
+
 
     def fold(self) -> None:
         """Bin what is queued: per variant, all its rows at once (one numpy call per feature)."""
@@ -85,7 +87,10 @@ class VariantDistributions:
                 variant, inputs, predictions = self._queue.popleft()
                 v = self._variants.get(variant) or self._variants.setdefault(variant, self._new())
                 v.rows += len(predictions)
-                self._predictions(v, predictions)
+                try:  # whatever a model answered or a client sent, binning never raises
+                    self._predictions(v, predictions)
+                except (TypeError, ValueError, OverflowError):
+                    pass
                 if inputs is not None and self._numeric and (x := self._numbers(inputs, len(predictions))) is not None:
                     rows.setdefault(variant, []).append(x)
             for variant, blocks in rows.items():
@@ -96,12 +101,11 @@ class VariantDistributions:
 
     def _predictions(self, v: _Variant, predictions: list[Any]) -> None:
         if not self.regression:
-            v.classes.update(str(p) for p in predictions)
+            for p in predictions:
+                key = str(p)[:200]
+                v.classes[key if key in v.classes or len(v.classes) < MAX_CLASSES else "(other)"] += 1
             return
-        try:
-            values = np.asarray(predictions, dtype=np.float64).ravel()
-        except (TypeError, ValueError):
-            return
+        values = np.asarray(predictions, dtype=np.float64).ravel()
         values = values[np.isfinite(values)]
         if not self._edges.size:
             v.values.extend(values.tolist())
@@ -121,9 +125,10 @@ class VariantDistributions:
         """A request's first ``n`` rows as float64; rows that are not numbers are not binned
         (the model answered them anyway)."""
         try:
-            return np.asarray(inputs[:n], dtype=np.float64).reshape(-1, self._width)
-        except (TypeError, ValueError, IndexError):
+            x = np.asarray(inputs[:n], dtype=np.float64).reshape(n, -1)
+        except (TypeError, ValueError, IndexError, KeyError, OverflowError):
             return None
+        return x if x.shape[1] == self._width else None
 
     def summary(self) -> dict[str, Any]:
         """Per variant: rows, prediction distribution, the drift of its inputs (highest PSI and
@@ -143,7 +148,11 @@ class VariantDistributions:
         elif self._edges.size:
             predictions = {"kind": "histogram", "edges": self._edges.tolist(), "counts": v.histogram.tolist()}
         else:
-            counts, edges = np.histogram(v.values, bins=10) if v.values else (np.zeros(0), np.zeros(0))
+            try:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    counts, edges = np.histogram(v.values, bins=10) if v.values else (np.zeros(0), np.zeros(0))
+            except ValueError:  # values whose range overflows a float ("too many bins for data range")
+                counts, edges = np.zeros(0), np.zeros(0)
             predictions = {"kind": "histogram", "edges": edges.tolist(), "counts": counts.tolist()}
         found = [drift.drift_from_counts(c, n[: cuts.size + 1].tolist())
                  for (_, c, cuts), n in zip(self._numeric, v.features, strict=True)]  # fmt: skip

@@ -62,8 +62,8 @@ class Experiment:
         return await self.batcher.submit(parsed)
 
     def observe(self, variant: str, status: int, failed: bool, latency_ms: float, rid: str, predictions: Any,
-                shadow: bool = False, inputs: Any = None) -> None:  # fmt: skip
-        self.book.observe(variant, status, failed, latency_ms, rid, predictions, shadow, inputs)
+                shadow: bool = False, inputs: Any = None, pinned: bool = False) -> None:  # fmt: skip
+        self.book.observe(variant, status, failed, latency_ms, rid, predictions, shadow, inputs, pinned)
 
     def verdict(self) -> tuple[str, str] | None:
         return self.book.verdict()
