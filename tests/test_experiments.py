@@ -519,6 +519,13 @@ def test_an_a_a_experiment_through_the_server_decides_nothing(
     time.sleep(3)  # three looks by the server
     state = dep.experiment().state
     assert state is not None and not dep.experiment().events  # nothing decided
+    verdicts = state["verdicts"]  # each rule with where it stands, and why
+    assert [(v["when"], v["rule"]) for v in verdicts] == [
+        ("promote", "accuracy>baseline"), ("rollback", "accuracy<baseline"),
+        ("rollback", "error_rate>baseline"), ("rollback", "latency_ms>baseline*3"),
+    ]  # fmt: skip
+    assert not any(v["holds"] for v in verdicts) and "accuracy>baseline is undecided" in verdicts[0]["reason"]
+    assert "promote rule: accuracy>baseline is undecided" in repr(dep.experiment())
     accuracy = state["stats"]["accuracy"]
     assert accuracy["n"] == {"champion": 600, "2": 600} and accuracy["lift"] == 0
     assert accuracy["low"] < 0 < accuracy["high"]

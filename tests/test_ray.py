@@ -426,6 +426,41 @@ def test_a_failing_challenger_is_rolled_back_by_the_hub(
     assert {r.status_code for r in after} == {200}  # the rolling update left the champion alone
 
 
+def test_a_ray_experiment_survives_kill_9_of_its_hub_and_a_replica_then_is_promoted(
+    cancer: dict[str, Any], name: str, deployment: nbdeploy.Deployment
+) -> None:
+    from tests.test_experiments import VARIANT, _bodies, _send
+
+    dep = deployment
+    nbdeploy.register(cancer["model"], name, cancer["X_train"], cancer["y_train"])
+    dep.canary(f"{name}/1", percent=30, sticky="mean radius")
+    bodies = _bodies(cancer["X_test"], 300)
+    before = [r.headers[VARIANT] for r in _send(dep.url, bodies)]
+    assert 0 < before.count("1") < 300
+
+    def counts() -> dict[str, Any]:
+        try:
+            state = dep.experiment().state
+        except nbdeploy.DeploymentError:  # the hub restarting
+            return {}
+        return {v: c.get("requests", 0) for v, c in state["counts"].items()} if state else {}
+
+    counted = eventually(counts, lambda c: sum(c.values()) == 300)
+    hub = dep.snapshot("1m")["hub"]["pid"]
+    os.kill(hub, signal.SIGKILL)
+    assert eventually(counts, lambda c: c == counted, timeout=90) == counted  # recounted from the logs
+    replica = next(iter(_replicas(dep).values()))["pid"]
+    os.kill(replica, signal.SIGKILL)
+    after = [r.headers[VARIANT] for r in _send(dep.url, bodies)]  # one replica, then two again
+    assert after == before  # the same keys meet the same variants
+    assert eventually(counts, lambda c: sum(c.values()) == 600) == {v: 2 * n for v, n in counted.items()}
+    dep.conclude(promote=True, force=True)  # never validated: promoted by force, as by hand
+    assert dep.spec.current.ref == f"{name}/1" and dep.spec.experiment is None
+    answers = _send(dep.url, bodies[:20])
+    assert {r.status_code for r in answers} == {200} and all(VARIANT not in r.headers for r in answers)
+    assert nbdeploy.resolve(f"{name}@champion").version == 1
+
+
 def _procs_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

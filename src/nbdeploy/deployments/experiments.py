@@ -57,6 +57,8 @@ class ExperimentView:
         agreement = s.get("agreement")
         if agreement and agreement["rows"]:
             lines.append(f"  agreement    {agreement['rate']:.1%} of {agreement['rows']} rows with the champion")
+        for v in s.get("verdicts") or []:
+            lines.append(f"  {v['when']} rule: {v['reason']}")
         return "\n".join(lines + variant_distribution_lines(s))
 
     def _repr_html_(self) -> str:

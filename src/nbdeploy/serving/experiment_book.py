@@ -134,6 +134,15 @@ class ExperimentBook:
                 return "promote", "; ".join(f"{r} holds" for r in s.promote_when)
         return None
 
+    def _verdicts(self) -> list[dict[str, Any]]:
+        """Where each rule stands now, with the sentence that says why (its figures included)."""
+        s, out = self.spec, []
+        for kind, rules in (("promote", s.promote_when), ("rollback", s.rollback_when)):
+            for rule in rules:
+                v = self.arms.decide(rule, s.min_labels)
+                out.append({"rule": rule, "when": kind, "decided": v.decided, "holds": v.holds, "reason": v.reason})
+        return out
+
     def _agreement(self) -> dict[str, Any] | None:
         if self.spec.kind != "shadow":
             return None
@@ -151,6 +160,7 @@ class ExperimentBook:
             "counts": {variant: dict(counts) for variant, counts in self.counts.items()},
             "agreement": self._agreement(), "stats": self.arms.summary(), "distributions": self.distributions.summary(),
             "rules": {"promote_when": s.promote_when, "rollback_when": s.rollback_when, "min_labels": s.min_labels},
+            "verdicts": self._verdicts(),
             "promotion_refused": self.promotion_refused,
         }  # fmt: skip
 

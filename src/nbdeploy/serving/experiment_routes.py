@@ -126,7 +126,8 @@ def prepare(server: Server, doc: Any) -> Experiment:
         raise ProtocolError(400, f"The challenger could not be loaded: {type(exc).__name__}: {exc}.") from exc
     s = server.settings
     profile = server.monitor.profile  # the champion's training profile: both variants' drift against one reference
-    return Experiment(spec, model, names, server.log, s.max_batch, s.max_wait_ms, s.log_rows, s.task, profile)
+    task = server.monitor.task if s.monitor else s.task  # the model serving now (after a reload too)
+    return Experiment(spec, model, names, server.log, s.max_batch, s.max_wait_ms, s.log_rows, task, profile)
 
 
 def _body(body: bytes) -> dict[str, Any]:
