@@ -422,7 +422,8 @@ def test_a_failing_challenger_is_rolled_back_by_the_hub(
             assert r.status_code == 400 and X.iloc[order[i]]["mean radius"] > limit, r.text
     event = eventually(lambda: dep.experiment().events, lambda e: bool(e))[-1]
     assert event["action"] == "rollback" and "error_rate>baseline holds" in event["why"]
-    after = eventually(lambda: _send(dep.url, bodies[:50]), lambda a: all(VARIANT not in r.headers for r in a))
+    after = eventually(lambda: _send(dep.url, bodies[:50]), lambda a: all(VARIANT not in r.headers for r in a),
+                       timeout=120)  # the rolling update  # fmt: skip
     assert {r.status_code for r in after} == {200}  # the rolling update left the champion alone
 
 
@@ -459,6 +460,29 @@ def test_a_ray_experiment_survives_kill_9_of_its_hub_and_a_replica_then_is_promo
     answers = _send(dep.url, bodies[:20])
     assert {r.status_code for r in answers} == {200} and all(VARIANT not in r.headers for r in answers)
     assert nbdeploy.resolve(f"{name}@champion").version == 1
+
+
+def test_the_hub_promotes_a_validated_challenger_through_the_gate(
+    cancer: dict[str, Any], name: str, deployment: nbdeploy.Deployment
+) -> None:
+    from tests.test_experiments import VARIANT, _bodies, _send
+
+    dep, X, y = deployment, cancer["X_test"], cancer["y_test"]
+    challenger = nbdeploy.register(cancer["model"], name, cancer["X_train"], cancer["y_train"])
+    nbdeploy.validate(challenger.ref, X, y)  # the gate of promote passes
+    dep.canary(challenger.ref, percent=50, promote_when=["latency_ms<=baseline*10"])
+    bodies = _bodies(X, 200)
+    for _ in range(10):  # until the hub has promoted it
+        _send(dep.url, bodies)
+        if dep.spec.experiment is None:
+            break
+    assert dep.spec.experiment is None and dep.spec.current.ref == challenger.ref
+    event = eventually(lambda: dep.experiment().events, lambda e: bool(e) and e[-1]["action"] == "promote")[-1]
+    assert "latency_ms<=baseline*10 holds" in event["why"]
+    assert nbdeploy.resolve(f"{name}@champion").version == challenger.version
+    answers = eventually(lambda: _send(dep.url, bodies[:20]), lambda a: all(VARIANT not in r.headers for r in a),
+                         timeout=120)  # fmt: skip
+    assert {r.status_code for r in answers} == {200}
 
 
 def _procs_alive(pid: int) -> bool:

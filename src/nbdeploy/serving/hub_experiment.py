@@ -105,15 +105,15 @@ class HubExperiment:
             tag_version(spec, "promotion_refused", refused)
             return
         persist(self.folder, spec, action == "promote")  # the spec first: a replica Ray restarts serves it
-        failed = redeploy(self.folder)
-        if failed is not None:
-            event["redeploy_failed"] = failed
-            print(f"experiment: the rolling update after the {action} failed: {failed}", flush=True)
         with self.lock:
             if self.book is book:
                 self.book = None
         self._note(event, spec.webhook)
         print(f"experiment: {action} {c.ref}: {why}", flush=True)
+        failed = redeploy(self.folder)  # the replicas replaced one by one: no request dropped
+        if failed is not None:
+            print(f"experiment: the rolling update after the {action} failed: {failed}", flush=True)
+            self._note({**event, "ts": time.time(), "action": f"{action}: rolling update failed", "why": failed}, None)
         tag_version(spec, "promoted" if action == "promote" else "rolled_back", why)
 
     def _note(self, event: dict[str, Any], webhook: str | None) -> None:
