@@ -160,7 +160,10 @@ def test_a_client_may_pin_a_variant(dep: Any, two_versions: str, cancer: dict[st
             assert r.status_code == 200 and r.headers[VARIANT] == answered
         r = client.post("/invocations", content=body, headers={**JSON, VARIANT: "7"})
         assert r.status_code == 400 and "X-Nbdeploy-Variant names '7'" in r.json()["message"]
-        assert client.post("/invocations", content=b"{junk", headers=JSON).status_code == 400
+        junk = client.post("/invocations", content=b"{junk", headers=JSON)
+        assert junk.status_code == 400
+    logged = {r["id"]: r for r in _logged(dep)}  # a record without a variant: no experiment's, after a restart too
+    assert "variant" not in logged[junk.headers["x-request-id"]]
     # pinned requests are counted, never compared: the comparison is of what the split drew
     state = dep.experiment().state
     assert state["counts"]["2"] == {"pinned": 2} and state["counts"]["champion"] == {"pinned": 2}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -63,6 +64,8 @@ class ExperimentBook:
         self.disagreements: deque[dict[str, Any]] = deque(maxlen=20)  # the last rows a shadow answered otherwise
         self.promotion_refused: str | None = None  # the registry's refusal: promote rules stop here
         self._pairs: OrderedDict[str, Any] = OrderedDict()  # request id -> the champion's predictions
+        # counts change on the event loop (or the hub's thread) and are read by other threads
+        self._lock = threading.Lock()
 
     @property
     def label(self) -> str:
@@ -74,26 +77,33 @@ class ExperimentBook:
         or a predict that raised), which is what ``error_rate`` rules compare. A ``pinned``
         request (the client chose its variant) is only counted: the comparison takes the
         requests the split drew at random, whatever a client sends."""
-        counts = self.counts.setdefault(variant, Counter())
-        if pinned:
-            counts["pinned"] += 1
-            return
-        counts["shadowed" if shadow else "requests"] += 1
-        if failed:
-            counts["shadow_errors" if shadow else "errors"] += 1
+        with self._lock:
+            counts = self.counts.setdefault(variant, Counter())
+            if pinned:
+                counts["pinned"] += 1
+                return
+            counts["shadowed" if shadow else "requests"] += 1
+            if failed:
+                counts["shadow_errors" if shadow else "errors"] += 1
         self.arms.request(variant, rid, failed, latency_ms, predictions if status == 200 else None)
         if status == 200:
             self.distributions.add(variant, inputs, predictions)
 
+    def count(self, variant: str, what: str) -> None:
+        """Count one event of ``variant`` that is no request (``mirror_dropped``)."""
+        with self._lock:
+            self.counts.setdefault(variant, Counter())[what] += 1
+
     def compare(self, rid: str, champion: Sequence[Any], shadow: Sequence[Any]) -> None:
         """Count the rows where the shadow agrees with the champion; keep the last disagreements."""
-        counts = self.counts[self.label]
-        for row, (a, b) in enumerate(zip(champion, shadow, strict=False)):
-            if _same(a, b):
-                counts["agree_rows"] += 1
-            else:
-                counts["disagree_rows"] += 1
-                self.disagreements.append({"id": rid, "row": row, "champion": a, "challenger": b})
+        with self._lock:
+            counts = self.counts[self.label]
+            for row, (a, b) in enumerate(zip(champion, shadow, strict=False)):
+                if _same(a, b):
+                    counts["agree_rows"] += 1
+                else:
+                    counts["disagree_rows"] += 1
+                    self.disagreements.append({"id": rid, "row": row, "champion": a, "challenger": b})
 
     def ingest(self, records: Iterable[dict[str, Any]]) -> int:
         """Count request-log records of this experiment (answered since it started; a shadow's
@@ -143,22 +153,24 @@ class ExperimentBook:
                 out.append({"rule": rule, "when": kind, "decided": v.decided, "holds": v.holds, "reason": v.reason})
         return out
 
-    def _agreement(self) -> dict[str, Any] | None:
+    def _agreement(self, counts: dict[str, int], disagreements: list[dict[str, Any]]) -> dict[str, Any] | None:
         if self.spec.kind != "shadow":
             return None
-        counts = self.counts[self.label]
-        rows = counts["agree_rows"] + counts["disagree_rows"]
-        rate = counts["agree_rows"] / rows if rows else None
-        return {"rows": rows, "rate": rate, "disagreements": list(self.disagreements)}
+        rows = counts.get("agree_rows", 0) + counts.get("disagree_rows", 0)
+        rate = counts.get("agree_rows", 0) / rows if rows else None
+        return {"rows": rows, "rate": rate, "disagreements": disagreements}
 
     def state(self) -> dict[str, Any]:
         """What ``GET /experiment`` shows of it."""
         s, c = self.spec, self.spec.challenger
+        with self._lock:  # a consistent copy, whichever thread counts meanwhile
+            counts = {variant: dict(n) for variant, n in self.counts.items()}
+            disagreements = list(self.disagreements)
         return {
             "kind": s.kind, "percent": s.percent, "sticky_column": s.sticky_column, "sticky_header": s.sticky_header,
             "started": s.started, "challenger": {"label": self.label, "ref": c.ref, "version": c.version},
-            "counts": {variant: dict(counts) for variant, counts in self.counts.items()},
-            "agreement": self._agreement(), "stats": self.arms.summary(), "distributions": self.distributions.summary(),
+            "counts": counts, "agreement": self._agreement(counts.get(self.label, {}), disagreements),
+            "stats": self.arms.summary(), "distributions": self.distributions.summary(),
             "rules": {"promote_when": s.promote_when, "rollback_when": s.rollback_when, "min_labels": s.min_labels},
             "verdicts": self._verdicts(),
             "promotion_refused": self.promotion_refused,

@@ -196,11 +196,13 @@ class Server:
         record.update(status=status, latency_ms=round(latency * 1000, 3), answered=time.time())
         if status != 200:
             record["error"] = body["message"]
-        experiment = self.experiment
-        if experiment is not None or call.variant != CHAMPION:  # without one, every record is the champion's
-            record["variant"] = call.variant  # (a challenger's answer may end after its experiment did)
+        experiment, counted = self.experiment, call.routed or record.get("pinned")
+        # a record without a variant is the champion's and no experiment's: none runs, or the request
+        # failed before it was routed (a bad body); a challenger's answer may end after its experiment
+        if (experiment is not None and counted) or call.variant != CHAMPION:
+            record["variant"] = call.variant
         self.log.append(record)
-        if experiment is not None and (call.routed or record.get("pinned")):
+        if experiment is not None and counted:
             try:  # requests that failed before routing (a bad body) belong to no variant
                 experiment.observe(call.variant, status, call.failed, record["latency_ms"], call.rid,
                                    call.predictions, inputs=call.values, pinned=not call.routed)  # fmt: skip

@@ -75,7 +75,7 @@ class Experiment:
     def mirror(self, parsed: Parsed, rid: str, values: Any, champion: list[Any]) -> None:
         """Send an answered request to the shadow, after its answer; dropped past the bound."""
         if len(self._mirrors) >= MAX_MIRRORS or self._mirror_rows + parsed.rows > MAX_MIRROR_ROWS:
-            self.counts[self.label]["mirror_dropped"] += 1
+            self.book.count(self.label, "mirror_dropped")
             return
         self._mirror_rows += parsed.rows
         task = asyncio.get_running_loop().create_task(self._mirror(parsed, rid, values, champion))
@@ -86,7 +86,7 @@ class Experiment:
         self._mirrors.discard(task)
         self._mirror_rows -= rows
         if task.cancelled():
-            self.counts[self.label]["mirror_dropped"] += 1
+            self.book.count(self.label, "mirror_dropped")
 
     async def _mirror(self, parsed: Parsed, rid: str, values: Any, champion: list[Any]) -> None:
         started, status, record = time.perf_counter(), 200, {"ts": time.time(), "id": rid}
