@@ -367,6 +367,8 @@ def test_an_experiment_splits_across_replicas_and_the_hub_merges_its_counts(
     assert len(by_replica) == 2, by_replica  # both replicas served the challenger
     counts = eventually(lambda: dep.experiment().state["counts"], lambda c: c[other].get("requests") == to_challenger)
     assert counts["champion"]["requests"] == 5000 - to_challenger  # merged by the hub, exactly
+    metrics = httpx.get(f"{dep.url}/metrics").text  # any replica's: the hub's figures
+    assert f'nbdeploy_variant_requests_total{{variant="{other}"}} {float(to_challenger)}' in metrics
     dep.conclude(abort=True)
     assert dep.spec.experiment is None and dep.experiment().state is None
 
@@ -450,8 +452,8 @@ def test_a_ray_experiment_survives_kill_9_of_its_hub_and_a_replica_then_is_promo
     hub = dep.snapshot("1m")["hub"]["pid"]
     os.kill(hub, signal.SIGKILL)
     assert eventually(counts, lambda c: c == counted, timeout=90) == counted  # recounted from the logs
-    replica = next(iter(_replicas(dep).values()))["pid"]
-    os.kill(replica, signal.SIGKILL)
+    pids = eventually(lambda: [r["pid"] for r in _replicas(dep).values() if r.get("pid")], bool)
+    os.kill(pids[0], signal.SIGKILL)  # (the new hub knows a replica's pid once it has reported)
     after = [r.headers[VARIANT] for r in _send(dep.url, bodies)]  # one replica, then two again
     assert after == before  # the same keys meet the same variants
     assert eventually(counts, lambda c: sum(c.values()) == 600) == {v: 2 * n for v, n in counted.items()}

@@ -37,7 +37,7 @@ __all__ = ["routes"]
 
 def routes(server: Server, monitor: MonitorBackend, guard: Guard) -> list[GuardedRoute]:
     """Every route of the app, each declaring once who may call it."""
-    core, mon = CoreRoutes(server), MonitorRoutes(monitor, server.settings.max_body_bytes)
+    core, mon = CoreRoutes(server, monitor), MonitorRoutes(monitor, server.settings.max_body_bytes)
     exp = ExperimentRoutes(server, monitor)
     public, token, admin = Access.PUBLIC, Access.TOKEN, Access.ADMIN
     post = ["POST"]
@@ -60,8 +60,8 @@ def routes(server: Server, monitor: MonitorBackend, guard: Guard) -> list[Guarde
 class CoreRoutes:
     """The endpoints over one :class:`Server`."""
 
-    def __init__(self, server: Server) -> None:
-        self.server, self.settings = server, server.settings
+    def __init__(self, server: Server, monitor: MonitorBackend) -> None:
+        self.server, self.settings, self.monitor = server, server.settings, monitor
 
     async def ping(self, request: Request) -> Response:
         return Response("\n", media_type="application/json")
@@ -134,7 +134,10 @@ class CoreRoutes:
 
     async def metrics(self, request: Request) -> Response:
         # off the event loop: the monitoring summary computes drift over the last minute
-        self.server.experiment_snapshot = self.server.experiment_state()  # read on the loop, where it changes
+        try:  # the experiment as /experiment shows it: on Ray, merged over the replicas by the hub
+            self.server.experiment_snapshot = (await self.monitor.experiment())["experiment"]
+        except ProtocolError:  # the hub away (Ray restarts it): the other metrics still answer
+            self.server.experiment_snapshot = None
         text = await asyncio.to_thread(generate_latest, self.server.metrics.registry)
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 
