@@ -396,24 +396,30 @@ def test_a_shadow_resumed_after_kill_9_keeps_its_agreement(dep: Any, two_version
 # decisions on live traffic -----------------------------------------------------------------
 
 
-def test_a_challenger_failing_on_5_percent_of_inputs_is_rolled_back(
-    serving: Callable[..., Any], cancer: dict[str, Any], name: str
-) -> None:
+def failing_challenger(cancer: dict[str, Any], name: str) -> tuple[Any, float]:
+    """The fixture forest behind a step that raises on a request holding a mean radius above
+    the test rows' 95th percentile, registered as ``name``'s next version; and that radius."""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer
 
-    X = cancer["X_test"].reset_index(drop=True)
-    limit = float(X["mean radius"].quantile(0.95))
+    limit = float(cancer["X_test"]["mean radius"].quantile(0.95))
 
-    def refuse_large(frame: Any) -> Any:
+    def refuse_large(frame: Any) -> Any:  # nested: pickled with the model, by value
         if (frame["mean radius"] > limit).any():
             raise ValueError("radius out of range")
         return frame
 
-    nbdeploy.register(cancer["model"], name, cancer["X_train"], cancer["y_train"])
     small = cancer["X_train"]["mean radius"] <= limit  # registering predicts on its rows
-    nbdeploy.register(make_pipeline(FunctionTransformer(refuse_large), cancer["model"]), name,
-                      cancer["X_train"][small], cancer["y_train"][small])  # fmt: skip
+    model = make_pipeline(FunctionTransformer(refuse_large), cancer["model"])
+    return nbdeploy.register(model, name, cancer["X_train"][small], cancer["y_train"][small]), limit
+
+
+def test_a_challenger_failing_on_5_percent_of_inputs_is_rolled_back(
+    serving: Callable[..., Any], cancer: dict[str, Any], name: str
+) -> None:
+    X = cancer["X_test"].reset_index(drop=True)
+    nbdeploy.register(cancer["model"], name, cancer["X_train"], cancer["y_train"])
+    _, limit = failing_challenger(cancer, name)
     dep = serving(f"{name}/1", name=name)
     received: list[dict[str, Any]] = []
 

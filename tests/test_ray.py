@@ -350,34 +350,33 @@ def test_restarted_hub_keeps_version_rules_and_every_request(
 def test_an_experiment_splits_across_replicas_and_the_hub_merges_its_counts(
     cancer: dict[str, Any], two_versions: str, deployment: nbdeploy.Deployment
 ) -> None:
-    """The experiment battery on two replicas: a 10 % canary's share over 5,000 requests,
-    counted by the hub from both replicas; sticky keys; a shadow logged with both predictions."""
+    """The experiment battery on two replicas: a 10 % canary's share over 5,000 requests and
+    sticky keys, counted by the hub from both replicas; a shadow logged with both predictions."""
     from tests.test_experiments import VARIANT, _bodies, _send
 
     dep, X = deployment, cancer["X_test"]
     other = "1" if dep.spec.current.version == 2 else "2"  # the version the deployment does not serve
-    view = dep.canary(f"{two_versions}/{other}", percent=10)
+    view = dep.canary(f"{two_versions}/{other}", percent=10, sticky_header="X-User")
     assert view.state["challenger"]["label"] == other
-    answers = _send(dep.url, _bodies(X, 5000), clients=8)
+    answers = _send(dep.url, _bodies(X, 5000), clients=8)  # no X-User: drawn by Ray's request id
     assert {r.status_code for r in answers} == {200}
     to_challenger = sum(r.headers[VARIANT] == other for r in answers)
     print(f"\nRay canary of 10 %: {to_challenger / 50:.2f} % of 5,000 requests")
     assert abs(to_challenger / 5000 - 0.10) <= 0.015
     by_replica = Counter(r["replica"] for r in _records(dep) if r.get("variant") == other)
     assert len(by_replica) == 2, by_replica  # both replicas served the challenger
-    counts = eventually(lambda: dep.experiment().state["counts"], lambda c: c[other].get("requests") == to_challenger)
-    assert counts["champion"]["requests"] == 5000 - to_challenger  # merged by the hub, exactly
+    for key in ("ana", "bo", "chen", "dee", "eli"):
+        seen = [r.headers[VARIANT] for r in _send(dep.url, _bodies(X, 200), {"X-User": key}, clients=4)]
+        assert len(set(seen)) == 1, Counter(seen)  # 200 times of 200, whichever replica answered
+        to_challenger += seen.count(other)
+    expected = {"champion": 6000 - to_challenger, other: to_challenger}
+    counts = eventually(lambda: {v: c.get("requests") for v, c in dep.experiment().state["counts"].items()},
+                        lambda c: c == expected)  # fmt: skip
+    assert counts == expected  # merged by the hub, exactly
     metrics = httpx.get(f"{dep.url}/metrics").text  # any replica's: the hub's figures
     assert f'nbdeploy_variant_requests_total{{variant="{other}"}} {float(to_challenger)}' in metrics
     dep.conclude(abort=True)
     assert dep.spec.experiment is None and dep.experiment().state is None
-
-    dep.canary(f"{two_versions}/{other}", percent=50, sticky="mean radius")
-    bodies = _bodies(X, 5)
-    for body in bodies:
-        seen = {r.headers[VARIANT] for r in _send(dep.url, [body] * 200, clients=4)}
-        assert len(seen) == 1, seen  # 200 times of 200, whichever replica answered
-    dep.conclude(abort=True)
 
     dep.shadow(f"{two_versions}/{other}")
     answers = _send(dep.url, _bodies(X, 400))
@@ -393,22 +392,10 @@ def test_an_experiment_splits_across_replicas_and_the_hub_merges_its_counts(
 def test_a_failing_challenger_is_rolled_back_by_the_hub(
     cancer: dict[str, Any], name: str, deployment: nbdeploy.Deployment
 ) -> None:
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import FunctionTransformer
-
-    from tests.test_experiments import VARIANT, _bodies, _send
+    from tests.test_experiments import VARIANT, _bodies, _send, failing_challenger
 
     X = cancer["X_test"].reset_index(drop=True)
-    limit = float(X["mean radius"].quantile(0.95))
-
-    def refuse_large(frame: Any) -> Any:
-        if (frame["mean radius"] > limit).any():
-            raise ValueError("radius out of range")
-        return frame
-
-    small = cancer["X_train"]["mean radius"] <= limit
-    failing = nbdeploy.register(make_pipeline(FunctionTransformer(refuse_large), cancer["model"]), name,
-                                cancer["X_train"][small], cancer["y_train"][small])  # fmt: skip
+    failing, limit = failing_challenger(cancer, name)
     dep = deployment
     dep.canary(failing.ref, percent=50, rollback_when=["error_rate>baseline"])
     order = np.random.default_rng(0).permutation(np.resize(np.arange(len(X)), 3000))
