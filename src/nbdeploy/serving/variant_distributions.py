@@ -77,7 +77,6 @@ class VariantDistributions:
         if len(self._queue) >= FOLD_AT or self._queued_rows >= FOLD_ROWS:
             self.fold()  # rarely on the request path: the decision loop folds every second
 
-
     def fold(self) -> None:
         """Bin what is queued: per variant, all its rows at once (one numpy call per feature)."""
         with self._lock:
