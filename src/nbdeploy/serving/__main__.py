@@ -57,7 +57,7 @@ def _rebuild(server: Any, folder: Path) -> None:
     if experiment is not None:
         counted = experiment.replay(records)
         for rid, values in logged_feedback(folder / "feedback.jsonl", since=experiment.spec.started):
-            experiment.arms.label(rid, values)
+            experiment.book.arms.label(rid, values)
         print(f"resumed the {experiment.spec.kind} of {experiment.label} ({counted} logged requests)", flush=True)
     if monitor is None:
         return

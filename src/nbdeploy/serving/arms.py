@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nbdeploy.experiment import LABEL_METRICS, METRICS
-from nbdeploy.stats.quantiles import LatencyHistogram, decide_quantile, quantile_bounds
+from nbdeploy.stats.quantiles import LatencyHistogram, compare_quantiles, decide_quantile
 from nbdeploy.stats.sequential import ArmStats, Verdict, compare, decide, parse_rule, quantile_level
 
 __all__ = ["MAX_WAITING", "Arms"]
@@ -120,10 +120,11 @@ class Arms:
 
     def _p95(self, champion: str, challenger: str) -> dict[str, Any]:
         a, b = self.latencies(champion), self.latencies(challenger)
-        c = decide_quantile("p95_ms>baseline", a, b).comparison.to_dict()
-        p95 = {name: _finite(quantile_bounds(h, 0.95, 0.025)[0]) for name, h in ((champion, a), (challenger, b))}
+        comparison, (p95_a, p95_b) = compare_quantiles(a, b, 0.95)
+        c = comparison.to_dict()
         bounds = {k: c[k] for k in ("lift", "low", "high", "ready")}
-        return {"n": {champion: a.n, challenger: b.n}, "value": p95, **bounds}
+        return {"n": {champion: a.n, challenger: b.n}, "value": {champion: _finite(p95_a), challenger: _finite(p95_b)},
+                **bounds}  # fmt: skip
 
 
 def _number(value: Any) -> float:

@@ -37,7 +37,7 @@ async def decision_loop(server: Server, interval: float = 1.0) -> None:
             continue
         try:
             # the distributions' binning, off the event loop: requests only queue their rows
-            await asyncio.to_thread(experiment.distributions.fold)
+            await asyncio.to_thread(experiment.book.distributions.fold)
             verdict = experiment.verdict()
             if verdict is not None:
                 experiment.deciding = True

@@ -24,7 +24,6 @@ from typing import Any
 
 from nbdeploy.experiment import ExperimentSpec
 from nbdeploy.monitoring.alerts import AlertBook
-from nbdeploy.monitoring.replay import read_records
 from nbdeploy.serving.decisions import move_alias, persist, tag_version
 from nbdeploy.serving.experiment_book import ExperimentBook, last_events, note_event
 
@@ -58,14 +57,6 @@ class HubExperiment:
         with self.lock:
             if self.book is not None:
                 self.book.ingest(records)
-
-    def replay(self, paths: Iterable[Path]) -> int:
-        """Count what the replicas logged since the experiment began (a restarted hub)."""
-        with self.lock:
-            book = self.book
-            if book is None:
-                return 0
-            return sum(book.ingest(read_records(path)) for path in paths)
 
     def label(self, rid: str, labels: list[Any]) -> bool:
         with self.lock:

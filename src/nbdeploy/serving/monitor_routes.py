@@ -145,8 +145,7 @@ class LocalMonitor:
             uptime_s=round(now - server.started, 3), alerts=server.alerts.to_dict(),
             columns=server.monitor.columns, task=server.monitor.task,
         )  # fmt: skip
-        experiment = server.experiment  # the variants side by side (GET /experiment has the same)
-        doc["experiment"] = experiment.state() if experiment is not None else None
+        doc["experiment"] = (await self.experiment())["experiment"]  # the variants side by side
         return doc
 
     async def experiment(self) -> dict[str, Any]:

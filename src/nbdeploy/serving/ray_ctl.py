@@ -23,6 +23,7 @@ from typing import Any
 
 from nbdeploy.config import is_loopback
 from nbdeploy.errors import NbdeployError
+from nbdeploy.experiment import ExperimentSpec
 from nbdeploy.spec import DeploymentSpec, ModelEntry, RaySpec
 
 MAX_MODEL_BYTES = 256 << 20
@@ -69,32 +70,31 @@ def _args(folder: Path, spec: DeploymentSpec, entry: ModelEntry, ray_spec: RaySp
     }  # fmt: skip
 
 
-def _model_config(entry: ModelEntry, spec: DeploymentSpec) -> dict[str, Any]:
+def _model_config(entry: ModelEntry, experiment: ExperimentSpec | None) -> dict[str, Any]:
     """What the hub measures: the model served, and the experiment the replicas run (if any)."""
-    experiment = spec.experiment.to_dict() if spec.experiment is not None and entry is spec.current else None
     return {
         "ref": entry.ref, "version": entry.version, "profile": entry.profile(), "task": entry.task,
-        "experiment": experiment,
+        "experiment": experiment.to_dict() if experiment is not None else None,
     }  # fmt: skip
 
 
-def _challenger_tar(spec: DeploymentSpec, entry: ModelEntry) -> bytes | None:
+def _challenger_tar(entry: ModelEntry, experiment: ExperimentSpec | None) -> bytes | None:
     """The experiment's challenger packed for the replicas, after the checks a local server
     makes when it starts one (the replicas would otherwise serve the champion alone, silently)."""
     from nbdeploy.serving.loader import read_signature
     from nbdeploy.serving.protocol import Schema
 
-    if spec.experiment is None or entry is not spec.current:
+    if experiment is None:
         return None
     names = [Schema.from_signature(read_signature(path)[0]).names for path in (entry.model_path,
-             spec.experiment.challenger.model_path)]  # fmt: skip
+             experiment.challenger.model_path)]  # fmt: skip
     if names[0] != names[1]:
         raise CtlError("The challenger takes other input columns than the champion: an experiment compares "
                        "models of the same inputs.")  # fmt: skip
-    column = spec.experiment.sticky_column
+    column = experiment.sticky_column
     if column is not None and column not in names[0]:
         raise CtlError(f"The sticky column {column[:60]!r} is not an input of the model.")
-    return _model_tar(spec.experiment.challenger.model_path)
+    return _model_tar(experiment.challenger.model_path)
 
 
 def _proxy(ray_spec: RaySpec) -> tuple[str, int]:
@@ -145,8 +145,9 @@ def deploy(folder: Path, entry: ModelEntry | None) -> dict[str, Any]:
     # a proxy that already listened off loopback (Serve started earlier) exposes this deployment too
     spec.require_token = spec.require_token or not is_loopback(host)
     args = _args(folder, spec, entry, ray_spec)
-    model = {**_model_config(entry, spec), "deployed_at": time.time()}
-    challenger = _challenger_tar(spec, entry)
+    experiment = spec.experiment if entry is spec.current else None  # an update with an entry runs none
+    model = {**_model_config(entry, experiment), "deployed_at": time.time()}
+    challenger = _challenger_tar(entry, experiment)
     app = ray_app.replica_app(args, _model_tar(entry.model_path), ray_spec.replicas, ray_spec.num_cpus, challenger)
     targets = [serve.RunTarget(app, name=spec.name, route_prefix=f"/{spec.name}")]
     if spec.monitor:

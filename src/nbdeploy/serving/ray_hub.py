@@ -106,14 +106,16 @@ class Hub:
     def _rebuild(self) -> int:
         """Queue the logged requests still inside the longest window and replay the labels,
         so a hub that Ray restarted starts from everything that was answered."""
-        from nbdeploy.monitoring.replay import logged_feedback, logged_requests
+        from nbdeploy.monitoring.replay import logged_feedback, logged_request, read_records
 
         self.rebuilt_at = time.time()
         self.rebuilt_ids: set[str] = set()  # what replicas forwarded before the restart may arrive too
-        count = 0
+        count, book = 0, self.experiment.book
         for path in sorted(self.folder.glob("requests-*.jsonl")):
             replica = path.name.removeprefix("requests-").removesuffix(".jsonl")
-            items = list(logged_requests(path, since=self.rebuilt_at - self.horizon))
+            records = read_records(path)  # once, for the windows and the experiment's accounts
+            self.experiment.ingest(records)  # (since the experiment began; nothing without one)
+            items = [i for r in records if (i := logged_request(r, self.rebuilt_at - self.horizon)) is not None]
             if items:
                 self._replica(replica)
                 self.meta[replica] = {"pid": None, "node": None, "last_seen": max(i[0] for i in items)}
@@ -121,9 +123,6 @@ class Hub:
                 self._own(replica, items)
                 self.rebuilt_ids.update(item[3] for item in items)
                 count += len(items)
-        book = self.experiment.book
-        if book is not None:  # the experiment's accounts, from every replica's log since it began
-            self.experiment.replay(sorted(self.folder.glob("requests-*.jsonl")))
         if count or book is not None:
             since = min(self.rebuilt_at - self.horizon, book.spec.started if book else math.inf)
             for rid, labels in logged_feedback(self.folder / "feedback.jsonl", since=since):

@@ -175,7 +175,7 @@ class Server:
         known = self.monitor.feedback(rid, labels)
         experiment = self.experiment
         if experiment is not None:
-            known = experiment.arms.label(rid, labels) or known
+            known = experiment.book.arms.label(rid, labels) or known
         return known
 
     def after_answer(self, call: Call, status: int) -> None:

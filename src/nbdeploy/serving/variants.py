@@ -46,7 +46,6 @@ class Experiment:
         self.batcher = Batcher(lambda: (model.predict, names), max_batch, wait, always_wait=shadow)
         self._mirror_rows = 0
         self.book = ExperimentBook(spec, names, task, profile)
-        self.arms, self.counts, self.distributions = self.book.arms, self.book.counts, self.book.distributions
         self.deciding = False  # an automatic promotion or rollback is under way
         self._mirrors: set[asyncio.Task[None]] = set()
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from nbdeploy.stats.sequential import Comparison, Verdict, parse_rule, quantile_level, verdict_of
 
-__all__ = ["LatencyHistogram", "count_radius", "decide_quantile", "quantile_bounds"]
+__all__ = ["LatencyHistogram", "compare_quantiles", "count_radius", "decide_quantile", "quantile_bounds"]
 
 LOW_MS, RATIO, BINS = 1e-3, 1.01, 2316  # 1 us to about 1e7 ms (2.8 h) in 1 % steps; a bin below and one above
 _LOG_RATIO = math.log(RATIO)
@@ -118,12 +118,21 @@ def decide_quantile(
     p = quantile_level(parsed.metric)
     if p is None:
         raise ValueError(f"Rule {rule!r} is not on a quantile of latency such as p95_ms.")
+    c, _ = compare_quantiles(champion, challenger, p, alpha, min_samples, parsed.factor, parsed.offset)
+    return verdict_of(parsed, c, alpha, min_samples)
+
+
+def compare_quantiles(
+    champion: LatencyHistogram, challenger: LatencyHistogram, p: float, alpha: float = 0.05,
+    min_samples: int = 30, factor: float = 1.0, offset: float = 0.0,
+) -> tuple[Comparison, tuple[float, float]]:
+    """challenger - factor * champion - offset of the p-quantiles, with bounds combining each
+    arm's at alpha / 2; and the two quantiles' estimates (champion, challenger)."""
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be a number between 0 and 1, not {alpha!r}.")
     (e1, l1, h1), (e2, l2, h2) = (quantile_bounds(h, p, alpha / 2) for h in (champion, challenger))
-    f, o = parsed.factor, parsed.offset
     with np.errstate(invalid="ignore"):
-        lift, low, high = e2 - f * e1 - o, l2 - f * h1 - o, h2 - f * l1 - o
+        lift, low, high = e2 - factor * e1 - offset, l2 - factor * h1 - offset, h2 - factor * l1 - offset
     ready = min(champion.n, challenger.n) >= min_samples
     c = Comparison(lift, low if not math.isnan(low) else -math.inf, high, champion.n, challenger.n, ready)
-    return verdict_of(parsed, c, alpha, min_samples)
+    return c, (e1, e2)
