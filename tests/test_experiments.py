@@ -596,3 +596,29 @@ def test_a_killed_challenger_process_is_replaced_and_no_request_is_lost(
     assert fresh != worker
     dep.conclude(abort=True)
     assert eventually(lambda: _workers(dep.pid), lambda left: not left) == []
+
+
+def test_a_shadow_that_does_not_read_its_pipe_never_holds_up_the_champion(
+    serving: Callable[..., Any], two_versions: str, cancer: dict[str, Any], name: str
+) -> None:
+    """A mirrored batch larger than a pipe's buffer is written from a thread: with the shadow's
+    process stopped (as a starved ``SCHED_IDLE`` process is), the server still answers."""
+    dep = serving(f"{two_versions}/1", name=name, max_batch=8192)
+    dep.shadow(f"{two_versions}/2", percent=100)
+    (worker,) = _workers(dep.pid)
+    X = cancer["X_test"]
+    rows = np.resize(X.to_numpy(), (5000, X.shape[1]))  # ~1.2 MB pickled: more than any pipe buffer holds
+    big = json.dumps({"dataframe_split": {"columns": list(X.columns), "data": rows.tolist()}}).encode()
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        with httpx.Client(base_url=dep.url, timeout=60) as client:
+            first = client.post("/invocations", content=big, headers=JSON)
+            assert first.status_code == 200 and len(first.json()["predictions"]) == 5000
+            answers = _send(dep.url, _bodies(X, 40), clients=4)  # the mirror is stuck on the stopped process
+        assert {r.status_code for r in answers} == {200}
+        assert dep.experiment().state["counts"]["2"].get("shadowed", 0) == 0  # nothing came back from it yet
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    eventually(lambda: dep.experiment().state["counts"]["2"].get("shadowed", 0), lambda n: n >= 41)
+    mirrored = [r for r in _logged(dep) if r.get("shadow")]
+    assert sum(r["rows"] for r in mirrored) == 5040 and all(r["status"] == 200 for r in mirrored)

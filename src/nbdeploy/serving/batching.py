@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ class Batcher:
 
     def __init__(
         self,
-        model: Callable[[], tuple[Callable[[Any], Any], tuple[str, ...]]],
+        model: Callable[[], tuple[Callable[..., Any], tuple[str, ...]]],
         max_batch: int = DEFAULTS.max_batch,
         max_wait_ms: float = 0.0,
         on_batch: Callable[[int, int], None] | None = None,
@@ -150,8 +151,7 @@ class Batcher:
             await asyncio.sleep(self.max_wait)
             rows = self._take(batch, rows)
         self._last_requests = len(batch)
-        loop = asyncio.get_running_loop()
-        results = await loop.run_in_executor(self._executor, self._predict, [i.parsed for i in batch])
+        results = await self._predict_batch([i.parsed for i in batch])
         for item, result in zip(batch, results, strict=True):
             if item.future.done():
                 continue
@@ -167,8 +167,7 @@ class Batcher:
         behind the requests waiting meanwhile: a huge request never holds up the others for
         longer than one ``predict`` of ``max_batch`` rows."""
         chunk = item.next_chunk(self.max_batch)
-        loop = asyncio.get_running_loop()
-        [result] = await loop.run_in_executor(self._executor, self._predict, [chunk])
+        [result] = await self._predict_batch([chunk])
         if self._on_batch:
             self._on_batch(1, chunk.rows)
         if item.future.done():  # the client went away
@@ -182,29 +181,57 @@ class Batcher:
         else:
             item.future.set_result(item.done)
 
+    async def _predict_batch(self, items: list[Parsed]) -> list[Any]:
+        """Predictions (or the error) of each request of one batch. A model in this process
+        predicts on the batcher's thread; one in another process (its ``predict`` a
+        coroutine) is sent the batch from the event loop, with no thread of ours between
+        (each hop of a thread waits for the interpreter lock of a busy server)."""
+        predict, names = self._model()
+        if not inspect.iscoroutinefunction(predict):
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, items)
+        try:
+            out = await predict(stack(items), names)
+        except Exception as exc:
+            if len(items) == 1:
+                return [PredictError(f"{type(exc).__name__}: {exc}")]
+            return [(await self._predict_batch([one]))[0] for one in items]
+        return _split(out, items)
+
     def _predict(self, items: list[Parsed]) -> list[Any]:
         predict, names = self._model()
         try:
-            out = self._call(predict, names, items)
+            out = predictions(predict(frame(stack(items), names)))
         except Exception as exc:
             if len(items) == 1:
                 return [PredictError(f"{type(exc).__name__}: {exc}")]
             return [self._predict([one])[0] for one in items]
-        results, start = [], 0
-        for item in items:
-            results.append(out[start : start + item.rows])
-            start += item.rows
-        return results
+        return _split(out, items)
 
-    @staticmethod
-    def _call(predict: Callable[[Any], Any], names: tuple[str, ...], items: list[Parsed]) -> list[Any]:
-        if items[0].values is not None:
-            values = [i.values for i in items if i.values is not None]
-            X = pd.DataFrame(values[0] if len(values) == 1 else np.vstack(values), columns=list(names))
-        else:
-            frames = [i.frame for i in items if i.frame is not None]
-            X = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-        raw = predict(X)
-        if isinstance(raw, pd.DataFrame):
-            return list(raw.to_dict(orient="records"))
-        return list(np.asarray(raw).tolist())
+
+def _split(out: list[Any], items: list[Parsed]) -> list[Any]:
+    results, start = [], 0
+    for item in items:
+        results.append(out[start : start + item.rows])
+        start += item.rows
+    return results
+
+
+def stack(items: list[Parsed]) -> Any:
+    """The rows of ``items`` as one array (requests of values) or one DataFrame."""
+    if items[0].values is not None:
+        values = [i.values for i in items if i.values is not None]
+        return values[0] if len(values) == 1 else np.vstack(values)
+    frames = [i.frame for i in items if i.frame is not None]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def frame(rows: Any, names: tuple[str, ...]) -> pd.DataFrame:
+    """What a model is given: a DataFrame with the signature's columns."""
+    return rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=list(names))
+
+
+def predictions(raw: Any) -> list[Any]:
+    """A model's output as a list with one entry per row."""
+    if isinstance(raw, pd.DataFrame):
+        return list(raw.to_dict(orient="records"))
+    return list(np.asarray(raw).tolist())

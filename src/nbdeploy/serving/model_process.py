@@ -14,10 +14,12 @@ server lives (its model loaded again).
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import threading
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from nbdeploy.serving.bodies import die_with
@@ -25,6 +27,7 @@ from nbdeploy.serving.bodies import die_with
 __all__ = ["InProcessModel", "ModelProcess"]
 
 _PIPE_ERRORS = (EOFError, BrokenPipeError, ConnectionResetError, OSError)
+_SEND_ON_LOOP = 16 * 1024  # bytes: a pipe's buffer holds at least this much (Linux: 64 KiB)
 
 
 def _start(parent: int, idle: bool) -> None:
@@ -46,14 +49,16 @@ def _serve(conn: Connection, parent: int, idle: bool, path: str) -> None:
     except BaseException as exc:
         conn.send(("error", _portable(exc)))
         return
+    from nbdeploy.serving.batching import frame, predictions
+
     conn.send(("ok", None))
     while True:
         try:
-            X = conn.recv()
+            rows, names = conn.recv()
         except EOFError:  # the server closed the pipe: stop
             return
-        try:
-            answer: tuple[str, Any] = ("ok", model.predict(X))
+        try:  # the DataFrame is built here and the output listed here: work off the server's process
+            answer: tuple[str, Any] = ("ok", predictions(model.predict(frame(rows, names))))
         except Exception as exc:
             answer = ("error", _portable(exc))
         conn.send(answer)
@@ -71,18 +76,20 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 class ModelProcess:
-    """``predict(X)`` by the model at ``path``, loaded in a worker process.
+    """``await predict(rows, names)`` by the model at ``path``, loaded in a worker process.
 
-    One pipe, used by the one thread that predicts (the challenger's batcher): the batch is
-    pickled and the answer read on that thread, with no feeder or result thread between
-    (a ``ProcessPoolExecutor`` adds two, and each hop waits for the interpreter lock of a
-    busy server: a canary's requests took twice as long at 16 connections)."""
+    One pipe, used by the challenger's batcher on the event loop: the batch is written and
+    the answer read there, with no thread of ours between (a ``ProcessPoolExecutor`` adds a
+    feeder and a result thread, and each hop waits for the interpreter lock of a busy
+    server: a canary's requests took twice as long at 16 connections). The worker builds
+    the DataFrame and lists the predictions, so that work is off the server's process.
+    :meth:`stop` follows the batcher's stop, so no read is pending on the pipe it closes."""
 
     def __init__(self, path: str, idle: bool = False) -> None:
         self.path, self.idle = path, idle
         self._proc: Any = None
         self._conn: Connection | None = None
-        self._lock = threading.Lock()  # one batch at a time on the pipe
+        self._lock = threading.Lock()  # spawning, closing and a write from a thread: one at a time
         self._stopped = False
 
     def start(self, timeout: float = 300.0) -> None:
@@ -108,26 +115,43 @@ class ModelProcess:
             self._shutdown()
             raise value
 
-    def predict(self, X: Any) -> Any:
-        with self._lock:
-            for _attempt in range(2):
-                conn = self._conn
-                if conn is None:
-                    raise RuntimeError("the challenger's process is stopped")
-                try:
-                    conn.send(X)
-                    kind, value = conn.recv()
-                except _PIPE_ERRORS:  # killed (the OOM killer, a signal): load it again, once
-                    self._shutdown()
-                    if self._stopped:
-                        break
-                    self._spawn(300.0)
-                    continue
-                if kind == "error":
-                    raise value
-                return value
-        raise RuntimeError("the challenger's process is stopped" if self._stopped else
+    async def predict(self, rows: Any, names: tuple[str, ...]) -> list[Any]:
+        """The predictions for ``rows`` (an array or a DataFrame), one entry per row. Sent from
+        the event loop (a large batch from a thread: the worker may be slow to read it, and
+        the loop never waits on it), whose turn comes back when the answer is readable."""
+        loop = asyncio.get_running_loop()
+        payload = bytes(ForkingPickler.dumps((rows, names)))
+        for _attempt in range(2):
+            conn = self._conn
+            if conn is None:
+                break
+            try:
+                if len(payload) <= _SEND_ON_LOOP:  # fits in the empty pipe's buffer: never blocks
+                    conn.send_bytes(payload)
+                else:
+                    await asyncio.to_thread(self._send_locked, conn, payload)
+                await _readable(loop, conn)
+                kind, value = conn.recv()
+            except _PIPE_ERRORS:  # killed (the OOM killer, a signal): load it again, once
+                if self._stopped:
+                    break
+                await asyncio.to_thread(self._respawn)  # joining the dead worker and loading: off the loop
+                continue
+            if kind == "error":
+                raise value
+            return list(value)
+        raise RuntimeError("the challenger's process is stopped" if self._stopped or self._conn is None else
                            "the challenger's process died twice in a row")  # fmt: skip
+
+    def _send_locked(self, conn: Connection, payload: bytes) -> None:
+        with self._lock:  # stop() closes the pipe only once this write has ended
+            conn.send_bytes(payload)
+
+    def _respawn(self) -> None:
+        with self._lock:
+            self._shutdown()
+            if not self._stopped:
+                self._spawn(300.0)
 
     def stop(self) -> None:
         self._stopped = True
@@ -146,6 +170,22 @@ class ModelProcess:
             if proc.is_alive():
                 proc.kill()
                 proc.join(timeout=5)
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, conn: Connection) -> None:
+    """Return once ``conn`` has something to read (or is closed)."""
+    ready: asyncio.Future[None] = loop.create_future()
+    fd = conn.fileno()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
 
 
 class InProcessModel:
