@@ -115,6 +115,23 @@ def test_worse_model_fails_its_baseline_gates_and_promote_refuses_it(
     assert forced.tags["nbdeploy.promotion.forced"].endswith(
         "@champion: its last validation failed on f1 >= baseline-0.01"
     )
+    # with confidence: decided on the paired bootstrap bound; the delta's interval in the text and in MLflow
+    line = f"validate {name}/2 --data X_test --target y_test --gate 'f1>=baseline-0.5' --baseline {name}/1"
+    line += " --confidence 95%"
+    confident = ip.run_line_magic("deploy", line)
+    (gate,) = confident.gates
+    assert gate.gate.text == "f1 >= baseline-0.5 @95%" and gate.status == "passed"
+    lo, hi = confident.delta_intervals["f1"]
+    assert lo <= gate.bound <= confident.deltas["f1"] <= hi  # a one-sided 95 % bound sits inside the 95 % interval
+    assert f"(delta >= {gate.bound:.4g} at 95%)" in repr(confident)
+    assert f"[{lo:+.4g}, {hi:+.4g}]" in repr(confident)
+    run = c.get_run(version_tags(tracking_uri, name, 2)["nbdeploy.validation.run"])
+    assert (
+        run.data.metrics["validation_f1_delta_ci_low"] == lo and run.data.metrics["validation_f1_delta_ci_high"] == hi
+    )
+    assert usage_error(ip, f"{line[:-4]} 1.5") == (
+        "The confidence '1.5' must be a level above 50 % and below 100 %, for example 0.95 or @95%."
+    )
 
 
 def test_a_never_validated_version_is_refused_unless_forced(

@@ -45,7 +45,8 @@ def _validate(args: argparse.Namespace, ctx: Context) -> Any:
 
     X = ctx.load(args.data, "--data", Loads.TABLE)
     y = ctx.load(args.target, "--target", Loads.COLUMN)
-    return validate(args.ref, X, y, gates=args.gate, baseline=args.baseline, slices=args.slice, strict=args.strict)
+    return validate(args.ref, X, y, gates=args.gate, baseline=args.baseline, slices=args.slice, strict=args.strict,
+                    confidence=args.confidence)  # fmt: skip
 
 
 def _promote(args: argparse.Namespace, ctx: Context) -> Any:
@@ -93,6 +94,8 @@ COMMANDS = [
             arg("--baseline", default="auto", metavar="REF|none", help="model to compare with (default: @champion)"),
             arg("--slice", action="append", metavar="COLUMN", help="metrics per value or bin of a column"),
             arg("--strict", action="store_true", help="fail if a gate fails or is not evaluated"),
+            arg("--confidence", metavar="LEVEL", help="decide every gate on its one-sided bootstrap bound at this "
+                "level, e.g. 0.95 or 95%% (a baseline gate: on the paired difference)"),
         ),
         _validate,
     ),

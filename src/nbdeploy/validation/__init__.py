@@ -72,6 +72,8 @@ def _record(report: ValidationReport, mv: Any) -> None:
     values = {f"validation_{k}": v for k, v in report.metrics.items()}
     for m, (lo, hi) in report.intervals.items():
         values.update({f"validation_{m}_ci_low": lo, f"validation_{m}_ci_high": hi})
+    for m, (lo, hi) in report.delta_intervals.items():  # the paired interval of candidate minus baseline
+        values.update({f"validation_{m}_delta_ci_low": lo, f"validation_{m}_delta_ci_high": hi})
     failed = report.failed_gates
     values["validation_gates_failed"] = float(len(failed))
     tags = {
@@ -108,6 +110,7 @@ def validate(
     seed: int = 0,
     latency_calls: int = 50,
     record: bool = True,
+    confidence: float | str | None = None,
 ) -> ValidationReport:
     """Validate the version ``ref`` on ``X``/``y`` and record the report against it.
 
@@ -116,7 +119,9 @@ def validate(
     ``slices`` names columns of ``X`` to break metrics down by. With ``strict``, a failed
     gate (or one left unevaluated) raises :class:`~nbdeploy.errors.ValidationFailedError`
     after the report is recorded. ``resamples`` bootstrap resamples (``seed``) give the
-    intervals; ``latency_calls`` single-row predictions give the latency percentiles.
+    intervals; ``latency_calls`` single-row predictions give the latency percentiles. With
+    ``confidence`` (e.g. 0.95) every gate without a level of its own (``f1>=0.9 @95%``) is
+    decided on its one-sided bootstrap bound, a baseline gate on the paired difference's.
 
     >>> validate("cancer/2", X_test, y_test, gates=["f1>=baseline-0.01"], strict=True)   # doctest: +SKIP
     """
@@ -124,10 +129,11 @@ def validate(
     from nbdeploy.tasks import detect_task
     from nbdeploy.validation import metrics
     from nbdeploy.validation.build import build_report
-    from nbdeploy.validation.gates import check_metrics
+    from nbdeploy.validation.gates import check_confidence, check_metrics
     from nbdeploy.validation.scoring import has_proba
 
-    parsed = _gate_list(gates)  # malformed gates fail before anything is loaded
+    level = check_confidence(confidence) if confidence is not None else None
+    parsed = [g.with_confidence(level) for g in _gate_list(gates)]  # malformed gates fail before anything loads
     slice_list = [slices] if isinstance(slices, str) else list(slices or [])
     model, mv = registry.load_model(ref)
     task, proba = detect_task(model), has_proba(model)

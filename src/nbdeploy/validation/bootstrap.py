@@ -33,6 +33,7 @@ __all__ = [
     "classification",
     "confusion_replicates",
     "interval",
+    "quantile",
     "regression",
     "replicates",
     "resample_chunks",
@@ -92,11 +93,16 @@ def replicates(
 
 def interval(reps: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
     """Percentile interval of the replicates; NaN when fewer than half of them are defined."""
+    return quantile(reps, (1 - level) / 2), quantile(reps, (1 + level) / 2)
+
+
+def quantile(reps: np.ndarray, q: float) -> float:
+    """The ``q`` quantile of the replicates (a one-sided percentile bound); NaN when fewer
+    than half of them are defined."""
     finite = reps[np.isfinite(reps)]
     if finite.size == 0 or finite.size < reps.size / 2:
-        return float("nan"), float("nan")
-    lo, hi = np.percentile(finite, [50 * (1 - level), 50 * (1 + level)])
-    return float(lo), float(hi)
+        return float("nan")
+    return float(np.percentile(finite, 100 * q))
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -83,7 +83,8 @@ def _gates(r: ValidationReport) -> str:
             f"<code>{esc(g.gate.text)}</code>",
             esc(fmt(g.actual)),
             esc(fmt(g.threshold)),
-            _status(g.status) + (f" <span class='nbd-muted'>{esc(g.reason)}</span>" if g.reason else ""),
+            _status(g.status)
+            + (f" <span class='nbd-muted'>{esc(g.bound_text or g.reason)}</span>" if g.bound_text or g.reason else ""),
         ]
         for g in r.gates
     ]

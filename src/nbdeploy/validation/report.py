@@ -157,7 +157,8 @@ class ValidationReport:
             for g in self.gates:
                 mark = {PASSED: "pass", FAILED: "FAIL"}.get(g.status, "n/e ")
                 detail = g.reason if g.status == NOT_EVALUATED else f"{fmt(g.actual)} vs {fmt(g.threshold)}"
-                lines.append(f"  {mark}  {g.gate.text:<{width}}  {detail}")
+                extra = (g.bound_text or g.reason) if g.status != NOT_EVALUATED else ""
+                lines.append(f"  {mark}  {g.gate.text:<{width}}  {detail}{f' ({extra})' if extra else ''}")
         head = f"metrics on {self.rows} rows (95% CI, {self.resamples} resamples)"
         if self.baseline:
             head += f"; baseline {self.baseline}, delta"
@@ -168,6 +169,9 @@ class ValidationReport:
             row = f"  {m:<18} {fmt(self.metrics[m]):>8}  [{fmt(lo)}, {fmt(hi)}]"
             if self.baseline:
                 row = f"{row:<48} {fmt(self.baseline_metrics.get(m)):>8}  {signed(deltas.get(m))}"
+                if m in self.delta_intervals:
+                    d_lo, d_hi = self.delta_intervals[m]
+                    row += f" [{signed(d_lo)}, {signed(d_hi)}]"
             lines.append(row.rstrip())
         if self.checks is not None:
             lines.append("data: " + "; ".join(self.checks.summary()))
