@@ -191,9 +191,10 @@ def test_the_terminal_monitor_writes_no_control_codes_into_a_pipe(mon: nbdeploy.
     import signal
 
     env = {**os.environ, "NBDEPLOY_HOME": str(mon.path.parent)}
+    # started with SIGINT ignored, as a shell starts a job in the background: Ctrl-C still ends it
     proc = subprocess.Popen(
         [sys.executable, "-m", "nbdeploy.cli", "monitor", mon.name, "--interval", "0.2"],
-        stdout=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE, text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )  # fmt: skip
     assert proc.stdout is not None
     first = proc.stdout.readline() + proc.stdout.readline()  # a refresh or two has been written

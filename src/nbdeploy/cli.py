@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-import time
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -124,15 +125,27 @@ class _TerminalContext:
             return once()
         if not args.interval > 0:  # the panel's own check, for the terminal's loop
             raise InvalidInputError(f"Invalid interval {args.interval:g}: use a number of seconds above 0.")
+        stop = threading.Event()
+
+        def interrupted(signum: int, frame: Any) -> None:
+            # Ctrl-C ends the loop even where a library swallows KeyboardInterrupt, or where
+            # SIGINT was ignored when the process started (a job started in the background)
+            stop.set()
+            signal.default_int_handler(signum, frame)
+
+        previous = signal.signal(signal.SIGINT, interrupted)
         try:
-            while True:
+            while not stop.is_set():
                 text = once()
                 clear = "\x1b[2J\x1b[H" if sys.stdout.isatty() else "\n"  # no control codes in a log file
                 sys.stdout.write(clear + text + f"\n\n(every {args.interval:g} s; Ctrl-C to quit)\n")
                 sys.stdout.flush()
-                time.sleep(args.interval)
+                stop.wait(args.interval)
         except KeyboardInterrupt:
-            return ""
+            pass
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        return ""
 
 
 def _load_model(path: str) -> Any:
