@@ -132,6 +132,8 @@ def test_worse_model_fails_its_baseline_gates_and_promote_refuses_it(
     assert usage_error(ip, f"{line[:-4]} 1.5") == (
         "The confidence '1.5' must be a level above 50 % and below 100 %, for example 0.95 or @95%."
     )
+    with pytest.raises(InvalidInputError, match="give resamples above 0"):
+        validate(f"{name}/2", X, y, gates=["f1>=0.5"], confidence=0.95, resamples=0)
 
 
 def test_a_never_validated_version_is_refused_unless_forced(

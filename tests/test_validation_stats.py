@@ -229,12 +229,16 @@ def test_gates_with_confidence_decide_on_the_bound() -> None:
     r = parse_gate("latency_p95_ms<=5 @95%").evaluate(metrics, base, bound)
     assert r.status == "passed" and "no bootstrap interval" in r.reason
     r = parse_gate("f1>=0.9 @95%").evaluate(metrics, base, lambda m, q, p: float("nan"))
-    assert r.status == "not evaluated" and "undefined" in r.reason
+    assert r.status == "failed" and "undefined" in r.reason  # a level never makes a gate easier to pass
+    assert parse_gate("f1>0.88 @95%").evaluate(metrics, base, bound).status == "failed"  # > needs a bound above
     assert parse_gate("f1>=0.9").with_confidence(0.9).confidence == 0.9
     assert parse_gate("f1>=0.9 @99%").with_confidence(0.9).confidence == 0.99  # its own level wins
 
 
-@pytest.mark.parametrize("text", ["f1>=0.9 @1.5", "f1>=0.9 @50%", "f1>=0.9 @", "f1>=0.9 @0.95 @0.9", "f1>=0.9@-1"])
+@pytest.mark.parametrize(
+    "text", ["f1>=0.9 @1.5", "f1>=0.9 @50%", "f1>=0.9 @", "f1>=0.9 @0.95 @0.9", "f1>=0.9@-1", "f1>=0.9 @\u0669\u0665%",
+             "f1>=0.9" + " " * 5000 + "@95%"],
+)
 def test_bad_confidence_levels_are_one_sentence(text: str) -> None:
     with pytest.raises(InvalidInputError) as err:
         parse_gate(text)

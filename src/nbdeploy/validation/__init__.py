@@ -133,6 +133,8 @@ def validate(
     from nbdeploy.validation.scoring import has_proba
 
     level = check_confidence(confidence) if confidence is not None else None
+    if level is not None and resamples <= 0:
+        raise InvalidInputError("A confidence is decided on the bootstrap: give resamples above 0 (200 by default).")
     parsed = [g.with_confidence(level) for g in _gate_list(gates)]  # malformed gates fail before anything loads
     slice_list = [slices] if isinstance(slices, str) else list(slices or [])
     model, mv = registry.load_model(ref)

@@ -44,10 +44,10 @@ _GATE = re.compile(
     rf"""\s*(?P<metric>[A-Za-z_][A-Za-z0-9_]*)
         \s*(?P<op>>=|<=|==|>|<)
         \s*(?:(?P<baseline>baseline)(?:\s*(?P<sign>[+-])\s*(?P<offset>{_UNSIGNED}))?|(?P<number>{_NUMBER}))
-        \s*(?:@\s*(?P<level>{_UNSIGNED})\s*(?P<percent>%)?)?
-        \s*""",
-    re.VERBOSE,
+        \s*(?:@\s*(?P<level>{_UNSIGNED})\s*(?P<percent>%)?\s*)?""",
+    re.VERBOSE | re.ASCII,
 )
+MAX_GATE_LENGTH = 200
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     ">": operator.gt,
@@ -85,7 +85,7 @@ class Gate:
     @property
     def text(self) -> str:
         """Normalized spelling, e.g. ``f1 >= baseline-0.01`` or ``f1 >= 0.9 @95%``."""
-        level = f" @{_num(round(self.confidence * 100, 10))}%" if self.confidence is not None else ""
+        level = f" @{_num(self.confidence * 100)}%" if self.confidence is not None else ""
         if self.offset is None:
             return f"{self.metric} {self.op} {_num(self.value or 0.0)}{level}"
         if self.offset == 0:
@@ -132,9 +132,9 @@ class Gate:
             ok = _OPS[self.op](actual, limit)
             why = f"{self.metric} has no bootstrap interval: decided on its value"
             return GateResult(self, actual, limit, PASSED if ok else FAILED, why)
-        if math.isnan(b):
-            why = f"the bootstrap bound of {self.metric} is undefined on these rows"
-            return GateResult(self, actual, limit, NOT_EVALUATED, why)
+        if math.isnan(b):  # what cannot be shown at the level fails: a level never makes a gate easier
+            why = f"the bootstrap bound of {self.metric} is undefined on these rows (most resamples leave it undefined)"
+            return GateResult(self, actual, limit, FAILED, why)
         ok = _OPS[self.op](b, self.offset if self.offset is not None else limit)  # a delta's bound: vs the offset
         return GateResult(self, actual, limit, PASSED if ok else FAILED, bound=b)
 
@@ -158,7 +158,7 @@ class GateResult:
             return ""
         side = ">=" if g.op in (">=", ">") else "<="
         what = "delta" if g.against_baseline else g.metric
-        return f"{what} {side} {self.bound:.4g} at {_num(round(g.confidence * 100, 10))}%"
+        return f"{what} {side} {self.bound:.4g} at {_num(g.confidence * 100)}%"
 
     def __str__(self) -> str:
         if self.status == NOT_EVALUATED:
@@ -183,6 +183,8 @@ class GateResult:
 
 def parse_gate(text: str) -> Gate:
     """Parse ``METRIC OP VALUE``; raise :class:`InvalidInputError` with one sentence if malformed."""
+    if isinstance(text, str) and len(text) > MAX_GATE_LENGTH:
+        raise InvalidInputError(f"A gate is at most {MAX_GATE_LENGTH} characters; this one has {len(text)}.")
     match = _GATE.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise InvalidInputError(
