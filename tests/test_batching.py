@@ -29,7 +29,7 @@ def test_compatible_requests_share_a_call_and_others_do_not() -> None:
     model = LinearRegression().fit(X, X["a"] * 2 + X["b"])
     calls: list[int] = []
 
-    def predict(frame: pd.DataFrame) -> np.ndarray:
+    def predict(frame: pd.DataFrame, method: str = "predict") -> np.ndarray:
         calls.append(len(frame))
         assert list(frame.columns) == ["a", "b"]
         return model.predict(frame)
@@ -54,7 +54,7 @@ def test_compatible_requests_share_a_call_and_others_do_not() -> None:
 def test_max_batch_splits_and_a_failure_is_retried_alone() -> None:
     calls: list[int] = []
 
-    def predict(frame: pd.DataFrame) -> np.ndarray:
+    def predict(frame: pd.DataFrame, method: str = "predict") -> np.ndarray:
         calls.append(len(frame))
         if (frame["a"] < 0).any():
             raise ValueError("negative a")
@@ -82,7 +82,7 @@ def pytest_round(values: list[float]) -> list[float]:
 def test_a_request_larger_than_max_batch_takes_turns_with_the_others() -> None:
     calls: list[tuple[int, float]] = []
 
-    def predict(frame: pd.DataFrame) -> np.ndarray:
+    def predict(frame: pd.DataFrame, method: str = "predict") -> np.ndarray:
         calls.append((len(frame), float(frame["a"].iloc[0])))
         return frame["a"].to_numpy() * 10
 
@@ -119,7 +119,7 @@ def test_a_batcher_stopped_while_gathering_or_predicting_answers_every_request()
 
     from nbdeploy.serving.protocol import ProtocolError
 
-    def slow(frame: pd.DataFrame) -> np.ndarray:
+    def slow(frame: pd.DataFrame, method: str = "predict") -> np.ndarray:
         time.sleep(0.3)
         return np.zeros(len(frame))
 

@@ -622,3 +622,57 @@ def test_a_shadow_that_does_not_read_its_pipe_never_holds_up_the_champion(
     eventually(lambda: dep.experiment().state["counts"]["2"].get("shadowed", 0), lambda n: n >= 41)
     mirrored = [r for r in _logged(dep) if r.get("shadow")]
     assert sum(r["rows"] for r in mirrored) == 5040 and all(r["status"] == 200 for r in mirrored)
+
+
+def test_a_challengers_answer_is_read_only_once_it_is_all_in() -> None:
+    """The loop never waits in a read of an answer the worker has only begun to write (a
+    stopped or starved shadow may never finish it): a small one is read once all of it is
+    in the pipe, a large one from a thread. A real socket pair and a real event loop."""
+    import asyncio
+    import pickle
+    import socket
+    import struct
+    import time
+    from multiprocessing.connection import Connection
+
+    from nbdeploy.serving.model_process import ModelProcess
+
+    ours, worker = socket.socketpair()
+    model = ModelProcess("unused")
+    model._conn = conn = Connection(ours.detach())
+    model._peek = socket.socket(fileno=os.dup(conn.fileno()))
+
+    def framed(answer: Any) -> bytes:
+        payload = pickle.dumps(answer)
+        return struct.pack("!i", len(payload)) + payload
+
+    async def scenario(frame: bytes, first: int) -> tuple[Any, int]:
+        ticks = [0]
+        seen: list[int] = []
+
+        def rest() -> None:  # the worker writes the rest a little later, in pieces
+            time.sleep(0.3)
+            seen.append(ticks[0])
+            for i in range(first, len(frame), 65536):
+                worker.sendall(frame[i : i + 65536])
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(0.005)
+                ticks[0] += 1
+
+        ticker = asyncio.create_task(tick())
+        worker.sendall(frame[:first])
+        writer = threading.Thread(target=rest)
+        writer.start()
+        answer = await asyncio.wait_for(model._receive(asyncio.get_running_loop(), conn), 30)
+        ticker.cancel()
+        writer.join()
+        return answer, seen[0]
+
+    small, ticks = asyncio.run(scenario(framed(("ok", list(range(10)))), 6))  # the header and two bytes
+    assert small == ("ok", list(range(10))) and ticks >= 10  # the loop ran on meanwhile
+    big, ticks = asyncio.run(scenario(framed(("ok", list(range(300_000)))), 65536))  # beyond any socket buffer
+    assert big[1][-1] == 299_999 and ticks >= 10
+    model._shutdown()
+    worker.close()

@@ -146,6 +146,10 @@ def test_two_replicas_on_two_nodes_pass_the_protocol_battery(
     replicas = eventually(lambda: _replicas(deployment), lambda r: len(r) == 2)
     assert len({r["node"] for r in replicas.values()}) == 2, replicas  # one replica per "machine"
     np.testing.assert_array_equal(deployment.predict(cancer["X_test"]), cancer["model"].predict(cancer["X_test"]))
+    rows = cancer["X_test"].sample(1000, replace=True, random_state=0)  # probabilities on the wire (#12)
+    for _ in range(4):  # spread over both replicas
+        proba = deployment.predict(rows, method="predict_proba")
+        assert np.max(np.abs(proba - cancer["model"].predict_proba(rows))) <= 1e-9
     assert "ray" not in sys.modules  # the test process, like a kernel, never became a Ray driver
 
 

@@ -25,14 +25,16 @@ from nbdeploy.experiment import ExperimentSpec
 from nbdeploy.model_entry import ModelEntry, _ReadAsDict
 
 __all__ = [
-    "DEFAULTS", "DEFAULT_ALERT_K", "DEFAULT_WINDOWS", "RAY_DEFAULTS", "DeploymentSpec", "ModelEntry", "RaySpec",
-    "ServerSettings", "parse_window", "parse_windows",
+    "DEFAULTS", "DEFAULT_ALERT_K", "DEFAULT_WINDOWS", "PREDICT_METHODS", "RAY_DEFAULTS", "DeploymentSpec", "ModelEntry",
+    "RaySpec", "ServerSettings", "parse_window", "parse_windows",
 ]  # fmt: skip
 
 DEFAULT_WINDOWS: dict[str, float] = {"1m": 60.0, "5m": 300.0, "1h": 3600.0}
 DEFAULT_ALERT_K = 3  # breaching evaluations before a rule fires (and clean ones before it resolves)
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 SPEC_FILE = "spec.json"
+# the methods a request may ask for with {"params": {"predict_method": ...}}, where the model has them
+PREDICT_METHODS = ("predict", "predict_proba", "predict_log_proba", "predict_joint_log_proba", "decision_function")
 
 
 def parse_window(text: str) -> float:

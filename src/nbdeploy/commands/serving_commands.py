@@ -10,7 +10,7 @@ import argparse
 from typing import Any
 
 from nbdeploy.commands.table import MAGIC, Command, Context, Loads, arg, number
-from nbdeploy.spec import DEFAULT_ALERT_K, DEFAULT_WINDOWS, DEFAULTS, RAY_DEFAULTS
+from nbdeploy.spec import DEFAULT_ALERT_K, DEFAULT_WINDOWS, DEFAULTS, PREDICT_METHODS, RAY_DEFAULTS
 
 __all__ = ["COMMANDS"]
 
@@ -55,7 +55,8 @@ def _predict(args: argparse.Namespace, ctx: Context) -> Any:
     from nbdeploy.deployments import get
 
     dep = get(args.name)
-    return dep.predict(ctx.load(args.data, "--data", Loads.TABLE))
+    method = "predict_proba" if args.proba else args.method
+    return dep.predict(ctx.load(args.data, "--data", Loads.TABLE), method=method)
 
 
 def _update(args: argparse.Namespace, ctx: Context) -> Any:
@@ -138,7 +139,10 @@ COMMANDS = [
             (NAME, arg("-n", "--lines", type=int, default=50, help="how many lines (default 50)")), _logs),
     Command("predict", "Send data to a deployment and return its predictions.",
             (NAME, arg("--data", metavar="X", required=True, loads=Loads.TABLE, help="expression for the rows to score",
-                       cli_help="the rows to score: a CSV or Parquet file")), _predict),
+                       cli_help="the rows to score: a CSV or Parquet file"),
+             arg("--proba", action="store_true", help="class probabilities (predict_proba) instead of labels"),
+             arg("--method", default="predict", choices=PREDICT_METHODS,
+                 help="the model's method that answers (default predict)")), _predict),
     Command("update", "Swap the version a deployment serves, without dropping a request.",
             (NAME, arg("ref", metavar="REF", help="the version to serve now")), _update),
     Command("rollback", "Go back to the version a deployment served before its last update.", (NAME,), _rollback),

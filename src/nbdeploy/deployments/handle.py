@@ -198,12 +198,12 @@ class Deployment(Watching, Experiments):
             )
         return None
 
-    def predict(self, X: Any, with_id: bool = False) -> Any:
+    def predict(self, X: Any, with_id: bool = False, method: str = "predict") -> Any:
         """Predictions for ``X`` (DataFrame or array) through the server's ``/invocations``.
 
         With ``with_id=True`` returns ``(predictions, request_id)``; the id is what
-        :meth:`feedback` takes to attach true labels later.
-        """
+        :meth:`feedback` takes to attach true labels later. ``method="predict_proba"`` (or
+        another the model has) answers with it instead (MLflow's ``predict_method`` param)."""
         import numpy as np
         import pandas as pd
 
@@ -215,7 +215,8 @@ class Deployment(Watching, Experiments):
         split: dict[str, Any] = {"data": rows}
         if isinstance(X, (pd.DataFrame, pd.Series)):  # otherwise the server takes the signature's order
             split["columns"] = [str(c) for c in frame.columns]
-        body = json.dumps({"dataframe_split": split}, default=_json_value)
+        doc = {"dataframe_split": split, **({"params": {"predict_method": method}} if method != "predict" else {})}
+        body = json.dumps(doc, default=_json_value)
         response = self._request(
             "POST",
             "/invocations",

@@ -2,7 +2,7 @@
 
 A request that arrives at an idle server is predicted at once. Requests that arrive while a
 ``predict`` runs are queued, and the next ``predict`` takes all compatible ones (same
-columns and params, up to ``max_batch`` rows). ``max_wait_ms`` adds a short wait to gather
+columns and params, so the same method, up to ``max_batch`` rows). ``max_wait_ms`` adds a short wait to gather
 more, but only while traffic is concurrent (the previous batch held several requests), so
 sequential latency never grows. If a batched ``predict`` fails, its requests are retried
 one by one so that only the bad one gets the error. A request of more than ``max_batch``
@@ -190,7 +190,7 @@ class Batcher:
         if not inspect.iscoroutinefunction(predict):
             return await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, items)
         try:
-            out = await predict(stack(items), names)
+            out = await predict(stack(items), names, items[0].method)
         except Exception as exc:
             if len(items) == 1:
                 return [PredictError(f"{type(exc).__name__}: {exc}")]
@@ -200,7 +200,7 @@ class Batcher:
     def _predict(self, items: list[Parsed]) -> list[Any]:
         predict, names = self._model()
         try:
-            out = predictions(predict(frame(stack(items), names)))
+            out = predictions(predict(frame(stack(items), names), items[0].method))
         except Exception as exc:
             if len(items) == 1:
                 return [PredictError(f"{type(exc).__name__}: {exc}")]

@@ -8,7 +8,7 @@ falls back to ``mlflow.pyfunc`` for any other flavor or format.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +17,32 @@ from nbdeploy import model_copy
 __all__ = ["LoadedModel", "load", "read_signature"]
 
 
+_METHODS = ("predict_proba", "predict_log_proba", "predict_joint_log_proba", "decision_function")
+
+
 @dataclass
 class LoadedModel:
-    """A model ready to ``predict``, with the signature it was registered with."""
+    """A model ready to ``predict``, with the signature it was registered with, and
+    ``methods``: ``predict`` and whichever of ``predict_proba``, ``predict_log_proba``,
+    ``predict_joint_log_proba``, ``decision_function`` the estimator has."""
 
     predict: Any
     inputs: list[dict[str, Any]] | None
     outputs: list[dict[str, Any]] | None
     path: str
+    methods: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.methods.setdefault("predict", self.predict)
+
+    def call(self, X: Any, method: str = "predict") -> Any:
+        """``method`` of the model on ``X`` (one it has: the server checks first)."""
+        return self.methods[method](X)
+
+
+def _methods(model: Any) -> dict[str, Any]:
+    # hasattr runs scikit-learn's available_if checks: an SVC without probability=True has no predict_proba
+    return {name: getattr(model, name) for name in _METHODS if hasattr(model, name)}
 
 
 def _meta(folder: Path) -> dict[str, Any]:
@@ -55,8 +73,12 @@ def load(path: str | Path) -> LoadedModel:
 
         with (folder / sk["pickled_model"]).open("rb") as fh:
             model = cloudpickle.load(fh)
-        return LoadedModel(model.predict, inputs, outputs, str(folder))
+        return LoadedModel(model.predict, inputs, outputs, str(folder), _methods(model))
     import mlflow.pyfunc
 
     pyfunc = mlflow.pyfunc.load_model(str(folder))
-    return LoadedModel(pyfunc.predict, inputs, outputs, str(folder))
+    try:  # an estimator under the flavor (a scikit-learn model saved with skops) has its methods too
+        raw = pyfunc.get_raw_model()
+    except Exception:
+        raw = None
+    return LoadedModel(pyfunc.predict, inputs, outputs, str(folder), _methods(raw) if raw is not None else {})

@@ -15,8 +15,12 @@ server lives (its model loaded again).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import multiprocessing
 import os
+import socket
+import struct
+import termios
 import threading
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
@@ -28,6 +32,7 @@ __all__ = ["InProcessModel", "ModelProcess"]
 
 _PIPE_ERRORS = (EOFError, BrokenPipeError, ConnectionResetError, OSError)
 _SEND_ON_LOOP = 16 * 1024  # bytes: a pipe's buffer holds at least this much (Linux: 64 KiB)
+_READ_ON_LOOP = 16 * 1024  # an answer up to this size is read on the loop once it is all in
 
 
 def _start(parent: int, idle: bool) -> None:
@@ -51,14 +56,14 @@ def _serve(conn: Connection, parent: int, idle: bool, path: str) -> None:
         return
     from nbdeploy.serving.batching import frame, predictions
 
-    conn.send(("ok", None))
+    conn.send(("ok", sorted(model.methods)))
     while True:
         try:
-            rows, names = conn.recv()
+            rows, names, method = conn.recv()
         except EOFError:  # the server closed the pipe: stop
             return
         try:  # the DataFrame is built here and the output listed here: work off the server's process
-            answer: tuple[str, Any] = ("ok", predictions(model.predict(frame(rows, names))))
+            answer: tuple[str, Any] = ("ok", predictions(model.call(frame(rows, names), method)))
         except Exception as exc:
             answer = ("error", _portable(exc))
         conn.send(answer)
@@ -89,6 +94,9 @@ class ModelProcess:
         self.path, self.idle = path, idle
         self._proc: Any = None
         self._conn: Connection | None = None
+        self._peek: socket.socket | None = None
+        self._failure: str | None = None  # why the worker could not be started again
+        self.methods: frozenset[str] = frozenset({"predict"})  # the model's, as its worker reports them
         self._lock = threading.Lock()  # spawning, closing and a write from a thread: one at a time
         self._stopped = False
 
@@ -104,6 +112,7 @@ class ModelProcess:
         proc.start()
         child.close()
         self._proc, self._conn = proc, conn
+        self._peek = socket.socket(fileno=os.dup(conn.fileno()))  # to look at an answer before reading it
         try:
             if not conn.poll(timeout):
                 raise TimeoutError(f"the challenger did not load within {timeout:.0f} s")
@@ -114,13 +123,14 @@ class ModelProcess:
         if kind == "error":
             self._shutdown()
             raise value
+        self.methods = frozenset(value)
 
-    async def predict(self, rows: Any, names: tuple[str, ...]) -> list[Any]:
+    async def predict(self, rows: Any, names: tuple[str, ...], method: str = "predict") -> list[Any]:
         """The predictions for ``rows`` (an array or a DataFrame), one entry per row. Sent from
         the event loop (a large batch from a thread: the worker may be slow to read it, and
-        the loop never waits on it), whose turn comes back when the answer is readable."""
+        the loop never waits on it); the answer is read once it is all in (:meth:`_receive`)."""
         loop = asyncio.get_running_loop()
-        payload = bytes(ForkingPickler.dumps((rows, names)))
+        payload = bytes(ForkingPickler.dumps((rows, names, method)))
         for _attempt in range(2):
             conn = self._conn
             if conn is None:
@@ -130,8 +140,7 @@ class ModelProcess:
                     conn.send_bytes(payload)
                 else:
                     await asyncio.to_thread(self._send_locked, conn, payload)
-                await _readable(loop, conn)
-                kind, value = conn.recv()
+                kind, value = await self._receive(loop, conn)
             except _PIPE_ERRORS:  # killed (the OOM killer, a signal): load it again, once
                 if self._stopped:
                     break
@@ -140,8 +149,28 @@ class ModelProcess:
             if kind == "error":
                 raise value
             return list(value)
+        if self._failure and not self._stopped:
+            raise RuntimeError(f"the challenger's process died and could not be started again ({self._failure})")
         raise RuntimeError("the challenger's process is stopped" if self._stopped or self._conn is None else
                            "the challenger's process died twice in a row")  # fmt: skip
+
+    async def _receive(self, loop: asyncio.AbstractEventLoop, conn: Connection) -> Any:
+        """The worker's next answer, read without ever blocking the loop: read there once the
+        whole answer is in the pipe; a large one (which may not fit in the pipe's buffer, so
+        the worker must go on writing while it is read) is read from a thread."""
+        peek = self._peek
+        while True:
+            await _readable(loop, conn.fileno())
+            size = _frame_size(peek) if peek is not None else 0
+            if size is not None and size > _READ_ON_LOOP:
+                return await asyncio.to_thread(self._recv_locked, conn)
+            if size is not None and _available(peek) >= size:
+                return conn.recv()
+            await asyncio.sleep(0.001)  # the rest of a small answer is on its way
+
+    def _recv_locked(self, conn: Connection) -> Any:
+        with self._lock:  # stop() closes the pipe only once this read has ended
+            return conn.recv()
 
     def _send_locked(self, conn: Connection, payload: bytes) -> None:
         with self._lock:  # stop() closes the pipe only once this write has ended
@@ -150,8 +179,12 @@ class ModelProcess:
     def _respawn(self) -> None:
         with self._lock:
             self._shutdown()
-            if not self._stopped:
+            if self._stopped or self._failure:
+                return
+            try:
                 self._spawn(300.0)
+            except Exception as exc:  # every later batch says why, without trying again
+                self._failure = f"{type(exc).__name__}: {exc}"
 
     def stop(self) -> None:
         self._stopped = True
@@ -163,6 +196,9 @@ class ModelProcess:
 
     def _shutdown(self) -> None:
         conn, proc, self._conn, self._proc = self._conn, self._proc, None, None
+        peek, self._peek = self._peek, None
+        if peek is not None:
+            peek.close()
         if conn is not None:
             conn.close()
         if proc is not None:
@@ -172,10 +208,34 @@ class ModelProcess:
                 proc.join(timeout=5)
 
 
-async def _readable(loop: asyncio.AbstractEventLoop, conn: Connection) -> None:
-    """Return once ``conn`` has something to read (or is closed)."""
+def _frame_size(peek: socket.socket) -> int | None:
+    """The size of the next message on the pipe, its header included (``multiprocessing``
+    frames a message with its length: 4 bytes, or 4 + 8 past 2 GiB); 0 at the end of the
+    pipe (the read that follows raises ``EOFError``); ``None`` while the header is not in."""
+    try:
+        head = peek.recv(12, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
+    if not head:
+        return 0
+    if len(head) < 4:
+        return None
+    (size,) = struct.unpack("!i", head[:4])
+    if size != -1:
+        return 4 + size
+    return 12 + struct.unpack("!Q", head[4:12])[0] if len(head) == 12 else None
+
+
+def _available(peek: socket.socket | None) -> int:
+    """Bytes waiting in the pipe."""
+    if peek is None:
+        return 0
+    return int(struct.unpack("i", fcntl.ioctl(peek.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0])
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Return once ``fd`` has something to read (or is closed)."""
     ready: asyncio.Future[None] = loop.create_future()
-    fd = conn.fileno()
 
     def wake() -> None:
         if not ready.done():
@@ -196,16 +256,18 @@ class InProcessModel:
     def __init__(self, path: str, idle: bool = False) -> None:
         self.path = path
         self._model: Any = None
+        self.methods: frozenset[str] = frozenset({"predict"})
 
     def start(self) -> None:
         from nbdeploy.serving.loader import load
 
         self._model = load(self.path)
+        self.methods = frozenset(self._model.methods)
 
-    def predict(self, X: Any) -> Any:
+    def predict(self, X: Any, method: str = "predict") -> Any:
         if self._model is None:
             raise RuntimeError("the challenger is stopped")
-        return self._model.predict(X)
+        return self._model.call(X, method)
 
     def stop(self) -> None:
         self._model = None

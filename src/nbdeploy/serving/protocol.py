@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nbdeploy.spec import PREDICT_METHODS
+
 __all__ = ["Parsed", "ProtocolError", "Schema", "parse"]
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -92,6 +94,11 @@ class Parsed:
     frame: pd.DataFrame | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def method(self) -> str:
+        """The model's method that answers (MLflow's ``params`` convention ``predict_method``)."""
+        return str(self.params.get("predict_method", "predict"))
+
     @functools.cached_property
     def key(self) -> tuple[Any, ...]:
         """Requests with equal keys may share one ``predict`` call (computed once: the batcher
@@ -119,6 +126,10 @@ def _json_body(body: bytes) -> dict[str, Any]:
     params = doc.get("params") or {}
     if not isinstance(params, dict):
         raise _bad("The field 'params' must be a JSON object.")
+    method = params.get("predict_method", "predict")
+    if method not in PREDICT_METHODS:
+        shown = repr(method)[:60] if isinstance(method, str) else f"a JSON {type(method).__name__}"
+        raise _bad(f"The params field 'predict_method' must be one of {', '.join(PREDICT_METHODS)}; got {shown}.")
     return {"format": keys[0], "data": doc[keys[0]], "params": params}
 
 

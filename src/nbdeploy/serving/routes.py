@@ -109,11 +109,15 @@ class CoreRoutes:
             record["inputs"] = call.values[: settings.log_rows].tolist()
         call.parsed = parsed
         challenger = self.server.route(request, call, parsed)
+        method = parsed.method
+        if method != "predict":  # logged as the model's outputs: no prediction to monitor, compare or label
+            record["method"] = method
+            _check_method(method, challenger.model.methods if challenger else self.server.model.methods, call)
         if challenger is not None:
             call.predictions = await challenger.predict(parsed)
         else:
             call.predictions = await self.server.batcher.submit(parsed)
-        record["predictions"] = call.predictions[: settings.log_rows]
+        record["predictions" if method == "predict" else "outputs"] = call.predictions[: settings.log_rows]
 
     async def info(self, request: Request) -> Response:
         server, settings = self.server, self.settings
@@ -123,6 +127,7 @@ class CoreRoutes:
                 "ref": server.ref,
                 "version": server.version,
                 "signature": {"inputs": server.model.inputs, "outputs": server.model.outputs},
+                "methods": sorted(server.model.methods),  # what params' predict_method may ask for
                 "uptime_s": round(time.time() - server.started, 3),
                 "started": server.started,
                 "pid": os.getpid(),
@@ -159,6 +164,14 @@ class CoreRoutes:
         has_profile = bool(profile_path) and Path(profile_path).exists()
         self.server.monitor.set_profile(json.loads(Path(profile_path).read_text()) if has_profile else None, task)
         return json_response({"ref": self.server.ref, "version": self.server.version})
+
+
+def _check_method(method: str, methods: Any, call: Call) -> None:
+    if method not in methods:
+        who = "the champion" if call.variant == CHAMPION else f"the challenger (version {call.variant})"
+        has = ", ".join(sorted(methods))
+        raise ProtocolError(400, f"The params field 'predict_method' asks for {method}, which {who} does not have; "
+                                 f"it has {has}.")  # fmt: skip
 
 
 def _reload_body(body: bytes) -> tuple[Any, str, Any, Any, Any]:

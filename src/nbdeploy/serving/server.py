@@ -108,7 +108,7 @@ class Server:
 
     def _serving(self) -> tuple[Any, tuple[str, ...]]:
         model, schema, _, _ = self._current
-        return model.predict, schema.names
+        return model.call, schema.names
 
     @property
     def model(self) -> LoadedModel:
@@ -182,7 +182,7 @@ class Server:
         """Mirror an answered request to a shadow (its answer already on its way)."""
         experiment = self.experiment
         if (experiment is not None and status == 200 and call.variant == CHAMPION and call.parsed is not None
-                and experiment.split.mirrors(call.rid)):  # fmt: skip
+                and call.parsed.method == "predict" and experiment.split.mirrors(call.rid)):  # fmt: skip
             experiment.mirror(call.parsed, call.rid, call.values, call.predictions)
 
     def answered(self, call: Call, status: int, body: dict[str, Any]) -> None:
@@ -197,6 +197,7 @@ class Server:
         if status != 200:
             record["error"] = body["message"]
         experiment, counted = self.experiment, call.routed or record.get("pinned")
+        predicted = None if "method" in record else call.predictions  # probabilities are no predictions
         # a record without a variant is the champion's and no experiment's: none runs, or the request
         # failed before it was routed (a bad body); a challenger's answer may end after its experiment
         if (experiment is not None and counted) or call.variant != CHAMPION:
@@ -205,11 +206,11 @@ class Server:
         if experiment is not None and counted:
             try:  # requests that failed before routing (a bad body) belong to no variant
                 experiment.observe(call.variant, status, call.failed, record["latency_ms"], call.rid,
-                                   call.predictions, inputs=call.values, pinned=not call.routed)  # fmt: skip
+                                   predicted, inputs=call.values, pinned=not call.routed)  # fmt: skip
             except Exception as exc:  # the accounts must never cost a client its answer
                 print(f"experiment: a request was not counted: {type(exc).__name__}: {exc}", flush=True)
         for observer in self.observers:
-            observer.add(record["answered"], record["latency_ms"], status, call.rid, call.values, call.predictions)
+            observer.add(record["answered"], record["latency_ms"], status, call.rid, call.values, predicted)
         self.metrics.requests.labels(str(status)).inc()
         self.metrics.latency.observe(latency)
 
