@@ -15,7 +15,7 @@ from nbdeploy.errors import PromotionRefusedError
 from nbdeploy.refs import ModelRef, validate_alias
 from nbdeploy.registry._store import client, experiment_id, mlflow_errors, set_alias, tracking_uri, using_tracking_uri
 from nbdeploy.registry.lookup import fetch_version, resolve
-from nbdeploy.registry.versions import ModelVersion
+from nbdeploy.registry.versions import SUMMARY_MARKER, ModelVersion
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -118,9 +118,11 @@ def record_validation(
     files: Mapping[str, str],
     metrics: Mapping[str, float],
     tags: Mapping[str, str],
+    summary: str | None = None,
 ) -> None:
     """Log a validation: ``files`` (artifact path -> text) and ``metrics`` in run ``run_id``
-    (the metrics linked to the version's logged model), then ``tags`` on the version.
+    (the metrics linked to the version's logged model), then ``tags`` on the version, and
+    ``summary`` into its description (replacing the previous validation's, keeping the rest).
 
     >>> record_validation(mv, run_id, files={"report.md": text}, metrics={"f1": 0.97},
     ...                   tags={VALIDATION_TAG: "passed"})   # doctest: +SKIP
@@ -141,3 +143,16 @@ def record_validation(
         c.set_terminated(run_id)
         for key, value in tags.items():
             c.set_model_version_tag(mv.name, str(mv.version), key, value[:5000])
+        if summary is not None:
+            current = c.get_model_version(mv.name, str(mv.version)).description
+            c.update_model_version(mv.name, str(mv.version), description=with_summary(current, summary))
+
+
+def with_summary(description: str | None, text: str) -> str:
+    """``description`` with its previous validation summary (after the marker) replaced by ``text``.
+
+    >>> with_summary("Trained on 2025 data.\\n\\n<!-- nbdeploy:validation -->\\nold", "new")
+    'Trained on 2025 data.\\n\\n<!-- nbdeploy:validation -->\\nnew'
+    """
+    kept = (description or "").split(SUMMARY_MARKER, 1)[0].rstrip()
+    return f"{kept}\n\n{SUMMARY_MARKER}\n{text}" if kept else f"{SUMMARY_MARKER}\n{text}"

@@ -11,6 +11,9 @@ from typing import Any
 from nbdeploy.config import display_uri
 from nbdeploy.reprs import card, esc, kv_table, table
 
+# in a version's description, the latest validation's summary follows this (invisible in Markdown)
+SUMMARY_MARKER = "<!-- nbdeploy:validation -->"
+
 __all__ = ["Listing", "ModelList", "ModelVersion"]
 
 
@@ -69,7 +72,7 @@ class ModelVersion:
             run_id=mv.run_id,
             source=mv.source or "",
             created=_when(mv.creation_timestamp),
-            description=mv.description or "",
+            description=(mv.description or "").split(SUMMARY_MARKER, 1)[0].strip(),  # the user's words only
             tags=dict(mv.tags or {}),
             metrics=dict(metrics or {}),
             inputs=_columns(json.loads(sig["inputs"]) if sig.get("inputs") else None),

@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable, Sequence
 from importlib import resources
 
-__all__ = ["card", "esc", "fmt", "kv_table", "signed", "table"]
+__all__ = ["card", "esc", "fmt", "kv_table", "page", "signed", "table"]
 
 
 @functools.cache
@@ -40,6 +40,17 @@ def kv_table(pairs: Iterable[tuple[str, str]]) -> str:
 def card(title_html: str, *sections: str) -> str:
     """A self-contained block: the stylesheet, a title and sections (already HTML)."""
     return f"<style>{_css()}</style><div class='nbd'><h3>{title_html}</h3>{''.join(sections)}</div>"
+
+
+def page(title: str, body_html: str) -> str:
+    """A whole HTML document around ``body_html``, declaring UTF-8: an artefact opened on its
+    own (MLflow's artifact viewer, a browser) otherwise falls back to Latin-1 and shows a
+    "✓" as "âœ“"."""
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>\n'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"></head>\n'
+        f"<body>{body_html}</body></html>\n"
+    )
 
 
 def fmt(value: float | None) -> str:

@@ -67,6 +67,8 @@ def _candidate(model: Any, mv: Any) -> Any:
 
 def _record(report: ValidationReport, mv: Any) -> None:
     from nbdeploy import registry
+    from nbdeploy.reprs import page
+    from nbdeploy.validation.summary import summary
 
     report.run_id = registry.start_validation_run(mv)
     values = {f"validation_{k}": v for k, v in report.metrics.items()}
@@ -90,10 +92,11 @@ def _record(report: ValidationReport, mv: Any) -> None:
         report.run_id,
         files={
             f"{ARTIFACT_DIR}/validation.json": json.dumps(report.to_dict(), indent=1, allow_nan=False),
-            f"{ARTIFACT_DIR}/validation.html": report._repr_html_(),
+            f"{ARTIFACT_DIR}/validation.html": page(f"Validation of {report.model}", report._repr_html_()),
         },
         metrics={k: v for k, v in values.items() if v == v},  # NaN: not measured, not logged
         tags=tags,
+        summary=summary(report, tags["nbdeploy.validation.report"]),
     )
 
 
