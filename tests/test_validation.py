@@ -21,7 +21,7 @@ from nbdeploy.validation import validate
 from tests.helpers import usage_error
 
 CLASSIFICATION_METRICS = (
-    "accuracy, balanced_accuracy, precision, recall, f1, roc_auc, log_loss, "
+    "accuracy, balanced_accuracy, precision, recall, f1, roc_auc, log_loss, brier, ece, "
     "latency_p50_ms, latency_p95_ms, model_size_mb, max_psi, drifted_features"
 )
 
@@ -188,7 +188,11 @@ def test_multiclass_gets_macro_metrics_and_one_roc_curve_per_class(name: str) ->
         "f1",
         "roc_auc",
         "log_loss",
+        "brier",
+        "ece",
     ]
+    onehot = (np.asarray(y_test)[:, None] == model.classes_[None, :]).astype(float)
+    assert report.metrics["brier"] == pytest.approx(((proba - onehot) ** 2).sum(axis=1).mean())
     assert report.metrics["f1"] == pytest.approx(skm.f1_score(y_test, pred, average="macro"))
     assert report.metrics["precision"] == pytest.approx(skm.precision_score(y_test, pred, average="macro"))
     assert report.metrics["roc_auc"] == pytest.approx(skm.roc_auc_score(y_test, proba, multi_class="ovr"))
@@ -291,7 +295,7 @@ def test_html_is_well_formed_self_contained_and_escaped(cancer: dict[str, Any], 
     assert "http://" not in html and "https://" not in html
     assert not re.search(r"<script|\son\w+=|(src|href)=", html)
     assert "&lt;script&gt;x&lt;/script&gt;" in html and "a&amp;b" in html
-    assert html.count("<svg") == 1 and "ROC curve" in html and "(weakest)" in html
+    assert html.count("<svg") == 2 and "ROC curve" in html and "Reliability curve" in html and "(weakest)" in html
     text = repr(report)
     assert text.startswith(f"ValidationReport {name}/2: PASSED (1 of 1 gates passed)")
     assert "0x" not in text and f"baseline {champion}" in text

@@ -266,3 +266,65 @@ def test_percentile_bootstrap_coverage_of_rmse_drops_with_heavy_tails_and_the_re
     print("\ncoverage of 95% percentile intervals of rmse, share of reports with the note:", coverage)
     assert coverage["normal"][0] >= 0.9 and coverage["normal"][1] == 0.0
     assert coverage["t3"][0] < 0.85 and coverage["t3"][1] >= 0.9
+
+
+class _Fixed(ClassifierMixin, BaseEstimator):
+    """A classifier whose probabilities were drawn beforehand: row ``i`` gets ``proba[i]``."""
+
+    def __init__(self, proba: np.ndarray) -> None:
+        self.proba, self.classes_ = proba, np.array([0, 1])
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return self.proba[np.asarray(X, dtype=float)[:, 0].astype(int)]
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.predict_proba(X).argmax(axis=1)
+
+
+def _ece(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
+    """The top-label ECE written out bin by bin."""
+    confidence, predicted = proba.max(axis=1), proba.argmax(axis=1)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    return float(sum(abs((predicted[which == b] == y[which == b]).mean() - confidence[which == b].mean())
+                     * (which == b).mean() for b in range(bins) if (which == b).any()))  # fmt: skip
+
+
+def test_calibration_metrics_and_their_replicates_are_the_definitions() -> None:
+    from nbdeploy.validation.calibration import calibration
+
+    rng = np.random.default_rng(3)
+    p = rng.random(400)
+    y = (rng.random(400) < p ** 1.5).astype(int)
+    proba, codes = np.c_[1 - p, p], np.array([0, 1])
+    cal = calibration(y, proba, codes, 1)
+    assert cal.point["brier"] == pytest.approx(skm.brier_score_loss(y, p))
+    assert cal.point["ece"] == pytest.approx(_ece(y, proba))
+    assert sum(c["rows"] for c in cal.curve) == 400
+    stat = bootstrap.classification(y, proba.argmax(axis=1), 2, 1, proba, codes, cal.rows)
+    reps = bootstrap.replicates([stat], 400, RESAMPLES, SEED)[0]
+    for i, idx in enumerate(first_resamples(400)):
+        assert reps["brier"][i] == pytest.approx(skm.brier_score_loss(y[idx], p[idx]))
+        assert reps["ece"][i] == pytest.approx(_ece(y[idx], proba[idx]))
+
+
+def test_an_overconfident_model_fails_an_ece_gate_that_a_calibrated_one_passes() -> None:
+    import pandas as pd
+
+    from nbdeploy.validation.build import Candidate, build_report
+
+    rng = np.random.default_rng(11)
+    n = 4000
+    p = rng.random(n)
+    y = (rng.random(n) < p).astype(int)  # calibrated by construction
+    sharp = np.clip(0.5 + (p - 0.5) * 2.5, 0.001, 0.999)  # the same ranking, overconfident
+    X = pd.DataFrame({"i": np.arange(n)})
+    gates = [parse_gate("ece<=0.05"), parse_gate("ece<=0.05 @95%"), parse_gate("brier<=baseline")]
+    calibrated = build_report(Candidate(_Fixed(np.c_[1 - p, p]), "calibrated"), X, y, gates=gates[:2], latency_calls=0)
+    over = build_report(Candidate(_Fixed(np.c_[1 - sharp, sharp]), "over"), X, y, gates=gates,
+                        baseline=Candidate(_Fixed(np.c_[1 - p, p]), "calibrated"), latency_calls=0)  # fmt: skip
+    assert [g.status for g in calibrated.gates] == ["passed", "passed"]
+    assert calibrated.metrics["ece"] < 0.03 < 0.1 < over.metrics["ece"]
+    assert [g.status for g in over.gates] == ["failed", "failed", "failed"]
+    assert over.delta_intervals["ece"][0] > 0  # clearly worse calibrated, on the paired resamples
+    assert over.reliability and "Reliability curve" in over._repr_html_()
+    assert "ece" in repr(over) and "brier" in repr(over)

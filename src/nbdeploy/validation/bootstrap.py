@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
+from nbdeploy.validation.calibration import Calibration
+
 __all__ = [
     "LEVEL",
     "RESAMPLES",
@@ -162,11 +164,14 @@ def classification(
     positive: int | None,
     proba: np.ndarray | None = None,
     proba_codes: np.ndarray | None = None,
+    calibration_rows: np.ndarray | None = None,
 ) -> Statistic:
     """Replicates of the classification metrics for label codes ``y``/``pred`` in ``range(k)``.
 
     With ``proba`` (columns labelled by ``proba_codes``) also ROC AUC (binary, or one-vs-rest
-    macro) and log loss, computed exactly as ``sklearn.metrics`` does (ties count half).
+    macro) and log loss, computed exactly as ``sklearn.metrics`` does (ties count half), and
+    with ``calibration_rows`` (:class:`~nbdeploy.validation.calibration.Calibration`) the
+    Brier score and the ECE.
     """
     n = y.size
     rows = [y * k + pred]
@@ -183,6 +188,8 @@ def classification(
         eps = np.finfo(proba.dtype).eps
         p_true = proba[np.arange(n), np.searchsorted(proba_codes, y)]
         values = -np.log(np.clip(p_true, eps, 1 - eps))[None, :]
+        if calibration_rows is not None:
+            values = np.vstack([values, calibration_rows])
     offsets = np.cumsum([0, *blocks])
     onehot = sparse.csr_matrix(
         (
@@ -204,6 +211,8 @@ def classification(
                 start += 2 * size
             out["roc_auc"] = np.mean(aucs, axis=0)  # NaN when a class is absent from a resample
             out["log_loss"] = vs[:, 0] / n
+            if vs.shape[1] > 1:
+                out.update(Calibration.finish(vs[:, 1:], n))
         return out
 
     return Statistic(onehot, values, finish)

@@ -197,16 +197,15 @@ def build_report(
         seed=seed,
         created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         notes=list(own.notes),
+        reliability=own.reliability,
     )
     if own.labels is not None and own.confusion is not None:
         report.labels = [str(v) for v in own.labels.values]
         report.confusion = own.confusion.tolist()
     positive = own.labels.values[own.labels.positive] if own.labels and own.labels.binary else None
-    baseline_pred = other.pred if other else None
-    report.slices += [
-        slice_table(c, frame[c], target, own.pred, task=own.task, positive=positive, baseline_pred=baseline_pred)
-        for c in slices
-    ]
+    base_pred = other.pred if other else None
+    report.slices += [slice_table(c, frame[c], target, own.pred, task=own.task, positive=positive,
+                                  baseline_pred=base_pred) for c in slices]  # fmt: skip
     if latency_calls <= 0:
         report.notes.append("Latency was not measured (latency_calls=0).")
     report.notes += _heavy_tails(target, own.pred) if own.task == "regression" else []

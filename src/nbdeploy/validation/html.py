@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from nbdeploy.reprs import card, esc, fmt, kv_table, signed
 from nbdeploy.validation.gates import FAILED, PASSED
 from nbdeploy.validation.metrics import higher_is_better
-from nbdeploy.validation.svg import predicted_vs_actual_svg, roc_svg
+from nbdeploy.validation.svg import predicted_vs_actual_svg, reliability_svg, roc_svg
 
 if TYPE_CHECKING:
     from nbdeploy.validation.report import ValidationReport
@@ -137,7 +137,12 @@ def _chart(r: ValidationReport) -> str:
 
 
 def _details(r: ValidationReport) -> str:
-    inner = _confusion(r) + _residuals(r) + _chart(r)
+    inner = (
+        _confusion(r)
+        + _residuals(r)
+        + _chart(r)
+        + (f"<div>{reliability_svg(r.reliability)}</div>" if r.reliability else "")
+    )
     return f"<div class='nbd-row'>{inner}</div>" if inner else ""
 
 

@@ -30,13 +30,13 @@ __all__ = [
 ]
 
 CLASSIFICATION = ("accuracy", "balanced_accuracy", "precision", "recall", "f1")
-PROBABILISTIC = ("roc_auc", "log_loss")
+PROBABILISTIC = ("roc_auc", "log_loss", "brier", "ece")  # brier, ece: see calibration.py
 REGRESSION = ("rmse", "mae", "r2", "mape")
 #: Measured on the model itself: single-row predict latency and serialized size.
 OPERATIONAL = ("latency_p50_ms", "latency_p95_ms", "model_size_mb")
 #: Measured on the evaluation data against the model's training profile.
 DATA = ("max_psi", "drifted_features")
-_LOWER_IS_BETTER = {"log_loss", "rmse", "mae", "mape", *OPERATIONAL, *DATA}
+_LOWER_IS_BETTER = {"log_loss", "brier", "ece", "rmse", "mae", "mape", *OPERATIONAL, *DATA}
 
 
 def available(task: str, has_proba: bool) -> tuple[str, ...]:
@@ -123,7 +123,7 @@ def _probabilistic(y: np.ndarray, labels: Labels, proba: np.ndarray, codes: np.n
     from sklearn import metrics as m
 
     if not np.isin(y, codes).all():  # a true label the model never learned: no probability for it
-        return {"roc_auc": float("nan"), "log_loss": float("nan")}
+        return dict.fromkeys(("roc_auc", "log_loss", "brier", "ece"), float("nan"))
     out = {"log_loss": float(m.log_loss(y, proba, labels=codes))}
     try:
         if labels.binary:

@@ -67,6 +67,7 @@ class ValidationReport:
     created: str = ""
     notes: list[str] = field(default_factory=list)
     run_id: str | None = None
+    reliability: list[dict[str, float]] = field(default_factory=list)  # per confidence bin: calibration.py
 
     @property
     def failed_gates(self) -> list[GateResult]:
@@ -141,6 +142,7 @@ class ValidationReport:
                 "bootstrap": {"resamples": self.resamples, "seed": self.seed, "level": 0.95},
                 "confusion_matrix": {"labels": self.labels, "matrix": self.confusion} if self.confusion else None,
                 "residuals": self.residuals,
+                "reliability": self.reliability,
                 "plot": self.plot,
                 "data_checks": self.checks.to_dict() if self.checks else None,
                 "slices": [s.to_dict() for s in self.slices],

@@ -15,6 +15,7 @@ import numpy as np
 
 from nbdeploy.errors import InvalidInputError
 from nbdeploy.validation import bootstrap, metrics
+from nbdeploy.validation.calibration import calibration
 from nbdeploy.validation.metrics import Labels
 
 __all__ = ["Scores", "has_proba", "probe_latency", "score"]
@@ -39,6 +40,7 @@ class Scores:
     curves: list[tuple[str, np.ndarray, np.ndarray]] = field(default_factory=list)
     residuals: dict[str, float] | None = None
     notes: list[str] = field(default_factory=list)
+    reliability: list[dict[str, float]] = field(default_factory=list)  # per confidence bin (calibration.py)
 
 
 def has_proba(model: Any) -> bool:
@@ -118,17 +120,23 @@ def score(model: Any, X: Any, y: Any, *, ref: str, task: str | None = None) -> S
     else:
         proba = None
     values = metrics.classification_metrics(yc, pc, labels, proba, codes)
+    cal = None
+    if proba is not None and codes is not None and np.isin(yc, codes).all():
+        cal = calibration(yc, proba, codes, labels.positive)
+        values.update(cal.point)
+    rows = cal.rows if cal is not None else None
     out = Scores(
         ref,
         task,
         pred,
         values,
-        bootstrap.classification(yc, pc, labels.values.size, labels.positive, proba, codes),
+        bootstrap.classification(yc, pc, labels.values.size, labels.positive, proba, codes, rows),
         labels=labels,
         y_codes=yc,
         pred_codes=pc,
         confusion=metrics.confusion(yc, pc, labels.values.size),
     )
+    out.reliability = cal.curve if cal is not None else []
     if proba is not None and codes is not None and np.isfinite(values.get("roc_auc", np.nan)):
         columns = [int(np.flatnonzero(codes == labels.positive)[0])] if labels.binary else range(codes.size)
         for c in columns:

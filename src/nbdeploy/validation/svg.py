@@ -1,4 +1,4 @@
-"""Small inline SVG charts for the report: a ROC curve and predicted-vs-actual.
+"""Small inline SVG charts for the report: a ROC curve, a reliability curve and predicted-vs-actual.
 
 Static, no script, no external reference (not even an ``xmlns`` URL: HTML5 does not need
 one inline), well-formed XML, every text escaped.
@@ -16,7 +16,7 @@ import numpy as np
 
 from nbdeploy.reprs import esc
 
-__all__ = ["predicted_vs_actual_svg", "roc_svg"]
+__all__ = ["predicted_vs_actual_svg", "reliability_svg", "roc_svg"]
 
 W, H, PAD = 300, 240, 36
 PALETTE = ("#0969da", "#cf222e", "#1a7f37", "#8250df", "#bc4c00", "#1b7c83", "#bf3989", "#57606a")
@@ -103,3 +103,19 @@ def predicted_vs_actual_svg(y: np.ndarray, pred: np.ndarray, max_points: int = 4
     for a, b in zip((y - lo) / span, (pred - lo) / span, strict=True):
         parts.append(f"<circle cx='{_x(a):.1f}' cy='{_y(b):.1f}' r='2' fill='{PALETTE[0]}' fill-opacity='0.5'/>")
     return _svg("Predicted vs actual", parts)
+
+
+def reliability_svg(curve: Sequence[dict[str, float]]) -> str:
+    """Accuracy against mean confidence per confidence bin (a dot's area: its rows), with the
+    diagonal a calibrated model follows."""
+    parts = _frame("Reliability curve", "confidence (top class)", "accuracy", 0.0, 1.0)
+    parts.append(_polyline([0, 1], [0, 1], "#d0d7de", dashed=True))
+    if curve:
+        parts.append(_polyline([c["confidence"] for c in curve], [c["accuracy"] for c in curve], PALETTE[0]))
+    most = max((c["rows"] for c in curve), default=1)
+    for c in curve:
+        r = 2 + 4 * (c["rows"] / most) ** 0.5
+        parts.append(f"<circle cx='{_x(c['confidence']):.1f}' cy='{_y(c['accuracy']):.1f}' r='{r:.1f}' "
+                     f"fill='{PALETTE[0]}'><title>{int(c['rows'])} rows"
+                     "</title></circle>")  # fmt: skip
+    return _svg("Reliability curve", parts)
