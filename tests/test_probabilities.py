@@ -137,3 +137,39 @@ def test_the_cli_prints_probabilities(tmp_path: Any, dep: Any, cancer: dict[str,
     printed = np.asarray(json.loads(out.stdout), dtype=float)
     finite = np.isfinite(expected)
     assert np.array_equal(np.isfinite(printed), finite) and np.max(np.abs(printed[finite] - expected[finite])) <= 1e-9
+
+
+def test_hostile_params_are_400_and_the_batcher_lives_on(dep: Any, cancer: dict[str, Any]) -> None:
+    """params nested nearly to the parser's limit, in a body parsed off the loop (over 64 KiB),
+    once killed the batcher's task when it compared batching keys on a deeper stack."""
+    X = cancer["X_test"]
+    rows = json.dumps({"columns": list(X.columns), "data": np.resize(X.to_numpy(), (400, X.shape[1])).tolist()})
+    deep = '{"k":' * 900 + "1" + "}" * 900
+    big = '{"predict_method": "predict", "blob": "' + "x" * 70_000 + '"}'
+    with httpx.Client(base_url=dep.url, timeout=30) as client:
+        answers = []
+        for params in (deep, deep, big):
+            body = ('{"dataframe_split": ' + rows + ', "params": ' + params + "}").encode()
+            answers.append(client.post("/invocations", content=body, headers=JSON))
+        assert [a.status_code for a in answers[:2]] == [200, 200]  # answered, the odd params kept apart
+        assert answers[2].status_code == 400 and "The field 'params' is 70" in answers[2].json()["message"]
+        assert client.post("/invocations", content=_body(X.iloc[:3]), headers=JSON).status_code == 200
+
+
+def test_a_method_gone_after_a_reload_is_a_400_not_a_model_failure() -> None:
+    from nbdeploy.serving.loader import LoadedModel
+    from nbdeploy.serving.protocol import ProtocolError
+
+    model = LoadedModel(lambda X: [0] * len(X), None, None, "/nowhere")
+    with pytest.raises(ProtocolError) as err:
+        model.call([[1.0]], "predict_proba")
+    assert err.value.status == 400 and "has predict" in str(err.value)
+
+
+def test_the_registry_description_keeps_the_users_words_within_mlflows_limit() -> None:
+    from nbdeploy.registry.promotion import DESCRIPTION_LIMIT, with_summary
+
+    once = with_summary("Mine.", "first")
+    assert with_summary(once, "second") == "Mine.\n\n<!-- nbdeploy:validation -->\nsecond"
+    long = with_summary("x" * 6000, "summary " * 200)
+    assert len(long) <= DESCRIPTION_LIMIT and long.startswith("x" * 4000) and "nbdeploy:validation" in long

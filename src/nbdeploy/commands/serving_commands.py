@@ -53,8 +53,11 @@ def _logs(args: argparse.Namespace, ctx: Context) -> Any:
 
 def _predict(args: argparse.Namespace, ctx: Context) -> Any:
     from nbdeploy.deployments import get
+    from nbdeploy.errors import InvalidInputError
 
     dep = get(args.name)
+    if args.proba and args.method not in ("predict", "predict_proba"):
+        raise InvalidInputError(f"Give --proba or --method {args.method}, not both: --proba is --method predict_proba.")
     method = "predict_proba" if args.proba else args.method
     return dep.predict(ctx.load(args.data, "--data", Loads.TABLE), method=method)
 

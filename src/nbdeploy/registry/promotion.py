@@ -155,4 +155,10 @@ def with_summary(description: str | None, text: str) -> str:
     'Trained on 2025 data.\\n\\n<!-- nbdeploy:validation -->\\nnew'
     """
     kept = (description or "").split(SUMMARY_MARKER, 1)[0].rstrip()
-    return f"{kept}\n\n{SUMMARY_MARKER}\n{text}" if kept else f"{SUMMARY_MARKER}\n{text}"
+    if kept:  # MLflow stores at most 5,000 characters: the user's words first, the summary cut to fit
+        kept = kept[: DESCRIPTION_LIMIT - 100]
+    whole = f"{kept}\n\n{SUMMARY_MARKER}\n{text}" if kept else f"{SUMMARY_MARKER}\n{text}"
+    return whole if len(whole) <= DESCRIPTION_LIMIT else whole[: DESCRIPTION_LIMIT - 1] + "\u2026"
+
+
+DESCRIPTION_LIMIT = 5000  # a model version's description in MLflow's SQL stores (String(5000))

@@ -48,6 +48,7 @@ class _Item:
             values=p.values[a:b] if p.values is not None else None,
             frame=p.frame.iloc[a:b] if p.frame is not None else None,
             params=p.params,
+            params_key=p.params_key,
         )
 
 
@@ -137,6 +138,10 @@ class Batcher:
                     if not item.future.done():
                         item.future.set_exception(ProtocolError(503, _STOPPED, "TEMPORARILY_UNAVAILABLE"))
                 raise
+            except Exception as exc:  # a bug of ours fails this batch, never the batcher and the requests behind it
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
             finally:
                 self._in_batch = False
 
@@ -191,6 +196,8 @@ class Batcher:
             return await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, items)
         try:
             out = await predict(stack(items), names, items[0].method)
+        except ProtocolError as exc:
+            return [exc] * len(items)
         except Exception as exc:
             if len(items) == 1:
                 return [PredictError(f"{type(exc).__name__}: {exc}")]
@@ -201,6 +208,8 @@ class Batcher:
         predict, names = self._model()
         try:
             out = predictions(predict(frame(stack(items), names), items[0].method))
+        except ProtocolError as exc:  # the request asked for what this model lacks (swapped meanwhile)
+            return [exc] * len(items)
         except Exception as exc:
             if len(items) == 1:
                 return [PredictError(f"{type(exc).__name__}: {exc}")]

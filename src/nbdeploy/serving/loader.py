@@ -36,7 +36,14 @@ class LoadedModel:
         self.methods.setdefault("predict", self.predict)
 
     def call(self, X: Any, method: str = "predict") -> Any:
-        """``method`` of the model on ``X`` (one it has: the server checks first)."""
+        """``method`` of the model on ``X``; a 400 when it lacks it (the server checks before
+        batching, but ``/admin/reload`` may have swapped the model since)."""
+        if method not in self.methods:
+            from nbdeploy.serving.protocol import ProtocolError
+
+            has = ", ".join(sorted(self.methods))
+            raise ProtocolError(400, f"The params field 'predict_method' asks for {method}, which the model "
+                                     f"serving now does not have; it has {has}.")  # fmt: skip
         return self.methods[method](X)
 
 

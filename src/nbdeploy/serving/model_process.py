@@ -166,6 +166,8 @@ class ModelProcess:
                 return await asyncio.to_thread(self._recv_locked, conn)
             if size is not None and _available(peek) >= size:
                 return conn.recv()
+            if self._proc is not None and not self._proc.is_alive():  # died mid-answer: it will never complete
+                raise EOFError("the challenger's process died while it answered")
             await asyncio.sleep(0.001)  # the rest of a small answer is on its way
 
     def _recv_locked(self, conn: Connection) -> Any:

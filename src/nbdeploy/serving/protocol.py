@@ -26,6 +26,7 @@ from nbdeploy.spec import PREDICT_METHODS
 __all__ = ["Parsed", "ProtocolError", "Schema", "parse"]
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+MAX_PARAMS_BYTES = 64 * 1024  # MLflow's params are a few scalars: a larger object is no inference parameter
 _NUMERIC = {"double": "float64", "float": "float32", "long": "int64", "integer": "int32"}
 _OTHER = {"string": "object", "boolean": "bool", "datetime": "datetime64[ns]", "binary": "object"}
 
@@ -93,6 +94,7 @@ class Parsed:
     values: np.ndarray | None = None
     frame: pd.DataFrame | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    params_key: str = "{}"  # the params as sorted JSON, computed once where the body is parsed
 
     @property
     def method(self) -> str:
@@ -103,7 +105,7 @@ class Parsed:
     def key(self) -> tuple[Any, ...]:
         """Requests with equal keys may share one ``predict`` call (computed once: the batcher
         compares it for every queued request)."""
-        return (self.values is not None, self.columns, json.dumps(self.params, sort_keys=True, default=str))
+        return (self.values is not None, self.columns, self.params_key)
 
 
 def _bad(message: str) -> ProtocolError:
@@ -130,7 +132,13 @@ def _json_body(body: bytes) -> dict[str, Any]:
     if method not in PREDICT_METHODS:
         shown = repr(method)[:60] if isinstance(method, str) else f"a JSON {type(method).__name__}"
         raise _bad(f"The params field 'predict_method' must be one of {', '.join(PREDICT_METHODS)}; got {shown}.")
-    return {"format": keys[0], "data": doc[keys[0]], "params": params}
+    try:  # here, once: the batcher compares it, on a deeper stack than this parse may have had
+        params_key = json.dumps(params, sort_keys=True, default=str)
+    except (RecursionError, ValueError, TypeError):
+        raise _bad("The field 'params' nests too deeply: give it scalars or flat lists.") from None
+    if len(params_key) > MAX_PARAMS_BYTES:
+        raise _bad(f"The field 'params' is {len(params_key)} bytes as JSON; at most {MAX_PARAMS_BYTES} are taken.")
+    return {"format": keys[0], "data": doc[keys[0]], "params": params, "params_key": params_key}
 
 
 def _records_table(data: Any, field_name: str) -> tuple[list[str], list[list[Any]]]:
@@ -270,9 +278,10 @@ def parse(body: bytes, content_type: str | None, schema: Schema) -> Parsed:
     if schema.numeric:
         _check_columns(columns, schema)
         values = _to_matrix(columns, rows, schema)
-        return Parsed(len(rows), schema.names, values=values, params=doc["params"])
+        return Parsed(len(rows), schema.names, values=values, params=doc["params"], params_key=doc["params_key"])
     try:
         frame = pd.DataFrame(rows, columns=columns)
     except (ValueError, TypeError, OverflowError) as exc:
         raise _bad(f"The rows do not match the {len(columns)} columns: {exc}.") from None
-    return Parsed(len(rows), tuple(columns), frame=enforce_frame(frame, schema), params=doc["params"])
+    frame = enforce_frame(frame, schema)
+    return Parsed(len(rows), tuple(columns), frame=frame, params=doc["params"], params_key=doc["params_key"])

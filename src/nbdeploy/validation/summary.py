@@ -17,6 +17,8 @@ from nbdeploy.validation.report import ValidationReport
 
 __all__ = ["summary"]
 
+MAX_GATES = 10  # listed in the description (MLflow keeps at most 5,000 characters of it)
+
 
 def summary(report: ValidationReport, report_uri: str) -> str:
     """Markdown: verdict, headline metric with its 95 % interval (and the baseline's), gates, report."""
@@ -30,6 +32,8 @@ def summary(report: ValidationReport, report_uri: str) -> str:
             line += f"; baseline {report.baseline} {base}, delta {delta}"
         lines.append(line)
     marks = {PASSED: "pass", FAILED: "FAIL"}
-    lines += [f"- gate `{g.gate.text}`: {marks.get(g.status, g.status)}" for g in report.gates]
+    lines += [f"- gate `{g.gate.text}`: {marks.get(g.status, g.status)}" for g in report.gates[:MAX_GATES]]
+    if len(report.gates) > MAX_GATES:
+        lines.append(f"- and {len(report.gates) - MAX_GATES} more gates, in the report")
     lines.append(f"- report: {report_uri}")
     return "\n".join(lines)
