@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy import model_copy
+from nbdeploy.spec import PREDICT_METHODS
 
 __all__ = ["LoadedModel", "load", "read_signature"]
-
-
-_METHODS = ("predict_proba", "predict_log_proba", "predict_joint_log_proba", "decision_function")
 
 
 @dataclass
@@ -38,18 +36,15 @@ class LoadedModel:
     def call(self, X: Any, method: str = "predict") -> Any:
         """``method`` of the model on ``X``; a 400 when it lacks it (the server checks before
         batching, but ``/admin/reload`` may have swapped the model since)."""
-        if method not in self.methods:
-            from nbdeploy.serving.protocol import ProtocolError
+        from nbdeploy.serving.protocol import check_method
 
-            has = ", ".join(sorted(self.methods))
-            raise ProtocolError(400, f"The params field 'predict_method' asks for {method}, which the model "
-                                     f"serving now does not have; it has {has}.")  # fmt: skip
+        check_method(method, self.methods, "the model serving now")
         return self.methods[method](X)
 
 
 def _methods(model: Any) -> dict[str, Any]:
     # hasattr runs scikit-learn's available_if checks: an SVC without probability=True has no predict_proba
-    return {name: getattr(model, name) for name in _METHODS if hasattr(model, name)}
+    return {name: getattr(model, name) for name in PREDICT_METHODS if name != "predict" and hasattr(model, name)}
 
 
 def _meta(folder: Path) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from nbdeploy.spec import PREDICT_METHODS
 
-__all__ = ["Parsed", "ProtocolError", "Schema", "parse"]
+__all__ = ["Parsed", "ProtocolError", "Schema", "check_method", "parse"]
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 MAX_PARAMS_BYTES = 64 * 1024  # MLflow's params are a few scalars: a larger object is no inference parameter
@@ -106,6 +106,13 @@ class Parsed:
         """Requests with equal keys may share one ``predict`` call (computed once: the batcher
         compares it for every queued request)."""
         return (self.values is not None, self.columns, self.params_key)
+
+
+def check_method(method: str, methods: Any, who: str) -> None:
+    """A 400 when ``who`` (a model, named for the client) lacks ``method``."""
+    if method not in methods:
+        raise ProtocolError(400, f"The params field 'predict_method' asks for {method}, which {who} does not "
+                                 f"have; it has {', '.join(sorted(methods))}.")  # fmt: skip
 
 
 def _bad(message: str) -> ProtocolError:

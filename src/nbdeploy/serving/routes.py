@@ -28,7 +28,7 @@ from nbdeploy.serving.bodies import parse_body, read_body
 from nbdeploy.serving.experiment_routes import ExperimentRoutes
 from nbdeploy.serving.loader import load
 from nbdeploy.serving.monitor_routes import MonitorBackend, MonitorRoutes
-from nbdeploy.serving.protocol import ProtocolError, parse
+from nbdeploy.serving.protocol import ProtocolError, check_method, parse
 from nbdeploy.serving.responses import error_answer, json_response
 from nbdeploy.serving.server import Call, Server
 
@@ -112,7 +112,8 @@ class CoreRoutes:
         method = parsed.method
         if method != "predict":  # logged as the model's outputs: no prediction to monitor, compare or label
             record["method"] = method
-            _check_method(method, challenger.model.methods if challenger else self.server.model.methods, call)
+            who = "the champion" if challenger is None else f"the challenger (version {call.variant})"
+            check_method(method, challenger.model.methods if challenger else self.server.model.methods, who)
         if challenger is not None:
             call.predictions = await challenger.predict(parsed)
         else:
@@ -164,14 +165,6 @@ class CoreRoutes:
         has_profile = bool(profile_path) and Path(profile_path).exists()
         self.server.monitor.set_profile(json.loads(Path(profile_path).read_text()) if has_profile else None, task)
         return json_response({"ref": self.server.ref, "version": self.server.version})
-
-
-def _check_method(method: str, methods: Any, call: Call) -> None:
-    if method not in methods:
-        who = "the champion" if call.variant == CHAMPION else f"the challenger (version {call.variant})"
-        has = ", ".join(sorted(methods))
-        raise ProtocolError(400, f"The params field 'predict_method' asks for {method}, which {who} does not have; "
-                                 f"it has {has}.")  # fmt: skip
 
 
 def _reload_body(body: bytes) -> tuple[Any, str, Any, Any, Any]:

@@ -118,20 +118,20 @@ class Gate:
         if actual is None or math.isnan(actual):
             return GateResult(self, None, limit, NOT_EVALUATED, f"{self.metric} was not measured")
         if self.confidence is None:
-            return GateResult(self, actual, limit, PASSED if _OPS[self.op](actual, limit) else FAILED)
+            return self._on_value(actual, limit, "")
         return self._evaluate_bound(actual, limit, bound)
+
+    def _on_value(self, actual: float, limit: float, why: str) -> GateResult:
+        return GateResult(self, actual, limit, PASSED if _OPS[self.op](actual, limit) else FAILED, why)
 
     def _evaluate_bound(self, actual: float, limit: float, bound: Bound | None) -> GateResult:
         level = self.confidence or 0.0
         if self.op == "==":
-            ok = _OPS[self.op](actual, limit)
-            return GateResult(self, actual, limit, PASSED if ok else FAILED, "an equality is decided on the value")
+            return self._on_value(actual, limit, "an equality is decided on the value")
         lower = self.op in (">=", ">")  # the side a passing metric must clear with confidence
         b = bound(self.metric, 1 - level if lower else level, self.against_baseline) if bound else None
         if b is None:
-            ok = _OPS[self.op](actual, limit)
-            why = f"{self.metric} has no bootstrap interval: decided on its value"
-            return GateResult(self, actual, limit, PASSED if ok else FAILED, why)
+            return self._on_value(actual, limit, f"{self.metric} has no bootstrap interval: decided on its value")
         if math.isnan(b):  # what cannot be shown at the level fails: a level never makes a gate easier
             why = f"the bootstrap bound of {self.metric} is undefined on these rows (most resamples leave it undefined)"
             return GateResult(self, actual, limit, FAILED, why)
