@@ -11,6 +11,11 @@ slice, gates, then the HTML and the JSON), with the latency probe excluded
 The reference is one ``model.predict(X)`` plus one call of each ``sklearn.metrics``
 function the report uses, on the same data. The budget is 3x the reference. Timings are
 medians of ``--repeat`` runs, interleaved so that load from other processes hits both.
+
+The Explain section (permutation importance on a 500-row subsample, 5 shuffles per
+feature; partial dependence and ICE of the top 3 features on 200 of those rows; no SHAP)
+is timed as its own ratio: the report with it against the report without it, in the
+same run. Its budget is 1.5x.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from nbdeploy.validation.gates import parse_gate
 from nbdeploy.validation.report import ValidationReport
 
 BUDGET = 3.0
+EXPLAIN_BUDGET = 1.5
 
 
 def data(task: str, rows: int, features: int, train: int) -> tuple[pd.DataFrame, np.ndarray, Any]:
@@ -81,15 +87,18 @@ def reference(task: str, model: Any, X: pd.DataFrame, y: np.ndarray) -> float:
     return elapsed + time.perf_counter() - start
 
 
-def report(task: str, candidate: Candidate, X: pd.DataFrame, y: np.ndarray, base: Candidate | None) -> float:
+def report(task: str, candidate: Candidate, X: pd.DataFrame, y: np.ndarray, base: Candidate | None,
+           explain: bool = False) -> float:  # fmt: skip
     gates = [parse_gate("f1>=0.8" if task == "classification" else "r2>=0.5")]
     gates.append(parse_gate("f1>=baseline-0.01" if task == "classification" else "rmse<=baseline+1"))
     start = time.perf_counter()
-    r: ValidationReport = build_report(candidate, X, y, baseline=base, gates=gates, slices=["slice"], latency_calls=0)
+    r: ValidationReport = build_report(candidate, X, y, baseline=base, gates=gates, slices=["slice"], latency_calls=0,
+                                       explain=explain)  # fmt: skip
     html = r._repr_html_()
     json.dumps(r.to_dict(), allow_nan=False)
     elapsed = time.perf_counter() - start
     assert r.intervals and len(html) > 1000
+    assert not explain or (r.explanation and r.explanation.importances and not r.explanation.warnings)
     return elapsed
 
 
@@ -116,14 +125,17 @@ def main() -> None:
     print(f"setup (data, fit, profile)       {time.perf_counter() - t0:7.2f} s")
     print(f"data                             {len(X)} rows x {args.features} features, {args.task}")
 
-    refs, ours = [], []
+    refs, ours, explained = [], [], []
     for _ in range(args.repeat):
         refs.append(reference(args.task, model, X[frame.columns], y_eval))
         ours.append(report(args.task, candidate, X, y_eval, None))
-    ref, own = statistics.median(refs), statistics.median(ours)
+        explained.append(report(args.task, candidate, X, y_eval, None, explain=True))
+    ref, own, full = statistics.median(refs), statistics.median(ours), statistics.median(explained)
     print(f"predict + sklearn metrics        {ref:7.3f} s   runs: " + " ".join(f"{t:.3f}" for t in refs))
     print(f"validation report                {own:7.3f} s   runs: " + " ".join(f"{t:.3f}" for t in ours))
     print(f"ratio                            {own / ref:7.2f}x   (budget {BUDGET:.0f}x)")
+    print(f"report with the Explain section  {full:7.3f} s   runs: " + " ".join(f"{t:.3f}" for t in explained))
+    print(f"Explain ratio (with / without)   {full / own:7.2f}x   (budget {EXPLAIN_BUDGET}x)")
 
     base = Candidate(model, "bench/0", inputs, profile, candidate.size_bytes)  # same cost as a second model
     with_base = statistics.median(report(args.task, candidate, X, y_eval, base) for _ in range(args.repeat))
@@ -131,6 +143,8 @@ def main() -> None:
     print(f"with a baseline (2 models)       {with_base:7.3f} s   ratio to 2x the reference: {ratio:.2f}x")
     if own / ref > BUDGET:
         raise SystemExit(f"over budget: {own / ref:.2f}x > {BUDGET:.0f}x")
+    if full / own > EXPLAIN_BUDGET:
+        raise SystemExit(f"the Explain section is over budget: {full / own:.2f}x > {EXPLAIN_BUDGET}x")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,8 @@ def _validate(args: argparse.Namespace, ctx: Context) -> Any:
     X = ctx.load(args.data, "--data", Loads.TABLE)
     y = ctx.load(args.target, "--target", Loads.COLUMN)
     return validate(args.ref, X, y, gates=args.gate, baseline=args.baseline, slices=args.slice, strict=args.strict,
-                    confidence=args.confidence)  # fmt: skip
+                    confidence=args.confidence, explain=not args.no_explain, explain_rows=args.explain_rows,
+                    shap=args.shap)  # fmt: skip
 
 
 def _promote(args: argparse.Namespace, ctx: Context) -> Any:
@@ -96,6 +97,10 @@ COMMANDS = [
             arg("--strict", action="store_true", help="fail if a gate fails or is not evaluated"),
             arg("--confidence", metavar="LEVEL", help="decide every gate on its one-sided bootstrap bound at this "
                 "level, e.g. 0.95 or 95%% (a baseline gate: on the paired difference)"),
+            arg("--no-explain", action="store_true", help="leave out the Explain section (importance, dependence)"),
+            arg("--explain-rows", type=int, default=500, metavar="N",
+                help="rows the Explain section is computed on, a seeded subsample (default 500)"),
+            arg("--shap", action="store_true", help="add TreeSHAP values for tree models (needs nbdeploy[explain])"),
         ),
         _validate,
     ),

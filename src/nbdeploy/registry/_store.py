@@ -8,6 +8,7 @@ what the store raises becomes a :class:`~nbdeploy.errors.TrackingError` with a n
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
@@ -21,6 +22,11 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 __all__ = ["client", "experiment_id", "mlflow_errors", "set_alias", "tracking_uri", "using_tracking_uri"]
+
+# MLflow draws a progress bar for every artifact download (loading a model is one); with tqdm
+# installed it lands under the cell as a widget. nbdeploy's downloads are small and quick, so
+# the bar is off unless the user asked for it.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 _clients: dict[str, MlflowClient] = {}
 # The operation named by the outermost ``mlflow_errors`` block; inner blocks defer to it.

@@ -114,6 +114,9 @@ def validate(
     latency_calls: int = 50,
     record: bool = True,
     confidence: float | str | None = None,
+    explain: bool = True,
+    explain_rows: int = 500,
+    shap: bool = False,
 ) -> ValidationReport:
     """Validate the version ``ref`` on ``X``/``y`` and record the report against it.
 
@@ -125,6 +128,9 @@ def validate(
     intervals; ``latency_calls`` single-row predictions give the latency percentiles. With
     ``confidence`` (e.g. 0.95) every gate without a level of its own (``f1>=0.9 @95%``) is
     decided on its one-sided bootstrap bound, a baseline gate on the paired difference's.
+    With ``explain`` the report has an Explain section (permutation importance, partial
+    dependence) computed on ``explain_rows`` rows; ``shap`` adds TreeSHAP values (the
+    ``explain`` extra).
 
     >>> validate("cancer/2", X_test, y_test, gates=["f1>=baseline-0.01"], strict=True)   # doctest: +SKIP
     """
@@ -132,30 +138,19 @@ def validate(
     from nbdeploy.tasks import detect_task
     from nbdeploy.validation import metrics
     from nbdeploy.validation.build import build_report
-    from nbdeploy.validation.gates import check_confidence, check_metrics
+    from nbdeploy.validation.gates import check_metrics
     from nbdeploy.validation.scoring import has_proba
 
-    level = check_confidence(confidence) if confidence is not None else None
-    if level is not None and resamples <= 0:
-        raise InvalidInputError("A confidence is decided on the bootstrap: give resamples above 0 (200 by default).")
+    level = _check_options(confidence, resamples, explain_rows, shap)
     parsed = [g.with_confidence(level) for g in _gate_list(gates)]  # malformed gates fail before anything loads
     slice_list = [slices] if isinstance(slices, str) else list(slices or [])
     model, mv = registry.load_model(ref)
     task, proba = detect_task(model), has_proba(model)
     check_metrics(parsed, metrics.available(task, proba), task, metrics.unavailable(task, proba))
     base = _baseline_candidate(mv, baseline, task)
-    report = build_report(
-        _candidate(model, mv),
-        X,
-        y,
-        baseline=base,
-        gates=parsed,
-        slices=slice_list,
-        strict=strict,
-        resamples=resamples,
-        seed=seed,
-        latency_calls=latency_calls,
-    )
+    report = build_report(_candidate(model, mv), X, y, baseline=base, gates=parsed, slices=slice_list, strict=strict,
+                          resamples=resamples, seed=seed, latency_calls=latency_calls, explain=explain,
+                          explain_rows=explain_rows, shap=shap)  # fmt: skip
     if record:
         _record(report, mv)
     if strict and not report.passed:
@@ -164,6 +159,22 @@ def validate(
         message = f"Validation of {mv.ref} failed {len(failed)} of {len(report.gates)} gates: {gates_failed}."
         raise ValidationFailedError(message, report)
     return report
+
+
+def _check_options(confidence: float | str | None, resamples: int, explain_rows: int, shap: bool) -> float | None:
+    """One sentence for options that cannot work together, before anything loads; the confidence level."""
+    from nbdeploy.validation.gates import check_confidence
+
+    level = check_confidence(confidence) if confidence is not None else None
+    if level is not None and resamples <= 0:
+        raise InvalidInputError("A confidence is decided on the bootstrap: give resamples above 0 (200 by default).")
+    if explain_rows < 10:
+        raise InvalidInputError(f"explain_rows is {explain_rows}; the Explain section needs at least 10 rows.")
+    if shap:
+        from nbdeploy.validation.shap_values import check_installed
+
+        check_installed()
+    return level
 
 
 def _baseline_candidate(mv: Any, baseline: str | None, task: str) -> Any:

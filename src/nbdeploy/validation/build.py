@@ -22,6 +22,7 @@ from nbdeploy.stats.drift import frame_drift
 from nbdeploy.stats.profile import as_frame
 from nbdeploy.validation import bootstrap
 from nbdeploy.validation.checks import check_data, model_input
+from nbdeploy.validation.explain import ROWS, Explanation, explain
 from nbdeploy.validation.gates import Gate
 from nbdeploy.validation.report import ValidationReport
 from nbdeploy.validation.scoring import LATENCY_CALLS, Scores, probe_latency, score
@@ -146,20 +147,36 @@ def _baseline_metrics(
     return metrics
 
 
-def build_report(
-    candidate: Candidate,
-    X: Any,
-    y: Any,
-    *,
-    baseline: Candidate | None = None,
-    gates: Sequence[Gate] = (),
-    slices: Sequence[str] = (),
-    strict: bool = False,
-    resamples: int = bootstrap.RESAMPLES,
-    seed: int = bootstrap.SEED,
-    latency_calls: int = LATENCY_CALLS,
-) -> ValidationReport:
-    """Score ``candidate`` (and ``baseline``) on ``X``/``y`` and assemble the report."""
+def _slices(frame: pd.DataFrame, columns: Sequence[str], target: np.ndarray, own: Scores,
+            other: Scores | None) -> list[Any]:  # fmt: skip
+    positive = own.labels.values[own.labels.positive] if own.labels and own.labels.binary else None
+    base_pred = other.pred if other else None
+    return [slice_table(c, frame[c], target, own.pred, task=own.task, positive=positive, baseline_pred=base_pred)
+            for c in columns]  # fmt: skip
+
+
+def _explain(candidate: Candidate, baseline: Candidate | None, frame: pd.DataFrame, target: np.ndarray,
+             own: Scores, *, rows: int, seed: int, shap: bool) -> Explanation:  # fmt: skip
+    """The Explain section, on the model's own input columns (and the baseline's on its own)."""
+
+    def takes_array(c: Candidate) -> bool:
+        return not hasattr(c.model, "feature_names_in_")
+
+    base = None
+    if baseline is not None:
+        base = (baseline.ref, baseline.model, model_input(frame, baseline.inputs), takes_array(baseline))
+    positive = own.labels.values[own.labels.positive] if own.labels and own.labels.binary else None
+    return explain(candidate.model, model_input(frame, candidate.inputs), target, own.task, positive=positive,
+                   as_array=takes_array(candidate), baseline=base, rows=rows, seed=seed, shap=shap)  # fmt: skip
+
+
+def build_report(candidate: Candidate, X: Any, y: Any, *, baseline: Candidate | None = None,
+                 gates: Sequence[Gate] = (), slices: Sequence[str] = (), strict: bool = False,
+                 resamples: int = bootstrap.RESAMPLES, seed: int = bootstrap.SEED,
+                 latency_calls: int = LATENCY_CALLS, explain: bool = True, explain_rows: int = ROWS,
+                 shap: bool = False) -> ValidationReport:  # fmt: skip
+    """Score ``candidate`` (and ``baseline``) on ``X``/``y`` and assemble the report; with
+    ``explain``, its Explain section on ``explain_rows`` rows (and ``shap`` values)."""
     frame = as_frame(X)
     target = _target(y, len(frame))
     _check_slice_columns(frame, slices)
@@ -202,13 +219,12 @@ def build_report(
     if own.labels is not None and own.confusion is not None:
         report.labels = [str(v) for v in own.labels.values]
         report.confusion = own.confusion.tolist()
-    positive = own.labels.values[own.labels.positive] if own.labels and own.labels.binary else None
-    base_pred = other.pred if other else None
-    report.slices += [slice_table(c, frame[c], target, own.pred, task=own.task, positive=positive,
-                                  baseline_pred=base_pred) for c in slices]  # fmt: skip
+    report.slices += _slices(frame, slices, target, own, other)
     if latency_calls <= 0:
         report.notes.append("Latency was not measured (latency_calls=0).")
     report.notes += _heavy_tails(target, own.pred) if own.task == "regression" else []
+    if explain:
+        report.explanation = _explain(candidate, baseline, frame, target, own, rows=explain_rows, seed=seed, shap=shap)
     return report
 
 

@@ -220,6 +220,12 @@ def _slices(r: ValidationReport) -> str:
     return "".join(out)
 
 
+def _explain(r: ValidationReport) -> str:
+    from nbdeploy.validation.explain_view import explain_html
+
+    return explain_html(r.explanation)
+
+
 def _notes(r: ValidationReport) -> str:
     if not r.notes:
         return ""
@@ -229,5 +235,5 @@ def _notes(r: ValidationReport) -> str:
 def render(r: ValidationReport) -> str:
     """The whole report as one self-contained HTML block."""
     title = f"Validation of {esc(r.model)}"
-    sections = (_banner, _facts, _gates, _metrics, _details, _checks, _drift, _slices, _notes)
+    sections = (_banner, _facts, _gates, _metrics, _details, _checks, _drift, _slices, _explain, _notes)
     return card(title, *(section(r) for section in sections))

@@ -14,6 +14,7 @@ from typing import Any
 
 from nbdeploy.reprs import fmt, signed
 from nbdeploy.validation.checks import DataChecks
+from nbdeploy.validation.explain import Explanation
 from nbdeploy.validation.gates import FAILED, NOT_EVALUATED, PASSED, GateResult
 from nbdeploy.validation.metrics import CLASSIFICATION, DATA, OPERATIONAL, PROBABILISTIC, REGRESSION
 from nbdeploy.validation.slices import SliceTable
@@ -68,6 +69,7 @@ class ValidationReport:
     notes: list[str] = field(default_factory=list)
     run_id: str | None = None
     reliability: list[dict[str, float]] = field(default_factory=list)  # per confidence bin: calibration.py
+    explanation: Explanation | None = None
 
     @property
     def failed_gates(self) -> list[GateResult]:
@@ -146,6 +148,7 @@ class ValidationReport:
                 "plot": self.plot,
                 "data_checks": self.checks.to_dict() if self.checks else None,
                 "slices": [s.to_dict() for s in self.slices],
+                "explain": self.explanation.to_dict() if self.explanation else None,
                 "notes": self.notes,
                 "run_id": self.run_id,
             }
@@ -177,7 +180,9 @@ class ValidationReport:
             lines.append(row.rstrip())
         if self.checks is not None:
             lines.append("data: " + "; ".join(self.checks.summary()))
-        return "\n".join(lines)
+        from nbdeploy.validation.explain_view import explain_lines
+
+        return "\n".join(lines + explain_lines(self.explanation))
 
     def _repr_html_(self) -> str:
         from nbdeploy.validation.html import render

@@ -48,9 +48,9 @@ def _frame(title: str, x_label: str, y_label: str, lo: float, hi: float) -> list
     return parts
 
 
-def _svg(title: str, parts: list[str]) -> str:
+def _svg(title: str, parts: list[str], height: int = H) -> str:
     return (
-        f"<svg class='nbd-chart' width='{W}' height='{H}' viewBox='0 0 {W} {H}' role='img' "
+        f"<svg class='nbd-chart' width='{W}' height='{height}' viewBox='0 0 {W} {height}' role='img' "
         f"aria-label='{esc(title)}' font-size='10' font-family='sans-serif'>{''.join(parts)}</svg>"
     )
 
