@@ -1,4 +1,5 @@
-"""Protocol compatibility: nbdeploy's server and `mlflow models serve` on the same model."""
+"""Protocol compatibility: nbdeploy's server and `mlflow models serve` on the same model: the
+fixture forest, and an XGBoost pipeline (issue #12, item 7)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,26 @@ import nbdeploy
 from tests.helpers import JSON, battery, free_port, running
 
 
+@pytest.fixture(scope="module", params=["forest", "xgboost pipeline"])
+def served(request: pytest.FixtureRequest, two_versions: str, cancer: dict[str, Any]) -> tuple[str, Any]:
+    """(the version both servers serve, the model in this process)."""
+    if request.param == "forest":
+        return f"{two_versions}/1", cancer["model"]
+    xgboost = pytest.importorskip("xgboost", reason="xgboost is not installed (the dev extra has xgboost-cpu)")
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    columns = list(cancer["X_train"].columns)
+    model = make_pipeline(ColumnTransformer([("scale", StandardScaler(), columns)]),
+                          xgboost.XGBClassifier(n_estimators=30, max_depth=3))  # fmt: skip
+    model.fit(cancer["X_train"], cancer["y_train"])
+    return nbdeploy.register(model, "cancer-xgb", cancer["X_train"], cancer["y_train"]).ref, model
+
+
 @pytest.fixture(scope="module")
-def ours(two_versions: str) -> Iterator[str]:
-    dep = nbdeploy.serve(f"{two_versions}/1", name="compat", max_body_bytes=1 << 20)
+def ours(served: tuple[str, Any]) -> Iterator[str]:
+    dep = nbdeploy.serve(served[0], name="compat", max_body_bytes=1 << 20)
     try:
         yield dep.url
     finally:
@@ -26,11 +44,11 @@ def ours(two_versions: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def theirs(two_versions: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def theirs(served: tuple[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     mlflow = shutil.which("mlflow")
     assert mlflow
-    cmd = [mlflow, "models", "serve", "-m", f"models:/{two_versions}/1", "--env-manager", "local",
+    cmd = [mlflow, "models", "serve", "-m", f"models:/{served[0]}", "--env-manager", "local",
            "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
     log = Path(tmp_path_factory.mktemp("mlflow-serve")) / "serve.log"
     with running(cmd, f"http://127.0.0.1:{port}/ping", log, env=dict(os.environ)):
@@ -41,7 +59,9 @@ def theirs(two_versions: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 BETTER = {"no content type": 415, "oversize body": 413}
 
 
-def test_same_status_and_predictions_as_mlflow(cancer: dict[str, Any], ours: str, theirs: str) -> None:
+def test_same_status_and_predictions_as_mlflow(
+    cancer: dict[str, Any], served: tuple[str, Any], ours: str, theirs: str
+) -> None:
     X = cancer["X_test"]
     cases = battery(X)
     mismatches = []
@@ -54,7 +74,7 @@ def test_same_status_and_predictions_as_mlflow(cancer: dict[str, Any], ours: str
         if a.status_code == 200:
             assert a.json() == b.json(), label
             if label != "integers for doubles":  # that payload truncates the values
-                assert a.json()["predictions"] == cancer["model"].predict(X.head(5)).tolist(), label
+                assert a.json()["predictions"] == served[1].predict(X.head(5)).tolist(), label
         else:
             assert a.status_code < 500, label
             error = a.json()

@@ -31,9 +31,23 @@ SIGNATURE_ROWS = 200
 _REQUIREMENTS = ("scikit-learn", "numpy", "scipy", "pandas", "cloudpickle")
 
 
-def _requirements() -> list[str]:
+def _model_distributions(model: Any) -> list[str]:
+    """The installed distributions the model's own classes come from, beyond scikit-learn:
+    an XGBoost or LightGBM estimator, alone or as a pipeline's step, must be importable
+    wherever the version is served (``xgboost-cpu`` provides ``xgboost`` and is pinned as such)."""
+    parts = [model]
+    params = getattr(model, "get_params", None)
+    if callable(params):
+        with contextlib.suppress(Exception):  # an estimator whose get_params fails still logs
+            parts += list(params(deep=True).values())
+    roots = {type(p).__module__.split(".")[0] for p in parts} - {"builtins", "sklearn", "numpy", "pandas", "nbdeploy"}
+    owners = metadata.packages_distributions()
+    return sorted({dist for root in roots for dist in owners.get(root, [])})
+
+
+def _requirements(model: Any = None) -> list[str]:
     pins = []
-    for dist in _REQUIREMENTS:
+    for dist in (*_REQUIREMENTS, *_model_distributions(model)):
         with contextlib.suppress(metadata.PackageNotFoundError):
             pins.append(f"{dist}=={metadata.version(dist)}")
     return pins
@@ -167,7 +181,7 @@ def _log_run(c: MlflowClient, name: str, model: Any, facts: _Facts, version_tags
             name=MODEL_PATH,
             signature=facts.signature,
             input_example=facts.example,
-            pip_requirements=_requirements(),
+            pip_requirements=_requirements(model),
             # cloudpickle round-trips every estimator (skops refuses tree ensembles
             # unless each type is trusted); the file is read by the same team's servers.
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,

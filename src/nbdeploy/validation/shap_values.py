@@ -55,13 +55,14 @@ def _split(model: Any, X: Any) -> tuple[Any, Any, list[str]]:
 
 
 def _outputs(final: Any, Xt: Any) -> dict[str, np.ndarray]:
-    """The model's own outputs that SHAP values can add up to, by name."""
+    """The model's own outputs that SHAP values can add up to, by name; on a tie the first
+    named wins (LightGBM's ``predict`` ignores ``output_margin``, so a regressor's is plain)."""
     calls = {
         "predict_proba": lambda: final.predict_proba(Xt),
         "decision_function": lambda: final.decision_function(Xt),
+        "predict": lambda: final.predict(Xt),
         "predict(output_margin=True)": lambda: final.predict(Xt, output_margin=True),  # XGBoost
         "predict(raw_score=True)": lambda: final.predict(Xt, raw_score=True),  # LightGBM
-        "predict": lambda: final.predict(Xt),
     }
     out = {}
     for name, call in calls.items():
