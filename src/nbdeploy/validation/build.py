@@ -26,6 +26,7 @@ from nbdeploy.validation.explain import ROWS, Explanation, explain
 from nbdeploy.validation.gates import Gate
 from nbdeploy.validation.report import ValidationReport
 from nbdeploy.validation.scoring import LATENCY_CALLS, Scores, probe_latency, score
+from nbdeploy.validation.segments import losses, weak_segments
 from nbdeploy.validation.slices import slice_table
 
 __all__ = ["Candidate", "build_report"]
@@ -225,7 +226,16 @@ def build_report(candidate: Candidate, X: Any, y: Any, *, baseline: Candidate | 
     report.notes += _heavy_tails(target, own.pred) if own.task == "regression" else []
     if explain:
         report.explanation = _explain(candidate, baseline, frame, target, own, rows=explain_rows, seed=seed, shap=shap)
+    _weak_segments(report, frame, target, own, seed)
     return report
+
+
+def _weak_segments(report: ValidationReport, frame: pd.DataFrame, target: np.ndarray, own: Scores, seed: int) -> None:
+    """Search the evaluation data for weak segments; pairs among the most important features."""
+    ranked = [i.feature for i in report.explanation.importances] if report.explanation else []
+    report.segments, report.segments_searched = weak_segments(
+        frame, losses(own.task, target, own.pred), task=own.task, ranked=[c for c in ranked if c in frame], seed=seed
+    )
 
 
 HEAVY_KURTOSIS = 3.0  # excess kurtosis of the errors above which the note is written

@@ -220,6 +220,19 @@ def _slices(r: ValidationReport) -> str:
     return "".join(out)
 
 
+def _segments(r: ValidationReport) -> str:
+    if not r.segments_searched:
+        return ""
+    head = (f"Weak segments: {r.segments_searched} one- and two-feature segments searched; shown where the model "
+            "is markedly worse than on the rest, at a family-wise 5 % level (Bonferroni)")  # fmt: skip
+    if not r.segments:
+        return f"<h4>Weak segments</h4><p class='nbd-muted'>{esc(head)}: none found.</p>"
+    rows = [[esc(s.where), esc(s.rows), esc(fmt(s.value)), _interval((s.low, s.high)), esc(fmt(s.overall))]
+            for s in r.segments]  # fmt: skip
+    header = ["segment", "rows", r.segments[0].metric, "95% CI", "overall"]
+    return f"<h4>Weak segments</h4><p class='nbd-muted'>{esc(head)}.</p>" + _table(header, rows)
+
+
 def _explain(r: ValidationReport) -> str:
     from nbdeploy.validation.explain_view import explain_html
 
@@ -235,5 +248,5 @@ def _notes(r: ValidationReport) -> str:
 def render(r: ValidationReport) -> str:
     """The whole report as one self-contained HTML block."""
     title = f"Validation of {esc(r.model)}"
-    sections = (_banner, _facts, _gates, _metrics, _details, _checks, _drift, _slices, _explain, _notes)
+    sections = (_banner, _facts, _gates, _metrics, _details, _checks, _drift, _slices, _segments, _explain, _notes)
     return card(title, *(section(r) for section in sections))

@@ -17,6 +17,7 @@ from nbdeploy.validation.checks import DataChecks
 from nbdeploy.validation.explain import Explanation
 from nbdeploy.validation.gates import FAILED, NOT_EVALUATED, PASSED, GateResult
 from nbdeploy.validation.metrics import CLASSIFICATION, DATA, OPERATIONAL, PROBABILISTIC, REGRESSION
+from nbdeploy.validation.segments import Segment, as_dicts
 from nbdeploy.validation.slices import SliceTable
 
 __all__ = ["FORMAT", "ValidationReport", "fmt", "signed"]
@@ -70,6 +71,8 @@ class ValidationReport:
     run_id: str | None = None
     reliability: list[dict[str, float]] = field(default_factory=list)  # per confidence bin: calibration.py
     explanation: Explanation | None = None
+    segments: list[Segment] = field(default_factory=list)  # weak segments found (segments.py)
+    segments_searched: int = 0
 
     @property
     def failed_gates(self) -> list[GateResult]:
@@ -149,6 +152,7 @@ class ValidationReport:
                 "data_checks": self.checks.to_dict() if self.checks else None,
                 "slices": [s.to_dict() for s in self.slices],
                 "explain": self.explanation.to_dict() if self.explanation else None,
+                "weak_segments": {"searched": self.segments_searched, "found": as_dicts(self.segments)},
                 "notes": self.notes,
                 "run_id": self.run_id,
             }
@@ -180,6 +184,9 @@ class ValidationReport:
             lines.append(row.rstrip())
         if self.checks is not None:
             lines.append("data: " + "; ".join(self.checks.summary()))
+        for s in self.segments:
+            lines.append(f"weak segment: {s.where}: {s.rows} rows, {s.metric} {fmt(s.value)} [{fmt(s.low)}, "
+                         f"{fmt(s.high)}] vs {fmt(s.overall)} overall")  # fmt: skip
         from nbdeploy.validation.explain_view import explain_lines
 
         return "\n".join(lines + explain_lines(self.explanation))

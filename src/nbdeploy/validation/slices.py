@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["MIN_ROWS", "QUANTILE_BINS", "Slice", "SliceTable", "slice_table"]
+__all__ = ["MIN_ROWS", "QUANTILE_BINS", "Slice", "SliceTable", "groups", "slice_table"]
 
 QUANTILE_BINS = 4
 MAX_VALUES = 20
@@ -53,7 +53,7 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-def _groups(values: Any, bins: int) -> tuple[str, list[tuple[str, np.ndarray]]]:
+def groups(values: Any, bins: int) -> tuple[str, list[tuple[str, np.ndarray]]]:
     col = pd.Series(values).reset_index(drop=True)
     missing = col.isna().to_numpy()
     numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
@@ -116,10 +116,10 @@ def slice_table(
     macro; judged by accuracy), regression slices RMSE and MAE (judged by RMSE); with
     ``baseline_pred`` the baseline's judging metric too.
     """
-    kind, groups = _groups(values, bins)
+    kind, bins_found = groups(values, bins)
     metric = "rmse" if task == "regression" else "accuracy"
     table = SliceTable(column, kind, metric)
-    for label, mask in groups:
+    for label, mask in bins_found:
         rows = int(mask.sum())
         if rows == 0:
             continue
