@@ -153,7 +153,7 @@ def test_validate_records_the_section_and_the_magic_takes_its_options(
     quiet = ip.run_line_magic("deploy", f"validate {name}/2 --data X_test --target y_test --no-explain")
     assert quiet.explanation is None and "Explain" not in quiet._repr_html_()
     assert usage_error(ip, f"validate {name}/2 --data X_test --target y_test --explain-rows 3") == (
-        "explain_rows is 3; the Explain section needs at least 10 rows."
+        "--explain-rows (explain_rows) is 3; the Explain section needs a whole number of rows, at least 10."
     )
 
 
@@ -190,4 +190,62 @@ def test_tree_shap_adds_up_to_the_models_own_output() -> None:
 
     lasso = LogisticRegression().fit(X[:400], y[:400])
     e = explain(lasso, X[400:].reset_index(drop=True), y[400:], "classification", positive=1, shap=True)
-    assert e.shap is None and e.warnings[0].startswith("SHAP failed (ValueError: TreeSHAP explains tree models only")
+    assert e.shap is None
+    assert e.warnings[0].startswith("SHAP failed (ValueError: TreeSHAP cannot explain LogisticRegression, it explains")
+
+
+class NanOnBigCalls(Ridge):
+    """A regressor that gives NaN when asked for many rows at once (as a model overflowing would)."""
+
+    def predict(self, X: Any) -> Any:
+        out = super().predict(X)
+        return out * np.nan if len(X) > 1000 else out
+
+
+def test_hostile_shapes_of_data_and_models_end_as_numbers_or_warnings() -> None:
+    rng = np.random.default_rng(0)
+    # sorted evaluation data: partial dependence still spans the data, not its first rows
+    X = frame(rng.normal(size=(1500, 3))).sort_values("f0").reset_index(drop=True)
+    y = (X["f0"] + rng.normal(scale=0.3, size=1500) > 0).astype(int).to_numpy()
+    e = explain(LogisticRegression().fit(X, y), X, y, "classification", positive=1)
+    (curve,) = [d for d in e.dependence if d.feature == "f0"]
+    assert curve.grid[0] < np.quantile(X["f0"], 0.15) and curve.grid[-1] > np.quantile(X["f0"], 0.85)
+
+    # integer column labels, a few-valued numeric column (plotted in order), duplicate names kept apart
+    Xi = pd.DataFrame({0: rng.normal(size=600), 1: rng.integers(1, 7, 600)})
+    yi = (Xi[0] + Xi[1] * 0.8 + rng.normal(size=600)).to_numpy()
+    e = explain(Ridge().fit(Xi.to_numpy(), yi), Xi, yi, "regression", as_array=True)
+    rooms = next(d for d in e.dependence if d.feature == "1")
+    assert not e.warnings and rooms.kind == "values" and rooms.grid == [str(v) for v in range(1, 7)]
+    twin = pd.DataFrame(rng.normal(size=(300, 3)), columns=["a", "a", "b"])
+    e = explain(Ridge().fit(twin.to_numpy(), twin.to_numpy()[:, 1]), twin, twin.to_numpy()[:, 1], "regression",
+                as_array=True)  # fmt: skip
+    assert not e.warnings and len(e.importances) == 3  # the two "a" columns stay two features
+    assert e.importances[0].feature == "a" and e.importances[0].mean > 0.5 > abs(e.importances[1].mean)
+
+    # NaN outputs: a warning, no chart of NaNs
+    Xn = frame(rng.normal(size=(400, 4)))
+    yn = Xn["f0"].to_numpy()
+    e = explain(NanOnBigCalls().fit(Xn, yn), Xn, yn, "regression")
+    assert e.importances == [] and "not all finite numbers" in e.warnings[0]
+
+    # too wide for the budget: left out, said so
+    wide = frame(rng.normal(size=(60, 1400)))
+    e = explain(Ridge().fit(wide, wide["f0"]), wide, wide["f0"].to_numpy(), "regression")
+    assert e.importances == [] and e.warnings[0].startswith("Permutation importance was left out: 1400 features")
+
+    # a baseline without probabilities: both scored by accuracy, and compared
+    Xc, yc = frame(rng.normal(size=(400, 4))), rng.integers(0, 2, 400)
+    base = ("m/1", LinearSVC().fit(Xc.to_numpy(), yc), Xc, True)
+    e = explain(LogisticRegression().fit(Xc, yc), Xc, yc, "classification", positive=1, baseline=base)
+    assert e.score == "drop in accuracy" and all(i.baseline is not None for i in e.importances)
+    assert e.warnings[0].startswith("Both models are scored by accuracy")
+
+
+def test_explain_options_are_checked_before_anything_loads(cancer: dict[str, Any], name: str) -> None:
+    X, y = cancer["X_test"], cancer["y_test"]
+    for rows in (1e3, "500", True, 9):
+        with pytest.raises(nbdeploy.InvalidInputError, match="whole number of rows, at least 10"):
+            nbdeploy.validate("never-registered", X, y, explain_rows=rows)
+    with pytest.raises(nbdeploy.InvalidInputError, match="which --no-explain leaves out"):
+        nbdeploy.validate("never-registered", X, y, explain=False, shap=True)

@@ -39,6 +39,7 @@ ROWS = 500
 REPEATS = 5
 #: At most this many rows are predicted for the importances (rows x features x repeats).
 MAX_SHUFFLED_ROWS = 200_000
+MIN_ROWS = 30  # fewer rows than this within the budget: the section says so instead
 #: Partial dependence: features shown, rows averaged, ICE lines drawn.
 TOP_DEPENDENCE = 3
 DEPENDENCE_ROWS = 200
@@ -99,19 +100,27 @@ def _t_interval(drops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mean, mean - half, mean + half
 
 
-def _scorer(model: Any, task: str, y: np.ndarray) -> tuple[str, Callable, Callable]:
+def _scorer(model: Any, task: str, y: np.ndarray, accuracy: bool = False) -> tuple[str, Callable, Callable]:
     """(what is measured, the call giving outputs, the score of outputs: lower is better).
 
     The scores are written out rather than called from ``sklearn.metrics``, whose input
     checks cost more than the arithmetic on 500 rows, 151 times over; they are the same
-    numbers (the log loss clips probabilities to [eps, 1 - eps] as ``log_loss`` does).
+    numbers (the log loss clips probabilities to [eps, 1 - eps] as ``log_loss`` does, R² of
+    a constant target is 1 for exact predictions and 0 otherwise, as ``r2_score`` says).
+    ``accuracy``: score a classifier by accuracy even if it has probabilities.
     """
     if task == "regression":
-        total = float(np.sum((y - y.mean()) ** 2)) or 1.0
-        return "drop in R²", model.predict, lambda out: float(np.sum((y - out[:, 0]) ** 2)) / total - 1.0
+        total = float(np.sum((y - y.mean()) ** 2))
+
+        def r2_loss(out: np.ndarray) -> float:
+            sse = float(np.sum((y - out[:, 0]) ** 2))
+            return sse / total - 1.0 if total > 0 else -float(sse == 0)
+
+        return "drop in R²", model.predict, r2_loss
     classes = list(getattr(model, "classes_", []))
     known = {c: i for i, c in enumerate(classes)}
-    if callable(getattr(model, "predict_proba", None)) and classes and all(v in known for v in y.tolist()):
+    has_proba = callable(getattr(model, "predict_proba", None))
+    if has_proba and not accuracy and classes and all(v in known for v in y.tolist()):
         rows, codes = np.arange(y.size), np.array([known[v] for v in y.tolist()])
 
         def log_loss(out: np.ndarray) -> float:
@@ -123,9 +132,9 @@ def _scorer(model: Any, task: str, y: np.ndarray) -> tuple[str, Callable, Callab
 
 
 def importances(model: Any, X: pd.DataFrame, y: np.ndarray, task: str, *, repeats: int, seed: int,
-                as_array: bool) -> tuple[str, list[Importance]]:  # fmt: skip
+                as_array: bool, accuracy: bool = False) -> tuple[str, list[Importance]]:  # fmt: skip
     """Every column's permutation importance, most important first."""
-    what, call, score = _scorer(model, task, y)
+    what, call, score = _scorer(model, task, y, accuracy)
     drops = perturb.permutation_drops(call, X, score, repeats=repeats, random_state=seed, as_array=as_array)
     mean, low, high = _t_interval(drops)
     found = zip(X.columns, mean, low, high, strict=True)
@@ -151,21 +160,22 @@ def _output(model: Any, task: str, positive: Any) -> tuple[Callable[[Any], Any],
 
 def dependence(model: Any, X: pd.DataFrame, task: str, features: Sequence[str], *, positive: Any,
                as_array: bool) -> list[Dependence]:  # fmt: skip
-    """Partial dependence and ICE of ``features`` over the first ``DEPENDENCE_ROWS`` rows of ``X``."""
-    rows = X.iloc[:DEPENDENCE_ROWS].reset_index(drop=True)
+    """Partial dependence and ICE of ``features`` over the rows of ``X``."""
+    rows = X.reset_index(drop=True)
+    names = [str(c) for c in rows.columns]
     call, pick, output = _output(model, task, positive)
     if task == "classification" and not callable(getattr(model, "predict_proba", None)):
         return []  # a label has no average; the section says why
     out = []
     for name in features:
-        j = list(rows.columns).index(name)
-        kind, points = perturb.grid(rows[name])
+        j = names.index(name)  # by position: a column labelled 0 is the feature "0"
+        kind, points = perturb.grid(rows.iloc[:, j])
         if points.size < 2:
             continue
         ice = perturb.dependence(call, rows, j, points, as_array)  # (points, rows, outputs)
         column = pick(ice)
         label = output if output != "P(class)" else f"P({model.classes_[column]})"
-        values = rows[name].iloc[points]
+        values = rows.iloc[:, j].iloc[points]
         grid = [float(v) for v in values] if kind == "numeric" else [str(v) for v in values]
         curves = ice[:, :, column]
         out.append(Dependence(name, kind, grid, curves.mean(axis=1).astype(float).tolist(),
@@ -174,9 +184,13 @@ def dependence(model: Any, X: pd.DataFrame, task: str, features: Sequence[str], 
 
 
 def _rows(n: int, features: int, rows: int, repeats: int, seed: int) -> np.ndarray:
-    cap = max(50, MAX_SHUFFLED_ROWS // max(1, features * repeats))
-    take = min(n, rows, cap)
+    """The seeded subsample, at most ``MAX_SHUFFLED_ROWS`` once every feature is shuffled."""
+    take = min(n, rows, MAX_SHUFFLED_ROWS // max(1, features * repeats))
     return np.sort(np.random.default_rng(seed).choice(n, take, replace=False)) if take < n else np.arange(n)
+
+
+def _has_proba(model: Any) -> bool:
+    return callable(getattr(model, "predict_proba", None))
 
 
 def _attempt(warnings: list[str], what: str, fn: Callable[[], Any]) -> Any:
@@ -196,9 +210,15 @@ def explain(model: Any, X: pd.DataFrame, y: np.ndarray, task: str, *, positive: 
     keep = _rows(len(X), X.shape[1], rows, repeats, seed)
     Xs, ys = X.iloc[keep].reset_index(drop=True), np.asarray(y)[keep]
     result = Explanation("", len(keep), len(X), repeats, seed)
+    if len(keep) < MIN_ROWS:
+        result.warnings.append(f"Permutation importance was left out: {X.shape[1]} features shuffled {repeats} times "
+                               f"leave {len(keep)} rows within {MAX_SHUFFLED_ROWS:,} predicted rows (at least "
+                               f"{MIN_ROWS} are needed).")  # fmt: skip
+        return result
+    accuracy = baseline is not None and _scorer(model, task, ys)[0] != _scorer(baseline[1], task, ys)[0]
     found = _attempt(result.warnings, "Permutation importance",
-                     lambda: importances(model, Xs, ys, task, repeats=repeats, seed=seed,
-                                         as_array=as_array))  # fmt: skip
+                     lambda: importances(model, Xs, ys, task, repeats=repeats, seed=seed, as_array=as_array,
+                                         accuracy=accuracy))  # fmt: skip
     if found is None:
         return result
     result.score, result.importances = found
@@ -208,19 +228,27 @@ def explain(model: Any, X: pd.DataFrame, y: np.ndarray, task: str, *, positive: 
         base_Xs = base_X.iloc[keep].reset_index(drop=True)
         theirs = _attempt(result.warnings, f"The baseline's permutation importance ({ref})",
                           lambda: importances(base_model, base_Xs, ys, task, repeats=repeats, seed=seed,
-                                              as_array=base_array))  # fmt: skip
-        if theirs is not None and theirs[0] == result.score:
+                                              as_array=base_array, accuracy=accuracy))  # fmt: skip
+        if theirs is not None:
             by_name = {i.feature: (i.mean, i.low, i.high) for i in theirs[1]}
             for imp in result.importances:
                 imp.baseline = by_name.get(imp.feature)
-    top = [i.feature for i in result.importances[:TOP_DEPENDENCE] if i.mean > 0]
+    if accuracy:
+        result.warnings.append("Both models are scored by accuracy: one of them gives no probabilities, so their "
+                               "log losses cannot be compared.")  # fmt: skip
+    elif task == "classification" and "log loss" not in result.score and _has_proba(model):
+        result.warnings.append("Importance is measured by accuracy: the data has a class the model lacks, so the "
+                               "log loss is undefined.")  # fmt: skip
+    # partial dependence and SHAP on a random part of the subsample (its first rows are its oldest)
+    Xd = Xs.iloc[np.random.default_rng(seed + 1).permutation(len(Xs))[:DEPENDENCE_ROWS]]
+    top = [i.feature for i in result.importances[:TOP_DEPENDENCE] if i.low > 0]  # clearly above zero
     shown = _attempt(result.warnings, "Partial dependence",
-                     lambda: dependence(model, Xs, task, top, positive=positive, as_array=as_array))  # fmt: skip
+                     lambda: dependence(model, Xd, task, top, positive=positive, as_array=as_array))  # fmt: skip
     result.dependence = shown or []
-    if task == "classification" and not callable(getattr(model, "predict_proba", None)):
+    if task == "classification" and not _has_proba(model):
         result.warnings.append("Partial dependence needs class probabilities, and this model gives none.")
     if shap:
         from nbdeploy.validation.shap_values import tree_shap
 
-        result.shap = _attempt(result.warnings, "SHAP", lambda: tree_shap(model, Xs, as_array))
+        result.shap = _attempt(result.warnings, "SHAP", lambda: tree_shap(model, Xd, as_array))
     return result

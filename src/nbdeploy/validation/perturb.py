@@ -6,8 +6,10 @@ features and 5 shuffles, each paying the model's fixed cost (about 10 ms for a 1
 forest, more than the rows cost). Here every perturbed copy of the data is stacked into
 one frame (or a few, at most ``MAX_CELLS`` cells each) and predicted at once. The numbers
 are scikit-learn's: the shuffles are drawn exactly as ``permutation_importance`` draws
-them for the same ``random_state``, and tests/test_explain.py checks both functions
-against ``sklearn.inspection`` to 1e-12.
+them for the same ``random_state``, and, for a given grid, partial dependence is
+``partial_dependence(..., method="brute", custom_values=grid)``'s; tests/test_explain.py
+checks both against ``sklearn.inspection`` to 1e-12. The grid itself is ours: values the
+column holds (scikit-learn interpolates between quantiles).
 
 A perturbed copy is described by row indices per column, so that any column type a
 pipeline takes (categoricals, strings, nullable integers) is copied with ``take`` and
@@ -40,27 +42,43 @@ FEW_VALUES = 10
 Variant = tuple[int, np.ndarray]
 
 
-def predict_variants(call: Callable[[Any], Any], X: pd.DataFrame, as_array: bool,
-                     variants: Sequence[Variant]) -> np.ndarray:  # fmt: skip
-    """``call`` on each variant of ``X`` (one column re-indexed), stacked into as few calls
-    as ``MAX_CELLS`` allows; shape ``(len(variants), rows, outputs)``."""
+def _stack(X: pd.DataFrame, chunk: Sequence[Variant], as_array: bool) -> Any:
+    """The variants of ``chunk`` one under another: a numeric frame as one array (fast), any
+    other column by ``take`` (keeps categoricals, strings, nullable integers); by position, so
+    duplicate column names survive."""
+    n, width = X.shape
+    if all(isinstance(t, np.dtype) and t.kind in "biuf" for t in X.dtypes):
+        base = X.to_numpy()
+        stacked = np.tile(base, (len(chunk), 1))
+        for b, (col, rows) in enumerate(chunk):
+            if col >= 0:
+                stacked[b * n : (b + 1) * n, col] = base[rows, col]
+        return stacked if as_array else pd.DataFrame(stacked, columns=X.columns).astype(dict(X.dtypes))
+    parts = {}
+    for j in range(width):
+        index = np.tile(np.arange(n), len(chunk))
+        for b, (col, rows) in enumerate(chunk):
+            if col == j:
+                index[b * n : (b + 1) * n] = rows
+        parts[j] = X.iloc[:, j].reset_index(drop=True).take(index).reset_index(drop=True)
+    frame = pd.DataFrame(parts)
+    frame.columns = X.columns
+    return frame.to_numpy() if as_array else frame
+
+
+def predict_variants(call: Callable[[Any], Any], X: pd.DataFrame, as_array: bool, variants: Sequence[Variant],
+                     reduce: Callable[[np.ndarray], Any] = lambda out: out) -> list[Any]:  # fmt: skip
+    """``reduce(call(variant))`` for each variant of ``X`` (one column re-indexed), the
+    variants stacked into as few calls as ``MAX_CELLS`` allows. Only what ``reduce`` keeps
+    outlives a call, so memory stays bounded by a chunk however many variants there are."""
     n, width = X.shape
     per_call = max(1, MAX_CELLS // max(1, n * width))
-    columns = [X.iloc[:, j].reset_index(drop=True) for j in range(width)]
     out = []
     for start in range(0, len(variants), per_call):
         chunk = variants[start : start + per_call]
-        stacked = {}
-        for j, column in enumerate(columns):
-            index = np.tile(np.arange(n), len(chunk))
-            for b, (col, rows) in enumerate(chunk):
-                if col == j:
-                    index[b * n : (b + 1) * n] = rows
-            stacked[X.columns[j]] = column.take(index).reset_index(drop=True)
-        frame = pd.DataFrame(stacked)
-        result = np.asarray(call(frame.to_numpy() if as_array else frame))
-        out.append(result.reshape(len(chunk), n, -1))
-    return np.concatenate(out)
+        result = np.asarray(call(_stack(X, chunk, as_array))).reshape(len(chunk), n, -1)
+        out += [reduce(block) for block in result]
+    return out
 
 
 def _shuffles(n: int, repeats: int, random_state: int) -> list[np.ndarray]:
@@ -85,10 +103,11 @@ def permutation_drops(call: Callable[[Any], Any], X: pd.DataFrame, score: Callab
     orders = _shuffles(len(X), repeats, random_state)
     variants: list[Variant] = [(-1, np.arange(len(X)))]  # column -1: no column changed
     variants += [(j, order) for j in range(X.shape[1]) for order in orders]
-    outputs = predict_variants(call, X, as_array, variants)
-    base = score(outputs[0])
-    shuffled = np.array([score(out) for out in outputs[1:]]).reshape(X.shape[1], repeats)
-    return shuffled - base
+    scores = predict_variants(call, X, as_array, variants, reduce=score)
+    drops = np.array(scores[1:], dtype=float).reshape(X.shape[1], repeats) - scores[0]
+    if not np.isfinite(drops).all():
+        raise ValueError("the model's outputs on shuffled rows are not all finite numbers")
+    return drops
 
 
 def grid(values: pd.Series) -> tuple[str, np.ndarray]:
@@ -105,10 +124,13 @@ def grid(values: pd.Series) -> tuple[str, np.ndarray]:
         picks = order[np.round(quantiles * (order.size - 1)).astype(int)]
         _, first = np.unique(x[picks], return_index=True)
         return "numeric", picks[np.sort(first)]
-    counts = column[present].astype("string").value_counts(sort=True)
     text = column.astype("string")
-    rows = [int(np.flatnonzero((text == value).fillna(False).to_numpy(dtype=bool))[0])
-            for value in counts.index[:GRID_POINTS]]  # fmt: skip
+    counts = text[present].value_counts(sort=True)
+    values = list(counts.index[:GRID_POINTS])
+    if numeric:  # a few numbers: in their order on the axis, not by frequency
+        first_rows = {v: int(np.flatnonzero((text == v).fillna(False).to_numpy(dtype=bool))[0]) for v in values}
+        return "values", np.asarray(sorted(first_rows.values(), key=lambda r: column.iloc[r]), dtype=int)
+    rows = [int(np.flatnonzero((text == value).fillna(False).to_numpy(dtype=bool))[0]) for value in values]
     return "values", np.asarray(rows, dtype=int)
 
 
@@ -118,4 +140,4 @@ def dependence(call: Callable[[Any], Any], X: pd.DataFrame, column: int, points:
     set to each grid point's value; shape ``(points, rows, outputs)``. Their mean over rows
     is the partial dependence."""
     variants = [(column, np.full(len(X), p)) for p in points]
-    return predict_variants(call, X, as_array, variants)
+    return np.stack(predict_variants(call, X, as_array, variants))

@@ -99,7 +99,7 @@ def tree_shap(model: Any, X: pd.DataFrame, as_array: bool = False, rows: int = R
         explainer = shap.TreeExplainer(final)
     except Exception as exc:  # shap raises its own InvalidModelError for models it cannot walk
         kind = type(final).__name__
-        raise ValueError(f"TreeSHAP explains tree models only, and {kind} is not one ({str(exc)[:80]})") from None
+        raise ValueError(f"TreeSHAP cannot explain {kind}, it explains tree models only ({str(exc)[:120]})") from None
     values = np.asarray(explainer.shap_values(Xt))  # raises if the values do not add up to the output
     if values.ndim == 3:  # (rows, features, classes)
         strength = np.abs(values).mean(axis=(0, 2))
