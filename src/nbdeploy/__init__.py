@@ -32,6 +32,7 @@ from nbdeploy.errors import (
 )
 
 if TYPE_CHECKING:
+    from nbdeploy.cards import ModelCard, card
     from nbdeploy.config import configure
     from nbdeploy.deployments import Deployment, DeploymentList, deployments, get, serve
     from nbdeploy.refs import ModelRef, parse_ref
@@ -49,6 +50,7 @@ __all__ = [
     "DeploymentSpec",
     "InvalidInputError",
     "InvalidReferenceError",
+    "ModelCard",
     "ModelList",
     "ModelNotFoundError",
     "ModelRef",
@@ -61,6 +63,7 @@ __all__ = [
     "ValidationReport",
     "VersionNotFoundError",
     "__version__",
+    "card",
     "configure",
     "deployments",
     "get",
@@ -76,6 +79,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "card": "nbdeploy.cards",
+    "ModelCard": "nbdeploy.cards",
     "configure": "nbdeploy.config",
     "ModelRef": "nbdeploy.refs",
     "parse_ref": "nbdeploy.refs",

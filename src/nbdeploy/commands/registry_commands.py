@@ -35,9 +35,8 @@ def _register(args: argparse.Namespace, ctx: Context) -> Any:
     model = ctx.load(args.model, "MODEL", Loads.MODEL)
     X = ctx.load(args.data, "--data", Loads.TABLE)
     y = ctx.load(args.target, "--target", Loads.COLUMN)
-    return register(
-        model, args.name, X, y, alias=args.alias, tags=tags, description=args.description, source=ctx.source
-    )
+    return register(model, args.name, X, y, alias=args.alias, tags=tags, description=args.description,
+                    source=ctx.source, intended_use=args.intended_use)  # fmt: skip
 
 
 def _validate(args: argparse.Namespace, ctx: Context) -> Any:
@@ -54,6 +53,13 @@ def _promote(args: argparse.Namespace, ctx: Context) -> Any:
     from nbdeploy.registry import promote
 
     return promote(args.ref, alias=args.alias, force=args.force)
+
+
+def _card(args: argparse.Namespace, ctx: Context) -> Any:
+    from nbdeploy.cards import card
+
+    return card(args.ref, intended_use=args.intended_use, description=args.description, log=not args.no_log,
+                out=args.out)  # fmt: skip
 
 
 def _models(args: argparse.Namespace, ctx: Context) -> Any:
@@ -79,6 +85,7 @@ COMMANDS = [
             arg("--alias", help="alias to point at the new version"),
             arg("--tag", action="append", metavar="KEY=VALUE", help="extra tag (repeatable)"),
             arg("--description", help="version description"),
+            arg("--intended-use", metavar="TEXT", help="what the model is for, and not for (shown on its card)"),
         ),
         _register,
     ),
@@ -113,6 +120,18 @@ COMMANDS = [
             arg("--force", action="store_true", help="promote even if not validated (recorded)"),
         ),
         _promote,
+    ),
+    Command(
+        "card",
+        "Render a version's model card (HTML and Markdown) and log it to MLflow.",
+        (
+            arg("ref", metavar="REF", help=REF_HELP),
+            arg("--intended-use", metavar="TEXT", help="record what the model is for first (replaces the last)"),
+            arg("--description", metavar="TEXT", help="record a new description first (the validation summary stays)"),
+            arg("--out", metavar="DIR", help="also write model_card.html and model_card.md into DIR"),
+            arg("--no-log", action="store_true", help="do not log the card to MLflow"),
+        ),
+        _card,
     ),
     Command(
         "models",

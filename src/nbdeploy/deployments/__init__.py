@@ -12,6 +12,8 @@ One folder per deployment under ``NBDEPLOY_HOME`` holds everything about it:
         feedback.jsonl    labels sent to /feedback
         alerts.jsonl      alert events
         experiments.jsonl how experiments ended (promoted, rolled back, promotion refused)
+        events.jsonl      what changed and when: served, updated, rolled back, experiments started and
+                          concluded by hand, stopped (read by the model card)
         models/...        (a challenger's copy too, while an experiment runs)
         models/NAME-vN/   local copy of each served model version (its files' checksums and origin in
                           model/.nbdeploy-copy.json) and its training profile
@@ -21,6 +23,7 @@ One folder per deployment under ``NBDEPLOY_HOME`` holds everything about it:
 
 Modules, one concern each (none imports a module listed after it):
 
+- :mod:`.events` — ``events.jsonl``: what changed, for the model card
 - :mod:`.processes` — liveness by identity, process-group stops, the folder lock
 - :mod:`.views` — the status card and the listing
 - :mod:`.models` — local copies of model versions

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from nbdeploy.deployments import events
 from nbdeploy.deployments.watching import HandleParts
 from nbdeploy.errors import DeploymentError, InvalidInputError, NbdeployError
 from nbdeploy.experiment import ExperimentSpec
@@ -129,6 +130,11 @@ class Experiments(HandleParts):
                 spec.history.append(challenger)
             spec.experiment = None
             spec.save(self.path)
+            if promote:  # the challenger replaces the champion
+                events.record(self.path, "experiment promoted by hand", challenger, previous=saved.current,
+                              forced=bool(force))  # fmt: skip
+            else:
+                events.record(self.path, "experiment aborted by hand", saved.current, challenger=challenger.resolved)
             if self.state() == "running" and spec.ray is not None:
                 self._redeploy(saved)
             elif self.state() == "running":
@@ -221,6 +227,7 @@ class Experiments(HandleParts):
             spec.experiment = ExperimentSpec(kind, entry, percent, sticky, header, time.time(),
                                              tracking_uri=tracking_uri(), **rules._asdict())
             spec.save(self.path)
+            events.record(self.path, f"{kind} started", spec.current, challenger=entry.resolved, percent=percent)
             if spec.ray is not None:
                 self._redeploy(saved)
                 return self.experiment()

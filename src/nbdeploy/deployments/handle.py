@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbdeploy.deployments import http, models, processes, ray_client
+from nbdeploy.deployments import events, http, models, processes, ray_client
 from nbdeploy.deployments.experiments import Experiments
 from nbdeploy.deployments.views import Status
 from nbdeploy.deployments.watching import Watching
@@ -37,15 +37,6 @@ def _read(path: Path) -> str | None:
         return path.read_bytes().decode("utf-8", errors="replace").strip() or None
     except OSError:
         return None
-
-
-def _json_value(value: Any) -> Any:
-    """numpy scalars as numbers, timestamps as ISO text (what ``json`` cannot write itself)."""
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
 
 
 @dataclass
@@ -216,7 +207,7 @@ class Deployment(Watching, Experiments):
         if isinstance(X, (pd.DataFrame, pd.Series)):  # otherwise the server takes the signature's order
             split["columns"] = [str(c) for c in frame.columns]
         doc = {"dataframe_split": split, **({"params": {"predict_method": method}} if method != "predict" else {})}
-        body = json.dumps(doc, default=_json_value)
+        body = json.dumps(doc, default=http.json_value)
         response = self._request(
             "POST",
             "/invocations",
@@ -232,6 +223,7 @@ class Deployment(Watching, Experiments):
         entry = models.fetch(ref, self.path)
         self._reload(entry)
         spec = self.spec
+        events.record(self.path, "updated", entry, previous=spec.current)
         spec.history.append(entry)
         spec.save(self.path)
         return self
@@ -243,7 +235,7 @@ class Deployment(Watching, Experiments):
         if len(spec.history) < 2:
             raise DeploymentError(f"Deployment {self.name!r} has served only one version: nothing to roll back to.")
         self._reload(spec.history[-2])
-        spec.history.pop()
+        events.record(self.path, "rolled back", spec.history[-2], previous=spec.history.pop())
         spec.save(self.path)
         return self
 
@@ -268,11 +260,14 @@ class Deployment(Watching, Experiments):
         started is stopped with its last deployment).
         """
         if self.target == "ray":
-            return self._stop_ray()
+            if stopped := self._stop_ray():
+                events.record_stop(self)
+            return stopped
         pid = self.pid
         if pid is not None:
             processes.stop_group(pid, str(self.path), timeout)
             processes.attached.pop(pid, None)
+            events.record_stop(self)
         for name in ("pid", "port"):
             with contextlib.suppress(FileNotFoundError):
                 (self.path / name).unlink()

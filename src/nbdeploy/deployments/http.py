@@ -9,7 +9,16 @@ from typing import Any
 
 from nbdeploy.errors import DeploymentError
 
-__all__ = ["answers", "request"]
+__all__ = ["answers", "json_value", "request"]
+
+
+def json_value(value: Any) -> Any:
+    """numpy scalars as numbers, timestamps as ISO text (what ``json`` cannot write itself)."""
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
 
 
 def answers(url: str) -> bool:

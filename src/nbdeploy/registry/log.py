@@ -127,11 +127,13 @@ def register(
     tags: Mapping[str, Any] | None = None,
     description: str | None = None,
     source: str | None = None,
+    intended_use: str | None = None,
 ) -> ModelVersion:
     """Log a fitted scikit-learn ``model`` to MLflow and register it as a new version of ``name``.
 
     With ``X`` the version gets a signature, an input example and a training-data profile;
-    with ``y`` too, training metrics. ``source`` is the notebook path, recorded as lineage.
+    with ``y`` too, training metrics. ``source`` is the notebook path, recorded as lineage;
+    ``intended_use`` is what the model card says the model is for (tag ``nbdeploy.intended_use``).
 
     >>> register(model, name="cancer", X=X_train, y=y_train, alias="candidate")  # doctest: +SKIP
     """
@@ -148,6 +150,7 @@ def register(
     version_tags = {
         **lineage_tags(source=source, data_fingerprint=facts.profile["fingerprint"] if facts.profile else None),
         "nbdeploy.task": detect_task(model),
+        **({"nbdeploy.intended_use": intended_use[:5000]} if intended_use else {}),
         **user_tags,
     }
     uri = tracking_uri()

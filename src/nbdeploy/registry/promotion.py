@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from nbdeploy.errors import PromotionRefusedError
 from nbdeploy.refs import ModelRef, validate_alias
 from nbdeploy.registry._store import client, experiment_id, mlflow_errors, set_alias, tracking_uri, using_tracking_uri
+from nbdeploy.registry.history import record_event
 from nbdeploy.registry.lookup import fetch_version, resolve
 from nbdeploy.registry.versions import SUMMARY_MARKER, ModelVersion
 
@@ -64,13 +65,15 @@ def check_promotable(ref: str | ModelRef, alias: str = "champion", *, force: boo
 
 def _promote(c: MlflowClient, mv: ModelVersion, alias: str, *, force: bool) -> ModelVersion:
     """Move ``alias`` to ``mv`` if its validation passed (or ``force``); tag refusals and forced moves."""
-    _gate(c, mv, alias, force=force)
+    forced = _gate(c, mv, alias, force=force)
     set_alias(c, mv.name, alias, str(mv.version))
+    record_event(c, mv, "promoted", f"to @{alias}" + (f", forced: {forced}" if forced else ""))
     return fetch_version(c, mv.name, mv.version)
 
 
-def _gate(c: MlflowClient, mv: ModelVersion, alias: str, *, force: bool) -> None:
-    """Raise :class:`PromotionRefusedError` unless the last validation of ``mv`` passed (or ``force``)."""
+def _gate(c: MlflowClient, mv: ModelVersion, alias: str, *, force: bool) -> str | None:
+    """Raise :class:`PromotionRefusedError` unless the last validation of ``mv`` passed (or
+    ``force``); returns why a forced promotion needed forcing (``None``: it did not)."""
     from datetime import datetime, timezone
 
     status = mv.tags.get(VALIDATION_TAG)
@@ -85,11 +88,14 @@ def _gate(c: MlflowClient, mv: ModelVersion, alias: str, *, force: bool) -> None
         record = f"{stamp}: @{alias}: {reason}"
         if not force:
             c.set_model_version_tag(mv.name, str(mv.version), REFUSED_TAG, record)
+            record_event(c, mv, "promotion refused", f"to @{alias}: {reason}")
             raise PromotionRefusedError(
                 f"Refusing to promote {mv.ref} to @{alias}: {reason}; {advice} "
                 "(nbdeploy.validate in Python), or pass --force (force=True) to promote it anyway."
             )
         c.set_model_version_tag(mv.name, str(mv.version), FORCED_TAG, record)
+        return reason
+    return None
 
 
 def start_validation_run(mv: ModelVersion) -> str:
@@ -119,10 +125,12 @@ def record_validation(
     metrics: Mapping[str, float],
     tags: Mapping[str, str],
     summary: str | None = None,
+    event: str | None = None,
 ) -> None:
     """Log a validation: ``files`` (artifact path -> text) and ``metrics`` in run ``run_id``
-    (the metrics linked to the version's logged model), then ``tags`` on the version, and
-    ``summary`` into its description (replacing the previous validation's, keeping the rest).
+    (the metrics linked to the version's logged model), then ``tags`` on the version, one
+    ``validated`` event (``event``: its sentence) and ``summary`` into its description
+    (replacing the previous validation's, keeping the rest).
 
     >>> record_validation(mv, run_id, files={"report.md": text}, metrics={"f1": 0.97},
     ...                   tags={VALIDATION_TAG: "passed"})   # doctest: +SKIP
@@ -143,6 +151,7 @@ def record_validation(
         c.set_terminated(run_id)
         for key, value in tags.items():
             c.set_model_version_tag(mv.name, str(mv.version), key, value[:5000])
+        record_event(c, mv, "validated", event or tags.get(VALIDATION_TAG, "recorded"))
         if summary is not None:
             current = c.get_model_version(mv.name, str(mv.version)).description
             c.update_model_version(mv.name, str(mv.version), description=with_summary(current, summary))
@@ -155,10 +164,15 @@ def with_summary(description: str | None, text: str) -> str:
     'Trained on 2025 data.\\n\\n<!-- nbdeploy:validation -->\\nnew'
     """
     kept = (description or "").split(SUMMARY_MARKER, 1)[0].rstrip()
-    if kept:  # MLflow stores at most 5,000 characters: the user's words first, the summary cut to fit
-        kept = kept[: DESCRIPTION_LIMIT - 100]
-    whole = f"{kept}\n\n{SUMMARY_MARKER}\n{text}" if kept else f"{SUMMARY_MARKER}\n{text}"
-    return whole if len(whole) <= DESCRIPTION_LIMIT else whole[: DESCRIPTION_LIMIT - 1] + "\u2026"
+    # MLflow stores at most 5,000 characters: the summary whole (cut only past 2,000), the user's words in the rest
+    block = f"{SUMMARY_MARKER}\n{text}"
+    if len(block) > SUMMARY_LIMIT:
+        block = block[: SUMMARY_LIMIT - 1] + "\u2026"
+    room = DESCRIPTION_LIMIT - len(block) - 2
+    if len(kept) > room:
+        kept = kept[: room - 1] + "\u2026"
+    return f"{kept}\n\n{block}" if kept else block
 
 
 DESCRIPTION_LIMIT = 5000  # a model version's description in MLflow's SQL stores (String(5000))
+SUMMARY_LIMIT = 2000  # the part below the marker: verdict, headline, at most 10 gates, the report and card

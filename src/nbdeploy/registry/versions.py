@@ -13,6 +13,7 @@ from nbdeploy.reprs import card, esc, kv_table, table
 
 # in a version's description, the latest validation's summary follows this (invisible in Markdown)
 SUMMARY_MARKER = "<!-- nbdeploy:validation -->"
+EVENT_TAGS = "nbdeploy.event."  # the history tags (registry/history.py), shown by the model card, not the listings
 
 __all__ = ["Listing", "ModelList", "ModelVersion"]
 
@@ -136,7 +137,8 @@ class ModelVersion:
             if self.metrics
             else ""
         )
-        tags = "<h4>Tags</h4>" + table(["tag", "value"], sorted(self.tags.items())) if self.tags else ""
+        shown = sorted((k, v) for k, v in self.tags.items() if not k.startswith(EVENT_TAGS))  # events: the card's
+        tags = "<h4>Tags</h4>" + table(["tag", "value"], shown) if shown else ""
         return card(
             f"{esc(self.name)} <span class='nbd-muted'>version {self.version}</span> {badges}",
             facts,
@@ -189,7 +191,8 @@ class ModelList(Listing):
             by_version.setdefault(int(number), []).append(f"@{alias}")
         rows = []
         for mv in sorted(versions, key=lambda v: -int(v.version)):
-            tags = ", ".join(f"{k}={v}" for k, v in sorted((mv.tags or {}).items()) if not k.startswith("mlflow."))
+            tags = ", ".join(f"{k}={v}" for k, v in sorted((mv.tags or {}).items())
+                             if not k.startswith(("mlflow.", EVENT_TAGS)))  # fmt: skip
             rows.append(
                 [
                     str(mv.version),

@@ -96,7 +96,9 @@ def _record(report: ValidationReport, mv: Any) -> None:
         },
         metrics={k: v for k, v in values.items() if v == v},  # NaN: not measured, not logged
         tags=tags,
-        summary=summary(report, tags["nbdeploy.validation.report"]),
+        summary=summary(report, tags["nbdeploy.validation.report"], mv.tags.get("nbdeploy.card")),
+        event=f"{report.summary()} on {report.rows} rows, baseline {report.baseline or 'none'}; "
+        f"report {tags['nbdeploy.validation.report']}",
     )
 
 
@@ -141,7 +143,7 @@ def validate(
     from nbdeploy.validation.gates import check_metrics
     from nbdeploy.validation.scoring import has_proba
 
-    level = _check_options(confidence, resamples, explain_rows, shap)
+    level = _check_options(confidence, resamples, explain, explain_rows, shap)
     parsed = [g.with_confidence(level) for g in _gate_list(gates)]  # malformed gates fail before anything loads
     slice_list = [slices] if isinstance(slices, str) else list(slices or [])
     model, mv = registry.load_model(ref)
@@ -161,15 +163,19 @@ def validate(
     return report
 
 
-def _check_options(confidence: float | str | None, resamples: int, explain_rows: int, shap: bool) -> float | None:
+def _check_options(confidence: float | str | None, resamples: int, explain: bool, explain_rows: Any,
+                   shap: bool) -> float | None:  # fmt: skip
     """One sentence for options that cannot work together, before anything loads; the confidence level."""
     from nbdeploy.validation.gates import check_confidence
 
     level = check_confidence(confidence) if confidence is not None else None
     if level is not None and resamples <= 0:
         raise InvalidInputError("A confidence is decided on the bootstrap: give resamples above 0 (200 by default).")
-    if explain_rows < 10:
-        raise InvalidInputError(f"explain_rows is {explain_rows}; the Explain section needs at least 10 rows.")
+    if shap and not explain:
+        raise InvalidInputError("--shap (shap=True) adds to the Explain section, which --no-explain leaves out.")
+    if explain and (isinstance(explain_rows, bool) or not isinstance(explain_rows, int) or explain_rows < 10):
+        raise InvalidInputError(f"--explain-rows (explain_rows) is {explain_rows!r}; the Explain section needs a "
+                                "whole number of rows, at least 10.")  # fmt: skip
     if shap:
         from nbdeploy.validation.shap_values import check_installed
 

@@ -20,8 +20,9 @@ __all__ = ["summary"]
 MAX_GATES = 10  # listed in the description (MLflow keeps at most 5,000 characters of it)
 
 
-def summary(report: ValidationReport, report_uri: str) -> str:
-    """Markdown: verdict, headline metric with its 95 % interval (and the baseline's), gates, report."""
+def summary(report: ValidationReport, report_uri: str, card_uri: str | None = None) -> str:
+    """Markdown: verdict, headline metric with its 95 % interval (and the baseline's), gates,
+    the report, and the model card when one was logged."""
     lines = [f"**nbdeploy validation: {report.summary()}** on {report.rows} rows, {report.created}"]
     headline = report.headline()[:1]
     for m in headline:
@@ -36,4 +37,6 @@ def summary(report: ValidationReport, report_uri: str) -> str:
     if len(report.gates) > MAX_GATES:
         lines.append(f"- and {len(report.gates) - MAX_GATES} more gates, in the report")
     lines.append(f"- report: {report_uri}")
+    if card_uri:
+        lines.append(f"- Model card: `{card_uri}`")
     return "\n".join(lines)

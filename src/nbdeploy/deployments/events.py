@@ -1,0 +1,105 @@
+"""What happened to a deployment, for the model card and for people: ``events.jsonl``.
+
+One JSON line per change of what a deployment serves — ``served``, ``updated``,
+``rolled back``, ``experiment started``, ``experiment concluded``, ``stopped`` — with its
+time, the deployment, the model version (``model``: ``NAME/VERSION``) and, for a change,
+the version before (``previous``). The file is append-only and owner-only (written with one
+``write``, so concurrent writers never interleave lines); a torn line is skipped when read.
+How an experiment ended on its own (the server's decisions) is in ``experiments.jsonl``
+beside it.
+
+>>> record(folder, "updated", entry, previous=old)          # doctest: +SKIP
+>>> [e["event"] for e in for_model("cancer/2")]              # doctest: +SKIP
+['served', 'updated', 'rolled back']
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from nbdeploy import config
+from nbdeploy._files import append_private
+from nbdeploy.model_entry import ModelEntry
+
+__all__ = ["EVENTS", "for_model", "read", "record", "record_stop"]
+
+EVENTS = "events.jsonl"
+EXPERIMENT_ENDS = "experiments.jsonl"  # written by the server (serving.experiment_book)
+
+
+def _label(entry: ModelEntry | None) -> str | None:
+    return None if entry is None else (entry.resolved or entry.ref)
+
+
+def record(folder: Path, event: str, entry: ModelEntry | None = None, *, previous: ModelEntry | None = None,
+           **fields: Any) -> None:  # fmt: skip
+    """Append one event. A history line that cannot be written (a full disk) is said on
+    stderr and never fails what it records: the change itself happened."""
+    doc = {"ts": time.time(), "event": event, "deployment": folder.name, "model": _label(entry), **fields}
+    if previous is not None:
+        doc["previous"] = _label(previous)
+    try:
+        append_private(folder / EVENTS, json.dumps(doc, default=str) + "\n")
+    except OSError as exc:
+        print(f"nbdeploy: the {event!r} event of {folder.name} was not recorded in {EVENTS}: {exc}", file=sys.stderr)
+
+
+def record_stop(deployment: Any) -> None:
+    """``stopped``, naming the version served when the spec can still be read (a damaged spec
+    must not keep a server from stopping); not for a server whose start failed (nothing was
+    recorded as served since the last stop)."""
+    last = [e.get("event") for e in read(deployment.path / EVENTS)[-1:]]
+    if not last or last[0] == "stopped":
+        return
+    try:
+        entry: ModelEntry | None = deployment.spec.current
+    except Exception:
+        entry = None
+    record(deployment.path, "stopped", entry)
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    """The records of one JSON-lines file, oldest first; torn or foreign lines skipped."""
+    try:
+        lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        ts = doc.get("ts") if isinstance(doc, dict) else None
+        # a time within reason (a line of ours; not Infinity, 1e20 or a string)
+        if isinstance(ts, int | float) and not isinstance(ts, bool) and 0 < ts < 1e11:
+            out.append(doc)
+    return out
+
+
+#: How the server names an experiment's end in ``experiments.jsonl``, as the card says it.
+ENDS = {"promote": "promoted", "rollback": "rolled back", "promotion refused": "promotion refused"}
+
+
+def for_model(resolved: str, home: Path | None = None) -> list[dict[str, Any]]:
+    """Every deployment event naming the version ``NAME/VERSION`` (as the model served, the one
+    replaced, or an experiment's challenger), across the deployments under ``home``, oldest
+    first; an experiment the server ended on its own comes from ``experiments.jsonl``."""
+    name, _, version = resolved.partition("/")
+    root = home or config.home()
+    found = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        for doc in read(folder / EVENTS):
+            named = (doc.get("model"), doc.get("previous"), doc.get("challenger"))
+            if isinstance(doc.get("event"), str) and resolved in named:
+                found.append(doc)
+        for doc in read(folder / EXPERIMENT_ENDS):
+            challenger, action = str(doc.get("challenger", "")), doc.get("action")
+            if action in ENDS and str(doc.get("version")) == version and challenger.split("/")[0].split("@")[0] == name:
+                found.append({"ts": doc["ts"], "event": f"experiment {ENDS[action]}", "deployment": folder.name,
+                              "challenger": resolved, "why": str(doc.get("why", ""))})  # fmt: skip
+    return sorted(found, key=lambda d: d["ts"])
