@@ -47,7 +47,7 @@ def test_k_of_one_follows_every_change() -> None:
         (
             "p42>1",
             "Unknown alert metric 'p42' in 'p42>1'; metrics: rps, requests, p50_ms, p95_ms, p99_ms, "
-            "error_rate, psi, drifted_features, accuracy, rmse.",
+            "error_rate, psi, drifted_features, accuracy, est_accuracy, rmse.",
         ),
     ],
 )

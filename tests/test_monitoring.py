@@ -140,7 +140,7 @@ def test_magics_and_cli(
     )
     assert usage_error(ip, f"alerts {mon.name} --add 'p95>1'") == (
         "Unknown alert metric 'p95' in 'p95>1'; metrics: rps, requests, p50_ms, p95_ms, p99_ms, error_rate, psi, "
-        "drifted_features, accuracy, rmse."
+        "drifted_features, accuracy, est_accuracy, rmse."
     )
     env = {**os.environ}
     out = subprocess.run(

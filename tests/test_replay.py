@@ -15,7 +15,8 @@ def _write(path: Path, lines: list[str], torn: str = "") -> None:
 def test_logged_requests_read_back_exactly(tmp_path: Path) -> None:
     log = tmp_path / "requests.jsonl"
     old = {"ts": 100.0, "id": "a-1", "status": 200, "latency_ms": 1.5, "inputs": [[1.0]], "predictions": [0]}
-    rotated = {"ts": 200.0, "id": "a-2", "status": 200, "latency_ms": 2.0, "inputs": [[2.0]], "predictions": [1]}
+    rotated = {"ts": 200.0, "id": "a-2", "status": 200, "latency_ms": 2.0, "inputs": [[2.0]], "predictions": [1],
+               "confidence": [0.75]}  # fmt: skip
     table = {"ts": 300.0, "id": "a-3", "status": 200, "latency_ms": 3.0, "columns": ["x"], "inputs": [[3.0]],
              "predictions": [1]}  # fmt: skip
     error = {"ts": 400.0, "id": "a-4", "status": 400, "latency_ms": 0.5, "answered": 400.25,
@@ -27,9 +28,9 @@ def test_logged_requests_read_back_exactly(tmp_path: Path) -> None:
 
     assert list(logged_requests(log, since=150.0)) == [
         # stamped when answered: the record's "answered", or (logs before it) its start plus latency
-        (200.002, 2.0, 200, "a-2", [[2.0]], [1]),
-        (300.003, 3.0, 200, "a-3", None, [1]),  # inputs in other columns than the signature's: not replayed
-        (400.25, 0.5, 400, "a-4", None, None),
+        (200.002, 2.0, 200, "a-2", [[2.0]], [1], [0.75]),  # a classifier's confidences, when logged
+        (300.003, 3.0, 200, "a-3", None, [1], None),  # inputs in other columns than the signature's: not replayed
+        (400.25, 0.5, 400, "a-4", None, None, None),
     ]
     assert [r["id"] for r in read_records(log)] == ["a-1", "a-2", "a-3", "no-ts", "a-4"]
     assert list(logged_requests(tmp_path / "missing.jsonl", since=0)) == []

@@ -8,7 +8,7 @@ import numpy as np
 
 from nbdeploy.errors import InvalidInputError
 
-__all__ = ["check_fitted", "detect_task", "training_metrics"]
+__all__ = ["argmax_predict", "check_fitted", "detect_task", "training_metrics"]
 
 Task = Literal["classification", "regression"]
 
@@ -26,6 +26,31 @@ def check_fitted(model: Any) -> None:
         check_is_fitted(model)
     except NotFittedError:
         raise InvalidInputError(f"The model {kind} is not fitted yet: call .fit(X, y) before registering it.") from None
+
+
+def argmax_predict(model: Any) -> bool:
+    """True when scikit-learn's own ``predict`` is ``classes_[argmax(predict_proba)]``.
+
+    Then one ``predict_proba`` pass gives both, and a validation (or a served batch with its
+    confidences) costs one prediction of the data instead of two. Only estimators whose
+    ``predict`` is scikit-learn's forest or tree code (not overridden) qualify; every other
+    model is asked for ``predict`` too.
+    """
+    from sklearn.pipeline import Pipeline
+
+    try:  # private modules: if they move, fall back to calling predict
+        from sklearn.ensemble._forest import ForestClassifier
+        from sklearn.tree._classes import BaseDecisionTree, DecisionTreeClassifier
+    except ImportError:
+        return False
+
+    final = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    kind = type(final)
+    forest = issubclass(kind, ForestClassifier) and kind.predict is ForestClassifier.predict
+    forest = forest and kind.predict_proba is ForestClassifier.predict_proba
+    tree = issubclass(kind, DecisionTreeClassifier) and kind.predict is BaseDecisionTree.predict
+    tree = tree and kind.predict_proba is DecisionTreeClassifier.predict_proba
+    return (forest or tree) and getattr(final, "n_outputs_", 1) == 1
 
 
 def detect_task(model: Any) -> Task:

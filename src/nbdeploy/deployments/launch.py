@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from nbdeploy import config
 from nbdeploy._files import open_log, write_atomic
-from nbdeploy.deployments import http, processes, ray_client
+from nbdeploy.deployments import events, http, processes, ray_client
 from nbdeploy.deployments.handle import Deployment
 from nbdeploy.deployments.models import fetch
 from nbdeploy.errors import DeploymentError, InvalidInputError
@@ -76,9 +76,11 @@ def serve(
     >>> d = serve("cancer@champion", port=5050)   # doctest: +SKIP
     >>> d = serve("cancer@champion", target="ray", replicas=2)   # doctest: +SKIP
     """
+    from nbdeploy.deployments.watching import with_baseline
     from nbdeploy.monitoring.alerts import rule_specs
 
     r = parse_ref(ref)
+    alerts = [with_baseline(rule, ref) for rule in alerts]
     spec = DeploymentSpec(
         name=validate_name(name or r.name or f"run-{r.run_id}"), host=host, port=port,
         require_token=bool(token) or not config.is_loopback(host), max_batch=max_batch, max_wait_ms=max_wait_ms,
@@ -115,10 +117,12 @@ def _launch(spec: DeploymentSpec, ref: str, token: str | None, address: str | No
             with contextlib.suppress(FileNotFoundError):
                 (folder / stale).unlink()
         dep = Deployment(spec.name, folder)
-        if spec.ray is not None:
-            return _start_ray(dep, spec, address, timeout)
-        spec.save(folder)
-        return _start(dep, timeout, attach=spec.attach_to is not None)
+        started = _start_ray(dep, spec, address, timeout) if spec.ray is not None else None
+        if started is None:
+            spec.save(folder)
+            started = _start(dep, timeout, attach=spec.attach_to is not None)
+        events.record(folder, "served", spec.current, target="ray" if spec.ray is not None else "local")
+        return started
 
 
 def _start_ray(dep: Deployment, spec: DeploymentSpec, address: str | None, timeout: float) -> Deployment:
@@ -217,4 +221,6 @@ def start(name: str, timeout: float = 60.0) -> Deployment:
         if spec.attach_to is not None:  # that kernel's pid would end the new server at once
             spec.attach_to = None
             spec.save(dep.path)
-        return _start(dep, timeout, attach=False)
+        started = _start(dep, timeout, attach=False)
+        events.record(dep.path, "served", spec.current, target="local", restarted=True)
+        return started

@@ -7,6 +7,7 @@ document, labels sent back, alert rules, and the live panel (the one door from t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,32 @@ from nbdeploy.errors import InvalidInputError
 from nbdeploy.spec import DEFAULT_ALERT_K, DeploymentSpec
 
 __all__ = ["HandleParts", "Watching"]
+
+
+_BASELINE = re.compile(r"^\s*([a-z0-9_]+)\s*(>=|<=|>|<)\s*baseline\s*(?:([+-])\s*(\d+(?:\.\d+)?))?\s*$")
+#: Alert metrics that can be compared with the served version's last validation, and the figure they take.
+BASELINE_METRICS = {"accuracy": "accuracy", "est_accuracy": "accuracy", "rmse": "rmse"}
+
+
+def with_baseline(rule: str, version: str | None) -> str:
+    """``rule`` with ``baseline`` (``est_accuracy<baseline-0.05``) replaced by the served
+    version's figure in its last validation, as a number the server's rules take."""
+    match = _BASELINE.match(rule or "")
+    if not match:
+        return rule
+    metric, op, sign, delta = match.groups()
+    if metric not in BASELINE_METRICS:
+        raise InvalidInputError(f"'baseline' in the alert rule {rule!r} is the served version's validation figure, "
+                                f"known for {', '.join(BASELINE_METRICS)}.")  # fmt: skip
+    from nbdeploy import registry
+
+    figure = registry.validation_metric(version, BASELINE_METRICS[metric]) if version else None
+    if figure is None:
+        raise InvalidInputError(f"The alert rule {rule!r} compares with the served version's last validation, but "
+                                f"{version or 'it'} has no {BASELINE_METRICS[metric]} recorded: validate it first, "
+                                "or give a number.")  # fmt: skip
+    threshold = figure + (float(delta) if sign == "+" else -float(delta) if sign == "-" else 0.0)
+    return f"{metric}{op}{threshold:.6g}"
 
 
 class HandleParts:
@@ -64,7 +91,10 @@ class Watching(HandleParts):
             raise InvalidInputError("A webhook applies to the rules added with it: give --add RULE too.")
         spec = self.spec
         rules = [] if clear else list(spec.alerts)
-        rules += rule_specs(add, webhook, k)
+        if spec.current.task == "regression" and any(r.strip().startswith("est_accuracy") for r in add):
+            raise InvalidInputError(f"est_accuracy is a classifier's: {spec.current.ref} is a regressor "
+                                    "(watch rmse once labels arrive).")  # fmt: skip
+        rules += rule_specs([with_baseline(r, spec.current.resolved) for r in add], webhook, k)
         if add or clear:
             result: dict[str, Any] = self._request("POST", "/admin/alerts", json={"rules": rules}).json()
             spec.alerts = rules

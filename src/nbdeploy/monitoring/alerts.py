@@ -60,6 +60,7 @@ METRICS: dict[str, Callable[[Mapping[str, Any]], float | None]] = {
     "psi": lambda w: _metric(w, "drift_max_psi"),
     "drifted_features": lambda w: float(len(w.get("drifted_features", []))) if w.get("rows") else None,
     "accuracy": lambda w: _metric(w, "accuracy"),
+    "est_accuracy": lambda w: _metric(w, "est_accuracy"),  # before labels: monitoring/estimate.py
     "rmse": lambda w: _metric(w, "rmse"),
 }
 

@@ -21,9 +21,9 @@ from typing import Any
 
 __all__ = ["LoggedRequest", "answer_time", "logged_feedback", "logged_request", "logged_requests", "read_records"]
 
-# (answered, latency_ms, status, request id, inputs, predictions): the arguments of an observer's
-# ``add`` (RequestWindows.add), as the server passed them when it answered.
-LoggedRequest = tuple[float, float, int, str, Any, Any]
+# (answered, latency_ms, status, request id, inputs, predictions, confidence): the arguments of an
+# observer's ``add`` (RequestWindows.add), as the server passed them when it answered.
+LoggedRequest = tuple[float, float, int, str, Any, Any, Any]
 
 
 def _lines(file: Path) -> Iterator[Any]:
@@ -67,7 +67,8 @@ def logged_request(record: dict[str, Any], since: float) -> LoggedRequest | None
     if answered is None or answered < since or r.get("shadow") is True:
         return None
     inputs = r.get("inputs") if "columns" not in r else None
-    return (answered, r.get("latency_ms", 0.0), r.get("status", 0), r.get("id", ""), inputs, r.get("predictions"))
+    return (answered, r.get("latency_ms", 0.0), r.get("status", 0), r.get("id", ""), inputs, r.get("predictions"),
+            r.get("confidence"))  # fmt: skip
 
 
 def answer_time(record: dict[str, Any]) -> float | None:

@@ -56,6 +56,10 @@ def render_text(doc: Mapping[str, Any], window: str = "1m", status: str = "live"
         quality.append(f"rmse {win['rmse']:.4g}")
     if quality:
         lines.append(f"live ({win.get('labelled', 0)} labelled rows)  " + "  ".join(quality))
+    if win.get("est_accuracy") is not None:
+        lo, hi = win["est_accuracy_ci"]
+        lines.append(f"estimated accuracy {win['est_accuracy']:.3f} [{lo:.3f}, {hi:.3f}] on {win['est_rows']} rows "
+                     "(from the model's probabilities, before labels)")  # fmt: skip
     drifted = win.get("drifted_features", [])
     worst = sorted((d for d in win.get("drift", []) if d.get("psi") is not None), key=lambda d: -d["psi"])[:3]
     if worst:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from nbdeploy.monitoring.estimate import as_confidence, estimated_accuracy
 from nbdeploy.monitoring.ring import Ring, concat, live_quality, prediction_distribution, series
 from nbdeploy.spec import DEFAULT_WINDOWS, parse_window
 from nbdeploy.stats import drift
@@ -75,7 +76,9 @@ class RequestWindows:
         self.rows = Ring(
             row_capacity,
             # inputs in float64, the dtype the training profile's edges are in (see drift.numeric_bins)
-            {"ts": (np.float64, ()), "x": (np.float64, (k,)), "pred": (np.float64, ()), "label": (np.float64, ())},
+            {"ts": (np.float64, ()), "x": (np.float64, (k,)), "pred": (np.float64, ()), "label": (np.float64, ()),
+             # a classifier's probability of the class it predicted (estimated accuracy); NaN = none
+             "conf": (np.float64, ())},
         )
         self.batches = Ring(100_000, {"ts": (np.float64, ()), "requests": (np.int32, ()), "rows": (np.int32, ())})
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
@@ -115,14 +118,16 @@ class RequestWindows:
         rid: str,
         inputs: Sequence[Sequence[Any]] | np.ndarray | None = None,
         predictions: Sequence[Any] | None = None,
+        confidence: Sequence[float] | None = None,
     ) -> None:
         """Queue one answered request (``ts``: when it was answered; its inputs in the
-        deployment's column order).
+        deployment's column order; ``confidence``: a classifier's probability of each
+        predicted class, for :mod:`~nbdeploy.monitoring.estimate`).
 
         The server folds the queue from a background thread every second (and every read
         folds it first), so the request path never pays for it.
         """
-        self._queue.append((ts, latency_ms, status, rid, inputs, predictions))
+        self._queue.append((ts, latency_ms, status, rid, inputs, predictions, confidence))
 
     def add_batch(self, ts: float, requests: int, rows: int) -> None:
         self._batch_queue.append((ts, requests, rows))
@@ -152,8 +157,8 @@ class RequestWindows:
 
     def _fold_rows(self, items: list[tuple[Any, ...]]) -> None:
         width = self.rows.cols["x"].shape[1]
-        blocks, preds, stamps, spans = [], [], [], []
-        for ts, _lat, _st, rid, inputs, predictions in items:
+        blocks, preds, stamps, spans, confs = [], [], [], [], []
+        for ts, _lat, _st, rid, inputs, predictions, confidence in items:
             n = min(len(inputs), len(predictions))
             if not n:
                 continue
@@ -163,6 +168,7 @@ class RequestWindows:
                 x = np.full((n, width), np.nan)
             blocks.append(x if x.shape[1] == width else np.full((n, width), np.nan))
             preds.extend(predictions[:n])
+            confs.append(as_confidence(confidence, n))
             stamps.append(np.full(n, ts))
             spans.append((rid, n))
         if not blocks:
@@ -174,6 +180,7 @@ class RequestWindows:
                 "x": np.concatenate(blocks),
                 "pred": self._encode(preds),
                 "label": np.full(total, np.nan),
+                "conf": np.concatenate(confs),
             },
             total,
         )
@@ -273,7 +280,10 @@ class RequestWindows:
         scored = [d for d in out["drift"] if d["psi"] is not None]
         out["drift_max_psi"] = max((d["psi"] for d in scored), default=None)
         out["drifted_features"] = [d["name"] for d in out["drift"] if d["status"] == "drift"]
-        out.update(live_quality(self.task, preds, concat(self.rows.take("label", rlo, rhi), np.float64)))
+        labels = concat(self.rows.take("label", rlo, rhi), np.float64)
+        out.update(live_quality(self.task, preds, labels))
+        if self.task == "classification":
+            out.update(estimated_accuracy(concat(self.rows.take("conf", rlo, rhi), np.float64), ~np.isnan(labels)))
         return out
 
     def _drift(self, lo: int, hi: int) -> list[drift.FeatureDrift]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from nbdeploy.registry._store import client, tracking_uri
 from nbdeploy.registry.listing import models
 from nbdeploy.registry.log import EXAMPLE_ROWS, MODEL_PATH, PROFILE_PATH, SIGNATURE_ROWS, register
-from nbdeploy.registry.lookup import download_model, load_model, load_profile, model_size, resolve
+from nbdeploy.registry.lookup import download_model, load_model, load_profile, model_size, resolve, validation_metric
 from nbdeploy.registry.promotion import (
     FORCED_TAG,
     REFUSED_TAG,
@@ -52,4 +52,5 @@ __all__ = [
     "resolve",
     "start_validation_run",
     "tracking_uri",
+    "validation_metric",
 ]

@@ -27,6 +27,7 @@ __all__ = [
     "model_size",
     "registered_model",
     "resolve",
+    "validation_metric",
 ]
 
 
@@ -171,3 +172,19 @@ def download_model(uri: str, dst: str | Path) -> Path:
     with mlflow_errors(f"downloading {uri}"), using_tracking_uri(tracking_uri()):
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target))
     return Path(local)
+
+
+def validation_metric(ref: str, metric: str) -> float | None:
+    """The version's figure for ``metric`` in its latest validation (``None``: never validated,
+    or that metric was not measured).
+
+    >>> validation_metric("cancer/2", "accuracy")   # doctest: +SKIP
+    0.9580
+    """
+    mv = resolve(ref)
+    run_id = mv.tags.get("nbdeploy.validation.run")
+    if not run_id:
+        return None
+    with mlflow_errors(f"reading the validation of {mv.ref}"):
+        value = client().get_run(run_id).data.metrics.get(f"validation_{metric}")
+    return None if value is None else float(value)

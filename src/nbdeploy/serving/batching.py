@@ -25,7 +25,20 @@ import pandas as pd
 from nbdeploy.serving.protocol import Parsed, ProtocolError
 from nbdeploy.spec import DEFAULTS
 
-__all__ = ["Batcher", "PredictError"]
+__all__ = ["Answer", "Batcher", "PredictError"]
+
+
+class Answer(list[Any]):
+    """One request's predictions; ``confidence``: a classifier's probability of each predicted
+    class (for the accuracy estimated before labels), or ``None``."""
+
+    confidence: list[float] | None = None
+
+
+def _answer(values: list[Any], confidence: list[float] | None) -> Answer:
+    out = Answer(values)
+    out.confidence = confidence
+    return out
 
 
 class PredictError(Exception):
@@ -37,6 +50,7 @@ class _Item:
     parsed: Parsed
     future: asyncio.Future[list[Any]]
     done: list[Any] = field(default_factory=list)  # predictions of the chunks already predicted
+    confidence: list[float] | None = field(default_factory=list)  # theirs; None once a chunk had none
 
     def next_chunk(self, rows: int) -> Parsed:
         """The next ``rows`` rows not predicted yet, as a request of their own."""
@@ -65,8 +79,10 @@ class Batcher:
         max_wait_ms: float = 0.0,
         on_batch: Callable[[int, int], None] | None = None,
         always_wait: bool = False,
+        scored: bool = False,
     ) -> None:
         self._model = model  # returns (predict, column names) of the model serving now
+        self.scored = scored  # predict returns (output, confidence per row or None): LoadedModel.scored_call
         self.max_batch, self.max_wait = max(1, max_batch), max(0.0, max_wait_ms) / 1000
         self.always_wait = always_wait  # wait max_wait_ms even for a lone request (nobody waits on a shadow)
         self._in_batch = False
@@ -181,10 +197,15 @@ class Batcher:
             item.future.set_exception(result)
             return
         item.done.extend(result)
+        part = getattr(result, "confidence", None)
+        if item.confidence is not None and part is not None:
+            item.confidence.extend(part)
+        else:
+            item.confidence = None
         if len(item.done) < item.parsed.rows:
             self._queue.append(item)
         else:
-            item.future.set_result(item.done)
+            item.future.set_result(_answer(item.done, item.confidence))
 
     async def _predict_batch(self, items: list[Parsed]) -> list[Any]:
         """Predictions (or the error) of each request of one batch. A model in this process
@@ -207,21 +228,24 @@ class Batcher:
     def _predict(self, items: list[Parsed]) -> list[Any]:
         predict, names = self._model()
         try:
-            out = predictions(predict(frame(stack(items), names), items[0].method))
+            raw = predict(frame(stack(items), names), items[0].method)
+            raw, confidence = raw if self.scored else (raw, None)
+            out = predictions(raw)
         except ProtocolError as exc:  # the request asked for what this model lacks (swapped meanwhile)
             return [exc] * len(items)
         except Exception as exc:
             if len(items) == 1:
                 return [PredictError(f"{type(exc).__name__}: {exc}")]
             return [self._predict([one])[0] for one in items]
-        return _split(out, items)
+        return _split(out, items, confidence)
 
 
-def _split(out: list[Any], items: list[Parsed]) -> list[Any]:
+def _split(out: list[Any], items: list[Parsed], confidence: list[float] | None = None) -> list[Any]:
     results, start = [], 0
     for item in items:
-        results.append(out[start : start + item.rows])
-        start += item.rows
+        end = start + item.rows
+        results.append(_answer(out[start:end], confidence[start:end] if confidence is not None else None))
+        start = end
     return results
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from nbdeploy import model_copy
 from nbdeploy.spec import PREDICT_METHODS
 
@@ -40,6 +42,31 @@ class LoadedModel:
 
         check_method(method, self.methods, "the model serving now")
         return self.methods[method](X)
+
+    def scored_call(self, X: Any, method: str = "predict") -> tuple[Any, list[float] | None]:
+        """``call``, and for a classifier's ``predict`` the probability it gave each predicted
+        class (what :mod:`nbdeploy.monitoring.estimate` estimates accuracy from); ``None``
+        for other methods and models, or when the probabilities cannot be had."""
+        from nbdeploy.tasks import argmax_predict
+
+        proba = self.methods.get("predict_proba")
+        owner = getattr(proba, "__self__", None)
+        classes = getattr(owner, "classes_", None)
+        if method == "predict" and proba is not None and classes is not None and argmax_predict(owner):
+            p = np.asarray(proba(X), dtype=np.float64)  # one pass gives both (a forest's predict is this)
+            best = p.argmax(axis=1)
+            return np.asarray(classes).take(best), p[np.arange(best.size), best].tolist()
+        raw = self.call(X, method)
+        if method != "predict" or proba is None or classes is None:
+            return raw, None
+        try:  # the estimate must never cost a request its answer
+            where = {c: i for i, c in enumerate(np.asarray(classes).tolist())}
+            predicted = np.asarray(raw).ravel().tolist()
+            columns = np.fromiter((where[p] for p in predicted), dtype=np.int64, count=len(predicted))
+            chosen = np.asarray(proba(X), dtype=np.float64)[np.arange(len(predicted)), columns]
+            return raw, chosen.tolist()
+        except Exception:
+            return raw, None
 
 
 def _methods(model: Any) -> dict[str, Any]:

@@ -85,6 +85,9 @@ class MonitorCollector(Collector):
         )
         if win.get("accuracy") is not None:
             yield GaugeMetricFamily("nbdeploy_live_accuracy", "Accuracy on labelled requests", value=win["accuracy"])
+        if win.get("est_accuracy") is not None:
+            yield GaugeMetricFamily("nbdeploy_estimated_accuracy", "Accuracy estimated from the model's "
+                                    "probabilities, before labels", value=win["est_accuracy"])  # fmt: skip
 
 
 class ExperimentCollector(Collector):

@@ -74,10 +74,9 @@ class _Forwarder:
         self.batches: list[tuple[float, int, int]] = []
         self.records: list[dict[str, Any]] = []  # request-log records of a running experiment
 
-    def add(
-        self, ts: float, latency_ms: float, status: int, rid: str, inputs: Any = None, predictions: Any = None
-    ) -> None:
-        self.requests.append((ts, latency_ms, status, rid, inputs, predictions))
+    def add(self, ts: float, latency_ms: float, status: int, rid: str, inputs: Any = None, predictions: Any = None,
+            confidence: Any = None) -> None:  # fmt: skip
+        self.requests.append((ts, latency_ms, status, rid, inputs, predictions, confidence))
 
     def add_batch(self, ts: float, requests: int, rows: int) -> None:
         self.batches.append((ts, requests, rows))

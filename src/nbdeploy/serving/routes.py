@@ -119,6 +119,9 @@ class CoreRoutes:
         else:
             call.predictions = await self.server.batcher.submit(parsed)
         record["predictions" if method == "predict" else "outputs"] = call.predictions[: settings.log_rows]
+        confidence = getattr(call.predictions, "confidence", None)
+        if confidence is not None:  # replayed into the windows after a restart, like the predictions
+            record["confidence"] = [round(c, 6) for c in confidence[: settings.log_rows]]
 
     async def info(self, request: Request) -> Response:
         server, settings = self.server, self.settings

@@ -42,9 +42,8 @@ _RID = re.compile(r"^[\w.\-]{1,64}$")
 class Observer(Protocol):
     """Receives every answered request and every batch (as :class:`RequestWindows` does)."""
 
-    def add(
-        self, ts: float, latency_ms: float, status: int, rid: str, inputs: Any = None, predictions: Any = None
-    ) -> None: ...
+    def add(self, ts: float, latency_ms: float, status: int, rid: str, inputs: Any = None, predictions: Any = None,
+            confidence: Any = None) -> None: ...  # fmt: skip
 
     def add_batch(self, ts: float, requests: int, rows: int) -> None: ...
 
@@ -98,6 +97,7 @@ class Server:
             max_batch=settings.max_batch,
             max_wait_ms=settings.max_wait_ms,
             on_batch=self._on_batch,
+            scored=settings.monitor,  # the confidences feed the monitor's estimated accuracy only
         )
 
     def swap(self, model: LoadedModel, ref: str, version: int | None) -> None:
@@ -108,7 +108,7 @@ class Server:
 
     def _serving(self) -> tuple[Any, tuple[str, ...]]:
         model, schema, _, _ = self._current
-        return model.call, schema.names
+        return (model.scored_call if self.settings.monitor else model.call), schema.names
 
     @property
     def model(self) -> LoadedModel:
@@ -209,8 +209,10 @@ class Server:
                                    predicted, inputs=call.values, pinned=not call.routed)  # fmt: skip
             except Exception as exc:  # the accounts must never cost a client its answer
                 print(f"experiment: a request was not counted: {type(exc).__name__}: {exc}", flush=True)
+        confidence = getattr(predicted, "confidence", None)  # a classifier's, for the estimated accuracy
         for observer in self.observers:
-            observer.add(record["answered"], record["latency_ms"], status, call.rid, call.values, predicted)
+            observer.add(record["answered"], record["latency_ms"], status, call.rid, call.values, predicted,
+                         confidence)  # fmt: skip
         self.metrics.requests.labels(str(status)).inc()
         self.metrics.latency.observe(latency)
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from nbdeploy.errors import InvalidInputError
+from nbdeploy.tasks import argmax_predict
 from nbdeploy.validation import bootstrap, metrics
 from nbdeploy.validation.calibration import calibration
 from nbdeploy.validation.metrics import Labels
@@ -51,35 +52,11 @@ def has_proba(model: Any) -> bool:
         return False
 
 
-def _argmax_predict(model: Any) -> bool:
-    """True when scikit-learn's own ``predict`` is ``classes_[argmax(predict_proba)]``.
-
-    Then one ``predict_proba`` pass gives both, and a validation costs one prediction of the
-    data instead of two. Only estimators whose ``predict`` is scikit-learn's forest or tree
-    code (not overridden) qualify; every other model is asked for ``predict`` too.
-    """
-    from sklearn.pipeline import Pipeline
-
-    try:  # private modules: if they move, fall back to calling predict
-        from sklearn.ensemble._forest import ForestClassifier
-        from sklearn.tree._classes import BaseDecisionTree, DecisionTreeClassifier
-    except ImportError:
-        return False
-
-    final = model.steps[-1][1] if isinstance(model, Pipeline) else model
-    kind = type(final)
-    forest = issubclass(kind, ForestClassifier) and kind.predict is ForestClassifier.predict
-    forest = forest and kind.predict_proba is ForestClassifier.predict_proba
-    tree = issubclass(kind, DecisionTreeClassifier) and kind.predict is BaseDecisionTree.predict
-    tree = tree and kind.predict_proba is DecisionTreeClassifier.predict_proba
-    return (forest or tree) and getattr(final, "n_outputs_", 1) == 1
-
-
 def _predict(model: Any, X: Any, task: str) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         if task == "classification" and has_proba(model):
             proba = np.asarray(model.predict_proba(X))
-            if _argmax_predict(model):
+            if argmax_predict(model):
                 return np.asarray(model.classes_).take(proba.argmax(axis=1)), proba
             return np.asarray(model.predict(X)), proba
         return np.asarray(model.predict(X)), None

@@ -60,6 +60,7 @@ function draw(model, el) {
     ${tile("uptime", "uptime", fmt(doc.uptime_s, 0, " s"))}
     ${tile("total", "total requests", doc.total_requests ?? 0)}
     ${win.accuracy !== null && win.accuracy !== undefined ? tile("accuracy", `live accuracy (${win.labelled})`, fmt(win.accuracy, 3)) : ""}
+    ${win.est_accuracy !== null && win.est_accuracy !== undefined ? tile("est_accuracy", `estimated accuracy (${win.est_rows}, before labels)`, `${fmt(win.est_accuracy, 3)} [${fmt(win.est_accuracy_ci[0], 3)}, ${fmt(win.est_accuracy_ci[1], 3)}]`) : ""}
   </div>`;
   const series = doc.series || { rps: [], p95_ms: [] };
   html += `<div class="nbd-mon-row"><div><h4>traffic (req/s, 10 min)</h4>${spark(series.rps || [])}</div>
