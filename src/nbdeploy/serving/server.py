@@ -97,7 +97,9 @@ class Server:
             max_batch=settings.max_batch,
             max_wait_ms=settings.max_wait_ms,
             on_batch=self._on_batch,
-            scored=settings.monitor,  # the confidences feed the monitor's estimated accuracy only
+            # the confidences feed the estimated accuracy: only when someone watches (this server's
+            # monitor, or a Ray replica's forwarder to its hub)
+            scored=bool(self.observers),
         )
 
     def swap(self, model: LoadedModel, ref: str, version: int | None) -> None:
@@ -108,7 +110,7 @@ class Server:
 
     def _serving(self) -> tuple[Any, tuple[str, ...]]:
         model, schema, _, _ = self._current
-        return (model.scored_call if self.settings.monitor else model.call), schema.names
+        return (model.scored_call if self.batcher.scored else model.call), schema.names
 
     @property
     def model(self) -> LoadedModel:
