@@ -1,9 +1,10 @@
 """What happened to a deployment, for the model card and for people: ``events.jsonl``.
 
 One JSON line per change of what a deployment serves — ``served``, ``updated``,
-``rolled back``, ``experiment started``, ``experiment concluded``, ``stopped`` — with its
-time, the deployment, the model version (``model``: ``NAME/VERSION``) and, for a change,
-the version before (``previous``). The file is append-only and owner-only (written with one
+``rolled back``, ``shadow started`` / ``canary started``, ``experiment promoted by hand`` /
+``experiment aborted by hand``, ``stopped`` — with its time, the deployment, the version
+served (``model``: ``NAME/VERSION``), the one it replaced (``previous``) and an
+experiment's challenger (``challenger``). The file is append-only and owner-only (written with one
 ``write``, so concurrent writers never interleave lines); a torn line is skipped when read.
 How an experiment ended on its own (the server's decisions) is in ``experiments.jsonl``
 beside it.
