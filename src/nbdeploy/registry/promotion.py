@@ -164,7 +164,7 @@ def with_summary(description: str | None, text: str) -> str:
     'Trained on 2025 data.\\n\\n<!-- nbdeploy:validation -->\\nnew'
     """
     kept = (description or "").split(SUMMARY_MARKER, 1)[0].rstrip()
-    # MLflow stores at most 5,000 characters: the summary whole (cut only past 2,000), the user's words in the rest
+    # MLflow stores at most 5,000 characters: the summary whole (cut only past 900), the user's words in the rest
     block = f"{SUMMARY_MARKER}\n{text}"
     if len(block) > SUMMARY_LIMIT:
         block = block[: SUMMARY_LIMIT - 1] + "\u2026"
@@ -175,4 +175,4 @@ def with_summary(description: str | None, text: str) -> str:
 
 
 DESCRIPTION_LIMIT = 5000  # a model version's description in MLflow's SQL stores (String(5000))
-SUMMARY_LIMIT = 2000  # the part below the marker: verdict, headline, at most 10 gates, the report and card
+SUMMARY_LIMIT = 900  # the part below the marker: verdict, headline, at most 10 gates, the report and card

@@ -50,7 +50,7 @@ class _Item:
     parsed: Parsed
     future: asyncio.Future[list[Any]]
     done: list[Any] = field(default_factory=list)  # predictions of the chunks already predicted
-    confidence: list[float] | None = field(default_factory=list)  # theirs; None once a chunk had none
+    confidence: list[float] | None = None  # a chunked request keeps none: see _chunk
 
     def next_chunk(self, rows: int) -> Parsed:
         """The next ``rows`` rows not predicted yet, as a request of their own."""
@@ -197,11 +197,7 @@ class Batcher:
             item.future.set_exception(result)
             return
         item.done.extend(result)
-        part = getattr(result, "confidence", None)
-        if item.confidence is not None and part is not None:
-            item.confidence.extend(part)
-        else:
-            item.confidence = None
+        item.confidence = None  # a request of more rows than a batch: no confidences kept (memory), no estimate
         if len(item.done) < item.parsed.rows:
             self._queue.append(item)
         else:
