@@ -64,22 +64,17 @@ def record_stop(deployment: Any) -> None:
 
 
 def read(path: Path) -> list[dict[str, Any]]:
-    """The records of one JSON-lines file, oldest first; torn or foreign lines skipped."""
+    """The records of one JSON-lines file (monitoring's reader: torn and foreign lines
+    skipped), oldest first, keeping those with a time within reason (not Infinity, 1e20 or
+    a string)."""
+    from nbdeploy.monitoring.replay import read_records
+
     try:
-        lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
-    except OSError:
+        records = read_records(path, include_rotated=False)
+    except OSError:  # unreadable: no events rather than no card
         return []
-    out = []
-    for line in lines:
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        ts = doc.get("ts") if isinstance(doc, dict) else None
-        # a time within reason (a line of ours; not Infinity, 1e20 or a string)
-        if isinstance(ts, int | float) and not isinstance(ts, bool) and 0 < ts < 1e11:
-            out.append(doc)
-    return out
+    return [doc for doc in records
+            if isinstance(ts := doc.get("ts"), int | float) and not isinstance(ts, bool) and 0 < ts < 1e11]  # fmt: skip
 
 
 #: How the server names an experiment's end in ``experiments.jsonl``, as the card says it.
