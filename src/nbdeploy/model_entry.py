@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelEntry"]
+__all__ = ["ModelEntry", "read_mlmodel", "read_signature"]
 
 
 class _ReadAsDict:
@@ -65,3 +65,19 @@ class ModelEntry(_ReadAsDict):
             data: dict[str, Any] = json.loads(Path(self.profile_path).read_text())
             return data
         return None
+
+
+def read_mlmodel(folder: str | Path) -> dict[str, Any]:
+    """The ``MLmodel`` file of a local model folder, as a dict."""
+    import yaml
+
+    meta: dict[str, Any] = yaml.safe_load((Path(folder) / "MLmodel").read_text())
+    return meta
+
+
+def read_signature(folder: str | Path) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None]:
+    """The input and output columns of the model's signature, without loading the model."""
+    signature = read_mlmodel(folder).get("signature") or {}
+    inputs = json.loads(signature["inputs"]) if signature.get("inputs") else None
+    outputs = json.loads(signature["outputs"]) if signature.get("outputs") else None
+    return inputs, outputs

@@ -26,12 +26,13 @@ from nbdeploy.model_entry import ModelEntry, _ReadAsDict
 
 __all__ = [
     "DEFAULTS", "DEFAULT_ALERT_K", "DEFAULT_WINDOWS", "PREDICT_METHODS", "RAY_DEFAULTS", "DeploymentSpec", "ModelEntry",
-    "RaySpec", "ServerSettings", "parse_window", "parse_windows",
+    "RaySpec", "ServerSettings", "parse_duration", "parse_window", "parse_windows",
 ]  # fmt: skip
 
 DEFAULT_WINDOWS: dict[str, float] = {"1m": 60.0, "5m": 300.0, "1h": 3600.0}
 DEFAULT_ALERT_K = 3  # breaching evaluations before a rule fires (and clean ones before it resolves)
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_LONG_UNITS = {**_UNITS, "d": 86400.0, "w": 7 * 86400.0}  # ages and periods (--since 1d), not windows
 SPEC_FILE = "spec.json"
 # the methods a request may ask for with {"params": {"predict_method": ...}}, where the model has them
 PREDICT_METHODS = ("predict", "predict_proba", "predict_log_proba", "predict_joint_log_proba", "decision_function")
@@ -45,6 +46,18 @@ def parse_window(text: str) -> float:
     seconds = float(text[:-1]) * _UNITS[text[-1]]
     if seconds <= 0:
         raise ValueError(f"Invalid window {text!r}: a window lasts more than 0 seconds.")
+    return seconds
+
+
+def parse_duration(text: str, what: str = "duration") -> float:
+    """Seconds in a duration written ``90s``, ``15m``, ``12h``, ``1d`` or ``2w`` (ValueError otherwise)."""
+    text = str(text).strip()
+    number = text[:-1]
+    if len(text) < 2 or text[-1] not in _LONG_UNITS or not number.replace(".", "", 1).isdigit():
+        raise ValueError(f"Invalid {what} {text!r}: use a number followed by s, m, h, d or w, for example 1d.")
+    seconds = float(number) * _LONG_UNITS[text[-1]]
+    if not 0 < seconds < 1e11:
+        raise ValueError(f"Invalid {what} {text!r}: use more than 0 and less than about 3,000 years.")
     return seconds
 
 

@@ -31,6 +31,7 @@ Modules, one concern each (none imports a module listed after it):
 - :mod:`.ray_client` — the local Ray cluster and the Ray controller (``serving.ray_ctl``)
 - :mod:`.watching` — monitoring of a deployment: snapshot, feedback, alerts, the panel
 - :mod:`.experiments` — canary and shadow experiments of a deployment
+- :mod:`.export` — the request logs to Parquet (:mod:`.export_rows`, :mod:`.export_labels`)
 - :mod:`.handle` — :class:`Deployment`, one deployment
 - :mod:`.launch` — :func:`serve`: resolve, copy, write the spec, spawn, wait for health
 - :mod:`.store` — :func:`get`, :func:`deployments`, :func:`stop`

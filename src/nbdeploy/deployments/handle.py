@@ -20,6 +20,7 @@ from typing import Any
 
 from nbdeploy.deployments import events, http, models, processes, ray_client
 from nbdeploy.deployments.experiments import Experiments
+from nbdeploy.deployments.export import Exporting
 from nbdeploy.deployments.views import Status
 from nbdeploy.deployments.watching import Watching
 from nbdeploy.errors import DeploymentError
@@ -40,7 +41,7 @@ def _read(path: Path) -> str | None:
 
 
 @dataclass
-class Deployment(Watching, Experiments):
+class Deployment(Watching, Experiments, Exporting):
     """A serving process and its folder; any kernel or the CLI can adopt it by name."""
 
     name: str

@@ -73,7 +73,8 @@ class Watching(HandleParts):
         import numpy as np
 
         ids_list = [str(i) for i in (ids.tolist() if hasattr(ids, "tolist") else list(ids))]
-        targets = np.asarray(y).tolist()
+        # one label per request, or a list of them per request of several rows (lists of any lengths)
+        targets = y.tolist() if hasattr(y, "tolist") else [np.asarray(t).tolist() for t in y]
         if len(ids_list) != len(targets):
             raise InvalidInputError(
                 f"There are {len(ids_list)} ids but {len(targets)} targets; give one target per request id."

@@ -19,7 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LoggedRequest", "answer_time", "logged_feedback", "logged_request", "logged_requests", "read_records"]
+__all__ = [
+    "LoggedRequest", "answer_time", "log_files", "logged_feedback", "logged_request", "logged_requests", "read_records",
+]  # fmt: skip
 
 # (answered, latency_ms, status, request id, inputs, predictions, confidence): the arguments of an
 # observer's ``add`` (RequestWindows.add), as the server passed them when it answered.
@@ -40,11 +42,11 @@ def _lines(file: Path) -> Iterator[Any]:
 def read_records(path: str | Path, include_rotated: bool = True) -> list[dict[str, Any]]:
     """All records of a request log, oldest first (rotated files included); a torn line is skipped."""
     base = Path(path)
-    files = _log_files(base) if include_rotated else [base]
+    files = log_files(base) if include_rotated else [base]
     return [doc for file in files for doc in _lines(file) if isinstance(doc, dict)]
 
 
-def _log_files(base: Path) -> list[Path]:
+def log_files(base: Path) -> list[Path]:
     """``base`` and its rotated files (``base.1`` newest … ``base.N`` oldest), oldest first."""
     rotated = [p for p in base.parent.glob(base.name + ".*") if p.suffix[1:].isdigit()]
     return [*sorted(rotated, key=lambda p: -int(p.suffix[1:])), base]
@@ -91,7 +93,7 @@ def logged_feedback(path: str | Path, since: float | None = None) -> Iterator[tu
     labels of its longest window, however long the history is.
     """
     base = Path(path)
-    for file in _log_files(base):
+    for file in log_files(base):
         try:
             if since is not None and file.stat().st_mtime < since:
                 continue

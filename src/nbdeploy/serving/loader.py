@@ -7,7 +7,6 @@ falls back to ``mlflow.pyfunc`` for any other flavor or format.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from nbdeploy import model_copy
+from nbdeploy.model_entry import read_mlmodel, read_signature
 from nbdeploy.spec import PREDICT_METHODS
 
 __all__ = ["LoadedModel", "load", "read_signature"]
@@ -74,27 +74,12 @@ def _methods(model: Any) -> dict[str, Any]:
     return {name: getattr(model, name) for name in PREDICT_METHODS if name != "predict" and hasattr(model, name)}
 
 
-def _meta(folder: Path) -> dict[str, Any]:
-    import yaml
-
-    meta: dict[str, Any] = yaml.safe_load((folder / "MLmodel").read_text())
-    return meta
-
-
-def read_signature(path: str | Path) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None]:
-    """The input and output columns of the model's signature, without loading the model."""
-    signature = _meta(Path(path)).get("signature") or {}
-    inputs = json.loads(signature["inputs"]) if signature.get("inputs") else None
-    outputs = json.loads(signature["outputs"]) if signature.get("outputs") else None
-    return inputs, outputs
-
-
 def load(path: str | Path) -> LoadedModel:
     """Load the MLflow model stored in folder ``path``: only a copy nbdeploy wrote, unchanged
     since (:func:`nbdeploy.model_copy.verify`), since unpickling runs the file's code."""
     folder = Path(path)
     model_copy.verify(folder)
-    meta = _meta(folder)
+    meta = read_mlmodel(folder)
     inputs, outputs = read_signature(folder)
     sk = (meta.get("flavors") or {}).get("sklearn") or {}
     if sk.get("serialization_format") in ("cloudpickle", "pickle") and sk.get("pickled_model"):
