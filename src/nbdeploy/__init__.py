@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from nbdeploy.cards import ModelCard, card
     from nbdeploy.config import configure
     from nbdeploy.deployments import Deployment, DeploymentList, deployments, get, serve
+    from nbdeploy.deployments.batch import batch
     from nbdeploy.refs import ModelRef, parse_ref
     from nbdeploy.registry import models, promote, register, resolve
     from nbdeploy.registry.versions import ModelList, ModelVersion
@@ -63,6 +64,7 @@ __all__ = [
     "ValidationReport",
     "VersionNotFoundError",
     "__version__",
+    "batch",
     "card",
     "configure",
     "deployments",
@@ -93,6 +95,7 @@ _LAZY = {
     "validate": "nbdeploy.validation",
     "ValidationReport": "nbdeploy.validation",
     "serve": "nbdeploy.deployments",
+    "batch": "nbdeploy.deployments.batch",
     "deployments": "nbdeploy.deployments",
     "get": "nbdeploy.deployments",
     "Deployment": "nbdeploy.deployments",

@@ -111,6 +111,19 @@ class _TerminalContext:
     def say(self, text: str) -> None:
         print(text)
 
+    def progress(self, what: str) -> Any:
+        """A line on stderr rewritten in place (on a terminal; nothing in a log file)."""
+        if not sys.stderr.isatty():
+            return lambda done, total: None
+
+        def update(done: int, total: int | None) -> None:
+            shown = f"{done:,} of {total:,} rows ({100 * done / total:.0f} %)" if total else f"{done:,} rows"
+            end = "\n" if done == total else ""
+            sys.stderr.write(f"\r{what}: {shown}{end}")
+            sys.stderr.flush()
+
+        return update
+
     def present(self, result: Any) -> Any:
         return result
 

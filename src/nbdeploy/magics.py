@@ -74,6 +74,12 @@ class _KernelContext:
     def watch(self, deployment: Any, args: argparse.Namespace) -> Any:
         return deployment.monitor(interval=args.interval, window=args.window, panel=args.panel)
 
+    def progress(self, what: str) -> Any:
+        """A progress bar under the cell (HTML ``<progress>``, and a line of text elsewhere)."""
+        from nbdeploy.widgets.progress import progress_bar
+
+        return progress_bar(what)
+
     @property
     def source(self) -> str | None:
         ns = self.shell.user_ns

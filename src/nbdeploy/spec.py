@@ -25,13 +25,14 @@ from nbdeploy.experiment import ExperimentSpec
 from nbdeploy.model_entry import ModelEntry, _ReadAsDict
 
 __all__ = [
-    "DEFAULTS", "DEFAULT_ALERT_K", "DEFAULT_WINDOWS", "PREDICT_METHODS", "RAY_DEFAULTS", "DeploymentSpec", "ModelEntry",
-    "RaySpec", "ServerSettings", "parse_duration", "parse_window", "parse_windows",
+    "BATCH_CHUNK_ROWS", "DEFAULTS", "DEFAULT_ALERT_K", "DEFAULT_WINDOWS", "PREDICT_METHODS", "RAY_DEFAULTS",
+    "DeploymentSpec", "ModelEntry", "RaySpec", "ServerSettings", "parse_duration", "parse_window", "parse_windows",
 ]  # fmt: skip
 
 DEFAULT_WINDOWS: dict[str, float] = {"1m": 60.0, "5m": 300.0, "1h": 3600.0}
 DEFAULT_ALERT_K = 3  # breaching evaluations before a rule fires (and clean ones before it resolves)
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+BATCH_CHUNK_ROWS = 50_000  # rows a batch-scoring chunk holds by default (nbdeploy.deployments.batch)
 _LONG_UNITS = {**_UNITS, "d": 86400.0, "w": 7 * 86400.0}  # ages and periods (--since 1d), not windows
 SPEC_FILE = "spec.json"
 # the methods a request may ask for with {"params": {"predict_method": ...}}, where the model has them

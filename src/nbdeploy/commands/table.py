@@ -57,6 +57,9 @@ class Context(Protocol):
     def say(self, text: str) -> None:
         """Show one message (printed under the cell, or on stdout)."""
 
+    def progress(self, what: str) -> Any:
+        """A callable ``(done, total or None)`` that shows how far a long job is."""
+
     def present(self, result: Any) -> Any:
         """What the front end shows for ``result`` (a widget in a notebook, text on a terminal)."""
 
