@@ -5,6 +5,8 @@ client has made hostile."""
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,11 @@ def test_export_writes_every_served_row_with_its_request_and_label(served: dict[
     assert lf["label"].tolist() == truth.tolist()
     assert lf["request_id"].tolist() == [rid for rid, p, _ in served["labelled"] for _ in range(len(p))]
     assert repr(labelled).startswith(f"Exported {len(truth)} rows of 3 requests ({len(truth)} labelled), to ")
+    first = sent[0][0]  # labelled again, with a one-column DataFrame: the last label sent wins
+    relabel = 1 - int(served["labelled"][0][2].iloc[0])
+    assert dep.feedback([first], pd.DataFrame({"target": [relabel]}))["accepted"] == 1
+    again = dep.export(out=tmp_path / "again.parquet", labelled=True).frame().set_index("request_id")
+    assert again.loc[first, "label"] == relabel
 
 
 def test_the_magic_and_the_cli_export_the_same_file(served: dict[str, Any], ip: Any, tmp_path: Path) -> None:
@@ -99,47 +106,107 @@ def test_a_hostile_log_exports_what_it_can_and_says_what_it_skipped(
         _line({**base, "id": "old", "ts": now - 7200, "answered": now - 7200, "inputs": [row]}),
         _line({**base, "id": "big", "rows": 500, "inputs": [row] * 100}),  # the log kept 100 of 500 rows
         _line({**base, "id": "canary", "variant": "2", "version": 2, "inputs": [row]}),
+        _line({**base, "id": "far-future", "answered": 1e20, "inputs": [row]}),  # no time to export
+        _line({**base, "id": "huge-version", "version": 2**70, "inputs": [row]}),  # exported, version null
+        _line({**base, "id": "no-variant", "variant": "", "inputs": [row]}),  # the champion's
+        "[" * 50_000,  # nested past the interpreter's depth
         '{"ts": 1, "id": "torn", "inp',  # kill -9 mid-write
     ]
     with (dep.path / "requests.jsonl").open("a") as fh:
         fh.write("\n".join(hostile))
+    (dep.path / "requests.jsonl.2").mkdir()  # not files: skipped, and a FIFO never blocks the export
+    os.mkfifo(dep.path / "requests.jsonl.3")
     result = dep.export(out=tmp_path / "h.parquet", since="1h")
     df = result.frame().set_index("request_id")
     assert df.index[0] == "rotated"
-    assert {"nan", "strings", "reordered", "big", "canary"} <= set(df.index)
-    assert not {"short", "shadow", "failed", "old", "torn"} & set(df.index)
+    assert {"nan", "strings", "reordered", "big", "canary", "huge-version"} <= set(df.index)
+    assert not {"short", "shadow", "failed", "old", "torn", "far-future"} & set(df.index)
+    assert pd.isna(df.loc["huge-version", "model_version"]) and df.loc["no-variant", "variant"] == "champion"
     assert np.isnan(df.loc["nan", columns[0]]) and np.isnan(df.loc["strings", columns[0]])
     assert df.loc["reordered", columns].tolist() == row  # matched by name
     assert (df.loc["canary", "variant"], df.loc["canary", "model_version"]) == ("2", 2)
     assert len(df.loc["big"]) == 100 and result.not_logged == 400
-    assert result.skipped == 4  # not JSON, a list, the torn line, the short row
+    assert result.skipped == 5  # not JSON, a list, too deep, the torn line, the short row
     assert "400 rows of larger requests are not in it" in repr(result)
-    assert "4 unreadable log lines or rows were skipped" in repr(result)
+    assert "5 unreadable log lines or rows were skipped" in repr(result)
 
 
 def test_arrow_and_python_read_a_log_to_the_same_rows(served: dict[str, Any], cancer: dict[str, Any]) -> None:
-    from nbdeploy.deployments.export_rows import Counts, Features, _python_rows, arrow_records, block_rows
+    from nbdeploy.deployments.export_python import parse_lines, python_rows
+    from nbdeploy.deployments.export_rows import arrow_records, block_rows
+    from nbdeploy.deployments.export_schema import Counts, Features
 
-    dep = served["dep"]
-    block = (dep.path / "requests.jsonl").read_bytes()
+    dep, n = served["dep"], cancer["X_test"].shape[1]
+    now = time.time()
+    odd = [  # records Arrow reads too, written by hand: each must come out the same by both paths
+        {"ts": now, "status": 200, "inputs": [[None] * n]},  # no id, no answer time, a null value
+        {"ts": now, "answered": now, "status": 200, "id": "e", "variant": "", "inputs": [[1.5] * n]},
+        {"ts": now, "answered": float("nan"), "status": 200, "id": "n", "inputs": [[2.0] * n]},
+    ]
+    block = (dep.path / "requests.jsonl").read_bytes() + "".join(_line(d) + "\n" for d in odd).encode()
     assert arrow_records(block) is not None and arrow_records(block + b"NaN\n") is None  # which path reads it
-    features = Features(list(cancer["X_test"].columns), ["double"] * cancer["X_test"].shape[1])
+    features = Features(list(cancer["X_test"].columns), ["double"] * n)
     by_arrow, by_python = Counts(), Counts()
     fast = block_rows(block, features, None, by_arrow)
-    slow = _python_rows([json.loads(line) for line in block.splitlines()], features, None, by_python)
-    assert fast.equals(slow) and fast.num_rows == sum(len(p) for _, p, _ in served["sent"])
+    slow = python_rows(parse_lines(block, by_python), features, None, by_python)
+    pd.testing.assert_frame_equal(fast.to_pandas(), slow.to_pandas())  # NaN equal to NaN, unlike Table.equals
+    assert fast.schema.equals(slow.schema)
+    assert fast.num_rows == sum(len(p) for _, p, _ in served["sent"]) + 2  # the NaN answer time: not exported
     assert by_arrow == by_python
 
 
-def test_integer_columns_keep_their_type_and_a_bad_value_is_null() -> None:
-    from nbdeploy.deployments.export_rows import Counts, Features, block_rows, finish
+def test_columns_keep_their_type_name_and_version() -> None:
+    from nbdeploy.deployments.export_rows import block_rows
+    from nbdeploy.deployments.export_schema import Counts, Features, finish
 
-    features = Features(["n", "x", "flag", "name"], ["long", "float", "boolean", "string"])
+    features = Features(["n", "x", "flag", "time"], ["long", "float", "boolean", "string"])
     now = time.time()
     rows = [[3, 1.5, True, "a"], [2.5, 2.0, "yes", 7], [1e30, 0.25, False, None]]
     block = _line({"ts": now, "answered": now, "status": 200, "id": "i", "rows": 3, "inputs": rows}).encode()
     table = finish(block_rows(block, features, None, Counts()), features)
+    assert table.column_names == ["request_id", "row", "_time", "variant", "model_version", "n", "x", "flag", "time"]
     assert table.schema.field("n").type == pa.int64() and table.schema.field("x").type == pa.float32()
     assert table.column("n").to_pylist() == [3, None, None]  # 2.5 is no integer, 1e30 no int64
     assert table.column("flag").to_pylist() == [True, None, False]
-    assert table.column("name").to_pylist() == ["a", "7", None]
+    assert table.column("time").to_pylist() == ["a", "7", None]
+    # a version whose inputs came in another order (an update since): matched by name, on both paths
+    numeric = Features(["a", "b"], ["double", "double"], by_version={1: ["b", "a"]})
+    lines = [_line({"ts": now, "answered": now, "status": 200, "id": f"v{v}", "version": v, "inputs": [r]})
+             for v, r in ((1, [2.0, 1.0]), (2, [1.0, 2.0]))]  # fmt: skip
+    for block in ("\n".join(lines).encode(), ("\n".join(lines) + "\nnot json").encode()):
+        got = finish(block_rows(block, numeric, None, Counts()), numeric)
+        assert sorted(zip(got["request_id"].to_pylist(), got["a"].to_pylist(), got["b"].to_pylist(),
+                          strict=True)) == [("v1", 1.0, 2.0), ("v2", 1.0, 2.0)]  # fmt: skip
+
+
+def test_an_export_during_rotations_reads_every_record_once(tmp_path: Path) -> None:
+    """A writer appends numbered records to a log rotating every few records, as fast as it can,
+    while exports run: each export holds every record written before it began, each once."""
+    from nbdeploy.deployments.export import export_logs
+    from nbdeploy.deployments.export_schema import Features
+    from nbdeploy.serving.requestlog import RequestLog
+
+    log = RequestLog(tmp_path / "requests.jsonl", max_bytes=2_000, backups=2_000)  # none deleted here
+    written, stop = [0], threading.Event()
+
+    def write() -> None:
+        while not stop.is_set() and written[0] < 30_000:
+            now = time.time()
+            log.append({"ts": now, "answered": now, "status": 200, "id": str(written[0]), "inputs": [[1.0]]})
+            written[0] += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    exports, deadline = 0, time.monotonic() + 30
+    try:
+        while exports < 5 or (len(list(tmp_path.glob("requests.jsonl.*"))) < 100 and time.monotonic() < deadline):
+            before = written[0]
+            result = export_logs(tmp_path, Features(["x"], ["double"]), tmp_path / f"{exports}.parquet")
+            ids = [int(r) for r in result.frame()["request_id"]]
+            assert len(ids) == len(set(ids)) and set(range(before)) <= set(ids), (before, len(ids))
+            exports += 1
+    finally:
+        stop.set()
+        writer.join()
+        log.close()
+    assert len(list(tmp_path.glob("requests.jsonl.*"))) >= 100  # it did rotate, many times, during exports

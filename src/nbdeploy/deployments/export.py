@@ -16,13 +16,13 @@ import contextlib
 import datetime as dt
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from nbdeploy.deployments.watching import HandleParts
 from nbdeploy.errors import InvalidInputError
-from nbdeploy.monitoring.replay import log_files, logged_feedback
+from nbdeploy.monitoring.replay import logged_feedback
 from nbdeploy.spec import parse_duration
 
 __all__ = ["Exported", "Exporting", "export_logs"]
@@ -42,6 +42,8 @@ class Exported:
     skipped: int  # unreadable lines and rows
     since: float | None
     log_rows: int
+    unreadable: list[str] = field(default_factory=list)  # log files that could not be read, and why
+    renamed: dict[str, str] = field(default_factory=dict)  # columns renamed because a feature has their name
 
     def __repr__(self) -> str:
         since = f", answered since {_utc(self.since)}" if self.since is not None else ""
@@ -52,6 +54,10 @@ class Exported:
                      f"{self.log_rows} rows of each request.")  # fmt: skip
         if self.skipped:
             text += f" {self.skipped:,} unreadable log lines or rows were skipped."
+        if self.unreadable:
+            text += f" Logs that could not be read: {'; '.join(self.unreadable[:3])}."
+        for column, name in self.renamed.items():
+            text += f" A feature is named {column!r}: that column is {name!r}."
         return text
 
     def frame(self) -> Any:
@@ -90,59 +96,29 @@ def _labels(folder: Path) -> dict[str, list[Any]]:
     return labels
 
 
-def _open_logs(folder: Path, since: float | None) -> list[tuple[IO[bytes], int]]:
-    """Every request log of the deployment (a local server's, each Ray replica's), rotated
-    files included, oldest first, opened now with the size they have now."""
-    bases = [folder / "requests.jsonl", *sorted(folder.glob("requests-*.jsonl"))]
-    opened: list[tuple[IO[bytes], int]] = []
-    for base in bases:
-        for path in log_files(base):
-            try:
-                if since is not None and path.stat().st_mtime < since:  # last written before: nothing to take
-                    continue
-                fh = path.open("rb")
-            except OSError:  # rotated away or never written
-                continue
-            opened.append((fh, os.fstat(fh.fileno()).st_size))
-    return opened
-
-
-def _blocks(fh: IO[bytes], size: int, chunk: int) -> Any:
-    """Whole lines of the first ``size`` bytes of ``fh``, ``chunk`` bytes or so at a time."""
-    left, carry = size, b""
-    while left > 0:
-        data = carry + fh.read(min(chunk, left))
-        left -= len(data) - len(carry)
-        if left <= 0 or len(data) == len(carry):  # the end (or the file shrank): whatever is left
-            left = 0
-            cut = len(data)
-        else:
-            cut = data.rfind(b"\n") + 1
-        carry = data[cut:]
-        if cut:
-            yield data[:cut]
-
-
 def export_logs(folder: Path, features: Any, out: Path, since: float | None = None, labelled: bool = False,
                 log_rows: int = 100, chunk: int = CHUNK_BYTES) -> Exported:  # fmt: skip
     """Write the rows of the request logs in ``folder`` to the Parquet file ``out``."""
     import pyarrow.parquet as pq
 
+    from nbdeploy.deployments.export_files import blocks, open_logs
     from nbdeploy.deployments.export_labels import label_type, with_labels
-    from nbdeploy.deployments.export_rows import Counts, block_rows, empty_rows, finish
+    from nbdeploy.deployments.export_rows import block_rows
+    from nbdeploy.deployments.export_schema import LABEL, VARIANT, VERSION, Counts, empty_rows, finish, public_names
 
     labels = _labels(folder) if labelled else None
     kind = label_type(labels) if labels is not None else None
-    counts, labelled_rows = Counts(), 0
+    counts, labelled_rows, long_lines = Counts(), 0, [0]
     schema = finish(with_labels(empty_rows(features), labels, kind), features).schema
-    out.parent.mkdir(parents=True, exist_ok=True)
+    names = public_names(features)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    logs = _open_logs(folder, since)
+    logs = open_logs(folder, since)
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         # dictionaries only where values repeat: on measured floats they cost 4x the write and save nothing
-        with pq.ParquetWriter(partial, schema, use_dictionary=["variant", "model_version"]) as writer:
-            for fh, size in logs:
-                for block in _blocks(fh, size, chunk):
+        with pq.ParquetWriter(partial, schema, use_dictionary=[names[VARIANT], names[VERSION]]) as writer:
+            for fh, size in logs.files:
+                for block in blocks(fh, size, chunk, long_lines):
                     rows = block_rows(block, features, since, counts)
                     if labels is not None:
                         rows = with_labels(rows, labels, kind, counts)
@@ -150,13 +126,44 @@ def export_logs(folder: Path, features: Any, out: Path, since: float | None = No
                     if rows.num_rows:
                         writer.write_table(finish(rows, features))
         partial.replace(out)
+    except OSError as exc:  # the output's folder or file, or a log that failed while read
+        where = f" {exc.filename}" if exc.filename else ""
+        raise InvalidInputError(f"Cannot write the export{where}: {exc.strerror or exc}.") from None
     finally:
-        for fh, _ in logs:
-            fh.close()
-        with contextlib.suppress(FileNotFoundError):
+        logs.close()
+        with contextlib.suppress(OSError):
             partial.unlink()
+    renamed = {k[1:]: v for k, v in names.items() if v != k[1:] and (k != LABEL or labelled)}
     return Exported(out, counts.requests, counts.rows, labelled_rows if labelled else None, counts.not_logged,
-                    counts.skipped, since, log_rows)  # fmt: skip
+                    counts.skipped + long_lines[0], since, log_rows, logs.unreadable, renamed)  # fmt: skip
+
+
+def _features(spec: Any) -> Any:
+    """The served model's inputs, and those of the other versions it served that differ."""
+    from nbdeploy.deployments.export_schema import Features
+    from nbdeploy.model_entry import read_signature
+
+    def names(entry: Any) -> list[dict[str, Any]] | None:
+        try:
+            inputs, _ = read_signature(entry.model_path)
+        except (OSError, ValueError):
+            return None
+        return inputs if inputs and all("name" in c for c in inputs) else None
+
+    current = names(spec.current)
+    if current is None:
+        raise InvalidInputError(f"{spec.current.ref} has no signature with column names here (its files may be "
+                                "gone): they name the exported columns; serve a version registered with "
+                                "nbdeploy.register.")  # fmt: skip
+    features = Features([str(c["name"]) for c in current], [str(c.get("type", "string")) for c in current])
+    entries = [*spec.history] + ([spec.experiment.challenger] if spec.experiment is not None else [])
+    for entry in entries:  # the latest entry of a version wins
+        inputs = names(entry) if entry.version is not None else None
+        if inputs is not None and [str(c["name"]) for c in inputs] != features.names:
+            features.by_version[entry.version] = [str(c["name"]) for c in inputs]
+        elif inputs is not None:
+            features.by_version.pop(entry.version, None)
+    return features
 
 
 class Exporting(HandleParts):
@@ -169,22 +176,9 @@ class Exporting(HandleParts):
         ``time``, ``variant`` and ``model_version`` before the model's features, and ``label``
         (only the rows with one) when ``labelled``. ``since``: ``"1d"``, seconds, or a datetime.
         ``out``: a file, or a folder for ``NAME-requests-<time>.parquet`` (default: here)."""
-        from nbdeploy.deployments.export_rows import Features
-        from nbdeploy.model_entry import read_signature
+        from nbdeploy.deployments.export_files import out_path
 
         start = since_time(since)
         spec = self.spec
-        try:
-            inputs, _ = read_signature(spec.current.model_path)
-        except OSError:
-            raise InvalidInputError(f"The model files of {self.name!r} are gone ({spec.current.model_path}): "
-                                    "serve it again to export.") from None  # fmt: skip
-        if not inputs or any("name" not in c for c in inputs):
-            raise InvalidInputError(f"{spec.current.ref} has no signature with column names, which name the "
-                                    "exported columns: register it with nbdeploy.register.")  # fmt: skip
-        features = Features([str(c["name"]) for c in inputs], [str(c.get("type", "string")) for c in inputs])
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = Path(out) if out is not None else Path.cwd()
-        if path.is_dir():
-            path = path / f"{self.name}-requests-{stamp}.parquet"
-        return export_logs(self.path, features, path, start, labelled, spec.log_rows)
+        return export_logs(self.path, _features(spec), out_path(out, self.name, self.path), start, labelled,
+                           spec.log_rows)  # fmt: skip

@@ -1,4 +1,4 @@
-"""The ``label`` column of ``export --labelled``: each logged row joined with the label sent
+"""The label column of ``export --labelled``: each logged row joined with the label sent
 to ``/feedback`` for that row of that request (``labels[i]`` labels row ``i``)."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from nbdeploy.deployments.export_schema import LABEL, RECORD, REQUEST, ROW
 
 __all__ = ["label_type", "with_labels"]
 
@@ -32,19 +34,19 @@ def _as(value: Any, kind: pa.DataType) -> Any:
 
 def with_labels(rows: pa.Table, labels: dict[str, list[Any]] | None, kind: pa.DataType | None,
                 counts: Any = None) -> pa.Table:  # fmt: skip
-    """``rows`` with their ``label``, keeping only the rows that have one (``labels`` None:
+    """``rows`` with their label, keeping only the rows that have one (``labels`` None:
     ``rows`` unchanged); ``counts`` (requests, rows) are brought down to what is kept."""
     if labels is None or kind is None:
         return rows
     found = []
-    for rid, i in zip(rows["request_id"].to_pylist(), rows["row"].to_pylist(), strict=True):
-        sent = labels.get(rid)
+    for rid, i in zip(rows[REQUEST].to_pylist(), rows[ROW].to_pylist(), strict=True):
+        sent = labels.get(rid) if rid is not None else None
         found.append(_as(sent[i], kind) if sent is not None and i < len(sent) else None)
     column = pa.array(found, kind)
-    labelled = rows.append_column("label", column).filter(pc.is_valid(column))
-    if counts is not None:
+    labelled = rows.append_column(LABEL, column).filter(pc.is_valid(column))
+    if counts is not None:  # requests are counted by record: two requests may share a client-given id
         counts.rows -= rows.num_rows - labelled.num_rows
-        before = pc.count_distinct(rows["request_id"]).as_py() if rows.num_rows else 0
-        after = pc.count_distinct(labelled["request_id"]).as_py() if labelled.num_rows else 0
+        before = pc.count_distinct(rows[RECORD]).as_py() if rows.num_rows else 0
+        after = pc.count_distinct(labelled[RECORD]).as_py() if labelled.num_rows else 0
         counts.requests -= before - after
     return labelled

@@ -74,6 +74,7 @@ class Watching(HandleParts):
 
         ids_list = [str(i) for i in (ids.tolist() if hasattr(ids, "tolist") else list(ids))]
         # one label per request, or a list of them per request of several rows (lists of any lengths)
+        y = y.to_numpy() if hasattr(y, "to_numpy") else y  # a DataFrame iterates over its column names
         targets = y.tolist() if hasattr(y, "tolist") else [np.asarray(t).tolist() for t in y]
         if len(ids_list) != len(targets):
             raise InvalidInputError(

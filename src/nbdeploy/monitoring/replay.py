@@ -30,12 +30,14 @@ LoggedRequest = tuple[float, float, int, str, Any, Any, Any]
 
 def _lines(file: Path) -> Iterator[Any]:
     """The JSON documents of a JSON-lines file; lines that do not parse are skipped."""
-    if not file.exists():
+    try:
+        data = file.read_bytes() if file.is_file() else b""  # a directory or a FIFO in its place: nothing
+    except OSError:
         return
-    for line in file.read_bytes().splitlines():
+    for line in data.splitlines():
         try:
             yield json.loads(line)
-        except ValueError:  # a torn last line, or anything else that is not JSON
+        except (ValueError, RecursionError):  # a torn last line, anything else that is not JSON, or nested too deep
             continue
 
 

@@ -1,0 +1,132 @@
+"""The files of an export: the request logs it reads, in blocks, and the file it writes.
+
+The logs are opened before the first is read, and listed again once open: a rotation in
+between (the server renames ``requests.jsonl`` to ``.1`` and starts another) is seen as a
+file that was not opened, and the logs are opened again. Once open, a rotation moves names,
+not the files being read, so no record is read twice or missed. Only regular files are read
+(never through a link, never a FIFO that would block the export); a log that cannot be read
+is named in the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from nbdeploy.errors import InvalidInputError
+from nbdeploy.monitoring.replay import log_files
+
+__all__ = ["Logs", "blocks", "out_path"]
+
+_TRIES = 5  # listings before the logs are read as found (a rotation on every try: a log in a hurry)
+
+
+@dataclass
+class Logs:
+    """The request logs of a deployment, open: ``(file, size when opened)``, oldest first."""
+
+    files: list[tuple[IO[bytes], int]] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # "name: reason"
+
+    def close(self) -> None:
+        for fh, _ in self.files:
+            fh.close()
+        self.files.clear()
+
+
+def _names(folder: Path) -> list[Path]:
+    bases = [folder / "requests.jsonl", *sorted(folder.glob("requests-*.jsonl"))]
+    return [path for base in bases for path in log_files(base)]
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat(follow_symlinks=False)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
+
+
+def _open_once(folder: Path, since: float | None) -> tuple[Logs, set[tuple[int, int]]]:
+    logs, seen = Logs(), set()
+    for path in _names(folder):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:  # rotated away meanwhile
+            continue
+        except OSError as exc:
+            logs.unreadable.append(f"{path.name}: {exc.strerror or exc}")
+            continue
+        info = os.fstat(fd)
+        seen.add((info.st_dev, info.st_ino))
+        if not stat.S_ISREG(info.st_mode) or (since is not None and info.st_mtime < since):
+            os.close(fd)  # not a file; or last written before `since`, so nothing in it to take
+            continue
+        logs.files.append((os.fdopen(fd, "rb"), info.st_size))
+    return logs, seen
+
+
+def open_logs(folder: Path, since: float | None) -> Logs:
+    """Every request log of the deployment (a local server's, each Ray replica's), rotated
+    files included, oldest first, opened with the size they have now."""
+    for _ in range(_TRIES):
+        logs, seen = _open_once(folder, since)
+        now = {i for i in map(_identity, _names(folder)) if i is not None}
+        if now <= seen:
+            return logs
+        logs.close()  # a file appeared while the others were opened: a rotation; list them again
+        time.sleep(0.01)
+    return _open_once(folder, since)[0]
+
+
+def blocks(fh: IO[bytes], size: int, chunk: int, skipped: list[int]) -> Iterator[bytes]:
+    """Whole lines of the first ``size`` bytes of ``fh``, ``chunk`` bytes or so at a time. A
+    line longer than four chunks (a crash's garbage: a record is far smaller) is dropped,
+    counted in ``skipped[0]``, so that memory stays a few chunks."""
+    left, carry, dropping = size, b"", False
+    while left > 0:
+        data = fh.read(min(chunk, left))
+        if not data:  # the file shrank
+            break
+        left -= len(data)
+        if dropping:  # inside an overlong line: skip to its end
+            end = data.find(b"\n")
+            if end < 0:
+                continue
+            data, dropping = data[end + 1 :], False
+        data = carry + data
+        cut = data.rfind(b"\n") + 1
+        carry = data[cut:]
+        if len(carry) > 4 * chunk:
+            carry, dropping = b"", True
+            skipped[0] += 1
+        if cut:
+            yield data[:cut]
+    if carry and not dropping:
+        yield carry  # the last line, whole or torn
+
+
+def out_path(out: str | Path | None, name: str, folder: Path) -> Path:
+    """The file to write: ``out``, or in the folder ``out`` names (or here) a name of its own.
+    One sentence for a target that is not a file, or that lies in a deployment's folder."""
+    given = Path(out) if out is not None else Path.cwd()
+    if out is None or given.is_dir() or str(out).endswith(os.sep):
+        with contextlib.suppress(OSError):
+            given.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        candidates = (given / f"{name}-requests-{stamp}{f'-{i}' if i else ''}.parquet" for i in range(10_000))
+        given = next(p for p in candidates if not p.exists())
+    target = given.resolve()
+    if target.exists() and not target.is_file():
+        raise InvalidInputError(f"--out {str(given)!r} exists and is not a file: give a file or a folder.")
+    home = folder.resolve().parent
+    if target.is_relative_to(home) and target.relative_to(home).parts[:1] != ():
+        if (home / target.relative_to(home).parts[0] / "spec.json").exists():
+            raise InvalidInputError(f"--out {str(given)!r} is inside a deployment's folder: write it elsewhere.")
+    return given
