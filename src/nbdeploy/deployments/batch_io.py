@@ -10,23 +10,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pyarrow as pa
 
+from nbdeploy._frames import START, read_frame, write_frame
 from nbdeploy.errors import DeploymentError, InvalidInputError
 
 __all__ = ["Input", "Output", "ScoringProcess"]
 
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
-_HEAD = struct.Struct(">cQ")  # the frames of nbdeploy.serving.batch_worker: tag, length, payload
-_START = struct.Struct(">Q")
 
 
 def _kind(path: Path, option: str) -> str:
@@ -158,15 +156,6 @@ def _rows(start: int, count: int) -> str:
     return f"rows {start:,}-{start + count - 1:,}"
 
 
-def _frame(stream: IO[bytes]) -> tuple[bytes, bytes] | None:
-    head = stream.read(_HEAD.size)
-    if len(head) < _HEAD.size:
-        return None
-    tag, size = _HEAD.unpack(head)
-    payload = stream.read(size)
-    return (tag, payload) if len(payload) == size else None
-
-
 class ScoringProcess:
     """One ``nbdeploy.serving.batch_worker`` process: the model loaded once, chunks sent and
     answered in turn. A chunk goes as an Arrow file in ``spool`` (a pipe copies it twice and
@@ -193,7 +182,7 @@ class ScoringProcess:
 
     def _read(self) -> tuple[bytes, bytes] | None:
         assert self.proc.stdout is not None
-        return _frame(self.proc.stdout)
+        return read_frame(self.proc.stdout)
 
     def _why(self, answer: tuple[bytes, bytes] | None, what: str) -> str:
         if answer is not None and answer[0] in (b"E", b"F"):
@@ -214,11 +203,9 @@ class ScoringProcess:
         path = self.spool / f"{start}.arrow"  # in memory (/dev/shm): the process maps it, nothing is copied
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
-        payload = _START.pack(start) + str(path).encode()
         assert self.proc.stdin is not None
         try:
-            self.proc.stdin.write(_HEAD.pack(b"D", len(payload)) + payload)
-            self.proc.stdin.flush()
+            write_frame(self.proc.stdin, b"D", START.pack(start) + str(path).encode())
         except (BrokenPipeError, OSError, ValueError):  # ValueError: stopped meanwhile (stdin closed)
             raise DeploymentError(self._why(None, f"ended while scoring {_rows(start, table.num_rows)}")) from None
 

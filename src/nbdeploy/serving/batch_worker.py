@@ -17,41 +17,21 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import sys
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from nbdeploy._frames import START, read_frame, write_frame
 from nbdeploy.serving.bodies import die_with
 from nbdeploy.serving.loader import LoadedModel, load
 from nbdeploy.serving.protocol import ProtocolError, Schema, enforce_frame
 
-__all__ = ["START", "bad_rows", "read_frame", "score", "write_frame"]
+__all__ = ["bad_rows", "main", "score"]
 
-_HEAD = struct.Struct(">cQ")
-START = struct.Struct(">Q")
-_NUMBERS = ("double", "float", "long", "integer")  # a data frame's first row number, before its rows
-
-
-def read_frame(stream: IO[bytes]) -> tuple[bytes, bytes] | None:
-    """The next ``(tag, payload)`` of ``stream``, or ``None`` at its end."""
-    head = stream.read(_HEAD.size)
-    if len(head) < _HEAD.size:
-        return None
-    tag, size = _HEAD.unpack(head)
-    payload = stream.read(size)
-    if len(payload) < size:
-        return None
-    return tag, payload
-
-
-def write_frame(stream: IO[bytes], tag: bytes, payload: bytes) -> None:
-    stream.write(_HEAD.pack(tag, len(payload)))
-    stream.write(payload)
-    stream.flush()
+_NUMBERS = ("double", "float", "long", "integer")
 
 
 def _rows(positions: Any, start: int) -> str:

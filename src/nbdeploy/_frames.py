@@ -1,0 +1,28 @@
+"""The frames a batch-scoring process and the kernel exchange on its stdin and stdout: a tag
+byte, an 8-byte length, a payload (see :mod:`nbdeploy.serving.batch_worker`). Defined once here
+for both sides, which may not import each other."""
+
+from __future__ import annotations
+
+import struct
+from typing import IO
+
+__all__ = ["START", "read_frame", "write_frame"]
+
+_HEAD = struct.Struct(">cQ")
+START = struct.Struct(">Q")  # a data frame's first row number, before the name of its rows' file
+
+
+def read_frame(stream: IO[bytes]) -> tuple[bytes, bytes] | None:
+    """The next ``(tag, payload)`` of ``stream``, or ``None`` at its end (or a frame cut short)."""
+    head = stream.read(_HEAD.size)
+    if len(head) < _HEAD.size:
+        return None
+    tag, size = _HEAD.unpack(head)
+    payload = stream.read(size)
+    return (tag, payload) if len(payload) == size else None
+
+
+def write_frame(stream: IO[bytes], tag: bytes, payload: bytes) -> None:
+    stream.write(_HEAD.pack(tag, len(payload)) + payload)
+    stream.flush()
