@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.ensemble import RandomForestClassifier
 
 import nbdeploy
 from nbdeploy.errors import DeploymentError, InvalidInputError
@@ -100,7 +101,7 @@ def test_input_that_breaks_the_signature_names_its_rows_and_leaves_nothing(
     with pytest.raises(InvalidInputError, match=r"'mean radius' expects double values; rows 2,100, 2,222 are not"):
         nbdeploy.batch(ref, tmp_path / "text.csv", out, chunk_rows=1000, workers=1, log_run=False)
     rows.drop(columns="mean texture").to_parquet(tmp_path / "narrow.parquet")
-    with pytest.raises(InvalidInputError, match="missing 1 required column"):
+    with pytest.raises(InvalidInputError, match=r"--data is missing 1 column\(s\) the model takes: 'mean texture'"):
         nbdeploy.batch(ref, tmp_path / "narrow.parquet", out, workers=1, log_run=False)
     rows.head(0).to_parquet(tmp_path / "empty.parquet")
     with pytest.raises(InvalidInputError, match="has no rows to score"):
@@ -135,4 +136,49 @@ def test_a_killed_scoring_process_fails_the_run_and_nothing_is_left(
     deadline = time.monotonic() + 10
     while _workers() and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert not _workers()
+
+
+class ChattyForest(RandomForestClassifier):
+    """A forest whose predict_proba writes to descriptor 1, as native libraries' logs do."""
+
+    def predict_proba(self, X: Any) -> Any:
+        os.write(1, b"[native] a log line on stdout\n")
+        return super().predict_proba(X)
+
+
+def test_hostile_files_keys_and_models(two_versions: str, cancer: dict[str, Any], tmp_path: Path) -> None:
+    from sklearn.linear_model import LinearRegression
+
+    X, model, ref = cancer["X_test"], cancer["model"], f"{two_versions}/1"
+    X.to_parquet(tmp_path / "in.parquet")
+    with pytest.raises(InvalidInputError, match="is the --data file"):
+        nbdeploy.batch(ref, tmp_path / "in.parquet", tmp_path / "in.parquet", log_run=False)
+    with pytest.raises(InvalidInputError, match="--key 'row' is also a column of the output"):
+        nbdeploy.batch(ref, X.assign(row=1), tmp_path / "o.parquet", key="row", log_run=False)
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(InvalidInputError, match="could not be read"):
+        nbdeploy.batch(ref, tmp_path / "empty.csv", tmp_path / "o.parquet", log_run=False)
+    # a trailing comma on every row, and a key that looks like numbers in the first chunk only
+    keyed = X.assign(id=[f"{i:05d}" for i in range(len(X) - 1)] + ["last"])
+    text = keyed.to_csv(index=False).replace("\n", ",\n").replace(",\n", "\n", 1)  # header without it
+    (tmp_path / "trailing.csv").write_text(text)
+    out = nbdeploy.batch(ref, tmp_path / "trailing.csv", tmp_path / "t.parquet", key="id", chunk_rows=50,
+                         workers=1, log_run=False).frame()  # fmt: skip
+    np.testing.assert_array_equal(out["prediction"], model.predict(X))
+    assert out["id"].tolist() == keyed["id"].tolist()  # '00001' stays '00001'
+    stale = [Path("/dev/shm") / "nbdeploy-batch-999999999-x", tmp_path / ".t.parquet.999999999.partial"]
+    for path in stale:  # left by a kernel killed mid-run (no such pid): swept by the next run
+        path.mkdir() if path.suffix != ".partial" else path.write_text("")
+    nbdeploy.batch(ref, X, tmp_path / "t.parquet", workers=1, log_run=False)
+    assert not any(p.exists() for p in stale)
+    # a model with two outputs per row, and one whose library writes on descriptor 1
+    two = LinearRegression().fit(cancer["X_train"], np.c_[cancer["y_train"], -cancer["y_train"]])
+    two_ref = nbdeploy.register(two, f"two-out-{os.getpid()}", cancer["X_train"]).ref
+    wide = nbdeploy.batch(two_ref, X, tmp_path / "w.parquet", workers=1, log_run=False).frame()
+    np.testing.assert_allclose(wide[["prediction_0", "prediction_1"]].to_numpy(), two.predict(X))
+    chatty = ChattyForest(n_estimators=5, random_state=0).fit(cancer["X_train"], cancer["y_train"])
+    chatty_ref = nbdeploy.register(chatty, f"chatty-{os.getpid()}", cancer["X_train"], cancer["y_train"]).ref
+    said = nbdeploy.batch(chatty_ref, X, tmp_path / "c.parquet", workers=1, chunk_rows=40, log_run=False).frame()
+    np.testing.assert_array_equal(said["prediction"], chatty.predict(X))
     assert not _workers()

@@ -43,6 +43,8 @@ def test_params_and_csv() -> None:
     csv = parse(b"b,a\n1,0.5\n", "text/csv; charset=utf-8", NUMERIC)
     assert csv.frame is not None and list(csv.frame.columns) == ["a", "b"] and csv.rows == 1
     assert str(csv.frame["b"].dtype) == "int64"
+    trailing = parse(b"b,a\n1,0.5,\n", "text/csv", NUMERIC)  # a trailing comma: no column shifted into the index
+    assert trailing.frame is not None and trailing.frame.to_dict("list") == {"a": [0.5], "b": [1]}
 
 
 def test_mixed_schema_goes_through_a_frame() -> None:

@@ -13,12 +13,15 @@ _HEAD = struct.Struct(">cQ")
 START = struct.Struct(">Q")  # a data frame's first row number, before the name of its rows' file
 
 
-def read_frame(stream: IO[bytes]) -> tuple[bytes, bytes] | None:
-    """The next ``(tag, payload)`` of ``stream``, or ``None`` at its end (or a frame cut short)."""
+def read_frame(stream: IO[bytes], limit: int = 1 << 40) -> tuple[bytes, bytes] | None:
+    """The next ``(tag, payload)`` of ``stream``, or ``None`` at its end (or a frame cut short);
+    a frame of more than ``limit`` bytes is not one of ours: ``(tag, b"")``, for the caller to refuse."""
     head = stream.read(_HEAD.size)
     if len(head) < _HEAD.size:
         return None
     tag, size = _HEAD.unpack(head)
+    if size > limit:
+        return b"?", b""
     payload = stream.read(size)
     return (tag, payload) if len(payload) == size else None
 

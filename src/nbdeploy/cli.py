@@ -58,7 +58,7 @@ def _read_table(path: str, option: str) -> Any:
     if not file.is_file():
         raise InvalidInputError(f"{option} {path!r} is not a file: give a CSV or Parquet file.")
     try:
-        table = getattr(pd, reader)(file)
+        table = pd.read_csv(file, index_col=False) if reader == "read_csv" else pd.read_parquet(file)  # no shift
     except ImportError as exc:  # Parquet needs pyarrow (or fastparquet)
         raise InvalidInputError(f"{option} {path!r} needs {exc.name or 'pyarrow'}: pip install pyarrow.") from None
     except Exception as exc:

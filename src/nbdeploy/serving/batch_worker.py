@@ -53,6 +53,9 @@ def bad_rows(frame: pd.DataFrame, schema: Schema, start: int = 0) -> str | None:
                 return f"Column {name!r} expects {kind} values; rows {_rows(wrong, start)} are not numbers."
             if kind in ("long", "integer"):
                 values = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+                empty = np.flatnonzero(np.isnan(values))
+                if empty.size:
+                    return f"Column {name!r} expects {kind} values; rows {_rows(empty, start)} are empty."
                 fractional = np.flatnonzero(~np.isnan(values) & (values % 1 != 0))
                 if fractional.size:
                     where = _rows(fractional, start)
@@ -76,15 +79,23 @@ def score(model: LoadedModel, schema: Schema, table: pa.Table, proba: bool, star
     X = enforce_frame(raw, schema) if schema.names else raw
     classes = getattr(getattr(model.methods.get("predict_proba"), "__self__", None), "classes_", None)
     if not proba or "predict_proba" not in model.methods or classes is None:
-        return pa.table({"prediction": np.asarray(model.call(X)).ravel()})
+        return pa.table(_predictions(model.call(X)))
     from nbdeploy.tasks import argmax_predict
 
     p = np.asarray(model.call(X, "predict_proba"), dtype=np.float64)
     owner = model.methods["predict_proba"].__self__
     predicted = np.asarray(classes).take(p.argmax(axis=1)) if argmax_predict(owner) else model.call(X)
-    columns = {"prediction": np.asarray(predicted).ravel()}
+    columns = _predictions(predicted)
     columns.update({f"proba_{c}": p[:, j] for j, c in enumerate(np.asarray(classes).tolist())})
     return pa.table(columns)
+
+
+def _predictions(raw: Any) -> dict[str, Any]:
+    """``prediction``, or ``prediction_0``… for a model with several outputs per row."""
+    values = raw.to_numpy() if hasattr(raw, "to_numpy") else np.asarray(raw)
+    if values.ndim == 2 and values.shape[1] > 1:
+        return {f"prediction_{j}": values[:, j] for j in range(values.shape[1])}
+    return {"prediction": values.reshape(len(values))}
 
 
 def _ipc(table: pa.Table) -> bytes:
@@ -98,8 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if "--parent" in args:
         die_with(int(args[args.index("--parent") + 1]))
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # a model that prints must not corrupt the frames
+    stdin = sys.stdin.buffer
+    # the frames get a descriptor of their own; whatever writes to descriptor 1 (a print, a
+    # native library's log) goes to stderr and cannot corrupt them
+    stdout = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     try:
         model = load(args[0])
     except Exception as exc:

@@ -266,7 +266,7 @@ def parse(body: bytes, content_type: str | None, schema: Schema) -> Parsed:
         header = body[: body.find(b"\n")] if b"\n" in body else body
         schema.check_width(header.count(b",") + 1, "CSV header")  # counted before pandas reads a byte
         try:
-            frame = pd.read_csv(io.BytesIO(body))
+            frame = pd.read_csv(io.BytesIO(body), index_col=False)  # a trailing comma must not shift the columns
         except Exception as exc:
             raise _bad(f"The body is not valid CSV: {exc}.") from None
         return Parsed(len(frame), tuple(map(str, frame.columns)), frame=enforce_frame(frame, schema))
