@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,17 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from serving import peak_rss_mib
+
 CHUNK = 50_000
 
 
 def peak_rss(ref: str, data: Path, out: Path) -> float:
-    code = (
-        "import nbdeploy;"
-        f"nbdeploy.batch({ref!r}, {str(data)!r}, {str(out)!r}, workers=2, log_run=False);"
-        "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) / 1024)"
+    return peak_rss_mib(
+        f"import nbdeploy; nbdeploy.batch({ref!r}, {str(data)!r}, {str(out)!r}, workers=2, log_run=False)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

@@ -18,13 +18,15 @@ from __future__ import annotations
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from serving import peak_rss_mib
 
 FEATURES = 30
 
@@ -64,15 +66,11 @@ def export_once(folder: Path, out: Path) -> float:
 
 
 def peak_rss(folder: Path) -> float:
-    """MiB of the largest resident set of a process that exports ``folder``'s log (its VmHWM:
-    ``ru_maxrss`` would count the parent's memory at the fork)."""
-    code = (
+    """MiB of the largest resident set of a process that exports ``folder``'s log."""
+    return peak_rss_mib(
         "import sys; from pathlib import Path; sys.path.insert(0, 'bench'); import export as b;"
-        f"b.export_once(Path({str(folder)!r}), Path({str(folder)!r}) / 'out.parquet');"
-        "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) / 1024)"
+        f"b.export_once(Path({str(folder)!r}), Path({str(folder)!r}) / 'out.parquet')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

@@ -231,5 +231,13 @@ def main() -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def peak_rss_mib(code: str) -> float:
+    """MiB of the largest resident set of a fresh interpreter running ``code`` (its VmHWM:
+    ``ru_maxrss`` would count the parent's memory at the fork)."""
+    code += "\nprint(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) / 1024)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 if __name__ == "__main__":
     main()

@@ -39,12 +39,19 @@ SPEC_FILE = "spec.json"
 PREDICT_METHODS = ("predict", "predict_proba", "predict_log_proba", "predict_joint_log_proba", "decision_function")
 
 
+def _seconds(text: str, units: dict[str, float]) -> float | None:
+    """``text`` (a number and one of ``units``) in seconds; ``None`` when it is not written so."""
+    if len(text) < 2 or text[-1] not in units or not text[:-1].replace(".", "", 1).isdigit():
+        return None
+    return float(text[:-1]) * units[text[-1]]
+
+
 def parse_window(text: str) -> float:
     """Seconds in a window written ``30s``, ``5m`` or ``1h`` (ValueError otherwise)."""
     text = text.strip()
-    if len(text) < 2 or text[-1] not in _UNITS or not text[:-1].replace(".", "", 1).isdigit():
+    seconds = _seconds(text, _UNITS)
+    if seconds is None:
         raise ValueError(f"Invalid window {text!r}: use a number followed by s, m or h, for example 5m.")
-    seconds = float(text[:-1]) * _UNITS[text[-1]]
     if seconds <= 0:
         raise ValueError(f"Invalid window {text!r}: a window lasts more than 0 seconds.")
     return seconds
@@ -53,10 +60,9 @@ def parse_window(text: str) -> float:
 def parse_duration(text: str, what: str = "duration") -> float:
     """Seconds in a duration written ``90s``, ``15m``, ``12h``, ``1d`` or ``2w`` (ValueError otherwise)."""
     text = str(text).strip()
-    number = text[:-1]
-    if len(text) < 2 or text[-1] not in _LONG_UNITS or not number.replace(".", "", 1).isdigit():
+    seconds = _seconds(text, _LONG_UNITS)
+    if seconds is None:
         raise ValueError(f"Invalid {what} {text!r}: use a number followed by s, m, h, d or w, for example 1d.")
-    seconds = float(number) * _LONG_UNITS[text[-1]]
     if not 0 < seconds < 1e11:
         raise ValueError(f"Invalid {what} {text!r}: use more than 0 and less than about 3,000 years.")
     return seconds

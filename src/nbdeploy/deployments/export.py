@@ -90,10 +90,7 @@ def since_time(since: str | float | dt.datetime | None, now: float | None = None
 
 def _labels(folder: Path) -> dict[str, list[Any]]:
     """Every request's labels (the last sent for it wins)."""
-    labels: dict[str, list[Any]] = {}
-    for rid, values in logged_feedback(folder / "feedback.jsonl"):
-        labels[rid] = values
-    return labels
+    return dict(logged_feedback(folder / "feedback.jsonl"))
 
 
 def export_logs(folder: Path, features: Any, out: Path, since: float | None = None, labelled: bool = False,
