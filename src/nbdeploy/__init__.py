@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from nbdeploy.refs import ModelRef, parse_ref
     from nbdeploy.registry import models, promote, register, resolve
     from nbdeploy.registry.versions import ModelList, ModelVersion
+    from nbdeploy.retraining import RetrainJob, retrain
     from nbdeploy.spec import DeploymentSpec
     from nbdeploy.validation import ValidationReport, validate
 
@@ -59,6 +60,7 @@ __all__ = [
     "NbdeployError",
     "NotFoundError",
     "PromotionRefusedError",
+    "RetrainJob",
     "TrackingError",
     "ValidationFailedError",
     "ValidationReport",
@@ -75,6 +77,7 @@ __all__ = [
     "promote",
     "register",
     "resolve",
+    "retrain",
     "serve",
     "unload_ipython_extension",
     "validate",
@@ -101,6 +104,8 @@ _LAZY = {
     "Deployment": "nbdeploy.deployments",
     "DeploymentList": "nbdeploy.deployments",
     "DeploymentSpec": "nbdeploy.spec",
+    "retrain": "nbdeploy.retraining",
+    "RetrainJob": "nbdeploy.retraining",
 }
 
 

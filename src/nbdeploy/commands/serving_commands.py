@@ -48,6 +48,11 @@ def _status(args: argparse.Namespace, ctx: Context) -> Any:
 def _logs(args: argparse.Namespace, ctx: Context) -> Any:
     from nbdeploy.deployments import get
 
+    if args.job:
+        from nbdeploy.retraining import RetrainJob
+
+        ctx.say(RetrainJob.of(args.name).logs(args.lines))
+        return
     ctx.say(get(args.name).logs(args.lines))
 
 
@@ -77,6 +82,16 @@ def _rollback(args: argparse.Namespace, ctx: Context) -> Any:
 def _stop(args: argparse.Namespace, ctx: Context) -> Any:
     from nbdeploy.deployments import stop
 
+    if args.job:
+        from nbdeploy.errors import InvalidInputError
+        from nbdeploy.retraining import RetrainJob
+
+        if args.all or not args.name:
+            raise InvalidInputError("--job stops one deployment's retraining job: give its NAME (not --all).")
+        stopped = RetrainJob.of(args.name).stop()
+        ctx.say(f"Stopped the retraining job of {args.name}." if stopped else f"The retraining job of {args.name} "
+                "was not running.")  # fmt: skip
+        return
     ctx.say(stop(args.name, all=args.all))
 
 
@@ -139,7 +154,8 @@ COMMANDS = [
     Command("list", "List deployments with their state.", (), _list),
     Command("status", "Show one deployment's state, address and the version it serves.", (NAME,), _status),
     Command("logs", "Print the last lines of a deployment's server log.",
-            (NAME, arg("-n", "--lines", type=int, default=50, help="how many lines (default 50)")), _logs),
+            (NAME, arg("-n", "--lines", type=int, default=50, help="how many lines (default 50)"),
+             arg("--job", action="store_true", help="the retraining job's log instead of the server's")), _logs),
     Command("predict", "Send data to a deployment and return its predictions.",
             (NAME, arg("--data", metavar="X", required=True, loads=Loads.TABLE, help="expression for the rows to score",
                        cli_help="the rows to score: a CSV or Parquet file"),
@@ -149,9 +165,10 @@ COMMANDS = [
     Command("update", "Swap the version a deployment serves, without dropping a request.",
             (NAME, arg("ref", metavar="REF", help="the version to serve now")), _update),
     Command("rollback", "Go back to the version a deployment served before its last update.", (NAME,), _rollback),
-    Command("stop", "Stop a deployment (or --all of them) and wait for its processes to end.",
+    Command("stop", "Stop a deployment (or --all of them) and its retraining job; wait for their processes to end.",
             (arg("name", metavar="NAME", nargs="?", help="deployment name"),
-             arg("--all", action="store_true", help="stop every deployment")), _stop),
+             arg("--all", action="store_true", help="stop every deployment"),
+             arg("--job", action="store_true", help="stop only the deployment's retraining job")), _stop),
     Command("monitor", "Show a live panel of a deployment's traffic, latency, errors, drift and alerts.",
             (NAME,
              arg("--interval", type=number, default=2.0, metavar="S", help="seconds between refreshes (default 2)"),

@@ -179,3 +179,9 @@ class Exporting(HandleParts):
         spec = self.spec
         return export_logs(self.path, _features(spec), out_path(out, self.name, self.path), start, labelled,
                            spec.log_rows)  # fmt: skip
+
+    def export_file(self, out: Path, since: float | None, labelled: bool = True) -> Exported:
+        """:meth:`export` to exactly ``out``, wherever it is (answered since the time ``since``):
+        a retraining job writes the traffic it trains on in its own folder, inside this one's."""
+        spec = self.spec
+        return export_logs(self.path, _features(spec), out, since, labelled, spec.log_rows)

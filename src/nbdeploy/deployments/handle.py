@@ -21,6 +21,7 @@ from typing import Any
 from nbdeploy.deployments import events, http, models, processes, ray_client
 from nbdeploy.deployments.experiments import Experiments
 from nbdeploy.deployments.export import Exporting
+from nbdeploy.deployments.retrain_files import JobFiles
 from nbdeploy.deployments.views import Status
 from nbdeploy.deployments.watching import Watching
 from nbdeploy.errors import DeploymentError
@@ -170,6 +171,7 @@ class Deployment(Watching, Experiments, Exporting):
             uptime_s=info.get("uptime_s"),
             folder=str(self.path),
             target="local" if spec.ray is None else f"ray ({spec.ray.replicas} replicas)",
+            retraining=JobFiles(self.path).line(),
         )
 
     def logs(self, n: int = 50) -> str:
@@ -258,8 +260,9 @@ class Deployment(Watching, Experiments, Exporting):
         Returns whether there was anything to stop.
 
         A Ray deployment's applications are deleted from the cluster (and a cluster nbdeploy
-        started is stopped with its last deployment).
+        started is stopped with its last deployment). Its retraining job is stopped first.
         """
+        JobFiles(self.path).stop()  # its retraining job has nothing to retrain once it is stopped
         if self.target == "ray":
             if stopped := self._stop_ray():
                 events.record_stop(self)

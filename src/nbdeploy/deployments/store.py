@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from nbdeploy import config
 from nbdeploy.deployments.handle import Deployment
+from nbdeploy.deployments.retrain_files import JobFiles
 from nbdeploy.deployments.views import DeploymentList
 from nbdeploy.errors import DeploymentError, DeploymentNotFoundError, InvalidInputError, NbdeployError
 from nbdeploy.refs import validate_name
@@ -45,6 +46,7 @@ def stop_all() -> list[str]:
     stopped, failed = [], []
     for d in _all():
         if d.pid is None and not d.deployed:
+            JobFiles(d.path).stop()  # a job of a stopped deployment, started again by hand
             continue
         try:
             if d.stop():

@@ -25,12 +25,14 @@ class Status:
     uptime_s: float | None
     folder: str
     target: str = "local"
+    retraining: str = "-"  # the retraining job's state (deployments.retrain_files.JobFiles.line)
 
     def __repr__(self) -> str:
         up = f", up {self.uptime_s:.0f} s" if self.uptime_s is not None else ""
         where = f" at {self.url}" if self.url else ""
         on = f" on {self.target}" if self.target != "local" else ""
-        return f"Deployment {self.name}: {self.state}{where}{on}, serving {self.ref} (version {self.version}){up}"
+        job = f"; retraining job {self.retraining}" if self.retraining != "-" else ""
+        return f"Deployment {self.name}: {self.state}{where}{on}, serving {self.ref} (version {self.version}){up}{job}"
 
     def _repr_html_(self) -> str:
         css = {"running": "nbd-pass", "dead": "nbd-fail"}.get(self.state, "nbd-muted")
@@ -43,6 +45,7 @@ class Status:
                 ("pid", esc(self.pid or "-")),
                 ("uptime", esc(f"{self.uptime_s:.0f} s" if self.uptime_s is not None else "-")),
                 ("folder", f"<code>{esc(self.folder)}</code>"),
+                ("retraining job", esc(self.retraining)),
             ]
         )
         return card(f"Deployment {esc(self.name)}", facts)
@@ -58,7 +61,7 @@ class DeploymentList(Listing):
             try:
                 st = d.status()
             except NbdeployError:  # a damaged spec: still listed, with its state (never hidden)
-                rows.append([d.name, f"{d.state()}, spec.json damaged", "-", "-", "-", str(d.pid or "-")])
+                rows.append([d.name, f"{d.state()}, spec.json damaged", "-", "-", "-", str(d.pid or "-"), "-"])
                 continue
-            rows.append([d.name, st.state, st.url or "-", st.ref, str(st.version), str(st.pid or "-")])
-        super().__init__("Deployments", ["name", "state", "url", "serving", "version", "pid"], rows)
+            rows.append([d.name, st.state, st.url or "-", st.ref, str(st.version), str(st.pid or "-"), st.retraining])
+        super().__init__("Deployments", ["name", "state", "url", "serving", "version", "pid", "retraining"], rows)

@@ -113,7 +113,7 @@ class Rule:
     def to_dict(self) -> dict[str, Any]:
         return {
             "rule": self.text, "metric": self.metric, "k": self.k, "webhook": redact_url(self.webhook),
-            "firing": self.firing, "value": self.last_value,
+            "firing": self.firing, "value": self.last_value, "streak": self.streak,
         }  # fmt: skip
 
 

@@ -9,7 +9,17 @@ from pathlib import Path
 
 from nbdeploy._version import __version__
 
-__all__ = ["git_info", "lineage_tags"]
+__all__ = ["ENV_RUN", "RUN_TAG", "git_info", "lineage_tags", "retrain_tags"]
+
+#: A version registered by a retraining job's notebook names the job's run: the job finds it by that tag.
+RUN_TAG = "nbdeploy.retrain.run"
+ENV_RUN = "NBDEPLOY_RETRAIN_RUN"  # set by the job in the notebook's kernel (nbdeploy.retraining)
+
+
+def retrain_tags() -> dict[str, str]:
+    """The tag :func:`nbdeploy.register` adds inside a retraining job's notebook (none elsewhere)."""
+    run = os.environ.get(ENV_RUN, "").strip()
+    return {RUN_TAG: run[:250]} if run else {}
 
 
 def git_info(cwd: Path | None = None) -> dict[str, str]:

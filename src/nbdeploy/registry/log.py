@@ -137,7 +137,7 @@ def register(
 
     >>> register(model, name="cancer", X=X_train, y=y_train, alias="candidate")  # doctest: +SKIP
     """
-    from nbdeploy.registry.lineage import lineage_tags
+    from nbdeploy.registry.lineage import lineage_tags, retrain_tags
     from nbdeploy.tasks import check_fitted, detect_task
 
     validate_name(name)
@@ -151,6 +151,7 @@ def register(
         **lineage_tags(source=source, data_fingerprint=facts.profile["fingerprint"] if facts.profile else None),
         "nbdeploy.task": detect_task(model),
         **({"nbdeploy.intended_use": intended_use[:5000]} if intended_use else {}),
+        **retrain_tags(),  # inside a retraining job's notebook: the job's run, which finds the version by it
         **user_tags,
     }
     uri = tracking_uri()

@@ -1,0 +1,137 @@
+"""The job's process: ``python -m nbdeploy.retraining FOLDER/retrain``.
+
+It polls its triggers twice a second and runs one retraining at a time in a thread; a
+trigger during a run is queued once (later ones join the queued run's reason, never a run
+of their own). ``state.json`` is written before a run starts: the triggers it consumed, the
+run in progress. A process that finds a run in progress from a predecessor (killed, or the
+machine rebooted) records it as ``interrupted`` and does not run it again.
+
+It stops on SIGTERM (``%deploy stop NAME --job``): a run in progress is recorded as
+``stopped`` and its notebook's kernel, which polls its parent, exits with it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from nbdeploy._files import open_owned, write_atomic
+from nbdeploy.deployments.retrain_files import JobFiles
+from nbdeploy.retraining.runs import one_run, said
+from nbdeploy.retraining.spec import RetrainSpec
+from nbdeploy.retraining.triggers import Trigger, Triggers
+
+__all__ = ["Runner", "main"]
+
+POLL_S = 0.5
+
+
+class Runner:
+    """The loop of one job process."""
+
+    def __init__(self, files: JobFiles) -> None:
+        self.files = files
+        self.spec = RetrainSpec.load(files.spec)
+        self.state: dict[str, Any] = files.read_state()
+        recorded = max((int(r["run"]) for r in files.runs()), default=0)
+        self.state["runs"] = max(int(self.state.get("runs", 0) or 0), recorded)  # numbers go on, whatever the state says
+        self.triggers = Triggers(self.spec, files.root.parent / "alerts.jsonl", files.manual, self.state)
+        self.stopping = threading.Event()
+        self.worker: threading.Thread | None = None
+
+    def save(self) -> None:
+        write_atomic(self.files.state_file, json.dumps(self.state, default=str))
+
+    def adopt(self) -> None:
+        """Take over from a predecessor: its run in progress ended with it."""
+        running = self.state.pop("running", None)
+        if isinstance(running, dict) and isinstance(running.get("run"), int):
+            self.files.append_run({"run": running["run"], "event": "ended", "ended": time.time(),
+                                   "outcome": "interrupted", "why": "the job's process ended during this run (killed "
+                                   "or crashed); it is not run again"})  # fmt: skip
+            said(f"run {running['run']} was interrupted by the end of the previous job process; not run again")
+        self.triggers.start(time.time())
+        self.save()
+
+    def loop(self) -> None:
+        while not self.stopping.wait(POLL_S):
+            try:
+                self._tick()
+            except Exception:  # a damaged file, a full disk: said, and the job goes on polling
+                traceback.print_exc(file=sys.stdout)
+                self.stopping.wait(5.0)
+
+    def _tick(self) -> None:
+        if self.worker is not None and not self.worker.is_alive():
+            self.worker = None  # its end is recorded: the state forgets it (only this thread writes the state)
+            self.state.pop("running", None)
+        trigger = self.triggers.poll(time.time())
+        busy = self.worker is not None
+        if trigger is not None:
+            if busy or self.state.get("queued"):
+                self._queue(trigger)
+            else:
+                self._start(trigger)
+        elif not busy and self.state.get("queued"):
+            queued = self.state.pop("queued")
+            self._start(Trigger.from_dict(queued if isinstance(queued, dict) else {}))
+        self.save()
+
+    def _queue(self, trigger: Trigger) -> None:
+        queued = self.state.get("queued")
+        if queued:  # already one queued: this trigger joins it (one run, not a stack)
+            merged = Trigger.merge([Trigger.from_dict(queued), trigger])
+            self.state["queued"] = {**merged.to_dict(), "joined": int(queued.get("joined", 1)) + 1}
+        else:
+            self.state["queued"] = trigger.to_dict()
+        said(f"queued: {trigger.reason} (a run is in progress)")
+
+    def _start(self, trigger: Trigger) -> None:
+        number = int(self.state.get("runs", 0)) + 1
+        self.state.update(runs=number, running={"run": number, "trigger": trigger.to_dict(), "started": time.time()})
+        self.save()  # before the run: a successor knows it was started, and never starts it again
+        args = (self.spec, self.files, number, trigger, self.stopping)
+        self.worker = threading.Thread(target=one_run, args=args, name=f"retrain-{number}", daemon=True)
+        self.worker.start()
+
+    def stop(self) -> None:
+        """On SIGTERM: record a run in progress as stopped, then leave."""
+        self.stopping.set()
+        running = self.state.get("running")
+        if self.worker is not None and self.worker.is_alive() and isinstance(running, dict):
+            self.worker.join(3.0)  # a run following an experiment ends at once, and says so itself
+            if self.worker.is_alive():
+                self.files.append_run({"run": running["run"], "event": "ended", "ended": time.time(),
+                                       "outcome": "stopped", "why": "the job was stopped during this run"})  # fmt: skip
+        self.state.pop("running", None)
+        self.save()
+
+
+def main(root: str) -> int:
+    files = JobFiles(Path(root).parent)
+    lock = os.fdopen(open_owned(files.root / ".lock", os.O_WRONLY | os.O_CREAT), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"nbdeploy: another process runs the job of {files.root.parent.name}; this one ends.", file=sys.stderr)
+        return 1
+    runner = Runner(files)
+    signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: runner.stopping.set())
+    write_atomic(files.pid_file, str(os.getpid()))
+    runner.adopt()
+    said(f"job of {runner.spec.deployment} started (pid {os.getpid()}): {runner.spec.trigger_text}, "
+         f"then {runner.spec.action_text}")  # fmt: skip
+    runner.loop()
+    runner.stop()
+    said("job stopped")
+    sys.stdout.flush()
+    os._exit(0)  # a notebook's kernel client thread may still be waiting: do not wait for it
