@@ -73,11 +73,10 @@ def test_drift_retrains_once_after_the_third_breach_then_the_canary_promotes(
     """The issue's end to end: drift in live traffic fires ``psi>0.2`` after 3 breaches (not
     2); the job runs train.ipynb on the labelled traffic, validates the candidate against
     @champion, canaries it, and the canary promotes it; every step is in the record and in MLflow."""
-    from mlflow import MlflowClient
-    from sklearn.tree import DecisionTreeClassifier
-
     import pandas as pd
+    from mlflow import MlflowClient
     from sklearn.datasets import load_breast_cancer
+    from sklearn.tree import DecisionTreeClassifier
 
     stump = DecisionTreeClassifier(max_depth=1, random_state=0).fit(cancer["X_train"], cancer["y_train"])
     _champion(stump, name, cancer)
@@ -316,7 +315,8 @@ def test_triggers_read_each_event_once_whatever_the_files_hold(tmp_path: Path) -
         fh.write('te": "fired"}\n')  # the line is whole now: read once
     assert triggers.poll(1002.0).id == "alert:1005.000000"
     alerts.unlink()  # replaced (a deployment served again): old events are not read twice
-    alerts.write_text("".join(json.dumps({"ts": t, "rule": "psi>0.2", "state": "fired"}) + "\n" for t in (1004.0, 1006.0)))
+    lines = [json.dumps({"ts": t, "rule": "psi>0.2", "state": "fired"}) + "\n" for t in (1004.0, 1006.0)]
+    alerts.write_text("".join(lines))
     assert triggers.poll(1003.0).id == "alert:1006.000000"
     alerts.write_text("x" * (READ_LIMIT + 10) + "\n" + json.dumps({"ts": 1007.0, "rule": "psi>0.2", "state": "fired"}))
     assert triggers.poll(1004.0) is None and triggers.poll(1004.5) is None  # a line over the limit is skipped

@@ -42,7 +42,8 @@ class Runner:
         self.spec = RetrainSpec.load(files.spec)
         self.state: dict[str, Any] = files.read_state()
         recorded = max((int(r["run"]) for r in files.runs()), default=0)
-        self.state["runs"] = max(int(self.state.get("runs", 0) or 0), recorded)  # numbers go on, whatever the state says
+        # run numbers go on after the recorded ones, whatever a damaged state says
+        self.state["runs"] = max(int(self.state.get("runs", 0) or 0), recorded)
         self.triggers = Triggers(self.spec, files.root.parent / "alerts.jsonl", files.manual, self.state)
         self.stopping = threading.Event()
         self.worker: threading.Thread | None = None
