@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -153,6 +154,16 @@ def test_a_candidate_that_fails_a_gate_changes_nothing_and_triggers_queue_once(
     listing = repr(nbdeploy.deployments())
     assert "retraining" in listing and "running" in listing
     assert "Retraining job of" in repr(job) and "rejected" in repr(job) and "Last runs" in job._repr_html_()
+    panel = dep.monitor(interval=60)
+    try:
+        assert panel.job["state"] == "running" and [r["outcome"] for r in panel.job["runs"]] == ["rejected"] * 2
+        assert "run 2: rejected" in repr(panel)
+    finally:
+        panel.close()
+    shown = subprocess.run(["nbdeploy", "retrain", name], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and f"Retraining job of {name}: running, by hand only" in shown.stdout, shown.stderr
+    logs = subprocess.run(["nbdeploy", "logs", name, "--job", "-n", "200"], capture_output=True, text=True, timeout=120)
+    assert "run 2: rejected" in logs.stdout, logs.stderr
 
 
 class _Hook(BaseHTTPRequestHandler):
@@ -346,7 +357,8 @@ def test_damaged_job_files_are_said_not_raised(
     jobs.append(job)
     job.stop()
     job.files.runs_file.write_bytes(b'{"run": 1, "event": "started"}\n\xff\xfe torn\n{"run": "x"}\n[]\n')
-    job.files.state_file.write_text("{damaged")
+    damaged = {"runs": "x", "alerts": [1], "manual": {"offset": "a"}, "queued": 5, "next_due": "soon"}
+    job.files.state_file.write_text(json.dumps(damaged))  # JSON, but not the job's: each entry is dropped
     assert [r["run"] for r in job.runs()] == [1]
     job.resume()  # a damaged state is started afresh; run numbers go on after the recorded ones
     assert job.state() == "running"

@@ -25,7 +25,7 @@ const { default: widget } = await import(process.argv[2]);
 let text = "";
 for await (const chunk of process.stdin) text += chunk;
 const doc = JSON.parse(text);
-const values = { snapshot: doc, status: "live", window: "1m", name: "rayd" };
+const values = { snapshot: doc.snapshot || doc, status: "live", window: "1m", name: "rayd", job: doc.job || {} };
 const el = { innerHTML: "" };
 widget.render({ model: { get: (k) => values[k], on: () => {} }, el });
 process.stdout.write(el.innerHTML);
@@ -59,3 +59,39 @@ def test_replica_table_of_a_ray_deployment(tmp_path: Path) -> None:
     for rid, count, pid in (("r1", 3, 100), ("r2", 2, 101)):
         row = html[html.index(f'data-replica="{rid}"') :].split("</tr>", 1)[0]
         assert f"<td>{count}</td>" in row and f"<td>{pid}</td>" in row, row
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js is not installed (it runs the widget's JavaScript)")
+def test_the_panel_shows_the_retraining_job(tmp_path: Path) -> None:
+    """The job's section: what starts it, what follows, the run in progress, the queued one,
+    and the last runs (newest first) with their outcome, candidate and executed notebook."""
+    from nbdeploy.widgets.monitor import job_text
+
+    now = time.time()
+    windows = RequestWindows(["x"], None, "classification")
+    windows.add(now - 1, 2.0, 200, "a", [[1.0]], [1])
+    snapshot = windows.snapshot(now, ["1m"])
+    snapshot.update(name="rayd", ref="m/1", version=1, uptime_s=5, alerts={"rules": [], "events": []})
+    job = {"state": "running", "trigger": "on psi>0.2 (fires after 3 breaches)", "action": "canary 10%",
+           "next_run": None, "running": {"run": 3, "trigger": {"reason": "psi>0.2 fired (value 0.31)"}},
+           "queued": {"reason": "asked by hand"},
+           "runs": [{"run": 1, "started": 1.0, "outcome": "rejected", "candidate": "m/2", "why": "<b>failed</b>",
+                     "notebook_artifact": "runs:/abc/retrain/executed.ipynb"},
+                    {"run": 2, "started": 2.0, "outcome": "promoted", "candidate": "m/3",
+                     "notebook": "/home/x/retrain/runs/2/executed.ipynb"}, {"run": 3, "started": 3.0}]}  # fmt: skip
+    script = tmp_path / "render.mjs"
+    script.write_text(RUNNER)
+    assert NODE is not None
+    out = subprocess.run([NODE, str(script), JS.as_uri()], input=json.dumps({"snapshot": snapshot, "job": job}),
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    html = out.stdout
+    assert "retraining job · running" in html and "canary 10%" in html
+    assert "run 3 in progress (psi&gt;0.2 fired (value 0.31))" in html and "queued: asked by hand" in html
+    order = [html.index(f'data-run="{n}"') for n in (3, 2, 1)]
+    assert order == sorted(order)  # newest first
+    assert 'data-outcome="rejected"' in html and "runs:/abc/retrain/executed.ipynb" in html
+    assert "/home/x/retrain/runs/2/executed.ipynb" in html and "&lt;b&gt;failed" in html and "<b>failed" not in html
+    text = job_text(job)
+    assert "retraining job running: on psi>0.2" in text and "run 2: promoted m/3" in text
+    assert "run 3: in progress" in text and max(map(len, text.splitlines())) <= 100

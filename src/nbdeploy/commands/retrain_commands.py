@@ -20,7 +20,7 @@ def _retrain(args: argparse.Namespace, ctx: Context) -> Any:
                   promote_when=args.promote_when, rollback_when=args.rollback_when, min_labels=args.min_labels,
                   since=args.since, webhook=args.webhook, cell_timeout=args.timeout, kernel=args.kernel,
                   now=args.now, resume=args.resume)  # fmt: skip
-    return job.status()
+    return job  # the live handle: its repr is the status, job.runs() and job.logs() follow it
 
 
 COMMANDS = [

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import signal
 import sys
@@ -34,16 +35,35 @@ __all__ = ["Runner", "main"]
 POLL_S = 0.5
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _clean(doc: dict[str, Any]) -> dict[str, Any]:
+    """``state.json`` with what a hand or a bad disk made of it dropped: each entry is kept
+    only with the type the job writes (a dropped position starts its file afresh)."""
+    state: dict[str, Any] = {"runs": int(doc["runs"]) if _number(doc.get("runs")) and doc["runs"] >= 0 else 0}
+    if "next_due" in doc and (doc["next_due"] is None or _number(doc["next_due"])):
+        state["next_due"] = doc["next_due"]
+    for key in ("alerts", "manual"):
+        tail = doc.get(key)
+        if isinstance(tail, dict) and all(_number(tail.get(k, 0)) for k in ("offset", "last_ts")):
+            state[key] = tail
+    for key in ("running", "queued"):
+        if isinstance(doc.get(key), dict):
+            state[key] = doc[key]
+    return state
+
+
 class Runner:
     """The loop of one job process."""
 
     def __init__(self, files: JobFiles) -> None:
         self.files = files
         self.spec = RetrainSpec.load(files.spec)
-        self.state: dict[str, Any] = files.read_state()
+        self.state = _clean(files.read_state())
         recorded = max((int(r["run"]) for r in files.runs()), default=0)
-        # run numbers go on after the recorded ones, whatever a damaged state says
-        self.state["runs"] = max(int(self.state.get("runs", 0) or 0), recorded)
+        self.state["runs"] = max(self.state["runs"], recorded)  # numbers go on after the recorded ones
         self.triggers = Triggers(self.spec, files.root.parent / "alerts.jsonl", files.manual, self.state)
         self.stopping = threading.Event()
         self.worker: threading.Thread | None = None

@@ -138,7 +138,31 @@ function draw(model, el) {
     .map((e) => `<li>${esc(new Date(e.ts * 1000).toLocaleTimeString())} ${esc(e.rule)} ${esc(e.state)}</li>`)
     .join("");
   html += `<h4>alerts</h4><ul class="nbd-mon-alerts">${rules || "<li>no rules</li>"}</ul>${events ? `<ul>${events}</ul>` : ""}`;
+  html += job(model.get("job"));
   el.innerHTML = `<div class="nbd-mon">${html}</div>`;
+}
+
+function utc(ts) {
+  return typeof ts === "number" ? `${new Date(ts * 1000).toISOString().slice(0, 16).replace("T", " ")} UTC` : "–";
+}
+
+// the retraining job: what starts it, what follows, the next run, and its last runs with the executed notebook
+function job(info) {
+  if (!info || !info.state) return "";
+  const now = info.running
+    ? `run ${esc(info.running.run)} in progress (${esc((info.running.trigger || {}).reason)})`
+    : `next run ${esc(utc(info.next_run))}`;
+  const queued = info.queued ? ` · queued: ${esc(info.queued.reason)}` : "";
+  const rows = (info.runs || []).slice().reverse()
+    .map((r) => `<tr data-run="${esc(r.run)}" data-outcome="${esc(r.outcome || "in progress")}"><td>${esc(r.run)}</td>
+      <td>${esc(utc(r.started))}</td><td>${esc(r.outcome || "in progress")}</td><td>${esc(r.candidate || "–")}</td>
+      <td title="${esc(r.why || "")}">${esc(String(r.why || "").slice(0, 80))}</td>
+      <td><code title="${esc(r.notebook || "")}">${esc(r.notebook_artifact || r.notebook || "–")}</code></td></tr>`)
+    .join("");
+  return `<h4>retraining job · ${esc(info.state)}</h4><div class="nbd-mon-job" data-state="${esc(info.state)}">
+    ${esc(info.trigger)}, then ${esc(info.action)} · ${now}${queued}</div>
+    ${rows ? `<table class="nbd-mon-runs"><tr><th>run</th><th>started</th><th>outcome</th><th>candidate</th><th>why</th>
+      <th>executed notebook</th></tr>${rows}</table>` : "<div>no run yet</div>"}`;
 }
 
 export default {
@@ -147,6 +171,7 @@ export default {
     model.on("change:snapshot", redraw);
     model.on("change:status", redraw);
     model.on("change:window", redraw);
+    model.on("change:job", redraw);
     redraw();
   },
 };

@@ -16,6 +16,7 @@ from typing import Any
 import anywidget
 import traitlets
 
+from nbdeploy.deployments.retrain_files import JobFiles
 from nbdeploy.errors import DeploymentError
 from nbdeploy.monitoring.view import render_text
 
@@ -23,6 +24,34 @@ __all__ = ["MonitorWidget", "show_monitor"]
 
 _HERE = Path(__file__).parent
 _open: dict[str, MonitorWidget] = {}  # the live panel of each deployment
+
+
+_RUN_KEYS = ("run", "started", "outcome", "candidate", "why", "notebook", "notebook_artifact")
+
+
+def job_summary(folder: Path) -> dict[str, Any]:
+    """The panel's view of the deployment's retraining job (``{}`` without one): its last
+    runs with what the panel shows of them (their steps stay in ``%deploy retrain NAME``)."""
+    info = JobFiles(folder).summary(last=5)
+    if info is None:
+        return {}
+    info["runs"] = [{k: run.get(k) for k in _RUN_KEYS if k in run} for run in info["runs"]]
+    return info
+
+
+def job_text(job: dict[str, Any]) -> str:
+    """The job in the panel's text form: one line, and one per recent run."""
+    if not job:
+        return ""
+    import time
+
+    due = job.get("next_run")
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(due)) if isinstance(due, int | float) else "-"
+    lines = [f"\nretraining job {job['state']}: {job['trigger']}, then {job['action']}; next run {when}"]
+    for run in job.get("runs", [])[-3:]:
+        outcome = run.get("outcome", "in progress")
+        lines.append(f"  run {run.get('run')}: {outcome} {run.get('candidate') or ''}".rstrip())
+    return "\n".join(lines)
 
 
 class MonitorWidget(anywidget.AnyWidget):
@@ -37,6 +66,9 @@ class MonitorWidget(anywidget.AnyWidget):
     status = traitlets.Unicode("starting", help="live, stopped, or unreachable: <why>").tag(sync=True)
     snapshot = traitlets.Dict(help="the last /monitor document").tag(sync=True)
     polls = traitlets.Int(0, help="successful polls so far").tag(sync=True)
+    job = traitlets.Dict(help="the retraining job: state, trigger, next run, last runs ({} without one)").tag(
+        sync=True
+    )
 
     def __init__(self, deployment: Any, interval: float, window: str, **kwargs: Any) -> None:
         super().__init__(name=deployment.name, interval=float(interval), window=window, **kwargs)
@@ -58,6 +90,7 @@ class MonitorWidget(anywidget.AnyWidget):
         if state != "running":
             self.status = f"{state}: the deployment is not serving"
             return False
+        self.job = job_summary(self._deployment.path)
         try:
             self.snapshot = self._deployment.snapshot(self.window)
             self.polls += 1
@@ -85,8 +118,8 @@ class MonitorWidget(anywidget.AnyWidget):
 
     def __repr__(self) -> str:
         if not self.snapshot:
-            return f"Monitor {self.name}: {self.status}"
-        return render_text(self.snapshot, self.window, self.status)
+            return f"Monitor {self.name}: {self.status}" + job_text(self.job)
+        return render_text(self.snapshot, self.window, self.status) + job_text(self.job)
 
 
 def show_monitor(
