@@ -524,3 +524,54 @@ def test_without_address_a_local_cluster_is_started_and_stopped(
     assert not Path(info["temp_dir"]).exists()
     leftovers = subprocess.run(["pgrep", "-f", info["temp_dir"]], capture_output=True, text=True).stdout.split()
     assert not leftovers, leftovers
+
+
+def test_batch_on_ray_data_scores_every_row_in_order_across_two_nodes(
+    cluster: str, two_versions: str, cancer: dict[str, Any], tmp_path: Path
+) -> None:
+    """``batch --target ray``: Ray Data reads the file, actors on both nodes score it (the model
+    travels through the object store), and the answers come back in the input's order, equal to
+    the model's own; a value the signature refuses is one sentence and leaves no output."""
+    import pandas as pd
+
+    from nbdeploy.errors import InvalidInputError
+
+    model = cancer["model"]  # version 1 of two_versions
+    X = pd.concat([cancer["X_test"]] * 30, ignore_index=True)  # 4,290 rows
+    frame = X.assign(customer=[f"{i:05d}" for i in range(len(X))])
+    rows = tmp_path / "rows.csv"
+    frame.to_csv(rows, index=False)
+    result = nbdeploy.batch(f"{two_versions}/1", str(rows), tmp_path / "scores.parquet", target="ray",
+                            address=cluster, key="customer", chunk_rows=500)  # fmt: skip
+    df = result.frame()
+    assert result.rows == len(X) == len(df) and df["row"].tolist() == list(range(len(X)))
+    assert df["customer"].tolist() == frame["customer"].tolist()  # in order, and text stays text (00042)
+    np.testing.assert_allclose(df[["proba_0", "proba_1"]].to_numpy(), model.predict_proba(X))
+    assert (df["prediction"].to_numpy() == model.predict(X)).all() and result.run_id
+
+    from_frame = nbdeploy.batch(f"{two_versions}/1", X, tmp_path / "scores.csv", target="ray", address=cluster,
+                                workers=2, proba=False)  # fmt: skip
+    written = pd.read_csv(tmp_path / "scores.csv")
+    assert from_frame.workers == 2 and list(written.columns) == ["row", "prediction"]
+    assert (written["prediction"].to_numpy() == model.predict(X)).all()
+
+    frame = frame.astype({"mean radius": object})
+    frame.loc[1234, "mean radius"] = "wide"
+    frame.to_csv(rows, index=False)
+    refused = r"whose first customer is '(\d+)'.*Column 'mean radius' expects double values; rows (\d+) are not"
+    with pytest.raises(InvalidInputError, match=refused) as err:
+        nbdeploy.batch(f"{two_versions}/1", str(rows), tmp_path / "bad.parquet", target="ray", address=cluster,
+                       key="customer", chunk_rows=500)  # fmt: skip
+    import re
+
+    first, row = re.search(refused, str(err.value)).groups()  # type: ignore[union-attr]
+    assert int(first) + int(row) == 1234  # the chunk's first key (its position) and the row within it
+    assert not list(tmp_path.glob("*bad.parquet*"))  # neither the output nor its partial file
+    assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and _runs(p, b"nbdeploy.serving.ray_batch")]
+
+
+def _runs(proc: Path, marker: bytes) -> bool:
+    try:
+        return marker in (proc / "cmdline").read_bytes()
+    except OSError:
+        return False

@@ -35,14 +35,15 @@ def jobs() -> Iterator[list[Any]]:
         job.stop()
 
 
-def _notebook(tmp_path: Path, body: str) -> Path:
-    """A small notebook: a parameters cell (pause, fail), then ``body``."""
+def _notebook(folder: Path, body: str) -> Path:
+    """A small notebook: a parameters cell (pause), then ``body``."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     params = nbformat.v4.new_code_cell("pause = 0\nmodel_name = ''\ntraffic = ''")
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(body)]
-    path = tmp_path / "job.ipynb"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "job.ipynb"
     nbformat.write(nb, path)
     return path
 
@@ -121,8 +122,10 @@ def test_drift_retrains_once_after_the_third_breach_then_the_canary_promotes(
     executed = nbformat.read(run["notebook"], as_version=4)
     printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
     assert f"registered {candidate}" in printed and "psi>0.2 fired" in printed
-    traffic = pd.read_parquet(Path(run["notebook"]).parent / "traffic.parquet")
-    assert len(traffic) == len(X) and traffic["label"].tolist() == y.tolist()  # the drifted rows, labelled
+    folder = Path(run["notebook"]).parent
+    older, newest = pd.read_parquet(folder / "traffic.parquet"), pd.read_parquet(folder / "recent.parquet")
+    assert len(newest) == round(0.2 * len(X)) and older["time"].max() <= newest["time"].min()  # split by time
+    assert pd.concat([older, newest])["label"].tolist() == y.tolist()  # the drifted rows, labelled, all of them
 
 
 def test_a_candidate_that_fails_a_gate_changes_nothing_and_triggers_queue_once(
@@ -185,7 +188,8 @@ def test_a_notebook_that_raises_fires_the_webhook_and_the_job_stays_up(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     _champion(cancer["model"], name, cancer)
     dep = serving(f"{name}@champion", name=name)
-    notebook = _notebook(tmp_path, "raise ValueError('the training data is not there')")
+    # papermill formats paths with the parameters: braces in a folder's name must stay braces
+    notebook = _notebook(tmp_path / "my {deployment} notebooks", "raise ValueError('the training data is not there')")
     try:
         job = nbdeploy.retrain(name, notebook=str(notebook), gates=["accuracy>=baseline"], promote=True,
                                webhook=f"http://127.0.0.1:{server.server_address[1]}/hook", now=True)
@@ -293,6 +297,10 @@ def test_retrain_options_that_cannot_work_are_one_sentence(
         f"retrain {name} --notebook {nb} --gate accuracy>=0.5 --on 'psi>>1'": "Malformed alert rule",
         f"retrain {name} --notebook {nb} --gate accuracy>=0.5 --webhook ftp://x": "http:// or https://",
         f"retrain {name} --every 1d": "give --notebook too",
+        f"retrain {name} --since 1d --min-labels 5": "--min-labels, --since change the job",
+        f"retrain {name} --notebook {nb} --gate accuracy>=0.5 --param class=1": "a Python identifier",
+        f"retrain {name} --notebook {nb} --gate accuracy>=0.5 --shadow 0": "Invalid percent 0",
+        f"retrain {name} --notebook {nb} --gate accuracy>=0.5 --cron '0 0 30 2 *'": "names no time that ever comes",
         f"retrain {name}": f"Deployment '{name}' has no retraining job",
         f"stop {name} --job": f"Deployment '{name}' has no retraining job",
         "stop --all --job": "give its NAME",
@@ -366,9 +374,43 @@ def test_damaged_job_files_are_said_not_raised(
     runs = eventually(job.runs, lambda r: len(r) == 2, timeout=30)
     assert runs[1]["run"] == 2
     job.stop()
+    job.files.state_file.write_text(json.dumps({"running": "x", "queued": [1], "next_due": 1e300}))
+    assert "stopped" in repr(job) and name in repr(nbdeploy.deployments())  # a hand-made state is shown, not raised
     job.files.spec.write_text("[1, 2")
     assert name in repr(nbdeploy.deployments()) and "stopped" in repr(nbdeploy.get(name).status())
     with pytest.raises(DeploymentError, match="cannot be read"):
         job.resume()
     assert dep.state() == "running"
     assert "Stopped" in nbdeploy.deployments.stop(name)
+
+
+def test_a_promotion_the_deployment_refuses_moves_no_alias(
+    serving: Callable[..., Any], cancer: dict[str, Any], name: str, jobs: list[Any]
+) -> None:
+    """--promote while a canary runs by hand: the update is refused, so @champion stays where it
+    was (the alias moves only once the deployment serves the candidate)."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    stump = DecisionTreeClassifier(max_depth=1, random_state=0).fit(cancer["X_train"], cancer["y_train"])
+    _champion(stump, name, cancer)
+    nbdeploy.register(cancer["model"], name, cancer["X_train"], cancer["y_train"])  # 2: a challenger by hand
+    dep = serving(f"{name}@champion", name=name)
+    _send_labelled(dep, cancer["X_test"], cancer["y_test"], rows_per_request=5)
+    dep.canary(f"{name}/2", percent=10)
+    job = nbdeploy.retrain(name, notebook=str(TRAIN), gates=["accuracy>=0.5"], promote=True, params=FAST,
+                           now=True)  # fmt: skip
+    jobs.append(job)
+    run = eventually(job.runs, lambda r: bool(r) and "outcome" in r[-1], timeout=120)[-1]
+    assert run["outcome"] == "failed" and "conclude it" in run["why"], run
+    assert run["verdict"] == "passed" and run["candidate"] == f"{name}/3"
+    assert nbdeploy.resolve(f"{name}@champion").version == 1 and dep.status().version == 1
+
+
+def test_a_relative_tracking_store_is_made_absolute_for_the_job(tmp_path: Path, monkeypatch: Any) -> None:
+    from nbdeploy.retraining.create import absolute_uri
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path}/mlflow.db"
+    assert absolute_uri("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
+    assert absolute_uri("mlruns") == str(tmp_path / "mlruns")
+    assert absolute_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"

@@ -33,7 +33,8 @@ def _batch(args: argparse.Namespace, ctx: Context) -> Any:
     else:
         data = ctx.load(args.data, "--data", Loads.TABLE)
     return batch(args.ref, data, args.out, chunk_rows=args.chunk_rows, workers=args.workers,
-                 proba=not args.no_proba, key=args.key, progress=ctx.progress(f"scoring with {args.ref}"))  # fmt: skip
+                 proba=not args.no_proba, key=args.key, progress=ctx.progress(f"scoring with {args.ref}"),
+                 target=args.target, address=args.address)  # fmt: skip
 
 
 COMMANDS = [
@@ -51,8 +52,13 @@ COMMANDS = [
              arg("--out", required=True, metavar="PATH", help="the predictions file: .parquet or .csv"),
              arg("--chunk-rows", type=int, default=BATCH_CHUNK_ROWS, metavar="N",
                  help=f"rows per chunk (default {BATCH_CHUNK_ROWS:,}); memory grows with it, not with the input"),
-             arg("--workers", type=int, metavar="N", help="scoring processes (default: one per core)"),
+             arg("--workers", type=int, metavar="N",
+                 help="scoring processes (default: one per core; --target ray: actors, one per CPU of the cluster)"),
              arg("--key", metavar="COLUMN", help="an input column copied beside each prediction (e.g. an id)"),
              arg("--no-proba", action="store_true",
-                 help="only predictions (by default a classifier's probabilities too)")), _batch),
+                 help="only predictions (by default a classifier's probabilities too)"),
+             arg("--target", choices=("local", "ray"), default="local",
+                 help="local processes (default), or Ray Data on a cluster"),
+             arg("--address", metavar="ADDR",
+                 help="Ray cluster for --target ray (default: RAY_ADDRESS, or a local one nbdeploy starts)")), _batch),
 ]  # fmt: skip

@@ -96,13 +96,20 @@ def _end(processes: list[Any], threads: list[threading.Thread], spool: Any, fail
 
 
 def batch(ref: str, data: Any, out: str | Path, *, chunk_rows: int = BATCH_CHUNK_ROWS, workers: int | None = None,
-          proba: bool = True, key: str | None = None, progress: Any = None,
-          log_run: bool = True) -> BatchResult:  # fmt: skip
-    """Score ``data`` (a CSV/Parquet path or a DataFrame) with ``ref`` into ``out`` (.parquet or .csv)."""
+          proba: bool = True, key: str | None = None, progress: Any = None, log_run: bool = True,
+          target: str = "local", address: str | None = None) -> BatchResult:  # fmt: skip
+    """Score ``data`` (a CSV/Parquet path or a DataFrame) with ``ref`` into ``out`` (.parquet or .csv).
+
+    ``target="ray"`` runs it on Ray Data at ``address`` (or ``RAY_ADDRESS``, or nbdeploy's
+    local cluster), ``workers`` actors (default: one per CPU of the cluster)."""
     from nbdeploy.deployments.batch_io import Input, Output
     from nbdeploy.deployments.batch_process import ScoringProcess, Spool
     from nbdeploy.deployments.batch_run import Run
 
+    if target not in ("local", "ray"):
+        raise InvalidInputError(f"Unknown target {target!r}: use local or ray.")
+    if target == "ray":
+        return _batch_on_ray(ref, data, Path(out), chunk_rows, workers, proba, key, progress, log_run, address)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     workers = cores if workers is None else workers
     if not 1 <= workers <= 256:
@@ -147,6 +154,32 @@ def batch(ref: str, data: Any, out: str | Path, *, chunk_rows: int = BATCH_CHUNK
     return BatchResult(output.path, rows, label, seconds, workers, chunk_rows,
                        *_record(log_run, label, version, source, output.path, rows, seconds, workers, chunk_rows),
                        startup)  # fmt: skip
+
+
+def _batch_on_ray(ref: str, data: Any, out: Path, chunk_rows: int, workers: int | None, proba: bool, key: str | None,
+                  progress: Any, log_run: bool, address: str | None) -> BatchResult:  # fmt: skip
+    from nbdeploy.deployments.batch_io import Input, Output
+    from nbdeploy.deployments.batch_ray import run_on_ray
+
+    if workers is not None and not 1 <= workers <= 256:
+        raise InvalidInputError(f"Invalid worker count {workers}: use 1 to 256.")
+    if not 1 <= chunk_rows <= 50_000_000:
+        raise InvalidInputError(f"Invalid chunk size {chunk_rows} rows: use 1 to 50,000,000.")
+    source = Input(data, chunk_rows, key)
+    output = Output(out, source)
+    model_path, label, version = _model_path(ref)
+    send_key = _check_columns(source, model_path)
+    started = time.perf_counter()
+    try:
+        rows, used = run_on_ray(source, output, model_path, send_key, chunk_rows=chunk_rows, workers=workers,
+                                proba=proba, address=address, progress=progress)  # fmt: skip
+        output.partial.replace(output.path)
+    except BaseException:
+        output.discard()
+        raise
+    seconds = time.perf_counter() - started
+    recorded = _record(log_run, label, version, source, output.path, rows, seconds, used, chunk_rows)
+    return BatchResult(output.path, rows, label, seconds, used, chunk_rows, *recorded)
 
 
 def _record(log_run: bool, *args: Any) -> tuple[str | None, str | None]:

@@ -260,9 +260,9 @@ class Deployment(Watching, Experiments, Exporting):
         Returns whether there was anything to stop.
 
         A Ray deployment's applications are deleted from the cluster (and a cluster nbdeploy
-        started is stopped with its last deployment). Its retraining job is stopped first.
+        started is stopped with its last deployment). Its retraining job is stopped by
+        ``nbdeploy.deployments.stop`` (``%deploy stop``), not here: a restart stops the server too.
         """
-        JobFiles(self.path).stop()  # its retraining job has nothing to retrain once it is stopped
         if self.target == "ray":
             if stopped := self._stop_ray():
                 events.record_stop(self)

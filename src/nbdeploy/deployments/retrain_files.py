@@ -29,6 +29,19 @@ __all__ = ["MARKER", "JobFiles"]
 MARKER = "nbdeploy.retraining"  # the job's module (``python -m nbdeploy.retraining FOLDER/retrain``)
 
 
+def _time(value: Any) -> bool:
+    """A time the job wrote (seconds since 1970, before about 5138): not a string, NaN or 1e300."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e11
+
+
+def _entry(value: Any) -> dict[str, Any] | None:
+    """A run in progress or queued, as the job writes it (a dict with a trigger), else ``None``."""
+    if not isinstance(value, dict):
+        return None
+    trigger = value.get("trigger") if isinstance(value.get("trigger"), dict) else {}
+    return {**value, "trigger": trigger}
+
+
 class JobFiles:
     """The files of one deployment's retraining job."""
 
@@ -116,23 +129,33 @@ class JobFiles:
             return None
         try:
             job = json.loads(self.spec.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             job = {}
+        job = job if isinstance(job, dict) else {}
         doc = self.read_state()
+        due = doc.get("next_due")
+        live = state == "running"  # a dead job's "run in progress" and "next run" are not happening
         return {
             "state": state, "pid": self.pid, "trigger": str(job.get("trigger_text", "?")),
-            "action": str(job.get("action_text", "?")), "next_run": doc.get("next_due"),
-            "running": doc.get("running"), "queued": doc.get("queued"), "runs": self.runs()[-last:],
+            "action": str(job.get("action_text", "?")), "next_run": due if live and _time(due) else None,
+            "running": _entry(doc.get("running")) if live else None, "queued": _entry(doc.get("queued")),
+            "runs": self.runs()[-last:],
         }  # fmt: skip
 
     def line(self) -> str:
         """One short phrase for the listing: ``running, next 03:00 UTC`` / ``dead`` / ``-``."""
+        try:
+            return self._line()
+        except Exception:  # whatever a hand made of the job's files, the deployment is still listed
+            return "unreadable: see retrain/ in the deployment's folder"
+
+    def _line(self) -> str:
         info = self.summary(last=1)
         if info is None:
             return "-"
         text = info["state"]
         if info["running"]:
             text += f", run {info['running'].get('run')} in progress"
-        elif info["state"] == "running" and isinstance(info["next_run"], int | float):
+        elif info["next_run"] is not None:
             text += f", next {time.strftime('%Y-%m-%d %H:%M', time.gmtime(info['next_run']))} UTC"
         return text

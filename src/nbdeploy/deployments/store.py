@@ -45,8 +45,8 @@ def stop_all() -> list[str]:
     does not keep the others running: the error names it after the rest are stopped."""
     stopped, failed = [], []
     for d in _all():
+        JobFiles(d.path).stop()  # a deployment stopped by the user has nothing left to retrain
         if d.pid is None and not d.deployed:
-            JobFiles(d.path).stop()  # a job of a stopped deployment, started again by hand
             continue
         try:
             if d.stop():
@@ -67,5 +67,7 @@ def stop(name: str | None = None, *, all: bool = False) -> str:
         names = stop_all()
         return f"Stopped {', '.join(names)}." if names else "No deployment was running."
     assert name is not None
-    stopped = get(name).stop()
+    dep = get(name)
+    job = JobFiles(dep.path).stop()  # a deployment stopped by the user has nothing left to retrain
+    stopped = dep.stop() or job
     return f"Stopped {name}." if stopped else f"{name} was not running."

@@ -39,23 +39,23 @@ def _duration(value: str | float | None, option: str) -> float | None:
 
 
 def _action(canary: float | None, shadow: float | bool | None, promote: bool) -> tuple[str, float]:
-    asked = [a for a, on in (("canary", canary is not None), ("shadow", shadow not in (None, False)),
-                             ("promote", promote)) if on]  # fmt: skip
+    shadowed = shadow is not None and shadow is not False  # 0 is a percent (refused below), not "no shadow"
+    asked = [a for a, on in (("canary", canary is not None), ("shadow", shadowed), ("promote", promote)) if on]
     if len(asked) > 1:
         raise InvalidInputError(f"Give one of --canary, --shadow and --promote, not {' and '.join(asked)}.")
     if canary is not None:
         return "canary", float(canary)
-    if shadow not in (None, False):
-        return "shadow", 100.0 if shadow is True else float(shadow)
+    if shadowed:
+        return "shadow", 100.0 if shadow is True else float(shadow)  # type: ignore[arg-type]
     return ("promote" if promote else "none"), 10.0
 
 
-def retrain(name: str, notebook: str | None = None, *, on: str | None = None, alert_k: int = DEFAULT_ALERT_K,
+def retrain(name: str, notebook: str | None = None, *, on: str | None = None, alert_k: int | None = None,
             every: str | float | None = None, cron: str | None = None, params: Sequence[str] | dict[str, Any] = (),
             gates: Sequence[str] = (), canary: float | None = None, shadow: float | bool | None = None,
             promote: bool = False, promote_when: Sequence[str] = (), rollback_when: Sequence[str] = (),
-            min_labels: int = 500, since: str | float = "7d", webhook: str | None = None,
-            cell_timeout: str | float = "1h", kernel: str | None = None, now: bool = False,
+            min_labels: int | None = None, since: str | float | None = None, webhook: str | None = None,
+            cell_timeout: str | float | None = None, kernel: str | None = None, now: bool = False,
             resume: bool = False) -> RetrainJob:  # fmt: skip
     """Start (or replace) the retraining job of deployment ``name``; without ``notebook``, the
     job it has: ``resume`` starts its process again (it adopts its schedule and triggers),
@@ -63,11 +63,14 @@ def retrain(name: str, notebook: str | None = None, *, on: str | None = None, al
     with ``alert_k``), ``every`` (``"1d"``) or ``cron`` (UTC); none: by hand only. The notebook
     gets ``params`` and the job's own (see docs/continuous-training.md). ``gates`` (else the
     champion's last validation's) decide; then ``canary=PERCENT``, ``shadow=True`` (or a
-    percent) or ``promote=True``; neither: validate only."""
+    percent) or ``promote=True``; neither: validate only. Defaults: ``alert_k=3``, ``min_labels=500``,
+    ``since="7d"``, ``cell_timeout="1h"``."""
     if notebook is None:
-        given = [o for o, v in (("--on", on), ("--every", every), ("--cron", cron), ("--param", params),
-                                ("--gate", gates), ("--canary", canary), ("--shadow", shadow), ("--promote", promote),
-                                ("--webhook", webhook)) if v]  # fmt: skip
+        options = (("--on", on), ("--alert-k", alert_k), ("--every", every), ("--cron", cron), ("--param", params),
+                   ("--gate", gates), ("--canary", canary), ("--shadow", shadow), ("--promote", promote or None),
+                   ("--promote-when", promote_when), ("--rollback-when", rollback_when), ("--min-labels", min_labels),
+                   ("--since", since), ("--webhook", webhook), ("--timeout", cell_timeout), ("--kernel", kernel))
+        given = [o for o, v in options if v is not None and v != () and v != [] and v != {}]  # fmt: skip
         if given:
             raise InvalidInputError(f"{', '.join(given)} change the job: give --notebook too (the job is replaced).")
         job = RetrainJob.of(name)
@@ -79,12 +82,14 @@ def retrain(name: str, notebook: str | None = None, *, on: str | None = None, al
     from nbdeploy.retraining.create import create
 
     action, percent = _action(canary, shadow, promote)
-    spec = RetrainSpec(deployment=name, notebook=notebook, on=on, alert_k=alert_k, every_s=_duration(every, "--every"),
+    k = DEFAULT_ALERT_K if alert_k is None else alert_k
+    spec = RetrainSpec(deployment=name, notebook=notebook, on=on, alert_k=k, every_s=_duration(every, "--every"),
                        cron=cron, params=parse_params(params if isinstance(params, dict) else list(params)),
                        gates=list(gates), action=action, percent=percent, promote_when=list(promote_when),
-                       rollback_when=list(rollback_when), min_labels=min_labels,
-                       since_s=_duration(since, "--since") or 0.0, webhook=webhook,
-                       cell_timeout_s=_duration(cell_timeout, "--timeout") or 0.0, kernel=kernel,
+                       rollback_when=list(rollback_when), min_labels=500 if min_labels is None else min_labels,
+                       since_s=_duration("7d" if since is None else since, "--since") or 0.0, webhook=webhook,
+                       cell_timeout_s=_duration("1h" if cell_timeout is None else cell_timeout, "--timeout") or 0.0,
+                       kernel=kernel,
                        created=time.time())  # fmt: skip
     job = create(spec)
     if now:

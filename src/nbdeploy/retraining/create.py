@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from nbdeploy._files import write_atomic
+from nbdeploy.deployments import processes
 from nbdeploy.errors import AliasNotFoundError, InvalidInputError
 from nbdeploy.retraining.job import RetrainJob
 from nbdeploy.retraining.notebook import check_notebook
@@ -101,10 +102,24 @@ def create(spec: RetrainSpec) -> RetrainJob:
     _champion(dep, spec)
     _rules(dep, spec)
     _alert_rule(dep, spec)
-    spec.tracking_uri, spec.experiment = registry.tracking_uri(), config.experiment_name()
+    spec.tracking_uri, spec.experiment = absolute_uri(registry.tracking_uri()), config.experiment_name()
     job = RetrainJob(dep.name, dep.path)
-    job.stop()
-    runs = int(job.files.read_state().get("runs", 0))  # run numbers go on: runs.jsonl keeps the old ones
-    spec.save(job.files.spec)
-    write_atomic(job.files.state_file, json.dumps({"runs": runs}))
-    return job.resume()
+    with processes.locked(dep.path):  # one kernel at a time replaces a deployment's job
+        job.files.stop()
+        spec.save(job.files.spec)
+        write_atomic(job.files.state_file, json.dumps({}))  # run numbers go on from runs.jsonl
+        job.spawn()
+    return job
+
+
+def absolute_uri(uri: str) -> str:
+    """A SQLite or file store named relative to this kernel's folder, made absolute: the job and
+    its notebook run in the notebook's folder, where the same words name another store."""
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and uri != "sqlite:///:memory:":
+        return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
+    if not urlparse(uri).scheme:
+        return str(Path(uri).resolve())
+    return uri

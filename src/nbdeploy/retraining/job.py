@@ -53,12 +53,10 @@ class RetrainJob:
         return self.files.state() or "stopped"
 
     def status(self) -> JobStatus:
-        spec, doc = self.spec, self.files.read_state()
-        state = self.state()
-        return JobStatus(self.deployment, state, spec.trigger_text, spec.action_text, spec.notebook,
-                         doc.get("next_due") if state == "running" else None,
-                         doc.get("running") if state == "running" else None, doc.get("queued"),
-                         self.files.runs())  # fmt: skip
+        spec, info = self.spec, self.files.summary(last=10**9) or {}
+        return JobStatus(self.deployment, self.state(), spec.trigger_text, spec.action_text, spec.notebook,
+                         info.get("next_run"), info.get("running"), info.get("queued"),
+                         info.get("runs", []))  # fmt: skip
 
     def runs(self) -> list[dict[str, object]]:
         """Every run, oldest first: trigger, steps, candidate, report, outcome and why."""
@@ -73,15 +71,19 @@ class RetrainJob:
         return self.status()
 
     def logs(self, n: int = 50) -> str:
+        """The last ``n`` lines of ``job.log`` (read from its end: the log is never read whole)."""
         try:
-            lines = self.files.log.read_text(errors="replace").splitlines()
+            with self.files.log.open("rb") as fh:
+                fh.seek(max(0, fh.seek(0, 2) - (256 << 10)))
+                lines = fh.read().decode(errors="replace").splitlines()
         except OSError:
             return ""
         return "\n".join(lines[-n:]) if n > 0 else ""
 
     def stop(self) -> bool:
         """Stop the job's process; whether it ran. Its state and runs stay (``resume`` adopts them)."""
-        return self.files.stop()
+        with processes.locked(self.files.root.parent):
+            return self.files.stop()
 
     def resume(self, timeout: float = 30.0) -> RetrainJob:
         """Start the job's process if it does not run; it adopts the saved schedule and triggers."""
@@ -89,11 +91,15 @@ class RetrainJob:
             return self
         with processes.locked(self.files.root.parent):
             if self.state() != "running":
-                self._spawn(timeout)
+                self.spawn(timeout)
         return self
 
-    def _spawn(self, timeout: float) -> None:
+    def spawn(self, timeout: float = 30.0) -> None:
+        """Start the job's process (the caller holds the deployment's lock)."""
         spec = self.spec
+        if not Path(spec.notebook).parent.is_dir():
+            raise DeploymentError(f"The folder of the job's notebook, {Path(spec.notebook).parent}, is gone: start "
+                                  "the job again with --notebook.")  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "NBDEPLOY_HOME": str(config.home()),
                "MLFLOW_TRACKING_URI": spec.tracking_uri, "MLFLOW_EXPERIMENT_NAME": spec.experiment}  # fmt: skip
         self.files.pid_file.unlink(missing_ok=True)
@@ -105,8 +111,9 @@ class RetrainJob:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                tail = self.logs(5) or "(no output)"
-                raise DeploymentError(f"The retraining job of {self.deployment!r} ended at start: {tail}")
+                last = (self.logs(1) or "no output").strip()
+                raise DeploymentError(f"The retraining job of {self.deployment!r} ended at start ({last[:300]}); "
+                                      f"see {self.files.log}.")  # fmt: skip
             if self.files.pid == proc.pid and f"started (pid {proc.pid})" in self.logs(5):
                 return  # it has adopted its state and polls its triggers
             time.sleep(0.05)

@@ -59,6 +59,10 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _literal(path: Path) -> str:
+    return str(path).replace("{", "{{").replace("}", "}}")
+
+
 def execute(notebook: Path, out: Path, parameters: dict[str, Any], env: Mapping[str, str], cell_timeout_s: float,
             kernel: str | None) -> float:  # fmt: skip
     """Run ``notebook`` into ``out``; the seconds it took. :class:`NotebookFailed` names the
@@ -70,7 +74,8 @@ def execute(notebook: Path, out: Path, parameters: dict[str, Any], env: Mapping[
     start = time.monotonic()
     try:
         with _environment(env):
-            papermill.execute_notebook(str(notebook), str(out), parameters=parameters, kernel_name=kernel,
+            # papermill formats both paths with the parameters: a brace in a folder's name is kept as it is
+            papermill.execute_notebook(_literal(notebook), _literal(out), parameters=parameters, kernel_name=kernel,
                                        cwd=str(notebook.parent), progress_bar=False, log_output=False,
                                        execution_timeout=cell_timeout_s, request_save_on_cell_execute=True)  # fmt: skip
     except PapermillExecutionError as exc:

@@ -3,8 +3,9 @@
 1. export the labelled traffic of the last ``since`` (``runs/N/traffic.parquet``);
 2. run the notebook with papermill (parameters: that file, the champion, the reason, where
    a holdout may be written), which registers a candidate; find it by the run's id;
-3. validate it against ``@champion`` on the holdout the notebook wrote (else on the labelled
-   traffic) with the job's gates, or the champion's last validation's;
+3. validate it against ``@champion`` on the holdout the notebook wrote (else on the newest
+   labelled traffic, which the notebook never saw) with the job's gates, or the champion's
+   last validation's;
 4. only if every gate passes: promote and update, or start a canary or shadow and follow it
    to its end (the run lasts as long as the experiment).
 
@@ -26,7 +27,12 @@ from nbdeploy.errors import AliasNotFoundError, NbdeployError
 from nbdeploy.retraining.spec import RetrainSpec
 from nbdeploy.retraining.triggers import Trigger
 
-__all__ = ["Outcome", "RunContext", "run_steps"]
+__all__ = ["ACTING", "HELD_BACK", "Outcome", "RunContext", "run_steps"]
+
+#: Held while a run changes what is served: a stop of the job waits for it, never cuts it in two.
+ACTING = threading.Lock()
+#: The newest share of the labelled traffic, kept from the notebook to validate on when it writes no holdout.
+HELD_BACK = 0.2
 
 
 class Outcome(Exception):
@@ -74,8 +80,11 @@ def run_steps(ctx: RunContext) -> tuple[str, str]:
     ctx.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     traffic = _export(ctx, dep)
     _run_notebook(ctx, model, champion.ref, traffic)
+    if registry.resolve(f"{model}@champion").version != champion.version:
+        raise Outcome("failed", f"@champion of {model} moved while the notebook ran (it was {champion.ref}): the "
+                                "candidate is not compared with a champion that is not the one served.")  # fmt: skip
     candidate = _candidate(ctx, model)
-    report = _validate(ctx, candidate, champion, traffic)
+    report = _validate(ctx, candidate, champion)
     if not report.passed:
         failed = ", ".join(str(g) for g in report.failed_gates)
         counts = f"{len(report.failed_gates)} of {len(report.gates)}"
@@ -85,10 +94,24 @@ def run_steps(ctx: RunContext) -> tuple[str, str]:
 
 
 def _export(ctx: RunContext, dep: Any) -> Path:
+    """The labelled traffic, split by time: the notebook gets the older rows (``traffic.parquet``);
+    the newest :data:`HELD_BACK` (``recent.parquet``) are its holdout when it writes none, so a
+    candidate is never judged on rows it was trained on."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    everything = ctx.folder / "labelled.parquet"
+    exported = dep.export_file(everything, time.time() - ctx.spec.since_s, labelled=True)
+    table = pq.read_table(everything)
+    table = table.take(pc.sort_indices(table, [(table.column_names[2], "ascending")]))  # by time (the 3rd column)
+    kept = round(table.num_rows * HELD_BACK)
     out = ctx.folder / "traffic.parquet"
-    exported = dep.export_file(out, time.time() - ctx.spec.since_s, labelled=True)
-    ctx.found["traffic_rows"] = exported.rows
-    ctx.say(f"exported {exported.rows:,} labelled rows of {exported.requests:,} requests to {out}")
+    pq.write_table(table.slice(0, table.num_rows - kept), out)
+    pq.write_table(table.slice(table.num_rows - kept), ctx.folder / "recent.parquet")
+    everything.unlink()
+    ctx.found.update(traffic_rows=table.num_rows - kept, held_back_rows=kept)
+    ctx.say(f"exported {exported.rows:,} labelled rows of {exported.requests:,} requests: the notebook gets the "
+            f"older {table.num_rows - kept:,} ({out}), the newest {kept:,} are held back")  # fmt: skip
     return out
 
 
@@ -121,12 +144,13 @@ def _candidate(ctx: RunContext, model: str) -> Any:
     return found
 
 
-def _holdout(ctx: RunContext, candidate: Any, traffic: Path) -> tuple[Any, Any, str]:
-    """``(X, y, where)``: the notebook's holdout if it wrote one, else the labelled traffic."""
+def _holdout(ctx: RunContext, candidate: Any) -> tuple[Any, Any, str]:
+    """``(X, y, where)``: the notebook's holdout if it wrote one, else the traffic held back from it."""
     import pandas as pd
 
     holdout = ctx.folder / "holdout.parquet"
-    path, where = (holdout, "the notebook's holdout") if holdout.is_file() else (traffic, "the labelled traffic")
+    recent = ctx.folder / "recent.parquet"
+    path, where = (holdout, "the notebook's holdout") if holdout.is_file() else (recent, "the newest labelled traffic")
     try:
         frame = pd.read_parquet(path)
     except (OSError, ValueError) as exc:
@@ -152,10 +176,10 @@ def _gates(ctx: RunContext, champion: Any) -> list[str]:
     return gates
 
 
-def _validate(ctx: RunContext, candidate: Any, champion: Any, traffic: Path) -> Any:
+def _validate(ctx: RunContext, candidate: Any, champion: Any) -> Any:
     from nbdeploy.validation import validate
 
-    X, y, where = _holdout(ctx, candidate, traffic)
+    X, y, where = _holdout(ctx, candidate)
     gates = _gates(ctx, champion)
     report = validate(candidate.ref, X, y, gates=gates, baseline=champion.ref, explain=False, latency_calls=20)
     ctx.found.update(verdict=report.verdict, gates=gates, validation_rows=len(X), validated_on=where,
@@ -166,17 +190,25 @@ def _validate(ctx: RunContext, candidate: Any, champion: Any, traffic: Path) -> 
 
 def _act(ctx: RunContext, dep: Any, candidate: Any) -> tuple[str, str]:
     from nbdeploy import registry
+    from nbdeploy.registry.promotion import check_promotable
 
     spec = ctx.spec
     if spec.action == "none":
         return "validated", f"{candidate.ref} passed every gate; the job was asked to validate only."
     if spec.action == "promote":
-        registry.promote(candidate.ref)
-        dep.update(candidate.ref)
+        check_promotable(candidate.ref)  # the gate first: a refusal changes nothing
+        with ACTING:
+            dep.update(candidate.ref)  # refused while an experiment runs or the server is down: nothing moved
+            try:
+                registry.promote(candidate.ref)
+            except BaseException:
+                dep.rollback()  # the alias did not move: the deployment goes back with it
+                raise
         return "promoted", f"{candidate.ref} passed every gate, is @champion and serves {dep.name}."
     start = dep.canary if spec.action == "canary" else dep.shadow
-    start(candidate.ref, percent=spec.percent, promote_when=spec.promote_when, rollback_when=spec.rollback_when,
-          min_labels=spec.min_labels, webhook=spec.webhook)  # fmt: skip
+    with ACTING:
+        start(candidate.ref, percent=spec.percent, promote_when=spec.promote_when, rollback_when=spec.rollback_when,
+              min_labels=spec.min_labels, webhook=spec.webhook)  # fmt: skip
     ctx.say(f"{spec.action_text} of {candidate.ref} started; waiting for the experiment to end")
     return _follow(ctx, dep, candidate)
 

@@ -12,6 +12,7 @@ It stops on SIGTERM (``%deploy stop NAME --job``): a run in progress is recorded
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
@@ -26,7 +27,8 @@ from typing import Any
 
 from nbdeploy._files import open_owned, write_atomic
 from nbdeploy.deployments.retrain_files import JobFiles
-from nbdeploy.retraining.runs import one_run, said
+from nbdeploy.retraining.pipeline import ACTING
+from nbdeploy.retraining.runs import ENDED, one_run, said
 from nbdeploy.retraining.spec import RetrainSpec
 from nbdeploy.retraining.triggers import Trigger, Triggers
 
@@ -74,7 +76,8 @@ class Runner:
     def adopt(self) -> None:
         """Take over from a predecessor: its run in progress ended with it."""
         running = self.state.pop("running", None)
-        if isinstance(running, dict) and isinstance(running.get("run"), int):
+        ended = {r["run"] for r in self.files.runs() if "outcome" in r}  # its end written, not yet forgotten
+        if isinstance(running, dict) and isinstance(running.get("run"), int) and running["run"] not in ended:
             self.files.append_run({"run": running["run"], "event": "ended", "ended": time.time(),
                                    "outcome": "interrupted", "why": "the job's process ended during this run (killed "
                                    "or crashed); it is not run again"})  # fmt: skip
@@ -91,6 +94,10 @@ class Runner:
                 self.stopping.wait(5.0)
 
     def _tick(self) -> None:
+        if not self.files.spec.is_file():  # the job (or its deployment's folder) was removed: nothing to do
+            said(f"{self.files.spec} is gone: the job ends")
+            self.stopping.set()
+            return
         if self.worker is not None and not self.worker.is_alive():
             self.worker = None  # its end is recorded: the state forgets it (only this thread writes the state)
             self.state.pop("running", None)
@@ -118,22 +125,46 @@ class Runner:
     def _start(self, trigger: Trigger) -> None:
         number = int(self.state.get("runs", 0)) + 1
         self.state.update(runs=number, running={"run": number, "trigger": trigger.to_dict(), "started": time.time()})
-        self.save()  # before the run: a successor knows it was started, and never starts it again
+        try:
+            self.save()  # before the run: a successor knows it was started, and never starts it again
+        except BaseException:
+            self.state.pop("running", None)
+            raise
         args = (self.spec, self.files, number, trigger, self.stopping)
         self.worker = threading.Thread(target=one_run, args=args, name=f"retrain-{number}", daemon=True)
         self.worker.start()
 
     def stop(self) -> None:
-        """On SIGTERM: record a run in progress as stopped, then leave."""
+        """On SIGTERM: end a run in progress (its notebook's kernel is killed, a change of what is
+        served is let finish), record it as stopped if it could not say so itself, then leave."""
         self.stopping.set()
         running = self.state.get("running")
         if self.worker is not None and self.worker.is_alive() and isinstance(running, dict):
-            self.worker.join(3.0)  # a run following an experiment ends at once, and says so itself
-            if self.worker.is_alive():
+            ACTING.acquire(timeout=120)  # an update or a promotion under way finishes first
+            _kill_kernels()
+            self.worker.join(30.0)  # the run records its own end (the MLflow run included)
+            if running.get("run") not in ENDED:
                 self.files.append_run({"run": running["run"], "event": "ended", "ended": time.time(),
                                        "outcome": "stopped", "why": "the job was stopped during this run"})  # fmt: skip
         self.state.pop("running", None)
         self.save()
+
+
+def _kill_kernels() -> None:
+    """Kill the notebook's kernel (a child of this process, in a session of its own) with its group."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid():
+            pid = int(entry.name)
+            with contextlib.suppress(OSError):
+                if os.getpgid(pid) == pid:  # a kernel leads its own session and group
+                    os.killpg(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
 
 
 def main(root: str) -> int:

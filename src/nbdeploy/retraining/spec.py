@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import keyword
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -47,7 +48,7 @@ def parse_params(items: list[str] | dict[str, Any] | None) -> dict[str, Any]:
             pairs.append((key.strip(), value))
     params: dict[str, Any] = {}
     for key, value in pairs:
-        if not _IDENT.match(key):
+        if not _IDENT.match(key) or keyword.iskeyword(key):
             raise InvalidInputError(f"--param {key!r}: a parameter name is a Python identifier.")
         if key in INJECTED:
             raise InvalidInputError(f"--param {key!r}: the job sets {key} itself (it sets {', '.join(INJECTED)}).")
@@ -62,6 +63,22 @@ def parse_params(items: list[str] | dict[str, Any] | None) -> dict[str, Any]:
             raise InvalidInputError(f"--param {key!r}: give a number, a string, a boolean or a list of them.") from None
         params[key] = value
     return params
+
+
+def _check_types(spec: RetrainSpec) -> None:
+    """TypeError for a value of ``job.json`` that is not of the type the job writes."""
+    number = (int, float)
+    checks: dict[str, Any] = {"deployment": str, "notebook": str, "on": (str, type(None)), "alert_k": int,
+              "every_s": (*number, type(None)), "cron": (str, type(None)), "params": dict, "gates": list,
+              "action": str, "percent": number, "promote_when": list, "rollback_when": list, "min_labels": int,
+              "since_s": number, "webhook": (str, type(None)), "cell_timeout_s": number,
+              "kernel": (str, type(None)), "tracking_uri": str, "experiment": str, "created": number}  # fmt: skip
+    for name, kind in checks.items():
+        value = getattr(spec, name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TypeError(f"{name} is {type(value).__name__}")
+    if not all(isinstance(x, str) for x in (*spec.gates, *spec.promote_when, *spec.rollback_when)):
+        raise TypeError("a gate or rule is not text")
 
 
 @dataclass
@@ -126,8 +143,12 @@ class RetrainSpec:
         if self.cron is not None:
             from croniter import croniter
 
-            if not croniter.is_valid(self.cron):
+            if not isinstance(self.cron, str) or not croniter.is_valid(self.cron):
                 raise InvalidInputError(f"--cron {self.cron!r} is not a cron expression such as '0 3 * * *'.")
+            try:
+                croniter(self.cron).get_next(float)
+            except Exception:  # valid, but no date ever matches (30 February)
+                raise InvalidInputError(f"--cron {self.cron!r} names no time that ever comes.") from None
         if self.webhook and not self.webhook.startswith(("http://", "https://")):
             raise InvalidInputError("Invalid --webhook: give an http:// or https:// URL.")
         for gate in self.gates:
@@ -145,15 +166,16 @@ class RetrainSpec:
         """The job in ``path``; a damaged file is one sentence naming it."""
         try:
             doc = json.loads(path.read_text())
-            known = {f.name for f in fields(cls)}
+            known = {f.name: f.type for f in fields(cls)}
             spec = cls(**{k: v for k, v in doc.items() if k in known})
+            _check_types(spec)
+            spec.validate()
         except FileNotFoundError:
             raise
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
-            raise DeploymentError(f"The retraining job {path} cannot be read ({type(exc).__name__}); "
-                                  "start it again with --notebook to write a new one.") from None  # fmt: skip
-        if not isinstance(spec.deployment, str) or not isinstance(spec.notebook, str):
-            raise DeploymentError(f"The retraining job {path} names no deployment or notebook; start it again.")
+        except (OSError, ValueError, TypeError, AttributeError, InvalidInputError) as exc:
+            why = str(exc) if isinstance(exc, InvalidInputError) else type(exc).__name__
+            raise DeploymentError(f"The retraining job {path} cannot be read ({why}); start it again with "
+                                  "--notebook to write a new one.") from None  # fmt: skip
         return spec
 
     def save(self, path: Path) -> None:

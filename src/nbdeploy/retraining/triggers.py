@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,7 @@ class Tail:
             except (ValueError, RecursionError):
                 continue
             ts = doc.get("ts") if isinstance(doc, dict) else None
-            if isinstance(ts, int | float) and not isinstance(ts, bool) and ts > floor:
+            if isinstance(ts, int | float) and not isinstance(ts, bool) and floor < ts < 1e11:  # not 1e999
                 found.append(doc)
         self.state.update(offset=offset + end, inode=st.st_ino)
         if found:
@@ -128,8 +129,12 @@ class Triggers:
     def __init__(self, spec: RetrainSpec, alerts: Path, manual: Path, state: dict[str, Any]) -> None:
         self.spec, self.state = spec, state
         self.schedule = Schedule(spec.every_s, spec.cron, spec.created)
+        lost = [key for key in ("alerts", "manual") if key not in state] if "next_due" in state else []
         self.alerts = Tail(alerts, state.setdefault("alerts", {})) if spec.on else None
         self.manual = Tail(manual, state.setdefault("manual", {}))
+        for key, tail in (("alerts", self.alerts), ("manual", self.manual)):
+            if key in lost and tail is not None:  # its position was lost (a damaged state): from the end,
+                tail.skip(time.time())  # never every old event again
 
     def start(self, now: float) -> None:
         """The first start of a job: only what happens from now on triggers it."""
@@ -156,7 +161,13 @@ class Triggers:
 
     def _scheduled(self, now: float) -> list[Trigger]:
         due = self.state.get("next_due")
-        if not isinstance(due, int | float) or now < due:
+        if not isinstance(due, int | float):
+            return []
+        expected = self.schedule.next_after(now)
+        if expected is not None and due > expected:  # the clock went back: not a wait of months
+            self.state["next_due"] = expected
+            return []
+        if now < due:
             return []
         following = self.schedule.next_after(now)
         missed = 0

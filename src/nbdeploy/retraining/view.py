@@ -16,7 +16,7 @@ _CSS = {"running": "nbd-pass", "dead": "nbd-fail", "promoted": "nbd-pass", "fail
 
 
 def _when(ts: Any) -> str:
-    if not isinstance(ts, int | float):
+    if not isinstance(ts, int | float) or isinstance(ts, bool) or not 0 < ts < 1e11:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
@@ -36,8 +36,9 @@ class JobStatus:
     runs: list[dict[str, Any]] = field(default_factory=list)
 
     def _now(self) -> str:
-        if self.running:
-            reason = str(self.running.get("trigger", {}).get("reason"))[:60]
+        if isinstance(self.running, dict):
+            trigger = self.running.get("trigger")
+            reason = str(trigger.get("reason") if isinstance(trigger, dict) else "?")[:60]
             return f"run {self.running.get('run')} in progress ({reason})"
         return "idle"
 
@@ -45,7 +46,7 @@ class JobStatus:
         lines = [f"Retraining job of {self.deployment}: {self.state}, {self.trigger}, then {self.action}",
                  f"  notebook {self.notebook}",
                  f"  {self._now()}; next scheduled run {_when(self.next_run)}"]  # fmt: skip
-        if self.queued:
+        if isinstance(self.queued, dict):
             lines.append(f"  queued: {str(self.queued.get('reason'))[:80]}")
         for run in self.runs[-5:]:
             outcome = run.get("outcome", "in progress")
@@ -63,7 +64,8 @@ class JobStatus:
             ("state", f"<span class='{css}'>{esc(self.state)}</span>"),
             ("trigger", esc(self.trigger)), ("then", esc(self.action)),
             ("notebook", f"<code>{esc(self.notebook)}</code>"), ("now", esc(self._now())),
-            ("queued", esc(self.queued.get("reason") if self.queued else "-")), ("next run", esc(_when(self.next_run))),
+            ("queued", esc(self.queued.get("reason") if isinstance(self.queued, dict) else "-")),
+            ("next run", esc(_when(self.next_run))),
         ])  # fmt: skip
         rows = []
         for run in reversed(self.runs[-10:]):

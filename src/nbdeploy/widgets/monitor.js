@@ -143,7 +143,8 @@ function draw(model, el) {
 }
 
 function utc(ts) {
-  return typeof ts === "number" ? `${new Date(ts * 1000).toISOString().slice(0, 16).replace("T", " ")} UTC` : "–";
+  const ok = typeof ts === "number" && ts > 0 && ts < 1e11;
+  return ok ? `${new Date(ts * 1000).toISOString().slice(0, 16).replace("T", " ")} UTC` : "–";
 }
 
 // the retraining job: what starts it, what follows, the next run, and its last runs with the executed notebook
