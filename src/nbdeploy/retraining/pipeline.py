@@ -80,7 +80,7 @@ def run_steps(ctx: RunContext) -> tuple[str, str]:
     ctx.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     traffic = _export(ctx, dep)
     _run_notebook(ctx, model, champion.ref, traffic)
-    if registry.resolve(f"{model}@champion").version != champion.version:
+    if str(registry.resolve(f"{model}@champion").version) != str(champion.version):
         raise Outcome("failed", f"@champion of {model} moved while the notebook ran (it was {champion.ref}): the "
                                 "candidate is not compared with a champion that is not the one served.")  # fmt: skip
     candidate = _candidate(ctx, model)

@@ -27,6 +27,7 @@ from typing import Any
 
 from nbdeploy._files import open_owned, write_atomic
 from nbdeploy.deployments.retrain_files import JobFiles
+from nbdeploy.errors import NbdeployError
 from nbdeploy.retraining.pipeline import ACTING
 from nbdeploy.retraining.runs import ENDED, one_run, said
 from nbdeploy.retraining.spec import RetrainSpec
@@ -175,7 +176,11 @@ def main(root: str) -> int:
     except BlockingIOError:
         print(f"nbdeploy: another process runs the job of {files.root.parent.name}; this one ends.", file=sys.stderr)
         return 1
-    runner = Runner(files)
+    try:
+        runner = Runner(files)
+    except NbdeployError as exc:  # a job.json a hand damaged: one sentence, the last line of job.log
+        print(f"nbdeploy: {exc}", flush=True)
+        return 1
     signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: runner.stopping.set())
     write_atomic(files.pid_file, str(os.getpid()))
