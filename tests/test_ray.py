@@ -540,7 +540,7 @@ def test_batch_on_ray_data_scores_every_row_in_order_across_two_nodes(
     X = pd.concat([cancer["X_test"]] * 30, ignore_index=True)  # 4,290 rows
     frame = X.assign(customer=[f"{i:05d}" for i in range(len(X))])
     rows = tmp_path / "rows.csv"
-    frame.to_csv(rows, index=False)
+    frame.to_csv(rows)  # with its index, as to_csv() writes by default: a column left out, as locally
     result = nbdeploy.batch(f"{two_versions}/1", str(rows), tmp_path / "scores.parquet", target="ray",
                             address=cluster, key="customer", chunk_rows=500)  # fmt: skip
     df = result.frame()
@@ -556,7 +556,7 @@ def test_batch_on_ray_data_scores_every_row_in_order_across_two_nodes(
     assert (written["prediction"].to_numpy() == model.predict(X)).all()
 
     frame = frame.astype({"mean radius": object})
-    frame.loc[1234, "mean radius"] = "wide"
+    frame.loc[4000, "mean radius"] = "wide"  # far from the first block Arrow would guess types from
     frame.to_csv(rows, index=False)
     refused = r"whose first customer is '(\d+)'.*Column 'mean radius' expects double values; rows (\d+) are not"
     with pytest.raises(InvalidInputError, match=refused) as err:
@@ -565,7 +565,7 @@ def test_batch_on_ray_data_scores_every_row_in_order_across_two_nodes(
     import re
 
     first, row = re.search(refused, str(err.value)).groups()  # type: ignore[union-attr]
-    assert int(first) + int(row) == 1234  # the chunk's first key (its position) and the row within it
+    assert int(first) + int(row) == 4000  # the chunk's first key (its position) and the row within it
     assert not list(tmp_path.glob("*bad.parquet*"))  # neither the output nor its partial file
     assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and _runs(p, b"nbdeploy.serving.ray_batch")]
 

@@ -48,10 +48,18 @@ def _frame_file(source: Any, folder: Path) -> Path | None:
     import pyarrow.parquet as pq
 
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for left in folder.glob("frame-*.parquet"):  # what a killed kernel left
+        pid = left.name.split("-")[1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            left.unlink(missing_ok=True)
     path = folder / f"frame-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
-    frame = source.data.reset_index(drop=True)
-    frame.columns = [str(c) for c in frame.columns]
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    try:
+        table = pa.Table.from_pandas(source.data, preserve_index=False)
+        pq.write_table(table.rename_columns([str(c) for c in table.column_names]), path)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+        path.unlink(missing_ok=True)
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidInputError(f"--data cannot be sent to Ray: {why} (give each column one type).") from None
     return path
 
 
@@ -72,10 +80,17 @@ def _drive(job: dict[str, Any], log_path: Path, progress: Any) -> dict[str, Any]
                 last = json.loads(line)
             if "done" in last and progress is not None:
                 progress(int(last["done"]), job.get("total"))
-        proc.wait()
+        proc.wait(timeout=60)  # it exits once it has answered
+    except subprocess.TimeoutExpired:
+        pass
     finally:
-        if proc.poll() is None:  # interrupted (Ctrl-C): the driver and what it started go
-            processes.stop_group(proc.pid, DRIVER, timeout=5)
+        if proc.poll() is None:  # interrupted (Ctrl-C), or hung after its answer: it goes
+            try:
+                processes.stop_group(proc.pid, DRIVER, timeout=5)
+            except KeyboardInterrupt:  # interrupted again: no more waiting
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, 9)
+                raise
         processes.children.pop(proc.pid, None)
     if "ok" not in last:
         raise DeploymentError(f"The Ray batch driver ended with code {proc.returncode} and no answer; see {log_path}.")
@@ -89,14 +104,12 @@ def run_on_ray(source: Any, output: Any, model_path: str, send_key: bool, *, chu
 
     _require_ray_data()
     folder = config.home() / "_batch"
-    frame_file = _frame_file(source, folder)
-    resolved, started = resolve_address(address)
-    job = {"address": resolved, "model_path": model_path, "data": str(frame_file or source.path),
-           "kind": "parquet" if frame_file else source.kind, "out": str(output.partial), "csv": output.kind == "csv",
-           "proba": proba, "key": source.key, "send_key": send_key, "chunk_rows": chunk_rows, "workers": workers,
-           "total": source.total, "parent": os.getpid()}  # fmt: skip
+    frame_file, resolved, started = None, "", False
     try:
-        answer = _drive(job, folder / "ray-batch.log", progress)
+        frame_file = _frame_file(source, folder)
+        resolved, started = resolve_address(address)
+        answer = _drive(_job(source, output, model_path, send_key, frame_file, resolved, chunk_rows, workers, proba),
+                        folder / "ray-batch.log", progress)  # fmt: skip
     finally:
         if frame_file is not None:
             frame_file.unlink(missing_ok=True)
@@ -107,4 +120,12 @@ def run_on_ray(source: Any, output: Any, model_path: str, send_key: bool, *, chu
     if not answer.get("rows"):
         raise InvalidInputError("--data has no rows to score.")
     return int(answer["rows"]), int(answer.get("workers") or 0)
+
+
+def _job(source: Any, output: Any, model_path: str, send_key: bool, frame_file: Path | None, resolved: str,
+         chunk_rows: int, workers: int | None, proba: bool) -> dict[str, Any]:  # fmt: skip
+    return {"address": resolved, "model_path": model_path, "data": str(frame_file or source.path),
+           "kind": "parquet" if frame_file else source.kind, "out": str(output.partial), "csv": output.kind == "csv",
+           "proba": proba, "key": source.key, "send_key": send_key, "chunk_rows": chunk_rows, "workers": workers,
+           "total": source.total, "parent": os.getpid(), "columns": list(source.columns)}  # fmt: skip
 

@@ -109,7 +109,10 @@ def _export(ctx: RunContext, dep: Any) -> Path:
     pq.write_table(table.slice(0, table.num_rows - kept), out)
     pq.write_table(table.slice(table.num_rows - kept), ctx.folder / "recent.parquet")
     everything.unlink()
-    ctx.found.update(traffic_rows=table.num_rows - kept, held_back_rows=kept)
+    ctx.found.update(traffic_rows=table.num_rows - kept, held_back_rows=kept,
+                     label_column=exported.renamed.get("label", "label"),
+                     metadata=[exported.renamed.get(c, c) for c in ("request_id", "row", "time", "variant",
+                                                                     "model_version")])  # fmt: skip
     ctx.say(f"exported {exported.rows:,} labelled rows of {exported.requests:,} requests: the notebook gets the "
             f"older {table.num_rows - kept:,} ({out}), the newest {kept:,} are held back")  # fmt: skip
     return out
@@ -151,19 +154,21 @@ def _holdout(ctx: RunContext, candidate: Any) -> tuple[Any, Any, str]:
     holdout = ctx.folder / "holdout.parquet"
     recent = ctx.folder / "recent.parquet"
     path, where = (holdout, "the notebook's holdout") if holdout.is_file() else (recent, "the newest labelled traffic")
+    label = "label" if path == holdout else ctx.found.get("label_column", "label")  # _label when a feature is label
+    skip = {label, *ctx.found.get("metadata", [])} if path == recent else {label}
     try:
         frame = pd.read_parquet(path)
     except (OSError, ValueError) as exc:
         raise Outcome("failed", f"{where} ({path}) cannot be read: {type(exc).__name__}.") from None
-    if "label" not in frame.columns or frame.empty:
+    if label not in frame.columns or frame.empty:
         raise Outcome("failed", f"{where} ({path}) has no rows with a 'label' column to validate on: write a "
                                 "holdout with one (the notebook's holdout parameter), or send labels to "
                                 "/feedback.")  # fmt: skip
-    columns = [name for name, _ in candidate.inputs] or [c for c in frame.columns if c != "label"]
+    columns = [name for name, _ in candidate.inputs] or [c for c in frame.columns if c not in skip]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise Outcome("failed", f"{where} lacks the candidate's input columns {', '.join(map(repr, missing[:5]))}.")
-    return frame[columns], frame["label"], where
+    return frame[columns], frame[label], where
 
 
 def _gates(ctx: RunContext, champion: Any) -> list[str]:
@@ -198,19 +203,46 @@ def _act(ctx: RunContext, dep: Any, candidate: Any) -> tuple[str, str]:
     if spec.action == "promote":
         check_promotable(candidate.ref)  # the gate first: a refusal changes nothing
         with ACTING:
+            _still_champion(ctx, candidate.name)
             dep.update(candidate.ref)  # refused while an experiment runs or the server is down: nothing moved
             try:
                 registry.promote(candidate.ref)
             except BaseException:
-                dep.rollback()  # the alias did not move: the deployment goes back with it
+                _undo_update(dep, candidate)
                 raise
         return "promoted", f"{candidate.ref} passed every gate, is @champion and serves {dep.name}."
     start = dep.canary if spec.action == "canary" else dep.shadow
     with ACTING:
+        _still_champion(ctx, candidate.name)
         start(candidate.ref, percent=spec.percent, promote_when=spec.promote_when, rollback_when=spec.rollback_when,
               min_labels=spec.min_labels, webhook=spec.webhook)  # fmt: skip
     ctx.say(f"{spec.action_text} of {candidate.ref} started; waiting for the experiment to end")
     return _follow(ctx, dep, candidate)
+
+
+def _still_champion(ctx: RunContext, model: str) -> None:
+    """Before what is served changes: the job was not stopped, and @champion is still the one
+    the candidate was validated against."""
+    from nbdeploy import registry
+
+    if ctx.stopping.is_set():
+        raise Outcome("stopped", "the job was stopped before the candidate was deployed; nothing changed.")
+    if str(registry.resolve(f"{model}@champion").ref) != ctx.found["champion"]:
+        raise Outcome("failed", f"@champion of {model} moved during the run (it was {ctx.found['champion']}); "
+                                "nothing changed.")  # fmt: skip
+
+
+def _undo_update(dep: Any, candidate: Any) -> None:
+    """The promotion failed after the update: go back, unless the alias did move (MLflow failed
+    after it), in which case the deployment serves @champion as it should."""
+    from nbdeploy import registry
+
+    try:
+        moved = str(registry.resolve(f"{candidate.name}@champion").version) == str(candidate.version)
+    except NbdeployError:
+        moved = False
+    if not moved:
+        dep.rollback()
 
 
 def _follow(ctx: RunContext, dep: Any, candidate: Any) -> tuple[str, str]:

@@ -141,9 +141,11 @@ class Runner:
         self.stopping.set()
         running = self.state.get("running")
         if self.worker is not None and self.worker.is_alive() and isinstance(running, dict):
-            ACTING.acquire(timeout=120)  # an update or a promotion under way finishes first
+            # an update or a promotion under way finishes first (within the 30 s a stop gives this
+            # process before SIGKILL); one not yet begun sees the stop and does not begin
+            ACTING.acquire(timeout=15)
             _kill_kernels()
-            self.worker.join(30.0)  # the run records its own end (the MLflow run included)
+            self.worker.join(8.0)  # the run records its own end (the MLflow run included)
             if running.get("run") not in ENDED:
                 self.files.append_run({"run": running["run"], "event": "ended", "ended": time.time(),
                                        "outcome": "stopped", "why": "the job was stopped during this run"})  # fmt: skip
@@ -153,7 +155,8 @@ class Runner:
 
 def _kill_kernels() -> None:
     """Kill the notebook's kernel (a child of this process, in a session of its own) with its group."""
-    for entry in Path("/proc").iterdir():
+    proc = Path("/proc")
+    for entry in proc.iterdir() if proc.is_dir() else ():
         if not entry.name.isdigit():
             continue
         try:

@@ -90,9 +90,14 @@ def _dataset(job: dict[str, Any]) -> Any:
     import ray.data
     from pyarrow import csv
 
-    if job["kind"] == "csv":  # the key keeps its text, as the local path reads it (00042 stays 00042)
-        types = {job["key"]: pa.string()} if job.get("key") else {}
-        return ray.data.read_csv(job["data"], convert_options=csv.ConvertOptions(column_types=types), num_cpus=0.25)
+    if job["kind"] == "csv":
+        # every column read as text, as the kernel named them: Arrow would guess each column's
+        # type from the first block only (a later value then fails the whole file, unnamed), the
+        # key keeps its zeros (00042), and score() turns numbers written as text into numbers and
+        # names the rows that are not; an index column ("") and a trailing comma's are left out
+        columns = list(job["columns"])
+        options = csv.ConvertOptions(column_types=dict.fromkeys(columns, pa.string()), include_columns=columns)
+        return ray.data.read_csv(job["data"], convert_options=options, num_cpus=0.25)
     return ray.data.read_parquet(job["data"], num_cpus=0.25)
 
 
@@ -101,14 +106,20 @@ def _write(batches: Any, out: str, csv_out: bool) -> int:
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
-    rows, writer = 0, None
+    rows, writer, schema = 0, None, None
     try:
         for table in batches:
             if not table.num_rows:
                 continue
             table = table.add_column(0, "row", pa.array(range(rows, rows + table.num_rows), pa.int64()))
             if writer is None:
-                writer = pcsv.CSVWriter(out, table.schema) if csv_out else pq.ParquetWriter(out, table.schema)
+                schema = table.schema
+                writer = pcsv.CSVWriter(out, schema) if csv_out else pq.ParquetWriter(out, schema)
+            try:  # a later block's all-null or integer column takes the first block's types
+                table = table.cast(schema)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+                raise ValueError(f"nbdeploy: the answers for rows {rows:,}-{rows + table.num_rows - 1:,} cannot be "
+                                 f"written with those before them ({exc}).") from None  # fmt: skip
             writer.write_table(table)
             rows += table.num_rows
             _say({"done": rows})
@@ -142,13 +153,15 @@ def run(job: dict[str, Any]) -> tuple[int, int]:
 
 def _sentence(exc: BaseException) -> str:
     """One sentence for what Ray raised: nbdeploy's own, found in the chain, or the first line."""
-    text = str(exc)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # Ray colours its task names
     # the line "ValueError: nbdeploy: ..." of the actor's traceback (its source lines quote the words too)
     said = re.findall(r"(?m)^(?:\w+\.)*\w+: nbdeploy: (.+)$", text)
     if said:
         return said[-1].strip()
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return f"Ray Data failed: {type(exc).__name__}: {first[:300]}"
+    # else the last "SomeError: why" line: the cause, not the task's header
+    causes = re.findall(r"(?m)^(?:\w+\.)*\w*(?:Error|Exception|Invalid): (.+)$", text)
+    why = causes[-1].strip() if causes else (text.strip().splitlines() or [type(exc).__name__])[0]
+    return f"Ray Data failed: {why[:300]}"
 
 
 def main() -> int:
@@ -165,7 +178,8 @@ def main() -> int:
         _say({"ok": False, "error": _sentence(exc)})
         return 1
     _say({"ok": True, "rows": rows, "workers": workers})
-    return 0
+    sys.stderr.flush()
+    os._exit(0)  # answered: Ray's shutdown at exit must not keep the kernel waiting
 
 
 if __name__ == "__main__":
