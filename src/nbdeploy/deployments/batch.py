@@ -108,14 +108,11 @@ def batch(ref: str, data: Any, out: str | Path, *, chunk_rows: int = BATCH_CHUNK
 
     if target not in ("local", "ray"):
         raise InvalidInputError(f"Unknown target {target!r}: use local or ray.")
+    _check_sizes(workers, chunk_rows)
     if target == "ray":
         return _batch_on_ray(ref, data, Path(out), chunk_rows, workers, proba, key, progress, log_run, address)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     workers = cores if workers is None else workers
-    if not 1 <= workers <= 256:
-        raise InvalidInputError(f"Invalid worker count {workers}: use 1 to 256.")
-    if not 1 <= chunk_rows <= 50_000_000:
-        raise InvalidInputError(f"Invalid chunk size {chunk_rows} rows: use 1 to 50,000,000.")
     source = Input(data, chunk_rows, key)
     output = Output(Path(out), source)
     model_path, label, version = _model_path(ref)
@@ -156,15 +153,19 @@ def batch(ref: str, data: Any, out: str | Path, *, chunk_rows: int = BATCH_CHUNK
                        startup)  # fmt: skip
 
 
+def _check_sizes(workers: int | None, chunk_rows: int) -> None:
+    """One sentence for a worker count or chunk size out of range (either target)."""
+    if workers is not None and not 1 <= workers <= 256:
+        raise InvalidInputError(f"Invalid worker count {workers}: use 1 to 256.")
+    if not 1 <= chunk_rows <= 50_000_000:
+        raise InvalidInputError(f"Invalid chunk size {chunk_rows} rows: use 1 to 50,000,000.")
+
+
 def _batch_on_ray(ref: str, data: Any, out: Path, chunk_rows: int, workers: int | None, proba: bool, key: str | None,
                   progress: Any, log_run: bool, address: str | None) -> BatchResult:  # fmt: skip
     from nbdeploy.deployments.batch_io import Input, Output
     from nbdeploy.deployments.batch_ray import run_on_ray
 
-    if workers is not None and not 1 <= workers <= 256:
-        raise InvalidInputError(f"Invalid worker count {workers}: use 1 to 256.")
-    if not 1 <= chunk_rows <= 50_000_000:
-        raise InvalidInputError(f"Invalid chunk size {chunk_rows} rows: use 1 to 50,000,000.")
     source = Input(data, chunk_rows, key)
     output = Output(out, source)
     model_path, label, version = _model_path(ref)

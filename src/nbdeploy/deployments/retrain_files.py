@@ -24,12 +24,12 @@ from typing import Any
 from nbdeploy._files import append_private
 from nbdeploy.deployments import processes
 
-__all__ = ["MARKER", "JobFiles"]
+__all__ = ["MARKER", "JobFiles", "is_time"]
 
 MARKER = "nbdeploy.retraining"  # the job's module (``python -m nbdeploy.retraining FOLDER/retrain``)
 
 
-def _time(value: Any) -> bool:
+def is_time(value: Any) -> bool:
     """A time the job wrote (seconds since 1970, before about 5138): not a string, NaN or 1e300."""
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e11
 
@@ -137,7 +137,7 @@ class JobFiles:
         live = state == "running"  # a dead job's "run in progress" and "next run" are not happening
         return {
             "state": state, "pid": self.pid, "trigger": str(job.get("trigger_text", "?")),
-            "action": str(job.get("action_text", "?")), "next_run": due if live and _time(due) else None,
+            "action": str(job.get("action_text", "?")), "next_run": due if live and is_time(due) else None,
             "running": _entry(doc.get("running")) if live else None, "queued": _entry(doc.get("queued")),
             "runs": self.runs()[-last:],
         }  # fmt: skip

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbdeploy.deployments.retrain_files import is_time
 from nbdeploy.reprs import card, esc, kv_table, table
 
 __all__ = ["JobStatus"]
@@ -16,7 +17,7 @@ _CSS = {"running": "nbd-pass", "dead": "nbd-fail", "promoted": "nbd-pass", "fail
 
 
 def _when(ts: Any) -> str:
-    if not isinstance(ts, int | float) or isinstance(ts, bool) or not 0 < ts < 1e11:
+    if not is_time(ts):
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
