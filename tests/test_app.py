@@ -86,14 +86,14 @@ DECLARED = {
     "/ping": Access.PUBLIC,
     "/health": Access.PUBLIC,
     "/version": Access.PUBLIC,
-    "/invocations": Access.TOKEN,
-    "/info": Access.TOKEN,
-    "/metrics": Access.TOKEN,
-    "/monitor": Access.TOKEN,
-    "/feedback": Access.ADMIN,
+    "/invocations": Access.PREDICT,
+    "/info": Access.OBSERVE,
+    "/metrics": Access.OBSERVE,
+    "/monitor": Access.OBSERVE,
+    "/feedback": Access.FEEDBACK,
     "/admin/reload": Access.ADMIN,
     "/admin/alerts": Access.ADMIN,
-    "/experiment": Access.TOKEN,
+    "/experiment": Access.OBSERVE,
     "/admin/experiment": Access.ADMIN,
 }
 UNAUTHENTICATED = {
@@ -116,7 +116,7 @@ def test_every_route_declares_who_may_call_it(model_dir: Path, tmp_path: Path, r
             assert isinstance(route, GuardedRoute) and route.methods
             method = sorted(route.methods - {"HEAD"})[0]
             missing = c.request(method, route.path)
-            if route.access is Access.ADMIN or (route.access is Access.TOKEN and require_token):
+            if route.access.needs_token(require_token):
                 assert (missing.status_code, missing.json()) == (401, UNAUTHENTICATED), route.path
                 assert missing.headers["www-authenticate"] == "Bearer"
                 wrong = c.request(method, route.path, headers={"Authorization": "Bearer nope"})

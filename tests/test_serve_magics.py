@@ -62,7 +62,7 @@ def test_stop_all(ip: Any, two_versions: str, capsys: pytest.CaptureFixture[str]
 def test_a_generated_token_is_never_printed(
     ip: Any, two_versions: str, name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ip.run_line_magic("deploy", f"serve {two_versions}/1 --name {name} --host 0.0.0.0")
+    ip.run_line_magic("deploy", f"serve {two_versions}/1 --name {name} --host 0.0.0.0 --insecure-http")
     try:
         out = capsys.readouterr().out
         token = nbdeploy.get(name).token

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import nbdeploy
 from nbdeploy import config, deployments
-from nbdeploy.errors import DeploymentError, DeploymentNotFoundError
+from nbdeploy.errors import DeploymentError, DeploymentNotFoundError, InvalidInputError
 from nbdeploy.serving.requestlog import read_records
 
 JSON = {"Content-Type": "application/json"}
@@ -144,8 +144,11 @@ def test_kill_9_under_load_loses_no_answered_request(dep: deployments.Deployment
 
 
 def test_off_loopback_needs_a_token(two_versions: str, name: str, cancer: dict[str, Any]) -> None:
-    d = nbdeploy.serve(f"{two_versions}/1", name=name, host="0.0.0.0")
+    with pytest.raises(InvalidInputError, match="sends tokens and rows in clear text to the network: add --tls"):
+        nbdeploy.serve(f"{two_versions}/1", name=name, host="0.0.0.0")
+    d = nbdeploy.serve(f"{two_versions}/1", name=name, host="0.0.0.0", insecure_http=True)
     try:
+        assert d.status().transport.startswith("plain HTTP off loopback (--insecure-http)")
         token = d.token
         assert token and len(token) >= 24
         assert stat.S_IMODE((d.path / "token").stat().st_mode) == 0o600

@@ -101,6 +101,9 @@ class DeploymentSpec(_ReadAsDict):
     host: str = "127.0.0.1"
     port: int = 0  # 0: a free port; for --target ray, the proxy's (RaySpec.http_port)
     require_token: bool = False
+    tls_cert: str | None = None  # HTTPS: the PEM certificate the server presents (clients verify by it)
+    tls_key: str | None = None  # and its private key
+    insecure_http: bool = False  # plain HTTP off loopback, asked for explicitly (--insecure-http)
     max_batch: int = 1024
     max_wait_ms: float = 2.0
     max_body_bytes: int = 16 << 20

@@ -15,6 +15,7 @@ from nbdeploy.commands.data_commands import COMMANDS as _DATA
 from nbdeploy.commands.experiment_commands import COMMANDS as _EXPERIMENT
 from nbdeploy.commands.registry_commands import COMMANDS as _REGISTRY
 from nbdeploy.commands.retrain_commands import COMMANDS as _RETRAIN
+from nbdeploy.commands.security_commands import COMMANDS as _SECURITY
 from nbdeploy.commands.serving_commands import COMMANDS as _SERVING
 from nbdeploy.commands.table import BOTH, CLI, MAGIC, Arg, Command, Context, Loads, add_arguments
 
@@ -22,7 +23,7 @@ __all__ = [
     "BOTH", "CLI", "COMMANDS", "FACE_ONLY", "MAGIC", "Arg", "Command", "Context", "Loads", "add_arguments", "overview",
 ]  # fmt: skip
 
-COMMANDS: dict[str, Command] = {c.name: c for c in [*_REGISTRY, *_SERVING, *_EXPERIMENT, *_DATA, *_RETRAIN]}
+COMMANDS: dict[str, Command] = {c.name: c for c in [*_REGISTRY, *_SERVING, *_EXPERIMENT, *_DATA, *_RETRAIN, *_SECURITY]}
 
 # Options one front end has and the other has not, and why (docs/index.md lists them too).
 FACE_ONLY: dict[tuple[str, str], str] = {

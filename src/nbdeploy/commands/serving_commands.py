@@ -25,7 +25,8 @@ def _serve(args: argparse.Namespace, ctx: Context) -> Any:
         max_wait_ms=args.max_wait_ms, max_body_bytes=int(args.max_body_mb * (1 << 20)),
         attach=getattr(args, "attach", False), monitor=not args.no_monitor, alerts=args.alert, webhook=args.webhook,
         alert_k=args.alert_k, windows=args.windows, target=args.target, replicas=args.replicas,
-        address=args.address, replica_cpus=args.replica_cpus,
+        address=args.address, replica_cpus=args.replica_cpus, tls=args.tls, tls_cert=args.tls_cert,
+        tls_key=args.tls_key, insecure_http=args.insecure_http,
     )  # fmt: skip
     notice = dep.token_notice(given=bool(args.token))
     if notice:
@@ -124,8 +125,13 @@ _SERVE_ARGS = (
     arg("--name", help="deployment name (default: the model's name)"),
     arg("--port", type=int, default=DEFAULTS.port,
         help=f"port (default: a free one; for --target ray, the proxy's: {RAY_DEFAULTS.http_port})"),
-    arg("--host", default=DEFAULTS.host, help=f"address to bind (default {DEFAULTS.host}; others need a token)"),
+    arg("--host", default=DEFAULTS.host,
+        help=f"address to bind (default {DEFAULTS.host}; others need a token, and --tls or --insecure-http)"),
     arg("--token", help="bearer token clients must send (required off loopback; generated when not given)"),
+    arg("--tls", action="store_true", help="serve HTTPS with a certificate made for the deployment"),
+    arg("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate of your own (with --tls-key)"),
+    arg("--tls-key", metavar="PEM", help="the private key of --tls-cert"),
+    arg("--insecure-http", action="store_true", help="allow plain HTTP off loopback (tokens and rows in clear text)"),
     arg("--max-batch", type=int, default=DEFAULTS.max_batch, metavar="ROWS",
         help=f"most rows per predict call (default {DEFAULTS.max_batch})"),
     arg("--max-wait-ms", type=number, default=DEFAULTS.max_wait_ms, metavar="MS",

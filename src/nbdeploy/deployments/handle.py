@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbdeploy.deployments import events, http, models, processes, ray_client
+from nbdeploy.deployments import events, http, models, processes, ray_client, tls
+from nbdeploy.deployments.access import TokenKeeping
 from nbdeploy.deployments.experiments import Experiments
 from nbdeploy.deployments.export import Exporting
 from nbdeploy.deployments.retrain_files import JobFiles
@@ -42,7 +43,7 @@ def _read(path: Path) -> str | None:
 
 
 @dataclass
-class Deployment(Watching, Experiments, Exporting):
+class Deployment(Watching, Experiments, Exporting, TokenKeeping):
     """A serving process and its folder; any kernel or the CLI can adopt it by name."""
 
     name: str
@@ -100,8 +101,7 @@ class Deployment(Watching, Experiments, Exporting):
     def _url(self, spec: DeploymentSpec, port: int | None = None) -> str:
         if spec.ray is not None:
             return spec.ray.url or ""
-        shown = f"[{spec.host}]" if ":" in spec.host else spec.host
-        return f"http://{shown}:{port or self.port or spec.port}"
+        return tls.url(spec.host, port or self.port or spec.port, spec.tls_cert)
 
     @property
     def current(self) -> ModelEntry:
@@ -150,7 +150,8 @@ class Deployment(Watching, Experiments, Exporting):
                 f"Deployment {self.name!r} runs but its token file {self.path / 'token'} is damaged: "
                 "stop it and serve it again (a new token is written)."
             )
-        return http.request(self.name, method, self._url(spec, port), route, token, timeout=timeout, **kw)
+        base, verify = self._url(spec, port), tls.verify(spec.tls_cert)
+        return http.request(self.name, method, base, route, token, timeout=timeout, verify=verify, **kw)
 
     def status(self) -> Status:
         """State, address, version served and uptime (asked of the server when it runs)."""
@@ -172,6 +173,7 @@ class Deployment(Watching, Experiments, Exporting):
             folder=str(self.path),
             target="local" if spec.ray is None else f"ray ({spec.ray.replicas} replicas)",
             retraining=JobFiles(self.path).line(),
+            transport=tls.describe(spec.host, spec.tls_cert, spec.insecure_http),
         )
 
     def logs(self, n: int = 50) -> str:

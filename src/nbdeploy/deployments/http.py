@@ -21,19 +21,20 @@ def json_value(value: Any) -> Any:
     return str(value)
 
 
-def answers(url: str) -> bool:
-    """Whether ``url/health`` answers 200 within 3 s."""
+def answers(url: str, verify: Any = True, timeout: float = 3) -> bool:
+    """Whether ``url/health`` answers 200 within ``timeout`` seconds."""
     import httpx
 
     try:
-        return httpx.get(url + "/health", timeout=3).status_code == 200
+        return httpx.get(url + "/health", timeout=timeout, verify=verify).status_code == 200
     except httpx.HTTPError:
         return False
 
 
 def request(name: str, method: str, base: str, route: str, token: str | None, timeout: float = 60, **kw: Any) -> Any:
     """One HTTP call to deployment ``name``; a transport error or a 4xx/5xx answer is one
-    :class:`DeploymentError` sentence carrying the server's own message."""
+    :class:`DeploymentError` sentence carrying the server's own message. ``verify`` (in
+    ``kw``) is the TLS context of an HTTPS deployment (see :mod:`.tls`)."""
     import httpx
 
     headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **kw.pop("headers", {})}

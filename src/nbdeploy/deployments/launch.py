@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from nbdeploy import config
 from nbdeploy._files import open_log, write_atomic
 from nbdeploy.deployments import events, http, processes, ray_client
+from nbdeploy.deployments import tls as tls_module
 from nbdeploy.deployments.handle import Deployment
 from nbdeploy.deployments.models import fetch
 from nbdeploy.errors import DeploymentError, InvalidInputError
@@ -58,6 +59,10 @@ def serve(
     replicas: int = RAY_DEFAULTS.replicas,
     address: str | None = None,
     replica_cpus: float = RAY_DEFAULTS.num_cpus,
+    tls: bool = False,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    insecure_http: bool = False,
 ) -> Deployment:
     """Start a server for ``ref`` in its own process and return when ``/health`` answers.
 
@@ -67,6 +72,9 @@ def serve(
     rules such as ``"p95_ms>50"`` (see :mod:`nbdeploy.monitoring.alerts`), evaluated on the
     first window every ``alert_interval_s`` seconds, each firing after ``alert_k`` breaching
     evaluations, posted to ``webhook`` if given.
+
+    ``tls=True`` serves HTTPS with a certificate made for the deployment, ``tls_cert`` and
+    ``tls_key`` with one of the user's own; off loopback, plain HTTP needs ``insecure_http``.
 
     ``target="ray"`` runs ``replicas`` copies of the same server as a Ray Serve application
     on the cluster at ``address`` (or ``RAY_ADDRESS``; nbdeploy starts a local cluster when
@@ -88,21 +96,52 @@ def serve(
         alerts=rule_specs(alerts, webhook, alert_k), alert_interval_s=alert_interval_s,
         windows=parse_windows(windows), target=target,
     )  # fmt: skip
+    _set_transport(spec, tls, tls_cert, tls_key, insecure_http)
     if target == "ray":
-        ray_client.require_ray()
-        spec.ray = RaySpec(
-            replicas=replicas, num_cpus=replica_cpus, http_host=host, http_port=port or RAY_DEFAULTS.http_port,
-            created=time.time(),
-        )  # fmt: skip
-        if attach:
-            raise InvalidInputError(
-                "--attach ties a local server to this kernel; Ray deployments live on their cluster."
-            )
+        spec.ray = _ray_spec(host, port, replicas, replica_cpus, attach)
     spec.validate()
-    return _launch(spec, ref, token, address, timeout)
+    return _launch(spec, ref, token, address, timeout, make_certificate=tls and not tls_cert)
 
 
-def _launch(spec: DeploymentSpec, ref: str, token: str | None, address: str | None, timeout: float) -> Deployment:
+def _ray_spec(host: str, port: int, replicas: int, replica_cpus: float, attach: bool) -> RaySpec:
+    ray_client.require_ray()
+    if attach:
+        raise InvalidInputError("--attach ties a local server to this kernel; Ray deployments live on their cluster.")
+    return RaySpec(replicas=replicas, num_cpus=replica_cpus, http_host=host,
+                   http_port=port or RAY_DEFAULTS.http_port, created=time.time())  # fmt: skip
+
+
+def _set_transport(spec: DeploymentSpec, tls: bool, cert: str | None, key: str | None, insecure_http: bool) -> None:
+    """HTTPS with the user's certificate (checked now), or with one made later in the folder
+    (``tls``), or plain HTTP, said in ``status`` when it is off loopback."""
+    spec.insecure_http = _check_transport(spec.host, spec.target, tls or bool(cert or key), insecure_http)
+    if cert or key:
+        if not (cert and key):
+            raise InvalidInputError("Give --tls-cert and --tls-key together: the certificate and its private key.")
+        spec.tls_cert, spec.tls_key = tls_module.check_pair(cert, key)
+
+
+def _check_transport(host: str, target: str, secure: bool, insecure_http: bool) -> bool:
+    """Whether plain HTTP was asked for off loopback; one sentence for a transport that cannot
+    be (TLS on Ray, clear text off loopback without asking)."""
+    if secure and target == "ray":
+        raise InvalidInputError(
+            "--tls is not available with --target ray: Ray's HTTP proxy is shared by every application of the "
+            "cluster and takes its certificate when Ray Serve starts. Serve locally with --tls, or put a "
+            "TLS-terminating proxy in front of Ray's."
+        )
+    if secure and insecure_http:
+        raise InvalidInputError("Choose --tls or --insecure-http, not both.")
+    if not secure and not insecure_http and not config.is_loopback(host):
+        raise InvalidInputError(
+            f"Serving on {host} sends tokens and rows in clear text to the network: add --tls (a certificate is "
+            "made for the deployment), or --insecure-http to accept that (behind a TLS proxy, for example)."
+        )
+    return insecure_http and not config.is_loopback(host)
+
+
+def _launch(spec: DeploymentSpec, ref: str, token: str | None, address: str | None, timeout: float,
+            make_certificate: bool = False) -> Deployment:  # fmt: skip
     folder = config.home() / spec.name
     with processes.locked(folder):
         existing = Deployment(spec.name, folder)
@@ -113,6 +152,8 @@ def _launch(spec: DeploymentSpec, ref: str, token: str | None, address: str | No
             )
         spec.history = [fetch(ref, folder)]
         write_atomic(folder / "token", token or secrets.token_urlsafe(24), private=True)
+        if make_certificate:
+            spec.tls_cert, spec.tls_key = tls_module.make_certificate(folder, spec.host)
         for stale in ("pid", "port", "deployed"):
             with contextlib.suppress(FileNotFoundError):
                 (folder / stale).unlink()
@@ -162,8 +203,6 @@ def _answers_within(url: str, timeout: float) -> bool:
 def _wait_healthy(dep: Deployment, timeout: float, proc: subprocess.Popen[bytes]) -> None:
     """Return once the server answers ``/health``; a server that exits or never answers is
     stopped and reported with the end of its log."""
-    import httpx
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -172,10 +211,8 @@ def _wait_healthy(dep: Deployment, timeout: float, proc: subprocess.Popen[bytes]
                 f"The server for {dep.name!r} exited with code {proc.returncode} before it was ready; "
                 f"the last lines of its log:\n{dep.logs(15)}"
             )
-        if dep.port:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(dep.url + "/health", timeout=1).status_code == 200:
-                    return
+        if dep.port and http.answers(dep.url, tls_module.verify(dep.spec.tls_cert), timeout=1):
+            return
         time.sleep(0.02)
     dep.stop()
     raise DeploymentError(

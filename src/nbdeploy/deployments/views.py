@@ -26,13 +26,16 @@ class Status:
     folder: str
     target: str = "local"
     retraining: str = "-"  # the retraining job's state (deployments.retrain_files.JobFiles.line)
+    transport: str = "HTTP on loopback"  # how clients reach it (deployments.tls.describe)
 
     def __repr__(self) -> str:
         up = f", up {self.uptime_s:.0f} s" if self.uptime_s is not None else ""
         where = f" at {self.url}" if self.url else ""
         on = f" on {self.target}" if self.target != "local" else ""
         job = f"; retraining job {self.retraining}" if self.retraining != "-" else ""
-        return f"Deployment {self.name}: {self.state}{where}{on}, serving {self.ref} (version {self.version}){up}{job}"
+        how = f"; {self.transport}" if self.transport != "HTTP on loopback" else ""
+        return (f"Deployment {self.name}: {self.state}{where}{on}, serving {self.ref} (version {self.version})"
+                f"{up}{job}{how}")  # fmt: skip
 
     def _repr_html_(self) -> str:
         css = {"running": "nbd-pass", "dead": "nbd-fail"}.get(self.state, "nbd-muted")
@@ -42,6 +45,7 @@ class Status:
                 ("url", f"<code>{esc(self.url or '-')}</code>"),
                 ("serving", f"{esc(self.ref)} (version {esc(self.version)})"),
                 ("target", esc(self.target)),
+                ("transport", esc(self.transport)),
                 ("pid", esc(self.pid or "-")),
                 ("uptime", esc(f"{self.uptime_s:.0f} s" if self.uptime_s is not None else "-")),
                 ("folder", f"<code>{esc(self.folder)}</code>"),

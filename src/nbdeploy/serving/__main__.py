@@ -112,18 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     write_atomic(folder / "port", str(port))
     print(
-        f"nbdeploy serving {spec.name} ({settings.ref}) on {spec.host}:{port}, pid {os.getpid()}, "
-        f"ready in {time.perf_counter() - started:.2f} s",
+        f"nbdeploy serving {spec.name} ({settings.ref}) on {'https' if spec.tls_cert else 'http'}://{spec.host}:"
+        f"{port}, pid {os.getpid()}, ready in {time.perf_counter() - started:.2f} s",
         flush=True,
     )
-    _run_uvicorn(app, sock)
+    _run_uvicorn(app, sock, spec.tls_cert, spec.tls_key)
     log.close()
     print("nbdeploy server stopped", flush=True)
     return 0
 
 
-def _run_uvicorn(app: Any, sock: socket.socket) -> None:
-    """Serve ``app`` on ``sock`` until a signal stops it."""
+def _run_uvicorn(app: Any, sock: socket.socket, cert: str | None, key: str | None) -> None:
+    """Serve ``app`` on ``sock`` (HTTPS with ``cert`` and ``key``) until a signal stops it."""
     import uvicorn
 
     from nbdeploy.serving.http_limits import LimitedHttpToolsProtocol
@@ -142,6 +142,8 @@ def _run_uvicorn(app: Any, sock: socket.socket) -> None:
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=5,
+        ssl_certfile=cert,
+        ssl_keyfile=key,
     )
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -31,6 +32,7 @@ from nbdeploy.serving.requestlog import RequestLog
 from nbdeploy.serving.responses import EXCEPTION_HANDLERS
 from nbdeploy.serving.routes import routes
 from nbdeploy.serving.server import Observer, Server
+from nbdeploy.serving.tokens import TokenBook
 from nbdeploy.spec import ServerSettings
 
 __all__ = ["Observer", "ServerSettings", "create_app"]
@@ -57,7 +59,8 @@ def create_app(
             server.experiment = prepare(server, settings.experiment)
         except ProtocolError as exc:  # the champion serves on; the log says why the challenger does not
             print(f"the experiment in the spec was not resumed: {exc.message}", flush=True)
-    guard = Guard(settings.token, settings.require_token)
+    folder = Path(settings.folder) if settings.folder else None  # none on a Ray replica: the owner token only
+    guard = Guard(TokenBook(folder, settings.token), settings.require_token)
     app = Starlette(
         routes=routes(server, monitor or LocalMonitor(server), guard),
         exception_handlers=EXCEPTION_HANDLERS,

@@ -39,20 +39,20 @@ def routes(server: Server, monitor: MonitorBackend, guard: Guard) -> list[Guarde
     """Every route of the app, each declaring once who may call it."""
     core, mon = CoreRoutes(server, monitor), MonitorRoutes(monitor, server.settings.max_body_bytes)
     exp = ExperimentRoutes(server, monitor)
-    public, token, admin = Access.PUBLIC, Access.TOKEN, Access.ADMIN
+    public, predict, observe, admin = Access.PUBLIC, Access.PREDICT, Access.OBSERVE, Access.ADMIN
     post = ["POST"]
     return [
         GuardedRoute("/ping", core.ping, public, guard),
         GuardedRoute("/health", core.ping, public, guard),
         GuardedRoute("/version", core.version, public, guard),
-        GuardedRoute("/invocations", core.invocations, token, guard, post),
-        GuardedRoute("/info", core.info, token, guard),
-        GuardedRoute("/metrics", core.metrics, token, guard),
-        GuardedRoute("/monitor", mon.monitor, token, guard),
-        GuardedRoute("/feedback", mon.feedback, admin, guard, post),  # labels steer live accuracy
+        GuardedRoute("/invocations", core.invocations, predict, guard, post),
+        GuardedRoute("/info", core.info, observe, guard),
+        GuardedRoute("/metrics", core.metrics, observe, guard),
+        GuardedRoute("/monitor", mon.monitor, observe, guard),
+        GuardedRoute("/feedback", mon.feedback, Access.FEEDBACK, guard, post),
         GuardedRoute("/admin/reload", core.reload, admin, guard, post),
         GuardedRoute("/admin/alerts", mon.set_alerts, admin, guard, post),
-        GuardedRoute("/experiment", exp.state, token, guard),
+        GuardedRoute("/experiment", exp.state, observe, guard),
         GuardedRoute("/admin/experiment", exp.change, admin, guard, post),
     ]
 
@@ -73,6 +73,9 @@ class CoreRoutes:
         server = self.server
         rid = server.request_id(request)
         call = Call(rid, {"ts": time.time(), "id": rid, "version": server.version})
+        label = getattr(request.state, "token_label", None)
+        if label is not None:  # who asked, by the token's label (never its value)
+            call.record["token"] = label
         headers = None if self.settings.proxy_request_id else {"X-Request-Id": call.rid}
         request.state.answer_headers = headers  # errors too are answered with the request id
         error: Exception | None = None

@@ -1,0 +1,51 @@
+"""``token``: a deployment's tokens with roles, added, listed, revoked and rotated while it serves
+(:mod:`nbdeploy.deployments.access`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from nbdeploy.commands.table import CLI, Command, Context, arg
+from nbdeploy.errors import InvalidInputError
+from nbdeploy.tokens import ROLES
+
+__all__ = ["COMMANDS"]
+
+
+def _token(args: argparse.Namespace, ctx: Context) -> Any:
+    from nbdeploy.deployments import get
+
+    chosen = [flag for flag, value in (("--add", args.add), ("--list", args.list), ("--revoke", args.revoke),
+                                       ("--rotate", args.rotate)) if value]  # fmt: skip
+    if len(chosen) > 1:
+        raise InvalidInputError(f"Choose one of {', '.join(chosen)}.")
+    if (args.label or args.out) and not (args.add or args.rotate):
+        raise InvalidInputError("--label and --out go with --add (and --out with --rotate).")
+    dep = get(args.name)
+    if args.revoke:
+        return dep.revoke_token(args.revoke)
+    if not (args.add or args.rotate):
+        return dep.tokens()
+    if args.add:
+        made = dep.add_token(args.add, label=args.label, out=args.out)
+    else:
+        made = dep.rotate_token(args.rotate, out=args.out)
+    if ctx.face == CLI and made.written_to is None:  # a terminal's one chance to see it: on stdout alone
+        ctx.say(repr(made).split(": its value")[0] + ":")
+        ctx.say(made.value)
+        return None
+    return made  # in a notebook the value stays out of the output: .value of the result
+
+
+COMMANDS = [
+    Command("token", "List, add, revoke or rotate a deployment's tokens with roles, while it serves.",
+            (arg("name", metavar="NAME", help="deployment name"),
+             arg("--add", metavar="ROLE", choices=tuple(ROLES), help=f"add a token of this role ({', '.join(ROLES)})"),
+             arg("--label", help="the new token's label (default: ROLE-N)"),
+             arg("--out", metavar="FILE", help="write the new token's value to this file (owner-only)"),
+             arg("--list", action="store_true", help="list labels and roles, never values (the default)"),
+             arg("--revoke", metavar="LABEL", help="remove the token with this label"),
+             arg("--rotate", metavar="LABEL", help="give this label's token a new value ('owner': the kernel's)")),
+            _token),
+]  # fmt: skip

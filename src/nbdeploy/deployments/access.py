@@ -1,0 +1,179 @@
+"""Tokens of a deployment with roles, added, listed, revoked and rotated while it serves.
+
+>>> t = d.add_token("predict", label="app-x")   # doctest: +SKIP
+>>> t.value                                      # doctest: +SKIP
+>>> d.rotate_token("app-x"); d.revoke_token("app-x")   # doctest: +SKIP
+
+``tokens.json`` keeps each token's label, role and SHA-256 (see :mod:`nbdeploy.tokens`); a
+new token's value exists only in what :meth:`add_token` returns (and the file named by
+``out``). The running server reads the files again within a second. Every change is a line
+in ``events.jsonl`` naming the label, never the value.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nbdeploy._files import write_atomic
+from nbdeploy.deployments import events, processes
+from nbdeploy.deployments.watching import HandleParts
+from nbdeploy.errors import DeploymentError, InvalidInputError
+from nbdeploy.reprs import card, esc, table
+from nbdeploy.tokens import LABEL, OWNER, ROLES, TokenEntry, entries_text, new_value, read_entries, token_hash
+
+__all__ = ["NewToken", "TokenKeeping", "TokenList"]
+
+MAX_TOKENS = 100
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """A token just made: its value is in ``.value`` and never in what is displayed (a cell's
+    output is saved with the notebook)."""
+
+    deployment: str
+    label: str
+    role: str
+    value: str = field(repr=False)
+    written_to: str | None = None
+
+    def __repr__(self) -> str:
+        where = (f"its value is in {self.written_to} (owner-only)" if self.written_to
+                 else "its value: .value of this object (shown nowhere else; nbdeploy keeps its hash)")  # fmt: skip
+        return f"Token {self.label!r} of {self.deployment} (role {self.role}): {where}."
+
+    def _repr_html_(self) -> str:
+        return card(f"Token {esc(self.label)}", f"<p>{esc(repr(self))}</p>")
+
+
+@dataclass(frozen=True)
+class TokenList:
+    """What ``%deploy token NAME --list`` shows: labels and roles, never values."""
+
+    deployment: str
+    entries: list[TokenEntry]
+
+    def rows(self) -> list[list[str]]:
+        rows = [[OWNER, "admin", "the token file (the kernel's own)", ""]]
+        return rows + [[e.label, e.role, _when(e.created), _when(e.rotated)] for e in self.entries]
+
+    def __repr__(self) -> str:
+        lines = [f"Tokens of {self.deployment}:"]
+        lines += [f"  {label:<20} {role:<9} created {created}" + (f", rotated {rotated}" if rotated else "")
+                  for label, role, created, rotated in self.rows()]  # fmt: skip
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        return card(f"Tokens of {esc(self.deployment)}", table(["label", "role", "created", "rotated"], self.rows()))
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else ""
+
+
+class TokenKeeping(HandleParts):
+    """Token methods of a deployment."""
+
+    def tokens(self) -> TokenList:
+        """The deployment's tokens: the owner's and those added, with labels and roles."""
+        try:
+            return TokenList(self.name, read_entries(self.path))
+        except ValueError as exc:
+            raise DeploymentError(f"The tokens of {self.name!r} cannot be read: {exc}.") from None
+
+    def add_token(self, role: str, label: str | None = None, out: str | Path | None = None) -> NewToken:
+        """A new token of ``role`` (``predict``, ``observe``, ``feedback`` or ``admin``), accepted
+        by the running server within a second; ``out`` also writes its value to that file."""
+        if role not in ROLES:
+            raise InvalidInputError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.")
+        self._local_only("add a token")
+        value, path = new_value(), _out_path(out)
+        with processes.locked(self.path):
+            entries = self.tokens().entries
+            label = label or _free_label(role, entries)
+            _check_label(label, entries)
+            if len(entries) >= MAX_TOKENS:
+                raise InvalidInputError(f"Deployment {self.name!r} has {MAX_TOKENS} tokens: revoke some first.")
+            _save(self.path, [*entries, TokenEntry.make(label, role, value)])
+        events.record(self.path, "token added", None, label=label, role=role)
+        return NewToken(self.name, label, role, value, _write_out(path, value))
+
+    def revoke_token(self, label: str) -> TokenList:
+        """Remove a token; the server refuses it within a second."""
+        if label == OWNER:
+            raise InvalidInputError("The owner token is the kernel's own: rotate it (--rotate owner) instead.")
+        with processes.locked(self.path):
+            entries = self.tokens().entries
+            kept = [e for e in entries if e.label != label]
+            if len(kept) == len(entries):
+                raise InvalidInputError(f"Deployment {self.name!r} has no token labelled {label!r}.")
+            _save(self.path, kept)
+        events.record(self.path, "token revoked", None, label=label)
+        return self.tokens()
+
+    def rotate_token(self, label: str, out: str | Path | None = None) -> NewToken:
+        """A new value for the token ``label`` (same role); the old value is refused within a
+        second. ``owner`` rotates the kernel's own token (the ``token`` file)."""
+        self._local_only("rotate a token")
+        value, path = new_value(), _out_path(out)
+        with processes.locked(self.path):
+            if label == OWNER:
+                write_atomic(self.path / "token", value, private=True)
+                role = "admin"
+            else:
+                entries = self.tokens().entries
+                match = [e for e in entries if e.label == label]
+                if not match:
+                    raise InvalidInputError(f"Deployment {self.name!r} has no token labelled {label!r}.")
+                role = match[0].role
+                rotated = TokenEntry(label, role, token_hash(value), match[0].created, rotated=time.time())
+                _save(self.path, [rotated if e.label == label else e for e in entries])
+        events.record(self.path, "token rotated", None, label=label, role=role)
+        return NewToken(self.name, label, role, value, _write_out(path, value))
+
+    def _local_only(self, what: str) -> None:
+        if self.spec.ray is not None:
+            raise InvalidInputError(
+                f"Cannot {what} on a Ray deployment: its replicas take the owner token when they start and read "
+                "no token file. Serve locally for tokens with roles, or serve again to change the token."
+            )
+
+
+def _free_label(role: str, entries: list[TokenEntry]) -> str:
+    taken = {e.label for e in entries}
+    return next(f"{role}-{n}" for n in range(1, MAX_TOKENS + 2) if f"{role}-{n}" not in taken)
+
+
+def _check_label(label: str, entries: list[TokenEntry]) -> None:
+    if not LABEL.fullmatch(label) or label == OWNER:
+        raise InvalidInputError(
+            f"Invalid token label {label!r}: use up to 64 letters, digits, '.', '_' or '-' (and not 'owner')."
+        )
+    if any(e.label == label for e in entries):
+        raise InvalidInputError(f"A token labelled {label!r} exists: revoke or rotate it, or choose another label.")
+
+
+def _save(folder: Path, entries: list[TokenEntry]) -> None:
+    write_atomic(folder / "tokens.json", entries_text(entries), private=True)
+
+
+def _out_path(out: str | Path | None) -> Path | None:
+    """Where a new token's value goes, checked before the token exists (a value written nowhere
+    would be a token nobody has)."""
+    if out is None:
+        return None
+    path = Path(out).expanduser().absolute()
+    if path.is_dir():
+        raise InvalidInputError(f"Invalid --out {str(out)!r}: it is a folder; name a file.")
+    if not path.parent.is_dir():
+        raise InvalidInputError(f"Invalid --out {str(out)!r}: the folder {path.parent} does not exist.")
+    return path
+
+
+def _write_out(path: Path | None, value: str) -> str | None:
+    if path is None:
+        return None
+    write_atomic(path, value + "\n", private=True)
+    return str(path)

@@ -1,0 +1,81 @@
+"""The tokens one server accepts, read again from the deployment folder when they change.
+
+>>> book = TokenBook(folder=None, owner="s3cret")
+>>> book.identify("s3cret")
+('owner', 'admin')
+>>> book.identify("guess") is None
+True
+
+A request presents a token; its SHA-256 names the token's label and role. The files are
+looked at (one ``stat`` each) at most every :data:`RECHECK_S` seconds, so a token revoked
+or rotated by the kernel is refused well within a second, without a restart. A file that
+cannot be read keeps the tokens read last and says so in ``server.log``: a half-written
+or damaged file must neither lock every client out nor let anyone in.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from nbdeploy.tokens import OWNER, TOKENS_FILE, read_entries, token_hash
+
+__all__ = ["RECHECK_S", "TokenBook"]
+
+RECHECK_S = 0.25
+
+
+class TokenBook:
+    """Hash -> (label, role) of the owner token and of ``tokens.json``'s."""
+
+    def __init__(self, folder: Path | None, owner: str | None) -> None:
+        self.folder = folder
+        self._owner = owner
+        self._known: dict[str, tuple[str, str]] = {}
+        self._stamp: tuple[object, ...] | None = None
+        self._checked = 0.0
+        self._load(force=True)
+
+    def identify(self, value: str) -> tuple[str, str] | None:
+        """``(label, role)`` of the token ``value``, or ``None`` for a token not known."""
+        now = time.monotonic()
+        if self.folder is not None and now - self._checked >= RECHECK_S:
+            self._checked = now
+            self._load()
+        return self._known.get(token_hash(value))
+
+    @property
+    def count(self) -> int:
+        return len(self._known)
+
+    def _files(self) -> tuple[Path, Path]:
+        assert self.folder is not None
+        return self.folder / "token", self.folder / TOKENS_FILE
+
+    def _load(self, force: bool = False) -> None:
+        if self.folder is None:
+            self._known = {token_hash(self._owner): (OWNER, "admin")} if self._owner else {}
+            return
+        stamp = tuple(_stat(path) for path in self._files())
+        if stamp == self._stamp and not force:
+            return
+        owner_file, _ = self._files()
+        try:
+            owner = owner_file.read_text().strip() if owner_file.exists() else self._owner
+            known = {e.sha256: (e.label, e.role) for e in read_entries(self.folder)}
+        except (OSError, ValueError) as exc:
+            self._stamp = stamp  # said once per change of the files, not per request
+            print(f"tokens: kept the tokens read before: {exc}", flush=True)
+            return
+        if owner:
+            known[token_hash(owner)] = (OWNER, "admin")
+        self._known, self._stamp = known, stamp
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size

@@ -1,0 +1,101 @@
+"""Bearer tokens with roles: what each role may call, and how tokens are kept on disk.
+
+A deployment folder holds two token files, both owner-only:
+
+- ``token``: the *owner* token, in clear. It is the kernel's own credential (the
+  notebook, the CLI and the retraining job call the server with it), role ``admin``.
+- ``tokens.json``: the tokens handed to other systems, each with a label and a role,
+  kept as SHA-256 hashes only. A token is 32 random bytes, so a fast hash is enough: there
+  is no password to guess from it, and the server can check one per request.
+
+The server reads both files again when either changes (``serving/tokens.py``), so a token
+added, revoked or rotated takes effect without a restart.
+
+>>> ROLES["observe"] >= ROLES["predict"]
+True
+>>> holds("feedback", "predict")
+False
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["OWNER", "ROLES", "TOKENS_FILE", "TokenEntry", "holds", "new_value", "read_entries", "token_hash"]
+
+TOKENS_FILE = "tokens.json"
+OWNER = "owner"  # the label of the ``token`` file's token
+LABEL = re.compile(r"^[A-Za-z0-9][\w.\-]{0,63}$")
+
+#: What each role may call besides the public routes (``/ping``, ``/health``, ``/version``):
+#: the set of role names whose routes it reaches.
+ROLES: dict[str, frozenset[str]] = {
+    "predict": frozenset({"predict"}),  # /invocations
+    "observe": frozenset({"predict", "observe"}),  # + /info, /metrics, /monitor, /experiment
+    "feedback": frozenset({"feedback"}),  # /feedback only: a labelling app
+    "admin": frozenset({"predict", "observe", "feedback", "admin"}),  # + /admin/*, token changes
+}
+
+
+def holds(role: str, needed: str) -> bool:
+    """Whether a token of ``role`` may call a route that needs ``needed``."""
+    return needed in ROLES.get(role, frozenset())
+
+
+def new_value() -> str:
+    """A fresh token: 32 random bytes, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def token_hash(value: str) -> str:
+    return hashlib.sha256(value.strip().encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenEntry:
+    """One token of ``tokens.json``: never its value."""
+
+    label: str
+    role: str
+    sha256: str
+    created: float
+    rotated: float | None = None
+
+    @classmethod
+    def make(cls, label: str, role: str, value: str) -> TokenEntry:
+        return cls(label=label, role=role, sha256=token_hash(value), created=time.time())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_entries(folder: Path) -> list[TokenEntry]:
+    """The entries of ``folder/tokens.json`` (none when it does not exist). A damaged file is a
+    ``ValueError`` naming it: a server must not guess which tokens a file meant to allow."""
+    path = folder / TOKENS_FILE
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} cannot be read ({type(exc).__name__})") from None
+    try:
+        entries = [TokenEntry(**{k: e[k] for k in ("label", "role", "sha256", "created")}, rotated=e.get("rotated"))
+                   for e in doc["tokens"]]  # fmt: skip
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a token list ({type(exc).__name__})") from None
+    for entry in entries:
+        if entry.role not in ROLES or not isinstance(entry.sha256, str) or len(entry.sha256) != 64:
+            raise ValueError(f"{path} holds a token entry that is not valid (label {entry.label!r})")
+    return entries
+
+
+def entries_text(entries: list[TokenEntry]) -> str:
+    return json.dumps({"tokens": [e.to_dict() for e in entries]}, indent=2)

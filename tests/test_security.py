@@ -1,0 +1,305 @@
+"""HTTPS with a certificate made for the deployment (or the user's own), tokens with roles
+added, revoked and rotated while the server serves, and plain HTTP off loopback only when asked."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import ssl
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+import nbdeploy
+from nbdeploy.deployments import Deployment
+from nbdeploy.deployments.tls import client_context, fingerprint, make_certificate
+from nbdeploy.errors import DeploymentError, InvalidInputError
+from nbdeploy.serving.app import ServerSettings, create_app
+from nbdeploy.serving.loader import load
+from nbdeploy.serving.requestlog import RequestLog, read_records
+from nbdeploy.tokens import TokenEntry, entries_text
+from tests.helpers import eventually, usage_error
+
+ROW: Callable[[Any], dict[str, Any]] = lambda X: {  # noqa: E731
+    "dataframe_split": {"columns": list(X.columns), "data": [X.iloc[0].tolist()]}
+}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# -- each role against each endpoint (in process, the table written out) ---------------------
+
+ROUTES = {  # path: (method, body)
+    "/ping": ("GET", None), "/health": ("GET", None), "/version": ("GET", None),
+    "/invocations": ("POST", "row"), "/info": ("GET", None), "/metrics": ("GET", None),
+    "/monitor": ("GET", None), "/experiment": ("GET", None), "/feedback": ("POST", {"id": "x", "label": 1}),
+    "/admin/reload": ("POST", {}), "/admin/alerts": ("POST", {"rules": []}), "/admin/experiment": ("POST", {}),
+}  # fmt: skip
+PUBLIC = {"/ping", "/health", "/version"}
+ALLOWED = {
+    "predict": PUBLIC | {"/invocations"},
+    "observe": PUBLIC | {"/invocations", "/info", "/metrics", "/monitor", "/experiment"},
+    "feedback": PUBLIC | {"/feedback"},
+    "admin": set(ROUTES),
+}
+NEEDED = {"/invocations": "predict", "/info": "observe", "/metrics": "observe", "/monitor": "observe",
+          "/experiment": "observe", "/feedback": "feedback", "/admin/reload": "admin", "/admin/alerts": "admin",
+          "/admin/experiment": "admin"}  # fmt: skip
+
+
+def test_each_role_against_each_endpoint(tmp_path: Path, cancer: dict[str, Any], model_path: Path) -> None:
+    values = {role: f"{role}-secret-value" for role in ("predict", "observe", "feedback")}
+    entries = [TokenEntry.make(f"{role}-app", role, value) for role, value in values.items()]
+    (tmp_path / "tokens.json").write_text(entries_text(entries))
+    values["admin"] = "the-owner-token"
+    settings = ServerSettings(name="t", ref="t/1", version=1, token=values["admin"], require_token=True,
+                              folder=str(tmp_path))  # fmt: skip
+    log = RequestLog(tmp_path / "requests.jsonl")
+    app = create_app(settings, load(model_path), log)
+    assert {r.path for r in app.routes} == set(ROUTES)  # type: ignore[attr-defined]
+    with TestClient(app) as client:
+        for role, value in values.items():
+            for path, (method, body) in ROUTES.items():
+                payload = ROW(cancer["X_test"]) if body == "row" else body
+                answer = client.request(method, path, json=payload, headers=bearer(value))
+                if path in ALLOWED[role]:
+                    assert answer.status_code not in (401, 403), (role, path, answer.text)
+                else:
+                    assert answer.status_code == 403, (role, path)
+                    label = "owner" if role == "admin" else f"{role}-app"
+                    needed = NEEDED[path]
+                    assert answer.json()["message"] == (
+                        f"This endpoint needs a token with the role {needed!r}; this one ({label!r}) has {role!r}."
+                    )
+    log.close()
+    tokens = {r.get("token") for r in read_records(tmp_path / "requests.jsonl")}
+    assert tokens == {"predict-app", "observe-app", "owner"}  # the label, never the value
+    for value in values.values():
+        assert value not in (tmp_path / "requests.jsonl").read_text()
+
+
+@pytest.fixture(scope="module")
+def model_path(cancer: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import mlflow.models
+    import mlflow.sklearn
+
+    from nbdeploy.model_copy import write_manifest
+
+    path = tmp_path_factory.mktemp("model") / "m"
+    sig = mlflow.models.infer_signature(cancer["X_train"], cancer["model"].predict(cancer["X_train"]))
+    mlflow.sklearn.save_model(cancer["model"], path, signature=sig, serialization_format="cloudpickle")
+    write_manifest(path, {"uri": "test"})
+    return path
+
+
+# -- HTTPS ------------------------------------------------------------------------------------
+
+
+def _served_fingerprint(url: str) -> str:
+    host, port = url.removeprefix("https://").rsplit(":", 1)
+    der = ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate((host, int(port))))
+    return "SHA-256 " + ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+
+
+def test_https_with_a_made_certificate_verifies_and_another_ca_fails(
+    serving: Callable[..., Any], two_versions: str, name: str, cancer: dict[str, Any], tmp_path: Path
+) -> None:
+    X, model = cancer["X_test"], cancer["model"]
+    d = serving(f"{two_versions}/1", name=name, host="0.0.0.0", tls=True)
+    cert = d.spec.tls_cert
+    assert d.url.startswith("https://127.0.0.1:")
+    assert stat.S_IMODE((d.path / "tls" / "key.pem").stat().st_mode) == 0o600
+    status = d.status()
+    assert status.transport == f"HTTPS, certificate {fingerprint(cert)}"
+    assert fingerprint(cert) == _served_fingerprint(d.url)  # what status shows is what the server presents
+    assert fingerprint(cert) in repr(status) and fingerprint(cert) in status._repr_html_()
+    # a real HTTPS client that trusts the certificate predicts (off loopback: with the token)
+    ok = httpx.post(d.url + "/invocations", json=ROW(X), headers=bearer(d.token), verify=client_context(cert))
+    assert ok.status_code == 200 and ok.json()["predictions"] == model.predict(X.head(1)).tolist()
+    assert (d.predict(X.head(5)) == model.predict(X.head(5))).all()  # the kernel verifies it too
+    # a client trusting another CA (another deployment's certificate), or only the system's, fails the handshake
+    other, _ = make_certificate(tmp_path, "127.0.0.1")
+    for verify in (client_context(other), True):
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(d.url + "/ping", verify=verify)
+    with pytest.raises(httpx.HTTPError):  # plain HTTP to the HTTPS port gets no answer
+        httpx.get(d.url.replace("https://", "http://") + "/ping", timeout=5)
+    if shutil.which("curl"):  # another client, another TLS stack: curl with the certificate as its CA
+        out = subprocess.run(["curl", "-sS", "--cacert", cert, d.url + "/ping"], capture_output=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+
+
+def test_https_with_the_users_own_certificate(
+    serving: Callable[..., Any], two_versions: str, name: str, cancer: dict[str, Any], tmp_path: Path
+) -> None:
+    cert, key = make_certificate(tmp_path, "127.0.0.1")
+    d = serving(f"{two_versions}/1", name=name, tls_cert=cert, tls_key=key)
+    assert d.url.startswith("https://127.0.0.1:") and not (d.path / "tls").exists()
+    assert _served_fingerprint(d.url) == fingerprint(cert)
+    assert d.status().transport == f"HTTPS, certificate {fingerprint(cert)}"
+    X = cancer["X_test"].head(3)
+    assert (d.predict(X) == cancer["model"].predict(X)).all()
+
+
+def test_transport_options_that_cannot_be_are_one_sentence(
+    ip: Any, two_versions: str, name: str, tmp_path: Path
+) -> None:
+    cert, key = make_certificate(tmp_path, "127.0.0.1")
+    (other := tmp_path / "other").mkdir()
+    _, other_key = make_certificate(other, "127.0.0.1")
+    ref = f"{two_versions}/1"
+    cases = {
+        f"serve {ref} --name {name} --host 0.0.0.0": "Serving on 0.0.0.0 sends tokens and rows in clear text to the "
+        "network: add --tls (a certificate is made for the deployment), or --insecure-http to accept that (behind a "
+        "TLS proxy, for example).",
+        f"serve {ref} --name {name} --tls --insecure-http": "Choose --tls or --insecure-http, not both.",
+        f"serve {ref} --name {name} --tls-cert {cert}": "Give --tls-cert and --tls-key together: the certificate "
+        "and its private key.",
+        f"serve {ref} --name {name} --tls-cert {tmp_path}/none.pem --tls-key {key}": f"Invalid --tls-cert: "
+        f"{tmp_path}/none.pem is not a file.",
+        f"serve {ref} --name {name} --tls-cert {cert} --tls-key {other_key}": "--tls-cert and --tls-key do not load "
+        "as a PEM certificate and its private key",
+        f"serve {ref} --name {name} --tls-cert {key} --tls-key {key}": "--tls-cert and --tls-key do not load",
+        f"serve {ref} --name {name} --tls --target ray": "--tls is not available with --target ray: Ray's HTTP "
+        "proxy is shared by every application of the cluster",
+    }  # fmt: skip
+    for line, message in cases.items():
+        assert usage_error(ip, line).startswith(message), line
+    assert not (nbdeploy.config.home() / name / "spec.json").exists()  # nothing was started
+
+
+# -- tokens added, revoked and rotated while serving ------------------------------------------
+
+
+def _hammer(url: str, token: str, X: Any, stop: threading.Event, seen: list[int]) -> None:
+    with httpx.Client(headers=bearer(token), timeout=30) as client:
+        while not stop.is_set():
+            seen.append(client.post(url + "/invocations", json=ROW(X)).status_code)
+
+
+def test_revoked_and_rotated_tokens_are_refused_within_a_second_without_a_restart(
+    serving: Callable[..., Any], two_versions: str, name: str, cancer: dict[str, Any]
+) -> None:
+    X = cancer["X_test"]
+    d = serving(f"{two_versions}/1", name=name, token="owner-token-given-by-hand")  # a token: required on loopback
+    pid = d.pid
+    steady, leaving, rotating = (d.add_token("predict", label=label) for label in ("steady", "leaving", "rotating"))
+    assert [e.label for e in d.tokens().entries] == ["steady", "leaving", "rotating"]
+
+    def answers(token: str) -> int:
+        return httpx.post(d.url + "/invocations", json=ROW(X), headers=bearer(token)).status_code
+
+    assert eventually(lambda: answers(leaving.value), lambda s: s == 200, timeout=5) == 200
+    stop, seen = threading.Event(), []  # type: ignore[var-annotated]
+    client = threading.Thread(target=_hammer, args=(d.url, steady.value, X, stop, seen))
+    client.start()
+    try:
+        time.sleep(0.3)
+        d.revoke_token("leaving")
+        rotated = d.rotate_token("rotating")
+        d.rotate_token("owner")
+        time.sleep(1.0)  # the bound: a second after the change, the old values are refused
+        assert answers(leaving.value) == 403 and answers(rotating.value) == 403
+        assert answers("owner-token-given-by-hand") == 403
+        assert answers(rotated.value) == 200
+        assert (d.predict(X.head(2)) == cancer["model"].predict(X.head(2))).all()  # the kernel: the new owner value
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        client.join()
+    assert d.pid == pid  # no restart
+    assert len(seen) > 10 and set(seen) == {200}  # the valid client lost nothing meanwhile
+    logged = {r.get("token") for r in read_records(d.path / "requests.jsonl")}
+    assert {"steady", "leaving", "rotating"} <= logged
+    for made in (steady, leaving, rotating, rotated):  # values nowhere under the deployment folder
+        for file in d.path.rglob("*"):
+            if file.is_file():
+                assert made.value.encode() not in file.read_bytes(), file
+    kinds = [e["event"] for e in map(json.loads, (d.path / "events.jsonl").read_text().splitlines())]
+    assert kinds.count("token added") == 3 and "token revoked" in kinds and kinds.count("token rotated") == 2
+
+
+def test_a_damaged_token_file_keeps_the_tokens_read_before(
+    serving: Callable[..., Any], two_versions: str, name: str, cancer: dict[str, Any]
+) -> None:
+    X = cancer["X_test"]
+    d = serving(f"{two_versions}/1", name=name, token="owner-token-given-by-hand")
+    app = d.add_token("observe", label="dash")
+    info = lambda: httpx.get(d.url + "/info", headers=bearer(app.value)).status_code  # noqa: E731
+    assert eventually(info, lambda s: s == 200, timeout=5) == 200  # the server has read it
+    (d.path / "tokens.json").write_text('{"tokens": [{"label": "x", "role": "root", "sha256": "00"}')
+    time.sleep(1.0)
+    assert info() == 200  # neither locked out
+    assert httpx.get(d.url + "/info", headers=bearer("guess")).status_code == 403  # nor let in
+    assert eventually(lambda: d.logs(), lambda log: "tokens: kept the tokens read before" in log)
+    with pytest.raises(DeploymentError, match=r"The tokens of '.*' cannot be read: .*tokens.json cannot be read"):
+        d.add_token("predict")
+    (d.path / "tokens.json").write_text(json.dumps({"tokens": [{"label": "x", "role": "root", "sha256": "0" * 64,
+                                                                "created": 1}]}))  # fmt: skip
+    with pytest.raises(DeploymentError, match="holds a token entry that is not valid"):
+        d.tokens()
+    assert (d.predict(X.head(2)) == cancer["model"].predict(X.head(2))).all()
+
+
+def test_token_options_hostile_and_wrong_are_one_sentence(ip: Any, dep: Any, tmp_path: Path) -> None:
+    ip.run_line_magic("deploy", f"token {dep.name} --add predict --label app")
+    cases = {
+        f"token {dep.name} --add root": "%deploy token: argument --add: invalid choice: 'root'",
+        f"token {dep.name} --add predict --label ../x": "Invalid token label '../x': use up to 64 letters",
+        f"token {dep.name} --add predict --label owner": "Invalid token label 'owner'",
+        f"token {dep.name} --add predict --label {'x' * 65}": "Invalid token label",
+        f"token {dep.name} --add predict --label app": "A token labelled 'app' exists: revoke or rotate it",
+        f"token {dep.name} --revoke nobody": f"Deployment {dep.name!r} has no token labelled 'nobody'.",
+        f"token {dep.name} --rotate nobody": f"Deployment {dep.name!r} has no token labelled 'nobody'.",
+        f"token {dep.name} --revoke owner": "The owner token is the kernel's own: rotate it (--rotate owner) instead.",
+        f"token {dep.name} --add predict --out {tmp_path}": f"Invalid --out {str(tmp_path)!r}: it is a folder",
+        f"token {dep.name} --add predict --out {tmp_path}/no/such": "Invalid --out",
+        f"token {dep.name} --add predict --revoke app": "Choose one of --add, --revoke.",
+        f"token {dep.name} --label x": "--label and --out go with --add",
+        "token nothere --list": "No deployment is named 'nothere'",
+    }  # fmt: skip
+    for line, message in cases.items():
+        assert usage_error(ip, line).startswith(message), line
+    assert [e.label for e in dep.tokens().entries] == ["app"]  # nothing half-made
+    # a Ray deployment's replicas read no token file: said before anything changes
+    ray_folder = tmp_path / "on-ray"
+    ray_folder.mkdir()
+    spec = json.loads((dep.path / "spec.json").read_text()) | {"target": "ray", "ray": {"replicas": 2}}
+    (ray_folder / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(InvalidInputError, match="Cannot add a token on a Ray deployment: its replicas take"):
+        Deployment("on-ray", ray_folder).add_token("predict")
+
+
+def test_in_a_notebook_the_value_stays_out_of_the_output_and_the_cli_prints_it(
+    ip: Any, dep: Any, cancer: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    made = ip.run_line_magic("deploy", f"token {dep.name} --add observe --label dash")
+    shown = repr(made) + made._repr_html_() + capsys.readouterr().out
+    assert made.value not in shown and ".value of this object" in shown
+    out = tmp_path / "app.token"
+    ip.run_line_magic("deploy", f"token {dep.name} --add feedback --out {out}")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    listed = ip.run_line_magic("deploy", f"token {dep.name} --list")
+    assert [row[:2] for row in listed.rows()] == [["owner", "admin"], ["dash", "observe"], ["feedback-1", "feedback"]]
+    cli = subprocess.run(["nbdeploy", "token", dep.name, "--add", "predict", "--label", "cli-app"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    label_line, value = cli.stdout.strip().splitlines()
+    assert label_line == f"Token 'cli-app' of {dep.name} (role predict):"
+    # the printed value is a working token: labelled in the request log
+    X = cancer["X_test"]
+    assert httpx.post(dep.url + "/invocations", json=ROW(X), headers=bearer(value)).status_code == 200
+    assert httpx.post(dep.url + "/feedback", json={"id": "x", "label": 1}, headers=bearer(value)).status_code == 403
+    assert eventually(lambda: [r.get("token") for r in read_records(dep.path / "requests.jsonl")],
+                      lambda labels: "cli-app" in labels)  # fmt: skip
