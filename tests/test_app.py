@@ -86,6 +86,7 @@ DECLARED = {
     "/ping": Access.PUBLIC,
     "/health": Access.PUBLIC,
     "/version": Access.PUBLIC,
+    "/openapi.json": Access.PREDICT,
     "/invocations": Access.PREDICT,
     "/info": Access.OBSERVE,
     "/metrics": Access.OBSERVE,

@@ -41,21 +41,21 @@ def bearer(token: str) -> dict[str, str]:
 # -- each role against each endpoint (in process, the table written out) ---------------------
 
 ROUTES = {  # path: (method, body)
-    "/ping": ("GET", None), "/health": ("GET", None), "/version": ("GET", None),
+    "/ping": ("GET", None), "/health": ("GET", None), "/version": ("GET", None), "/openapi.json": ("GET", None),
     "/invocations": ("POST", "row"), "/info": ("GET", None), "/metrics": ("GET", None),
     "/monitor": ("GET", None), "/experiment": ("GET", None), "/feedback": ("POST", {"id": "x", "label": 1}),
     "/admin/reload": ("POST", {}), "/admin/alerts": ("POST", {"rules": []}), "/admin/experiment": ("POST", {}),
 }  # fmt: skip
 PUBLIC = {"/ping", "/health", "/version"}
 ALLOWED = {
-    "predict": PUBLIC | {"/invocations"},
-    "observe": PUBLIC | {"/invocations", "/info", "/metrics", "/monitor", "/experiment"},
+    "predict": PUBLIC | {"/invocations", "/openapi.json"},
+    "observe": PUBLIC | {"/invocations", "/openapi.json", "/info", "/metrics", "/monitor", "/experiment"},
     "feedback": PUBLIC | {"/feedback"},
     "admin": set(ROUTES),
 }
-NEEDED = {"/invocations": "predict", "/info": "observe", "/metrics": "observe", "/monitor": "observe",
-          "/experiment": "observe", "/feedback": "feedback", "/admin/reload": "admin", "/admin/alerts": "admin",
-          "/admin/experiment": "admin"}  # fmt: skip
+NEEDED = {"/invocations": "predict", "/openapi.json": "predict", "/info": "observe", "/metrics": "observe",
+          "/monitor": "observe", "/experiment": "observe", "/feedback": "feedback", "/admin/reload": "admin",
+          "/admin/alerts": "admin", "/admin/experiment": "admin"}  # fmt: skip
 
 
 def test_each_role_against_each_endpoint(tmp_path: Path, cancer: dict[str, Any], model_path: Path) -> None:
@@ -226,7 +226,7 @@ def test_revoked_and_rotated_tokens_are_refused_within_a_second_without_a_restar
         for file in d.path.rglob("*"):
             if file.is_file():
                 assert made.value.encode() not in file.read_bytes(), file
-    kinds = [e["event"] for e in map(json.loads, (d.path / "events.jsonl").read_text().splitlines())]
+    kinds = [e["event"] for e in map(json.loads, (d.path / "audit.jsonl").read_text().splitlines())]
     assert kinds.count("token added") == 3 and "token revoked" in kinds and kinds.count("token rotated") == 2
 
 
@@ -303,3 +303,101 @@ def test_in_a_notebook_the_value_stays_out_of_the_output_and_the_cli_prints_it(
     assert httpx.post(dep.url + "/feedback", json={"id": "x", "label": 1}, headers=bearer(value)).status_code == 403
     assert eventually(lambda: [r.get("token") for r in read_records(dep.path / "requests.jsonl")],
                       lambda labels: "cli-app" in labels)  # fmt: skip
+
+
+# -- the audit trail --------------------------------------------------------------------------
+
+
+def test_the_audit_trail_names_who_changed_what(
+    ip: Any, dep: Any, two_versions: str, cancer: dict[str, Any], tmp_path: Path
+) -> None:
+    from nbdeploy.cards import card
+    from nbdeploy.deployments.events import local_user
+
+    dep.update(f"{two_versions}/2")
+    dep.alerts(["p95_ms>500"])
+    ops = dep.add_token("admin", label="ops")
+    auth = bearer(ops.value)
+    set_alerts = lambda: httpx.post(dep.url + "/admin/alerts", json={"rules": []}, headers=auth)  # noqa: E731
+    assert eventually(lambda: set_alerts().status_code, lambda s: s == 200, timeout=5) == 200
+    bad = httpx.post(dep.url + "/admin/reload", json={"path": "/etc"}, headers=auth)
+    assert bad.status_code == 400  # refused, and still recorded: an attempt is part of the trail
+    dep.rollback()
+    with open(dep.path / "audit.jsonl", "a") as fh:  # a torn line and a foreign one are skipped
+        fh.write('{"ts": "yesterday", "event": "x"}\n{"ts": 1e9, "event": "tor')
+    trail = dep.audit()
+    kinds = [(d["event"], d["by"]) for d in trail.lines]
+    me, by_ops = local_user(), "token ops"
+    assert kinds == [("served", me), ("updated", me), ("alert rules changed", me), ("token added", me),
+                     ("POST /admin/alerts", by_ops), ("POST /admin/reload", by_ops), ("rolled back", me)]  # fmt: skip
+    rows = trail.rows()
+    one, two = f"{two_versions}/1", f"{two_versions}/2"
+    assert rows[1][3] == f"{one} -> {two}" and rows[6][3] == f"{two} -> {one}"
+    assert "after ['p95_ms>500']" in rows[2][4] and rows[5][4] == "status 400"
+    assert ops.value not in repr(trail) + trail._repr_html_()
+    shown = ip.run_line_magic("deploy", f"audit {dep.name} --since 1h")
+    assert [d["event"] for d in shown.lines] == [d["event"] for d in trail.lines]
+    assert usage_error(ip, f"audit {dep.name} --since soon").startswith("Invalid --since 'soon'")
+    cli = subprocess.run(["nbdeploy", "audit", dep.name], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0 and "POST /admin/reload" in cli.stdout and by_ops in cli.stdout, cli.stderr
+    history = repr(card(f"{two_versions}/2", log=False))  # the model card carries who did it
+    assert f"by {me}" in history
+
+
+# -- a door for other systems: /openapi.json and snippets -------------------------------------
+
+
+def test_openapi_validates_and_every_snippet_calls_the_model(
+    ip: Any, serving: Callable[..., Any], two_versions: str, name: str, cancer: dict[str, Any], tmp_path: Path
+) -> None:
+    import pandas as pd
+    from openapi_spec_validator import validate
+
+    owner = "owner-token-given-by-hand"
+    d = serving(f"{two_versions}/1", name=name, tls=True, token=owner)  # the hardest case: HTTPS and a token
+    verify = client_context(d.spec.tls_cert)
+    assert httpx.get(d.url + "/openapi.json", verify=verify).status_code == 401
+    doc = httpx.get(d.url + "/openapi.json", headers=bearer(owner), verify=verify).json()
+    validate(doc)  # OpenAPI 3.0, by openapi-spec-validator
+    body = doc["paths"]["/invocations"]["post"]["requestBody"]["content"]["application/json"]
+    formats = {f["title"]: f for f in body["schema"]["oneOf"]}
+    assert set(formats) == {"dataframe_split", "dataframe_records", "instances", "inputs"}
+    columns = formats["dataframe_split"]["properties"]["dataframe_split"]["properties"]["columns"]["items"]["enum"]
+    assert columns == list(cancer["X_train"].columns)
+    assert formats["instances"]["properties"]["instances"]["items"]["properties"]["mean radius"] == {"type": "number"}
+    methods = formats["inputs"]["properties"]["params"]["properties"]["predict_method"]["enum"]
+    assert "predict_proba" in methods and doc["paths"]["/invocations"]["post"]["security"] == [{"bearer": []}]
+    example = body["example"]["dataframe_split"]  # the model's own input example
+    expected = cancer["model"].predict(pd.DataFrame(example["data"][:1], columns=example["columns"])).tolist()
+    app = d.add_token("predict", label="app", out=tmp_path / "app.token")
+    runs = {
+        "python": lambda code: ["python", str(_write(tmp_path / "call.py", code))],
+        "curl": lambda code: ["bash", "-c", code],
+        "javascript": lambda code: ["node", str(_write(tmp_path / "call.mjs", code))],
+    }
+    for lang, command in runs.items():
+        for token_file in (None, app.written_to):
+            snippet = d.snippet(lang, token_file=token_file)
+            assert owner not in snippet.code and app.value not in snippet.code  # read from its file, never pasted
+            env = {"NODE_EXTRA_CA_CERTS": d.spec.tls_cert, "PATH": "/usr/bin:/bin:" + str(Path(_python()).parent)}
+            out = subprocess.run(command(snippet.code), capture_output=True, text=True, timeout=60, env=env)
+            assert out.returncode == 0, (lang, out.stderr, snippet.code)
+            answer = json.loads(out.stdout.strip())  # curl prints the whole answer, the others its predictions
+            assert (answer["predictions"] if lang == "curl" else answer) == expected, (lang, out.stdout)
+    shown = ip.run_line_magic("deploy", f"snippet {d.name} --lang curl")
+    assert shown._repr_markdown_().startswith("```bash\ncurl -sS") and "--cacert" in shown.code
+    assert usage_error(ip, f"snippet {d.name} --token-file {tmp_path}/none").startswith("Invalid --token-file")
+    cli = subprocess.run(["nbdeploy", "snippet", d.name, "--lang", "python"], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert cli.returncode == 0 and cli.stdout.strip() == d.snippet("python").code
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _python() -> str:
+    import sys
+
+    return sys.executable

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["append_private", "open_log", "open_owned", "write_atomic"]
+__all__ = ["append_private", "open_log", "open_owned", "read_small", "write_atomic"]
 
 
 def write_atomic(path: Path, text: str, *, private: bool = False) -> None:
@@ -62,3 +62,12 @@ def append_private(path: Path, text: str) -> None:
         os.write(fd, text.encode())
     finally:
         os.close(fd)
+
+
+def read_small(path: Path) -> str | None:
+    """A small state file's text (undecodable bytes replaced: damage is judged by the
+    caller), or ``None`` when it is missing, empty or unreadable."""
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace").strip() or None
+    except OSError:
+        return None

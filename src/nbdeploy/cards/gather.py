@@ -105,6 +105,7 @@ def history(mv: Any, created_ts: float) -> list[dict[str, Any]]:
     local = []
     for doc in events.for_model(ref):
         event, detail = _deployment_event(doc, ref)
+        detail += f", by {doc['by']}" if doc.get("by") else ""  # the audit trail's who
         local.append({"ts": doc["ts"], "event": event, "detail": detail, "source": "deployment"})
     seen = {e["event"] for e in local}  # an end this machine's deployment recorded, with its reason
     found += [{**e, "source": "registry"} for e in _experiment_ends(mv.tags) if e["event"] not in seen]

@@ -1,5 +1,6 @@
 """``token``: a deployment's tokens with roles, added, listed, revoked and rotated while it serves
-(:mod:`nbdeploy.deployments.access`)."""
+(:mod:`nbdeploy.deployments.access`); ``audit``: who changed what it serves or allows
+(:mod:`nbdeploy.deployments.audit`); ``snippet``: a working call in curl, Python or JavaScript."""
 
 from __future__ import annotations
 
@@ -38,6 +39,18 @@ def _token(args: argparse.Namespace, ctx: Context) -> Any:
     return made  # in a notebook the value stays out of the output: .value of the result
 
 
+def _snippet(args: argparse.Namespace, ctx: Context) -> Any:
+    from nbdeploy.deployments import get
+
+    return get(args.name).snippet(args.lang, token_file=args.token_file)
+
+
+def _audit(args: argparse.Namespace, ctx: Context) -> Any:
+    from nbdeploy.deployments import get
+
+    return get(args.name).audit(since=args.since)
+
+
 COMMANDS = [
     Command("token", "List, add, revoke or rotate a deployment's tokens with roles, while it serves.",
             (arg("name", metavar="NAME", help="deployment name"),
@@ -48,4 +61,13 @@ COMMANDS = [
              arg("--revoke", metavar="LABEL", help="remove the token with this label"),
              arg("--rotate", metavar="LABEL", help="give this label's token a new value ('owner': the kernel's)")),
             _token),
+    Command("audit", "Show who changed what a deployment serves or allows, and when (its audit trail).",
+            (arg("name", metavar="NAME", help="deployment name"),
+             arg("--since", metavar="AGE", help="only the last AGE, e.g. 1d (default: all)")), _audit),
+    Command("snippet", "Print a working call to a deployment (curl, Python or JavaScript) with an example row.",
+            (arg("name", metavar="NAME", help="deployment name"),
+             arg("--lang", choices=("curl", "python", "javascript"), default="python",
+                 help="the language (default python: the standard library only)"),
+             arg("--token-file", metavar="FILE",
+                 help="the token file the call reads (default: the owner's, when a token is needed)")), _snippet),
 ]  # fmt: skip

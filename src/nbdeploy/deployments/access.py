@@ -7,7 +7,7 @@
 ``tokens.json`` keeps each token's label, role and SHA-256 (see :mod:`nbdeploy.tokens`); a
 new token's value exists only in what :meth:`add_token` returns (and the file named by
 ``out``). The running server reads the files again within a second. Every change is a line
-in ``events.jsonl`` naming the label, never the value.
+in the audit trail (``audit.jsonl``) naming the label, never the value.
 """
 
 from __future__ import annotations

@@ -16,7 +16,9 @@ beside it.
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +30,8 @@ from nbdeploy.model_entry import ModelEntry
 
 __all__ = ["EVENTS", "for_model", "read", "record", "record_stop"]
 
-EVENTS = "events.jsonl"
+EVENTS = "audit.jsonl"  # the audit trail: the kernel's lines, and the server's (serving/audit.py)
+LEGACY_EVENTS = "events.jsonl"  # what folders of earlier versions hold; read, never written
 EXPERIMENT_ENDS = "experiments.jsonl"  # written by the server (serving.experiment_book)
 
 
@@ -40,7 +43,8 @@ def record(folder: Path, event: str, entry: ModelEntry | None = None, *, previou
            **fields: Any) -> None:  # fmt: skip
     """Append one event. A history line that cannot be written (a full disk) is said on
     stderr and never fails what it records: the change itself happened."""
-    doc = {"ts": time.time(), "event": event, "deployment": folder.name, "model": _label(entry), **fields}
+    doc = {"ts": time.time(), "event": event, "deployment": folder.name, "by": local_user(), "model": _label(entry),
+           **fields}  # fmt: skip
     if previous is not None:
         doc["previous"] = _label(previous)
     try:
@@ -49,11 +53,25 @@ def record(folder: Path, event: str, entry: ModelEntry | None = None, *, previou
         print(f"nbdeploy: the {event!r} event of {folder.name} was not recorded in {EVENTS}: {exc}", file=sys.stderr)
 
 
+def local_user() -> str:
+    """Who acts, as the operating system names them (``uid N`` when it has no name)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid without a passwd entry (containers)
+        return f"uid {os.getuid()}"
+
+
+def trail(folder: Path) -> list[dict[str, Any]]:
+    """The folder's audit trail, oldest first: ``events.jsonl`` of earlier versions, then
+    ``audit.jsonl``."""
+    return sorted(read(folder / LEGACY_EVENTS) + read(folder / EVENTS), key=lambda d: d["ts"])
+
+
 def record_stop(deployment: Any) -> None:
     """``stopped``, naming the version served when the spec can still be read (a damaged spec
     must not keep a server from stopping); not for a server whose start failed (nothing was
     recorded as served since the last stop)."""
-    last = [e.get("event") for e in read(deployment.path / EVENTS)[-1:]]
+    last = [e.get("event") for e in trail(deployment.path)[-1:]]
     if not last or last[0] == "stopped":
         return
     try:
@@ -89,7 +107,7 @@ def for_model(resolved: str, home: Path | None = None) -> list[dict[str, Any]]:
     root = home or config.home()
     found = []
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        for doc in read(folder / EVENTS):
+        for doc in trail(folder):
             named = (doc.get("model"), doc.get("previous"), doc.get("challenger"))
             if isinstance(doc.get("event"), str) and resolved in named:
                 found.append(doc)

@@ -1,8 +1,7 @@
 """The ``Deployment`` handle: one serving process (or Ray application) and its folder.
 
-Any kernel or the CLI adopts a deployment by name (:func:`nbdeploy.get`); everything the
-handle knows it reads from the folder (see :mod:`nbdeploy.deployments`) or asks the server
-over HTTP.
+Any kernel or the CLI adopts a deployment by name (:func:`nbdeploy.get`); the handle reads
+what it knows from the folder (see :mod:`nbdeploy.deployments`) or asks the server.
 
 >>> d = nbdeploy.get("cancer")         # doctest: +SKIP
 >>> d.predict(X_test.head())           # doctest: +SKIP
@@ -18,11 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nbdeploy._files import read_small
 from nbdeploy.deployments import events, http, models, processes, ray_client, tls
 from nbdeploy.deployments.access import TokenKeeping
+from nbdeploy.deployments.audit import Auditing
 from nbdeploy.deployments.experiments import Experiments
 from nbdeploy.deployments.export import Exporting
 from nbdeploy.deployments.retrain_files import JobFiles
+from nbdeploy.deployments.snippet import Snippets
 from nbdeploy.deployments.views import Status
 from nbdeploy.deployments.watching import Watching
 from nbdeploy.errors import DeploymentError
@@ -33,17 +35,8 @@ __all__ = ["Deployment"]
 _TOKEN = re.compile(r"[!-~]{1,1024}")  # what an HTTP header can carry: visible ASCII
 
 
-def _read(path: Path) -> str | None:
-    """A small state file's text (undecodable bytes replaced: damage is judged by the
-    caller), or ``None`` when it is missing, empty or unreadable."""
-    try:
-        return path.read_bytes().decode("utf-8", errors="replace").strip() or None
-    except OSError:
-        return None
-
-
 @dataclass
-class Deployment(Watching, Experiments, Exporting, TokenKeeping):
+class Deployment(Watching, Experiments, Exporting, TokenKeeping, Auditing, Snippets):
     """A serving process and its folder; any kernel or the CLI can adopt it by name."""
 
     name: str
@@ -61,7 +54,7 @@ class Deployment(Watching, Experiments, Exporting, TokenKeeping):
         """The server's pid: the one in the pid file while that process is this deployment's
         server; else the server found by its identity (a damaged or stale pid file never hides
         a live server); else the recorded pid of a dead server, or ``None``."""
-        text = _read(self.path / "pid")
+        text = read_small(self.path / "pid")
         recorded = int(text) if text and text.isdigit() else None
         if recorded is not None and processes.alive(recorded, str(self.path)):
             return recorded
@@ -69,13 +62,13 @@ class Deployment(Watching, Experiments, Exporting, TokenKeeping):
 
     @property
     def port(self) -> int | None:
-        text = _read(self.path / "port")
+        text = read_small(self.path / "port")
         return int(text) if text and text.isdigit() else None
 
     @property
     def token(self) -> str | None:
         """The bearer token (needed by clients when the server binds a non-loopback address)."""
-        return _read(self.path / "token")
+        return read_small(self.path / "token")
 
     @property
     def target(self) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from nbdeploy.deployments import events
 from nbdeploy.errors import InvalidInputError
 from nbdeploy.spec import DEFAULT_ALERT_K, DeploymentSpec
 
@@ -53,6 +54,10 @@ class HandleParts:
 
     @property
     def spec(self) -> DeploymentSpec:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
         raise NotImplementedError
 
     def _request(self, method: str, route: str, timeout: float = 60, **kw: Any) -> Any:
@@ -99,8 +104,10 @@ class Watching(HandleParts):
         rules += rule_specs([with_baseline(r, spec.current.resolved) for r in add], webhook, k)
         if add or clear:
             result: dict[str, Any] = self._request("POST", "/admin/alerts", json={"rules": rules}).json()
+            before = [r["rule"] for r in spec.alerts]
             spec.alerts = rules
             spec.save(self.path)
+            events.record(self.path, "alert rules changed", None, before=before, after=[r["rule"] for r in rules])
             return result
         alerts: dict[str, Any] = self.snapshot(spec.alert_window)["alerts"]
         return alerts

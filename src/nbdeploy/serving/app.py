@@ -22,6 +22,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 
+from nbdeploy.serving.audit import AdminAudit
 from nbdeploy.serving.auth import Guard
 from nbdeploy.serving.decisions import decision_loop
 from nbdeploy.serving.experiment_routes import prepare
@@ -60,7 +61,8 @@ def create_app(
         except ProtocolError as exc:  # the champion serves on; the log says why the challenger does not
             print(f"the experiment in the spec was not resumed: {exc.message}", flush=True)
     folder = Path(settings.folder) if settings.folder else None  # none on a Ray replica: the owner token only
-    guard = Guard(TokenBook(folder, settings.token), settings.require_token)
+    audit = AdminAudit(folder, settings.name, lambda: server.version)
+    guard = Guard(TokenBook(folder, settings.token), settings.require_token, audit)
     app = Starlette(
         routes=routes(server, monitor or LocalMonitor(server), guard),
         exception_handlers=EXCEPTION_HANDLERS,

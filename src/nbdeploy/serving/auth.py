@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from nbdeploy.serving.audit import AdminAudit
 from nbdeploy.serving.protocol import ProtocolError
 from nbdeploy.serving.responses import json_response
 from nbdeploy.serving.tokens import TokenBook
@@ -52,8 +53,8 @@ class Access(enum.Enum):
 class Guard:
     """The token check of one server."""
 
-    def __init__(self, book: TokenBook, require_token: bool) -> None:
-        self.book, self.require_token = book, require_token
+    def __init__(self, book: TokenBook, require_token: bool, audit: AdminAudit | None = None) -> None:
+        self.book, self.require_token, self.audit = book, require_token, audit
 
     def denied(self, request: Request, access: Access) -> Response | None:
         """401 without a bearer token, 403 with an unknown one or one whose role does not reach
@@ -79,10 +80,23 @@ class Guard:
     def wrap(self, endpoint: Endpoint, access: Access) -> Endpoint:
         """``endpoint`` behind the check for ``access``."""
 
+        audit = self.audit if access is Access.ADMIN else None
+
         @functools.wraps(endpoint)
         async def checked(request: Request) -> Response:
             denied = self.denied(request, access)
-            return denied if denied is not None else await endpoint(request)
+            if denied is not None:
+                return denied
+            if audit is None:
+                return await endpoint(request)
+            before = audit.version()
+            try:
+                response = await endpoint(request)
+            except ProtocolError as exc:  # answered by the app's handler; the attempt is recorded too
+                audit.note(request, exc.status, before)
+                raise
+            audit.note(request, response.status_code, before)
+            return response
 
         return checked
 

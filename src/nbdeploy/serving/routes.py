@@ -28,6 +28,7 @@ from nbdeploy.serving.bodies import parse_body, read_body
 from nbdeploy.serving.experiment_routes import ExperimentRoutes
 from nbdeploy.serving.loader import load
 from nbdeploy.serving.monitor_routes import MonitorBackend, MonitorRoutes
+from nbdeploy.serving.openapi import document, example_body
 from nbdeploy.serving.protocol import ProtocolError, check_method, parse
 from nbdeploy.serving.responses import error_answer, json_response
 from nbdeploy.serving.server import Call, Server
@@ -45,6 +46,7 @@ def routes(server: Server, monitor: MonitorBackend, guard: Guard) -> list[Guarde
         GuardedRoute("/ping", core.ping, public, guard),
         GuardedRoute("/health", core.ping, public, guard),
         GuardedRoute("/version", core.version, public, guard),
+        GuardedRoute("/openapi.json", core.openapi, predict, guard),  # the contract of what a predict token calls
         GuardedRoute("/invocations", core.invocations, predict, guard, post),
         GuardedRoute("/info", core.info, observe, guard),
         GuardedRoute("/metrics", core.metrics, observe, guard),
@@ -125,6 +127,13 @@ class CoreRoutes:
         confidence = getattr(call.predictions, "confidence", None)
         if confidence is not None:  # replayed into the windows after a restart, like the predictions
             record["confidence"] = [round(c, 6) for c in confidence[: settings.log_rows]]
+
+    async def openapi(self, request: Request) -> Response:
+        server = self.server
+        doc = document(self.settings.name, server.schema, server.model.outputs, set(server.model.methods),
+                       require_token=self.settings.require_token, version=server.version,
+                       example=example_body(server.model.path))  # fmt: skip
+        return json_response(doc)
 
     async def info(self, request: Request) -> Response:
         server, settings = self.server, self.settings

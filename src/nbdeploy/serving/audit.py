@@ -1,0 +1,44 @@
+"""The server's lines of a deployment's audit trail (``audit.jsonl``): admin calls made with a
+token other than the owner's.
+
+The kernel records its own actions (it holds the owner token) with what it knows: the user,
+the versions before and after (``deployments/events.py``). An admin call the kernel did not
+make (another system holding an ``admin`` token) is recorded here, by the token's label,
+with the version served before and after the call and the answer's status. Lines are
+appended with one ``write`` to the owner-only file (concurrent writers never interleave).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from starlette.requests import Request
+
+from nbdeploy._files import append_private
+from nbdeploy.tokens import OWNER
+
+__all__ = ["AUDIT", "AdminAudit"]
+
+AUDIT = "audit.jsonl"
+
+
+class AdminAudit:
+    """Appends an admin call to ``folder/audit.jsonl``; ``version`` reads the version served."""
+
+    def __init__(self, folder: Path | None, name: str, version: Callable[[], int | None]) -> None:
+        self.folder, self.name, self.version = folder, name, version
+
+    def note(self, request: Request, status: int, before: int | None) -> None:
+        label = getattr(request.state, "token_label", None)
+        if self.folder is None or label in (None, OWNER):
+            return
+        doc = {"ts": time.time(), "event": f"{request.method} {request.url.path}", "deployment": self.name,
+               "by": f"token {label}", "status": status, "version_before": before,
+               "version_after": self.version()}  # fmt: skip
+        try:
+            append_private(self.folder / AUDIT, json.dumps(doc) + "\n")
+        except OSError as exc:  # the call happened; a full disk must not turn it into an error
+            print(f"audit: an admin call was not recorded: {exc}", flush=True)
