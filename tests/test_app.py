@@ -94,6 +94,7 @@ DECLARED = {
     "/feedback": Access.FEEDBACK,
     "/admin/reload": Access.ADMIN,
     "/admin/alerts": Access.ADMIN,
+    "/admin/forget": Access.ADMIN,
     "/experiment": Access.OBSERVE,
     "/admin/experiment": Access.ADMIN,
 }

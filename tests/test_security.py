@@ -21,6 +21,7 @@ from starlette.testclient import TestClient
 
 import nbdeploy
 from nbdeploy.deployments import Deployment
+from nbdeploy.deployments.events import local_user
 from nbdeploy.deployments.tls import client_context, fingerprint, make_certificate
 from nbdeploy.errors import DeploymentError, InvalidInputError
 from nbdeploy.serving.app import ServerSettings, create_app
@@ -45,6 +46,7 @@ ROUTES = {  # path: (method, body)
     "/invocations": ("POST", "row"), "/info": ("GET", None), "/metrics": ("GET", None),
     "/monitor": ("GET", None), "/experiment": ("GET", None), "/feedback": ("POST", {"id": "x", "label": 1}),
     "/admin/reload": ("POST", {}), "/admin/alerts": ("POST", {"rules": []}), "/admin/experiment": ("POST", {}),
+    "/admin/forget": ("POST", {"ids": ["nobody"]}),
 }  # fmt: skip
 PUBLIC = {"/ping", "/health", "/version"}
 ALLOWED = {
@@ -55,7 +57,7 @@ ALLOWED = {
 }
 NEEDED = {"/invocations": "predict", "/openapi.json": "predict", "/info": "observe", "/metrics": "observe",
           "/monitor": "observe", "/experiment": "observe", "/feedback": "feedback", "/admin/reload": "admin",
-          "/admin/alerts": "admin", "/admin/experiment": "admin"}  # fmt: skip
+          "/admin/alerts": "admin", "/admin/experiment": "admin", "/admin/forget": "admin"}  # fmt: skip
 
 
 def test_each_role_against_each_endpoint(tmp_path: Path, cancer: dict[str, Any], model_path: Path) -> None:
@@ -312,7 +314,6 @@ def test_the_audit_trail_names_who_changed_what(
     ip: Any, dep: Any, two_versions: str, cancer: dict[str, Any], tmp_path: Path
 ) -> None:
     from nbdeploy.cards import card
-    from nbdeploy.deployments.events import local_user
 
     dep.update(f"{two_versions}/2")
     dep.alerts(["p95_ms>500"])
@@ -401,3 +402,159 @@ def _python() -> str:
     import sys
 
     return sys.executable
+
+
+# -- private request logs ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def with_email(cancer: dict[str, Any]) -> str:
+    """A model whose input has an ``email`` column (dropped by the pipeline) beside 5 numeric ones."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    numeric = list(cancer["X_train"].columns[:5])
+    X = cancer["X_train"][numeric].assign(email=[f"trainee{i}@example.org" for i in range(len(cancer["X_train"]))])
+    model = make_pipeline(ColumnTransformer([("num", "passthrough", numeric)]), LogisticRegression(max_iter=2000))
+    model.fit(X, cancer["y_train"])
+    nbdeploy.register(model, "with-email", X, cancer["y_train"])
+    return "with-email"
+
+
+def _rows_with_secrets(cancer: dict[str, Any], n: int) -> Any:
+    """Served rows unlike any training row: numbers with a tail of their own, emails of nobody."""
+    X = cancer["X_test"][list(cancer["X_test"].columns[:5])].head(n) + 0.000123457
+    return X.assign(email=[f"secret-person-{i}@private.example" for i in range(n)])
+
+
+def test_hashed_and_redacted_inputs_never_reach_the_disk_and_drift_still_reports(
+    serving: Callable[..., Any], with_email: str, name: str, cancer: dict[str, Any]
+) -> None:
+    d = serving(f"{with_email}/1", name=name, log_inputs="hashed", redact=["email"])
+    assert stat.S_IMODE((d.path / "log.key").stat().st_mode) == 0o600
+    X = _rows_with_secrets(cancer, 120)
+    ids = [d.predict(X.iloc[i : i + 3], with_id=True)[1] for i in range(0, 120, 3)]
+    d.feedback(ids, [[0, 1, 0]] * len(ids))
+    drift = eventually(lambda: d.snapshot()["windows"]["1m"]["drift"],
+                       lambda rows: any(r["psi"] is not None for r in rows))  # fmt: skip
+    reported = {r["name"] for r in drift if r["psi"] is not None}
+    assert set(X.columns[:5]) <= reported  # drift reports on the numeric columns, from memory
+    records = read_records(d.path / "requests.jsonl")
+    assert len(records) == 40 and all(r["inputs_private"] == "hashed" for r in records)
+    assert all(str(v).startswith("h:") for r in records for row in r["inputs"] for v in row)
+    raw = [*X["email"], *(json.dumps(float(v)) for v in X.iloc[:, :5].to_numpy().ravel())]
+    for file in d.path.rglob("*"):  # no raw value of any served row anywhere under the folder
+        if file.is_file():
+            content = file.read_bytes()
+            leaked = [v for v in raw if v.encode() in content]
+            assert not leaked, (file, leaked[:3])
+    # equal values hash alike: forget --where finds a person by the keyed hash of their email
+    gone = d.forget(where=f"email == '{X['email'].iloc[4]}'")
+    assert gone == {"ids": 1, "removed": {"requests": 1, "feedback": 1}}
+    assert ids[1] not in {r["id"] for r in read_records(d.path / "requests.jsonl")}
+    # a restart rebuilds its windows from the log without reading hashes as numbers
+    d.stop()
+    restarted = nbdeploy.deployments.start(name)
+    assert (restarted.predict(X.head(2)) == restarted.predict(X.head(2))).all()
+    assert restarted.state() == "running" and "Traceback" not in restarted.logs(200)
+
+
+def _shrink_log(d: Any, max_bytes: int) -> Any:
+    """The deployment restarted with a request log that rotates every ``max_bytes``."""
+    d.stop()
+    spec = json.loads((d.path / "spec.json").read_text())
+    (d.path / "spec.json").write_text(json.dumps(spec | {"log_max_bytes": max_bytes}))
+    return nbdeploy.deployments.start(d.name)
+
+
+def test_forget_removes_every_record_of_the_ids_from_every_file_while_serving(
+    serving: Callable[..., Any], two_versions: str, name: str, cancer: dict[str, Any]
+) -> None:
+    X = cancer["X_test"]
+    d = _shrink_log(serving(f"{two_versions}/1", name=name), 15_000)  # rotates every ~25 one-row requests
+    victims = [f"victim-{i}" for i in range(30)]
+    for rid in victims:
+        assert httpx.post(d.url + "/invocations", json=ROW(X), headers={"X-Request-Id": rid}).status_code == 200
+        httpx.post(d.url + "/invocations", json=ROW(X))  # others between them, in every file
+    d.feedback(victims, [1] * 30)
+    stop, answered = threading.Event(), []  # type: ignore[var-annotated]
+
+    def client() -> None:
+        with httpx.Client(timeout=30) as c:
+            while not stop.is_set():  # paced: the log's 6 files hold ~150 requests, rotation must drop none
+                r = c.post(d.url + "/invocations", json=ROW(X))
+                answered.append((r.status_code, r.headers.get("x-request-id")))
+                time.sleep(0.02)
+
+    load = threading.Thread(target=client)
+    load.start()
+    try:
+        time.sleep(0.5)
+        result = d.forget(ids=victims)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        load.join()
+    assert result == {"ids": 30, "removed": {"requests": 30, "feedback": 30}}
+    files = [p for p in d.path.iterdir() if p.name.startswith(("requests.jsonl", "feedback.jsonl"))]
+    assert len([p for p in files if p.name.startswith("requests.jsonl.")]) >= 2  # rotated files were read too
+    for file in files:
+        assert not any(v.encode() in file.read_bytes() for v in victims), file
+    assert answered and {s for s, _ in answered} == {200}  # served throughout
+    assert "nbdeploy_request_log_dropped_records 0.0" in httpx.get(d.url + "/metrics").text
+    logged = {r["id"] for r in read_records(d.path / "requests.jsonl")}
+    assert {rid for _, rid in answered} <= logged  # nothing answered meanwhile was lost
+    forgot = [e for e in d.audit().lines if e["event"] == "forgot"][-1]
+    assert (forgot["ids"], forgot["requests"], forgot["feedback"], forgot["by"]) == (30, 30, 30, local_user())
+    # a stopped deployment's files are filtered by the kernel
+    some = sorted(logged)[:3]
+    d.stop()
+    assert d.forget(ids=some)["removed"]["requests"] == 3
+    assert not set(some) & {r["id"] for r in read_records(d.path / "requests.jsonl")}
+
+
+def test_retention_removes_old_records_and_counts_them(
+    serving: Callable[..., Any], two_versions: str, name: str, cancer: dict[str, Any]
+) -> None:
+    X = cancer["X_test"]
+    d = serving(f"{two_versions}/1", name=name, retention="2s")
+    first = [d.predict(X.head(1), with_id=True)[1] for _ in range(5)]
+    d.feedback(first, [1] * 5)
+    assert eventually(lambda: {r["id"] for r in read_records(d.path / "requests.jsonl")} & set(first),
+                      lambda left: not left, timeout=20) == set()  # fmt: skip
+    assert not list(read_records(d.path / "feedback.jsonl"))
+    later = d.predict(X.head(1), with_id=True)[1]
+    assert later in {r["id"] for r in read_records(d.path / "requests.jsonl")}
+    metrics = httpx.get(d.url + "/metrics").text
+    assert 'nbdeploy_log_records_deleted_total{log="requests",reason="retention"} 5.0' in metrics
+    assert 'nbdeploy_log_records_deleted_total{log="feedback",reason="retention"} 5.0' in metrics
+
+
+def test_privacy_options_and_forget_hostile_and_wrong_are_one_sentence(
+    ip: Any, dep: Any, with_email: str, tmp_path: Path
+) -> None:
+    name = dep.name + "-other"
+    cases = {
+        f"serve {with_email}/1 --name {name} --redact e-mail": f"Invalid --redact 'e-mail': {with_email}/1 takes no "
+        "such column (its columns: mean radius,",
+        f"serve {with_email}/1 --name {name} --retention forever": "Invalid --retention 'forever'",
+        f"serve {with_email}/1 --name {name} --log-inputs some": "%deploy serve: argument --log-inputs: invalid choice",
+        f"serve {with_email}/1 --name {name} --target ray --redact email": "--log-inputs, --redact and --retention "
+        "are not available with --target ray yet",
+        f"forget {dep.name}": "Give --ids or --where (one of them).",
+        f"forget {dep.name} --ids \"['a']\" --where 'x == 1'": "Give --ids or --where (one of them).",
+        f"forget {dep.name} --where 'x > 1'": "Invalid --where 'x > 1': write COLUMN == VALUE",
+        f"forget {dep.name} --where 'x == [1, 2]'": "Invalid --where value '[1, 2]': give one string, number",
+        f"forget {dep.name} --ids list(range(100001))": "Give at most 100,000 ids per call",
+    }  # fmt: skip
+    for line, message in cases.items():
+        assert usage_error(ip, line).startswith(message), line
+    auth = bearer(dep.token)
+    for body, message in (({"ids": "r1"}, "The field 'ids' must be a list"), ({}, "The body must be JSON with 'ids'"),
+                          ({"where": {"column": "x"}}, "The field 'where' must be"),
+                          ({"ids": [{"deep": [[[]]]}]}, "The field 'ids' must be a list")):  # fmt: skip
+        answer = httpx.post(dep.url + "/admin/forget", json=body, headers=auth)
+        assert answer.status_code == 400 and answer.json()["message"].startswith(message), body
+    assert httpx.post(dep.url + "/admin/forget", content=b"[" * 100_000, headers=auth).status_code == 400
+    assert dep.forget(where="`mean radius` == 99999.5") == {"ids": 0, "removed": {"requests": 0, "feedback": 0}}

@@ -113,6 +113,9 @@ class DeploymentSpec(_ReadAsDict):
     alert_interval_s: float = 5.0
     log_rows: int = 100  # rows of inputs and predictions kept per request in the request log
     log_max_bytes: int = 64 << 20  # the request log rotates past this size
+    log_inputs: str = "full"  # what of the inputs reaches the log: full, hashed or none (nbdeploy.privacy)
+    redact: list[str] = field(default_factory=list)  # columns logged as keyed hashes
+    retention_s: float | None = None  # records older than this leave every log
     windows: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WINDOWS))
     history: list[ModelEntry] = field(default_factory=list)
     target: str = "local"
@@ -146,6 +149,10 @@ class DeploymentSpec(_ReadAsDict):
             raise InvalidInputError(f"Invalid alert interval {self.alert_interval_s} s: use a positive number.")
         if not self.windows:
             raise InvalidInputError("Give at least one monitoring window, for example 1m.")
+        if self.log_inputs not in ("full", "hashed", "none"):
+            raise InvalidInputError(f"Invalid --log-inputs {self.log_inputs!r}: use full, hashed or none.")
+        if self.retention_s is not None and not (math.isfinite(self.retention_s) and self.retention_s > 0):
+            raise InvalidInputError(f"Invalid retention {self.retention_s}: use a duration such as 30d.")
         if self.target not in ("local", "ray"):
             raise InvalidInputError(f"Unknown target {self.target!r}: use local or ray.")
         if self.ray is not None:
@@ -216,7 +223,8 @@ class DeploymentSpec(_ReadAsDict):
             log_rows=self.log_rows, monitor=monitor, profile=entry.profile() if monitor else None, task=entry.task,
             alerts=list(self.alerts), windows=dict(self.windows), alert_window=self.alert_window,
             alert_interval_s=self.alert_interval_s, folder=str(folder) if folder else None,
-            experiment=experiment, **overrides,
+            experiment=experiment, log_inputs=self.log_inputs, redact=list(self.redact), retention_s=self.retention_s,
+            **overrides,
         )  # fmt: skip
 
 
@@ -254,3 +262,6 @@ class ServerSettings:
     # replica parses in a thread
     parse_process: bool = True
     experiment: dict[str, Any] | None = None  # ExperimentSpec.to_dict() of the running experiment
+    log_inputs: str = DEFAULTS.log_inputs
+    redact: list[str] = field(default_factory=list)
+    retention_s: float | None = DEFAULTS.retention_s

@@ -1,13 +1,14 @@
 """``token``: a deployment's tokens with roles, added, listed, revoked and rotated while it serves
 (:mod:`nbdeploy.deployments.access`); ``audit``: who changed what it serves or allows
-(:mod:`nbdeploy.deployments.audit`); ``snippet``: a working call in curl, Python or JavaScript."""
+(:mod:`nbdeploy.deployments.audit`); ``snippet``: a working call in curl, Python or JavaScript;
+``forget``: a person's records erased from every log (:mod:`nbdeploy.deployments.forget`)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from nbdeploy.commands.table import CLI, Command, Context, arg
+from nbdeploy.commands.table import CLI, Command, Context, Loads, arg
 from nbdeploy.errors import InvalidInputError
 from nbdeploy.tokens import ROLES
 
@@ -45,6 +46,16 @@ def _snippet(args: argparse.Namespace, ctx: Context) -> Any:
     return get(args.name).snippet(args.lang, token_file=args.token_file)
 
 
+def _forget(args: argparse.Namespace, ctx: Context) -> Any:
+    from nbdeploy.deployments import get
+
+    ids = ctx.load(args.ids, "--ids", Loads.IDS) if args.ids is not None else None
+    result = get(args.name).forget(ids=ids, where=args.where)
+    removed = result["removed"]
+    ctx.say(f"Forgot {result['ids']} request(s): {removed['requests']} record(s) removed from the request log, "
+            f"{removed['feedback']} from the feedback log; the audit trail records it.")  # fmt: skip
+
+
 def _audit(args: argparse.Namespace, ctx: Context) -> Any:
     from nbdeploy.deployments import get
 
@@ -70,4 +81,9 @@ COMMANDS = [
                  help="the language (default python: the standard library only)"),
              arg("--token-file", metavar="FILE",
                  help="the token file the call reads (default: the owner's, when a token is needed)")), _snippet),
+    Command("forget", "Erase the requests with these ids (or a row matching --where) and their labels from every log.",
+            (arg("name", metavar="NAME", help="deployment name"),
+             arg("--ids", metavar="EXPR", loads=Loads.IDS, help="expression for the request ids",
+                 cli_help="a CSV or Parquet file with an 'id' column of request ids (or of that one column)"),
+             arg("--where", metavar="TEXT", help="COLUMN == VALUE: every request with a row where it holds")), _forget),
 ]  # fmt: skip

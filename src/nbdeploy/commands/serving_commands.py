@@ -26,7 +26,8 @@ def _serve(args: argparse.Namespace, ctx: Context) -> Any:
         attach=getattr(args, "attach", False), monitor=not args.no_monitor, alerts=args.alert, webhook=args.webhook,
         alert_k=args.alert_k, windows=args.windows, target=args.target, replicas=args.replicas,
         address=args.address, replica_cpus=args.replica_cpus, tls=args.tls, tls_cert=args.tls_cert,
-        tls_key=args.tls_key, insecure_http=args.insecure_http,
+        tls_key=args.tls_key, insecure_http=args.insecure_http, log_inputs=args.log_inputs, redact=args.redact,
+        retention=args.retention,
     )  # fmt: skip
     notice = dep.token_notice(given=bool(args.token))
     if notice:
@@ -132,6 +133,10 @@ _SERVE_ARGS = (
     arg("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate of your own (with --tls-key)"),
     arg("--tls-key", metavar="PEM", help="the private key of --tls-cert"),
     arg("--insecure-http", action="store_true", help="allow plain HTTP off loopback (tokens and rows in clear text)"),
+    arg("--log-inputs", choices=("full", "hashed", "none"), default=DEFAULTS.log_inputs,
+        help="what of the inputs the request log keeps: the values, keyed hashes, or nothing (default full)"),
+    arg("--redact", action="append", default=[], metavar="COL", help="log this column as a keyed hash (repeatable)"),
+    arg("--retention", metavar="AGE", help="remove logged requests and labels older than AGE, e.g. 30d"),
     arg("--max-batch", type=int, default=DEFAULTS.max_batch, metavar="ROWS",
         help=f"most rows per predict call (default {DEFAULTS.max_batch})"),
     arg("--max-wait-ms", type=number, default=DEFAULTS.max_wait_ms, metavar="MS",

@@ -23,6 +23,7 @@ from nbdeploy.deployments.access import TokenKeeping
 from nbdeploy.deployments.audit import Auditing
 from nbdeploy.deployments.experiments import Experiments
 from nbdeploy.deployments.export import Exporting
+from nbdeploy.deployments.forget import Forgetting
 from nbdeploy.deployments.retrain_files import JobFiles
 from nbdeploy.deployments.snippet import Snippets
 from nbdeploy.deployments.views import Status
@@ -36,7 +37,7 @@ _TOKEN = re.compile(r"[!-~]{1,1024}")  # what an HTTP header can carry: visible 
 
 
 @dataclass
-class Deployment(Watching, Experiments, Exporting, TokenKeeping, Auditing, Snippets):
+class Deployment(Watching, Experiments, Exporting, TokenKeeping, Auditing, Snippets, Forgetting):
     """A serving process and its folder; any kernel or the CLI can adopt it by name."""
 
     name: str

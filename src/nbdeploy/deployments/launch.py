@@ -16,11 +16,12 @@ from collections.abc import Sequence
 
 from nbdeploy import config
 from nbdeploy._files import open_log, write_atomic
-from nbdeploy.deployments import events, http, processes, ray_client
+from nbdeploy.deployments import events, http, processes, ray_client, serve_options
 from nbdeploy.deployments import tls as tls_module
 from nbdeploy.deployments.handle import Deployment
 from nbdeploy.deployments.models import fetch
 from nbdeploy.errors import DeploymentError, InvalidInputError
+from nbdeploy.privacy import LOG_KEY
 from nbdeploy.refs import parse_ref, validate_name
 from nbdeploy.spec import (
     DEFAULT_ALERT_K,
@@ -28,7 +29,6 @@ from nbdeploy.spec import (
     DEFAULTS,
     RAY_DEFAULTS,
     DeploymentSpec,
-    RaySpec,
     parse_windows,
 )
 
@@ -63,23 +63,20 @@ def serve(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     insecure_http: bool = False,
+    log_inputs: str = DEFAULTS.log_inputs,
+    redact: Sequence[str] = (),
+    retention: str | None = None,
 ) -> Deployment:
     """Start a server for ``ref`` in its own process and return when ``/health`` answers.
 
-    ``port=0`` picks a free port. A host other than loopback requires a bearer token
-    (generated when not given). With ``attach=True`` the server ends with this process.
-    ``windows`` are the monitoring windows (``"30s"``, ``"5m"``, ``"1h"``…). ``alerts`` are
-    rules such as ``"p95_ms>50"`` (see :mod:`nbdeploy.monitoring.alerts`), evaluated on the
-    first window every ``alert_interval_s`` seconds, each firing after ``alert_k`` breaching
-    evaluations, posted to ``webhook`` if given.
-
-    ``tls=True`` serves HTTPS with a certificate made for the deployment, ``tls_cert`` and
-    ``tls_key`` with one of the user's own; off loopback, plain HTTP needs ``insecure_http``.
-
-    ``target="ray"`` runs ``replicas`` copies of the same server as a Ray Serve application
-    on the cluster at ``address`` (or ``RAY_ADDRESS``; nbdeploy starts a local cluster when
-    neither is given), behind Ray's HTTP proxy on ``host:port`` (port 8000 by default), each
-    replica reserving ``replica_cpus`` CPUs.
+    ``port=0`` picks a free port; a host other than loopback requires a bearer token
+    (generated when not given) and ``tls`` (a certificate made for the deployment, or
+    ``tls_cert``/``tls_key`` of your own) or ``insecure_http``. ``attach=True`` ends the server
+    with this process. ``alerts`` are rules such as ``"p95_ms>50"`` on the first of ``windows``,
+    firing after ``alert_k`` breaches, posted to ``webhook``. ``log_inputs`` (``full``,
+    ``hashed``, ``none``) and ``redact`` say what of the inputs the request log keeps,
+    ``retention`` (``"30d"``) for how long. ``target="ray"`` runs ``replicas`` copies on the Ray
+    cluster at ``address`` (or ``RAY_ADDRESS``, or one nbdeploy starts) behind Ray's proxy.
 
     >>> d = serve("cancer@champion", port=5050)   # doctest: +SKIP
     >>> d = serve("cancer@champion", target="ray", replicas=2)   # doctest: +SKIP
@@ -96,48 +93,12 @@ def serve(
         alerts=rule_specs(alerts, webhook, alert_k), alert_interval_s=alert_interval_s,
         windows=parse_windows(windows), target=target,
     )  # fmt: skip
-    _set_transport(spec, tls, tls_cert, tls_key, insecure_http)
+    serve_options.set_transport(spec, tls, tls_cert, tls_key, insecure_http)
+    serve_options.set_privacy(spec, log_inputs, redact, retention)
     if target == "ray":
-        spec.ray = _ray_spec(host, port, replicas, replica_cpus, attach)
+        spec.ray = serve_options.ray_spec(host, port, replicas, replica_cpus, attach)
     spec.validate()
     return _launch(spec, ref, token, address, timeout, make_certificate=tls and not tls_cert)
-
-
-def _ray_spec(host: str, port: int, replicas: int, replica_cpus: float, attach: bool) -> RaySpec:
-    ray_client.require_ray()
-    if attach:
-        raise InvalidInputError("--attach ties a local server to this kernel; Ray deployments live on their cluster.")
-    return RaySpec(replicas=replicas, num_cpus=replica_cpus, http_host=host,
-                   http_port=port or RAY_DEFAULTS.http_port, created=time.time())  # fmt: skip
-
-
-def _set_transport(spec: DeploymentSpec, tls: bool, cert: str | None, key: str | None, insecure_http: bool) -> None:
-    """HTTPS with the user's certificate (checked now), or with one made later in the folder
-    (``tls``), or plain HTTP, said in ``status`` when it is off loopback."""
-    spec.insecure_http = _check_transport(spec.host, spec.target, tls or bool(cert or key), insecure_http)
-    if cert or key:
-        if not (cert and key):
-            raise InvalidInputError("Give --tls-cert and --tls-key together: the certificate and its private key.")
-        spec.tls_cert, spec.tls_key = tls_module.check_pair(cert, key)
-
-
-def _check_transport(host: str, target: str, secure: bool, insecure_http: bool) -> bool:
-    """Whether plain HTTP was asked for off loopback; one sentence for a transport that cannot
-    be (TLS on Ray, clear text off loopback without asking)."""
-    if secure and target == "ray":
-        raise InvalidInputError(
-            "--tls is not available with --target ray: Ray's HTTP proxy is shared by every application of the "
-            "cluster and takes its certificate when Ray Serve starts. Serve locally with --tls, or put a "
-            "TLS-terminating proxy in front of Ray's."
-        )
-    if secure and insecure_http:
-        raise InvalidInputError("Choose --tls or --insecure-http, not both.")
-    if not secure and not insecure_http and not config.is_loopback(host):
-        raise InvalidInputError(
-            f"Serving on {host} sends tokens and rows in clear text to the network: add --tls (a certificate is "
-            "made for the deployment), or --insecure-http to accept that (behind a TLS proxy, for example)."
-        )
-    return insecure_http and not config.is_loopback(host)
 
 
 def _launch(spec: DeploymentSpec, ref: str, token: str | None, address: str | None, timeout: float,
@@ -151,6 +112,10 @@ def _launch(spec: DeploymentSpec, ref: str, token: str | None, address: str | No
                 "stop it first or choose another name."
             )
         spec.history = [fetch(ref, folder)]
+        serve_options.check_redacted(spec)
+        if (spec.log_inputs == "hashed" or spec.redact) and not (folder / LOG_KEY).exists():
+            # kept across serves: hashes of one deployment stay comparable (forget --where, counts by value)
+            write_atomic(folder / LOG_KEY, secrets.token_hex(32), private=True)
         write_atomic(folder / "token", token or secrets.token_urlsafe(24), private=True)
         if make_certificate:
             spec.tls_cert, spec.tls_key = tls_module.make_certificate(folder, spec.host)

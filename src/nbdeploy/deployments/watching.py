@@ -60,6 +60,9 @@ class HandleParts:
     def url(self) -> str:
         raise NotImplementedError
 
+    def state(self) -> str:
+        raise NotImplementedError
+
     def _request(self, method: str, route: str, timeout: float = 60, **kw: Any) -> Any:
         raise NotImplementedError
 

@@ -65,12 +65,13 @@ def logged_requests(path: str | Path, since: float) -> Iterator[LoggedRequest]:
 def logged_request(record: dict[str, Any], since: float) -> LoggedRequest | None:
     """One logged record as its observer saw it, or ``None`` for one answered before ``since``
     (or by a shadow, which answered nobody). Inputs are replayed only when the log holds them
-    in signature order: a record with its own ``columns`` came as a table of other columns,
-    and its rows would be misread."""
+    in signature order and in clear: a record with its own ``columns`` came as a table of
+    other columns, and its rows would be misread."""
     r, answered = record, answer_time(record)
     if answered is None or answered < since or r.get("shadow") is True:
         return None
-    inputs = r.get("inputs") if "columns" not in r else None
+    # a record with hashed or no inputs (nbdeploy.privacy) gives no rows to replay drift from
+    inputs = r.get("inputs") if "columns" not in r and not r.get("inputs_private") else None
     return (answered, r.get("latency_ms", 0.0), r.get("status", 0), r.get("id", ""), inputs, r.get("predictions"),
             r.get("confidence"))  # fmt: skip
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy._files import write_atomic
+from nbdeploy.privacy import LOG_KEY, LogPrivacy, read_key
 from nbdeploy.spec import DeploymentSpec
 
 
@@ -99,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     log = RequestLog(folder / "requests.jsonl", max_bytes=spec.log_max_bytes)
     parent = spec.attach_to
     app = create_app(settings, model, log, background=(lambda: _watch_parent(parent)) if parent else None)
+    if spec.log_inputs != "full" or spec.redact:
+        key = read_key(folder)
+        if key is None:
+            print(f"cannot hash the logged inputs: {folder / LOG_KEY} is missing or damaged; serve again",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            return 3
+        server = app.state.server
+        log.privacy = LogPrivacy(spec.log_inputs, spec.redact, key, lambda: server.schema.names)
     _rebuild(app.state.server, folder)
     try:
         sock = _bind(spec.host, spec.port)

@@ -26,6 +26,7 @@ from nbdeploy.serving.audit import AdminAudit
 from nbdeploy.serving.auth import Guard
 from nbdeploy.serving.decisions import decision_loop
 from nbdeploy.serving.experiment_routes import prepare
+from nbdeploy.serving.forgetting import retention_loop
 from nbdeploy.serving.loader import LoadedModel
 from nbdeploy.serving.monitor_routes import LocalMonitor, MonitorBackend, alert_loop, fold_loop
 from nbdeploy.serving.protocol import ProtocolError
@@ -87,6 +88,8 @@ def _lifespan(server: Server, background: Callable[[], Any] | None) -> Callable[
         tasks = [loop.create_task(background())] if background else []
         if settings.reload:  # on Ray the hub decides, over every replica's requests
             tasks.append(loop.create_task(decision_loop(server)))
+        if settings.retention_s:
+            tasks.append(loop.create_task(retention_loop(server, settings.retention_s)))
         if settings.monitor:
             tasks.append(loop.create_task(fold_loop(server.monitor)))
             tasks.append(

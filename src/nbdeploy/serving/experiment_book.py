@@ -118,7 +118,8 @@ class ExperimentBook:
             predictions, rid, latency = r.get("predictions"), str(r.get("id")), r.get("latency_ms")
             failed = status >= 500 or (shadow and status != 200) or str(r.get("error", "")).startswith(MODEL_FAILED)
             latency = float(latency) if isinstance(latency, (int, float)) else math.nan
-            pinned, inputs = r.get("pinned") is True, r.get("inputs")
+            pinned = r.get("pinned") is True
+            inputs = None if r.get("inputs_private") else r.get("inputs")  # hashed values are no rows to compare
             self.observe(variant, status, failed, latency, rid, predictions, shadow, inputs, pinned)
             n += 1
             if self.spec.kind == "shadow" and isinstance(predictions, list):

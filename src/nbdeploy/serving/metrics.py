@@ -61,6 +61,12 @@ class Metrics:
             "Labels deleted by rotation of feedback.jsonl since the server started (the oldest file replaced)",
             registry=self.registry,
         )
+        self.log_deleted = Counter(
+            "nbdeploy_log_records_deleted",
+            "Records taken out of the request and feedback logs: past --retention, or asked to be forgotten",
+            ["log", "reason"],
+            registry=self.registry,
+        )
 
 
 class MonitorCollector(Collector):

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy._files import open_owned
-from nbdeploy.monitoring.replay import read_records
+from nbdeploy.log_files import filter_file, swap_in
+from nbdeploy.monitoring.replay import log_files, read_records
+from nbdeploy.privacy import LogPrivacy
 from nbdeploy.spec import DEFAULTS
 
 __all__ = ["FEEDBACK_BACKUPS", "FEEDBACK_FILE_BYTES", "RequestLog", "apply_labels", "feedback_log", "read_records"]
@@ -40,6 +42,7 @@ class RequestLog:
         self.max_bytes, self.backups = max_bytes, backups
         self._lock = threading.Lock()
         self.dropped = 0  # records deleted by rotation, since this process started
+        self.privacy: LogPrivacy | None = None  # what of the inputs is written (nbdeploy.privacy)
         self._fd = self._open()
         self._size = os.fstat(self._fd).st_size
         if self._size and not self._ends_with_newline():
@@ -61,10 +64,15 @@ class RequestLog:
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record as one line with one system call."""
+        if self.privacy is not None:
+            self.privacy.apply(record)
         self._append((json.dumps(record, separators=(",", ":"), default=str) + "\n").encode())
 
     def append_many(self, records: list[dict[str, Any]]) -> None:
         """Write records as lines with one system call (a crash tears at most the last one)."""
+        if self.privacy is not None:
+            for record in records:
+                self.privacy.apply(record)
         self._append("".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in records).encode())
 
     def _append(self, data: bytes) -> None:
@@ -87,6 +95,33 @@ class RequestLog:
         self.path.replace(self.path.with_name(f"{self.path.name}.1"))
         self._fd = self._open()
         self._size = 0
+
+    def remove(self, keep: Callable[[dict[str, Any]], bool], skip: Callable[[Path], bool] | None = None) -> int:
+        """Take the records ``keep`` rejects out of every file of this log (rotated ones too)
+        while appends go on; the count removed. The filtering is done outside the lock; under
+        it, only what was appended meanwhile is copied and the file swapped. Passes repeat
+        until one removes nothing: a rotation during a pass moves files under its feet. Files
+        for which ``skip`` says so are not read."""
+        removed = 0
+        for _ in range(4):
+            found = sum(self._remove_from(path, keep) for path in log_files(self.path) if not (skip and skip(path)))
+            removed += found
+            if not found:
+                break
+        return removed
+
+    def _remove_from(self, path: Path, keep: Callable[[dict[str, Any]], bool]) -> int:
+        filtered = filter_file(path, keep)
+        if filtered is None:
+            return 0
+        with self._lock:
+            if not swap_in(filtered):
+                return 0  # rotated meanwhile: the next pass filters it where it went
+            if path == self.path:  # the live file is a new one now: append to it
+                os.close(self._fd)
+                self._fd = self._open()
+                self._size = os.fstat(self._fd).st_size
+        return filtered.removed
 
     def close(self) -> None:
         with self._lock:

@@ -22,10 +22,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from nbdeploy.experiment import CHAMPION, VARIANT_HEADER
+from nbdeploy.privacy import LogPrivacy, read_key
 from nbdeploy.serving.auth import Access, Guard, GuardedRoute
 from nbdeploy.serving.batching import PredictError
 from nbdeploy.serving.bodies import parse_body, read_body
 from nbdeploy.serving.experiment_routes import ExperimentRoutes
+from nbdeploy.serving.forgetting import Forgetting
 from nbdeploy.serving.loader import load
 from nbdeploy.serving.monitor_routes import MonitorBackend, MonitorRoutes
 from nbdeploy.serving.openapi import document, example_body
@@ -40,6 +42,8 @@ def routes(server: Server, monitor: MonitorBackend, guard: Guard) -> list[Guarde
     """Every route of the app, each declaring once who may call it."""
     core, mon = CoreRoutes(server, monitor), MonitorRoutes(monitor, server.settings.max_body_bytes)
     exp = ExperimentRoutes(server, monitor)
+    key = read_key(Path(server.settings.folder)) if server.settings.folder else None  # to match hashed values
+    forget = Forgetting(server, LogPrivacy("full", (), key, lambda: server.schema.names))
     public, predict, observe, admin = Access.PUBLIC, Access.PREDICT, Access.OBSERVE, Access.ADMIN
     post = ["POST"]
     return [
@@ -54,6 +58,7 @@ def routes(server: Server, monitor: MonitorBackend, guard: Guard) -> list[Guarde
         GuardedRoute("/feedback", mon.feedback, Access.FEEDBACK, guard, post),
         GuardedRoute("/admin/reload", core.reload, admin, guard, post),
         GuardedRoute("/admin/alerts", mon.set_alerts, admin, guard, post),
+        GuardedRoute("/admin/forget", forget.forget, admin, guard, post),
         GuardedRoute("/experiment", exp.state, observe, guard),
         GuardedRoute("/admin/experiment", exp.change, admin, guard, post),
     ]

@@ -1,0 +1,104 @@
+"""Records taken out of JSON-lines logs in place, while a server may be appending to them.
+
+>>> removed = filter_file(path, keep=lambda record: record.get("id") != "r1")   # doctest: +SKIP
+
+:func:`filter_file` writes the kept lines of a file's first ``size`` bytes to a temporary
+file beside it (the slow part, done without any lock); the caller then swaps it in under
+its own lock, copying over whatever was appended since (:func:`swap_in`). A line that is
+not a JSON object (a torn last line) is kept as it is: only records ``keep`` rejects go.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Filtered", "filter_file", "first_record", "swap_in"]
+
+Keep = Callable[[dict[str, Any]], bool]
+
+
+@dataclass
+class Filtered:
+    """The kept lines of ``path`` up to ``size``, in ``temp``; ``removed`` records left out."""
+
+    path: Path
+    temp: Path
+    size: int
+    inode: int
+    removed: int
+
+    def discard(self) -> None:
+        self.temp.unlink(missing_ok=True)
+
+
+def filter_file(path: Path, keep: Keep) -> Filtered | None:
+    """The kept lines of ``path`` in a temporary file, or ``None`` when nothing goes (or the
+    file is gone)."""
+    try:
+        fh = path.open("rb")
+    except FileNotFoundError:
+        return None
+    removed = 0
+    with fh:
+        st = os.fstat(fh.fileno())
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".forget")
+        with os.fdopen(fd, "wb") as out:
+            size = 0
+            for line in fh:
+                if not line.endswith(b"\n"):  # still being written: left to the swap's copy
+                    break
+                size += len(line)
+                try:
+                    doc = json.loads(line)
+                except ValueError:
+                    doc = None
+                if isinstance(doc, dict) and not keep(doc):
+                    removed += 1
+                    continue
+                out.write(line)
+    filtered = Filtered(path, Path(name), size, st.st_ino, removed)
+    if not removed:
+        filtered.discard()
+        return None
+    return filtered
+
+
+def swap_in(filtered: Filtered) -> bool:
+    """Replace the file by its filtered copy plus what was appended after ``size``; ``False``
+    (nothing changed) when the file was replaced meanwhile (a rotation): filter it again."""
+    try:
+        st = os.stat(filtered.path)
+    except FileNotFoundError:
+        filtered.discard()
+        return False
+    if st.st_ino != filtered.inode:
+        filtered.discard()
+        return False
+    with filtered.path.open("rb") as fh, filtered.temp.open("ab") as out:
+        fh.seek(filtered.size)
+        while block := fh.read(1 << 20):
+            out.write(block)
+    os.chmod(filtered.temp, 0o600)
+    os.replace(filtered.temp, filtered.path)
+    return True
+
+
+def first_record(path: Path) -> dict[str, Any] | None:
+    """The first JSON object of a log file (``None`` when it has none or cannot be read)."""
+    try:
+        with path.open("rb") as fh:
+            for line in fh:
+                try:
+                    doc = json.loads(line)
+                except ValueError:
+                    continue
+                return doc if isinstance(doc, dict) else None
+    except OSError:
+        return None
+    return None
