@@ -429,7 +429,7 @@ def _rows_with_secrets(cancer: dict[str, Any], n: int) -> Any:
 
 
 def test_hashed_and_redacted_inputs_never_reach_the_disk_and_drift_still_reports(
-    serving: Callable[..., Any], with_email: str, name: str, cancer: dict[str, Any]
+    serving: Callable[..., Any], with_email: str, name: str, cancer: dict[str, Any], tmp_path: Path
 ) -> None:
     d = serving(f"{with_email}/1", name=name, log_inputs="hashed", redact=["email"])
     assert stat.S_IMODE((d.path / "log.key").stat().st_mode) == 0o600
@@ -449,6 +449,11 @@ def test_hashed_and_redacted_inputs_never_reach_the_disk_and_drift_still_reports
             content = file.read_bytes()
             leaked = [v for v in raw if v.encode() in content]
             assert not leaked, (file, leaked[:3])
+    import pandas as pd
+
+    exported = pd.read_parquet(d.export(out=tmp_path / "traffic.parquet", labelled=True).path)
+    assert len(exported) == 120 and exported["email"].str.startswith("h:").all()  # the hashes, as text
+    assert exported["mean radius"].str.startswith("h:").all() and exported["label"].notna().all()
     # equal values hash alike: forget --where finds a person by the keyed hash of their email
     gone = d.forget(where=f"email == '{X['email'].iloc[4]}'")
     assert gone == {"ids": 1, "removed": {"requests": 1, "feedback": 1}}

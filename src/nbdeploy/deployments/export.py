@@ -152,7 +152,13 @@ def _features(spec: Any) -> Any:
         raise InvalidInputError(f"{spec.current.ref} has no signature with column names here (its files may be "
                                 "gone): they name the exported columns; serve a version registered with "
                                 "nbdeploy.register.")  # fmt: skip
-    features = Features([str(c["name"]) for c in current], [str(c.get("type", "string")) for c in current])
+    if spec.log_inputs == "none":
+        raise InvalidInputError(f"Deployment {spec.name!r} logs no inputs (--log-inputs none): there are no rows "
+                                "to export.")  # fmt: skip
+    # a hashed column is exported as its keyed hashes, as text (nbdeploy.privacy)
+    hashed = {str(c["name"]) for c in current if spec.log_inputs == "hashed" or c["name"] in spec.redact}
+    kinds = ["string" if c["name"] in hashed else str(c.get("type", "string")) for c in current]
+    features = Features([str(c["name"]) for c in current], kinds)
     entries = [*spec.history] + ([spec.experiment.challenger] if spec.experiment is not None else [])
     for entry in entries:  # the latest entry of a version wins
         inputs = names(entry) if entry.version is not None else None
