@@ -341,8 +341,19 @@ def test_the_audit_trail_names_who_changed_what(
     assert usage_error(ip, f"audit {dep.name} --since soon").startswith("Invalid --since 'soon'")
     cli = subprocess.run(["nbdeploy", "audit", dep.name], capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0 and "POST /admin/reload" in cli.stdout and by_ops in cli.stdout, cli.stderr
-    history = repr(card(f"{two_versions}/2", log=False))  # the model card carries who did it
-    assert f"by {me}" in history
+    history = repr(card(f"{two_versions}/2", log=False))  # the model card carries who did it, once
+    assert f"by {me}" in history and "deployment updated" not in history  # not twice: the trail's line only
+    # and the registry has it, for a team that shares it: tags on the version served
+    from nbdeploy.deployments.events import wait_for_tags
+    from nbdeploy.registry.lookup import resolve
+
+    wait_for_tags()
+    def tags(ref: str) -> set[tuple[str, str]]:  # other tests' deployments tag these versions too
+        return {(k.rsplit(".", 1)[1], v) for k, v in resolve(ref).tags.items() if k.startswith("nbdeploy.event.")}
+
+    assert ("deployment_updated", f"{dep.name} by {me}, replacing {one}") in tags(two)
+    assert ("deployment_rolled_back", f"{dep.name} by {me}, replacing {two}") in tags(one)
+    assert ("deployment_served", f"{dep.name} by {me}") in tags(one)
 
 
 # -- a door for other systems: /openapi.json and snippets -------------------------------------

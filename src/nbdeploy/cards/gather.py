@@ -101,8 +101,11 @@ def history(mv: Any, created_ts: float) -> list[dict[str, Any]]:
 
     ref = f"{mv.name}/{mv.version}"
     found = [{"ts": created_ts, "event": "registered", "detail": f"run {mv.run_id}", "source": "registry"}]
-    found += [{**e, "source": "registry"} for e in version_events(mv.tags)]
-    local = []
+    local, here = [], {doc.get("deployment") for doc in events.for_model(ref)}
+    # a deployment's events are tagged on the version too (for a team's registry): this machine's
+    # are told once, from the deployment's own trail
+    found += [{**e, "source": "registry"} for e in version_events(mv.tags)
+              if not (e["event"].startswith("deployment ") and e["detail"].split(" by ")[0] in here)]  # fmt: skip
     for doc in events.for_model(ref):
         event, detail = _deployment_event(doc, ref)
         detail += f", by {doc['by']}" if doc.get("by") else ""  # the audit trail's who

@@ -16,10 +16,12 @@ beside it.
 
 from __future__ import annotations
 
+import atexit
 import getpass
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -40,9 +42,10 @@ def _label(entry: ModelEntry | None) -> str | None:
 
 
 def record(folder: Path, event: str, entry: ModelEntry | None = None, *, previous: ModelEntry | None = None,
-           **fields: Any) -> None:  # fmt: skip
-    """Append one event. A history line that cannot be written (a full disk) is said on
-    stderr and never fails what it records: the change itself happened."""
+           tag: bool = True, **fields: Any) -> None:  # fmt: skip
+    """Append one event, and tag it on the version ``entry`` (unless ``tag`` is false). A line
+    or tag that cannot be written (a full disk, the store away) is said on stderr and never
+    fails what it records: the change itself happened."""
     doc = {"ts": time.time(), "event": event, "deployment": folder.name, "by": local_user(), "model": _label(entry),
            **fields}  # fmt: skip
     if previous is not None:
@@ -51,6 +54,41 @@ def record(folder: Path, event: str, entry: ModelEntry | None = None, *, previou
         append_private(folder / EVENTS, json.dumps(doc, default=str) + "\n")
     except OSError as exc:
         print(f"nbdeploy: the {event!r} event of {folder.name} was not recorded in {EVENTS}: {exc}", file=sys.stderr)
+    if entry is not None and entry.version is not None and tag:
+        name = (entry.resolved or entry.ref).split("/")[0]
+        detail = f"{folder.name} by {doc['by']}" + (f", replacing {_label(previous)}" if previous is not None else "")
+        _tagging(name, int(entry.version), f"deployment {event}", detail)
+
+
+_pending: list[threading.Thread] = []
+
+
+def _tagging(name: str, version: int, kind: str, detail: str) -> None:
+    """The event as a tag of the version (``deployment_<event>``), so that a team's registry
+    shows where and by whom a version was deployed. In a thread: a rollback must not wait for
+    a tracking server that retries for minutes; a process waits at most 10 s for its tags
+    when it exits."""
+
+    def tag() -> None:
+        from nbdeploy.registry.history import tag_event
+
+        try:
+            tag_event(name, version, kind, detail)
+        except Exception as exc:  # the store away: the local trail has it
+            print(f"nbdeploy: {kind!r} was not tagged on {name}/{version}: {exc}", file=sys.stderr)
+
+    thread = threading.Thread(target=tag, name="nbdeploy-tag", daemon=True)
+    if not _pending:
+        atexit.register(wait_for_tags, 10.0)
+    _pending.append(thread)
+    thread.start()
+
+
+def wait_for_tags(timeout: float = 10.0) -> None:
+    """Wait (up to ``timeout`` seconds in all) for the version tags under way."""
+    deadline = time.monotonic() + timeout
+    while _pending:
+        _pending.pop().join(max(0.0, deadline - time.monotonic()))
 
 
 def local_user() -> str:
@@ -78,7 +116,7 @@ def record_stop(deployment: Any) -> None:
         entry: ModelEntry | None = deployment.spec.current
     except Exception:
         entry = None
-    record(deployment.path, "stopped", entry)
+    record(deployment.path, "stopped", entry, tag=False)  # what stops is the deployment, not a change of version
 
 
 def read(path: Path) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from nbdeploy.registry.versions import ModelVersion
 
-__all__ = ["EVENT_PREFIX", "record_event", "version_events"]
+__all__ = ["EVENT_PREFIX", "record_event", "tag_event", "version_events"]
 
 EVENT_PREFIX = EVENT_TAGS
 _STAMP = "%Y%m%dT%H%M%S.%fZ"
@@ -33,6 +33,17 @@ def record_event(c: MlflowClient, mv: ModelVersion, kind: str, detail: str) -> N
     """Add one event tag to the version (the caller holds ``mlflow_errors``)."""
     stamp = datetime.now(timezone.utc).strftime(_STAMP)
     c.set_model_version_tag(mv.name, str(mv.version), f"{EVENT_PREFIX}{stamp}.{kind.replace(' ', '_')}", detail[:5000])
+
+
+def tag_event(name: str, version: int, kind: str, detail: str) -> None:
+    """:func:`record_event` for a version named by ``name`` and ``version`` (a deployment's
+    audit lines: ``deployment_served``, ``deployment_updated``…)."""
+    from nbdeploy.registry._store import client, mlflow_errors
+
+    stamp = datetime.now(timezone.utc).strftime(_STAMP)
+    with mlflow_errors(f"tagging {name}/{version}"):
+        client().set_model_version_tag(name, str(version), f"{EVENT_PREFIX}{stamp}.{kind.replace(' ', '_')}",
+                                       detail[:5000])  # fmt: skip
 
 
 def version_events(tags: dict[str, str]) -> list[dict[str, Any]]:
