@@ -488,7 +488,11 @@ def test_forget_removes_every_record_of_the_ids_from_every_file_while_serving(
     serving: Callable[..., Any], two_versions: str, name: str, cancer: dict[str, Any]
 ) -> None:
     X = cancer["X_test"]
-    d = _shrink_log(serving(f"{two_versions}/1", name=name), 15_000)  # rotates every ~25 one-row requests
+    served = serving(f"{two_versions}/1", name=name)
+    leftover = served.path / ".requests.jsonl.k1ll3d.forget"  # what a forget killed mid-way leaves
+    leftover.write_text('{"id": "a copy"}\n')
+    d = _shrink_log(served, 15_000)  # rotates every ~25 one-row requests
+    assert not leftover.exists()  # swept when the server starts
     victims = [f"victim-{i}" for i in range(30)]
     for rid in victims:
         assert httpx.post(d.url + "/invocations", json=ROW(X), headers={"X-Request-Id": rid}).status_code == 200
@@ -574,3 +578,19 @@ def test_privacy_options_and_forget_hostile_and_wrong_are_one_sentence(
         assert answer.status_code == 400 and answer.json()["message"].startswith(message), body
     assert httpx.post(dep.url + "/admin/forget", content=b"[" * 100_000, headers=auth).status_code == 400
     assert dep.forget(where="`mean radius` == 99999.5") == {"ids": 0, "removed": {"requests": 0, "feedback": 0}}
+    # a damaged hashing key: the server does not start rather than log in clear
+    private = nbdeploy.serve(f"{with_email}/1", name=name, redact=["email"])
+    private.stop()
+    (private.path / "log.key").write_text("not hex")
+    with pytest.raises(DeploymentError, match=r"cannot hash the logged inputs: .*log\.key is missing or damaged"):
+        nbdeploy.deployments.start(name)
+
+
+def test_a_certificate_gone_is_one_sentence_never_an_unverified_call(
+    serving: Callable[..., Any], two_versions: str, name: str
+) -> None:
+    d = serving(f"{two_versions}/1", name=name, tls=True)
+    Path(d.spec.tls_cert).write_text("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
+    with pytest.raises(DeploymentError, match=r"certificate .* cannot be read .*: nbdeploy does not talk to a"):
+        d.snapshot()
+    assert "certificate" in d.status().transport  # status still answers, saying what it can

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Filtered", "filter_file", "first_record", "swap_in"]
+__all__ = ["Filtered", "filter_file", "first_record", "swap_in", "sweep"]
 
 Keep = Callable[[dict[str, Any]], bool]
 
@@ -102,3 +102,13 @@ def first_record(path: Path) -> dict[str, Any] | None:
     except OSError:
         return None
     return None
+
+
+def sweep(folder: Path) -> int:
+    """Remove the temporary files a filtering killed mid-way left (``.NAME.*.forget``): they
+    hold copies of log records. Call it when no filtering runs (a server starting)."""
+    removed = 0
+    for leftover in folder.glob(".*.forget"):
+        leftover.unlink(missing_ok=True)
+        removed += 1
+    return removed

@@ -22,7 +22,7 @@ from typing import Any
 from nbdeploy.deployments import events, processes
 from nbdeploy.deployments.watching import HandleParts
 from nbdeploy.errors import InvalidInputError
-from nbdeploy.log_files import filter_file, swap_in
+from nbdeploy.log_files import filter_file, swap_in, sweep
 from nbdeploy.model_entry import read_signature
 from nbdeploy.monitoring.replay import log_files, read_records
 from nbdeploy.privacy import LogPrivacy, read_key
@@ -70,6 +70,7 @@ class Forgetting(HandleParts):
             result: dict[str, Any] = self._request("POST", "/admin/forget", json=body, timeout=600).json()
         else:
             with processes.locked(self.path):
+                sweep(self.path)  # no server runs: a leftover is from a forget killed mid-way
                 result = _forget_files(self.path, set(id_list), condition, spec.current.model_path)
         how = {"ids": len(id_list)} if condition is None else {"where_column": condition[0]}
         events.record(self.path, "forgot", None, **how, matched=result["ids"], **result["removed"])

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from nbdeploy._files import write_atomic
 from nbdeploy.config import is_loopback
-from nbdeploy.errors import InvalidInputError
+from nbdeploy.errors import DeploymentError, InvalidInputError
 
 __all__ = ["check_pair", "client_context", "describe", "fingerprint", "make_certificate", "url", "verify"]
 
@@ -130,8 +130,17 @@ def fingerprint(cert: str) -> str:
 
 
 def verify(cert: str | None) -> ssl.SSLContext | bool:
-    """What an HTTP client verifies a deployment's server with (``True``: plain HTTP)."""
-    return client_context(cert) if cert else True
+    """What an HTTP client verifies a deployment's server with (``True``: plain HTTP); a
+    certificate that is gone or damaged is one sentence (never a fallback to no check)."""
+    if not cert:
+        return True
+    try:
+        return client_context(cert)
+    except (OSError, ssl.SSLError) as exc:
+        raise DeploymentError(
+            f"The deployment's certificate {cert} cannot be read ({type(exc).__name__}): nbdeploy does not talk "
+            "to a server it cannot verify; serve it again (with --tls a new certificate is made)."
+        ) from None
 
 
 def client_context(cert: str) -> ssl.SSLContext:

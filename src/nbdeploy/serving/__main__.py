@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy._files import write_atomic
+from nbdeploy.log_files import sweep
 from nbdeploy.privacy import LOG_KEY, LogPrivacy, read_key
 from nbdeploy.spec import DeploymentSpec
 
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = load(spec.current.model_path)
     settings = spec.server_settings(token=token, folder=folder)
+    sweep(folder)  # copies of log records a forget killed mid-way left
     log = RequestLog(folder / "requests.jsonl", max_bytes=spec.log_max_bytes)
     parent = spec.attach_to
     app = create_app(settings, model, log, background=(lambda: _watch_parent(parent)) if parent else None)
