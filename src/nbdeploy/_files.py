@@ -56,10 +56,13 @@ def open_log(path: Path, text: bool = False) -> IO[Any]:
 
 def append_private(path: Path, text: str) -> None:
     """Append ``text`` with one ``write`` to an owner-only file (lines of concurrent writers
-    never interleave: ``O_APPEND`` writes of a few KB land whole)."""
-    fd = open_owned(path)
+    never interleave: ``O_APPEND`` writes of a few KB land whole). After a torn last line (a
+    writer killed mid-way) the text starts on a line of its own, so it is not lost with it."""
+    fd = open_owned(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
     try:
-        os.write(fd, text.encode())
+        size = os.fstat(fd).st_size
+        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+        os.write(fd, (("\n" if torn else "") + text).encode())
     finally:
         os.close(fd)
 

@@ -56,7 +56,7 @@ def filter_file(path: Path, keep: Keep) -> Filtered | None:
                 size += len(line)
                 try:
                     doc = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):  # torn, or nested too deep: kept as it is
                     doc = None
                 if isinstance(doc, dict) and not keep(doc):
                     removed += 1
@@ -77,7 +77,7 @@ def swap_in(filtered: Filtered) -> bool:
     except FileNotFoundError:
         filtered.discard()
         return False
-    if st.st_ino != filtered.inode:
+    if st.st_ino != filtered.inode or not filtered.temp.exists():  # rotated, or the copy swept away
         filtered.discard()
         return False
     with filtered.path.open("rb") as fh, filtered.temp.open("ab") as out:
@@ -96,7 +96,7 @@ def first_record(path: Path) -> dict[str, Any] | None:
             for line in fh:
                 try:
                     doc = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 return doc if isinstance(doc, dict) else None
     except OSError:

@@ -66,21 +66,33 @@ class LogPrivacy:
         return self.mode != "full" or bool(self.redact)
 
     def apply(self, record: dict[str, Any]) -> None:
+        if not self.active:
+            return
+        error = record.get("error")
+        if isinstance(error, str):
+            # the server's sentence is kept; what follows its colon is another's text (the model's
+            # exception, a parser's), which may quote an input value
+            record["error"] = error.split(": ", 1)[0] + (" (the rest is not logged)" if ": " in error else "")
         rows = record.get("inputs")
-        if rows is None or not self.active:
+        if rows is None:
             return
         if self.mode == "none":
             del record["inputs"]
             record["inputs_private"] = "none"
             return
+        key = self.key
+        if self.mode == "hashed":  # every cell, whatever the columns are called
+            record["inputs"] = [[keyed_hash(key, v) for v in row] if isinstance(row, list) else keyed_hash(key, row)
+                                for row in rows]  # fmt: skip
+            record["inputs_private"] = "hashed"
+            return
         columns = record.get("columns") or self.names()
-        hashed = (set(range(len(columns))) if self.mode == "hashed"
-                  else {i for i, c in enumerate(columns) if c in self.redact})  # fmt: skip
+        hashed = {i for i, c in enumerate(columns) if c in self.redact}
         if not hashed:
             return
-        key = self.key
-        record["inputs"] = [[keyed_hash(key, v) if i in hashed else v for i, v in enumerate(row)] for row in rows]
-        record["inputs_private"] = "hashed" if self.mode == "hashed" else "redacted"
+        record["inputs"] = [[keyed_hash(key, v) if i in hashed else v for i, v in enumerate(row)]
+                            if isinstance(row, list) else row for row in rows]  # fmt: skip
+        record["inputs_private"] = "redacted"
 
     def matches(self, record: dict[str, Any], column: str, value: Any) -> bool:
         """Whether a logged record has a row whose ``column`` is ``value`` (compared with its

@@ -89,12 +89,20 @@ def read_entries(folder: Path) -> list[TokenEntry]:
     try:
         entries = [TokenEntry(**{k: e[k] for k in ("label", "role", "sha256", "created")}, rotated=e.get("rotated"))
                    for e in doc["tokens"]]  # fmt: skip
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path} is not a token list ({type(exc).__name__})") from None
     for entry in entries:
-        if entry.role not in ROLES or not isinstance(entry.sha256, str) or len(entry.sha256) != 64:
-            raise ValueError(f"{path} holds a token entry that is not valid (label {entry.label!r})")
+        if not _valid(entry):
+            raise ValueError(f"{path} holds a token entry that is not valid (label {str(entry.label)[:64]!r})")
     return entries
+
+
+def _valid(e: TokenEntry) -> bool:
+    def number(x: object) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool)
+
+    return (isinstance(e.label, str) and isinstance(e.role, str) and e.role in ROLES and isinstance(e.sha256, str)
+            and len(e.sha256) == 64 and number(e.created) and (e.rotated is None or number(e.rotated)))  # fmt: skip
 
 
 def entries_text(entries: list[TokenEntry]) -> str:

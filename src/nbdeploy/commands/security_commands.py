@@ -52,6 +52,9 @@ def _forget(args: argparse.Namespace, ctx: Context) -> Any:
     ids = ctx.load(args.ids, "--ids", Loads.IDS) if args.ids is not None else None
     result = get(args.name).forget(ids=ids, where=args.where)
     removed = result["removed"]
+    if args.where and not result["ids"]:  # a typo in the value matches nothing: said, not silent
+        ctx.say(f"No logged request has a row where {args.where} (check the value's type and quotes; with "
+                "--log-inputs none no value can be found).")  # fmt: skip
     ctx.say(f"Forgot {result['ids']} request(s): {removed['requests']} record(s) removed from the request log, "
             f"{removed['feedback']} from the feedback log; the audit trail records it.")  # fmt: skip
 

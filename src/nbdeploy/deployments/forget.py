@@ -24,25 +24,26 @@ from nbdeploy.deployments.watching import HandleParts
 from nbdeploy.errors import InvalidInputError
 from nbdeploy.log_files import filter_file, swap_in, sweep
 from nbdeploy.model_entry import read_signature
-from nbdeploy.monitoring.replay import log_files, read_records
+from nbdeploy.monitoring.replay import iter_records, log_files
 from nbdeploy.privacy import LogPrivacy, read_key
 
 __all__ = ["Forgetting", "parse_where"]
 
 MAX_IDS = 100_000
+MAX_WHERE = 10_000  # characters: a value sought, not a document
 _WHERE = re.compile(r"^\s*(`[^`]+`|\"[^\"]+\"|'[^']+'|[\w.\-]+)\s*==\s*(.+?)\s*$", re.S)
 
 
 def parse_where(text: str) -> tuple[str, Any]:
     """``("email", "ann@example.org")`` from ``email == 'ann@example.org'``; a column with spaces
     in backticks or quotes; the value a Python literal (a bare word is text)."""
-    m = _WHERE.match(text)
+    m = _WHERE.match(text) if len(text) <= MAX_WHERE else None
     if not m:
         raise InvalidInputError(f"Invalid --where {text!r}: write COLUMN == VALUE, for example \"email == 'a@b.org'\".")
     column = m[1][1:-1] if m[1][0] in "`\"'" else m[1]
     try:
         value = ast.literal_eval(m[2])
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, MemoryError, RecursionError):  # a bare word is text
         value = m[2]
     if not isinstance(value, str | int | float | bool):
         raise InvalidInputError(f"Invalid --where value {m[2]!r}: give one string, number or boolean.")
@@ -57,6 +58,8 @@ class Forgetting(HandleParts):
         file, and their labels; ``{"ids": matched, "removed": {"requests": n, "feedback": m}}``."""
         if (ids is None) == (where is None):
             raise InvalidInputError("Give --ids or --where (one of them).")
+        if isinstance(ids, str | bytes):
+            raise InvalidInputError("Give --ids as a list of request ids, not one string.")
         id_list = [str(i) for i in (ids.tolist() if hasattr(ids, "tolist") else list(ids))] if ids is not None else []
         if len(id_list) > MAX_IDS:
             raise InvalidInputError(f"Give at most {MAX_IDS:,} ids per call ({len(id_list):,} given).")
@@ -65,13 +68,14 @@ class Forgetting(HandleParts):
         if spec.ray is not None:
             raise InvalidInputError("forget is not available on a Ray deployment yet: its replicas keep their request "
                                     "logs on their own machines.")  # fmt: skip
-        if self.state() == "running":
-            body = {"ids": id_list} if condition is None else {"where": {"column": condition[0], "value": condition[1]}}
-            result: dict[str, Any] = self._request("POST", "/admin/forget", json=body, timeout=600).json()
-        else:
-            with processes.locked(self.path):
-                sweep(self.path)  # no server runs: a leftover is from a forget killed mid-way
+        result: dict[str, Any] | None = None
+        with processes.locked(self.path):  # a serve or start holds it until its server answers
+            if self.state() != "running":  # nobody appends: the files are filtered here
+                sweep(self.path)  # a leftover is from a forget killed mid-way
                 result = _forget_files(self.path, set(id_list), condition, spec.current.model_path)
+        if result is None:  # the server appends to its files: it removes the records itself
+            body = {"ids": id_list} if condition is None else {"where": {"column": condition[0], "value": condition[1]}}
+            result = self._request("POST", "/admin/forget", json=body, timeout=600).json()
         how = {"ids": len(id_list)} if condition is None else {"where_column": condition[0]}
         events.record(self.path, "forgot", None, **how, matched=result["ids"], **result["removed"])
         return result
@@ -83,7 +87,7 @@ def _forget_files(folder: Path, ids: set[str], where: tuple[str, Any] | None, mo
         inputs, _ = read_signature(Path(model_path))
         names = tuple(str(c.get("name")) for c in inputs or [])
         matcher = LogPrivacy("full", (), read_key(folder), lambda: names)
-        ids = {str(r.get("id")) for r in read_records(folder / "requests.jsonl") if matcher.matches(r, *where)}
+        ids = {str(r.get("id")) for r in iter_records(folder / "requests.jsonl") if matcher.matches(r, *where)}
     removed = {"requests": 0, "feedback": 0}
     for log in removed if ids else ():
         for path in log_files(folder / f"{log}.jsonl"):

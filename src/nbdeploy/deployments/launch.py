@@ -9,6 +9,7 @@ import atexit
 import contextlib
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -119,6 +120,8 @@ def _launch(spec: DeploymentSpec, ref: str, token: str | None, address: str | No
         write_atomic(folder / "token", token or secrets.token_urlsafe(24), private=True)
         if make_certificate:
             spec.tls_cert, spec.tls_key = tls_module.make_certificate(folder, spec.host)
+        else:  # a key of an earlier serve --tls is no one's now
+            shutil.rmtree(folder / "tls", ignore_errors=True)
         for stale in ("pid", "port", "deployed"):
             with contextlib.suppress(FileNotFoundError):
                 (folder / stale).unlink()

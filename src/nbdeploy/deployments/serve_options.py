@@ -59,7 +59,7 @@ def set_transport(spec: DeploymentSpec, tls: bool, cert: str | None, key: str | 
     if cert or key:
         if not (cert and key):
             raise InvalidInputError("Give --tls-cert and --tls-key together: the certificate and its private key.")
-        spec.tls_cert, spec.tls_key = tls_module.check_pair(cert, key)
+        spec.tls_cert, spec.tls_key = tls_module.check_pair(cert, key, spec.host)
 
 
 def check_transport(host: str, target: str, secure: bool, insecure_http: bool) -> bool:

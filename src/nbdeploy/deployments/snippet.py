@@ -45,9 +45,12 @@ class Snippet:
         return f"```{fence}\n{self.code}\n```"
 
 
-def example_row(model_path: str) -> dict[str, Any]:
-    """A one-row ``dataframe_split`` body: the model's input example, else placeholders."""
+def example_row(model_path: str, private: bool = False) -> dict[str, Any]:
+    """A one-row ``dataframe_split`` body: the model's input example, else (or for a deployment
+    that keeps its inputs private: the example is often a real row) placeholders."""
     try:
+        if private:
+            raise ValueError("placeholders")
         doc = json.loads((Path(model_path) / "serving_input_example.json").read_text())
         split = doc["dataframe_split"]
         return {"dataframe_split": {"columns": list(split["columns"]), "data": [list(split["data"][0])]}}
@@ -109,7 +112,7 @@ class Snippets(HandleParts):
         token = str(Path(token_file).expanduser().absolute()) if token_file else None
         if token is None and spec.require_token:
             token = str(self.path / "token")
-        row = example_row(spec.current.model_path)
+        row = example_row(spec.current.model_path, private=spec.log_inputs != "full" or bool(spec.redact))
         body = repr(row) if lang == "python" else json.dumps(row)
         build = {"curl": _curl, "python": _python, "javascript": _javascript}[lang]
         return Snippet(lang, build(self.url, body, token, spec.tls_cert))

@@ -25,18 +25,56 @@ from nbdeploy._files import write_atomic
 from nbdeploy.config import is_loopback
 from nbdeploy.errors import DeploymentError, InvalidInputError
 
-__all__ = ["check_pair", "client_context", "describe", "fingerprint", "make_certificate", "url", "verify"]
+__all__ = ["cert_names", "check_pair", "client_context", "describe", "fingerprint", "make_certificate", "url", "verify"]
 
 _WILDCARDS = ("0.0.0.0", "::", "")
 
 
 def url(host: str, port: int | None, cert: str | None) -> str:
     """The base URL the kernel reaches a local server at. Over HTTPS a wildcard address is
-    reached at loopback, a name the certificate holds (``0.0.0.0`` is no address to verify)."""
+    reached by a name of this machine the certificate holds (``0.0.0.0`` is no name to verify):
+    loopback, ``localhost`` or the host's name, in that order."""
     if cert and host in _WILDCARDS:
-        host = "::1" if ":" in host else "127.0.0.1"
+        host = _local_name(cert) or "127.0.0.1"
     shown = f"[{host}]" if ":" in host else host
     return f"{'https' if cert else 'http'}://{shown}:{port}"
+
+
+def _local_name(cert: str) -> str | None:
+    try:
+        names = cert_names(cert)
+    except (OSError, ValueError):
+        return None
+    return next((n for n in ("127.0.0.1", "::1", "localhost", socket.getfqdn(), socket.gethostname())
+                 if _covers(names, n)), None)  # fmt: skip
+
+
+def cert_names(cert: str) -> frozenset[str]:
+    """The DNS names and IP addresses a certificate is valid for (its subject alternative names)."""
+    path = Path(cert)
+    return _names_of(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _names_of(cert: str, stamp: int) -> frozenset[str]:
+    from cryptography import x509
+
+    loaded = x509.load_pem_x509_certificate(Path(cert).read_bytes())
+    try:
+        san = loaded.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return frozenset()
+    return frozenset([*san.get_values_for_type(x509.DNSName),
+                      *(str(ip) for ip in san.get_values_for_type(x509.IPAddress))])  # fmt: skip
+
+
+def _covers(names: frozenset[str], host: str) -> bool:
+    """Whether a certificate of ``names`` is valid for ``host`` (a ``*.`` name covers one label)."""
+    host = host.lower().rstrip(".")
+    if host in {n.lower() for n in names}:
+        return True
+    _, _, rest = host.partition(".")
+    return bool(rest) and f"*.{rest}" in {n.lower() for n in names}
 
 
 def describe(host: str, cert: str | None, insecure_http: bool) -> str:
@@ -85,8 +123,13 @@ def make_certificate(folder: Path, host: str) -> tuple[str, str]:
         .add_extension(x509.SubjectAlternativeName([*map(x509.DNSName, dns),
                                                     *(x509.IPAddress(ipaddress.ip_address(i)) for i in ips)]),
                        critical=False)
-        # a self-signed certificate that clients trust directly (as its own anchor)
+        # a self-signed certificate that clients trust directly (as its own anchor); as a CA it could
+        # sign for any name, so its name constraints limit it to its own names (a leaked key then
+        # impersonates nothing but this server)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.NameConstraints(permitted_subtrees=[
+            *map(x509.DNSName, dns),
+            *(x509.IPAddress(ipaddress.ip_network(i)) for i in ips)], excluded_subtrees=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, content_commitment=False,
                                      key_encipherment=False, data_encipherment=False, key_agreement=False,
                                      crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
@@ -104,9 +147,10 @@ def make_certificate(folder: Path, host: str) -> tuple[str, str]:
     return str(tls / "cert.pem"), str(tls / "key.pem")
 
 
-def check_pair(cert: str, key: str) -> tuple[str, str]:
+def check_pair(cert: str, key: str, host: str) -> tuple[str, str]:
     """The absolute paths of a certificate and key of the user's own, once they load together
-    (one sentence otherwise: the server would fail later, with less to say)."""
+    and the certificate names where nbdeploy reaches the server (one sentence otherwise: the
+    server would fail later, with less to say)."""
     paths = [Path(p).expanduser().absolute() for p in (cert, key)]
     for option, path in zip(("--tls-cert", "--tls-key"), paths, strict=True):
         if not path.is_file():
@@ -117,6 +161,13 @@ def check_pair(cert: str, key: str) -> tuple[str, str]:
         raise InvalidInputError(
             f"--tls-cert and --tls-key do not load as a PEM certificate and its private key ({exc.strerror or exc})."
         ) from None
+    reached = _local_name(str(paths[0])) if host in _WILDCARDS else host
+    if reached is None or not _covers(cert_names(str(paths[0])), reached):
+        where = "this machine (127.0.0.1, localhost or its host name)" if host in _WILDCARDS else repr(host)
+        raise InvalidInputError(
+            f"--tls-cert is not valid for {where}, where nbdeploy reaches the server: serve with --host set to a "
+            "name the certificate holds, or add that name to the certificate."
+        )
     return str(paths[0]), str(paths[1])
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "LoggedRequest", "answer_time", "log_files", "logged_feedback", "logged_request", "logged_requests", "read_records",
+    "LoggedRequest", "answer_time", "iter_records", "log_files", "logged_feedback", "logged_request",
+    "logged_requests", "read_records",
 ]  # fmt: skip
 
 # (answered, latency_ms, status, request id, inputs, predictions, confidence): the arguments of an
@@ -46,6 +47,14 @@ def read_records(path: str | Path, include_rotated: bool = True) -> list[dict[st
     base = Path(path)
     files = log_files(base) if include_rotated else [base]
     return [doc for file in files for doc in _lines(file) if isinstance(doc, dict)]
+
+
+def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
+    """:func:`read_records`, one file in memory at a time (a search through every file)."""
+    for file in log_files(Path(path)):
+        for doc in _lines(file):
+            if isinstance(doc, dict):
+                yield doc
 
 
 def log_files(base: Path) -> list[Path]:

@@ -1,10 +1,12 @@
 """The server's lines of a deployment's audit trail (``audit.jsonl``): admin calls made with a
-token other than the owner's.
+token other than the owner's, and refused attempts at admin routes.
 
 The kernel records its own actions (it holds the owner token) with what it knows: the user,
 the versions before and after (``deployments/events.py``). An admin call the kernel did not
 make (another system holding an ``admin`` token) is recorded here, by the token's label,
-with the version served before and after the call and the answer's status. Lines are
+with the version served before and after the call, the answer's status (500 when the
+endpoint failed: it may have changed something first) and the client's address; so is an
+attempt the guard refused (no token, an unknown one, or one whose role does not reach it). Lines are
 appended with one ``write`` to the owner-only file (concurrent writers never interleave).
 """
 
@@ -31,13 +33,19 @@ class AdminAudit:
     def __init__(self, folder: Path | None, name: str, version: Callable[[], int | None]) -> None:
         self.folder, self.name, self.version = folder, name, version
 
-    def note(self, request: Request, status: int, before: int | None) -> None:
+    def note(self, request: Request, status: int, before: int | None, refused: bool = False) -> None:
+        """One admin call: by a token other than the owner's, or refused (whoever tried)."""
         label = getattr(request.state, "token_label", None)
-        if self.folder is None or label in (None, OWNER):
+        if self.folder is None or (label == OWNER and not refused):
             return
+        if label is not None:
+            by = f"token {label}"
+        else:
+            by = "an unknown token" if request.headers.get("authorization") else "no token"
+        client = request.client.host if request.client else None
         doc = {"ts": time.time(), "event": f"{request.method} {request.url.path}", "deployment": self.name,
-               "by": f"token {label}", "status": status, "version_before": before,
-               "version_after": self.version()}  # fmt: skip
+               "by": by, "status": status, "version_before": before, "version_after": self.version(),
+               "client": client}  # fmt: skip
         try:
             append_private(self.folder / AUDIT, json.dumps(doc) + "\n")
         except OSError as exc:  # the call happened; a full disk must not turn it into an error

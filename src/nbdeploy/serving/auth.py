@@ -71,10 +71,10 @@ class Guard:
         if known is None:
             return json_response(_WRONG.body(), 403)
         label, role = known
+        request.state.token_label = label
         if not holds(role, access.value):
             message = f"This endpoint needs a token with the role {access.value!r}; this one ({label!r}) has {role!r}."
             return json_response(ProtocolError(403, message, "PERMISSION_DENIED").body(), 403)
-        request.state.token_label = label
         return None
 
     def wrap(self, endpoint: Endpoint, access: Access) -> Endpoint:
@@ -85,18 +85,22 @@ class Guard:
         @functools.wraps(endpoint)
         async def checked(request: Request) -> Response:
             denied = self.denied(request, access)
-            if denied is not None:
-                return denied
             if audit is None:
-                return await endpoint(request)
+                return denied if denied is not None else await endpoint(request)
             before = audit.version()
+            if denied is not None:  # a refused attempt at an admin route is on record too
+                audit.note(request, denied.status_code, before, refused=True)
+                return denied
+            status = 500  # unless the endpoint answers: it may have changed something before it failed
             try:
                 response = await endpoint(request)
-            except ProtocolError as exc:  # answered by the app's handler; the attempt is recorded too
-                audit.note(request, exc.status, before)
+                status = response.status_code
+                return response
+            except ProtocolError as exc:  # answered by the app's handler
+                status = exc.status
                 raise
-            audit.note(request, response.status_code, before)
-            return response
+            finally:
+                audit.note(request, status, before)
 
         return checked
 

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from nbdeploy.log_files import first_record
-from nbdeploy.monitoring.replay import answer_time, read_records
+from nbdeploy.monitoring.replay import answer_time, iter_records
 from nbdeploy.privacy import LogPrivacy
 from nbdeploy.serving.bodies import read_body
 from nbdeploy.serving.protocol import ProtocolError
@@ -69,7 +69,7 @@ class Forgetting:
         server = self.server
         if where is not None:
             column, value = where
-            ids = {str(r.get("id")) for r in read_records(server.log.path)
+            ids = {str(r.get("id")) for r in iter_records(server.log.path)
                    if self.privacy.matches(r, column, value)}  # fmt: skip
         assert ids is not None
         removed = {"requests": 0, "feedback": 0}
@@ -92,7 +92,7 @@ def _expire(server: Server, retention_s: float) -> None:
     def recent(path: Any) -> bool:  # a file whose first record is recent holds nothing older
         first = first_record(path)
         t = answer_time(first) if first else None
-        return t is None or t >= cutoff
+        return t is not None and t >= cutoff  # a first record without a time: the file is read
 
     for name, log in (("requests", server.log), ("feedback", server.feedback_log)):
         if log is not None:

@@ -10,7 +10,8 @@ MLflow types, with ``params.predict_method`` limited to the methods the model ha
 answer is ``{"predictions": [...]}``, an error ``{"error_code", "message"}``. The bearer
 scheme is declared, required when the server requires a token. A code generator (or a
 person) needs nothing else to call the model; the example body is the model's own
-(``serving_input_example.json``, as MLflow wrote it when the version was registered).
+(``serving_input_example.json``, as MLflow wrote it when the version was registered), left
+out when the deployment keeps its inputs private (it is often a real training row).
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ class RequestLog:
         self.path = Path(path)
         self.max_bytes, self.backups = max_bytes, backups
         self._lock = threading.Lock()
+        self._removing = threading.Lock()  # one removal at a time (RequestLog.remove)
         self.dropped = 0  # records deleted by rotation, since this process started
         self.privacy: LogPrivacy | None = None  # what of the inputs is written (nbdeploy.privacy)
         self._fd = self._open()
@@ -98,29 +99,35 @@ class RequestLog:
 
     def remove(self, keep: Callable[[dict[str, Any]], bool], skip: Callable[[Path], bool] | None = None) -> int:
         """Take the records ``keep`` rejects out of every file of this log (rotated ones too)
-        while appends go on; the count removed. The filtering is done outside the lock; under
-        it, only what was appended meanwhile is copied and the file swapped. Passes repeat
-        until one removes nothing: a rotation during a pass moves files under its feet. Files
-        for which ``skip`` says so are not read."""
-        removed = 0
-        for _ in range(4):
-            found = sum(self._remove_from(path, keep) for path in log_files(self.path) if not (skip and skip(path)))
-            removed += found
-            if not found:
-                break
-        return removed
+        while appends go on; the count removed. The filtering is done outside the append lock;
+        under it, only what was appended meanwhile is copied and the file swapped. A file
+        rotated during its filtering is refused by the swap, and the pass is made again until
+        one pass has swapped every file it filtered. Removals of one log take turns (a forget
+        and the retention task). Files for which ``skip`` says so are not read."""
+        with self._removing:
+            removed = 0
+            for _ in range(8):
+                counts = [self._remove_from(path, keep) for path in log_files(self.path) if not (skip and skip(path))]
+                removed += sum(c for c in counts if c > 0)
+                if -1 not in counts:
+                    return removed
+            raise RuntimeError(f"{self.path.name} rotated under every pass of a removal; try again")
 
     def _remove_from(self, path: Path, keep: Callable[[dict[str, Any]], bool]) -> int:
+        """Records removed from ``path`` (0: none to remove; -1: it moved meanwhile, filter again)."""
         filtered = filter_file(path, keep)
         if filtered is None:
             return 0
-        with self._lock:
-            if not swap_in(filtered):
-                return 0  # rotated meanwhile: the next pass filters it where it went
-            if path == self.path:  # the live file is a new one now: append to it
-                os.close(self._fd)
-                self._fd = self._open()
-                self._size = os.fstat(self._fd).st_size
+        try:
+            with self._lock:
+                if not swap_in(filtered):
+                    return -1
+                if path == self.path:  # the live file is a new one now: append to it
+                    os.close(self._fd)
+                    self._fd = self._open()
+                    self._size = os.fstat(self._fd).st_size
+        finally:
+            filtered.discard()  # a copy of records never stays behind (swapped in, it is gone already)
         return filtered.removed
 
     def close(self) -> None:

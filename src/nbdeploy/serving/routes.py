@@ -100,7 +100,11 @@ class CoreRoutes:
         server.answered(call, status, body)  # before the response: an answered request is always logged
         server.after_answer(call, status)
         if status == 500:  # a bug of ours: its traceback in server.log; the connection stays usable
-            traceback.print_exception(error, file=sys.stdout)
+            private = server.log.privacy is not None and server.log.privacy.active
+            if private and error is not None:  # its message may quote an input: the stack and the type only
+                print("".join(traceback.format_tb(error.__traceback__)) + type(error).__name__, flush=True)
+            else:
+                traceback.print_exception(error, file=sys.stdout)
         return json_response(body, status, headers)
 
     async def _predict(self, request: Request, call: Call) -> None:
@@ -135,9 +139,11 @@ class CoreRoutes:
 
     async def openapi(self, request: Request) -> Response:
         server = self.server
-        doc = document(self.settings.name, server.schema, server.model.outputs, set(server.model.methods),
-                       require_token=self.settings.require_token, version=server.version,
-                       example=example_body(server.model.path))  # fmt: skip
+        settings = self.settings
+        private = settings.log_inputs != "full" or bool(settings.redact)  # the example is often a real row
+        doc = document(settings.name, server.schema, server.model.outputs, set(server.model.methods),
+                       require_token=settings.require_token, version=server.version,
+                       example=None if private else example_body(server.model.path))  # fmt: skip
         return json_response(doc)
 
     async def info(self, request: Request) -> Response:

@@ -8,7 +8,8 @@ True
 
 A request presents a token; its SHA-256 names the token's label and role. The files are
 looked at (one ``stat`` each) at most every :data:`RECHECK_S` seconds, so a token revoked
-or rotated by the kernel is refused well within a second, without a restart. A file that
+or rotated by the kernel is refused well within a second, without a restart; and at once
+when a token is not known, so a token just added works on its first request. A file that
 cannot be read keeps the tokens read last and says so in ``server.log``: a half-written
 or damaged file must neither lock every client out nor let anyone in.
 """
@@ -39,11 +40,13 @@ class TokenBook:
 
     def identify(self, value: str) -> tuple[str, str] | None:
         """``(label, role)`` of the token ``value``, or ``None`` for a token not known."""
-        now = time.monotonic()
-        if self.folder is not None and now - self._checked >= RECHECK_S:
+        now, digest = time.monotonic(), token_hash(value)
+        if self.folder is not None and (now - self._checked >= RECHECK_S or digest not in self._known):
+            # every RECHECK_S for a change (a revocation), and at once for a token not known (one just
+            # added works on its first request; two stat calls are all an unknown token costs)
             self._checked = now
             self._load()
-        return self._known.get(token_hash(value))
+        return self._known.get(digest)
 
     @property
     def count(self) -> int:
@@ -60,17 +63,20 @@ class TokenBook:
         stamp = tuple(_stat(path) for path in self._files())
         if stamp == self._stamp and not force:
             return
+        self._stamp = stamp  # a damaged file is said once per change, not per request
         owner_file, _ = self._files()
         try:
             owner = owner_file.read_text().strip() if owner_file.exists() else self._owner
+        except OSError:
+            owner = self._owner
+        try:
             known = {e.sha256: (e.label, e.role) for e in read_entries(self.folder)}
-        except (OSError, ValueError) as exc:
-            self._stamp = stamp  # said once per change of the files, not per request
+        except ValueError as exc:  # the tokens read before stay; the owner's always answers
             print(f"tokens: kept the tokens read before: {exc}", flush=True)
-            return
+            known = {h: who for h, who in self._known.items() if who[0] != OWNER}
         if owner:
             known[token_hash(owner)] = (OWNER, "admin")
-        self._known, self._stamp = known, stamp
+        self._known = known
 
 
 def _stat(path: Path) -> tuple[int, int, int] | None:

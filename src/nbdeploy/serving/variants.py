@@ -99,6 +99,8 @@ class Experiment:
             record["error"] = body["message"]
         if values is not None:
             record["inputs"] = values[: self.log_rows].tolist()
+            if parsed.frame is not None:  # the rows' own columns, as the champion's record has them
+                record["columns"] = [str(c) for c in parsed.frame.columns]
         latency = round((time.perf_counter() - started) * 1000, 3)
         record.update(status=status, latency_ms=latency, answered=time.time())
         self.log.append(record)
