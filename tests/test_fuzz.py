@@ -19,7 +19,7 @@ from nbdeploy.serving.requestlog import read_records
 
 pytestmark = pytest.mark.timeout(900)
 
-EXAMPLES = 2500
+EXAMPLES = 1200
 
 CONTENT_TYPES = [
     "application/json", "application/json; charset=utf-8", "application/json; format=pandas-split",

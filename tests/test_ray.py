@@ -363,7 +363,7 @@ def test_restarted_hub_keeps_version_rules_and_every_request(
 def test_an_experiment_splits_across_replicas_and_the_hub_merges_its_counts(
     cancer: dict[str, Any], two_versions: str, deployment: nbdeploy.Deployment
 ) -> None:
-    """The experiment battery on two replicas: a 10 % canary's share over 5,000 requests and
+    """The experiment battery on two replicas: a 10 % canary's share over 2,000 requests and
     sticky keys, counted by the hub from both replicas; a shadow logged with both predictions."""
     from tests.test_experiments import VARIANT, _bodies, _send
 
@@ -371,18 +371,20 @@ def test_an_experiment_splits_across_replicas_and_the_hub_merges_its_counts(
     other = "1" if dep.spec.current.version == 2 else "2"  # the version the deployment does not serve
     view = dep.canary(f"{two_versions}/{other}", percent=10, sticky_header="X-User")
     assert view.state["challenger"]["label"] == other
-    answers = _send(dep.url, _bodies(X, 5000), clients=8)  # no X-User: drawn by Ray's request id
+    answers = _send(dep.url, _bodies(X, 2000), clients=8)  # no X-User: drawn by Ray's request id
     assert {r.status_code for r in answers} == {200}
     to_challenger = sum(r.headers[VARIANT] == other for r in answers)
-    print(f"\nRay canary of 10 %: {to_challenger / 50:.2f} % of 5,000 requests")
-    assert abs(to_challenger / 5000 - 0.10) <= 0.015
+    print(f"\nRay canary of 10 %: {to_challenger / 20:.2f} % of 2,000 requests")
+    # 3 standard deviations of a binomial share (0.67 points): a fair split fails 0.3 % of runs; the share
+    # itself is measured on 5,000 requests of a local server by tests/test_experiments.py
+    assert abs(to_challenger / 2000 - 0.10) <= 0.02
     by_replica = Counter(r["replica"] for r in _records(dep) if r.get("variant") == other)
     assert len(by_replica) == 2, by_replica  # both replicas served the challenger
     for key in ("ana", "bo", "chen", "dee", "eli"):
-        seen = [r.headers[VARIANT] for r in _send(dep.url, _bodies(X, 200), {"X-User": key}, clients=4)]
-        assert len(set(seen)) == 1, Counter(seen)  # 200 times of 200, whichever replica answered
+        seen = [r.headers[VARIANT] for r in _send(dep.url, _bodies(X, 60), {"X-User": key}, clients=4)]
+        assert len(set(seen)) == 1, Counter(seen)  # 60 times of 60, whichever replica answered
         to_challenger += seen.count(other)
-    expected = {"champion": 6000 - to_challenger, other: to_challenger}
+    expected = {"champion": 2300 - to_challenger, other: to_challenger}
     counts = eventually(lambda: {v: c.get("requests") for v, c in dep.experiment().state["counts"].items()},
                         lambda c: c == expected)  # fmt: skip
     assert counts == expected  # merged by the hub, exactly
@@ -508,22 +510,35 @@ def test_stop_leaves_no_serve_application(cluster: str, deployment: nbdeploy.Dep
 def test_without_address_a_local_cluster_is_started_and_stopped(
     two_versions: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Its first head meets a port held here and exits (a real failure of Ray's): nbdeploy starts
+    one more on another port, serves, and stops both heads' every process and folder."""
+    import socket
+
     from nbdeploy import config
-    from nbdeploy.deployments import processes
+    from nbdeploy.deployments import processes, ray_client
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    dep = nbdeploy.serve(f"{two_versions}/1", name="ray-local", target="ray", port=free_port())
+    heads: list[dict[str, Any]] = []
+    spawn = ray_client._spawn_head
+    monkeypatch.setattr(ray_client, "_spawn_head", lambda folder: heads.append(spawn(folder)) or heads[-1])
+    with socket.socket() as held:
+        held.bind(("0.0.0.0", 0))  # bound, not listening: the first head's GCS cannot bind it
+        ports = [held.getsockname()[1]]
+        monkeypatch.setattr(ray_client, "free_port", lambda: ports.pop(0) if ports else free_port())
+        dep = nbdeploy.serve(f"{two_versions}/1", name="ray-local", target="ray", port=free_port())
     try:
         info = json.loads((config.home() / ".ray" / "cluster.json").read_text())
         assert dep.spec.ray.started_cluster and dep.spec.ray.address == info["address"]
         assert dep.state() == "running" and len(dep.predict(np.zeros((2, 30)))) == 2
+        assert "Failed to start GCS" in (config.home() / ".ray" / "ray.log").read_text(errors="replace")
     finally:
         dep.stop()
-    assert dep.state() == "stopped"
+    assert dep.state() == "stopped" and len(heads) == 2
     assert not processes.alive(info["pid"], "--head")
-    assert not Path(info["temp_dir"]).exists()
-    leftovers = subprocess.run(["pgrep", "-f", info["temp_dir"]], capture_output=True, text=True).stdout.split()
-    assert not leftovers, leftovers
+    for head in heads:
+        assert not Path(head["temp_dir"]).exists()
+        leftovers = subprocess.run(["pgrep", "-f", head["temp_dir"]], capture_output=True, text=True).stdout.split()
+        assert not leftovers, leftovers
 
 
 def test_batch_on_ray_data_scores_every_row_in_order_across_two_nodes(

@@ -2,7 +2,9 @@
 
 The failure is real: the head's port is held by a socket bound here (bound, not listening, so
 nothing answers on it), and ``ray start --head`` exits with code 1 after its GCS fails to bind.
-Only the choice of port is steered; every process is Ray's own.
+Only the choice of port is steered; every process is Ray's own. That a failed head is started
+once more, on another port, is shown by ``tests/test_ray.py``'s local-cluster test (one head
+start fewer in the suite: each costs about 30 s here).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import pytest
 
 from nbdeploy import config
-from nbdeploy.deployments import processes, ray_client
+from nbdeploy.deployments import ray_client
 from nbdeploy.errors import DeploymentError
 from tests.helpers import free_port
 
@@ -42,7 +44,7 @@ def taken_port() -> Iterator[int]:
         yield held.getsockname()[1]
 
 
-def test_a_head_that_exits_is_named_then_started_once_more(
+def test_a_head_that_exits_is_named_and_leaves_nothing(
     home: Path, taken_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ports = [taken_port]
@@ -61,15 +63,3 @@ def test_a_head_that_exits_is_named_then_started_once_more(
     (failed_head,) = heads
     assert not Path(failed_head["temp_dir"]).exists()
     assert not subprocess.run(["pgrep", "-f", failed_head["temp_dir"]], capture_output=True).stdout
-
-    ports.append(taken_port)  # the first try meets the taken port again, the second a free one
-    info = ray_client.start_local_cluster()
-    try:
-        assert info["address"] != f"127.0.0.1:{taken_port}" and ray_client.listening(info["address"])
-        assert log_file.read_text(errors="replace").count("Failed to start GCS") >= 2
-    finally:
-        assert ray_client.stop_local_cluster(info["address"])
-    assert len(heads) == 3 and not processes.alive(info["pid"], "--head")
-    for head in heads:
-        assert not Path(head["temp_dir"]).exists()
-        assert not subprocess.run(["pgrep", "-f", head["temp_dir"]], capture_output=True).stdout
