@@ -95,6 +95,7 @@ DECLARED = {
     "/admin/reload": Access.ADMIN,
     "/admin/alerts": Access.ADMIN,
     "/admin/forget": Access.ADMIN,
+    "/admin/tokens": Access.ADMIN,
     "/experiment": Access.OBSERVE,
     "/admin/experiment": Access.ADMIN,
 }

@@ -46,7 +46,7 @@ ROUTES = {  # path: (method, body)
     "/invocations": ("POST", "row"), "/info": ("GET", None), "/metrics": ("GET", None),
     "/monitor": ("GET", None), "/experiment": ("GET", None), "/feedback": ("POST", {"id": "x", "label": 1}),
     "/admin/reload": ("POST", {}), "/admin/alerts": ("POST", {"rules": []}), "/admin/experiment": ("POST", {}),
-    "/admin/forget": ("POST", {"ids": ["nobody"]}),
+    "/admin/forget": ("POST", {"ids": ["nobody"]}), "/admin/tokens": ("POST", {"action": "list"}),
 }  # fmt: skip
 PUBLIC = {"/ping", "/health", "/version"}
 ALLOWED = {
@@ -57,7 +57,8 @@ ALLOWED = {
 }
 NEEDED = {"/invocations": "predict", "/openapi.json": "predict", "/info": "observe", "/metrics": "observe",
           "/monitor": "observe", "/experiment": "observe", "/feedback": "feedback", "/admin/reload": "admin",
-          "/admin/alerts": "admin", "/admin/experiment": "admin", "/admin/forget": "admin"}  # fmt: skip
+          "/admin/alerts": "admin", "/admin/experiment": "admin", "/admin/forget": "admin",
+          "/admin/tokens": "admin"}  # fmt: skip
 
 
 def test_each_role_against_each_endpoint(tmp_path: Path, cancer: dict[str, Any], model_path: Path) -> None:
@@ -259,6 +260,44 @@ def test_a_damaged_token_file_keeps_the_tokens_read_before(
     again = nbdeploy.deployments.start(d.name)
     assert (again.predict(X.head(2)) == cancer["model"].predict(X.head(2))).all()
     assert httpx.get(again.url + "/info", headers=bearer(app.value)).status_code == 403
+
+
+def test_an_admin_token_manages_tokens_from_another_machine(dep: Any, cancer: dict[str, Any]) -> None:
+    X = cancer["X_test"]
+    ops = dep.add_token("admin", label="ops")
+    dash = dep.add_token("observe", label="dash")
+
+    def tokens(body: Any, token: str) -> httpx.Response:
+        return httpx.post(dep.url + "/admin/tokens", json=body, headers=bearer(token))
+
+    made = tokens({"action": "add", "role": "feedback", "label": "remote"}, ops.value).json()
+    assert (made["label"], made["role"]) == ("remote", "feedback")
+
+    def labels(token: str) -> int:
+        return httpx.post(dep.url + "/feedback", json={"ids": [], "targets": []}, headers=bearer(token)).status_code
+
+    assert labels(made["value"]) == 200  # at once: its first request
+    assert httpx.post(dep.url + "/invocations", json=ROW(X), headers=bearer(made["value"])).status_code == 200
+    assert "remote" in [e.label for e in dep.tokens().entries]  # the kernel sees what the remote admin did
+    listed = tokens({"action": "list"}, ops.value).json()["tokens"]
+    assert [t["label"] for t in listed] == ["owner", "ops", "dash", "remote"] and "value" not in str(listed)
+    denied = tokens({"action": "list"}, dash.value)
+    assert denied.status_code == 403 and "needs a token with the role 'admin'" in denied.json()["message"]
+    for body, message in (({"action": "add", "role": "root"}, "Unknown role 'root'"),
+                          ({"action": "add", "role": "predict", "label": "remote"}, "A token labelled 'remote'"),
+                          ({"action": "revoke", "label": "owner"}, "The owner token is the kernel's own"),
+                          ({"action": "rotate", "label": "nobody"}, f"Deployment {dep.name!r} has no token"),
+                          ({"action": "drop"}, "The body must be JSON with 'action'"),
+                          ({"action": "add", "role": ["admin"]}, "The body must be JSON with 'action'"),
+                          ([1, 2], "The body must be JSON with 'action'")):  # fmt: skip
+        answer = tokens(body, ops.value)
+        assert answer.status_code == 400 and answer.json()["message"].startswith(message), (body, answer.text)
+    assert tokens({"action": "revoke", "label": "remote"}, ops.value).json() == {"revoked": "remote"}
+    time.sleep(0.3)  # past the server's look at the files
+    assert labels(made["value"]) == 403
+    remote = [(d.get("action"), d.get("label"), d["by"]) for d in dep.audit().lines
+              if d["event"] == "POST /admin/tokens" and d["status"] == 200]  # fmt: skip
+    assert remote == [("add", "remote", "token ops"), ("list", None, "token ops"), ("revoke", "remote", "token ops")]
 
 
 def test_token_options_hostile_and_wrong_are_one_sentence(ip: Any, dep: Any, tmp_path: Path) -> None:

@@ -19,19 +19,29 @@ False
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import re
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OWNER", "ROLES", "TOKENS_FILE", "TokenEntry", "holds", "new_value", "read_entries", "token_hash"]
+from nbdeploy._files import open_owned, write_atomic
+
+__all__ = [
+    "MAX_TOKENS", "OWNER", "ROLES", "TOKENS_FILE", "TokenEntry", "TokenError", "add_token", "holds", "new_value",
+    "read_entries", "revoke_token", "rotate_token", "token_hash",
+]  # fmt: skip
 
 TOKENS_FILE = "tokens.json"
 OWNER = "owner"  # the label of the ``token`` file's token
+MAX_TOKENS = 100
 LABEL = re.compile(r"^[A-Za-z0-9][\w.\-]{0,63}$")
 
 #: What each role may call besides the public routes (``/ping``, ``/health``, ``/version``):
@@ -107,3 +117,73 @@ def _valid(e: TokenEntry) -> bool:
 
 def entries_text(entries: list[TokenEntry]) -> str:
     return json.dumps({"tokens": [e.to_dict() for e in entries]}, indent=2)
+
+
+class TokenError(ValueError):
+    """A change of tokens that cannot be made: one sentence (the kernel's ``InvalidInputError``,
+    the server's 400)."""
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """``folder/.tokens.lock``: the kernel and the server (``/admin/tokens``) change the files in
+    turn. A lock of its own: the deployment's ``.lock`` is held by a kernel waiting on the server."""
+    with os.fdopen(open_owned(folder / ".tokens.lock", os.O_WRONLY | os.O_CREAT), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _save(folder: Path, entries: list[TokenEntry]) -> None:
+    write_atomic(folder / TOKENS_FILE, entries_text(entries), private=True)
+
+
+def add_token(folder: Path, name: str, role: str, label: str | None = None) -> tuple[str, str]:
+    """A new token of ``role`` in ``folder/tokens.json``: ``(label, value)``."""
+    if role not in ROLES:
+        raise TokenError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.")
+    value = new_value()
+    with _locked(folder):
+        entries = read_entries(folder)
+        taken = {e.label for e in entries}
+        label = label or next(f"{role}-{n}" for n in range(1, MAX_TOKENS + 2) if f"{role}-{n}" not in taken)
+        if not isinstance(label, str) or not LABEL.fullmatch(label) or label == OWNER:
+            raise TokenError(
+                f"Invalid token label {str(label)[:80]!r}: use up to 64 letters, digits, '.', '_' or '-' (and not "
+                "'owner')."
+            )
+        if label in taken:
+            raise TokenError(f"A token labelled {label!r} exists: revoke or rotate it, or choose another label.")
+        if len(entries) >= MAX_TOKENS:
+            raise TokenError(f"Deployment {name!r} has {MAX_TOKENS} tokens: revoke some first.")
+        _save(folder, [*entries, TokenEntry.make(label, role, value)])
+    return label, value
+
+
+def revoke_token(folder: Path, name: str, label: str) -> None:
+    if label == OWNER:
+        raise TokenError("The owner token is the kernel's own: rotate it (--rotate owner) instead.")
+    with _locked(folder):
+        entries = read_entries(folder)
+        kept = [e for e in entries if e.label != label]
+        if len(kept) == len(entries):
+            raise TokenError(f"Deployment {name!r} has no token labelled {str(label)[:80]!r}.")
+        _save(folder, kept)
+
+
+def rotate_token(folder: Path, name: str, label: str) -> tuple[str, str]:
+    """A new value for the token ``label`` (``owner``: the ``token`` file's): ``(role, value)``."""
+    value = new_value()
+    with _locked(folder):
+        if label == OWNER:
+            write_atomic(folder / "token", value, private=True)
+            return "admin", value
+        entries = read_entries(folder)
+        match = [e for e in entries if e.label == label]
+        if not match:
+            raise TokenError(f"Deployment {name!r} has no token labelled {str(label)[:80]!r}.")
+        rotated = TokenEntry(label, match[0].role, token_hash(value), match[0].created, rotated=time.time())
+        _save(folder, [rotated if e.label == label else e for e in entries])
+    return match[0].role, value

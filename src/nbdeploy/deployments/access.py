@@ -15,18 +15,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from nbdeploy import tokens
 from nbdeploy._files import write_atomic
-from nbdeploy.deployments import events, processes
+from nbdeploy.deployments import events
 from nbdeploy.deployments.watching import HandleParts
 from nbdeploy.errors import DeploymentError, InvalidInputError
 from nbdeploy.reprs import card, esc, table
-from nbdeploy.tokens import LABEL, OWNER, ROLES, TokenEntry, entries_text, new_value, read_entries, token_hash
+from nbdeploy.tokens import OWNER, ROLES, TokenEntry, read_entries
 
 __all__ = ["NewToken", "TokenKeeping", "TokenList"]
-
-MAX_TOKENS = 100
-
 
 @dataclass(frozen=True)
 class NewToken:
@@ -85,31 +84,18 @@ class TokenKeeping(HandleParts):
 
     def add_token(self, role: str, label: str | None = None, out: str | Path | None = None) -> NewToken:
         """A new token of ``role`` (``predict``, ``observe``, ``feedback`` or ``admin``), accepted
-        by the running server within a second; ``out`` also writes its value to that file."""
+        by the running server on its first request; ``out`` also writes its value to that file."""
         if role not in ROLES:
             raise InvalidInputError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.")
         self._local_only("add a token")
-        value, path = new_value(), _out_path(out)
-        with processes.locked(self.path):
-            entries = self.tokens().entries
-            label = label or _free_label(role, entries)
-            _check_label(label, entries)
-            if len(entries) >= MAX_TOKENS:
-                raise InvalidInputError(f"Deployment {self.name!r} has {MAX_TOKENS} tokens: revoke some first.")
-            _save(self.path, [*entries, TokenEntry.make(label, role, value)])
+        path = _out_path(out)
+        label, value = self._change(tokens.add_token, role, label)
         events.record(self.path, "token added", None, label=label, role=role)
         return NewToken(self.name, label, role, value, _write_out(path, value))
 
     def revoke_token(self, label: str) -> TokenList:
         """Remove a token; the server refuses it within a second."""
-        if label == OWNER:
-            raise InvalidInputError("The owner token is the kernel's own: rotate it (--rotate owner) instead.")
-        with processes.locked(self.path):
-            entries = self.tokens().entries
-            kept = [e for e in entries if e.label != label]
-            if len(kept) == len(entries):
-                raise InvalidInputError(f"Deployment {self.name!r} has no token labelled {label!r}.")
-            _save(self.path, kept)
+        self._change(tokens.revoke_token, label)
         events.record(self.path, "token revoked", None, label=label)
         return self.tokens()
 
@@ -117,21 +103,19 @@ class TokenKeeping(HandleParts):
         """A new value for the token ``label`` (same role); the old value is refused within a
         second. ``owner`` rotates the kernel's own token (the ``token`` file)."""
         self._local_only("rotate a token")
-        value, path = new_value(), _out_path(out)
-        with processes.locked(self.path):
-            if label == OWNER:
-                write_atomic(self.path / "token", value, private=True)
-                role = "admin"
-            else:
-                entries = self.tokens().entries
-                match = [e for e in entries if e.label == label]
-                if not match:
-                    raise InvalidInputError(f"Deployment {self.name!r} has no token labelled {label!r}.")
-                role = match[0].role
-                rotated = TokenEntry(label, role, token_hash(value), match[0].created, rotated=time.time())
-                _save(self.path, [rotated if e.label == label else e for e in entries])
+        path = _out_path(out)
+        role, value = self._change(tokens.rotate_token, label)
         events.record(self.path, "token rotated", None, label=label, role=role)
         return NewToken(self.name, label, role, value, _write_out(path, value))
+
+    def _change(self, change: Any, *args: Any) -> Any:
+        """One change of the token files (``nbdeploy.tokens``), its refusals as one sentence."""
+        try:
+            return change(self.path, self.name, *args)
+        except tokens.TokenError as exc:
+            raise InvalidInputError(str(exc)) from None
+        except ValueError as exc:  # the file is damaged
+            raise DeploymentError(f"The tokens of {self.name!r} cannot be read: {exc}.") from None
 
     def _local_only(self, what: str) -> None:
         if self.spec.ray is not None:
@@ -139,24 +123,6 @@ class TokenKeeping(HandleParts):
                 f"Cannot {what} on a Ray deployment: its replicas take the owner token when they start and read "
                 "no token file. Serve locally for tokens with roles, or serve again to change the token."
             )
-
-
-def _free_label(role: str, entries: list[TokenEntry]) -> str:
-    taken = {e.label for e in entries}
-    return next(f"{role}-{n}" for n in range(1, MAX_TOKENS + 2) if f"{role}-{n}" not in taken)
-
-
-def _check_label(label: str, entries: list[TokenEntry]) -> None:
-    if not LABEL.fullmatch(label) or label == OWNER:
-        raise InvalidInputError(
-            f"Invalid token label {label!r}: use up to 64 letters, digits, '.', '_' or '-' (and not 'owner')."
-        )
-    if any(e.label == label for e in entries):
-        raise InvalidInputError(f"A token labelled {label!r} exists: revoke or rotate it, or choose another label.")
-
-
-def _save(folder: Path, entries: list[TokenEntry]) -> None:
-    write_atomic(folder / "tokens.json", entries_text(entries), private=True)
 
 
 def _out_path(out: str | Path | None) -> Path | None:

@@ -1,9 +1,10 @@
 """The files of an export: the request logs it reads, in blocks, and the file it writes.
 
-The logs are opened before the first is read, and listed again once open: a rotation in
-between (the server renames ``requests.jsonl`` to ``.1`` and starts another) is seen as a
-file that was not opened, and the logs are opened again. Once open, a rotation moves names,
-not the files being read, so no record is read twice or missed. Only regular files are read
+The logs are opened before the first is read, and listed again until a listing finds no
+file that is not open: a rotation in between (the server renames ``requests.jsonl`` to
+``.1`` and starts another) shows as a file not seen, which is opened too (:func:`open_logs`).
+Once open, a rotation moves names, not the files being read, so no record is read twice or
+missed. Only regular files are read
 (never through a link, never a FIFO that would block the export); a log that cannot be read
 is named in the result.
 """
@@ -24,7 +25,7 @@ from nbdeploy.monitoring.replay import log_files
 
 __all__ = ["Logs", "blocks", "out_path"]
 
-_TRIES = 5  # listings before the logs are read as found (a rotation on every try: a log in a hurry)
+_TRIES = 300  # listings at most (a log rotating on every one: a writer in a hurry)
 
 
 @dataclass
@@ -53,36 +54,51 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
 
 
-def _open_once(folder: Path, since: float | None) -> tuple[Logs, set[tuple[int, int]]]:
-    logs, seen = Logs(), set()
-    for path in _names(folder):
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:  # rotated away meanwhile
-            continue
-        except OSError as exc:
-            logs.unreadable.append(f"{path.name}: {exc.strerror or exc}")
-            continue
-        info = os.fstat(fd)
-        seen.add((info.st_dev, info.st_ino))
-        if not stat.S_ISREG(info.st_mode) or (since is not None and info.st_mtime < since):
-            os.close(fd)  # not a file; or last written before `since`, so nothing in it to take
-            continue
-        logs.files.append((os.fdopen(fd, "rb"), info.st_size))
-    return logs, seen
+_Opened = dict[tuple[int, int], tuple[IO[bytes], int] | None]  # by identity; None: seen, not to be read
+
+
+def _open(path: Path, logs: Logs, opened: _Opened, since: float | None) -> bool:
+    """Open ``path`` unless its file is open already; whether a file not seen before was found."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:  # rotated away meanwhile: the next listing finds it where it went
+        return False
+    except OSError as exc:
+        logs.unreadable.append(f"{path.name}: {exc.strerror or exc}")
+        return False
+    info = os.fstat(fd)
+    identity = (info.st_dev, info.st_ino)
+    if identity in opened:
+        os.close(fd)
+        return False
+    if not stat.S_ISREG(info.st_mode) or (since is not None and info.st_mtime < since):
+        os.close(fd)  # not a file; or last written before `since`, so nothing in it to take
+        opened[identity] = None
+        return True
+    opened[identity] = (os.fdopen(fd, "rb"), info.st_size)
+    return True
 
 
 def open_logs(folder: Path, since: float | None) -> Logs:
     """Every request log of the deployment (a local server's, each Ray replica's), rotated
-    files included, oldest first, opened with the size they have now."""
+    files included, oldest first, opened with the size they have now.
+
+    A listing taken while the server rotates can miss a file being renamed (from a name not
+    yet scanned to one already scanned), so the folder is listed again, and any file not yet
+    open is opened, until a listing finds none (or after a few hundred: a log rotating without
+    pause still gives every file that existed when the export began, each at its first
+    listing where it is not being renamed). Files are recognised by their identity, so none is
+    read twice; they are read in the order of the last listing (files rotation deleted since,
+    the oldest, first)."""
+    logs, opened = Logs(), {}  # type: Logs, _Opened
     for _ in range(_TRIES):
-        logs, seen = _open_once(folder, since)
-        now = {i for i in map(_identity, _names(folder)) if i is not None}
-        if now <= seen:
-            return logs
-        logs.close()  # a file appeared while the others were opened: a rotation; list them again
-        time.sleep(0.01)
-    return _open_once(folder, since)[0]
+        found = [_open(path, logs, opened, since) for path in _names(folder)]
+        if not any(found):
+            break
+    order = {identity: i for i, identity in enumerate(i for i in map(_identity, _names(folder)) if i is not None)}
+    ranked = sorted(opened.items(), key=lambda item: order.get(item[0], -1))
+    logs.files = [f for _, f in ranked if f is not None]
+    return logs
 
 
 def blocks(fh: IO[bytes], size: int, chunk: int, skipped: list[int]) -> Iterator[bytes]:

@@ -24,6 +24,7 @@ import numpy as np
 
 from nbdeploy.monitoring.estimate import as_confidence, estimated_accuracy
 from nbdeploy.monitoring.ring import Ring, concat, live_quality, prediction_distribution, series
+from nbdeploy.monitoring.rows import as_floats
 from nbdeploy.spec import DEFAULT_WINDOWS, parse_window
 from nbdeploy.stats import drift
 
@@ -162,7 +163,7 @@ class RequestWindows:
             n = min(len(inputs), len(predictions))
             if not n:
                 continue
-            x = _as_floats(inputs[:n], n, width)
+            x = as_floats(inputs[:n], n, width)
             blocks.append(x if x.shape[1] == width else np.full((n, width), np.nan))
             preds.extend(predictions[:n])
             confs.append(as_confidence(confidence, n))
@@ -295,21 +296,3 @@ class RequestWindows:
             results.append(drift.drift_from_counts(column, total[: cuts.size + 1].tolist()))
         return results
 
-
-def _as_floats(rows: Any, n: int, width: int) -> np.ndarray:
-    """A request's rows as floats; with a text column among them, column by column (its text
-    becomes NaN: categorical inputs are not profiled live) so that the numeric columns of a
-    table with an ``email`` or ``city`` keep their drift."""
-    try:
-        return np.asarray(rows, dtype=np.float64).reshape(n, -1)
-    except (TypeError, ValueError):
-        pass
-    import pandas as pd
-
-    try:
-        table = np.asarray(rows, dtype=object).reshape(n, -1)
-    except ValueError:  # ragged rows
-        return np.full((n, width), np.nan)
-    return np.column_stack([pd.to_numeric(table[:, j], errors="coerce") for j in range(table.shape[1])]).astype(
-        np.float64
-    )

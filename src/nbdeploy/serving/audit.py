@@ -45,7 +45,7 @@ class AdminAudit:
         client = request.client.host if request.client else None
         doc = {"ts": time.time(), "event": f"{request.method} {request.url.path}", "deployment": self.name,
                "by": by, "status": status, "version_before": before, "version_after": self.version(),
-               "client": client}  # fmt: skip
+               "client": client, **getattr(request.state, "audit_detail", {})}  # fmt: skip
         try:
             append_private(self.folder / AUDIT, json.dumps(doc) + "\n")
         except OSError as exc:  # the call happened; a full disk must not turn it into an error

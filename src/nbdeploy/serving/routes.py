@@ -34,6 +34,7 @@ from nbdeploy.serving.openapi import document, example_body
 from nbdeploy.serving.protocol import ProtocolError, check_method, parse
 from nbdeploy.serving.responses import error_answer, json_response
 from nbdeploy.serving.server import Call, Server
+from nbdeploy.serving.token_routes import TokenRoutes
 
 __all__ = ["routes"]
 
@@ -44,6 +45,7 @@ def routes(server: Server, monitor: MonitorBackend, guard: Guard) -> list[Guarde
     exp = ExperimentRoutes(server, monitor)
     key = read_key(Path(server.settings.folder)) if server.settings.folder else None  # to match hashed values
     forget = Forgetting(server, LogPrivacy("full", (), key, lambda: server.schema.names))
+    toks = TokenRoutes(Path(server.settings.folder) if server.settings.folder else None, server.settings.name)
     public, predict, observe, admin = Access.PUBLIC, Access.PREDICT, Access.OBSERVE, Access.ADMIN
     post = ["POST"]
     return [
@@ -59,6 +61,7 @@ def routes(server: Server, monitor: MonitorBackend, guard: Guard) -> list[Guarde
         GuardedRoute("/admin/reload", core.reload, admin, guard, post),
         GuardedRoute("/admin/alerts", mon.set_alerts, admin, guard, post),
         GuardedRoute("/admin/forget", forget.forget, admin, guard, post),
+        GuardedRoute("/admin/tokens", toks.change, admin, guard, post),
         GuardedRoute("/experiment", exp.state, observe, guard),
         GuardedRoute("/admin/experiment", exp.change, admin, guard, post),
     ]

@@ -1,0 +1,74 @@
+"""``POST /admin/tokens``: an ``admin`` token's way to manage tokens from another machine.
+
+>>> httpx.post(url + "/admin/tokens", json={"action": "add", "role": "predict", "label": "web-app"},
+...            headers=admin)                                                    # doctest: +SKIP
+{"label": "web-app", "role": "predict", "value": "..."}
+
+Actions: ``list`` (labels and roles, never values), ``add`` (``role``, optional ``label``),
+``revoke`` and ``rotate`` (``label``). The same changes as ``%deploy token`` (the files and
+their lock are :mod:`nbdeploy.tokens`'), so the kernel and remote admins take turns; the
+server's token book sees each at once. A new value is in the answer only, over the
+connection (HTTPS off loopback); the audit trail records the action and the label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from nbdeploy import tokens
+from nbdeploy.serving.bodies import read_body
+from nbdeploy.serving.protocol import ProtocolError
+from nbdeploy.serving.responses import json_response
+
+__all__ = ["TokenRoutes"]
+
+_BODY = "The body must be JSON with 'action' (list, add, revoke or rotate), and 'role' or 'label' as it needs."
+
+
+class TokenRoutes:
+    def __init__(self, folder: Path | None, name: str) -> None:
+        self.folder, self.name = folder, name
+
+    async def change(self, request: Request) -> Response:
+        if self.folder is None:
+            raise ProtocolError(409, "This server is one replica of a Ray deployment: its tokens are the owner's "
+                                     "only.", "INVALID_STATE")  # fmt: skip
+        try:
+            doc = json.loads(await read_body(request, 64 * 1024))
+            action = doc["action"]
+            args = [doc[k] for k in {"add": ("role",), "revoke": ("label",), "rotate": ("label",), "list": ()}[action]]
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise ProtocolError(400, _BODY) from exc
+        if not all(isinstance(a, str) for a in args) or not isinstance(doc.get("label") or "", str):
+            raise ProtocolError(400, _BODY)
+        request.state.audit_detail = {"action": action, **({"label": doc["label"]} if "label" in doc else {})}
+        try:
+            answer = await asyncio.to_thread(self._do, action, args, doc.get("label"))
+        except tokens.TokenError as exc:
+            raise ProtocolError(400, str(exc)) from None
+        except ValueError as exc:  # a damaged file: said, never guessed at
+            raise ProtocolError(409, f"The deployment's tokens cannot be read: {exc}.", "INVALID_STATE") from None
+        if "label" in answer:  # the label made, for the audit trail (never the value)
+            request.state.audit_detail["label"] = answer["label"]
+        return json_response(answer)
+
+    def _do(self, action: str, args: list[str], label: str | None) -> dict[str, Any]:
+        assert self.folder is not None
+        if action == "add":
+            made, value = tokens.add_token(self.folder, self.name, args[0], label)
+            return {"label": made, "role": args[0], "value": value}
+        if action == "revoke":
+            tokens.revoke_token(self.folder, self.name, args[0])
+            return {"revoked": args[0]}
+        if action == "rotate":
+            role, value = tokens.rotate_token(self.folder, self.name, args[0])
+            return {"label": args[0], "role": role, "value": value}
+        entries = tokens.read_entries(self.folder)
+        return {"tokens": [{"label": tokens.OWNER, "role": "admin"}]
+                + [{"label": e.label, "role": e.role, "created": e.created, "rotated": e.rotated} for e in entries]}
