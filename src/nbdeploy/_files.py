@@ -7,13 +7,16 @@ symbolic link (a link in a state folder is replaced by a file, never followed).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["append_private", "open_log", "open_owned", "read_small", "write_atomic"]
+__all__ = ["append_private", "flocked", "open_log", "open_owned", "read_small", "write_atomic"]
 
 
 def write_atomic(path: Path, text: str, *, private: bool = False) -> None:
@@ -74,3 +77,14 @@ def read_small(path: Path) -> str | None:
         return path.read_bytes().decode("utf-8", errors="replace").strip() or None
     except OSError:
         return None
+
+
+@contextlib.contextmanager
+def flocked(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the owner-only file ``path`` (created when missing)."""
+    with os.fdopen(open_owned(path, os.O_WRONLY | os.O_CREAT), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

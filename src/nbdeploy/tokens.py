@@ -20,10 +20,8 @@ False
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import re
 import secrets
 import time
@@ -32,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from nbdeploy._files import open_owned, write_atomic
+from nbdeploy._files import flocked, write_atomic
 
 __all__ = [
     "MAX_TOKENS", "OWNER", "ROLES", "TOKENS_FILE", "TokenEntry", "TokenError", "add_token", "holds", "new_value",
@@ -128,12 +126,8 @@ class TokenError(ValueError):
 def _locked(folder: Path) -> Iterator[None]:
     """``folder/.tokens.lock``: the kernel and the server (``/admin/tokens``) change the files in
     turn. A lock of its own: the deployment's ``.lock`` is held by a kernel waiting on the server."""
-    with os.fdopen(open_owned(folder / ".tokens.lock", os.O_WRONLY | os.O_CREAT), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with flocked(folder / ".tokens.lock"):
+        yield
 
 
 def _save(folder: Path, entries: list[TokenEntry]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import subprocess
@@ -11,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from nbdeploy._files import open_owned
+from nbdeploy._files import flocked
 
 __all__ = ["alive", "attached", "children", "find_server", "locked", "stop_attached", "stop_group"]
 
@@ -99,9 +98,5 @@ def locked(folder: Path) -> Iterator[None]:
     what lives in ``folder`` (a deployment, nbdeploy's local Ray cluster)."""
     folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # NBDEPLOY_HOME: owner-only too
     folder.mkdir(exist_ok=True, mode=0o700)
-    with os.fdopen(open_owned(folder / ".lock", os.O_WRONLY | os.O_CREAT), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with flocked(folder / ".lock"):
+        yield
