@@ -287,6 +287,7 @@ def test_an_admin_token_manages_tokens_from_another_machine(dep: Any, cancer: di
                           ({"action": "add", "role": "predict", "label": "remote"}, "A token labelled 'remote'"),
                           ({"action": "revoke", "label": "owner"}, "The owner token is the kernel's own"),
                           ({"action": "rotate", "label": "nobody"}, f"Deployment {dep.name!r} has no token"),
+                          ({"action": "rotate", "label": "owner"}, "The owner token is the kernel's own"),
                           ({"action": "drop"}, "The body must be JSON with 'action'"),
                           ({"action": "add", "role": ["admin"]}, "The body must be JSON with 'action'"),
                           ([1, 2], "The body must be JSON with 'action'")):  # fmt: skip
@@ -384,8 +385,9 @@ def test_the_audit_trail_names_who_changed_what(
     # refused attempts at admin routes are on record too, whoever tried
     assert httpx.post(dep.url + "/admin/reload", json={}).status_code == 401
     assert httpx.post(dep.url + "/admin/reload", json={}, headers=bearer("stolen?")).status_code == 403
-    refused = [(d["by"], d["status"]) for d in dep.audit().lines if d["event"] == "POST /admin/reload"][-2:]
-    assert refused == [("no token", 401), ("an unknown token", 403)]
+    refused = [(d["by"], d["status"]) for d in dep.audit().lines if d["event"] == "POST /admin/reload"]
+    # one line a client a minute (a scanner must not fill the disk): the second is counted, not written
+    assert refused[-1] == ("no token", 401) and ("an unknown token", 403) not in refused
     shown = ip.run_line_magic("deploy", f"audit {dep.name} --since 1h")
     assert [d["event"] for d in shown.lines] == [d["event"] for d in dep.audit().lines]
     assert usage_error(ip, f"audit {dep.name} --since soon").startswith("Invalid --since 'soon'")

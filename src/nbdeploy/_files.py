@@ -80,10 +80,11 @@ def read_small(path: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def flocked(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on the owner-only file ``path`` (created when missing)."""
+def flocked(path: Path, shared: bool = False) -> Iterator[None]:
+    """Hold a ``flock`` on the owner-only file ``path`` (created when missing): exclusive, or
+    ``shared`` with other shared holders."""
     with os.fdopen(open_owned(path, os.O_WRONLY | os.O_CREAT), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        fcntl.flock(fh, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Filtered", "filter_file", "first_record", "swap_in", "sweep"]
+__all__ = ["LOGS_LOCK", "Filtered", "filter_file", "first_record", "swap_in", "sweep"]
 
 Keep = Callable[[dict[str, Any]], bool]
+LOGS_LOCK = ".logs.lock"  # held exclusive to swap a filtered file in, shared by an export opening the logs
 
 
 @dataclass

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from nbdeploy._files import flocked
 from nbdeploy.errors import InvalidInputError
+from nbdeploy.log_files import LOGS_LOCK
 from nbdeploy.monitoring.replay import log_files
 
 __all__ = ["Logs", "blocks", "out_path"]
@@ -54,7 +56,18 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
 
 
-_Opened = dict[tuple[int, int], tuple[IO[bytes], int] | None]  # by identity; None: seen, not to be read
+@dataclass
+class _Found:
+    """A log file opened, and what orders it: its log, when it was last written, its number."""
+
+    handle: IO[bytes]
+    size: int
+    base: str
+    mtime_ns: int
+    number: int  # N of NAME.N (0: the live file)
+
+
+_Opened = dict[tuple[int, int], "_Found | None"]  # by identity; None: seen, not to be read
 
 
 def _open(path: Path, logs: Logs, opened: _Opened, since: float | None) -> bool:
@@ -64,7 +77,8 @@ def _open(path: Path, logs: Logs, opened: _Opened, since: float | None) -> bool:
     except FileNotFoundError:  # rotated away meanwhile: the next listing finds it where it went
         return False
     except OSError as exc:
-        logs.unreadable.append(f"{path.name}: {exc.strerror or exc}")
+        if not any(u.startswith(f"{path.name}:") for u in logs.unreadable):
+            logs.unreadable.append(f"{path.name}: {exc.strerror or exc}")
         return False
     info = os.fstat(fd)
     identity = (info.st_dev, info.st_ino)
@@ -75,7 +89,9 @@ def _open(path: Path, logs: Logs, opened: _Opened, since: float | None) -> bool:
         os.close(fd)  # not a file; or last written before `since`, so nothing in it to take
         opened[identity] = None
         return True
-    opened[identity] = (os.fdopen(fd, "rb"), info.st_size)
+    number = int(path.suffix[1:]) if path.suffix[1:].isdigit() else 0
+    base = path.name.removesuffix(path.suffix) if number else path.name
+    opened[identity] = _Found(os.fdopen(fd, "rb"), info.st_size, base, info.st_mtime_ns, number)
     return True
 
 
@@ -86,18 +102,24 @@ def open_logs(folder: Path, since: float | None) -> Logs:
     A listing taken while the server rotates can miss a file being renamed (from a name not
     yet scanned to one already scanned), so the folder is listed again, and any file not yet
     open is opened, until a listing finds none (or after a few hundred: a log rotating without
-    pause still gives every file that existed when the export began, each at its first
-    listing where it is not being renamed). Files are recognised by their identity, so none is
-    read twice; they are read in the order of the last listing (files rotation deleted since,
-    the oldest, first)."""
+    pause still gives every file that existed when the export began, at its first listing
+    where it is not being renamed). Files are known by their identity, so none is read twice;
+    ``forget`` and the retention task swap files only while no export is opening them
+    (``.logs.lock``). Each log's files are read oldest first: by when each was last written,
+    then by its number."""
     logs, opened = Logs(), {}  # type: Logs, _Opened
-    for _ in range(_TRIES):
-        found = [_open(path, logs, opened, since) for path in _names(folder)]
-        if not any(found):
-            break
-    order = {identity: i for i, identity in enumerate(i for i in map(_identity, _names(folder)) if i is not None)}
-    ranked = sorted(opened.items(), key=lambda item: order.get(item[0], -1))
-    logs.files = [f for _, f in ranked if f is not None]
+    try:
+        with flocked(folder / LOGS_LOCK, shared=True):
+            for _ in range(_TRIES):
+                if not any([_open(path, logs, opened, since) for path in _names(folder)]):
+                    break
+    except BaseException:  # an error or Ctrl-C part way: nothing stays open
+        for found in opened.values():
+            if found is not None:
+                found.handle.close()
+        raise
+    files = sorted((f for f in opened.values() if f is not None), key=lambda f: (f.base, f.mtime_ns, -f.number))
+    logs.files = [(f.handle, f.size) for f in files]
     return logs
 
 

@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from nbdeploy._files import flocked
 from nbdeploy.deployments import events, processes
 from nbdeploy.deployments.watching import HandleParts
 from nbdeploy.errors import InvalidInputError
-from nbdeploy.log_files import filter_file, swap_in, sweep
+from nbdeploy.log_files import LOGS_LOCK, filter_file, swap_in, sweep
 from nbdeploy.model_entry import read_signature
 from nbdeploy.monitoring.replay import iter_records, log_files
 from nbdeploy.privacy import LogPrivacy, read_key
@@ -92,6 +93,10 @@ def _forget_files(folder: Path, ids: set[str], where: tuple[str, Any] | None, mo
     for log in removed if ids else ():
         for path in log_files(folder / f"{log}.jsonl"):
             filtered = filter_file(path, lambda r: str(r.get("id")) not in ids)
-            if filtered is not None and swap_in(filtered):
-                removed[log] += filtered.removed
+            if filtered is None:
+                continue
+            with flocked(folder / LOGS_LOCK):  # an export opening the logs meanwhile sees one or the other
+                if swap_in(filtered):
+                    removed[log] += filtered.removed
+            filtered.discard()
     return {"ids": len(ids), "removed": removed}

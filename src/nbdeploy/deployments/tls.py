@@ -43,10 +43,13 @@ def url(host: str, port: int | None, cert: str | None) -> str:
 def _local_name(cert: str) -> str | None:
     try:
         names = cert_names(cert)
-    except (OSError, ValueError):
+    except Exception:  # unreadable or unparsable: the server cannot be reached by name; check_pair says so
         return None
-    return next((n for n in ("127.0.0.1", "::1", "localhost", socket.getfqdn(), socket.gethostname())
-                 if _covers(names, n)), None)  # fmt: skip
+    for candidate in ("127.0.0.1", "::1", "localhost", socket.gethostname, socket.getfqdn):  # DNS last, if needed
+        name = candidate() if callable(candidate) else candidate
+        if _covers(names, name):
+            return name
+    return None
 
 
 def cert_names(cert: str) -> frozenset[str]:
@@ -161,8 +164,12 @@ def check_pair(cert: str, key: str, host: str) -> tuple[str, str]:
         raise InvalidInputError(
             f"--tls-cert and --tls-key do not load as a PEM certificate and its private key ({exc.strerror or exc})."
         ) from None
+    try:
+        names = cert_names(str(paths[0]))
+    except Exception as exc:  # OpenSSL loads it, cryptography cannot read its names
+        raise InvalidInputError(f"--tls-cert's names cannot be read ({type(exc).__name__}).") from None
     reached = _local_name(str(paths[0])) if host in _WILDCARDS else host
-    if reached is None or not _covers(cert_names(str(paths[0])), reached):
+    if reached is None or not _covers(names, reached):
         where = "this machine (127.0.0.1, localhost or its host name)" if host in _WILDCARDS else repr(host)
         raise InvalidInputError(
             f"--tls-cert is not valid for {where}, where nbdeploy reaches the server: serve with --host set to a "

@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from starlette.requests import Request
 
@@ -25,6 +26,7 @@ from nbdeploy.tokens import OWNER
 __all__ = ["AUDIT", "AdminAudit"]
 
 AUDIT = "audit.jsonl"
+REFUSED_EVERY_S = 60.0
 
 
 class AdminAudit:
@@ -32,6 +34,9 @@ class AdminAudit:
 
     def __init__(self, folder: Path | None, name: str, version: Callable[[], int | None]) -> None:
         self.folder, self.name, self.version = folder, name, version
+        # refused attempts: one line per client a minute, with the count of those not written since
+        # (a scanner must not fill the disk through a file that is never rotated)
+        self._refused: dict[str | None, tuple[float, int]] = {}
 
     def note(self, request: Request, status: int, before: int | None, refused: bool = False) -> None:
         """One admin call: by a token other than the owner's, or refused (whoever tried)."""
@@ -43,9 +48,20 @@ class AdminAudit:
         else:
             by = "an unknown token" if request.headers.get("authorization") else "no token"
         client = request.client.host if request.client else None
+        more: dict[str, Any] = {}
+        if refused:
+            now = time.time()
+            last, skipped = self._refused.get(client, (0.0, 0))
+            if now - last < REFUSED_EVERY_S:
+                self._refused[client] = (last, skipped + 1)
+                return
+            if len(self._refused) > 10_000:  # many clients: forget who was said, not what happens
+                self._refused.clear()
+            self._refused[client] = (now, 0)
+            more = {"refused_not_written": skipped} if skipped else {}
         doc = {"ts": time.time(), "event": f"{request.method} {request.url.path}", "deployment": self.name,
                "by": by, "status": status, "version_before": before, "version_after": self.version(),
-               "client": client, **getattr(request.state, "audit_detail", {})}  # fmt: skip
+               "client": client, **getattr(request.state, "audit_detail", {}), **more}  # fmt: skip
         try:
             append_private(self.folder / AUDIT, json.dumps(doc) + "\n")
         except OSError as exc:  # the call happened; a full disk must not turn it into an error

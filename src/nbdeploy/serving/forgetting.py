@@ -68,9 +68,13 @@ class Forgetting:
     def _forget(self, ids: set[str] | None, where: tuple[str, Any] | None) -> dict[str, Any]:
         server = self.server
         if where is not None:
-            column, value = where
-            ids = {str(r.get("id")) for r in iter_records(server.log.path)
-                   if self.privacy.matches(r, column, value)}  # fmt: skip
+            column, value, ids = *where, set()
+            for _ in range(8):  # a search during a rotation may skip a file moved onto a name already read
+                rotations = server.log.rotations
+                ids |= {str(r.get("id")) for r in iter_records(server.log.path)
+                        if self.privacy.matches(r, column, value)}  # fmt: skip
+                if server.log.rotations == rotations:
+                    break
         assert ids is not None
         removed = {"requests": 0, "feedback": 0}
         if ids:

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nbdeploy._files import open_owned
-from nbdeploy.log_files import filter_file, swap_in
+from nbdeploy._files import flocked, open_owned
+from nbdeploy.log_files import LOGS_LOCK, filter_file, swap_in
 from nbdeploy.monitoring.replay import log_files, read_records
 from nbdeploy.privacy import LogPrivacy
 from nbdeploy.spec import DEFAULTS
@@ -42,6 +42,7 @@ class RequestLog:
         self.max_bytes, self.backups = max_bytes, backups
         self._lock = threading.Lock()
         self._removing = threading.Lock()  # one removal at a time (RequestLog.remove)
+        self.rotations = 0
         self.dropped = 0  # records deleted by rotation, since this process started
         self.privacy: LogPrivacy | None = None  # what of the inputs is written (nbdeploy.privacy)
         self._fd = self._open()
@@ -84,6 +85,7 @@ class RequestLog:
             self._size += len(data)
 
     def _rotate(self) -> None:
+        self.rotations += 1  # a removal or search in progress sees names move under it
         os.close(self._fd)
         oldest = self.path.with_name(f"{self.path.name}.{self.backups}")
         if oldest.exists():  # about to be replaced: say how many records go
@@ -107,9 +109,11 @@ class RequestLog:
         with self._removing:
             removed = 0
             for _ in range(8):
+                rotations = self.rotations
                 counts = [self._remove_from(path, keep) for path in log_files(self.path) if not (skip and skip(path))]
                 removed += sum(c for c in counts if c > 0)
-                if -1 not in counts:
+                # a rotation during the pass may have moved a file not yet filtered onto a name done
+                if -1 not in counts and self.rotations == rotations:
                     return removed
             raise RuntimeError(f"{self.path.name} rotated under every pass of a removal; try again")
 
@@ -119,7 +123,8 @@ class RequestLog:
         if filtered is None:
             return 0
         try:
-            with self._lock:
+            # an export opening the logs holds .logs.lock shared: it never sees a file and its swapped copy
+            with flocked(self.path.parent / LOGS_LOCK), self._lock:
                 if not swap_in(filtered):
                     return -1
                 if path == self.path:  # the live file is a new one now: append to it

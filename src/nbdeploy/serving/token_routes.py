@@ -48,12 +48,18 @@ class TokenRoutes:
         if not all(isinstance(a, str) for a in args) or not isinstance(doc.get("label") or "", str):
             raise ProtocolError(400, _BODY)
         request.state.audit_detail = {"action": action, **({"label": doc["label"]} if "label" in doc else {})}
+        if action in ("rotate", "revoke") and args[0] == tokens.OWNER:  # whoever held it would act unaudited
+            raise ProtocolError(400, "The owner token is the kernel's own: rotate it on the deployment's machine "
+                                     "(%deploy token NAME --rotate owner).")  # fmt: skip
         try:
             answer = await asyncio.to_thread(self._do, action, args, doc.get("label"))
         except tokens.TokenError as exc:
             raise ProtocolError(400, str(exc)) from None
         except ValueError as exc:  # a damaged file: said, never guessed at
             raise ProtocolError(409, f"The deployment's tokens cannot be read: {exc}.", "INVALID_STATE") from None
+        except OSError as exc:  # a full disk, a folder made read-only
+            raise ProtocolError(503, f"The token files could not be written: {exc.strerror or exc}.",
+                                "TEMPORARILY_UNAVAILABLE") from None  # fmt: skip
         if "label" in answer:  # the label made, for the audit trail (never the value)
             request.state.audit_detail["label"] = answer["label"]
         return json_response(answer)
