@@ -6,8 +6,9 @@ the versions before and after (``deployments/events.py``). An admin call the ker
 make (another system holding an ``admin`` token) is recorded here, by the token's label,
 with the version served before and after the call, the answer's status (500 when the
 endpoint failed: it may have changed something first) and the client's address; so is an
-attempt the guard refused (no token, an unknown one, or one whose role does not reach it). Lines are
-appended with one ``write`` to the owner-only file (concurrent writers never interleave).
+attempt the guard refused (no token, an unknown one, or one whose role does not reach it),
+at most one line a client a minute. Lines are appended with one ``write`` to the owner-only
+file (concurrent writers never interleave).
 """
 
 from __future__ import annotations
