@@ -82,7 +82,9 @@ def test_drift_retrains_once_after_the_third_breach_then_the_canary_promotes(
 
     stump = DecisionTreeClassifier(max_depth=1, random_state=0).fit(cancer["X_train"], cancer["y_train"])
     _champion(stump, name, cancer)
-    dep = serving(f"{name}@champion", name=name, windows="30s", alert_interval_s=1.0)
+    # evaluations 3 s apart: the 19 labelled requests are sent well within one, so the test sees the
+    # streak at 2 before the third breach (at 1 s apart, a slow machine's sending outlasted three)
+    dep = serving(f"{name}@champion", name=name, windows="30s", alert_interval_s=3.0)
     job = nbdeploy.retrain(name, notebook=str(TRAIN), on="psi>0.2", alert_k=3, gates=["accuracy>=baseline"],
                            canary=50, promote_when=["accuracy>=baseline"], min_labels=60, params=FAST, since="1h")
     jobs.append(job)
@@ -90,7 +92,7 @@ def test_drift_retrains_once_after_the_third_breach_then_the_canary_promotes(
 
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     drifted = X * 1.5  # every feature moved: PSI far above 0.2, and the stump's one split misplaced
-    _send_labelled(dep, drifted, y, rows_per_request=10)
+    _send_labelled(dep, drifted, y, rows_per_request=30)
     second = eventually(lambda: _rule(dep, "psi>0.2"), lambda r: r["streak"] >= 2 or r["firing"], timeout=30)
     assert second["streak"] == 2 and not second["firing"], second  # two breaches: not fired yet
     assert job.runs() == [] and job.files.read_state().get("running") is None  # ... and no retrain
