@@ -81,3 +81,12 @@ def read_signature(folder: str | Path) -> tuple[list[dict[str, Any]] | None, lis
     inputs = json.loads(signature["inputs"]) if signature.get("inputs") else None
     outputs = json.loads(signature["outputs"]) if signature.get("outputs") else None
     return inputs, outputs
+
+
+def read_serving_example(folder: str | Path) -> dict[str, Any] | None:
+    """The example request MLflow saved with the model (``serving_input_example.json``), if any."""
+    try:
+        doc = json.loads((Path(folder) / "serving_input_example.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None

@@ -18,14 +18,19 @@ hashed (``inputs_private`` marks them).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOG_INPUTS", "LOG_KEY", "LogPrivacy", "keyed_hash", "read_key"]
+__all__ = ["LOG_INPUTS", "LOG_KEY", "LogPrivacy", "keeps_private", "keyed_hash", "read_key"]
 
 LOG_INPUTS = ("full", "hashed", "none")
 LOG_KEY = "log.key"  # in the deployment folder, owner-only
+
+
+def keeps_private(log_inputs: str, redact: Collection[str]) -> bool:
+    """Whether a deployment keeps any input out of its logs in clear."""
+    return log_inputs != "full" or bool(redact)
 
 
 def read_key(folder: Path) -> bytes | None:
@@ -63,7 +68,7 @@ class LogPrivacy:
 
     @property
     def active(self) -> bool:
-        return self.mode != "full" or bool(self.redact)
+        return keeps_private(self.mode, self.redact)
 
     def apply(self, record: dict[str, Any]) -> None:
         if not self.active:

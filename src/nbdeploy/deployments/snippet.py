@@ -19,7 +19,8 @@ from typing import Any
 
 from nbdeploy.deployments.watching import HandleParts
 from nbdeploy.errors import InvalidInputError
-from nbdeploy.model_entry import read_signature
+from nbdeploy.model_entry import read_serving_example, read_signature
+from nbdeploy.privacy import keeps_private
 
 __all__ = ["LANGUAGES", "Snippet", "Snippets"]
 
@@ -48,13 +49,11 @@ class Snippet:
 def example_row(model_path: str, private: bool = False) -> dict[str, Any]:
     """A one-row ``dataframe_split`` body: the model's input example, else (or for a deployment
     that keeps its inputs private: the example is often a real row) placeholders."""
+    doc = None if private else read_serving_example(model_path)
     try:
-        if private:
-            raise ValueError("placeholders")
-        doc = json.loads((Path(model_path) / "serving_input_example.json").read_text())
-        split = doc["dataframe_split"]
+        split = (doc or {})["dataframe_split"]
         return {"dataframe_split": {"columns": list(split["columns"]), "data": [list(split["data"][0])]}}
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
+    except (KeyError, TypeError, IndexError):
         inputs, _ = read_signature(Path(model_path))
         cols = [c for c in inputs or [] if "name" in c]
         return {"dataframe_split": {"columns": [c["name"] for c in cols],
@@ -112,7 +111,7 @@ class Snippets(HandleParts):
         token = str(Path(token_file).expanduser().absolute()) if token_file else None
         if token is None and spec.require_token:
             token = str(self.path / "token")
-        row = example_row(spec.current.model_path, private=spec.log_inputs != "full" or bool(spec.redact))
+        row = example_row(spec.current.model_path, private=keeps_private(spec.log_inputs, spec.redact))
         body = repr(row) if lang == "python" else json.dumps(row)
         build = {"curl": _curl, "python": _python, "javascript": _javascript}[lang]
         return Snippet(lang, build(self.url, body, token, spec.tls_cert))

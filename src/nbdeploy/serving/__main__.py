@@ -19,7 +19,7 @@ from typing import Any
 
 from nbdeploy._files import write_atomic
 from nbdeploy.log_files import sweep
-from nbdeploy.privacy import LOG_KEY, LogPrivacy, read_key
+from nbdeploy.privacy import LOG_KEY, LogPrivacy, keeps_private, read_key
 from nbdeploy.spec import DeploymentSpec
 
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     log = RequestLog(folder / "requests.jsonl", max_bytes=spec.log_max_bytes)
     parent = spec.attach_to
     app = create_app(settings, model, log, background=(lambda: _watch_parent(parent)) if parent else None)
-    if spec.log_inputs != "full" or spec.redact:
+    if keeps_private(spec.log_inputs, spec.redact):
         key = read_key(folder)
         if key is None:
             print(f"cannot hash the logged inputs: {folder / LOG_KEY} is missing or damaged; serve again",

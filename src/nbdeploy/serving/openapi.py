@@ -16,13 +16,11 @@ out when the deployment keeps its inputs private (it is often a real training ro
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from nbdeploy.serving.protocol import Schema
 
-__all__ = ["document", "example_body"]
+__all__ = ["document"]
 
 _TYPES: dict[str, dict[str, Any]] = {
     "double": {"type": "number"}, "float": {"type": "number"}, "long": {"type": "integer"},
@@ -57,15 +55,6 @@ def _formats(schema: Schema, methods: set[str]) -> list[dict[str, Any]]:
     }  # fmt: skip
     return [{"type": "object", "title": key, "required": [key], "additionalProperties": False,
              "properties": {key: shape, "params": params}} for key, shape in shapes.items()]  # fmt: skip
-
-
-def example_body(model_path: str) -> dict[str, Any] | None:
-    """The model's own example request (MLflow's ``serving_input_example.json``), if any."""
-    try:
-        doc = json.loads((Path(model_path) / "serving_input_example.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 def document(name: str, schema: Schema, outputs: list[dict[str, Any]] | None, methods: set[str], *,

@@ -22,7 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from nbdeploy.experiment import CHAMPION, VARIANT_HEADER
-from nbdeploy.privacy import LogPrivacy, read_key
+from nbdeploy.model_entry import read_serving_example
+from nbdeploy.privacy import LogPrivacy, keeps_private, read_key
 from nbdeploy.serving.auth import Access, Guard, GuardedRoute
 from nbdeploy.serving.batching import PredictError
 from nbdeploy.serving.bodies import parse_body, read_body
@@ -30,7 +31,7 @@ from nbdeploy.serving.experiment_routes import ExperimentRoutes
 from nbdeploy.serving.forgetting import Forgetting
 from nbdeploy.serving.loader import load
 from nbdeploy.serving.monitor_routes import MonitorBackend, MonitorRoutes
-from nbdeploy.serving.openapi import document, example_body
+from nbdeploy.serving.openapi import document
 from nbdeploy.serving.protocol import ProtocolError, check_method, parse
 from nbdeploy.serving.responses import error_answer, json_response
 from nbdeploy.serving.server import Call, Server
@@ -143,10 +144,10 @@ class CoreRoutes:
     async def openapi(self, request: Request) -> Response:
         server = self.server
         settings = self.settings
-        private = settings.log_inputs != "full" or bool(settings.redact)  # the example is often a real row
+        private = keeps_private(settings.log_inputs, settings.redact)  # the example is often a real row
         doc = document(settings.name, server.schema, server.model.outputs, set(server.model.methods),
                        require_token=settings.require_token, version=server.version,
-                       example=None if private else example_body(server.model.path))  # fmt: skip
+                       example=None if private else read_serving_example(server.model.path))  # fmt: skip
         return json_response(doc)
 
     async def info(self, request: Request) -> Response:
