@@ -47,7 +47,8 @@ def test_k_of_one_follows_every_change() -> None:
         (
             "p42>1",
             "Unknown alert metric 'p42' in 'p42>1'; metrics: rps, requests, p50_ms, p95_ms, p99_ms, "
-            "error_rate, psi, drifted_features, accuracy, est_accuracy, rmse.",
+            "error_rate, psi, drifted_features, accuracy, est_accuracy, rmse, cpu_pct, rss_mb, cpu_s_per_1k, "
+            "predictions_per_cpu_s, cost_per_1m, cost_per_day.",
         ),
     ],
 )

@@ -140,7 +140,8 @@ def test_magics_and_cli(
     )
     assert usage_error(ip, f"alerts {mon.name} --add 'p95>1'") == (
         "Unknown alert metric 'p95' in 'p95>1'; metrics: rps, requests, p50_ms, p95_ms, p99_ms, error_rate, psi, "
-        "drifted_features, accuracy, est_accuracy, rmse."
+        "drifted_features, accuracy, est_accuracy, rmse, cpu_pct, rss_mb, cpu_s_per_1k, "
+        "predictions_per_cpu_s, cost_per_1m, cost_per_day."
     )
     env = {**os.environ}
     out = subprocess.run(

@@ -18,13 +18,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from nbdeploy.errors import InvalidInputError
+
 __all__ = [
     "artifact_root",
     "configure",
+    "core_hour_price",
     "display_uri",
     "experiment_name",
     "explicit_tracking_uri",
     "home",
+    "set_core_hour_price",
     "settings",
     "tracking_uri",
 ]
@@ -39,6 +43,7 @@ class Settings:
     tracking_uri: str | None = None
     experiment: str | None = None
     home: str | None = None
+    core_hour_price: float | None = None
 
 
 settings = Settings()
@@ -55,6 +60,23 @@ def configure(*, tracking_uri: str | None = _KEEP, experiment: str | None = _KEE
     for name, value in (("tracking_uri", tracking_uri), ("experiment", experiment), ("home", home)):
         if value is not _KEEP:
             setattr(settings, name, value or None)
+
+
+def set_core_hour_price(price: float | None) -> None:
+    """The price of one CPU core for an hour that ``serve`` gives servers by default (``None``:
+    ``NBDEPLOY_CORE_HOUR_PRICE``, else no cost figures)."""
+    settings.core_hour_price = price
+
+
+def core_hour_price() -> float | None:
+    """The default price of a core-hour: :func:`set_core_hour_price`, else the environment."""
+    if settings.core_hour_price is not None:
+        return settings.core_hour_price
+    text = os.environ.get("NBDEPLOY_CORE_HOUR_PRICE", "").strip()
+    try:
+        return float(text) if text else None
+    except ValueError:
+        raise InvalidInputError(f"Invalid NBDEPLOY_CORE_HOUR_PRICE {text[:40]!r}: use a number such as 0.04.") from None
 
 
 def explicit_tracking_uri() -> str | None:

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from traitlets import Unicode, observe
+from traitlets import Float, Unicode, observe
 
 from nbdeploy.commands import COMMANDS, MAGIC, add_arguments, overview
 from nbdeploy.errors import NbdeployError, ValidationFailedError
@@ -95,6 +95,17 @@ class DeployMagics(Magics):
     )
     experiment = Unicode("", config=True, help="MLflow experiment for nbdeploy's runs (default 'nbdeploy').")
     home = Unicode("", config=True, help="Folder for deployment state; empty means NBDEPLOY_HOME, else ./.nbdeploy.")
+
+    core_hour_price = Float(
+        None, allow_none=True, config=True,
+        help="Price of one CPU core for an hour: serve gives its servers cost figures (default none).",
+    )  # fmt: skip
+
+    @observe("core_hour_price")
+    def _push_price(self, change: Any) -> None:
+        from nbdeploy.config import set_core_hour_price
+
+        set_core_hour_price(change["new"])
 
     @observe("tracking_uri", "experiment", "home")
     def _push_setting(self, change: Any) -> None:

@@ -116,6 +116,7 @@ class DeploymentSpec(_ReadAsDict):
     log_inputs: str = "full"  # what of the inputs reaches the log: full, hashed or none (nbdeploy.privacy)
     redact: list[str] = field(default_factory=list)  # columns logged as keyed hashes
     retention_s: float | None = None  # records older than this leave every log
+    core_hour_price: float | None = None  # price of one CPU core for an hour: the cost figures of /monitor
     windows: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WINDOWS))
     history: list[ModelEntry] = field(default_factory=list)
     target: str = "local"
@@ -153,6 +154,8 @@ class DeploymentSpec(_ReadAsDict):
             raise InvalidInputError(f"Invalid --log-inputs {self.log_inputs!r}: use full, hashed or none.")
         if self.retention_s is not None and not (math.isfinite(self.retention_s) and self.retention_s > 0):
             raise InvalidInputError(f"Invalid retention {self.retention_s}: use a duration such as 30d.")
+        if self.core_hour_price is not None and not (math.isfinite(self.core_hour_price) and self.core_hour_price >= 0):
+            raise InvalidInputError(f"Invalid core-hour price {self.core_hour_price}: use a number of 0 or more.")
         if self.target not in ("local", "ray"):
             raise InvalidInputError(f"Unknown target {self.target!r}: use local or ray.")
         if self.ray is not None:
@@ -224,7 +227,7 @@ class DeploymentSpec(_ReadAsDict):
             alerts=list(self.alerts), windows=dict(self.windows), alert_window=self.alert_window,
             alert_interval_s=self.alert_interval_s, folder=str(folder) if folder else None,
             experiment=experiment, log_inputs=self.log_inputs, redact=list(self.redact), retention_s=self.retention_s,
-            **overrides,
+            core_hour_price=self.core_hour_price, **overrides,
         )  # fmt: skip
 
 
@@ -265,3 +268,4 @@ class ServerSettings:
     log_inputs: str = DEFAULTS.log_inputs
     redact: list[str] = field(default_factory=list)
     retention_s: float | None = DEFAULTS.retention_s
+    core_hour_price: float | None = None

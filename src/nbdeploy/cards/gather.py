@@ -37,6 +37,7 @@ class CardFacts:
     profile: dict[str, Any] | None
     validation: dict[str, Any] | None  # the latest validation.json
     validation_uri: str | None
+    loadtest: dict[str, Any] | None = None  # the summary of the latest load test (registry/loadtests.py)
     history: list[dict[str, Any]] = field(default_factory=list)  # {"ts", "event", "detail", "source"}
 
     @property
@@ -118,6 +119,7 @@ def history(mv: Any, created_ts: float) -> list[dict[str, Any]]:
 def gather(mv: Any) -> CardFacts:
     from nbdeploy import registry
     from nbdeploy.registry._store import client, mlflow_errors
+    from nbdeploy.registry.loadtests import latest_loadtest
 
     with mlflow_errors(f"reading {mv.ref}"):
         created_ts = client().get_model_version(mv.name, str(mv.version)).creation_timestamp / 1000
@@ -135,5 +137,6 @@ def gather(mv: Any) -> CardFacts:
         profile=registry.load_profile(mv),
         validation=_latest_validation(mv),
         validation_uri=tags.get("nbdeploy.validation.report"),
+        loadtest=latest_loadtest(tags),
         history=history(mv, created_ts),
     )

@@ -131,6 +131,25 @@ def _explain(v: dict[str, Any]) -> list[Section]:
     return [s]
 
 
+def _capacity(f: CardFacts) -> list[Section]:
+    t = f.loadtest
+    if not t:
+        return []
+    best = t.get("best")
+    capacity = (f"capacity {fmt(best['rps'])} req/s at {best['connections']} connections"
+                if best else "no level within the gates")  # fmt: skip
+    head = f"Latest load test: {str(t.get('status', '?')).upper()}, {_time(t['when'])}; {capacity}; "
+    s = Section("Capacity", [head + f"peak server memory {fmt(t.get('peak_rss_mb'))} MB (run {t.get('run_id')})."])
+    s.tables.append((["connections", "req/s", "p50 ms", "p99 ms", "errors", "CPU s / 1k predictions"],
+                     [[str(lv["connections"]), fmt(lv.get("rps")), fmt(lv.get("p50_ms")), fmt(lv.get("p99_ms")),
+                       f"{100 * (lv.get('error_rate') or 0):.2f}%", fmt(lv.get("cpu_s_per_1k"))]
+                      for lv in t.get("levels", [])]))  # fmt: skip
+    gates = [[g["gate"], "pass" if g["passed"] else "FAIL", fmt(g.get("value"))] for g in t.get("gates", [])]
+    if gates:
+        s.tables.append((["gate", "result", "measured"], gates))
+    return [s]
+
+
 def _history(f: CardFacts) -> Section:
     rows = [[_time(e["ts"]), str(e["event"]), str(e.get("detail", ""))] for e in f.history]
     return Section("History", ["Every validation, promotion, deployment, update, rollback and experiment of "
@@ -138,7 +157,7 @@ def _history(f: CardFacts) -> Section:
 
 
 def sections(f: CardFacts) -> list[Section]:
-    return [_overview(f), *_training(f), *_validation(f), _history(f)]
+    return [_overview(f), *_training(f), *_validation(f), *_capacity(f), _history(f)]
 
 
 def _md(text: str) -> str:

@@ -11,6 +11,7 @@ when they run.
 
 from __future__ import annotations
 
+from nbdeploy.commands.capacity_commands import COMMANDS as _CAPACITY
 from nbdeploy.commands.data_commands import COMMANDS as _DATA
 from nbdeploy.commands.experiment_commands import COMMANDS as _EXPERIMENT
 from nbdeploy.commands.registry_commands import COMMANDS as _REGISTRY
@@ -23,7 +24,8 @@ __all__ = [
     "BOTH", "CLI", "COMMANDS", "FACE_ONLY", "MAGIC", "Arg", "Command", "Context", "Loads", "add_arguments", "overview",
 ]  # fmt: skip
 
-COMMANDS: dict[str, Command] = {c.name: c for c in [*_REGISTRY, *_SERVING, *_EXPERIMENT, *_DATA, *_RETRAIN, *_SECURITY]}
+COMMANDS: dict[str, Command] = {c.name: c for c in [*_REGISTRY, *_SERVING, *_EXPERIMENT, *_DATA, *_RETRAIN, *_SECURITY,
+                                                   *_CAPACITY]}
 
 # Options one front end has and the other has not, and why (docs/index.md lists them too).
 FACE_ONLY: dict[tuple[str, str], str] = {

@@ -27,7 +27,7 @@ def _serve(args: argparse.Namespace, ctx: Context) -> Any:
         alert_k=args.alert_k, windows=args.windows, target=args.target, replicas=args.replicas,
         address=args.address, replica_cpus=args.replica_cpus, tls=args.tls, tls_cert=args.tls_cert,
         tls_key=args.tls_key, insecure_http=args.insecure_http, log_inputs=args.log_inputs, redact=args.redact,
-        retention=args.retention,
+        retention=args.retention, core_hour_price=args.core_hour_price,
     )  # fmt: skip
     notice = dep.token_notice(given=bool(args.token))
     if notice:
@@ -137,6 +137,9 @@ _SERVE_ARGS = (
         help="what of the inputs the request log keeps: the values, keyed hashes, or nothing (default full)"),
     arg("--redact", action="append", default=[], metavar="COL", help="log this column as a keyed hash (repeatable)"),
     arg("--retention", metavar="AGE", help="remove logged requests and labels older than AGE, e.g. 30d"),
+    arg("--core-hour-price", type=number, metavar="PRICE",
+        help="price of one CPU core for an hour, for cost figures in /monitor and alerts such as cost_per_1m>2 "
+             "(default: %config DeployMagics.core_hour_price, or NBDEPLOY_CORE_HOUR_PRICE)"),
     arg("--max-batch", type=int, default=DEFAULTS.max_batch, metavar="ROWS",
         help=f"most rows per predict call (default {DEFAULTS.max_batch})"),
     arg("--max-wait-ms", type=number, default=DEFAULTS.max_wait_ms, metavar="MS",

@@ -195,16 +195,9 @@ class Deployment(Watching, Experiments, Exporting, TokenKeeping, Auditing, Snipp
         :meth:`feedback` takes to attach true labels later. ``method="predict_proba"`` (or
         another the model has) answers with it instead (MLflow's ``predict_method`` param)."""
         import numpy as np
-        import pandas as pd
 
-        from nbdeploy.stats.profile import as_frame
-
-        frame = as_frame(X)
-        # every value at full double precision (pandas' to_json rounds to 10 digits), missing as null
-        rows = frame.astype(object).where(frame.notna(), None).to_numpy().tolist()
-        split: dict[str, Any] = {"data": rows}
-        if isinstance(X, (pd.DataFrame, pd.Series)):  # otherwise the server takes the signature's order
-            split["columns"] = [str(c) for c in frame.columns]
+        columns, rows = http.frame_rows(X)
+        split: dict[str, Any] = {"data": rows, **({"columns": columns} if columns is not None else {})}
         doc = {"dataframe_split": split, **({"params": {"predict_method": method}} if method != "predict" else {})}
         body = json.dumps(doc, default=http.json_value)
         response = self._request(

@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from nbdeploy.errors import DeploymentError
 
-__all__ = ["answers", "json_value", "request"]
+__all__ = ["answers", "frame_rows", "json_value", "request", "request_bodies"]
 
 
 def json_value(value: Any) -> Any:
@@ -49,3 +50,39 @@ def request(name: str, method: str, base: str, route: str, token: str | None, ti
             message = response.text
         raise DeploymentError(f"Deployment {name!r} answered {response.status_code}: {message}")
     return response
+
+
+MAX_BODIES = 1000  # distinct requests a load test cycles through
+
+
+def frame_rows(X: Any) -> tuple[list[str] | None, list[list[Any]]]:
+    """Column names (``None`` for an array: the server takes the signature's order) and rows
+    of ``X``, every value at full double precision (pandas' ``to_json`` rounds to 10 digits),
+    missing values as ``None``."""
+    import pandas as pd
+
+    from nbdeploy.stats.profile import as_frame
+
+    frame = as_frame(X)
+    rows = frame.astype(object).where(frame.notna(), None).to_numpy().tolist()
+    columns = [str(c) for c in frame.columns] if isinstance(X, (pd.DataFrame, pd.Series)) else None
+    return columns, rows
+
+
+def request_bodies(X: Any, rows_per_request: int) -> list[str]:
+    """``X`` as MLflow ``dataframe_split`` bodies of ``rows_per_request`` rows each (at most
+    :data:`MAX_BODIES`; a short last slice is left out, so predictions are requests times rows)."""
+    from nbdeploy.errors import InvalidInputError
+
+    if rows_per_request < 1:
+        raise InvalidInputError(f"Invalid --rows {rows_per_request}: a request carries at least 1 row.")
+    columns, rows = frame_rows(X)
+    if len(rows) < rows_per_request:
+        raise InvalidInputError(f"--data has {len(rows)} row(s), fewer than --rows {rows_per_request}.")
+    bodies = []
+    for start in range(0, min(len(rows), MAX_BODIES * rows_per_request) - rows_per_request + 1, rows_per_request):
+        split: dict[str, Any] = {"data": rows[start : start + rows_per_request]}
+        if columns is not None:
+            split["columns"] = columns
+        bodies.append(json.dumps({"dataframe_split": split}, default=json_value))
+    return bodies

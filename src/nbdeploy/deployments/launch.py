@@ -67,6 +67,7 @@ def serve(
     log_inputs: str = DEFAULTS.log_inputs,
     redact: Sequence[str] = (),
     retention: str | None = None,
+    core_hour_price: float | None = None,
 ) -> Deployment:
     """Start a server for ``ref`` in its own process and return when ``/health`` answers.
 
@@ -76,23 +77,25 @@ def serve(
     with this process. ``alerts`` are rules such as ``"p95_ms>50"`` on the first of ``windows``,
     firing after ``alert_k`` breaches, posted to ``webhook``. ``log_inputs`` (``full``,
     ``hashed``, ``none``) and ``redact`` say what of the inputs the request log keeps,
-    ``retention`` (``"30d"``) for how long. ``target="ray"`` runs ``replicas`` copies on the Ray
-    cluster at ``address`` (or ``RAY_ADDRESS``, or one nbdeploy starts) behind Ray's proxy.
+    ``retention`` (``"30d"``) for how long; ``core_hour_price`` prices ``/monitor``'s CPU.
+    ``target="ray"`` runs ``replicas`` copies on the Ray cluster at ``address`` (or
+    ``RAY_ADDRESS``, or one nbdeploy starts) behind Ray's proxy.
 
     >>> d = serve("cancer@champion", port=5050)   # doctest: +SKIP
     >>> d = serve("cancer@champion", target="ray", replicas=2)   # doctest: +SKIP
     """
-    from nbdeploy.deployments.watching import with_baseline
+    from nbdeploy.deployments.watching import check_priced, with_baseline
     from nbdeploy.monitoring.alerts import rule_specs
 
     r = parse_ref(ref)
-    alerts = [with_baseline(rule, ref) for rule in alerts]
+    core_hour_price = config.core_hour_price() if core_hour_price is None else core_hour_price
+    alerts = [with_baseline(rule, ref) for rule in check_priced(alerts, core_hour_price)]
     spec = DeploymentSpec(
         name=validate_name(name or r.name or f"run-{r.run_id}"), host=host, port=port,
         require_token=bool(token) or not config.is_loopback(host), max_batch=max_batch, max_wait_ms=max_wait_ms,
         max_body_bytes=max_body_bytes, attach_to=os.getpid() if attach else None, monitor=monitor,
         alerts=rule_specs(alerts, webhook, alert_k), alert_interval_s=alert_interval_s,
-        windows=parse_windows(windows), target=target,
+        windows=parse_windows(windows), target=target, core_hour_price=core_hour_price,
     )  # fmt: skip
     serve_options.set_transport(spec, tls, tls_cert, tls_key, insecure_http)
     serve_options.set_privacy(spec, log_inputs, redact, retention)

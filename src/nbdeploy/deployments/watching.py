@@ -7,6 +7,7 @@ document, labels sent back, alert rules, and the live panel (the one door from t
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +44,17 @@ def with_baseline(rule: str, version: str | None) -> str:
                                 "or give a number.")  # fmt: skip
     threshold = figure + (float(delta) if sign == "+" else -float(delta) if sign == "-" else 0.0)
     return f"{metric}{op}{threshold:.6g}"
+
+
+def check_priced(rules: Sequence[str], price: float | None) -> Sequence[str]:
+    """``rules``, checked: a cost rule on a deployment without a price would never fire."""
+    from nbdeploy.monitoring.alerts import PRICED
+
+    priced = [r for r in rules if r.strip().startswith(PRICED)]
+    if priced and price is None:
+        raise InvalidInputError(f"The alert rule {priced[0]!r} needs the price of a core-hour: serve with "
+                                "--core-hour-price (or %config DeployMagics.core_hour_price) first.")  # fmt: skip
+    return rules
 
 
 class HandleParts:
@@ -104,6 +116,7 @@ class Watching(HandleParts):
         if spec.current.task == "regression" and any(r.strip().startswith("est_accuracy") for r in add):
             raise InvalidInputError(f"est_accuracy is a classifier's: {spec.current.ref} is a regressor "
                                     "(watch rmse once labels arrive).")  # fmt: skip
+        check_priced(add, spec.core_hour_price)
         rules += rule_specs([with_baseline(r, spec.current.resolved) for r in add], webhook, k)
         if add or clear:
             result: dict[str, Any] = self._request("POST", "/admin/alerts", json={"rules": rules}).json()
@@ -114,6 +127,36 @@ class Watching(HandleParts):
             return result
         alerts: dict[str, Any] = self.snapshot(spec.alert_window)["alerts"]
         return alerts
+
+    def loadtest(
+        self,
+        data: Any = None,
+        *,
+        connections: Sequence[int] = (1, 16, 64),
+        duration: str | float = "10s",
+        rows_per_request: int = 1,
+        gates: Sequence[str] = (),
+        record: bool = True,
+    ) -> Any:
+        """Drive the deployment with wrk at each connection count for ``duration`` and report
+        throughput, latency, CPU seconds per 1,000 predictions and peak memory (a
+        :class:`~nbdeploy.capacity.LoadTestReport`), recorded on the served version in MLflow.
+        ``data``: rows to send (default: the model's input example); ``gates`` such as
+        ``"p99_ms<=50"`` or ``"rps>=500"`` (see :mod:`nbdeploy.capacity.gates`)."""
+        from nbdeploy.capacity import loadtest
+        from nbdeploy.deployments import http
+        from nbdeploy.model_entry import read_serving_example
+
+        def bodies() -> list[str]:
+            if data is not None:
+                return http.request_bodies(data, rows_per_request)
+            example = read_serving_example(self.spec.current.model_path)
+            if example is None:
+                raise InvalidInputError(f"{self.spec.current.ref} was logged without an input example: give rows "
+                                        "to send with --data X_test.")  # fmt: skip
+            return [json.dumps(example)]
+
+        return loadtest(self, bodies, connections=connections, duration=duration, gates=gates, record=record)
 
     def monitor(self, interval: float = 2.0, window: str | None = None, panel: bool = False) -> Any:
         """A live monitoring widget; the one door from the core to :mod:`nbdeploy.widgets`,

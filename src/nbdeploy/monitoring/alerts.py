@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from nbdeploy._files import append_private
 from nbdeploy.errors import InvalidInputError
 from nbdeploy.spec import DEFAULT_ALERT_K
 
-__all__ = ["METRICS", "AlertBook", "Rule", "RuleError", "redact_url", "rule_specs"]
+__all__ = ["METRICS", "PRICED", "AlertBook", "Rule", "RuleError", "redact_url", "rule_specs"]
 
 
 class RuleError(InvalidInputError):
@@ -50,6 +51,10 @@ def _metric(window: Mapping[str, Any], key: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _resource(window: Mapping[str, Any], key: str) -> float | None:
+    return _metric(window.get("resources") or {}, key)
+
+
 METRICS: dict[str, Callable[[Mapping[str, Any]], float | None]] = {
     "rps": lambda w: _metric(w, "rps"),
     "requests": lambda w: _metric(w, "requests"),
@@ -62,7 +67,11 @@ METRICS: dict[str, Callable[[Mapping[str, Any]], float | None]] = {
     "accuracy": lambda w: _metric(w, "accuracy"),
     "est_accuracy": lambda w: _metric(w, "est_accuracy"),  # before labels: monitoring/estimate.py
     "rmse": lambda w: _metric(w, "rmse"),
-}
+    # what serving costs (monitoring/resources.py); cost_* need a core-hour price
+    **{key: partial(_resource, key=key)
+       for key in ("cpu_pct", "rss_mb", "cpu_s_per_1k", "predictions_per_cpu_s", "cost_per_1m", "cost_per_day")},
+}  # fmt: skip
+PRICED = ("cost_per_1m", "cost_per_day")
 
 
 @dataclass

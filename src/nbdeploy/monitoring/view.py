@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["render_alerts", "render_text", "variant_distribution_lines"]
+__all__ = ["render_alerts", "render_text", "resource_line", "variant_distribution_lines"]
 
 _BARS = " ▁▂▃▄▅▆▇█"
 
@@ -28,6 +28,20 @@ def spark(values: list[float | None]) -> str:
     return "".join(" " if v is None else _BARS[min(8, round(8 * v / top))] for v in values)
 
 
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def resource_line(r: Mapping[str, Any]) -> str:
+    """CPU, memory and cost of a window's ``resources`` (monitoring/resources.py) on one line."""
+    line = (f"CPU {_num(r.get('cpu_pct'), '.1f')}% of a core  RSS {_num(r.get('rss_mb'), '.0f')} MB  "
+            f"{_num(r.get('cpu_s_per_1k'), '.3g')} CPU s / 1k predictions")  # fmt: skip
+    if r.get("core_hour_price") is not None:
+        line += (f"  cost {_num(r.get('cost_per_1m'), '.3g')} / 1M predictions, "
+                 f"{_num(r.get('cost_per_day'), '.3g')} / day")  # fmt: skip
+    return line
+
+
 def render_text(doc: Mapping[str, Any], window: str = "1m", status: str = "live") -> str:
     """Render a ``/monitor`` document for one window as a few aligned lines."""
     win = doc.get("windows", {}).get(window)
@@ -41,6 +55,12 @@ def render_text(doc: Mapping[str, Any], window: str = "1m", status: str = "live"
         f"requests {win['requests']} ({win['rps']:.1f}/s)  p50 {_ms(lat['p50'])}  p95 {_ms(lat['p95'])}  "
         f"p99 {_ms(lat['p99'])}  errors {100 * win['error_rate']:.1f}%  total {doc.get('total_requests', 0)}"
     )
+    if win.get("resources"):
+        lines.append(resource_line(win["resources"]))
+    procs = doc.get("processes") or []
+    if len(procs) > 1:  # a challenger's process beside the server: each one's share
+        lines.append("processes  " + "  ".join(f"{p['role']} (pid {p['pid']}) CPU {_num(p.get('cpu_pct_1m'), '.0f')}% "
+                                                f"RSS {_num(p.get('rss_mb'), '.0f')} MB" for p in procs))  # fmt: skip
     series = doc.get("series", {})
     if series:
         lines.append(f"traffic  |{spark(series.get('rps', []))}|")
@@ -71,6 +91,7 @@ def render_text(doc: Mapping[str, Any], window: str = "1m", status: str = "live"
             f"replica {rid} (pid {replica.get('pid')}, node {str(replica.get('node', ''))[:12]})  "
             f"requests {rw.get('requests', 0)}  p95 {_ms((rw.get('latency_ms') or {}).get('p95'))}  "
             f"errors {100 * rw.get('error_rate', 0.0):.1f}%"
+            + (f"  CPU {_num(rw['resources']['cpu_pct'], '.0f')}%" if rw.get("resources") else "")
         )
     lines += _experiment_lines(doc.get("experiment"))
     alerts = doc.get("alerts", {})

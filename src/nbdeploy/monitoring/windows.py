@@ -88,6 +88,7 @@ class RequestWindows:
         self._early: dict[str, list[Any]] = {}  # feedback that arrived before its request
         self._classes: dict[str, int] = {}
         self._lock = threading.RLock()
+        self.resources: Any = None  # a ResourceMeter (monitoring/resources.py): each window's CPU, memory, cost
         self.set_profile(profile, task)
 
     def set_profile(self, profile: Mapping[str, Any] | None, task: str | None) -> None:
@@ -145,14 +146,10 @@ class RequestWindows:
                 self.batches.append({"ts": arr[:, 0], "requests": arr[:, 1], "rows": arr[:, 2]}, len(batches))
             if not items:
                 return
-            self.requests.append(
-                {
-                    "ts": np.fromiter((i[0] for i in items), np.float64, len(items)),
-                    "latency": np.fromiter((i[1] for i in items), np.float32, len(items)),
-                    "status": np.fromiter((i[2] for i in items), np.int16, len(items)),
-                },
-                len(items),
-            )
+            self.requests.append({"ts": np.fromiter((i[0] for i in items), np.float64, len(items)),
+                                  "latency": np.fromiter((i[1] for i in items), np.float32, len(items)),
+                                  "status": np.fromiter((i[2] for i in items), np.int16, len(items))},
+                                 len(items))  # fmt: skip
             self._fold_rows([i for i in items if i[2] == 200 and i[4] is not None and i[5] is not None])
             self._bin_new()
 
@@ -172,16 +169,9 @@ class RequestWindows:
         if not blocks:
             return
         total = len(preds)
-        start = self.rows.append(
-            {
-                "ts": np.concatenate(stamps),
-                "x": np.concatenate(blocks),
-                "pred": self._encode(preds),
-                "label": np.full(total, np.nan),
-                "conf": np.concatenate(confs),
-            },
-            total,
-        )
+        start = self.rows.append({"ts": np.concatenate(stamps), "x": np.concatenate(blocks),
+                                  "pred": self._encode(preds), "label": np.full(total, np.nan),
+                                  "conf": np.concatenate(confs)}, total)  # fmt: skip
         for rid, n in spans:
             self._ids[rid] = (start, n)
             start += n
@@ -282,6 +272,7 @@ class RequestWindows:
         out.update(live_quality(self.task, preds, labels))
         if self.task == "classification":
             out.update(estimated_accuracy(concat(self.rows.take("conf", rlo, rhi), np.float64), ~np.isnan(labels)))
+        out["resources"] = self.resources.window(now, seconds) if self.resources is not None else None
         return out
 
     def _drift(self, lo: int, hi: int) -> list[drift.FeatureDrift]:

@@ -15,6 +15,7 @@ from nbdeploy.errors import PromotionRefusedError
 from nbdeploy.refs import ModelRef, validate_alias
 from nbdeploy.registry._store import client, experiment_id, mlflow_errors, set_alias, tracking_uri, using_tracking_uri
 from nbdeploy.registry.history import record_event
+from nbdeploy.registry.loadtests import LOADTEST_FAILED_TAG, LOADTEST_TAG
 from nbdeploy.registry.lookup import fetch_version, resolve
 from nbdeploy.registry.versions import SUMMARY_MARKER, ModelVersion
 
@@ -77,8 +78,12 @@ def _gate(c: MlflowClient, mv: ModelVersion, alias: str, *, force: bool) -> str 
     from datetime import datetime, timezone
 
     status = mv.tags.get(VALIDATION_TAG)
-    if status != "passed":
-        if status is None:
+    loaded = mv.tags.get(LOADTEST_TAG)
+    if status != "passed" or loaded == "failed":
+        if status == "passed":  # the load test failed
+            failed = mv.tags.get(LOADTEST_FAILED_TAG) or "its gates"
+            reason, advice = f"its last load test failed on {failed}", "run %deploy loadtest again once it passes"
+        elif status is None:
             reason = "it was never validated"
             advice = f"run %deploy validate {mv.ref} --data X --target Y first"
         else:
@@ -91,7 +96,8 @@ def _gate(c: MlflowClient, mv: ModelVersion, alias: str, *, force: bool) -> str 
             record_event(c, mv, "promotion refused", f"to @{alias}: {reason}")
             raise PromotionRefusedError(
                 f"Refusing to promote {mv.ref} to @{alias}: {reason}; {advice} "
-                "(nbdeploy.validate in Python), or pass --force (force=True) to promote it anyway."
+                f"({'Deployment.loadtest' if status == 'passed' else 'nbdeploy.validate'} in Python), "
+                "or pass --force (force=True) to promote it anyway."
             )
         c.set_model_version_tag(mv.name, str(mv.version), FORCED_TAG, record)
         return reason

@@ -28,7 +28,7 @@ from nbdeploy.serving.decisions import decision_loop
 from nbdeploy.serving.experiment_routes import prepare
 from nbdeploy.serving.forgetting import retention_loop
 from nbdeploy.serving.loader import LoadedModel
-from nbdeploy.serving.monitor_routes import LocalMonitor, MonitorBackend, alert_loop, fold_loop
+from nbdeploy.serving.monitor_routes import LocalMonitor, MonitorBackend, alert_loop, fold_loop, resource_loop
 from nbdeploy.serving.protocol import ProtocolError
 from nbdeploy.serving.requestlog import RequestLog
 from nbdeploy.serving.responses import EXCEPTION_HANDLERS
@@ -92,6 +92,7 @@ def _lifespan(server: Server, background: Callable[[], Any] | None) -> Callable[
             tasks.append(loop.create_task(retention_loop(server, settings.retention_s)))
         if settings.monitor:
             tasks.append(loop.create_task(fold_loop(server.monitor)))
+            tasks.append(loop.create_task(resource_loop(server.sampler, server.monitor.resources)))
             tasks.append(
                 loop.create_task(
                     alert_loop(server.monitor, server.alerts, settings.alert_window, settings.alert_interval_s)

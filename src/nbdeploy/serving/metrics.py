@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from nbdeploy.monitoring.alerts import AlertBook
+from nbdeploy.monitoring.resources import ProcessSampler
 from nbdeploy.monitoring.windows import RequestWindows
 
 __all__ = ["ExperimentCollector", "Metrics", "MonitorCollector"]
@@ -94,6 +95,43 @@ class MonitorCollector(Collector):
         if win.get("est_accuracy") is not None:
             yield GaugeMetricFamily("nbdeploy_estimated_accuracy", "Accuracy estimated from the model's "
                                     "probabilities, before labels", value=win["est_accuracy"])  # fmt: skip
+        resources = win.get("resources") or {}
+        for key, text in _RESOURCE_GAUGES.items():
+            if resources.get(key) is not None:
+                yield GaugeMetricFamily(f"nbdeploy_{key}", f"{text}, over the last {self.window}", value=resources[key])
+
+
+_RESOURCE_GAUGES = {
+    "cpu_pct": "CPU of the serving processes, in percent of one core",
+    "cpu_s_per_1k": "CPU seconds per 1,000 predictions",
+    "cost_per_1m": "Cost of 1M predictions at the core-hour price",
+    "cost_per_day": "Cost of a day at this CPU use and the core-hour price",
+}
+
+
+class ResourceCollector(Collector):
+    """Running totals of what serving costs: CPU seconds and memory of each serving
+    process (by role: server, a challenger's), and predictions answered."""
+
+    def __init__(self, sampler: ProcessSampler) -> None:
+        self.sampler = sampler
+
+    def collect(self) -> Any:
+        cpu = CounterMetricFamily("nbdeploy_process_cpu_seconds", "CPU seconds of each serving process since it "
+                                  "started", labels=["process"])  # fmt: skip
+        rss = GaugeMetricFamily("nbdeploy_process_resident_memory_bytes", "Resident memory of each serving process",
+                                labels=["process"])  # fmt: skip
+        by_role: dict[str, list[float]] = {}
+        for p in self.sampler.processes():
+            cpu_rss = by_role.setdefault(p["role"], [0.0, 0.0])
+            cpu_rss[0] += p["cpu_s"]
+            cpu_rss[1] += p["rss_mb"] * 1024 * 1024
+        for role, (cpu_s, rss_bytes) in by_role.items():
+            cpu.add_metric([role], cpu_s)
+            rss.add_metric([role], rss_bytes)
+        yield cpu
+        yield rss
+        yield CounterMetricFamily("nbdeploy_predictions", "Predictions answered (rows)", value=self.sampler.predictions)
 
 
 class ExperimentCollector(Collector):

@@ -100,6 +100,11 @@ class ModelProcess:
         self._lock = threading.Lock()  # spawning, closing and a write from a thread: one at a time
         self._stopped = False
 
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id (``None`` before it starts): its CPU and memory are the challenger's."""
+        return self._proc.pid if self._proc is not None else None
+
     def start(self, timeout: float = 300.0) -> None:
         """Spawn the worker and load the model in it; the loader's error as raised there."""
         with self._lock:

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from nbdeploy.monitoring.alerts import AlertBook, RuleError
+from nbdeploy.monitoring.resources import ProcessSampler, ResourceMeter
 from nbdeploy.monitoring.windows import RequestWindows
 from nbdeploy.serving.bodies import parse_body, read_body
 from nbdeploy.serving.protocol import ProtocolError
@@ -33,6 +34,7 @@ __all__ = [
     "checked_rules",
     "feedback_body",
     "fold_loop",
+    "resource_loop",
     "window_names",
 ]
 
@@ -143,7 +145,7 @@ class LocalMonitor:
         doc.update(
             name=server.settings.name, ref=server.ref, version=server.version, now=now,
             uptime_s=round(now - server.started, 3), alerts=server.alerts.to_dict(),
-            columns=server.monitor.columns, task=server.monitor.task,
+            columns=server.monitor.columns, task=server.monitor.task, processes=server.sampler.processes(),
         )  # fmt: skip
         doc["experiment"] = (await self.experiment())["experiment"]  # the variants side by side
         return doc
@@ -172,6 +174,16 @@ async def fold_loop(monitor: RequestWindows, interval: float = 1.0) -> None:
             await asyncio.to_thread(monitor.fold)
         except Exception as exc:  # never let monitoring end serving
             print(f"monitoring fold failed: {type(exc).__name__}: {exc}", flush=True)
+
+
+async def resource_loop(sampler: ProcessSampler, meter: ResourceMeter, interval: float = 1.0) -> None:
+    """Sample the CPU and memory of the server's processes every second (psutil, off the loop)."""
+    while True:
+        try:
+            meter.add_sample(*await asyncio.to_thread(sampler.read))
+        except Exception as exc:  # never let a reading end serving
+            print(f"resource sampling failed: {type(exc).__name__}: {exc}", flush=True)
+        await asyncio.sleep(interval)
 
 
 async def alert_loop(monitor: RequestWindows, alerts: AlertBook, window: str, interval: float) -> None:

@@ -31,6 +31,7 @@ import ray
 from ray import serve
 
 from nbdeploy._files import append_private
+from nbdeploy.monitoring.resources import ProcessSampler
 from nbdeploy.serving.app import create_app
 from nbdeploy.serving.hub_monitor import HubMonitor
 from nbdeploy.serving.loader import load
@@ -73,6 +74,7 @@ class _Forwarder:
         self.requests: list[tuple[Any, ...]] = []
         self.batches: list[tuple[float, int, int]] = []
         self.records: list[dict[str, Any]] = []  # request-log records of a running experiment
+        self.sampler: ProcessSampler | None = None  # the replica's CPU, memory and predictions, for the hub
 
     def add(self, ts: float, latency_ms: float, status: int, rid: str, inputs: Any = None, predictions: Any = None,
             confidence: Any = None) -> None:  # fmt: skip
@@ -85,6 +87,11 @@ class _Forwarder:
         requests, self.requests = self.requests, []
         batches, self.batches = self.batches, []
         records, self.records = self.records, []
+        if self.sampler is not None:
+            try:  # (time, CPU seconds, RSS, predictions): the hub keeps each replica's samples
+                self.meta["resources"] = await asyncio.to_thread(self.sampler.read)
+            except Exception as exc:  # a reading must never cost the forwarding
+                print(f"resource reading failed: {type(exc).__name__}: {exc}", flush=True)
         try:
             await self.hub.record.remote(self.replica, self.meta, requests, batches, records)
         except Exception as exc:  # the hub restarting must not end serving; the request log has it all
@@ -155,7 +162,7 @@ class Replica:
 
     def __serve_build_asgi_app__(self) -> Any:
         forward = self.forward
-        return create_app(
+        app = create_app(
             self.settings,
             self.model,
             self.log,
@@ -163,6 +170,9 @@ class Replica:
             observers=[forward] if forward is not None else [],
             monitor=HubMonitor(self.hub, self.settings.windows) if self.hub is not None else None,
         )
+        if forward is not None:
+            forward.sampler = app.state.server.sampler
+        return app
 
 
 def hub_app(args: dict[str, Any], model: dict[str, Any]) -> Any:

@@ -26,6 +26,7 @@ from ray import serve
 
 from nbdeploy._files import write_atomic
 from nbdeploy.monitoring.alerts import AlertBook, RuleError
+from nbdeploy.monitoring.resources import ResourceMeter, merge_windows
 from nbdeploy.monitoring.windows import RequestWindows
 from nbdeploy.serving.hub_experiment import HubExperiment
 from nbdeploy.serving.requestlog import apply_labels, feedback_log
@@ -65,6 +66,7 @@ class Hub:
         self.started = time.time()
         self.model: dict[str, Any] = {"ref": None, "version": None, "profile": None, "task": None, "deployed_at": 0}
         self.all = RequestWindows(self.columns, None, None, self.windows)
+        self.all.resources = self  # window(): the sum over the replicas' meters
         self.per: dict[str, RequestWindows] = {}
         self.meta: dict[str, dict[str, Any]] = {}
         self.owner: collections.OrderedDict[str, str] = collections.OrderedDict()
@@ -133,10 +135,16 @@ class Hub:
 
     def _replica(self, replica: str) -> RequestWindows:
         if replica not in self.per:
-            self.per[replica] = RequestWindows(
-                self.columns, self.model.get("profile"), self.model.get("task"), self.windows
-            )
+            windows = RequestWindows(self.columns, self.model.get("profile"), self.model.get("task"), self.windows)
+            windows.resources = ResourceMeter(self.windows.values(), self.spec.core_hour_price)
+            self.per[replica] = windows
         return self.per[replica]
+
+    def window(self, now: float, seconds: float) -> dict[str, Any] | None:
+        """What the deployment's replicas cost over a window: their meters summed."""
+        with self.lock:
+            meters = [w.resources for w in self.per.values()]
+        return merge_windows((m.window(now, seconds) for m in meters), self.spec.core_hour_price)
 
     def _own(self, replica: str, items: Sequence[tuple[Any, ...]]) -> None:
         for item in items:
@@ -176,7 +184,10 @@ class Hub:
                 requests = [r for r in requests if r[3] not in self.rebuilt_ids]
                 records = [r for r in records if r.get("id") not in self.rebuilt_ids]
             self.experiment.ingest(records)
+            reading = meta.pop("resources", None)
             self.meta[replica] = {**meta, "last_seen": time.time()}
+            if isinstance(reading, (list, tuple)) and len(reading) == 4:
+                self._replica(replica).resources.add_sample(*reading)
             self._replica(replica)
             self._own(replica, requests)
             self.pending.extend((replica, r) for r in requests)

@@ -20,12 +20,13 @@ from starlette.requests import Request
 
 from nbdeploy.experiment import CHALLENGER, CHAMPION
 from nbdeploy.monitoring.alerts import AlertBook
+from nbdeploy.monitoring.resources import ProcessSampler, ResourceMeter
 from nbdeploy.monitoring.windows import RequestWindows
 from nbdeploy.serving.batching import Batcher
 from nbdeploy.serving.bodies import ParsePool
 from nbdeploy.serving.experiment_book import last_events, note_event
 from nbdeploy.serving.loader import LoadedModel
-from nbdeploy.serving.metrics import ExperimentCollector, Metrics, MonitorCollector
+from nbdeploy.serving.metrics import ExperimentCollector, Metrics, MonitorCollector, ResourceCollector
 from nbdeploy.serving.protocol import Parsed, Schema
 from nbdeploy.serving.requestlog import RequestLog, feedback_log
 from nbdeploy.serving.routing import pinned
@@ -81,6 +82,10 @@ class Server:
             log_of_labels = self.feedback_log
             self.metrics.feedback_dropped.set_function(lambda: log_of_labels.dropped)
         self.monitor = RequestWindows(self.schema.names, settings.profile, settings.task, settings.windows)
+        # what serving costs (monitoring/resources.py): the processes' CPU and memory, per window
+        self.sampler = ProcessSampler(self._roles)
+        self.monitor.resources = ResourceMeter(settings.windows.values(), settings.core_hour_price)
+        self.metrics.registry.register(ResourceCollector(self.sampler))
         self.alerts = AlertBook(folder / "alerts.jsonl" if folder else None)
         self.alerts.set_rules(settings.alerts)
         self.observers: list[Observer] = [*([self.monitor] if settings.monitor else []), *observers]
@@ -127,6 +132,11 @@ class Server:
     @property
     def version(self) -> int | None:
         return self._current[3]
+
+    def _roles(self) -> dict[int, str]:
+        experiment = self.experiment
+        pid = getattr(experiment.model, "pid", None) if experiment is not None else None
+        return {pid: f"{experiment.spec.kind} {experiment.label}"} if experiment is not None and pid else {}
 
     def _on_batch(self, requests: int, rows: int) -> None:
         self.metrics.batch_requests.observe(requests)
@@ -217,6 +227,8 @@ class Server:
                          confidence)  # fmt: skip
         self.metrics.requests.labels(str(status)).inc()
         self.metrics.latency.observe(latency)
+        if status == 200:
+            self.sampler.predictions += record.get("rows", 0)
 
 
 def _dist_version(dist: str) -> str:

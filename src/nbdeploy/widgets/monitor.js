@@ -62,6 +62,26 @@ function draw(model, el) {
     ${win.accuracy !== null && win.accuracy !== undefined ? tile("accuracy", `live accuracy (${win.labelled})`, fmt(win.accuracy, 3)) : ""}
     ${win.est_accuracy !== null && win.est_accuracy !== undefined ? tile("est_accuracy", `estimated accuracy (${win.est_rows}, before labels)`, `${fmt(win.est_accuracy, 3)} [${fmt(win.est_accuracy_ci[0], 3)}, ${fmt(win.est_accuracy_ci[1], 3)}]`) : ""}
   </div>`;
+  const res = win.resources;
+  if (res) {
+    const priced = res.core_hour_price !== null && res.core_hour_price !== undefined;
+    html += `<div class="nbd-mon-tiles nbd-mon-resources">
+      ${tile("cpu", `CPU (${windowName}, % of a core)`, fmt(res.cpu_pct, 1, "%"))}
+      ${tile("rss", "memory (RSS)", fmt(res.rss_mb, 0, " MB"))}
+      ${tile("cpu_per_1k", "CPU s / 1k predictions", fmt(res.cpu_s_per_1k, 3))}
+      ${priced ? tile("cost_1m", `cost / 1M predictions (at ${res.core_hour_price} / core-hour)`, fmt(res.cost_per_1m, 4)) : ""}
+      ${priced ? tile("cost_day", "cost / day at this rate", fmt(res.cost_per_day, 3)) : ""}
+    </div>`;
+  }
+  const procs = doc.processes || [];
+  if (procs.length > 1) {
+    const rows = procs
+      .map((p) => `<tr data-role="${esc(p.role)}"><td>${esc(p.role)}</td><td>${esc(p.pid)}</td>
+        <td>${fmt(p.cpu_pct_1m, 1, "%")}</td><td>${fmt(p.rss_mb, 0, " MB")}</td></tr>`)
+      .join("");
+    html += `<h4>processes (CPU over the last minute)</h4><table class="nbd-mon-processes">
+      <tr><th>role</th><th>pid</th><th>CPU</th><th>RSS</th></tr>${rows}</table>`;
+  }
   const series = doc.series || { rps: [], p95_ms: [] };
   html += `<div class="nbd-mon-row"><div><h4>traffic (req/s, 10 min)</h4>${spark(series.rps || [])}</div>
     <div><h4>p95 latency (ms, 10 min)</h4>${spark(series.p95_ms || [])}</div></div>`;
@@ -96,11 +116,12 @@ function draw(model, el) {
         const w = (r.windows || {})[windowName] || {};
         return `<tr data-replica="${esc(id)}"><td>${esc(id)}</td><td>${esc(String(r.node || "").slice(0, 12))}</td>
         <td>${esc(r.pid)}</td><td>${esc(w.requests ?? 0)}</td><td>${fmt((w.latency_ms || {}).p95, 1, " ms")}</td>
-        <td>${fmt(100 * (w.error_rate || 0), 1, "%")}</td></tr>`;
+        <td>${fmt(100 * (w.error_rate || 0), 1, "%")}</td><td>${fmt((w.resources || {}).cpu_pct, 0, "%")}</td>
+        <td>${fmt((w.resources || {}).rss_mb, 0, " MB")}</td></tr>`;
       })
       .join("");
     html += `<h4>replicas (Ray) · the tiles above merge them</h4><table class="nbd-mon-replicas">
-      <tr><th>replica</th><th>node</th><th>pid</th><th>requests</th><th>p95</th><th>errors</th></tr>${rows}</table>`;
+      <tr><th>replica</th><th>node</th><th>pid</th><th>requests</th><th>p95</th><th>errors</th><th>CPU</th><th>RSS</th></tr>${rows}</table>`;
   }
   const exp = doc.experiment;
   if (exp) {

@@ -1,0 +1,189 @@
+"""Capacity (#14): load tests driven by wrk, gated, recorded on the version and refusing its
+promotion; CPU, memory and cost of the serving processes in /monitor, /metrics and alerts."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import os
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+import nbdeploy
+from nbdeploy.capacity import gates, report, wrk
+from nbdeploy.deployments import http
+from nbdeploy.errors import InvalidInputError, PromotionRefusedError
+from nbdeploy.monitoring import resources
+from nbdeploy.monitoring.view import render_text
+from tests.helpers import eventually, usage_error
+
+needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
+
+
+def test_doctests() -> None:
+    for module in (gates, report, resources):
+        assert doctest.testmod(module).failed == 0
+
+
+def _tree_cpu(pid: int) -> float:
+    root = psutil.Process(pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        t = p.cpu_times()
+        total += t.user + t.system
+    return total
+
+
+@needs_wrk
+def test_cpu_per_1k_predictions_in_monitor_agrees_with_psutil(
+    cancer: dict[str, Any], serving: Callable[..., Any], two_versions: str, name: str
+) -> None:
+    """Over a 10 s load of 5-row requests, the server's own figure for CPU seconds per 1,000
+    predictions (1m window) is within 10 % of psutil's reading of its process tree; the cost
+    follows from the price, and a cost rule fires on it."""
+    dep = serving(f"{two_versions}/1", name=name, core_hour_price=0.05, alerts=["cost_per_1m>0"], alert_k=1,
+                  alert_interval_s=1.0)  # fmt: skip
+    bodies = http.request_bodies(cancer["X_test"], 5)
+    lua = wrk.script(bodies, {"Content-Type": "application/json", "Authorization": f"Bearer {dep.token}"})
+    before = _tree_cpu(dep.pid)
+    level = wrk.run_level(dep.url, lua, 8, 10)
+    spent = _tree_cpu(dep.pid) - before
+    assert level["errors"] == 0 and level["requests"] > 500, level
+    psutil_per_1k = 1000 * spent / (5 * level["requests"])
+    doc = eventually(
+        lambda: dep.snapshot("1m"),
+        lambda d: (d["windows"]["1m"]["resources"] or {}).get("predictions", 0) >= 5 * level["requests"],
+    )
+    r = doc["windows"]["1m"]["resources"]
+    print(f"\nCPU s / 1k predictions: /monitor {r['cpu_s_per_1k']:.4f}, psutil {psutil_per_1k:.4f}")
+    assert r["predictions"] - 5 * level["requests"] <= 5 * 8  # requests in flight when wrk stopped counting
+    assert abs(r["cpu_s_per_1k"] / psutil_per_1k - 1) <= 0.10
+    assert r["cost_per_1m"] == pytest.approx(0.05 * r["cpu_s_per_1k"] / 1000 / 3600 * 1e6, rel=1e-9)
+    assert r["cost_per_day"] == pytest.approx(0.05 * r["cpu_pct"] / 100 * 24, rel=1e-3)
+    assert r["rss_mb"] == pytest.approx(psutil.Process(dep.pid).memory_info().rss / 2**20, rel=0.2)
+    assert doc["processes"][0]["role"] == "server" and doc["processes"][0]["pid"] == dep.pid
+    metrics = httpx.get(dep.url + "/metrics", headers={"Authorization": f"Bearer {dep.token}"}).text
+    assert 'nbdeploy_process_cpu_seconds_total{process="server"}' in metrics
+    assert "nbdeploy_cost_per_1m " in metrics and "nbdeploy_predictions_total" in metrics
+    fired = eventually(lambda: dep.alerts(), lambda a: "cost_per_1m>0" in a["firing"])
+    assert "cost_per_1m>0" in fired["firing"]
+
+
+def test_a_challengers_process_is_measured_as_its_own(
+    cancer: dict[str, Any], serving: Callable[..., Any], two_versions: str, name: str
+) -> None:
+    dep = serving(f"{two_versions}/1", name=name)
+    dep.canary(f"{two_versions}/2", percent=50)
+    for _ in range(20):
+        dep.predict(cancer["X_test"].head(20))
+    doc = eventually(lambda: dep.snapshot("1m"), lambda d: len(d.get("processes", [])) >= 2)
+    roles = {p["role"]: p for p in doc["processes"]}
+    challenger = psutil.Process(dep.pid).children()
+    assert roles["canary 2"]["pid"] in {c.pid for c in challenger}
+    assert roles["canary 2"]["rss_mb"] > 20 and roles["server"]["rss_mb"] > 20
+    text = render_text(dep.snapshot(), "1m")
+    assert "canary 2 (pid" in text and "CPU s / 1k predictions" in text
+    dep.conclude(abort=True)
+
+
+@needs_wrk
+def test_a_failed_load_test_refuses_promotion_and_is_on_the_version_and_its_card(
+    cancer: dict[str, Any], serving: Callable[..., Any], name: str, ip: Any
+) -> None:
+    v = nbdeploy.register(cancer["model"], name, cancer["X_train"], cancer["y_train"])
+    nbdeploy.validate(v.ref, cancer["X_test"], cancer["y_test"])  # validation passes: the load test decides
+    serving(v.ref, name=name)
+    ip.user_ns["rows"] = cancer["X_test"]
+    with pytest.raises(nbdeploy.ValidationFailedError) as failed:
+        ip.run_line_magic("deploy", f'loadtest {name} --connections 1,4 --duration 2s --data rows --rows 3 '
+                                    '--gate "p99_ms<=0.001" --gate "rps>=1" --strict')  # fmt: skip
+    r = failed.value.report
+    assert r.passed is False and r.failed == ["p99_ms<=0.001", "rps>=1"] and r.best is None
+    assert [lv["connections"] for lv in r.levels] == [1, 4] and all(lv["rps"] > 0 for lv in r.levels)
+    assert all(lv["cpu_s_per_1k"] > 0 for lv in r.levels) and r.peak_rss_mb > 50
+    assert "<svg" in r._repr_html_() and "FAILED on p99_ms<=0.001" in r.text()
+    assert max(len(line) for line in r.text().splitlines()) <= 100
+    with pytest.raises(PromotionRefusedError, match=r"its last load test failed on p99_ms<=0.001, rps>=1"):
+        nbdeploy.promote(v.ref)
+    mv = nbdeploy.resolve(v.ref)
+    assert mv.tags["nbdeploy.loadtest"] == "failed"
+    summary = json.loads(mv.tags["nbdeploy.loadtest.summary"])
+    assert summary["run_id"] == r.run_id and [lv["rps"] for lv in summary["levels"]] == [lv["rps"] for lv in r.levels]
+    from mlflow import MlflowClient
+
+    run = MlflowClient().get_run(r.run_id)
+    assert run.data.metrics["rps_c4"] == pytest.approx(r.levels[1]["rps"])
+    assert run.data.params["rows_per_request"] == "3"
+    card = nbdeploy.card(v.ref)
+    text = repr(card)
+    assert "## Capacity" in text and "Latest load test: FAILED" in text and "load tested" in text
+    # a passing load test lifts the refusal
+    passed = nbdeploy.get(name).loadtest(cancer["X_test"], connections=[2], duration=1, gates=["error_rate<=0"])
+    assert passed.passed is True
+    assert nbdeploy.promote(v.ref).aliases == ["champion"]
+
+
+@needs_wrk
+def test_bodies_with_brackets_and_failing_requests_are_counted_as_errors(
+    cancer: dict[str, Any], serving: Callable[..., Any], two_versions: str, name: str
+) -> None:
+    dep = serving(f"{two_versions}/1", name=name)
+    bad = json.dumps({"dataframe_split": {"columns": ["]]", "]=]"], "data": [["]==]", 1]]}})
+    lua = wrk.script([bad], {"Content-Type": "application/json", "Authorization": f"Bearer {dep.token}"})
+    level = wrk.run_level(dep.url, lua, 2, 1)
+    assert level["requests"] > 0 and level["error_rate"] == 1.0  # each a 400, the script intact
+
+
+def test_hostile_options_are_one_sentence(ip: Any, dep: Any, name: str) -> None:
+    cases = {
+        f"loadtest {name} --gate 'p99<=5'": "Unknown load-test metric 'p99'",
+        f"loadtest {name} --gate 'rps=5'": "Malformed load-test gate",
+        f"loadtest {name} --connections 0": "--connections takes counts from 1 to 10000",
+        f"loadtest {name} --duration 0s": "Invalid --duration",
+        f"loadtest {name} --duration 2h": "use 1s to 1h",
+        f"loadtest {name} --strict": "--strict fails on a gate",
+        f"loadtest {name} --rows 0 --data X_test": "a request carries at least 1 row",
+        f"loadtest {name} --rows 1000 --data X_test": "fewer than --rows 1000",
+        f"loadtest {name} --data X_test.head(0)": "fewer than --rows 1",
+        "loadtest nobody": "No deployment is named 'nobody'",
+        f"alerts {name} --add 'cost_per_1m>2'": "needs the price of a core-hour",
+    }
+    for line, expected in cases.items():
+        assert expected in usage_error(ip, line), line
+    assert "invalid connection counts" in usage_error(ip, f"loadtest {name} --connections a,b")
+
+
+def test_without_wrk_the_load_test_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch, dep: Any) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(InvalidInputError, match="not installed here: apt-get install wrk"):
+        dep.loadtest(duration=1)
+
+
+def test_a_price_must_be_a_number(serving: Callable[..., Any], two_versions: str, name: str,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    with pytest.raises(InvalidInputError, match="Invalid core-hour price -1"):
+        serving(f"{two_versions}/1", name=name, core_hour_price=-1)
+    monkeypatch.setenv("NBDEPLOY_CORE_HOUR_PRICE", "four cents")
+    with pytest.raises(InvalidInputError, match="Invalid NBDEPLOY_CORE_HOUR_PRICE"):
+        serving(f"{two_versions}/1", name=name)
+    assert os.environ["NBDEPLOY_CORE_HOUR_PRICE"] == "four cents"
+
+
+def test_the_meter_survives_processes_ending_and_a_young_window() -> None:
+    meter = resources.ResourceMeter([60.0, 3600.0], price=None)
+    assert meter.window(0.0, 60.0) is None  # one sample is no rate
+    meter.add_sample(100.0, 1.0, 50e6, 0)
+    meter.add_sample(101.0, 1.5, 60e6, 100)
+    w = meter.window(101.0, 3600.0)
+    assert w["covered_s"] == 1.0 and w["cpu_pct"] == 50.0 and w["cost_per_1m"] is None
+    assert w["predictions_per_cpu_s"] == 200.0
+    sampler = resources.ProcessSampler()
+    first = sampler.read()
+    sampler._known[999_999_999] = (None, 5.0)  # a process that ended keeps what it used
+    second = sampler.read()
+    assert second[1] >= first[1] and 999_999_999 not in sampler._known
