@@ -9,7 +9,9 @@ one-row latency p50/p99 over a keep-alive connection; requests/s and latency p50
 wrk at 1, 4, 16 and 64 connections of one-row JSON requests; and the RSS of all the
 server's processes. wrk runs with one thread per connection up to 2 (this machine has 2
 cores, shared by client and server); the last section shows the client is not the bound
-by running wrk against `/ping`, which does no model work.
+by running wrk against `/ping`, which does no model work. Last, ``bench/start_time.py``: the
+server process's launch -> first prediction beside the floor (a bare process importing the
+model's libraries, unpickling it and predicting one row).
 """
 
 from __future__ import annotations
@@ -186,6 +188,7 @@ def main() -> None:
         client_bound = wrk(dep.url, "/ping", None, 16)
     finally:
         dep.stop()
+    start = (dep.path, dep.token, Path(dep.current.model_path) / "model.pkl", X.shape[1], body)
 
     port = 5000 + os.getpid() % 1000
     mlflow = shutil.which("mlflow")
@@ -228,6 +231,9 @@ def main() -> None:
     line("RSS of all server processes", ours["rss"], theirs["rss"], "MB", True)  # type: ignore[arg-type]
     print(f"\nclient bound check: wrk against nbdeploy /ping at 16 connections: {client_bound['rps']:.0f} req/s")
     print(f"sequential p50 - in-process predict: {ours['seq_p50'] - in_process:.2f} ms")  # type: ignore[operator]
+    from start_time import compare
+
+    compare(*start)  # the floor and the server's start, side by side
     shutil.rmtree(tmp, ignore_errors=True)
 
 
