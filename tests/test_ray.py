@@ -224,6 +224,13 @@ def test_monitoring_merges_replicas_exactly(cancer: dict[str, Any], deployment: 
         )
     finally:
         widget.close()
+    # what the replicas cost (#14): each one's CPU and memory, the deployment's the sum of them
+    costs = {rid: r["windows"]["1m"]["resources"] for rid, r in doc["replicas"].items()}
+    assert all(c is not None and c["rss_mb"] > 50 and c["cpu_s"] > 0 for c in costs.values()), costs
+    assert window["resources"]["rss_mb"] == pytest.approx(sum(c["rss_mb"] for c in costs.values()), rel=1e-6)
+    if shutil.which("wrk"):  # the load test reaches the model behind Ray's proxy (/rayd/invocations)
+        report = deployment.loadtest(cancer["X_test"], connections=[2], duration=1, record=False)
+        assert report.levels[0]["answered"] > 0 and report.levels[0]["errors"] == 0, report.levels
 
 
 def test_without_ray_the_target_is_one_sentence(tmp_path: Path) -> None:

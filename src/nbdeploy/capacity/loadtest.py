@@ -16,71 +16,52 @@ rather than one that serves users.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlparse
 
 from nbdeploy.capacity import gates as gate_rules
 from nbdeploy.capacity import wrk
 from nbdeploy.capacity.report import LoadTestReport
 from nbdeploy.errors import InvalidInputError
+from nbdeploy.monitoring.resources import ProcessSampler
 from nbdeploy.spec import parse_duration
 
 __all__ = ["loadtest"]
 
-WARMUP_S = 1.0
+WARMUP_S = 1
+MAX_SCRIPT_BYTES = 32 << 20  # the requests wrk holds, formatted once per thread
 
 
 class _ServerMeter:
-    """CPU seconds and peak resident memory of a local server and its children (psutil)."""
+    """CPU seconds (each process from when it is first seen, ended ones kept) and peak
+    resident memory of a local server and its children, read by a thread every 0.2 s."""
 
     def __init__(self, pid: int | None) -> None:
-        import psutil
-
-        self._psutil, self.peak_rss = psutil, 0.0
-        self.root = psutil.Process(pid) if pid else None
+        self.sampler = ProcessSampler(pid=pid) if pid else None
+        self.peak_rss = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True, name="nbdeploy-loadtest-rss")
 
-    def _tree(self) -> list[Any]:
-        if self.root is None:
-            return []
-        try:
-            return [self.root, *self.root.children(recursive=True)]
-        except self._psutil.Error:
-            return []
-
     def cpu(self) -> float | None:
-        if self.root is None:
-            return None
-        total = 0.0
-        for p in self._tree():
-            try:
-                t = p.cpu_times()
-            except self._psutil.Error:
-                continue
-            total += t.user + t.system
-        return total
+        return self.sampler.read()[1] if self.sampler is not None else None
 
     def _watch(self) -> None:
-        while not self._stop.wait(0.2):
-            rss = 0.0
-            for p in self._tree():
-                try:
-                    rss += p.memory_info().rss
-                except self._psutil.Error:
-                    continue
-            self.peak_rss = max(self.peak_rss, rss)
+        while self.sampler is not None and not self._stop.wait(0.2):
+            self.peak_rss = max(self.peak_rss, self.sampler.read()[2])
 
     def __enter__(self) -> _ServerMeter:
-        if self.root is not None:
+        if self.sampler is not None:
+            self.sampler.read()  # the processes running now count from now
             self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
 
 
 def _levels(connections: Sequence[int]) -> list[int]:
@@ -92,22 +73,22 @@ def _levels(connections: Sequence[int]) -> list[int]:
 
 def loadtest(
     deployment: Any,  # a Deployment (nbdeploy.deployments calls this; capacity never imports it)
-    make_bodies: Callable[[], Sequence[str]],
+    make_bodies: Callable[[], tuple[Sequence[str], int]],
     *,
     connections: Sequence[int] = (1, 16, 64),
     duration: str | float = "10s",
     gates: Sequence[str] = (),
     record: bool = True,
 ) -> LoadTestReport:
-    """Send the requests ``make_bodies()`` gives (MLflow ``dataframe_split`` bodies of one
-    size, taken in turn; made once the options are checked) at each level; the report,
+    """Send the requests ``make_bodies()`` gives (``(bodies, rows in each)``: MLflow bodies of
+    one size, taken in turn; made once the options are checked) at each level; the report,
     recorded on the served version when ``record``."""
     try:
         seconds = parse_duration(duration, "--duration") if isinstance(duration, str) else float(duration)
     except ValueError as exc:
         raise InvalidInputError(str(exc)) from None
-    if not 1 <= seconds <= 3600:
-        raise InvalidInputError(f"Invalid --duration {duration!r}: use 1s to 1h, e.g. 10s.")
+    if not 1 <= seconds <= 3600 or seconds != int(seconds):
+        raise InvalidInputError(f"Invalid --duration {duration!r}: use whole seconds from 1s to 1h, e.g. 10s.")
     levels, rules = _levels(connections), gate_rules.parse_gates(gates)
     wrk.require_wrk()
     if deployment.state() != "running":
@@ -115,13 +96,18 @@ def loadtest(
     if deployment.spec.experiment is not None:
         raise InvalidInputError(f"Deployment {deployment.name!r} runs an experiment: conclude it first (the load "
                                 "would count in its comparison).")  # fmt: skip
-    bodies = make_bodies()
-    rows = len(json.loads(bodies[0]).get("dataframe_split", {}).get("data", [None]))
+    bodies, rows = make_bodies()
+    largest, limit = max(len(b) for b in bodies), deployment.spec.max_body_bytes
+    if largest > limit:
+        raise InvalidInputError(f"A request of --data is {largest:,} bytes, over the server's limit of {limit:,}: "
+                                "send fewer --rows.")  # fmt: skip
+    if sum(len(b) for b in bodies) > MAX_SCRIPT_BYTES:
+        raise InvalidInputError(f"--data makes over {MAX_SCRIPT_BYTES >> 20} MB of requests: give fewer rows.")
     headers = {"Content-Type": "application/json"}
     if deployment.token:
         headers["Authorization"] = f"Bearer {deployment.token}"
-    lua = wrk.script(bodies, headers)
     url = deployment.url
+    lua = wrk.script(bodies, headers, urlparse(url).path.rstrip("/") + "/invocations")  # Ray: /NAME/invocations
     wrk.run_level(url, lua, levels[0], WARMUP_S)  # connections opened, caches warm; not counted
     results = []
     with _ServerMeter(deployment.pid if deployment.target == "local" else None) as meter:
@@ -129,12 +115,12 @@ def loadtest(
             before = meter.cpu()
             level = wrk.run_level(url, lua, c, seconds)
             after = meter.cpu()
-            predictions = (level["requests"] - level["errors"]) * rows
+            predictions = level["answered"] * rows
             cpu = after - before if after is not None and before is not None else None
             level["cpu_s_per_1k"] = 1000 * cpu / predictions if cpu is not None and predictions > 0 else None
             level["cpu_pct"] = 100 * cpu / level["seconds"] if cpu is not None and level["seconds"] else None
             results.append(level)
-        peak = round(meter.peak_rss / (1 << 20), 1) if meter.root is not None and meter.peak_rss else None
+        peak = round(meter.peak_rss / (1 << 20), 1) if meter.sampler is not None and meter.peak_rss else None
     best, decided = gate_rules.decide(rules, results, peak)
     current = deployment.spec.current
     report = LoadTestReport(

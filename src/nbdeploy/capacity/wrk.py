@@ -52,7 +52,7 @@ def require_wrk() -> str:
 def _long_string(text: str) -> str:
     """``text`` as a Lua long string whose closing bracket it does not contain."""
     level = 0
-    while f"]{'=' * level}]" in text:
+    while f"]{'=' * level}]" in text + "]":  # a text ending in "]" or "]=" would close it early too
         level += 1
     return f"[{'=' * level}[{text}]{'=' * level}]"
 
@@ -70,9 +70,10 @@ def script(bodies: Sequence[str], headers: dict[str, str], path: str = "/invocat
 
 
 def run_level(url: str, lua: str, connections: int, seconds: float, timeout_s: float = 10.0) -> dict[str, Any]:
-    """Drive ``url`` with ``connections`` open connections for ``seconds``; wrk's totals:
-    ``requests``, ``rps``, ``errors`` (refused, reset, timed out, or answered 4xx/5xx) and
-    latency ``mean_ms``, ``p50_ms``, ``p90_ms``, ``p99_ms``, ``max_ms``."""
+    """Drive ``url`` with ``connections`` open connections for ``seconds`` (whole); wrk's totals:
+    ``requests``, ``rps`` (answers with a 2xx or 3xx per second), ``errors`` (refused, reset,
+    timed out, or answered 4xx/5xx) and latency ``mean_ms``, ``p50_ms``, ``p90_ms``,
+    ``p99_ms``, ``max_ms`` (``None`` when a request timed out: the tail is then unknown)."""
     wrk = require_wrk()
     threads = max(1, min(connections, os.cpu_count() or 1))
     fd, path = tempfile.mkstemp(prefix="nbdeploy-wrk-", suffix=".lua")  # 0600: it holds the token
@@ -81,7 +82,10 @@ def run_level(url: str, lua: str, connections: int, seconds: float, timeout_s: f
             f.write(lua)
         argv = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
                 "--timeout", f"{timeout_s:g}s", "-s", path, url]  # fmt: skip
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + timeout_s + 30)
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + timeout_s + 30)
+        except subprocess.TimeoutExpired:
+            raise DeploymentError(f"wrk did not finish within {seconds + timeout_s + 30:.0f} s.") from None
     finally:
         os.unlink(path)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("NBDEPLOY-WRK ")), None)
@@ -90,13 +94,19 @@ def run_level(url: str, lua: str, connections: int, seconds: float, timeout_s: f
         raise DeploymentError(f"wrk failed (exit {out.returncode}): {said[-1][:300] if said else 'no output'}")
     raw = json.loads(line[len("NBDEPLOY-WRK ") :])
     errors = raw["connect"] + raw["read"] + raw["write"] + raw["status"] + raw["timeout"]
-    duration = raw["duration_us"] / 1e6
+    duration, answered = raw["duration_us"] / 1e6, raw["requests"] - raw["status"]
+    attempted = raw["requests"] + raw["connect"] + raw["timeout"]
+    # wrk leaves a request that timed out out of its latencies: with any, the tail is unknown
+    names = ("mean", "p50", "p90", "p99", "max")
+    latency = {f"{k}_ms": None if raw["timeout"] else raw[f"{k}_us"] / 1000 for k in names}
     return {
         "connections": connections,
         "seconds": round(duration, 3),
-        "requests": raw["requests"],
-        "rps": raw["requests"] / duration if duration > 0 else 0.0,
+        "requests": raw["requests"],  # answered, whatever the status
+        "answered": answered,  # with a 2xx or 3xx
+        "rps": answered / duration if duration > 0 else 0.0,  # answered well, per second
         "errors": errors,
-        "error_rate": errors / raw["requests"] if raw["requests"] else 0.0,
-        **{f"{k}_ms": raw[f"{k}_us"] / 1000 for k in ("mean", "p50", "p90", "p99", "max")},
+        "timeouts": raw["timeout"],
+        "error_rate": errors / attempted if attempted else 0.0,
+        **latency,
     }

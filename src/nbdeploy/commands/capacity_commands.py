@@ -1,4 +1,5 @@
-"""``loadtest``: what a deployment sustains, driven by wrk (:mod:`nbdeploy.capacity`)."""
+"""``loadtest``: what a deployment sustains, driven by wrk (:mod:`nbdeploy.capacity`);
+``package``: a build context to ship it (:mod:`nbdeploy.deployments.package`)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,12 @@ def _loadtest(args: argparse.Namespace, ctx: Context) -> Any:
     return report
 
 
+def _package(args: argparse.Namespace, ctx: Context) -> Any:
+    from nbdeploy.deployments.package import package
+
+    return package(args.source, args.to, args.dir, image=args.image, replicas=args.replicas)
+
+
 COMMANDS = [
     Command("loadtest", "Drive a deployment with wrk at a few loads: throughput, latency, CPU and memory, gated.",
             (arg("name", metavar="NAME", help="deployment name"),
@@ -47,4 +54,11 @@ COMMANDS = [
              arg("--strict", action="store_true", help="fail the cell (exit 1 on the CLI) when a gate fails"),
              arg("--no-record", action="store_true", help="do not record the figures on the version in MLflow")),
             _loadtest),
+    Command("package", "Write a build context to ship a deployment or model: Dockerfile, Kubernetes or KubeRay.",
+            (arg("source", metavar="NAME|REF", help="a deployment here (its spec and model) or a model reference"),
+             arg("--to", required=True, choices=("docker", "k8s", "kuberay"), help="what to write for"),
+             arg("dir", metavar="DIR", help="a new or empty folder for the build context"),
+             arg("--image", help="the image name the manifests use (default NAME:VERSION)"),
+             arg("--replicas", type=int, default=2, metavar="N", help="pods (or Ray replicas) to start with")),
+            _package),
 ]  # fmt: skip

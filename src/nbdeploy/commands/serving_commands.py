@@ -139,7 +139,7 @@ _SERVE_ARGS = (
     arg("--retention", metavar="AGE", help="remove logged requests and labels older than AGE, e.g. 30d"),
     arg("--core-hour-price", type=number, metavar="PRICE",
         help="price of one CPU core for an hour, for cost figures in /monitor and alerts such as cost_per_1m>2 "
-             "(default: %config DeployMagics.core_hour_price, or NBDEPLOY_CORE_HOUR_PRICE)"),
+             "(default: %%config DeployMagics.core_hour_price, or NBDEPLOY_CORE_HOUR_PRICE)"),
     arg("--max-batch", type=int, default=DEFAULTS.max_batch, metavar="ROWS",
         help=f"most rows per predict call (default {DEFAULTS.max_batch})"),
     arg("--max-wait-ms", type=number, default=DEFAULTS.max_wait_ms, metavar="MS",

@@ -10,7 +10,7 @@ from typing import Any
 
 from nbdeploy.errors import DeploymentError
 
-__all__ = ["answers", "frame_rows", "json_value", "request", "request_bodies"]
+__all__ = ["answers", "example_rows", "frame_rows", "json_value", "request", "request_bodies"]
 
 
 def json_value(value: Any) -> Any:
@@ -76,7 +76,9 @@ def request_bodies(X: Any, rows_per_request: int) -> list[str]:
 
     if rows_per_request < 1:
         raise InvalidInputError(f"Invalid --rows {rows_per_request}: a request carries at least 1 row.")
-    columns, rows = frame_rows(X)
+    from nbdeploy.stats.profile import as_frame
+
+    columns, rows = frame_rows(as_frame(X).iloc[: MAX_BODIES * rows_per_request] if hasattr(X, "__len__") else X)
     if len(rows) < rows_per_request:
         raise InvalidInputError(f"--data has {len(rows)} row(s), fewer than --rows {rows_per_request}.")
     bodies = []
@@ -86,3 +88,19 @@ def request_bodies(X: Any, rows_per_request: int) -> list[str]:
             split["columns"] = columns
         bodies.append(json.dumps({"dataframe_split": split}, default=json_value))
     return bodies
+
+
+def example_rows(doc: Any) -> int:
+    """The rows of an MLflow scoring request in any of its formats (1 when it cannot be told)."""
+    if not isinstance(doc, dict):
+        return 1
+    for key in ("dataframe_split", "dataframe_records", "instances", "inputs"):
+        part = doc.get(key)
+        if isinstance(part, dict) and isinstance(part.get("data"), list):  # dataframe_split
+            return max(1, len(part["data"]))
+        if isinstance(part, dict) and part:  # columnar inputs: {column: [values...]}
+            first = next(iter(part.values()))
+            return max(1, len(first)) if isinstance(first, list) else 1
+        if isinstance(part, list):
+            return max(1, len(part))
+    return 1

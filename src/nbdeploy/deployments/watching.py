@@ -132,10 +132,10 @@ class Watching(HandleParts):
         self,
         data: Any = None,
         *,
-        connections: Sequence[int] = (1, 16, 64),
+        connections: int | Sequence[int] = (1, 16, 64),
         duration: str | float = "10s",
         rows_per_request: int = 1,
-        gates: Sequence[str] = (),
+        gates: str | Sequence[str] = (),
         record: bool = True,
     ) -> Any:
         """Drive the deployment with wrk at each connection count for ``duration`` and report
@@ -147,15 +147,21 @@ class Watching(HandleParts):
         from nbdeploy.deployments import http
         from nbdeploy.model_entry import read_serving_example
 
-        def bodies() -> list[str]:
+        if data is None and rows_per_request != 1:
+            raise InvalidInputError("--rows cuts --data into requests: give --data too (the input example is sent "
+                                    "as it is).")  # fmt: skip
+
+        def bodies() -> tuple[list[str], int]:
             if data is not None:
-                return http.request_bodies(data, rows_per_request)
+                return http.request_bodies(data, rows_per_request), rows_per_request
             example = read_serving_example(self.spec.current.model_path)
             if example is None:
                 raise InvalidInputError(f"{self.spec.current.ref} was logged without an input example: give rows "
                                         "to send with --data X_test.")  # fmt: skip
-            return [json.dumps(example)]
+            return [json.dumps(example)], http.example_rows(example)
 
+        connections = [connections] if isinstance(connections, int) else list(connections)
+        gates = [gates] if isinstance(gates, str) else list(gates)
         return loadtest(self, bodies, connections=connections, duration=duration, gates=gates, record=record)
 
     def monitor(self, interval: float = 2.0, window: str | None = None, panel: bool = False) -> Any:

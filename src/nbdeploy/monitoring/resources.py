@@ -13,8 +13,9 @@ the sample at its start and now, so they are exact up to the one-second step:
   rate) and ``cost_per_day`` (a day at the window's CPU use).
 
 CPU is counted from the first sample (the server ready to answer: loading the model is
-not serving) and, for a process that appears later, from its own start. A process that
-ends keeps the CPU it used, so the totals never go back.
+not serving) and, for a process that appears later, from the first sample that sees it. A
+process that ends keeps the CPU it used, so the totals never go back. A meter whose newest
+sample is older than :attr:`ResourceMeter.STALE_S` reports nothing.
 
 >>> meter = ResourceMeter(windows=[60.0], price=0.04)
 >>> meter.add_sample(0.0, cpu_s=0.0, rss_bytes=100e6, predictions=0)
@@ -45,29 +46,36 @@ _MB = 1024 * 1024
 class ResourceMeter:
     """One-second samples of CPU seconds, RSS and predictions, and each window's figures."""
 
+    STEP_S = 0.9  # samples closer than this to the last one are not kept (a Ray replica reports twice a second)
+    STALE_S = 5.0  # a meter whose newest sample is older than this says nothing (a process gone, a replica replaced)
+
     def __init__(self, windows: Iterable[float], price: float | None = None) -> None:
         self.price = price  # per core-hour; None: no cost figures
         longest = max(windows, default=3600.0)
-        self.samples = Ring(int(longest) + 120, {n: (np.float64, ()) for n in ("ts", "cpu", "rss", "pred")})
+        columns = {n: (np.float64, ()) for n in ("ts", "cpu", "rss", "pred")}
+        self.samples = Ring(int(longest / self.STEP_S) + 120, columns)
         self._lock = threading.Lock()
 
     def add_sample(self, ts: float, cpu_s: float, rss_bytes: float, predictions: float) -> None:
         with self._lock:
+            if self.samples.count and ts - self.samples.last < self.STEP_S:
+                return
             self.samples.append({"ts": np.array([ts]), "cpu": np.array([cpu_s]), "rss": np.array([rss_bytes]),
                                  "pred": np.array([predictions])}, 1)  # fmt: skip
 
     def window(self, now: float, seconds: float) -> dict[str, Any] | None:
-        """The figures of ``[now - seconds, now]``; ``None`` before two samples. ``covered_s``
-        says how much of the window the samples span (less while the server is young)."""
+        """The figures of ``[now - seconds, now]``, from the sample at or before its start to the
+        newest; ``None`` before two samples or when the newest is stale. ``covered_s`` says how
+        much of the window the samples span (less while the server is young)."""
         with self._lock:
             ring = self.samples
             first = max(0, ring.count - ring.capacity)
-            if ring.count - first < 2:
+            if ring.count - first < 2 or now - ring.last > self.STALE_S:
                 return None
             lo, hi = ring.span(now - seconds, now)
             lo = max(first, lo - 1)  # the sample at or before the window's start
             if hi - lo < 2:
-                lo, hi = max(first, hi - 2), max(hi, first + 2)
+                return None
             at = {n: ring.cols[n][np.arange(lo, hi) % ring.capacity] for n in ("ts", "cpu", "rss", "pred")}
         return self._figures(at)
 
@@ -111,68 +119,74 @@ def merge_windows(parts: Iterable[Mapping[str, Any] | None], price: float | None
 
 
 class ProcessSampler:
-    """The running totals of this process and its children, read with ``psutil``.
+    """The running totals of a process (this one by default) and its children, read with ``psutil``.
 
-    ``roles`` names the children that matter (``{pid: "challenger 2"}``); others are
-    ``helper``. :meth:`processes` gives each one's figures for ``/monitor``.
+    Each process counts from the first reading that sees it: the server's own start and a
+    challenger's model loading are not serving. ``roles`` names the children that matter
+    (``{pid: "canary 2"}``); others are ``helper``. :meth:`processes` gives each one's
+    figures, :meth:`spent_by_role` the CPU of each role with ended processes kept (a counter).
+    Readings come from a worker thread while the loop asks: one lock covers both.
     """
 
-    def __init__(self, roles: Callable[[], Mapping[int, str]] | None = None) -> None:
+    def __init__(self, roles: Callable[[], Mapping[int, str]] | None = None, pid: int | None = None) -> None:
         import psutil  # the server only: the kernel never samples a process
 
         self._psutil = psutil
-        self._self = psutil.Process(os.getpid())
+        self._root = psutil.Process(pid or os.getpid())
         self.roles = roles or (lambda: {})
-        self._known: dict[int, tuple[Any, float]] = {}  # pid -> (process, last CPU seconds seen)
-        self._spent = 0.0  # CPU seconds of processes counted so far, ended ones included
+        self._known: dict[int, float] = {}  # pid -> CPU seconds at its last reading
+        self._spent = 0.0  # CPU seconds counted so far, ended processes included
+        self._by_role: dict[str, float] = collections.defaultdict(float)
         self.predictions = 0  # answered predictions (rows), counted by the server
-        self._first = True
         self._last: dict[int, dict[str, Any]] = {}
         self._recent: collections.deque[tuple[float, dict[int, float]]] = collections.deque(maxlen=61)
+        self._lock = threading.Lock()
 
-    def _cpu(self, process: Any) -> float:
-        times = process.cpu_times()
-        return float(times.user + times.system)
+    def _tree(self) -> list[Any]:
+        try:
+            return [self._root, *self._root.children(recursive=True)]
+        except self._psutil.Error:  # the root itself ended
+            return []
 
     def read(self) -> tuple[float, float, float, float]:
         """``(time, cpu_s, rss_bytes, predictions)`` now."""
-        psutil, now = self._psutil, time.time()
-        processes = [self._self]
-        try:
-            processes += self._self.children(recursive=True)
-        except psutil.Error:
-            pass
-        rss, seen, last = 0.0, set(), {}
-        roles = self.roles()
-        for process in processes:
-            try:
-                with process.oneshot():
-                    cpu, memory = self._cpu(process), float(process.memory_info().rss)
-            except psutil.Error:  # ended between the listing and the reading
-                continue
-            pid = process.pid
-            # a process seen for the first time counts from its start, except those running at
-            # the first reading (the server's own start is loading, not serving)
-            _, before = self._known.get(pid, (process, cpu if self._first else 0.0))
-            self._spent += max(0.0, cpu - before)
-            self._known[pid] = (process, cpu)
-            seen.add(pid)
-            rss += memory
-            role = "server" if pid == self._self.pid else roles.get(pid, "helper")
-            last[pid] = {"pid": pid, "role": role, "cpu_s": cpu, "rss_mb": round(memory / _MB, 1)}
-        for pid in set(self._known) - seen:
-            del self._known[pid]
-        self._first, self._last = False, last
-        self._recent.append((now, {pid: p["cpu_s"] for pid, p in last.items()}))
-        return now, self._spent, rss, float(self.predictions)
+        psutil, now, roles = self._psutil, time.time(), self.roles()
+        rss, last = 0.0, {}
+        with self._lock:
+            for process in self._tree():
+                try:
+                    with process.oneshot():
+                        times, memory = process.cpu_times(), float(process.memory_info().rss)
+                except psutil.Error:  # ended between the listing and the reading
+                    continue
+                pid, cpu = process.pid, float(times.user + times.system)
+                role = "server" if pid == self._root.pid else roles.get(pid, "helper")
+                delta = max(0.0, cpu - self._known.get(pid, cpu))  # a new process: from now
+                self._spent += delta
+                self._by_role[role] += delta
+                self._known[pid] = cpu
+                rss += memory
+                last[pid] = {"pid": pid, "role": role, "cpu_s": cpu, "rss_mb": round(memory / _MB, 1)}
+            for pid in set(self._known) - set(last):
+                del self._known[pid]
+            self._last = last
+            self._recent.append((now, {pid: p["cpu_s"] for pid, p in last.items()}))
+            return now, self._spent, rss, float(self.predictions)
+
+    def spent_by_role(self) -> dict[str, float]:
+        """CPU seconds each role used since the first reading (ended processes kept: it never goes back)."""
+        with self._lock:
+            return dict(self._by_role)
 
     def processes(self) -> list[dict[str, Any]]:
         """Each process of the last reading: pid, role (``server``, ``canary 2``…), its CPU
         seconds since its start, its CPU over the last minute (``cpu_pct_1m``) and RSS."""
+        with self._lock:
+            recent, last = list(self._recent), dict(self._last)
         out = []
-        for pid, p in self._last.items():
-            t0, cpu0 = next(((t, c[pid]) for t, c in self._recent if pid in c), (None, None))
-            t1 = self._recent[-1][0] if self._recent else None
+        for pid, p in last.items():
+            t0, cpu0 = next(((t, c[pid]) for t, c in recent if pid in c), (None, None))
+            t1 = recent[-1][0] if recent else None
             busy = 100 * (p["cpu_s"] - cpu0) / (t1 - t0) if t0 is not None and t1 is not None and t1 > t0 else None
             out.append({**p, "cpu_pct_1m": None if busy is None else round(busy, 2)})
         return sorted(out, key=lambda p: (p["role"] != "server", p["pid"]))

@@ -2,8 +2,9 @@
 the figures as metrics (``rps_c16``, ``p99_ms_c16``…) and the report as artefacts, and
 version tags that ``promote`` and the model card read.
 
-``nbdeploy.loadtest`` is ``passed``, ``failed`` or ``recorded`` (no gates); a failed one
-refuses ``promote`` until a later load test passes (or ``--force``).
+``nbdeploy.loadtest`` is ``passed`` or ``failed`` (a test without gates changes neither); a
+failed one refuses ``promote`` until a later load test passes the gates that failed (or
+``--force``).
 """
 
 from __future__ import annotations
@@ -51,15 +52,33 @@ def record_loadtest(ref: str, doc: dict[str, Any], html: str, text: str) -> str:
         summary = {"run_id": run_id, "when": doc["when"], "status": status, "gates": doc["gates"],
                    "best": doc["best"], "peak_rss_mb": doc["peak_rss_mb"], "seconds": doc["seconds"],
                    "levels": [{k: lv.get(k) for k in ("connections", "rps", "p50_ms", "p99_ms", "error_rate",
-                                                      "cpu_s_per_1k")} for lv in doc["levels"]]}  # fmt: skip
-        c.set_model_version_tag(mv.name, str(mv.version), LOADTEST_TAG, status)
+                                                      "cpu_s_per_1k", "cpu_pct")} for lv in doc["levels"]]}  # fmt: skip
         failed = ", ".join(g["gate"] for g in doc["gates"] if not g["passed"])
-        c.set_model_version_tag(mv.name, str(mv.version), LOADTEST_FAILED_TAG, failed[:5000])
+        verdict, still = _verdict(mv.tags, status, doc["gates"])
+        if verdict is not None:
+            c.set_model_version_tag(mv.name, str(mv.version), LOADTEST_TAG, verdict)
+            c.set_model_version_tag(mv.name, str(mv.version), LOADTEST_FAILED_TAG, (failed or still)[:5000])
         c.set_model_version_tag(mv.name, str(mv.version), LOADTEST_SUMMARY_TAG, json.dumps(summary)[:5000])
         best = doc.get("best")
         capacity = f", {best['rps']:.0f} req/s at {best['connections']} connections" if best else ""
-        record_event(c, mv, "load tested", f"{status}{': ' + failed if failed else ''}{capacity} (run {run_id})")
+        kept = f"; still refused: {still} failed before and was not tested again" if still and not failed else ""
+        record_event(c, mv, "load tested", f"{status}{': ' + failed if failed else ''}{capacity}{kept} (run {run_id})")
     return run_id
+
+
+def _verdict(tags: dict[str, str], status: str, gates: list[dict[str, Any]]) -> tuple[str | None, str]:
+    """What ``nbdeploy.loadtest`` becomes, and the earlier failed gates that keep it failed.
+
+    A test without gates changes no verdict. A failed one lifts only with a pass of every
+    gate that failed (the same text): a pass of easier gates is no answer to it."""
+    if status == "recorded":
+        return None, ""
+    before = [g.strip() for g in (tags.get(LOADTEST_FAILED_TAG) or "").split(",") if g.strip()]
+    if status == "passed" and tags.get(LOADTEST_TAG) == "failed":
+        missing = [g for g in before if g not in {r["gate"] for r in gates}]
+        if missing:
+            return "failed", ", ".join(missing)
+    return status, ""
 
 
 def _param(key: str, value: Any) -> Any:

@@ -117,17 +117,16 @@ class ResourceCollector(Collector):
         self.sampler = sampler
 
     def collect(self) -> Any:
-        cpu = CounterMetricFamily("nbdeploy_process_cpu_seconds", "CPU seconds of each serving process since it "
-                                  "started", labels=["process"])  # fmt: skip
+        cpu = CounterMetricFamily("nbdeploy_process_cpu_seconds", "CPU seconds the serving processes of each "
+                                  "role used since the server was ready", labels=["process"])  # fmt: skip
         rss = GaugeMetricFamily("nbdeploy_process_resident_memory_bytes", "Resident memory of each serving process",
                                 labels=["process"])  # fmt: skip
-        by_role: dict[str, list[float]] = {}
-        for p in self.sampler.processes():
-            cpu_rss = by_role.setdefault(p["role"], [0.0, 0.0])
-            cpu_rss[0] += p["cpu_s"]
-            cpu_rss[1] += p["rss_mb"] * 1024 * 1024
-        for role, (cpu_s, rss_bytes) in by_role.items():
+        for role, cpu_s in self.sampler.spent_by_role().items():  # ended processes kept: a counter never drops
             cpu.add_metric([role], cpu_s)
+        memory: dict[str, float] = {}
+        for p in self.sampler.processes():
+            memory[p["role"]] = memory.get(p["role"], 0.0) + p["rss_mb"] * 1024 * 1024
+        for role, rss_bytes in memory.items():
             rss.add_metric([role], rss_bytes)
         yield cpu
         yield rss
