@@ -245,3 +245,18 @@ def test_a_process_counts_from_when_it_is_first_seen_and_keeps_it_after_it_ends(
     assert 0.6 <= mid - seen <= 1.5  # the child's second between the readings
     assert spent >= mid  # a total never goes back
     assert sampler.spent_by_role()["helper"] == pytest.approx(mid - seen, abs=0.3)
+
+
+def test_recommend_shows_its_arithmetic_and_refuses_what_it_cannot_size(ip: Any, dep: Any, name: str) -> None:
+    from nbdeploy.capacity.sizing import recommend
+
+    assert "run %deploy loadtest first" in usage_error(ip, f"recommend {name} --rps 100 --p99-ms 50")
+    assert "--rps" in usage_error(ip, f"recommend {name} --p99-ms 50")
+    test = {"levels": [{"connections": 4, "rps": 500.0, "p99_ms": 20.0, "cpu_pct": 80.0}]}
+    with pytest.raises(InvalidInputError, match="No level of the load test met p99 <= 5 ms"):
+        recommend(test, 100, 5)
+    with pytest.raises(InvalidInputError, match="above 0"):
+        recommend(test, -1, 50)
+    r = recommend(test, 1000, 50, utilization=0.5)
+    assert (r.replicas, r.cpus) == (4, pytest.approx(1000 * 0.8 / 500 / 0.5))
+    assert "ceil(1000 / (500.0 x 0.5)) = 4" in r.text() and "--replicas 4" in r.text()

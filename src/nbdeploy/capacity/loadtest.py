@@ -64,6 +64,43 @@ class _ServerMeter:
             self._thread.join(5)
 
 
+class _ReplicaMeter:
+    """The same figures for a Ray deployment, from the running totals each replica sends its
+    monitoring hub (``/monitor``'s ``replicas[...].reading``): CPU summed over the replicas
+    seen before and after a level, memory summed at each level's end."""
+
+    def __init__(self, deployment: Any) -> None:
+        self.deployment, self.peak_rss = deployment, 0.0
+
+    def cpu(self) -> float | None:
+        time.sleep(1.1)  # replicas report twice a second: a reading taken after what came before
+        try:
+            replicas = self.deployment.snapshot("1m").get("replicas") or {}
+        except Exception:  # the hub restarting: no figure for this level
+            return None
+        readings = {rid: r["reading"] for rid, r in replicas.items() if r.get("reading")}
+        self.peak_rss = max(self.peak_rss, sum(r[2] for r in readings.values()))
+        return sum(r[1] for r in readings.values()) if readings else None
+
+    def __enter__(self) -> _ReplicaMeter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _level(url: str, lua: str, connections: int, seconds: float, rows: int, meter: Any) -> dict[str, Any]:
+    """One level, with the server's CPU around it: per 1,000 predictions and in percent of a core."""
+    before = meter.cpu()
+    level = wrk.run_level(url, lua, connections, seconds)
+    after = meter.cpu()
+    predictions = level["answered"] * rows
+    cpu = after - before if after is not None and before is not None else None
+    level["cpu_s_per_1k"] = 1000 * cpu / predictions if cpu is not None and predictions > 0 else None
+    level["cpu_pct"] = 100 * cpu / level["seconds"] if cpu is not None and level["seconds"] else None
+    return level
+
+
 def _levels(connections: Sequence[int]) -> list[int]:
     levels = sorted(set(int(c) for c in connections))
     if not levels or levels[0] < 1 or levels[-1] > 10_000:
@@ -109,18 +146,10 @@ def loadtest(
     url = deployment.url
     lua = wrk.script(bodies, headers, urlparse(url).path.rstrip("/") + "/invocations")  # Ray: /NAME/invocations
     wrk.run_level(url, lua, levels[0], WARMUP_S)  # connections opened, caches warm; not counted
-    results = []
-    with _ServerMeter(deployment.pid if deployment.target == "local" else None) as meter:
-        for c in levels:
-            before = meter.cpu()
-            level = wrk.run_level(url, lua, c, seconds)
-            after = meter.cpu()
-            predictions = level["answered"] * rows
-            cpu = after - before if after is not None and before is not None else None
-            level["cpu_s_per_1k"] = 1000 * cpu / predictions if cpu is not None and predictions > 0 else None
-            level["cpu_pct"] = 100 * cpu / level["seconds"] if cpu is not None and level["seconds"] else None
-            results.append(level)
-        peak = round(meter.peak_rss / (1 << 20), 1) if meter.sampler is not None and meter.peak_rss else None
+    meter = _ServerMeter(deployment.pid) if deployment.target == "local" else _ReplicaMeter(deployment)
+    with meter:
+        results = [_level(url, lua, c, seconds, rows, meter) for c in levels]
+    peak = round(meter.peak_rss / (1 << 20), 1) if meter.peak_rss else None
     best, decided = gate_rules.decide(rules, results, peak)
     current = deployment.spec.current
     report = LoadTestReport(

@@ -1,4 +1,5 @@
 """``loadtest``: what a deployment sustains, driven by wrk (:mod:`nbdeploy.capacity`);
+``recommend``: replicas and CPUs for a target load (:mod:`nbdeploy.capacity.sizing`);
 ``package``: a build context to ship it (:mod:`nbdeploy.deployments.package`)."""
 
 from __future__ import annotations
@@ -6,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nbdeploy.commands.table import Command, Context, Loads, arg
+from nbdeploy.commands.table import Command, Context, Loads, arg, number
 from nbdeploy.errors import InvalidInputError, ValidationFailedError
 
 __all__ = ["COMMANDS"]
@@ -33,6 +34,12 @@ def _loadtest(args: argparse.Namespace, ctx: Context) -> Any:
     return report
 
 
+def _recommend(args: argparse.Namespace, ctx: Context) -> Any:
+    from nbdeploy.deployments import get
+
+    return get(args.name).recommend(args.rps, args.p99_ms, utilization=args.utilization)
+
+
 def _package(args: argparse.Namespace, ctx: Context) -> Any:
     from nbdeploy.deployments.package import package
 
@@ -54,6 +61,13 @@ COMMANDS = [
              arg("--strict", action="store_true", help="fail the cell (exit 1 on the CLI) when a gate fails"),
              arg("--no-record", action="store_true", help="do not record the figures on the version in MLflow")),
             _loadtest),
+    Command("recommend", "Replicas and CPUs for a target load, from the served version's last load test.",
+            (arg("name", metavar="NAME", help="deployment name"),
+             arg("--rps", type=number, required=True, metavar="N", help="requests per second to sustain"),
+             arg("--p99-ms", type=number, required=True, metavar="MS", help="the p99 latency to keep under"),
+             arg("--utilization", type=number, default=0.7, metavar="U",
+                 help="the share of each CPU to plan for, leaving headroom for bursts (default 0.7)")),
+            _recommend),
     Command("package", "Write a build context to ship a deployment or model: Dockerfile, Kubernetes or KubeRay.",
             (arg("source", metavar="NAME|REF", help="a deployment here (its spec and model) or a model reference"),
              arg("--to", required=True, choices=("docker", "k8s", "kuberay"), help="what to write for"),

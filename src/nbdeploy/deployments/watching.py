@@ -164,6 +164,17 @@ class Watching(HandleParts):
         gates = [gates] if isinstance(gates, str) else list(gates)
         return loadtest(self, bodies, connections=connections, duration=duration, gates=gates, record=record)
 
+    def recommend(self, target_rps: float, p99_ms: float, utilization: float = 0.7) -> Any:
+        """Replicas and CPUs for ``target_rps`` at ``p99_ms``, from the served version's last
+        load test, with the arithmetic shown (:mod:`nbdeploy.capacity.sizing`)."""
+        from nbdeploy import registry
+        from nbdeploy.capacity.sizing import recommend
+        from nbdeploy.registry.loadtests import latest_loadtest
+
+        current = self.spec.current
+        tags = registry.resolve(current.resolved).tags if current.version is not None and current.resolved else {}
+        return recommend(latest_loadtest(tags), target_rps, p99_ms, utilization)
+
     def monitor(self, interval: float = 2.0, window: str | None = None, panel: bool = False) -> Any:
         """A live monitoring widget; the one door from the core to :mod:`nbdeploy.widgets`,
         imported only when called. ``window`` is one of the deployment's windows (default: its first)."""

@@ -188,6 +188,8 @@ class Hub:
             self.meta[replica] = {**meta, "last_seen": time.time()}
             if isinstance(reading, (list, tuple)) and len(reading) == 4:
                 self._replica(replica).resources.add_sample(*reading)
+                # the running totals as read (time, CPU s, RSS, predictions): a load test's before and after
+                self.meta[replica]["reading"] = list(reading)
             self._replica(replica)
             self._own(replica, requests)
             self.pending.extend((replica, r) for r in requests)

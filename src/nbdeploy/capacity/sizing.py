@@ -1,0 +1,87 @@
+"""``Deployment.recommend(target_rps=, p99_ms=)``: replicas and CPUs from a load test.
+
+The arithmetic, shown in the recommendation's text:
+
+1. From the load test, the levels whose p99 meets ``p99_ms``; among them, the one with the
+   highest throughput: what one server (or one Ray replica) sustains within the target,
+   ``rps_1``, and the CPU it used doing so, ``cores_1`` (CPU seconds per second).
+2. CPU per request at that load: ``cores_1 / rps_1``. It is assumed constant as servers
+   are added (each server does the same work per request; ``tests/test_ray.py`` checks it
+   between 1 and 2 Ray replicas within the noise it states).
+3. CPUs for the target, with headroom for bursts: ``target_rps * cores_1 / rps_1 / utilization``
+   (default utilization 0.7, the autoscaler's target in the packaged manifests).
+4. Replicas: enough that none goes past what one sustained, ``ceil(target_rps / (rps_1 *
+   utilization))``, each with ``CPUs / replicas`` cores (Ray's ``--replica-cpus``, a pod's
+   CPU request).
+
+>>> r = recommend({"levels": [{"connections": 1, "rps": 400.0, "p99_ms": 4.0, "cpu_pct": 60.0},
+...                           {"connections": 16, "rps": 800.0, "p99_ms": 30.0, "cpu_pct": 100.0},
+...                           {"connections": 64, "rps": 810.0, "p99_ms": 120.0, "cpu_pct": 100.0}]},
+...               target_rps=2000, p99_ms=50)
+>>> r.replicas, round(r.cpus, 2), round(r.cpus_per_replica, 2)
+(4, 3.57, 0.89)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from nbdeploy.errors import InvalidInputError
+
+__all__ = ["Recommendation", "recommend"]
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    target_rps: float
+    p99_ms: float
+    utilization: float
+    rps_1: float  # what one server sustains within the p99 target
+    cores_1: float  # the CPU it used doing so
+    connections: int  # at this load test level
+    replicas: int
+    cpus: float
+    cpus_per_replica: float
+
+    def text(self) -> str:
+        per_request = self.cores_1 / self.rps_1
+        return "\n".join([
+            f"for {self.target_rps:g} requests/s with p99 <= {self.p99_ms:g} ms:",
+            f"  one server sustains {self.rps_1:.1f} requests/s within the target (load test level of "
+            f"{self.connections} connections), using {self.cores_1:.2f} CPU",
+            f"  CPU per request: {self.cores_1:.2f} / {self.rps_1:.1f} = {1000 * per_request:.3f} CPU ms",
+            f"  CPUs: {self.target_rps:g} x {1000 * per_request:.3f} ms / {self.utilization:g} utilization "
+            f"= {self.cpus:.2f}",
+            f"  replicas: ceil({self.target_rps:g} / ({self.rps_1:.1f} x {self.utilization:g})) = {self.replicas}, "
+            f"{self.cpus_per_replica:.2f} CPU each",
+            f"  Ray: --replicas {self.replicas} --replica-cpus {math.ceil(self.cpus_per_replica * 10) / 10:g};"
+            f" Kubernetes: replicas {self.replicas}, requests.cpu {math.ceil(self.cpus_per_replica * 10) * 100}m",
+        ])  # fmt: skip
+
+    def __repr__(self) -> str:
+        return self.text()
+
+
+def recommend(
+    loadtest: dict[str, Any] | None, target_rps: float, p99_ms: float, utilization: float = 0.7
+) -> Recommendation:
+    """Replicas and CPUs for ``target_rps`` at ``p99_ms``, from a load test's summary (see above)."""
+    if loadtest is None:
+        raise InvalidInputError("No load test is recorded for the served version: run %deploy loadtest first.")
+    if not (target_rps > 0 and p99_ms > 0 and 0 < utilization <= 1):
+        raise InvalidInputError("Give a target_rps and a p99_ms above 0, and a utilization in (0, 1].")
+    levels = [lv for lv in loadtest.get("levels", []) if lv.get("p99_ms") is not None and lv.get("cpu_pct")]
+    within = [lv for lv in levels if lv["p99_ms"] <= p99_ms and lv.get("rps")]
+    if not within:
+        fastest = min((lv["p99_ms"] for lv in levels), default=None)
+        raise InvalidInputError(f"No level of the load test met p99 <= {p99_ms:g} ms (its lowest p99: "
+                                f"{fastest if fastest is None else round(fastest, 2)} ms); no number of replicas "
+                                "makes one request faster.")  # fmt: skip
+    best = max(within, key=lambda lv: lv["rps"])
+    rps_1, cores_1 = float(best["rps"]), float(best["cpu_pct"]) / 100
+    cpus = target_rps * cores_1 / rps_1 / utilization
+    replicas = max(1, math.ceil(target_rps / (rps_1 * utilization)))
+    return Recommendation(target_rps, p99_ms, utilization, rps_1, cores_1, int(best["connections"]), replicas, cpus,
+                          cpus / replicas)  # fmt: skip
