@@ -80,15 +80,31 @@ def test_a_challengers_process_is_measured_as_its_own(
 ) -> None:
     dep = serving(f"{two_versions}/1", name=name)
     dep.canary(f"{two_versions}/2", percent=50)
-    for _ in range(20):
-        dep.predict(cancer["X_test"].head(20))
-    doc = eventually(lambda: dep.snapshot("1m"), lambda d: len(d.get("processes", [])) >= 2)
+    time.sleep(1.5)  # a reading that sees the challenger's process: its predictions count from there
+    body = json.loads(cancer["X_test"].head(20).to_json(orient="split", index=False))
+    headers = {"Authorization": f"Bearer {dep.token}"}
+    with httpx.Client() as client:
+        answers = [client.post(dep.url + "/invocations", json={"dataframe_split": body}, headers=headers)
+                   for _ in range(40)]  # fmt: skip
+    by_variant = {v: 20 * sum(r.headers["x-nbdeploy-variant"] == v for r in answers) for v in ("champion", "2")}
+    assert by_variant["2"] > 0 and by_variant["champion"] > 0, by_variant
+
+    def settled(d: dict[str, Any]) -> bool:
+        roles = {p["role"]: p for p in d.get("processes", [])}
+        return "canary 2" in roles and roles["canary 2"]["predictions_per_cpu_s"] is not None
+
+    doc = eventually(lambda: dep.snapshot("1m"), settled)
     roles = {p["role"]: p for p in doc["processes"]}
+    # each variant's predictions, by the process that made them
+    assert (roles["server"]["predictions"], roles["canary 2"]["predictions"]) == (
+        by_variant["champion"],
+        by_variant["2"],
+    )
     challenger = psutil.Process(dep.pid).children()
     assert roles["canary 2"]["pid"] in {c.pid for c in challenger}
     assert roles["canary 2"]["rss_mb"] > 20 and roles["server"]["rss_mb"] > 20
     text = render_text(dep.snapshot(), "1m")
-    assert "canary 2 (pid" in text and "CPU s / 1k predictions" in text
+    assert "canary 2 (pid" in text and "CPU s / 1k predictions" in text and "pred/CPU s" in text
     dep.conclude(abort=True)
 
 

@@ -137,6 +137,7 @@ class ProcessSampler:
         self._known: dict[int, float] = {}  # pid -> CPU seconds at its last reading
         self._spent = 0.0  # CPU seconds counted so far, ended processes included
         self._by_role: dict[str, float] = collections.defaultdict(float)
+        self._made: dict[str, int] = collections.defaultdict(int)  # predictions by role (count())
         self.predictions = 0  # answered predictions (rows), counted by the server
         self._last: dict[int, dict[str, Any]] = {}
         self._recent: collections.deque[tuple[float, dict[int, float]]] = collections.deque(maxlen=61)
@@ -173,6 +174,11 @@ class ProcessSampler:
             self._recent.append((now, {pid: p["cpu_s"] for pid, p in last.items()}))
             return now, self._spent, rss, float(self.predictions)
 
+    def count(self, role: str, rows: int) -> None:
+        """``rows`` predictions answered, made by the process of ``role`` (``server``, ``canary 2``)."""
+        self.predictions += rows
+        self._made[role] += rows
+
     def spent_by_role(self) -> dict[str, float]:
         """CPU seconds each role used since the first reading (ended processes kept: it never goes back)."""
         with self._lock:
@@ -180,13 +186,17 @@ class ProcessSampler:
 
     def processes(self) -> list[dict[str, Any]]:
         """Each process of the last reading: pid, role (``server``, ``canary 2``…), its CPU
-        seconds since its start, its CPU over the last minute (``cpu_pct_1m``) and RSS."""
+        seconds since its start, its CPU over the last minute (``cpu_pct_1m``), RSS, and the
+        predictions its role answered with their rate per CPU second (a variant's figure)."""
         with self._lock:
-            recent, last = list(self._recent), dict(self._last)
+            recent, last, spent, made = list(self._recent), dict(self._last), dict(self._by_role), dict(self._made)
         out = []
         for pid, p in last.items():
             t0, cpu0 = next(((t, c[pid]) for t, c in recent if pid in c), (None, None))
             t1 = recent[-1][0] if recent else None
             busy = 100 * (p["cpu_s"] - cpu0) / (t1 - t0) if t0 is not None and t1 is not None and t1 > t0 else None
-            out.append({**p, "cpu_pct_1m": None if busy is None else round(busy, 2)})
+            # a variant's predictions per CPU second, since its process was first seen
+            n, cpu = made.get(p["role"], 0), spent.get(p["role"], 0.0)
+            out.append({**p, "cpu_pct_1m": None if busy is None else round(busy, 2), "predictions": n,
+                        "predictions_per_cpu_s": n / cpu if n and cpu > 0 else None})  # fmt: skip
         return sorted(out, key=lambda p: (p["role"] != "server", p["pid"]))

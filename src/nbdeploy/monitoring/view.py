@@ -60,7 +60,9 @@ def render_text(doc: Mapping[str, Any], window: str = "1m", status: str = "live"
     procs = doc.get("processes") or []
     if len(procs) > 1:  # a challenger's process beside the server: each one's share
         lines.append("processes  " + "  ".join(f"{p['role']} (pid {p['pid']}) CPU {_num(p.get('cpu_pct_1m'), '.0f')}% "
-                                                f"RSS {_num(p.get('rss_mb'), '.0f')} MB" for p in procs))  # fmt: skip
+                                                f"RSS {_num(p.get('rss_mb'), '.0f')} MB "
+                                                f"{_num(p.get('predictions_per_cpu_s'), '.0f')} pred/CPU s"
+                                                for p in procs))  # fmt: skip
     series = doc.get("series", {})
     if series:
         lines.append(f"traffic  |{spark(series.get('rps', []))}|")

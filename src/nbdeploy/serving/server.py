@@ -227,8 +227,10 @@ class Server:
                          confidence)  # fmt: skip
         self.metrics.requests.labels(str(status)).inc()
         self.metrics.latency.observe(latency)
-        if status == 200:
-            self.sampler.predictions += record.get("rows", 0)
+        if status == 200:  # predictions by the process that made them: the server's, or a challenger's
+            challenger = call.variant != CHAMPION and experiment is not None
+            role = f"{experiment.spec.kind} {call.variant}" if challenger and experiment else "server"
+            self.sampler.count(role, record.get("rows", 0))
 
 
 def _dist_version(dist: str) -> str:

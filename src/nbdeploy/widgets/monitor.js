@@ -77,10 +77,11 @@ function draw(model, el) {
   if (procs.length > 1) {
     const rows = procs
       .map((p) => `<tr data-role="${esc(p.role)}"><td>${esc(p.role)}</td><td>${esc(p.pid)}</td>
-        <td>${fmt(p.cpu_pct_1m, 1, "%")}</td><td>${fmt(p.rss_mb, 0, " MB")}</td></tr>`)
+        <td>${fmt(p.cpu_pct_1m, 1, "%")}</td><td>${fmt(p.rss_mb, 0, " MB")}</td>
+        <td>${fmt(p.predictions_per_cpu_s, 0)}</td></tr>`)
       .join("");
     html += `<h4>processes (CPU over the last minute)</h4><table class="nbd-mon-processes">
-      <tr><th>role</th><th>pid</th><th>CPU</th><th>RSS</th></tr>${rows}</table>`;
+      <tr><th>role</th><th>pid</th><th>CPU</th><th>RSS</th><th>predictions / CPU s</th></tr>${rows}</table>`;
   }
   const series = doc.series || { rps: [], p95_ms: [] };
   html += `<div class="nbd-mon-row"><div><h4>traffic (req/s, 10 min)</h4>${spark(series.rps || [])}</div>
