@@ -258,7 +258,7 @@ def test_a_process_counts_from_when_it_is_first_seen_and_keeps_it_after_it_ends(
     _, spent, _, _ = sampler.read()  # ended and reaped: out of the listing, what it used is kept
     assert busy.pid not in {p["pid"] for p in sampler.processes()}
     assert seen - start < 0.5  # this process only, mostly asleep
-    assert 0.6 <= mid - seen <= 1.5  # the child's second between the readings
+    assert 0.3 <= mid - seen <= 2.0  # the child's second between the readings (the machine may be busy)
     assert spent >= mid  # a total never goes back
     assert sampler.spent_by_role()["helper"] == pytest.approx(mid - seen, abs=0.3)
 
@@ -276,3 +276,37 @@ def test_recommend_shows_its_arithmetic_and_refuses_what_it_cannot_size(ip: Any,
     r = recommend(test, 1000, 50, utilization=0.5)
     assert (r.replicas, r.cpus) == (4, pytest.approx(1000 * 0.8 / 500 / 0.5))
     assert "ceil(1000 / (500.0 x 0.5)) = 4" in r.text() and "--replicas 4" in r.text()
+    # a Ray test of 2 replicas measured them together: one replica is half of it
+    assert recommend({**test, "replicas": 2}, 1000, 50, utilization=0.5).replicas == 8
+    with pytest.raises(InvalidInputError, match="measured no CPU"):
+        recommend({"levels": [{"connections": 4, "rps": 500.0, "p99_ms": 20.0, "cpu_pct": None}]}, 100, 50)
+    errors = {"levels": [{"connections": 4, "rps": 500.0, "p99_ms": 1.0, "cpu_pct": 80.0, "error_rate": 0.5}]}
+    with pytest.raises(InvalidInputError, match="no level answered without errors"):
+        recommend(errors, 100, 50)
+    with pytest.raises(InvalidInputError, match="above 0"):
+        recommend(test, float("inf"), 50)
+
+
+def test_a_failed_gate_refuses_promotion_until_that_very_gate_passes() -> None:
+    from nbdeploy.registry.loadtests import _verdict
+
+    def gate(text: str, ok: bool) -> dict[str, Any]:
+        return {"gate": text, "passed": ok}
+
+    tags: dict[str, str] = {}
+    for gates_run, expected in [
+        ([gate("p99_ms<=50", False)], ("failed", "")),
+        ([gate("rps>=10000", False)], ("failed", "p99_ms<=50")),  # the earlier failure is kept beside the new
+        ([gate("rps>=10000", True)], ("failed", "p99_ms<=50")),  # a pass of one gate is no answer to the other
+        ([], (None, "")),  # no gates: no verdict
+        ([gate("p99_ms<=50", True), gate("rps>=10000", True)], ("passed", "")),
+    ]:
+        status = "recorded" if not gates_run else "passed" if all(g["passed"] for g in gates_run) else "failed"
+        verdict, still = _verdict(tags, status, gates_run)
+        assert (verdict, still) == expected, gates_run
+        if verdict is not None:
+            failed = ", ".join(g["gate"] for g in gates_run if not g["passed"])
+            tags = {
+                "nbdeploy.loadtest": verdict,
+                "nbdeploy.loadtest.failed": ", ".join(x for x in (failed, still) if x),
+            }

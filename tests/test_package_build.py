@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,22 @@ from tests.helpers import battery, free_port, usage_error
 KUBERNETES = "1.30.0"
 
 
+TOKEN = "s3cret-token-of-thirty-two-chars"
+LOG_KEY = "ab" * 32
+
+
 @pytest.fixture(scope="module")
-def packaged(cancer: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
-    v = nbdeploy.register(cancer["model"], f"pkg-{os.getpid()}", cancer["X_train"], cancer["y_train"])
-    out = tmp_path_factory.mktemp("context") / "ctx"
-    return v, Path(package(v.ref, "docker", out).path)
+def packaged(cancer: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
+    """A deployment as users have them: served from a kernel (--attach), keeping hashed
+    inputs, under a name Kubernetes would refuse as it is; packaged, then stopped."""
+    name = f"Pkg_Model-{os.getpid()}"
+    v = nbdeploy.register(cancer["model"], name, cancer["X_train"], cancer["y_train"])
+    dep = nbdeploy.serve(v.ref, name=name, attach=True, log_inputs="hashed")
+    try:
+        out = tmp_path_factory.mktemp("context") / "ctx"
+        yield v, Path(package(dep.name, "docker", out).path)
+    finally:
+        dep.stop()
 
 
 def _dockerfile(context: Path) -> tuple[dict[str, str], list[str], str]:
@@ -80,7 +91,7 @@ def test_the_manifests_validate_and_take_their_requests_from_the_load_test(
     pytest.importorskip("ray", reason="the Ray extra is not installed: the RayService's application is not built")
     from nbdeploy.serving import ray_package
 
-    os.environ.update(NBDEPLOY_PACKAGE=str(ray.path), NBDEPLOY_TOKEN="t0ken", NBDEPLOY_STATE=str(tmp_path / "state"))
+    os.environ.update(NBDEPLOY_PACKAGE=str(ray.path), NBDEPLOY_TOKEN=TOKEN, NBDEPLOY_STATE=str(tmp_path / "state"))
     try:  # the builder Serve calls: a bound application of the packaged model (started by the Ray tests' Replica)
         built = ray_package.app(application["args"])
     finally:
@@ -108,19 +119,24 @@ def test_the_entry_point_serves_from_a_fresh_virtualenv_of_the_packaged_requirem
     installed = subprocess.run([python, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True)
     assert not re.search(r"^(mlflow|jupyter|ipykernel|ipython|ray)\b", installed.stdout, re.MULTILINE | re.I)
     port = free_port()
-    run_env = {
-        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        **env,
-        "PORT": str(port),
-        "NBDEPLOY_PACKAGE": str(context),
-        "PYTHONPATH": str(context),
-        "NBDEPLOY_STATE": str(tmp_path / "state"),
-    }
-    no_token = subprocess.run([python, *cmd[1:]], env=run_env, cwd=context, capture_output=True, text=True, timeout=60)
-    assert no_token.returncode == 2 and "no token: set NBDEPLOY_TOKEN" in no_token.stderr
-    proc = subprocess.Popen([python, *cmd[1:]], env={**run_env, "NBDEPLOY_TOKEN": "s3cret-token"}, cwd=context,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    none = str(tmp_path / "none")
+    run_env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), **env, "PORT": str(port),
+               "NBDEPLOY_PACKAGE": str(context), "PYTHONPATH": str(context), "NBDEPLOY_STATE": str(tmp_path / "state"),
+               "NBDEPLOY_TOKEN_FILE": none, "NBDEPLOY_LOG_KEY_FILE": none}  # fmt: skip
+
+    def run(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([python, *cmd[1:]], env={**run_env, **extra}, cwd=context, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+
+    assert "no token: set NBDEPLOY_TOKEN" in run().stderr
+    for bad in ("REPLACE-WITH-A-LONG-RANDOM-TOKEN", "short"):  # the Secret template's placeholder, a guessable one
+        refused = run(NBDEPLOY_TOKEN=bad)
+        assert refused.returncode == 2 and "placeholder or shorter than 16" in refused.stderr, refused.stderr
+    no_key = run(NBDEPLOY_TOKEN=TOKEN)
+    assert no_key.returncode == 2 and "set NBDEPLOY_LOG_KEY" in no_key.stderr, no_key.stderr
+    subprocess.run(["chmod", "-R", "a-w", str(context)], check=True)  # as the image's /app: nothing writes there
+    proc = subprocess.Popen([python, *cmd[1:]], env={**run_env, "NBDEPLOY_TOKEN": TOKEN, "NBDEPLOY_LOG_KEY": LOG_KEY},
+                            cwd=context, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -131,15 +147,13 @@ def test_the_entry_point_serves_from_a_fresh_virtualenv_of_the_packaged_requirem
             except httpx.HTTPError:
                 time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()[0][-3000:]
-        assert (
-            httpx.post(url + "/invocations", content=b"{}", headers={"Content-Type": "application/json"}).status_code
-            == 401
-        )
+        no_bearer = httpx.post(url + "/invocations", content=b"{}", headers={"Content-Type": "application/json"})
+        assert no_bearer.status_code == 401
         ours = serving(v.ref, name=f"pkg-local-{os.getpid()}")
         expected = cancer["model"].predict(cancer["X_test"].head(5)).tolist()
         for label, (payload, headers) in battery(cancer["X_test"]).items():
             a = httpx.post(
-                url + "/invocations", content=payload, headers={**headers, "Authorization": "Bearer s3cret-token"}
+                url + "/invocations", content=payload, headers={**headers, "Authorization": f"Bearer {TOKEN}"}
             )
             b = httpx.post(ours.url + "/invocations", content=payload, headers=headers)
             assert a.status_code == b.status_code, (label, a.text[:300], b.text[:300])
@@ -147,9 +161,15 @@ def test_the_entry_point_serves_from_a_fresh_virtualenv_of_the_packaged_requirem
                 assert a.json() == b.json(), label
                 if label != "integers for doubles":
                     assert a.json()["predictions"] == expected, label
+        time.sleep(1.0)  # the packager's kernel is not this server's parent: --attach was dropped
+        assert proc.poll() is None
+        logged = [json.loads(line) for line in (tmp_path / "state" / "requests.jsonl").read_text().splitlines()]
+        answered = [r for r in logged if r.get("status") == 200]
+        assert answered and all(r.get("inputs_private") == "hashed" for r in answered)  # as the deployment logged
     finally:
         proc.terminate()
         proc.wait(30)
+        subprocess.run(["chmod", "-R", "u+w", str(context)], check=False)
 
 
 def test_the_image_builds_where_docker_can(packaged: tuple[Any, Path]) -> None:
@@ -183,3 +203,51 @@ def test_hostile_package_options_are_one_sentence(ip: Any, two_versions: str, tm
     for line, expected in cases.items():
         assert expected in usage_error(ip, line), line
     assert not (tmp_path / "c").exists() and not (tmp_path / "b").exists()
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    assert "is not an empty folder" in usage_error(ip, f"package {two_versions}/1 --to docker {tmp_path / 'dangling'}")
+    from nbdeploy import config
+
+    inside = config.home() / "somewhere"
+    assert "write the build context somewhere of its own" in usage_error(
+        ip, f"package {two_versions}/1 --to docker {inside}"
+    )
+
+
+def test_a_failure_half_way_leaves_no_folder(
+    two_versions: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importlib import metadata
+
+    from nbdeploy.deployments import package_files
+
+    real = metadata.version
+    monkeypatch.setattr(package_files.metadata, "version", lambda d: real(d) if d != "psutil" else real("no-such-dist"))
+    with pytest.raises(nbdeploy.errors.InvalidInputError, match="psutil is not installed here"):
+        package(f"{two_versions}/1", "docker", tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its half-built twin
+
+
+def test_names_become_what_kubernetes_and_docker_take(two_versions: str, tmp_path: Path) -> None:
+    import kubernetes_validate
+
+    from nbdeploy.deployments.package_files import kube_name
+
+    for given, expected in {
+        "Fraud_Model.v2": "fraud-model-v2",
+        "7up": "m-7up",
+        "run-": "run",
+        "A" * 80: "a" * 63,
+    }.items():
+        assert kube_name(given) == expected
+    out = package(f"{two_versions}/1", "kuberay", tmp_path / "ray", image="Registry.example/Cancer:1")
+    assert (out.path / "k8s" / "secret.yaml").exists() and "wget" in (out.path / "Dockerfile").read_text()
+    secret = yaml.safe_load((out.path / "k8s" / "secret.yaml").read_text())
+    kubernetes_validate.validate(secret, KUBERNETES, strict=True)
+    service = yaml.safe_load((out.path / "k8s" / "rayservice.yaml").read_text())
+    pods = [
+        service["spec"]["rayClusterConfig"]["headGroupSpec"],
+        *service["spec"]["rayClusterConfig"]["workerGroupSpecs"],
+    ]
+    for pod in pods:  # the token mounted in every pod that may build the application
+        assert pod["template"]["spec"]["volumes"][0]["secret"]["secretName"] == secret["metadata"]["name"]
+    assert service["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"

@@ -26,12 +26,13 @@ from nbdeploy.capacity import gates as gate_rules
 from nbdeploy.capacity import wrk
 from nbdeploy.capacity.report import LoadTestReport
 from nbdeploy.errors import InvalidInputError
-from nbdeploy.monitoring.resources import ProcessSampler
+from nbdeploy.monitoring.resources import ProcessSampler, ResourceMeter
 from nbdeploy.spec import parse_duration
 
 __all__ = ["loadtest"]
 
 WARMUP_S = 1
+STALE_S = ResourceMeter.STALE_S  # a replica whose last reading is older has stopped reporting
 MAX_SCRIPT_BYTES = 32 << 20  # the requests wrk holds, formatted once per thread
 
 
@@ -70,17 +71,26 @@ class _ReplicaMeter:
     seen before and after a level, memory summed at each level's end."""
 
     def __init__(self, deployment: Any) -> None:
-        self.deployment, self.peak_rss = deployment, 0.0
+        self.deployment, self.peak_rss, self.replicas = deployment, 0.0, 1
+        self._before: dict[str, float] = {}
+        self._total = 0.0
 
     def cpu(self) -> float | None:
+        """CPU seconds of the replicas reporting now, counted from the previous call for the
+        replicas seen both times (one replaced meanwhile adds nothing, never a negative)."""
         time.sleep(1.1)  # replicas report twice a second: a reading taken after what came before
         try:
-            replicas = self.deployment.snapshot("1m").get("replicas") or {}
+            doc = self.deployment.snapshot("1m")
         except Exception:  # the hub restarting: no figure for this level
             return None
-        readings = {rid: r["reading"] for rid, r in replicas.items() if r.get("reading")}
+        now = doc.get("now") or time.time()
+        readings = {rid: r["reading"] for rid, r in (doc.get("replicas") or {}).items()
+                    if r.get("reading") and now - r["reading"][0] <= STALE_S}  # fmt: skip
+        self.replicas = max(self.replicas, len(readings))
         self.peak_rss = max(self.peak_rss, sum(r[2] for r in readings.values()))
-        return sum(r[1] for r in readings.values()) if readings else None
+        before, self._before = self._before, {rid: r[1] for rid, r in readings.items()}
+        self._total += sum(max(0.0, r[1] - before[rid]) for rid, r in readings.items() if rid in before)
+        return self._total if readings else None
 
     def __enter__(self) -> _ReplicaMeter:
         return self
@@ -155,7 +165,7 @@ def loadtest(
     report = LoadTestReport(
         name=deployment.name, ref=current.resolved or current.ref, target=deployment.target, levels=results,
         seconds=seconds, rows_per_request=rows, bodies=len(bodies), peak_rss_mb=peak, best=best, gates=decided,
-        when=time.time(),
+        when=time.time(), replicas=getattr(meter, "replicas", 1),
     )  # fmt: skip
     if record and current.version is not None:
         from nbdeploy.registry.loadtests import record_loadtest

@@ -66,6 +66,7 @@ class LoadTestReport:
     gates: list[dict[str, Any]]
     when: float
     run_id: str | None = field(default=None)
+    replicas: int = 1  # the servers measured together (a Ray deployment's replicas): figures are their sum
 
     @property
     def passed(self) -> bool | None:

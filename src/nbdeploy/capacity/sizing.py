@@ -2,9 +2,10 @@
 
 The arithmetic, shown in the recommendation's text:
 
-1. From the load test, the levels whose p99 meets ``p99_ms``; among them, the one with the
-   highest throughput: what one server (or one Ray replica) sustains within the target,
-   ``rps_1``, and the CPU it used doing so, ``cores_1`` (CPU seconds per second).
+1. From the load test, the levels whose p99 meets ``p99_ms`` (and with under 1 % errors);
+   among them, the one with the highest throughput: what one server (or one Ray replica:
+   a test of N replicas is divided by N) sustains within the target, ``rps_1``, and the CPU
+   it used doing so, ``cores_1`` (CPU seconds per second).
 2. CPU per request at that load: ``cores_1 / rps_1``. It is assumed constant as servers
    are added (each server does the same work per request; ``tests/test_ray.py`` checks it
    between 1 and 2 Ray replicas within the noise it states).
@@ -70,17 +71,25 @@ def recommend(
     """Replicas and CPUs for ``target_rps`` at ``p99_ms``, from a load test's summary (see above)."""
     if loadtest is None:
         raise InvalidInputError("No load test is recorded for the served version: run %deploy loadtest first.")
-    if not (target_rps > 0 and p99_ms > 0 and 0 < utilization <= 1):
+    if not all(math.isfinite(v) for v in (target_rps, p99_ms, utilization)) or not (
+        target_rps > 0 and p99_ms > 0 and 0 < utilization <= 1
+    ):
         raise InvalidInputError("Give a target_rps and a p99_ms above 0, and a utilization in (0, 1].")
-    levels = [lv for lv in loadtest.get("levels", []) if lv.get("p99_ms") is not None and lv.get("cpu_pct")]
-    within = [lv for lv in levels if lv["p99_ms"] <= p99_ms and lv.get("rps")]
+    # levels that answered (errors under 1 %) with a known p99
+    levels = [lv for lv in loadtest.get("levels", []) if lv.get("p99_ms") is not None and lv.get("rps")
+              and (lv.get("error_rate") or 0) <= 0.01]  # fmt: skip
+    within = [lv for lv in levels if lv["p99_ms"] <= p99_ms]
     if not within:
         fastest = min((lv["p99_ms"] for lv in levels), default=None)
-        raise InvalidInputError(f"No level of the load test met p99 <= {p99_ms:g} ms (its lowest p99: "
-                                f"{fastest if fastest is None else round(fastest, 2)} ms); no number of replicas "
-                                "makes one request faster.")  # fmt: skip
+        lowest = f"its lowest p99: {fastest:.2f} ms" if fastest is not None else "no level answered without errors"
+        raise InvalidInputError(f"No level of the load test met p99 <= {p99_ms:g} ms ({lowest}); no number of "
+                                "replicas makes one request faster.")  # fmt: skip
     best = max(within, key=lambda lv: lv["rps"])
-    rps_1, cores_1 = float(best["rps"]), float(best["cpu_pct"]) / 100
+    if not (best.get("cpu_pct") or 0) > 0:
+        raise InvalidInputError("The load test measured no CPU at that level (the server's processes could not be "
+                                "read): run %deploy loadtest again.")  # fmt: skip
+    servers = max(1, int(loadtest.get("replicas") or 1))  # a Ray test measures its replicas together
+    rps_1, cores_1 = float(best["rps"]) / servers, float(best["cpu_pct"]) / 100 / servers
     cpus = target_rps * cores_1 / rps_1 / utilization
     replicas = max(1, math.ceil(target_rps / (rps_1 * utilization)))
     return Recommendation(target_rps, p99_ms, utilization, rps_1, cores_1, int(best["connections"]), replicas, cpus,

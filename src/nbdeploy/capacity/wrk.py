@@ -95,10 +95,11 @@ def run_level(url: str, lua: str, connections: int, seconds: float, timeout_s: f
     raw = json.loads(line[len("NBDEPLOY-WRK ") :])
     errors = raw["connect"] + raw["read"] + raw["write"] + raw["status"] + raw["timeout"]
     duration, answered = raw["duration_us"] / 1e6, raw["requests"] - raw["status"]
-    attempted = raw["requests"] + raw["connect"] + raw["timeout"]
-    # wrk leaves a request that timed out out of its latencies: with any, the tail is unknown
+    attempted = raw["requests"] + raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
+    # wrk leaves a request that timed out out of its latencies: with any (or no answer at all), unknown
     names = ("mean", "p50", "p90", "p99", "max")
-    latency = {f"{k}_ms": None if raw["timeout"] else raw[f"{k}_us"] / 1000 for k in names}
+    unknown = raw["timeout"] or not raw["requests"]
+    latency = {f"{k}_ms": None if unknown else raw[f"{k}_us"] / 1000 for k in names}
     return {
         "connections": connections,
         "seconds": round(duration, 3),

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Sizing", "kubernetes", "rayservice"]
+__all__ = ["PLACEHOLDER", "Sizing", "kubernetes", "rayservice", "secret"]
 
 PORT = 8080
 
@@ -28,18 +28,22 @@ class Sizing:
     memory: str
     memory_limit: str
     measured: bool
+    cores: float = 0.5  # the CPU request in cores (a Ray replica's num_cpus)
 
     @classmethod
     def of(cls, loadtest: dict[str, Any] | None) -> Sizing:
+        """From a load test's summary; a test of a Ray deployment measured all its replicas
+        together (``replicas``): one pod is sized for one replica's share."""
         levels = (loadtest or {}).get("levels") or []
         busiest: dict[str, Any] = max(levels, key=lambda lv: lv.get("rps") or 0, default={})
         best: dict[str, Any] = (loadtest or {}).get("best") or busiest  # within the gates, else the busiest
+        servers = max(1, int((loadtest or {}).get("replicas") or 1))
         cpu_pct, peak = best.get("cpu_pct"), (loadtest or {}).get("peak_rss_mb")
-        if not cpu_pct or not peak:
+        if not cpu_pct or cpu_pct <= 0 or not peak or peak <= 0:
             return cls("500m", "512Mi", "1Gi", measured=False)
-        millicores = max(100, math.ceil(cpu_pct * 10 / 100) * 100)  # percent of a core -> millicores, 100m steps
-        memory = math.ceil(peak * 1.25)
-        return cls(f"{millicores}m", f"{memory}Mi", f"{2 * memory}Mi", measured=True)
+        millicores = max(100, math.ceil(cpu_pct / servers * 10 / 100) * 100)  # % of a core -> millicores, 100m steps
+        memory = math.ceil(peak / servers * 1.25)
+        return cls(f"{millicores}m", f"{memory}Mi", f"{2 * memory}Mi", measured=True, cores=millicores / 1000)
 
 
 def kubernetes(name: str, image: str, sizing: Sizing, replicas: int = 2) -> list[dict[str, Any]]:
@@ -75,21 +79,32 @@ def kubernetes(name: str, image: str, sizing: Sizing, replicas: int = 2) -> list
                   "minReplicas": replicas, "maxReplicas": max(replicas, 10),
                   "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
                       "type": "Utilization", "averageUtilization": 70}}}]}},
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{name}-token"}, "type": "Opaque",
-         "stringData": {"token": "REPLACE-WITH-A-LONG-RANDOM-TOKEN"}},
+        secret(name),
     ]  # fmt: skip
+
+
+PLACEHOLDER = "REPLACE-WITH-A-LONG-RANDOM-TOKEN"  # the container refuses to start with it
+
+
+def secret(name: str) -> dict[str, Any]:
+    """The Secret template of the token (and, for private request logs, the key of their hashes)."""
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{name}-token"}, "type": "Opaque",
+            "stringData": {"token": PLACEHOLDER, "log-key": PLACEHOLDER}}  # fmt: skip
 
 
 def rayservice(name: str, image: str, sizing: Sizing, replicas: int = 2) -> dict[str, Any]:
     """A KubeRay ``RayService`` whose Serve application is the packaged server, one replica per
-    worker pod (:func:`nbdeploy.serving.ray_package.app`)."""
-    worker = {"name": "server", "image": image,
+    worker pod (:func:`nbdeploy.serving.ray_package.app`: each replica asks the CPUs a worker
+    pod requests, and the head runs none); the token Secret is mounted in every pod."""
+    mount = {"volumeMounts": [{"name": "token", "mountPath": "/var/run/secrets/nbdeploy", "readOnly": True}]}
+    volumes = [{"name": "token", "secret": {"secretName": f"{name}-token"}}]
+    worker = {"name": "server", "image": image, **mount,
               "resources": {"requests": {"cpu": sizing.cpu, "memory": sizing.memory},
                             "limits": {"memory": sizing.memory_limit}}}  # fmt: skip
-    head = {"name": "ray-head", "image": image, "ports": [{"containerPort": 8000, "name": "serve"}],
+    head = {"name": "ray-head", "image": image, "ports": [{"containerPort": 8000, "name": "serve"}], **mount,
             "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}}  # fmt: skip
     app = {"name": name, "route_prefix": "/", "import_path": "nbdeploy.serving.ray_package:app",
-           "args": {"replicas": replicas},
+           "args": {"replicas": replicas, "num_cpus": sizing.cores},
            "runtime_env": {"env_vars": {"NBDEPLOY_PACKAGE": "/app", "NBDEPLOY_TOKEN_FILE":
                                         "/var/run/secrets/nbdeploy/token"}},
            }  # fmt: skip
@@ -99,9 +114,10 @@ def rayservice(name: str, image: str, sizing: Sizing, replicas: int = 2) -> dict
         "apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": name},
         "spec": {"serveConfigV2": yaml.safe_dump({"applications": [app]}, sort_keys=False),
                  "rayClusterConfig": {
-                     "headGroupSpec": {"rayStartParams": {"dashboard-host": "0.0.0.0"},
-                                       "template": {"spec": {"containers": [head]}}},
+                     "headGroupSpec": {"rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
+                                       "template": {"spec": {"containers": [head], "volumes": volumes}}},
                      "workerGroupSpecs": [{"groupName": "servers", "replicas": replicas, "minReplicas": 1,
                                            "maxReplicas": max(replicas, 10), "rayStartParams": {},
-                                           "template": {"spec": {"containers": [worker]}}}]}},
+                                           "template": {"spec": {"containers": [worker],
+                                                                 "volumes": volumes}}}]}},
     }  # fmt: skip

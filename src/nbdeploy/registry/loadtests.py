@@ -51,13 +51,15 @@ def record_loadtest(ref: str, doc: dict[str, Any], html: str, text: str) -> str:
         c.set_terminated(run_id)
         summary = {"run_id": run_id, "when": doc["when"], "status": status, "gates": doc["gates"],
                    "best": doc["best"], "peak_rss_mb": doc["peak_rss_mb"], "seconds": doc["seconds"],
+                   "replicas": doc.get("replicas", 1),
                    "levels": [{k: lv.get(k) for k in ("connections", "rps", "p50_ms", "p99_ms", "error_rate",
                                                       "cpu_s_per_1k", "cpu_pct")} for lv in doc["levels"]]}  # fmt: skip
         failed = ", ".join(g["gate"] for g in doc["gates"] if not g["passed"])
         verdict, still = _verdict(mv.tags, status, doc["gates"])
         if verdict is not None:
+            every = ", ".join(g for g in (failed, still) if g)  # this test's failures and the earlier ones kept
             c.set_model_version_tag(mv.name, str(mv.version), LOADTEST_TAG, verdict)
-            c.set_model_version_tag(mv.name, str(mv.version), LOADTEST_FAILED_TAG, (failed or still)[:5000])
+            c.set_model_version_tag(mv.name, str(mv.version), LOADTEST_FAILED_TAG, every[:5000])
         c.set_model_version_tag(mv.name, str(mv.version), LOADTEST_SUMMARY_TAG, json.dumps(summary)[:5000])
         best = doc.get("best")
         capacity = f", {best['rps']:.0f} req/s at {best['connections']} connections" if best else ""
@@ -74,11 +76,12 @@ def _verdict(tags: dict[str, str], status: str, gates: list[dict[str, Any]]) -> 
     if status == "recorded":
         return None, ""
     before = [g.strip() for g in (tags.get(LOADTEST_FAILED_TAG) or "").split(",") if g.strip()]
-    if status == "passed" and tags.get(LOADTEST_TAG) == "failed":
-        missing = [g for g in before if g not in {r["gate"] for r in gates}]
-        if missing:
-            return "failed", ", ".join(missing)
-    return status, ""
+    passed = {r["gate"] for r in gates if r["passed"]}
+    # gates that failed before and did not pass now stay failed, whatever else this test did
+    missing = [g for g in before if g not in passed] if tags.get(LOADTEST_TAG) == "failed" else []
+    if status == "passed" and missing:
+        return "failed", ", ".join(missing)
+    return status, ", ".join(g for g in missing if g not in {r["gate"] for r in gates})
 
 
 def _param(key: str, value: Any) -> Any:

@@ -17,7 +17,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from nbdeploy.serving.container import read_token
+from nbdeploy.privacy import keeps_private
+from nbdeploy.serving.container import ContainerError, read_token
 from nbdeploy.serving.loader import read_signature
 from nbdeploy.spec import DeploymentSpec
 
@@ -30,10 +31,11 @@ def app(args: dict[str, Any] | None = None) -> Any:
 
     args = args or {}
     package = Path(os.environ.get("NBDEPLOY_PACKAGE", "/app"))
-    token = read_token()
-    if token is None:
-        raise RuntimeError("no token: set NBDEPLOY_TOKEN, or mount one at NBDEPLOY_TOKEN_FILE")
+    token = read_token()  # a ContainerError names what is missing, in Serve's log of the application
     spec = DeploymentSpec.from_dict(json.loads((package / "deployment.json").read_text()))
+    if keeps_private(spec.log_inputs, spec.redact):
+        raise ContainerError("private request logs (--log-inputs, --redact) are not available on Ray yet: "
+                             "package this deployment --to k8s.")  # fmt: skip
     spec.monitor, spec.require_token = False, True
     entry = spec.current
     entry.model_path = str(package / "model")
