@@ -1,7 +1,8 @@
 """Promotion (aliases) and the validation records promotion reads.
 
-Validation writes ``nbdeploy.validation`` ("passed"/"failed") on a version; ``promote``
-moves an alias only to a version whose last validation passed, unless forced.
+Validation writes ``nbdeploy.validation`` ("passed"/"failed") on a version, a gated load
+test ``nbdeploy.loadtest``; ``promote`` moves an alias only to a version whose last
+validation passed and whose load test did not fail, unless forced.
 
 >>> promote("cancer/2", alias="champion")   # doctest: +SKIP
 """
@@ -43,8 +44,9 @@ FORCED_TAG = "nbdeploy.promotion.forced"
 def promote(ref: str | ModelRef, alias: str = "champion", *, force: bool = False) -> ModelVersion:
     """Point ``alias`` of the model at the version ``ref`` resolves to.
 
-    Only a version whose last validation passed is promoted; ``force=True`` promotes any
-    version. A refusal and a forced promotion are recorded as version tags
+    Only a version whose last validation passed (and whose last gated load test, if any,
+    did not fail: :mod:`nbdeploy.registry.loadtests`) is promoted; ``force=True`` promotes
+    any version. A refusal and a forced promotion are recorded as version tags
     (``nbdeploy.promotion.refused``, ``nbdeploy.promotion.forced``).
 
     >>> promote("cancer/2", alias="champion").aliases   # doctest: +SKIP
