@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelEntry", "read_mlmodel", "read_signature"]
+__all__ = ["ModelEntry", "pickled_sklearn", "read_mlmodel", "read_signature"]
 
 
 class _ReadAsDict:
@@ -73,6 +73,14 @@ def read_mlmodel(folder: str | Path) -> dict[str, Any]:
 
     meta: dict[str, Any] = yaml.safe_load((Path(folder) / "MLmodel").read_text())
     return meta
+
+
+def pickled_sklearn(meta: dict[str, Any]) -> str | None:
+    """The pickle file of a scikit-learn flavor the server unpickles itself (``None``: the
+    model is loaded through MLflow's pyfunc)."""
+    sk = (meta.get("flavors") or {}).get("sklearn") or {}
+    ok = sk.get("serialization_format") in ("cloudpickle", "pickle") and sk.get("pickled_model")
+    return str(sk["pickled_model"]) if ok else None
 
 
 def read_signature(folder: str | Path) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None]:

@@ -76,9 +76,8 @@ def request_bodies(X: Any, rows_per_request: int) -> list[str]:
 
     if rows_per_request < 1:
         raise InvalidInputError(f"Invalid --rows {rows_per_request}: a request carries at least 1 row.")
-    from nbdeploy.stats.profile import as_frame
-
-    columns, rows = frame_rows(as_frame(X).iloc[: MAX_BODIES * rows_per_request] if hasattr(X, "__len__") else X)
+    head = MAX_BODIES * rows_per_request  # only the rows that can be sent are converted
+    columns, rows = frame_rows(X.iloc[:head] if hasattr(X, "iloc") else X[:head])
     if len(rows) < rows_per_request:
         raise InvalidInputError(f"--data has {len(rows)} row(s), fewer than --rows {rows_per_request}.")
     bodies = []

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 
 from nbdeploy.errors import InvalidInputError
-from nbdeploy.model_entry import read_mlmodel
+from nbdeploy.model_entry import pickled_sklearn, read_mlmodel
 
 __all__ = ["DOCKERFILE", "dockerfile", "kube_name", "plain_dumper", "python_version", "requirements",
            "unpickled_directly"]  # fmt: skip
@@ -39,10 +39,9 @@ def kube_name(name: str) -> str:
 def unpickled_directly(model: Path) -> bool:
     """Whether the server loads this model without MLflow (a pickled scikit-learn flavor)."""
     try:
-        sk = (read_mlmodel(model).get("flavors") or {}).get("sklearn") or {}
+        return pickled_sklearn(read_mlmodel(model)) is not None  # the loader's own test (serving/loader.py)
     except (OSError, ValueError):
         return False
-    return sk.get("serialization_format") in ("cloudpickle", "pickle") and bool(sk.get("pickled_model"))
 
 
 def requirements(model: Path, target: str) -> str:

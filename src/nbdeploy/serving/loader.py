@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from nbdeploy import model_copy
-from nbdeploy.model_entry import read_mlmodel, read_signature
+from nbdeploy.model_entry import pickled_sklearn, read_mlmodel, read_signature
 from nbdeploy.spec import PREDICT_METHODS
 
 __all__ = ["LoadedModel", "load", "read_signature"]
@@ -81,11 +81,11 @@ def load(path: str | Path) -> LoadedModel:
     model_copy.verify(folder)
     meta = read_mlmodel(folder)
     inputs, outputs = read_signature(folder)
-    sk = (meta.get("flavors") or {}).get("sklearn") or {}
-    if sk.get("serialization_format") in ("cloudpickle", "pickle") and sk.get("pickled_model"):
+    pickled = pickled_sklearn(meta)
+    if pickled is not None:
         import cloudpickle
 
-        with (folder / sk["pickled_model"]).open("rb") as fh:
+        with (folder / pickled).open("rb") as fh:
             model = cloudpickle.load(fh)
         return LoadedModel(model.predict, inputs, outputs, str(folder), _methods(model))
     import mlflow.pyfunc
