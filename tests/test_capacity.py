@@ -123,6 +123,8 @@ def test_a_failed_load_test_refuses_promotion_and_is_on_the_version_and_its_card
     assert r.passed is False and r.failed == ["p99_ms<=0.001", "rps>=1"] and r.best is None
     assert [lv["connections"] for lv in r.levels] == [1, 4] and all(lv["rps"] > 0 for lv in r.levels)
     assert all(lv["cpu_s_per_1k"] > 0 for lv in r.levels) and r.peak_rss_mb > 50
+    # the server with no traffic, measured before the first level: little next to a loaded level
+    assert r.idle_cpu_pct is not None and 0 <= r.idle_cpu_pct < min(lv["cpu_pct"] for lv in r.levels)
     assert "<svg" in r._repr_html_() and "FAILED on p99_ms<=0.001" in r.text()
     assert max(len(line) for line in r.text().splitlines()) <= 100
     with pytest.raises(PromotionRefusedError, match=r"its last load test failed on p99_ms<=0.001, rps>=1"):
@@ -131,6 +133,7 @@ def test_a_failed_load_test_refuses_promotion_and_is_on_the_version_and_its_card
     assert mv.tags["nbdeploy.loadtest"] == "failed"
     summary = json.loads(mv.tags["nbdeploy.loadtest.summary"])
     assert summary["run_id"] == r.run_id and [lv["rps"] for lv in summary["levels"]] == [lv["rps"] for lv in r.levels]
+    assert summary["idle_cpu_pct"] == r.idle_cpu_pct
     from mlflow import MlflowClient
 
     run = MlflowClient().get_run(r.run_id)
@@ -278,6 +281,12 @@ def test_recommend_shows_its_arithmetic_and_refuses_what_it_cannot_size(ip: Any,
     assert "ceil(1000 / (500.0 x 0.5)) = 4" in r.text() and "--replicas 4" in r.text()
     # a Ray test of 2 replicas measured them together: one replica is half of it
     assert recommend({**test, "replicas": 2}, 1000, 50, utilization=0.5).replicas == 8
+    # a fixed CPU per server (measured with no traffic) is counted once per replica, not per request
+    fixed = recommend({**test, "idle_cpu_pct": 10.0}, 1000, 50, utilization=0.5)
+    assert fixed.cpu_per_request == pytest.approx(0.7 / 500) and fixed.replicas == 4
+    assert fixed.cpus == pytest.approx(4 * 0.1 + 1000 * 0.7 / 500 / 0.5)
+    assert "4 x 0.10 + 1000 x 1.400 ms" in fixed.text()
+    assert fixed.cores_for(500, replicas=2) == pytest.approx(2 * 0.1 + 0.7) and "not measured" in r.text()
     with pytest.raises(InvalidInputError, match="measured no CPU"):
         recommend({"levels": [{"connections": 4, "rps": 500.0, "p99_ms": 20.0, "cpu_pct": None}]}, 100, 50)
     errors = {"levels": [{"connections": 4, "rps": 500.0, "p99_ms": 1.0, "cpu_pct": 80.0, "error_rate": 0.5}]}

@@ -515,38 +515,44 @@ def test_stop_leaves_no_serve_application(cluster: str, deployment: nbdeploy.Dep
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
-def test_sizing_reads_a_ray_load_test_and_measures_one_and_two_replicas(
+def test_sizing_from_one_replica_predicts_the_cpu_of_two(
     cluster: str, two_versions: str, cancer: dict[str, Any]
 ) -> None:
-    """Sizing (#14): recommend() reads back what a load test of one Ray replica recorded, and
-    the CPU that figure predicts for two replicas is printed beside what two used. It is not
-    asserted: in a whole-suite run on this 2-core machine two replicas served less than one
-    (each replica's idle work, spread over fewer requests, raises the CPU per request), so
-    the model of a constant CPU per request does not hold there; see docs/capacity.md."""
+    """Sizing (#14): recommend() reads back what a load test of one Ray replica recorded (its
+    CPU with no traffic, and per request), and the CPU its model expects of two replicas serving
+    what two served is checked against their measurement, within the 30 % this test states.
+
+    Both are measured at one connection: with one request in flight, wrk, Ray's proxy and the
+    replicas take turns on this 2-core machine instead of competing, so each figure is the
+    replicas' own work. With more connections the machine, not the replicas, is the limit: two
+    replicas then serve no more than one, and the CPU of each request grows with the contention
+    (docs/capacity.md). The 30 %: in runs alone the prediction missed by +4, -11, -14 and -17 %
+    (two replicas spent more CPU per request than one) and one replica's CPU per request
+    differed by 14 % between runs: about twice the spread seen."""
     X, measured = cancer["X_test"], {}
     if "rayd" in {d.name for d in nbdeploy.deployments().items} and nbdeploy.get("rayd").state() == "running":
         nbdeploy.get("rayd").stop()  # the module's deployment holds both of the cluster's CPUs
-    for replicas, connections in ((1, 8), (2, 16)):
+    for replicas in (1, 2):
         dep = nbdeploy.serve(f"{two_versions}/1", name=f"ray-size-{replicas}", target="ray", replicas=replicas,
                              address=cluster, port=free_port(), replica_cpus=1)  # fmt: skip
         try:
-            report = dep.loadtest(X, connections=[connections], duration=4, record=replicas == 1)
+            report = dep.loadtest(X, connections=[1], duration=6, record=replicas == 1)
             level = report.levels[0]
             assert level["errors"] == 0 and level["cpu_pct"] is not None and level["cpu_pct"] > 0, level
-            measured[replicas] = (level["rps"], level["cpu_pct"] / 100)
+            assert report.replicas == replicas and report.idle_cpu_pct is not None, report.to_dict()
+            measured[replicas] = (level["rps"], level["cpu_pct"] / 100, report.idle_cpu_pct / 100)
             if replicas == 1:  # read back from MLflow: the summary of the test just recorded
                 advice = dep.recommend(target_rps=3 * level["rps"], p99_ms=10_000)
-                assert advice.rps_1 == pytest.approx(level["rps"]) and advice.cores_1 == pytest.approx(
-                    level["cpu_pct"] / 100
-                )
+                assert advice.rps_1 == pytest.approx(level["rps"])
+                assert advice.cores_1 == pytest.approx(level["cpu_pct"] / 100)
+                assert advice.idle_1 == pytest.approx(min(report.idle_cpu_pct, level["cpu_pct"]) / 100)
         finally:
             dep.stop()
-    (rps1, cores1), (rps2, cores2) = measured[1], measured[2]
-    predicted = rps2 * cores1 / rps1  # recommend(..., utilization=1): CPUs for the two replicas' throughput
-    print(
-        f"\none replica {rps1:.0f} req/s on {cores1:.2f} CPU; two {rps2:.0f} req/s on {cores2:.2f} CPU, "
-        f"predicted {predicted:.2f} ({100 * (predicted / cores2 - 1):+.0f} %)"
-    )
+    (rps1, cores1, idle1), (rps2, cores2, idle2) = measured[1], measured[2]
+    predicted = advice.cores_for(rps2, replicas=2)
+    print(f"\none replica {rps1:.0f} req/s on {cores1:.3f} CPU ({idle1:.3f} idle); two {rps2:.0f} req/s on "
+          f"{cores2:.3f} CPU ({idle2:.3f} idle), predicted {predicted:.3f} ({100 * (predicted / cores2 - 1):+.0f} %)")
+    assert predicted == pytest.approx(cores2, rel=0.30)
 
 
 def test_without_address_a_local_cluster_is_started_and_stopped(

@@ -32,6 +32,7 @@ from nbdeploy.spec import parse_duration
 __all__ = ["loadtest"]
 
 WARMUP_S = 1
+IDLE_S = 2  # the server with no traffic, before the first level: what it costs to keep running
 STALE_S = ResourceMeter.STALE_S  # a replica whose last reading is older has stopped reporting
 MAX_SCRIPT_BYTES = 32 << 20  # the requests wrk holds, formatted once per thread
 
@@ -111,6 +112,15 @@ def _level(url: str, lua: str, connections: int, seconds: float, rows: int, mete
     return level
 
 
+def _idle_cores(meter: Any) -> float | None:
+    """CPU (seconds per second) the server uses with no traffic: its fixed cost, which sizing
+    counts once per replica (:mod:`~nbdeploy.capacity.sizing`)."""
+    start, began = meter.cpu(), time.monotonic()
+    time.sleep(IDLE_S)
+    end = meter.cpu()
+    return max(0.0, end - start) / (time.monotonic() - began) if start is not None and end is not None else None
+
+
 def _levels(connections: Sequence[int]) -> list[int]:
     levels = sorted(set(int(c) for c in connections))
     if not levels or levels[0] < 1 or levels[-1] > 10_000:
@@ -158,6 +168,7 @@ def loadtest(
     wrk.run_level(url, lua, levels[0], WARMUP_S)  # connections opened, caches warm; not counted
     meter = _ServerMeter(deployment.pid) if deployment.target == "local" else _ReplicaMeter(deployment)
     with meter:
+        idle = _idle_cores(meter)
         results = [_level(url, lua, c, seconds, rows, meter) for c in levels]
     peak = round(meter.peak_rss / (1 << 20), 1) if meter.peak_rss else None
     best, decided = gate_rules.decide(rules, results, peak)
@@ -166,6 +177,7 @@ def loadtest(
         name=deployment.name, ref=current.resolved or current.ref, target=deployment.target, levels=results,
         seconds=seconds, rows_per_request=rows, bodies=len(bodies), peak_rss_mb=peak, best=best, gates=decided,
         when=time.time(), replicas=getattr(meter, "replicas", 1),
+        idle_cpu_pct=round(100 * idle, 2) if idle is not None else None,
     )  # fmt: skip
     if record and current.version is not None:
         from nbdeploy.registry.loadtests import record_loadtest

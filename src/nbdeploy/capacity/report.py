@@ -67,6 +67,7 @@ class LoadTestReport:
     when: float
     run_id: str | None = field(default=None)
     replicas: int = 1  # the servers measured together (a Ray deployment's replicas): figures are their sum
+    idle_cpu_pct: float | None = None  # their CPU with no traffic, before the first level (% of a core)
 
     @property
     def passed(self) -> bool | None:
@@ -102,7 +103,7 @@ class LoadTestReport:
                          f"connections, p99 {fmt(self.best.get('p99_ms'))} ms")  # fmt: skip
         elif self.gates:
             lines.append("capacity within the gates: none of the levels meets them")
-        lines.append(f"peak server memory: {fmt(self.peak_rss_mb)} MB")
+        lines.append(f"peak server memory: {fmt(self.peak_rss_mb)} MB; CPU with no traffic: {fmt(self.idle_cpu_pct)} %")
         for g in self.gates:
             lines.append(f"  {'pass' if g['passed'] else 'FAIL'}  {g['gate']}  (measured {fmt(g['value'])})")
         lines.append(f"verdict: {self._verdict()}")
@@ -119,7 +120,8 @@ class LoadTestReport:
         gates = table(("gate", "measured", "result"), verdicts)
         best = (f"<p>Capacity: <b>{self.best['rps']:.1f} req/s</b> at {esc(self.best['connections'])} connections"
                 f"{' within the gates' if self.gates else ''}.</p>") if self.best else ""  # fmt: skip
-        memory = f"<p>Peak server memory: {esc(fmt(self.peak_rss_mb))} MB.</p>"
+        memory = (f"<p>Peak server memory: {esc(fmt(self.peak_rss_mb))} MB. CPU with no traffic: "
+                  f"{esc(fmt(self.idle_cpu_pct))} % of a core.</p>")
         return curve_svg(self.levels) + levels + best + memory + (gates if self.gates else "")
 
     def _repr_html_(self) -> str:

@@ -1,19 +1,23 @@
 """``Deployment.recommend(target_rps=, p99_ms=)``: replicas and CPUs from a load test.
 
-The arithmetic, shown in the recommendation's text:
+The model: a server costs a fixed CPU to keep running (``idle_1``, measured by the load
+test with no traffic before its first level) plus a CPU per request. The arithmetic, shown
+in the recommendation's text:
 
 1. From the load test, the levels whose p99 meets ``p99_ms`` (and with under 1 % errors);
    among them, the one with the highest throughput: what one server (or one Ray replica:
    a test of N replicas is divided by N) sustains within the target, ``rps_1``, and the CPU
    it used doing so, ``cores_1`` (CPU seconds per second).
-2. CPU per request at that load: ``cores_1 / rps_1``. It is assumed constant as servers
-   are added (each server does the same work per request; ``tests/test_ray.py`` checks it
-   between 1 and 2 Ray replicas within the noise it states).
-3. CPUs for the target, with headroom for bursts: ``target_rps * cores_1 / rps_1 / utilization``
-   (default utilization 0.7, the autoscaler's target in the packaged manifests).
-4. Replicas: enough that none goes past what one sustained, ``ceil(target_rps / (rps_1 *
-   utilization))``, each with ``CPUs / replicas`` cores (Ray's ``--replica-cpus``, a pod's
-   CPU request).
+2. CPU per request at that load: ``(cores_1 - idle_1) / rps_1``. It is assumed the same
+   however many servers share the traffic (each does the same work per request);
+   ``tests/test_ray.py`` checks the model between 1 and 2 Ray replicas within the noise it
+   states. A test recorded before idle was measured counts it in the CPU per request.
+3. Replicas: enough that none goes past what one sustained, ``ceil(target_rps / (rps_1 *
+   utilization))`` (default utilization 0.7, the autoscaler's target in the packaged
+   manifests).
+4. CPUs: ``replicas * idle_1 + target_rps * CPU per request / utilization`` (headroom for
+   bursts on the part that grows with traffic), ``CPUs / replicas`` each (Ray's
+   ``--replica-cpus``, a pod's CPU request).
 
 >>> r = recommend({"levels": [{"connections": 1, "rps": 400.0, "p99_ms": 4.0, "cpu_pct": 60.0},
 ...                           {"connections": 16, "rps": 800.0, "p99_ms": 30.0, "cpu_pct": 100.0},
@@ -45,18 +49,31 @@ class Recommendation:
     replicas: int
     cpus: float
     cpus_per_replica: float
+    idle_1: float | None = None  # one server's CPU with no traffic (None: not measured, counted per request)
+
+    @property
+    def cpu_per_request(self) -> float:
+        """CPU seconds one request costs beyond the servers' fixed cost."""
+        return (self.cores_1 - (self.idle_1 or 0.0)) / self.rps_1
+
+    def cores_for(self, rps: float, replicas: int) -> float:
+        """The CPU (seconds per second) the model expects ``replicas`` servers to use between
+        them while serving ``rps`` requests/s (no headroom): what a measurement is checked against."""
+        return replicas * (self.idle_1 or 0.0) + rps * self.cpu_per_request
 
     def text(self) -> str:
-        per_request = self.cores_1 / self.rps_1
+        ms, idle = 1000 * self.cpu_per_request, self.idle_1
+        fixed = (f"  CPU per request: ({self.cores_1:.2f} - {idle:.2f} with no traffic) / {self.rps_1:.1f} = {ms:.3f} "
+                 "CPU ms" if idle is not None else f"  CPU per request: {self.cores_1:.2f} / {self.rps_1:.1f} = "
+                 f"{ms:.3f} CPU ms (CPU with no traffic not measured by this load test: counted here)")  # fmt: skip
         return "\n".join([
             f"for {self.target_rps:g} requests/s with p99 <= {self.p99_ms:g} ms:",
             f"  one server sustains {self.rps_1:.1f} requests/s within the target (load test level of "
             f"{self.connections} connections), using {self.cores_1:.2f} CPU",
-            f"  CPU per request: {self.cores_1:.2f} / {self.rps_1:.1f} = {1000 * per_request:.3f} CPU ms",
-            f"  CPUs: {self.target_rps:g} x {1000 * per_request:.3f} ms / {self.utilization:g} utilization "
-            f"= {self.cpus:.2f}",
-            f"  replicas: ceil({self.target_rps:g} / ({self.rps_1:.1f} x {self.utilization:g})) = {self.replicas}, "
-            f"{self.cpus_per_replica:.2f} CPU each",
+            fixed,
+            f"  replicas: ceil({self.target_rps:g} / ({self.rps_1:.1f} x {self.utilization:g})) = {self.replicas}",
+            f"  CPUs: {f'{self.replicas} x {idle:.2f} + ' if idle is not None else ''}{self.target_rps:g} x {ms:.3f} ms"
+            f" / {self.utilization:g} utilization = {self.cpus:.2f}, {self.cpus_per_replica:.2f} CPU each",
             f"  Ray: --replicas {self.replicas} --replica-cpus {math.ceil(self.cpus_per_replica * 10) / 10:g};"
             f" Kubernetes: replicas {self.replicas}, requests.cpu {math.ceil(self.cpus_per_replica * 10) * 100}m",
         ])  # fmt: skip
@@ -90,7 +107,10 @@ def recommend(
                                 "read): run %deploy loadtest again.")  # fmt: skip
     servers = max(1, int(loadtest.get("replicas") or 1))  # a Ray test measures its replicas together
     rps_1, cores_1 = float(best["rps"]) / servers, float(best["cpu_pct"]) / 100 / servers
-    cpus = target_rps * cores_1 / rps_1 / utilization
+    idle = loadtest.get("idle_cpu_pct")
+    # an idle figure above the loaded one is noise of a nearly idle server: the whole CPU is then per request
+    idle_1 = min(float(idle) / 100 / servers, cores_1) if idle is not None and idle >= 0 else None
     replicas = max(1, math.ceil(target_rps / (rps_1 * utilization)))
+    cpus = replicas * (idle_1 or 0.0) + target_rps * (cores_1 - (idle_1 or 0.0)) / rps_1 / utilization
     return Recommendation(target_rps, p99_ms, utilization, rps_1, cores_1, int(best["connections"]), replicas, cpus,
-                          cpus / replicas)  # fmt: skip
+                          cpus / replicas, idle_1)  # fmt: skip

@@ -51,7 +51,7 @@ def record_loadtest(ref: str, doc: dict[str, Any], html: str, text: str) -> str:
         c.set_terminated(run_id)
         summary = {"run_id": run_id, "when": doc["when"], "status": status, "gates": doc["gates"],
                    "best": doc["best"], "peak_rss_mb": doc["peak_rss_mb"], "seconds": doc["seconds"],
-                   "replicas": doc.get("replicas", 1),
+                   "replicas": doc.get("replicas", 1), "idle_cpu_pct": doc.get("idle_cpu_pct"),
                    "levels": [{k: lv.get(k) for k in ("connections", "rps", "p50_ms", "p99_ms", "error_rate",
                                                       "cpu_s_per_1k", "cpu_pct")} for lv in doc["levels"]]}  # fmt: skip
         failed = ", ".join(g["gate"] for g in doc["gates"] if not g["passed"])
