@@ -217,3 +217,57 @@ def test_ray_monitoring_routes_ask_the_hub_and_answer_503_while_it_is_away(model
             assert unknown == "Unknown window '2m'; windows: 1m, 5m, 1h."
         assert hub.asked == ["snapshot", "feedback", "set_alerts"]  # bad rules and windows never reach the hub
     log.close()
+
+
+def test_a_ray_replicas_token_book_takes_only_the_owners_valid_book_once_the_hub_has_it(
+    model_dir: Path, tmp_path: Path, cancer: dict[str, Any]
+) -> None:
+    """#15 on Ray (hostile inputs of ``POST /admin/tokens`` ``book``; the real relay is in
+    test_ray): a replica reads no token file, and takes a new book only from the owner, only
+    when it is a valid one, and only once the hub has it; it never drops the owner."""
+    import json
+
+    from nbdeploy import tokens
+    from nbdeploy.serving import hub_monitor
+
+    owner, app_value = "s3cret-owner", "a-new-predict-token"
+    book = tokens.book([tokens.TokenEntry.make("app", "predict", app_value)], owner)
+    settings = ServerSettings(name="t", ref="t/1", version=1, token=owner, monitor=False, reload=False,
+                              require_token=True, token_book=tokens.book([], owner))  # fmt: skip
+    log = RequestLog(tmp_path / "requests.jsonl")
+    rows = split(cancer["X_test"].head(2))
+    away, present = {"set_tokens": TimeoutError()}, {"set_tokens": "d", "tokens_reached": True}
+    for answers, taken in [(away, False), (present, True)]:
+        app = create_app(settings, load(model_dir), log, monitor=hub_monitor.HubMonitor(_FakeHub(answers), {}))
+        with TestClient(app) as c:
+            auth = {"Authorization": f"Bearer {owner}"}
+            bad = {
+                "not json": (400, "The body must be JSON"),
+                json.dumps({"action": "add", "role": "predict"}): (400, "'action' must be 'book' on a Ray replica"),
+                json.dumps({"action": "book", "book": []}): (400, "'book' must be an object of 1 to 101 tokens"),
+                json.dumps({"action": "book", "book": {"x": ["app", "predict"]}}): (400, "SHA-256 in hex"),
+                json.dumps({"action": "book", "book": {"a" * 64: ["app", "god"]}}): (400, "SHA-256 in hex"),
+                json.dumps({"action": "book", "book": {"a" * 64: ["app", "predict"]}}): (400, "the owner token once"),
+                json.dumps({"action": "book", "book": {f"{i:064x}": ["x", "predict"] for i in range(102)}}): (
+                    400, "1 to 101 tokens"),
+                "[" * 100_000: (400, "The body must be JSON"),
+                "x" * (2 << 20): (413, ""),
+            }  # fmt: skip
+            for body, (status, message) in bad.items():
+                r = c.post("/admin/tokens", content=body, headers=auth)
+                assert r.status_code == status and message in r.json()["message"], (body[:60], r.text[:300])
+            as_app = {"Authorization": f"Bearer {app_value}"}
+            assert c.post("/invocations", json=rows, headers=as_app).status_code == 403
+            r = c.post("/admin/tokens", json={"action": "book", "book": book}, headers=auth)
+            if not taken:  # the hub away: a 503, and the replica keeps its book (the kernel saves nothing)
+                assert r.status_code == 503
+            else:
+                assert r.status_code == 200 and r.json() == {"tokens": 2, "every_replica": True}
+            answer = c.post("/invocations", json=rows, headers=as_app)
+            assert answer.status_code == (200 if taken else 403)
+            # the owner still answers, and a predict token cannot send a book
+            assert c.get("/info", headers=auth).status_code == 200
+            if taken:
+                other = c.post("/admin/tokens", json={"action": "book", "book": book}, headers=as_app)
+                assert other.status_code == 403 and "role 'admin'" in other.json()["message"]
+    log.close()

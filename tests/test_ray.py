@@ -233,6 +233,56 @@ def test_monitoring_merges_replicas_exactly(cancer: dict[str, Any], deployment: 
         assert report.levels[0]["answered"] > 0 and report.levels[0]["errors"] == 0, report.levels
 
 
+def test_tokens_with_roles_reach_every_replica_and_changes_need_no_restart(
+    cancer: dict[str, Any], deployment: nbdeploy.Deployment
+) -> None:
+    """#15 on Ray: the replicas read no token file; the kernel sends each change through the
+    hub, which relays it to every replica, and returns once every replica holds it. So a new
+    token works on its first request and a revoked or rotated value is refused as soon as the
+    call returns, on both replicas, without a restart; roles hold; the owner's rotation keeps
+    the kernel working; each replica's request log names the token's label, never its value."""
+    rows = json.loads(cancer["X_test"].head(2).to_json(orient="split", index=False))
+    url = deployment.url
+
+    def answers(token: str, route: str = "/feedback", n: int = 12) -> set[int]:
+        body = {"ids": ["x"], "targets": [1]} if route == "/feedback" else {"dataframe_split": rows}
+        with httpx.Client(headers={"Authorization": f"Bearer {token}"}) as client:
+            return {client.post(url + route, json=body).status_code for _ in range(n)}
+
+    labeller, app = deployment.add_token("feedback", label="labeller"), deployment.add_token("predict", label="app")
+    assert answers(labeller.value) == {200}
+    denied = httpx.post(url + "/feedback", json={"ids": ["x"], "targets": [1]}, headers=_bearer(app.value))
+    assert denied.status_code == 403 and "needs a token with the role 'feedback'" in denied.json()["message"]
+    assert answers(labeller.value, "/admin/alerts", n=4) == {403}
+    sent = {httpx.post(url + "/invocations", json={"dataframe_split": rows}, headers=_bearer(app.value)).headers[
+        "x-request-id"] for _ in range(30)}  # fmt: skip
+    # every replica knew the label (the proxy spreads the 30 requests over both), never the value
+    logged = eventually(lambda: [r for r in _records(deployment) if r["id"] in sent], lambda v: len(v) == 30)
+    assert {r.get("token") for r in logged} == {"app"} and len({r["replica"] for r in logged}) == 2
+    assert app.value not in "".join(p.read_text() for p in deployment.path.glob("*.json*"))
+    # a remote admin cannot replace the book; only the kernel (the owner token) sends it
+    admin = deployment.add_token("admin", label="ops")
+    pushed = httpx.post(url + "/admin/tokens", json={"action": "book", "book": {}}, headers=_bearer(admin.value))
+    assert pushed.status_code == 409 and "%deploy token" in pushed.json()["message"]
+    old = labeller.value
+    rotated = deployment.rotate_token("labeller")
+    assert answers(old) == {403}
+    assert answers(rotated.value) == {200}
+    deployment.revoke_token("labeller")
+    assert answers(rotated.value) == {403}
+    owner = deployment.token
+    assert owner is not None
+    deployment.rotate_token("owner")
+    assert answers(owner, "/admin/alerts", n=6) == {403}
+    assert deployment.alerts(clear=True)["rules"] == []  # the kernel goes on with the new owner token
+    for label in ("app", "ops"):
+        deployment.revoke_token(label)
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def test_without_ray_the_target_is_one_sentence(tmp_path: Path) -> None:
     """An interpreter where ``import ray`` fails (as when the extra is not installed)."""
     code = """

@@ -23,7 +23,7 @@ import nbdeploy
 from nbdeploy.deployments import Deployment
 from nbdeploy.deployments.events import local_user
 from nbdeploy.deployments.tls import client_context, fingerprint, make_certificate
-from nbdeploy.errors import DeploymentError, InvalidInputError
+from nbdeploy.errors import DeploymentError
 from nbdeploy.serving.app import ServerSettings, create_app
 from nbdeploy.serving.loader import load
 from nbdeploy.serving.requestlog import RequestLog, read_records
@@ -321,13 +321,17 @@ def test_token_options_hostile_and_wrong_are_one_sentence(ip: Any, dep: Any, tmp
     for line, message in cases.items():
         assert usage_error(ip, line).startswith(message), line
     assert [e.label for e in dep.tokens().entries] == ["app"]  # nothing half-made
-    # a Ray deployment's replicas read no token file: said before anything changes
+    # a Ray deployment's replicas read no token file: one whose hub cannot be told changes nothing
     ray_folder = tmp_path / "on-ray"
     ray_folder.mkdir()
     spec = json.loads((dep.path / "spec.json").read_text()) | {"target": "ray", "ray": {"replicas": 2}}
     (ray_folder / "spec.json").write_text(json.dumps(spec))
-    with pytest.raises(InvalidInputError, match="Cannot add a token on a Ray deployment: its replicas take"):
-        Deployment("on-ray", ray_folder).add_token("predict")
+    (ray_folder / "token").write_text("t" * 43)
+    on_ray = Deployment("on-ray", ray_folder)
+    for change in (lambda: on_ray.add_token("predict"), lambda: on_ray.rotate_token("owner")):
+        with pytest.raises(DeploymentError, match="Nothing changed: the replicas of 'on-ray' could not be told"):
+            change()
+    assert on_ray.tokens().entries == [] and (ray_folder / "token").read_text() == "t" * 43
 
 
 def test_in_a_notebook_the_value_stays_out_of_the_output_and_the_cli_prints_it(

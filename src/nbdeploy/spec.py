@@ -269,3 +269,4 @@ class ServerSettings:
     redact: list[str] = field(default_factory=list)
     retention_s: float | None = DEFAULTS.retention_s
     core_hour_price: float | None = None
+    token_book: dict[str, list[str]] | None = field(default=None, repr=False)  # a Ray replica's (no token file)

@@ -25,7 +25,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,8 @@ from typing import Any
 from nbdeploy._files import flocked, write_atomic
 
 __all__ = [
-    "MAX_TOKENS", "OWNER", "ROLES", "TOKENS_FILE", "TokenEntry", "TokenError", "add_token", "holds", "new_value",
-    "read_entries", "revoke_token", "rotate_token", "token_hash",
+    "MAX_TOKENS", "OWNER", "ROLES", "TOKENS_FILE", "Book", "Publish", "TokenEntry", "TokenError", "add_token", "book",
+    "book_digest", "check_book", "holds", "new_value", "read_entries", "revoke_token", "rotate_token", "token_hash",
 ]  # fmt: skip
 
 TOKENS_FILE = "tokens.json"
@@ -50,6 +50,41 @@ ROLES: dict[str, frozenset[str]] = {
     "feedback": frozenset({"feedback"}),  # /feedback only: a labelling app
     "admin": frozenset({"predict", "observe", "feedback", "admin"}),  # + /admin/*, token changes
 }
+
+
+#: What a Ray deployment's replicas accept (they read no token file): SHA-256 -> [label, role],
+#: the owner's included. The kernel sends it through the monitoring hub on every change.
+Book = dict[str, list[str]]
+#: Told the token book a change makes, before the change is saved; raising keeps the change from being made.
+Publish = Callable[[Book], None]
+
+
+def book(entries: list[TokenEntry], owner: str | None) -> Book:
+    """The token book of ``entries`` and the owner token ``owner``."""
+    known = {e.sha256: [e.label, e.role] for e in entries}
+    if owner:
+        known[token_hash(owner)] = [OWNER, "admin"]
+    return known
+
+
+def book_digest(known: Book | None) -> str | None:
+    """A short name of a book's content: a replica asks for the book when its own differs."""
+    if known is None:
+        return None
+    return hashlib.sha256(json.dumps(known, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_book(doc: Any) -> Book:
+    """``doc`` as a token book, or a ``ValueError`` naming what is wrong with it (it came over HTTP)."""
+    if not isinstance(doc, dict) or not 1 <= len(doc) <= MAX_TOKENS + 1:
+        raise ValueError(f"'book' must be an object of 1 to {MAX_TOKENS + 1} tokens")
+    for digest, who in doc.items():
+        if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest) and isinstance(who, list)
+                and len(who) == 2 and all(isinstance(x, str) for x in who) and who[1] in ROLES):  # fmt: skip
+            raise ValueError("each entry of 'book' must be a SHA-256 in hex -> [label, role]")
+    if [who for who in doc.values() if who[0] == OWNER] != [[OWNER, "admin"]]:
+        raise ValueError("'book' must hold the owner token once, with the role admin")
+    return doc
 
 
 def holds(role: str, needed: str) -> bool:
@@ -134,8 +169,16 @@ def _save(folder: Path, entries: list[TokenEntry]) -> None:
     write_atomic(folder / TOKENS_FILE, entries_text(entries), private=True)
 
 
-def add_token(folder: Path, name: str, role: str, label: str | None = None) -> tuple[str, str]:
-    """A new token of ``role`` in ``folder/tokens.json``: ``(label, value)``."""
+def _owner(folder: Path) -> str | None:
+    path = folder / "token"
+    return path.read_text().strip() if path.exists() else None
+
+
+def add_token(
+    folder: Path, name: str, role: str, label: str | None = None, publish: Publish | None = None
+) -> tuple[str, str]:
+    """A new token of ``role`` in ``folder/tokens.json``: ``(label, value)``. ``publish`` is told
+    the new token book first (a Ray deployment's replicas); if it raises, nothing changes."""
     if role not in ROLES:
         raise TokenError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.")
     value = new_value()
@@ -152,11 +195,14 @@ def add_token(folder: Path, name: str, role: str, label: str | None = None) -> t
             raise TokenError(f"A token labelled {label!r} exists: revoke or rotate it, or choose another label.")
         if len(entries) >= MAX_TOKENS:
             raise TokenError(f"Deployment {name!r} has {MAX_TOKENS} tokens: revoke some first.")
-        _save(folder, [*entries, TokenEntry.make(label, role, value)])
+        after = [*entries, TokenEntry.make(label, role, value)]
+        if publish is not None:
+            publish(book(after, _owner(folder)))
+        _save(folder, after)
     return label, value
 
 
-def revoke_token(folder: Path, name: str, label: str) -> None:
+def revoke_token(folder: Path, name: str, label: str, publish: Publish | None = None) -> None:
     if label == OWNER:
         raise TokenError("The owner token is the kernel's own: rotate it (--rotate owner) instead.")
     with _locked(folder):
@@ -164,14 +210,18 @@ def revoke_token(folder: Path, name: str, label: str) -> None:
         kept = [e for e in entries if e.label != label]
         if len(kept) == len(entries):
             raise TokenError(f"Deployment {name!r} has no token labelled {str(label)[:80]!r}.")
+        if publish is not None:
+            publish(book(kept, _owner(folder)))
         _save(folder, kept)
 
 
-def rotate_token(folder: Path, name: str, label: str) -> tuple[str, str]:
+def rotate_token(folder: Path, name: str, label: str, publish: Publish | None = None) -> tuple[str, str]:
     """A new value for the token ``label`` (``owner``: the ``token`` file's): ``(role, value)``."""
     value = new_value()
     with _locked(folder):
         if label == OWNER:
+            if publish is not None:  # told with the old owner token still in the file (and accepted)
+                publish(book(read_entries(folder), value))
             write_atomic(folder / "token", value, private=True)
             return "admin", value
         entries = read_entries(folder)
@@ -179,5 +229,8 @@ def rotate_token(folder: Path, name: str, label: str) -> tuple[str, str]:
         if not match:
             raise TokenError(f"Deployment {name!r} has no token labelled {str(label)[:80]!r}.")
         rotated = TokenEntry(label, match[0].role, token_hash(value), match[0].created, rotated=time.time())
-        _save(folder, [rotated if e.label == label else e for e in entries])
+        after = [rotated if e.label == label else e for e in entries]
+        if publish is not None:
+            publish(book(after, _owner(folder)))
+        _save(folder, after)
     return match[0].role, value

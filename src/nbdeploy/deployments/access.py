@@ -8,6 +8,10 @@
 new token's value exists only in what :meth:`add_token` returns (and the file named by
 ``out``). The running server reads the files again within a second. Every change is a line
 in the audit trail (``audit.jsonl``) naming the label, never the value.
+
+A Ray deployment's replicas read no file: each change is first sent to its monitoring hub
+(the new token book: hashes, labels, roles), which relays it to every replica within a
+second; if the hub cannot take it, nothing changes.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from nbdeploy.deployments import events
 from nbdeploy.deployments.watching import HandleParts
 from nbdeploy.errors import DeploymentError, InvalidInputError
 from nbdeploy.reprs import card, esc, table
-from nbdeploy.tokens import OWNER, ROLES, TokenEntry, read_entries
+from nbdeploy.tokens import OWNER, ROLES, Book, Publish, TokenEntry, read_entries
 
 __all__ = ["NewToken", "TokenKeeping", "TokenList"]
 
@@ -87,7 +91,6 @@ class TokenKeeping(HandleParts):
         by the running server on its first request; ``out`` also writes its value to that file."""
         if role not in ROLES:
             raise InvalidInputError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.")
-        self._local_only("add a token")
         path = _out_path(out)
         label, value = self._change(tokens.add_token, role, label)
         events.record(self.path, "token added", None, label=label, role=role)
@@ -102,7 +105,6 @@ class TokenKeeping(HandleParts):
     def rotate_token(self, label: str, out: str | Path | None = None) -> NewToken:
         """A new value for the token ``label`` (same role); the old value is refused within a
         second. ``owner`` rotates the kernel's own token (the ``token`` file)."""
-        self._local_only("rotate a token")
         path = _out_path(out)
         role, value = self._change(tokens.rotate_token, label)
         events.record(self.path, "token rotated", None, label=label, role=role)
@@ -111,18 +113,26 @@ class TokenKeeping(HandleParts):
     def _change(self, change: Any, *args: Any) -> Any:
         """One change of the token files (``nbdeploy.tokens``), its refusals as one sentence."""
         try:
-            return change(self.path, self.name, *args)
+            return change(self.path, self.name, *args, publish=self._publish())
         except tokens.TokenError as exc:
             raise InvalidInputError(str(exc)) from None
         except ValueError as exc:  # the file is damaged
             raise DeploymentError(f"The tokens of {self.name!r} cannot be read: {exc}.") from None
 
-    def _local_only(self, what: str) -> None:
-        if self.spec.ray is not None:
-            raise InvalidInputError(
-                f"Cannot {what} on a Ray deployment: its replicas take the owner token when they start and read "
-                "no token file. Serve locally for tokens with roles, or serve again to change the token."
-            )
+    def _publish(self) -> Publish | None:
+        """For a Ray deployment: the change's token book sent to the replicas (through the hub)
+        before it is saved, with the owner token of before the change."""
+        if self.spec.ray is None:
+            return None
+
+        def publish(book: Book) -> None:
+            try:
+                self._request("POST", "/admin/tokens", timeout=30, json={"action": "book", "book": book})
+            except DeploymentError as exc:
+                told = f"the replicas of {self.name!r} could not be told"
+                raise DeploymentError(f"Nothing changed: {told}. {exc}") from None
+
+        return publish
 
 
 def _out_path(out: str | Path | None) -> Path | None:

@@ -63,14 +63,15 @@ def create_app(
             print(f"the experiment in the spec was not resumed: {exc.message}", flush=True)
     folder = Path(settings.folder) if settings.folder else None  # none on a Ray replica: the owner token only
     audit = AdminAudit(folder, settings.name, lambda: server.version)
-    guard = Guard(TokenBook(folder, settings.token), settings.require_token, audit)
+    guard = Guard(TokenBook(folder, settings.token, settings.token_book), settings.require_token, audit)
     app = Starlette(
         routes=routes(server, monitor or LocalMonitor(server), guard),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=_lifespan(server, background),
     )
     app.state.server = server
-    app.state.settings = asdict(settings) | {"token": None}
+    app.state.tokens = guard.book  # a Ray replica replaces it with each book the hub relays
+    app.state.settings = asdict(settings) | {"token": None, "token_book": None}
     return app
 
 

@@ -1,6 +1,6 @@
-"""The monitoring backend of a Ray replica: ``/monitor``, ``/feedback``, ``/admin/alerts`` and ``/experiment``
-answered by the deployment's hub through its Serve handle (any object whose methods have
-``.remote()``). It imports no Ray, so it can be tested with a stand-in handle.
+"""The monitoring backend of a Ray replica: ``/monitor``, ``/feedback``, ``/admin/alerts``, ``/experiment``
+and the token book of ``/admin/tokens`` answered by the deployment's hub through its Serve
+handle (any object whose methods have ``.remote()``). It imports no Ray, so it can be tested with a stand-in handle.
 
 >>> monitor = HubMonitor(serve.get_deployment_handle("Hub", app_name="cancer-monitor"), {"1m": 60.0})  # doctest: +SKIP
 """
@@ -8,6 +8,7 @@ answered by the deployment's hub through its Serve handle (any object whose meth
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from nbdeploy.monitoring.alerts import AlertBook
@@ -47,6 +48,17 @@ class HubMonitor:
     async def feedback(self, ids: list[Any], targets: list[Any]) -> dict[str, Any]:
         result: dict[str, Any] = await self._ask(self.hub.feedback, [str(i) for i in ids], targets)
         return result
+
+    async def set_tokens(self, book: dict[str, list[str]], wait_s: float = 5.0) -> bool:
+        """The kernel's new token book, kept by the hub and relayed to every replica; whether
+        every replica holds it within ``wait_s`` (each takes it with its next report to the hub)."""
+        digest = await self._ask(self.hub.set_tokens, book)
+        deadline = time.monotonic() + wait_s
+        while not await self._ask(self.hub.tokens_reached, digest):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
 
     async def set_alerts(self, rules: Any) -> dict[str, Any]:
         checked_rules(AlertBook(), rules)  # a 400 for rules that do not parse, without asking the hub

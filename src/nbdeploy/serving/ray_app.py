@@ -75,6 +75,7 @@ class _Forwarder:
         self.batches: list[tuple[float, int, int]] = []
         self.records: list[dict[str, Any]] = []  # request-log records of a running experiment
         self.sampler: ProcessSampler | None = None  # the replica's CPU, memory and predictions, for the hub
+        self.tokens: Any = None  # the app's TokenBook: the hub answers with a newer book when there is one
 
     def add(self, ts: float, latency_ms: float, status: int, rid: str, inputs: Any = None, predictions: Any = None,
             confidence: Any = None) -> None:  # fmt: skip
@@ -92,8 +93,11 @@ class _Forwarder:
                 self.meta["resources"] = await asyncio.to_thread(self.sampler.read)
             except Exception as exc:  # a reading must never cost the forwarding
                 print(f"resource reading failed: {type(exc).__name__}: {exc}", flush=True)
+        digest = self.tokens.digest if self.tokens is not None else None
         try:
-            await self.hub.record.remote(self.replica, self.meta, requests, batches, records)
+            book = await self.hub.record.remote(self.replica, self.meta, requests, batches, records, digest)
+            if book is not None and self.tokens is not None:
+                self.tokens.replace(book)
         except Exception as exc:  # the hub restarting must not end serving; the request log has it all
             print(f"monitoring hub unreachable, {len(requests)} records not forwarded: {exc}", flush=True)
 
@@ -151,6 +155,7 @@ class Replica:
             proxy_request_id=True,
             parse_process=False,  # a Ray worker spawns no processes of its own (the challenger: a thread)
             experiment=_experiment(spec, challenger_tar),
+            token_book=args.get("token_book"),  # the kernel's at deploy time; the hub relays newer ones
         )
         node = str(ray.get_runtime_context().get_node_id())
         meta: dict[str, Any] = {"pid": os.getpid(), "node": node, "started": time.time()}
@@ -171,7 +176,7 @@ class Replica:
             monitor=HubMonitor(self.hub, self.settings.windows) if self.hub is not None else None,
         )
         if forward is not None:
-            forward.sampler = app.state.server.sampler
+            forward.sampler, forward.tokens = app.state.server.sampler, app.state.tokens
         return app
 
 

@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from nbdeploy import tokens
 from nbdeploy.config import is_loopback
 from nbdeploy.errors import NbdeployError
 from nbdeploy.experiment import ExperimentSpec
@@ -67,6 +68,9 @@ def _args(folder: Path, spec: DeploymentSpec, entry: ModelEntry, ray_spec: RaySp
         "created": ray_spec.created, "entry": {**asdict(entry), "profile_path": None},
         "columns": [str(c["name"]) for c in inputs or [] if "name" in c],
         "token": token_file.read_text().strip() if token_file.exists() else None,
+        # the tokens with roles (hashes): a replica reads no file, it may run on another machine
+        "token_book": tokens.book(tokens.read_entries(folder), token_file.read_text().strip())
+        if token_file.exists() else None,
     }  # fmt: skip
 
 

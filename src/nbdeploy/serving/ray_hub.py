@@ -29,6 +29,7 @@ from nbdeploy.monitoring.alerts import AlertBook, RuleError
 from nbdeploy.monitoring.resources import ResourceMeter, merge_windows
 from nbdeploy.monitoring.windows import RequestWindows
 from nbdeploy.serving.hub_experiment import HubExperiment
+from nbdeploy.serving.hub_tokens import HubTokens
 from nbdeploy.serving.requestlog import apply_labels, feedback_log
 from nbdeploy.spec import DeploymentSpec
 
@@ -79,14 +80,17 @@ class Hub:
         self.alert_window = self.spec.alert_window
         self.experiment = HubExperiment(self.folder, self.columns, self.alerts)
         saved = self._load_state()
-        if saved is not None:  # Ray restarted this hub: carry on with the model and rules of before
+        self.tokens = HubTokens((saved or {}).get("tokens") or args.get("token_book"))
+        if saved is not None:  # Ray restarted this hub: carry on with the model, rules and tokens of before
             self._set_model(saved["model"])
             self.alerts.set_rules(saved["alerts"])
         self.rebuilt = self._rebuild()
         self.stopping = threading.Event()
-        threading.Thread(target=self._release_loop, daemon=True, name="nbdeploy-hub-release").start()
+        release = (0.5, lambda: self._release(time.time() - HUB_LAG_S), "monitoring hub fold")
+        threading.Thread(target=self._every, args=release, daemon=True, name="nbdeploy-hub-release").start()
         threading.Thread(target=self._alert_loop, daemon=True, name="nbdeploy-hub-alerts").start()
-        threading.Thread(target=self._decision_loop, daemon=True, name="nbdeploy-hub-decisions").start()
+        decide = (1.0, self.experiment.decide, "experiment decision")
+        threading.Thread(target=self._every, args=decide, daemon=True, name="nbdeploy-hub-decisions").start()
 
     # state that survives a restart ---------------------------------------------------------
 
@@ -99,7 +103,8 @@ class Hub:
         return state if state.get("created") == self.args.get("created") else None
 
     def _save_state(self) -> None:
-        state = {"created": self.args.get("created"), "model": self.model, "alerts": self.alerts_specs()}
+        state = {"created": self.args.get("created"), "model": self.model, "alerts": self.alerts_specs(),
+                 "tokens": self.tokens.book}  # fmt: skip
         write_atomic(self.folder / "hub.json", json.dumps(state))
 
     def alerts_specs(self) -> list[dict[str, Any]]:
@@ -174,9 +179,11 @@ class Hub:
         requests: Sequence[tuple[Any, ...]],
         batches: Sequence[tuple[float, int, int]],
         records: Sequence[dict[str, Any]] = (),
-    ) -> int:
+        token_digest: str | None = None,
+    ) -> dict[str, list[str]] | None:
         """What a replica answered: ``requests`` for the windows, and the request-log
-        ``records`` of a running experiment (both variants, a shadow's too) for its accounts."""
+        ``records`` of a running experiment (both variants, a shadow's too) for its accounts.
+        The answer: the token book, when the replica's (``token_digest``) is not the hub's."""
         with self.lock:
             if self.rebuilt_ids:  # already read from the request logs
                 if time.time() > self.rebuilt_at + 600:
@@ -194,7 +201,7 @@ class Hub:
             self._own(replica, requests)
             self.pending.extend((replica, r) for r in requests)
             self.pending_batches.extend((replica, b) for b in batches)
-        return len(requests)
+            return self.tokens.for_replica(replica, token_digest)
 
     def _release(self, cut: float) -> None:
         with self.lock:
@@ -215,19 +222,13 @@ class Hub:
             for windows in [self.all, *self.per.values()]:
                 windows.fold()
 
-    def _release_loop(self) -> None:
-        while not self.stopping.wait(0.5):
+    def _every(self, seconds: float, step: Any, what: str) -> None:
+        """``step()`` every ``seconds`` until the hub stops; a failure is said and the next look tries again."""
+        while not self.stopping.wait(seconds):
             try:
-                self._release(time.time() - HUB_LAG_S)
-            except Exception as exc:  # monitoring must keep going
-                print(f"monitoring hub fold failed: {type(exc).__name__}: {exc}", flush=True)
-
-    def _decision_loop(self) -> None:
-        while not self.stopping.wait(1.0):
-            try:
-                self.experiment.decide()
-            except Exception as exc:  # a failed decision must not end monitoring; the next look tries again
-                print(f"experiment decision failed: {type(exc).__name__}: {exc}", flush=True)
+                step()
+            except Exception as exc:  # monitoring and decisions must keep going
+                print(f"{what} failed: {type(exc).__name__}: {exc}", flush=True)
 
     def _alert_loop(self) -> None:
         while not self.stopping.wait(self.spec.alert_interval_s):
@@ -247,11 +248,8 @@ class Hub:
         now = time.time()
         with self.lock:
             doc = self.all.snapshot(now, names)
-            doc["replicas"] = {
-                rid: {**self.meta[rid], "windows": windows.snapshot(now, names)["windows"]}
-                for rid, windows in self.per.items()
-                if rid in self.meta
-            }
+            doc["replicas"] = {rid: {**self.meta[rid], "windows": windows.snapshot(now, names)["windows"]}
+                               for rid, windows in self.per.items() if rid in self.meta}  # fmt: skip
         doc.update(
             name=self.spec.name, ref=self.model.get("ref"), version=self.model.get("version"), now=now,
             uptime_s=round(now - self.started, 3), alerts=self.alerts.to_dict(), columns=self.columns,
@@ -278,6 +276,16 @@ class Hub:
         with self.lock:
             return apply_labels(ids, targets, self._label, self.feedback_log)
 
+    def set_tokens(self, book: dict[str, list[str]]) -> str:
+        digest = self.tokens.set(book)
+        self._save_state()
+        return digest
+
+    def tokens_reached(self, digest: str) -> bool:
+        """Whether every replica reporting now (within 3 s) holds the book ``digest``."""
+        with self.lock:
+            return self.tokens.reached(digest, [r for r, m in self.meta.items() if time.time() - m["last_seen"] < 3])
+
     def set_alerts(self, rules: list[dict[str, Any]]) -> dict[str, Any]:
         try:
             self.alerts.set_rules(rules)
@@ -286,8 +294,7 @@ class Hub:
         except (ValueError, KeyError, TypeError):  # a 'k' that is not a number, a rule that is not a dict
             return {"error": "The body must be JSON with a 'rules' list of {'rule': ..., 'k': ..., 'webhook': ...}."}
         self._save_state()
-        result: dict[str, Any] = self.alerts.to_dict()
-        return result
+        return dict(self.alerts.to_dict())
 
     def __del__(self) -> None:
         self.stopping.set()

@@ -46,7 +46,8 @@ def routes(server: Server, monitor: MonitorBackend, guard: Guard) -> list[Guarde
     exp = ExperimentRoutes(server, monitor)
     key = read_key(Path(server.settings.folder)) if server.settings.folder else None  # to match hashed values
     forget = Forgetting(server, LogPrivacy("full", (), key, lambda: server.schema.names))
-    toks = TokenRoutes(Path(server.settings.folder) if server.settings.folder else None, server.settings.name)
+    folder = Path(server.settings.folder) if server.settings.folder else None
+    toks = TokenRoutes(folder, server.settings.name, guard.book, monitor)
     public, predict, observe, admin = Access.PUBLIC, Access.PREDICT, Access.OBSERVE, Access.ADMIN
     post = ["POST"]
     return [

@@ -9,6 +9,10 @@ Actions: ``list`` (labels and roles, never values), ``add`` (``role``, optional 
 their lock are :mod:`nbdeploy.tokens`'), so the kernel and remote admins take turns; the
 server's token book sees each at once. A new value is in the answer only, over the
 connection (HTTPS off loopback); the audit trail records the action and the label.
+
+A Ray replica has no token files: there the only action is ``book``, the kernel's (the owner
+token's) new token book (hashes, labels, roles), handed to the monitoring hub, which relays it
+to every replica within a second; this replica takes it at once.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from nbdeploy import tokens
 from nbdeploy.serving.bodies import read_body
 from nbdeploy.serving.protocol import ProtocolError
 from nbdeploy.serving.responses import json_response
+from nbdeploy.serving.tokens import TokenBook
 
 __all__ = ["TokenRoutes"]
 
@@ -32,13 +37,13 @@ _BODY = "The body must be JSON with 'action' (list, add, revoke or rotate), and 
 
 
 class TokenRoutes:
-    def __init__(self, folder: Path | None, name: str) -> None:
-        self.folder, self.name = folder, name
+    def __init__(self, folder: Path | None, name: str, book: TokenBook | None = None, monitor: Any = None) -> None:
+        self.folder, self.name, self.book = folder, name, book
+        self.relay = getattr(monitor, "set_tokens", None)  # a Ray replica's hub
 
     async def change(self, request: Request) -> Response:
         if self.folder is None:
-            raise ProtocolError(409, "This server is one replica of a Ray deployment: its tokens are the owner's "
-                                     "only.", "INVALID_STATE")  # fmt: skip
+            return await self._book(request)
         try:
             doc = json.loads(await read_body(request, 64 * 1024))
             action = doc["action"]
@@ -64,6 +69,31 @@ class TokenRoutes:
         if "label" in answer:  # the label made, for the audit trail (never the value)
             request.state.audit_detail["label"] = answer["label"]
         return json_response(answer)
+
+    async def _book(self, request: Request) -> Response:
+        """A Ray replica: the kernel's new token book, for the hub to relay to every replica."""
+        if getattr(request.state, "token_label", None) != tokens.OWNER:
+            raise ProtocolError(409, "This server is one replica of a Ray deployment: manage its tokens with "
+                                     "%deploy token on the machine that deployed it.", "INVALID_STATE")  # fmt: skip
+        if self.relay is None or self.book is None:
+            raise ProtocolError(409, "Tokens of a Ray deployment travel through its monitoring hub, and this one "
+                                     "runs without it (--no-monitor): serve it again with monitoring to add tokens.",
+                                "INVALID_STATE")  # fmt: skip
+        try:
+            doc = json.loads(await read_body(request, 1 << 20))
+            action = doc.get("action")
+        except (ValueError, AttributeError, RecursionError) as exc:
+            raise ProtocolError(400, _BODY) from exc
+        try:
+            if action != "book":
+                raise ValueError("'action' must be 'book' on a Ray replica")
+            book = tokens.check_book(doc.get("book"))
+        except ValueError as exc:
+            raise ProtocolError(400, f"Invalid token book: {exc}.") from None
+        request.state.audit_detail = {"action": "book", "tokens": len(book)}
+        reached = await self.relay(book)  # a 503 when the hub cannot take it: the kernel then saves nothing
+        self.book.replace(book)  # (the hub relays it to this replica too; at once here all the same)
+        return json_response({"tokens": len(book), "every_replica": reached})
 
     def _do(self, action: str, args: list[str], label: str | None) -> dict[str, Any]:
         assert self.folder is not None

@@ -12,6 +12,10 @@ or rotated by the kernel is refused well within a second, without a restart; and
 when a token is not known, so a token just added works on its first request. A file that
 cannot be read keeps the tokens read last and says so in ``server.log``: a half-written
 or damaged file must neither lock every client out nor let anyone in.
+
+A Ray replica reads no file (it may run on another machine): it starts with the book the
+kernel had at deploy time and takes each newer one the monitoring hub relays
+(:meth:`TokenBook.replace`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import os
 import time
 from pathlib import Path
 
-from nbdeploy.tokens import OWNER, TOKENS_FILE, read_entries, token_hash
+from nbdeploy.tokens import OWNER, TOKENS_FILE, Book, book_digest, check_book, read_entries, token_hash
 
 __all__ = ["RECHECK_S", "TokenBook"]
 
@@ -30,13 +34,29 @@ RECHECK_S = 0.25
 class TokenBook:
     """Hash -> (label, role) of the owner token and of ``tokens.json``'s."""
 
-    def __init__(self, folder: Path | None, owner: str | None) -> None:
+    def __init__(self, folder: Path | None, owner: str | None, book: Book | None = None) -> None:
         self.folder = folder
         self._owner = owner
         self._known: dict[str, tuple[str, str]] = {}
         self._stamp: tuple[object, ...] | None = None
         self._checked = 0.0
+        self.digest: str | None = None  # of the book last taken (a Ray replica's), None: the owner's only
         self._load(force=True)
+        if book is not None:
+            self.replace(book)
+
+    def replace(self, book: Book) -> bool:
+        """Take ``book`` (SHA-256 -> [label, role], the owner's included) as every token known:
+        a Ray replica's book, relayed by the hub. One that is not a valid book is not taken (a
+        damaged relay must not lock the kernel out)."""
+        try:
+            check_book(book)
+        except ValueError as exc:
+            print(f"tokens: kept the tokens known before: {exc}", flush=True)
+            return False
+        self._known = {digest: (label, role) for digest, (label, role) in book.items()}
+        self.digest = book_digest(book)
+        return True
 
     def identify(self, value: str) -> tuple[str, str] | None:
         """``(label, role)`` of the token ``value``, or ``None`` for a token not known."""
