@@ -82,3 +82,20 @@ def serving() -> Iterator[Callable[..., Any]]:
 def dep(serving: Callable[..., Any], two_versions: str, name: str) -> Any:
     """Version 1 of :func:`two_versions`, served under a name of its own."""
     return serving(f"{two_versions}/1", name=name)
+
+
+@pytest.fixture(scope="session")
+def with_email(cancer: dict[str, Any]) -> str:
+    """A model whose input has an ``email`` column (dropped by the pipeline) beside 5 numeric ones."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    numeric = list(cancer["X_train"].columns[:5])
+    X = cancer["X_train"][numeric].assign(email=[f"trainee{i}@example.org" for i in range(len(cancer["X_train"]))])
+    model = make_pipeline(ColumnTransformer([("num", "passthrough", numeric)]), LogisticRegression(max_iter=2000))
+    model.fit(X, cancer["y_train"])
+    import nbdeploy
+
+    nbdeploy.register(model, "with-email", X, cancer["y_train"])
+    return "with-email"

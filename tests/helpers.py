@@ -137,3 +137,9 @@ def battery(X: Any) -> dict[str, tuple[bytes, dict[str, str]]]:
         "empty body": (b"", JSON),
         "unsupported content type": (b"a,b\n1,2\n", {"Content-Type": "text/plain"}),
     }
+
+
+def rows_with_secrets(cancer: dict[str, Any], n: int) -> Any:
+    """Served rows unlike any training row: numbers with a tail of their own, emails of nobody."""
+    X = cancer["X_test"][list(cancer["X_test"].columns[:5])].head(n) + 0.000123457
+    return X.assign(email=[f"secret-person-{i}@private.example" for i in range(n)])

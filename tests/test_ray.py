@@ -28,7 +28,7 @@ import pytest
 
 import nbdeploy
 from nbdeploy.deployments.ray_client import listening, ray_cli
-from tests.helpers import JSON, battery, eventually, free_port, stop_group
+from tests.helpers import JSON, battery, eventually, free_port, rows_with_secrets, stop_group
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None,  # find_spec("ray.serve") would import ray in this "kernel"
@@ -603,6 +603,42 @@ def test_sizing_from_one_replica_predicts_the_cpu_of_two(
     print(f"\none replica {rps1:.0f} req/s on {cores1:.3f} CPU ({idle1:.3f} idle); two {rps2:.0f} req/s on "
           f"{cores2:.3f} CPU ({idle2:.3f} idle), predicted {predicted:.3f} ({100 * (predicted / cores2 - 1):+.0f} %)")
     assert predicted == pytest.approx(cores2, rel=0.30)
+
+
+def test_hashed_inputs_on_ray_never_reach_the_disk_and_drift_still_reports(
+    cluster: str, with_email: str, cancer: dict[str, Any]
+) -> None:
+    """#15 item 3 on Ray: every replica hashes the logged inputs with the deployment's key
+    (sent in its arguments: the same key on every replica, so equal values hash alike), before
+    a record is written or forwarded to the hub; the hub's windows see the values in memory,
+    so drift still reports. No raw value of any served row is in any file of the folder."""
+    from nbdeploy.privacy import keyed_hash, read_key
+
+    if "rayd" in {d.name for d in nbdeploy.deployments().items} and nbdeploy.get("rayd").state() == "running":
+        nbdeploy.get("rayd").stop()  # the module's deployment holds both of the cluster's CPUs
+    dep = nbdeploy.serve(f"{with_email}/1", name="ray-private", target="ray", replicas=2, address=cluster,
+                         port=free_port(), replica_cpus=1, log_inputs="hashed", redact=["email"])  # fmt: skip
+    try:
+        X = rows_with_secrets(cancer, 120)
+        ids = [dep.predict(X.iloc[i : i + 3], with_id=True)[1] for i in range(0, 120, 3)]
+        drift = eventually(lambda: dep.snapshot("1m")["windows"]["1m"]["drift"],
+                           lambda rows: any(r["psi"] is not None for r in rows))  # fmt: skip
+        assert set(X.columns[:5]) <= {r["name"] for r in drift if r["psi"] is not None}
+        records = eventually(lambda: [r for r in _records(dep) if r["id"] in ids], lambda v: len(v) == 40)
+        assert len(records) == 40 and len({r["replica"] for r in records}) == 2  # both replicas logged
+        assert all(r["inputs_private"] == "hashed" for r in records)
+        key = read_key(dep.path)
+        assert key is not None
+        first = next(r for r in records if r["id"] == ids[0])  # hashed with the folder's key on either replica
+        assert first["inputs"][0] == [keyed_hash(key, v) for v in X.iloc[0]]
+        raw = [*X["email"], *(json.dumps(float(v)) for v in X.iloc[:, :5].to_numpy().ravel())]
+        for file in dep.path.rglob("*"):
+            if file.is_file():
+                content = file.read_bytes()
+                leaked = [v for v in raw if v.encode() in content]
+                assert not leaked, (file, leaked[:3])
+    finally:
+        dep.stop()
 
 
 def test_without_address_a_local_cluster_is_started_and_stopped(

@@ -28,7 +28,7 @@ from nbdeploy.serving.app import ServerSettings, create_app
 from nbdeploy.serving.loader import load
 from nbdeploy.serving.requestlog import RequestLog, read_records
 from nbdeploy.tokens import TokenEntry, entries_text
-from tests.helpers import eventually, usage_error
+from tests.helpers import eventually, rows_with_secrets, usage_error
 
 ROW: Callable[[Any], dict[str, Any]] = lambda X: {  # noqa: E731
     "dataframe_split": {"columns": list(X.columns), "data": [X.iloc[0].tolist()]}
@@ -474,33 +474,12 @@ def _python() -> str:
 # -- private request logs ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def with_email(cancer: dict[str, Any]) -> str:
-    """A model whose input has an ``email`` column (dropped by the pipeline) beside 5 numeric ones."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-
-    numeric = list(cancer["X_train"].columns[:5])
-    X = cancer["X_train"][numeric].assign(email=[f"trainee{i}@example.org" for i in range(len(cancer["X_train"]))])
-    model = make_pipeline(ColumnTransformer([("num", "passthrough", numeric)]), LogisticRegression(max_iter=2000))
-    model.fit(X, cancer["y_train"])
-    nbdeploy.register(model, "with-email", X, cancer["y_train"])
-    return "with-email"
-
-
-def _rows_with_secrets(cancer: dict[str, Any], n: int) -> Any:
-    """Served rows unlike any training row: numbers with a tail of their own, emails of nobody."""
-    X = cancer["X_test"][list(cancer["X_test"].columns[:5])].head(n) + 0.000123457
-    return X.assign(email=[f"secret-person-{i}@private.example" for i in range(n)])
-
-
 def test_hashed_and_redacted_inputs_never_reach_the_disk_and_drift_still_reports(
     serving: Callable[..., Any], with_email: str, name: str, cancer: dict[str, Any], tmp_path: Path
 ) -> None:
     d = serving(f"{with_email}/1", name=name, log_inputs="hashed", redact=["email"])
     assert stat.S_IMODE((d.path / "log.key").stat().st_mode) == 0o600
-    X = _rows_with_secrets(cancer, 120)
+    X = rows_with_secrets(cancer, 120)
     ids = [d.predict(X.iloc[i : i + 3], with_id=True)[1] for i in range(0, 120, 3)]
     d.feedback(ids, [[0, 1, 0]] * len(ids))
     drift = eventually(lambda: d.snapshot()["windows"]["1m"]["drift"],
@@ -616,8 +595,8 @@ def test_privacy_options_and_forget_hostile_and_wrong_are_one_sentence(
         "such column (its columns: mean radius,",
         f"serve {with_email}/1 --name {name} --retention forever": "Invalid --retention 'forever'",
         f"serve {with_email}/1 --name {name} --log-inputs some": "%deploy serve: argument --log-inputs: invalid choice",
-        f"serve {with_email}/1 --name {name} --target ray --redact email": "--log-inputs, --redact and --retention "
-        "are not available with --target ray yet",
+        f"serve {with_email}/1 --name {name} --target ray --redact email --retention 30d": "--retention is not "
+        "available with --target ray yet",
         f"forget {dep.name}": "Give --ids or --where (one of them).",
         f"forget {dep.name} --ids \"['a']\" --where 'x == 1'": "Give --ids or --where (one of them).",
         f"forget {dep.name} --where 'x > 1'": "Invalid --where 'x > 1': write COLUMN == VALUE",

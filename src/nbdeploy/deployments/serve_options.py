@@ -33,10 +33,10 @@ def set_privacy(spec: DeploymentSpec, log_inputs: str, redact: Sequence[str], re
         spec.retention_s = parse_duration(retention, "--retention") if retention else None
     except ValueError as exc:
         raise InvalidInputError(str(exc)) from None
-    if spec.target == "ray" and (log_inputs != "full" or redact or retention):
+    if spec.target == "ray" and retention:
         raise InvalidInputError(
-            "--log-inputs, --redact and --retention are not available with --target ray yet: each replica writes "
-            "its own log on its machine. Serve locally for private request logs."
+            "--retention is not available with --target ray yet: each replica keeps its log on its own machine. "
+            "Serve locally to expire records, or use --log-inputs hashed|none and --redact on Ray."
         )
 
 

@@ -32,6 +32,7 @@ from ray import serve
 
 from nbdeploy._files import append_private
 from nbdeploy.monitoring.resources import ProcessSampler
+from nbdeploy.privacy import LogPrivacy, keeps_private
 from nbdeploy.serving.app import create_app
 from nbdeploy.serving.hub_monitor import HubMonitor
 from nbdeploy.serving.loader import load
@@ -163,6 +164,9 @@ class Replica:
         self.forward = _Forwarder(self.hub, self.replica, meta) if self.hub is not None else None
         log_path = self.folder / f"requests-{self.replica}.jsonl"
         self.log = _ForwardedLog(log_path, spec.log_max_bytes, self.forward)
+        if keeps_private(spec.log_inputs, spec.redact):  # before a record is written (or forwarded to the hub)
+            key, columns = bytes.fromhex(args["log_key"]) if args.get("log_key") else None, list(args["columns"])
+            self.log.privacy = LogPrivacy(spec.log_inputs, spec.redact, key, lambda: columns)
         _say(self.folder, self.replica, f"serving {entry.ref} (pid {os.getpid()}, node {node[:12]})")
 
     def __serve_build_asgi_app__(self) -> Any:

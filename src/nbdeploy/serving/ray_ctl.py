@@ -25,6 +25,7 @@ from nbdeploy import tokens
 from nbdeploy.config import is_loopback
 from nbdeploy.errors import NbdeployError
 from nbdeploy.experiment import ExperimentSpec
+from nbdeploy.privacy import LOG_KEY, read_key
 from nbdeploy.spec import DeploymentSpec, ModelEntry, RaySpec
 
 MAX_MODEL_BYTES = 256 << 20
@@ -71,7 +72,18 @@ def _args(folder: Path, spec: DeploymentSpec, entry: ModelEntry, ray_spec: RaySp
         # the tokens with roles (hashes): a replica reads no file, it may run on another machine
         "token_book": tokens.book(tokens.read_entries(folder), token_file.read_text().strip())
         if token_file.exists() else None,
+        # the key of the logged inputs' hashes, the same on every replica (like the owner token, in Ray's GCS)
+        "log_key": _log_key(folder, spec),
     }  # fmt: skip
+
+
+def _log_key(folder: Path, spec: DeploymentSpec) -> str | None:
+    if spec.log_inputs != "hashed" and not spec.redact:  # nothing is hashed
+        return None
+    key = read_key(folder)
+    if key is None:
+        raise CtlError(f"cannot hash the logged inputs: {folder / LOG_KEY} is missing or damaged; serve again")
+    return key.hex()
 
 
 def _model_config(entry: ModelEntry, experiment: ExperimentSpec | None) -> dict[str, Any]:
