@@ -605,19 +605,23 @@ def test_sizing_from_one_replica_predicts_the_cpu_of_two(
     assert predicted == pytest.approx(cores2, rel=0.30)
 
 
-def test_hashed_inputs_on_ray_never_reach_the_disk_and_drift_still_reports(
+def test_hashed_inputs_on_ray_never_reach_the_disk_and_old_records_expire(
     cluster: str, with_email: str, cancer: dict[str, Any]
 ) -> None:
     """#15 item 3 on Ray: every replica hashes the logged inputs with the deployment's key
     (sent in its arguments: the same key on every replica, so equal values hash alike), before
     a record is written or forwarded to the hub; the hub's windows see the values in memory,
-    so drift still reports. No raw value of any served row is in any file of the folder."""
+    so drift still reports. No raw value of any served row is in any file of the folder.
+    With --retention, each replica expires its own log (counted in its /metrics), and the hub
+    the labels and the log of a replica that is gone (one left by a replaced replica)."""
     from nbdeploy.privacy import keyed_hash, read_key
+    from nbdeploy.serving.requestlog import read_records
 
     if "rayd" in {d.name for d in nbdeploy.deployments().items} and nbdeploy.get("rayd").state() == "running":
         nbdeploy.get("rayd").stop()  # the module's deployment holds both of the cluster's CPUs
     dep = nbdeploy.serve(f"{with_email}/1", name="ray-private", target="ray", replicas=2, address=cluster,
-                         port=free_port(), replica_cpus=1, log_inputs="hashed", redact=["email"])  # fmt: skip
+                         port=free_port(), replica_cpus=1, log_inputs="hashed", redact=["email"],
+                         retention="20s")  # fmt: skip
     try:
         X = rows_with_secrets(cancer, 120)
         ids = [dep.predict(X.iloc[i : i + 3], with_id=True)[1] for i in range(0, 120, 3)]
@@ -637,6 +641,26 @@ def test_hashed_inputs_on_ray_never_reach_the_disk_and_drift_still_reports(
                 content = file.read_bytes()
                 leaked = [v for v in raw if v.encode() in content]
                 assert not leaked, (file, leaked[:3])
+        dep.feedback(ids, [[0, 1, 0]] * len(ids))
+        # the log of a replica replaced long ago: no replica writes it, the hub expires it
+        gone = dep.path / "requests-replaced0.jsonl"
+        gone.write_text("".join(json.dumps({**first, "id": f"old-{i}", "ts": time.time() - 600, "answered": None})
+                                + "\n" for i in range(3)))  # fmt: skip
+        os.utime(gone, (time.time() - 120, time.time() - 120))
+
+        def left() -> dict[str, int]:
+            labels = read_records(dep.path / "feedback.jsonl")
+            served = [r for r in _records(dep) if r["id"] in ids]
+            return {"served": len(served), "labels": len(labels), "gone": len(read_records(gone))}
+
+        assert eventually(left, lambda n: not any(n.values()), timeout=90) == {"served": 0, "labels": 0, "gone": 0}
+        deleted = dep.snapshot("1m")["hub"]["deleted"]
+        assert deleted == {"requests": 3, "feedback": 40}, deleted
+        series = 'nbdeploy_log_records_deleted_total{log="requests",reason="retention"}'
+        pages = [httpx.get(dep.url + "/metrics").text for _ in range(20)]  # the proxy spreads them over both
+        counted = [float(line.rsplit(" ", 1)[1]) for page in pages for line in page.splitlines()
+                   if line.startswith(series)]  # fmt: skip
+        assert counted and max(counted) > 0  # each replica counts what it removed from its own log
     finally:
         dep.stop()
 

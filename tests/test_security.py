@@ -595,8 +595,6 @@ def test_privacy_options_and_forget_hostile_and_wrong_are_one_sentence(
         "such column (its columns: mean radius,",
         f"serve {with_email}/1 --name {name} --retention forever": "Invalid --retention 'forever'",
         f"serve {with_email}/1 --name {name} --log-inputs some": "%deploy serve: argument --log-inputs: invalid choice",
-        f"serve {with_email}/1 --name {name} --target ray --redact email --retention 30d": "--retention is not "
-        "available with --target ray yet",
         f"forget {dep.name}": "Give --ids or --where (one of them).",
         f"forget {dep.name} --ids \"['a']\" --where 'x == 1'": "Give --ids or --where (one of them).",
         f"forget {dep.name} --where 'x > 1'": "Invalid --where 'x > 1': write COLUMN == VALUE",

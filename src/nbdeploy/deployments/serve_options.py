@@ -33,11 +33,6 @@ def set_privacy(spec: DeploymentSpec, log_inputs: str, redact: Sequence[str], re
         spec.retention_s = parse_duration(retention, "--retention") if retention else None
     except ValueError as exc:
         raise InvalidInputError(str(exc)) from None
-    if spec.target == "ray" and retention:
-        raise InvalidInputError(
-            "--retention is not available with --target ray yet: each replica keeps its log on its own machine. "
-            "Serve locally to expire records, or use --log-inputs hashed|none and --redact on Ray."
-        )
 
 
 def check_redacted(spec: DeploymentSpec) -> None:

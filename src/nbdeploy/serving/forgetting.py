@@ -25,10 +25,11 @@ from nbdeploy.monitoring.replay import answer_time, iter_records
 from nbdeploy.privacy import LogPrivacy
 from nbdeploy.serving.bodies import read_body
 from nbdeploy.serving.protocol import ProtocolError
+from nbdeploy.serving.requestlog import RequestLog
 from nbdeploy.serving.responses import json_response
 from nbdeploy.serving.server import Server
 
-__all__ = ["MAX_IDS", "Forgetting", "retention_loop"]
+__all__ = ["MAX_IDS", "Forgetting", "expire", "retention_loop"]
 
 MAX_IDS = 100_000
 _BODY = "The body must be JSON with 'ids' (a list of request ids) or 'where' ({'column': name, 'value': scalar})."
@@ -86,7 +87,9 @@ class Forgetting:
         return {"ids": len(ids), "removed": removed}
 
 
-def _expire(server: Server, retention_s: float) -> None:
+def expire(log: RequestLog, retention_s: float) -> int:
+    """Remove from every file of ``log`` the records answered over ``retention_s`` ago (reading
+    only files whose first record is that old); how many."""
     cutoff = time.time() - retention_s
 
     def keep(record: dict[str, Any]) -> bool:
@@ -98,9 +101,13 @@ def _expire(server: Server, retention_s: float) -> None:
         t = answer_time(first) if first else None
         return t is not None and t >= cutoff  # a first record without a time: the file is read
 
+    return log.remove(keep, skip=recent)
+
+
+def _expire(server: Server, retention_s: float) -> None:
     for name, log in (("requests", server.log), ("feedback", server.feedback_log)):
         if log is not None:
-            server.metrics.log_deleted.labels(name, "retention").inc(log.remove(keep, skip=recent))
+            server.metrics.log_deleted.labels(name, "retention").inc(expire(log, retention_s))
 
 
 async def retention_loop(server: Server, retention_s: float) -> None:

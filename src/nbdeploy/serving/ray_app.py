@@ -36,7 +36,8 @@ from nbdeploy.privacy import LogPrivacy, keeps_private
 from nbdeploy.serving.app import create_app
 from nbdeploy.serving.hub_monitor import HubMonitor
 from nbdeploy.serving.loader import load
-from nbdeploy.serving.ray_hub import Hub, node_folder
+from nbdeploy.serving.ray_hub import Hub
+from nbdeploy.serving.ray_node import node_folder
 from nbdeploy.serving.requestlog import RequestLog
 from nbdeploy.spec import DeploymentSpec, ModelEntry
 

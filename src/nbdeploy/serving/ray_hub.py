@@ -15,11 +15,9 @@ import collections
 import json
 import math
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -29,28 +27,16 @@ from nbdeploy.monitoring.alerts import AlertBook, RuleError
 from nbdeploy.monitoring.resources import ResourceMeter, merge_windows
 from nbdeploy.monitoring.windows import RequestWindows
 from nbdeploy.serving.hub_experiment import HubExperiment
+from nbdeploy.serving.hub_retention import ORPHAN_S, HubRetention
 from nbdeploy.serving.hub_tokens import HubTokens
+from nbdeploy.serving.ray_node import node_folder
 from nbdeploy.serving.requestlog import apply_labels, feedback_log
 from nbdeploy.spec import DeploymentSpec
 
-__all__ = ["HUB_LAG_S", "Hub", "node_folder"]
+__all__ = ["HUB_LAG_S", "Hub"]
 
 HUB_LAG_S = 1.5  # records from several replicas are put in time order once they are this old
 _OWNERS = 500_000  # request id -> replica, for labels; the oldest are forgotten first
-
-
-def node_folder(args: dict[str, Any]) -> Path:
-    """The deployment folder when this node can write it (same machine or a shared disk);
-    otherwise a folder of this node's own, so a replica on another machine still logs."""
-    name = args["spec"]["name"]
-    for candidate in (Path(args["folder"]), Path(tempfile.gettempdir()) / "nbdeploy" / name):
-        try:
-            candidate.mkdir(parents=True, exist_ok=True)
-            if os.access(candidate, os.W_OK):
-                return candidate
-        except OSError:
-            continue
-    raise RuntimeError(f"no writable folder for deployment {name!r}")
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
@@ -86,11 +72,15 @@ class Hub:
             self.alerts.set_rules(saved["alerts"])
         self.rebuilt = self._rebuild()
         self.stopping = threading.Event()
-        release = (0.5, lambda: self._release(time.time() - HUB_LAG_S), "monitoring hub fold")
-        threading.Thread(target=self._every, args=release, daemon=True, name="nbdeploy-hub-release").start()
-        threading.Thread(target=self._alert_loop, daemon=True, name="nbdeploy-hub-alerts").start()
-        decide = (1.0, self.experiment.decide, "experiment decision")
-        threading.Thread(target=self._every, args=decide, daemon=True, name="nbdeploy-hub-decisions").start()
+        self.retention = (HubRetention(self.folder, self.spec.retention_s, self.feedback_log, self._live)
+                          if self.spec.retention_s else None)  # fmt: skip
+        loops = [("release", 0.5, lambda: self._release(time.time() - HUB_LAG_S), "monitoring hub fold"),
+                 ("alerts", self.spec.alert_interval_s, self._alert_step, "alert evaluation"),
+                 ("decisions", 1.0, self.experiment.decide, "experiment decision")]  # fmt: skip
+        if self.retention is not None:
+            loops.append(("retention", self.retention.interval, self.retention.run, "retention"))
+        for name, *loop in loops:
+            threading.Thread(target=self._every, args=loop, daemon=True, name=f"nbdeploy-hub-{name}").start()
 
     # state that survives a restart ---------------------------------------------------------
 
@@ -230,16 +220,11 @@ class Hub:
             except Exception as exc:  # monitoring and decisions must keep going
                 print(f"{what} failed: {type(exc).__name__}: {exc}", flush=True)
 
-    def _alert_loop(self) -> None:
-        while not self.stopping.wait(self.spec.alert_interval_s):
-            if not self.alerts.rules:
-                continue
-            try:
-                with self.lock:
-                    doc = self.all.snapshot(time.time(), [self.alert_window])
-                self.alerts.evaluate(doc["windows"][self.alert_window])
-            except Exception as exc:
-                print(f"alert evaluation failed: {type(exc).__name__}: {exc}", flush=True)
+    def _alert_step(self) -> None:
+        if self.alerts.rules:
+            with self.lock:
+                doc = self.all.snapshot(time.time(), [self.alert_window])
+            self.alerts.evaluate(doc["windows"][self.alert_window])
 
     # what the replicas ask on behalf of clients ----------------------------------------
 
@@ -253,7 +238,8 @@ class Hub:
         doc.update(
             name=self.spec.name, ref=self.model.get("ref"), version=self.model.get("version"), now=now,
             uptime_s=round(now - self.started, 3), alerts=self.alerts.to_dict(), columns=self.columns,
-            task=self.all.task, target="ray", hub={"pid": os.getpid(), "rebuilt": self.rebuilt},
+            task=self.all.task, target="ray", hub={"pid": os.getpid(), "rebuilt": self.rebuilt,
+                                                  "deleted": self.retention.deleted if self.retention else None},
             experiment=self.experiment.state()["experiment"],
         )  # fmt: skip
         return doc
@@ -280,6 +266,12 @@ class Hub:
         digest = self.tokens.set(book)
         self._save_state()
         return digest
+
+    def _live(self) -> set[str]:
+        """The replicas that reported within :data:`ORPHAN_S` (one rebuilt from its log has no pid)."""
+        with self.lock:
+            now = time.time()
+            return {r for r, m in self.meta.items() if m.get("pid") is not None and now - m["last_seen"] < ORPHAN_S}
 
     def tokens_reached(self, digest: str) -> bool:
         """Whether every replica reporting now (within 3 s) holds the book ``digest``."""

@@ -1,0 +1,48 @@
+"""``--retention`` on Ray: what the hub expires besides each replica's own log.
+
+Each replica expires its own request log (the retention task of every server). The hub
+expires the labels (``feedback.jsonl``, which it writes) and the request logs in its folder
+that no replica writes any more: those of replicas replaced by an update or a restart, which
+no one else would ever shorten. A log counts as such once its replica has not reported for
+:data:`ORPHAN_S` seconds, the hub itself has run that long (after a restart every live
+replica has reported by then), and the file has not changed for as long: so the hub never
+filters a file while its replica appends to it. Logs on other machines' folders are their
+replicas' own; a replica gone from there leaves its log to expire when its folder is reachable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from nbdeploy.serving.forgetting import expire
+from nbdeploy.serving.requestlog import RequestLog
+
+__all__ = ["ORPHAN_S", "HubRetention"]
+
+ORPHAN_S = 30.0
+
+
+class HubRetention:
+    def __init__(self, folder: Path, retention_s: float, feedback: RequestLog, live: Callable[[], set[str]]) -> None:
+        self.folder, self.retention_s, self.feedback, self.live = folder, retention_s, feedback, live
+        self.started = time.time()
+        self.deleted = {"requests": 0, "feedback": 0}  # shown in the hub's /monitor ("hub")
+        self.interval = max(1.0, min(60.0, retention_s / 4))
+
+    def run(self) -> None:
+        self.deleted["feedback"] += expire(self.feedback, self.retention_s)
+        now = time.time()
+        if now - self.started < ORPHAN_S:
+            return
+        live = self.live()
+        for path in sorted(self.folder.glob("requests-*.jsonl")):
+            replica = path.name.removeprefix("requests-").removesuffix(".jsonl")
+            if replica in live or now - path.stat().st_mtime < ORPHAN_S:
+                continue
+            log = RequestLog(path)
+            try:
+                self.deleted["requests"] += expire(log, self.retention_s)
+            finally:
+                log.close()
