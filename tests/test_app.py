@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,8 @@ def test_a_ray_replicas_token_book_takes_only_the_owners_valid_book_once_the_hub
             bad = {
                 "not json": (400, "The body must be JSON"),
                 json.dumps({"action": "add", "role": "predict"}): (400, "'action' must be 'book' on a Ray replica"),
+                json.dumps({"action": "book", "book": tokens.book([], owner), "issued": "now"}): (400, "'issued' must"),
+                json.dumps({"action": "book", "book": tokens.book([], owner), "issued": 1e999}): (400, "'issued' must"),
                 json.dumps({"action": "book", "book": []}): (400, "'book' must be an object of 1 to 101 tokens"),
                 json.dumps({"action": "book", "book": {"x": ["app", "predict"]}}): (400, "SHA-256 in hex"),
                 json.dumps({"action": "book", "book": {"a" * 64: ["app", "god"]}}): (400, "SHA-256 in hex"),
@@ -258,7 +261,8 @@ def test_a_ray_replicas_token_book_takes_only_the_owners_valid_book_once_the_hub
                 assert r.status_code == status and message in r.json()["message"], (body[:60], r.text[:300])
             as_app = {"Authorization": f"Bearer {app_value}"}
             assert c.post("/invocations", json=rows, headers=as_app).status_code == 403
-            r = c.post("/admin/tokens", json={"action": "book", "book": book}, headers=auth)
+            assert c.post("/admin/tokens", json={"action": "book", "book": book}, headers=auth).status_code == 400
+            r = c.post("/admin/tokens", json={"action": "book", "book": book, "issued": time.time()}, headers=auth)
             if not taken:  # the hub away: a 503, and the replica keeps its book (the kernel saves nothing)
                 assert r.status_code == 503
             else:
@@ -271,3 +275,10 @@ def test_a_ray_replicas_token_book_takes_only_the_owners_valid_book_once_the_hub
                 other = c.post("/admin/tokens", json={"action": "book", "book": book}, headers=as_app)
                 assert other.status_code == 403 and "role 'admin'" in other.json()["message"]
     log.close()
+    # a book older than the one held is never taken (a hub that lost its state relays its first one)
+    from nbdeploy.serving.tokens import TokenBook
+
+    held = TokenBook(None, owner, book, issued=100.0)
+    assert not held.replace(tokens.book([], owner), 50.0) and held.identify(app_value) == ("app", "predict")
+    assert held.replace(tokens.book([], owner), 150.0) and held.identify(app_value) is None
+    assert not held.replace({"a" * 64: ["app", "predict"]}, 200.0) and held.identify(owner) == ("owner", "admin")

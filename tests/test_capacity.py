@@ -287,6 +287,13 @@ def test_recommend_shows_its_arithmetic_and_refuses_what_it_cannot_size(ip: Any,
     assert fixed.cpus == pytest.approx(4 * 0.1 + 1000 * 0.7 / 500 / 0.5)
     assert "4 x 0.10 + 1000 x 1.400 ms" in fixed.text()
     assert fixed.cores_for(500, replicas=2) == pytest.approx(2 * 0.1 + 0.7) and "not measured" in r.text()
+    # a Ray test of 2 replicas measured their idle CPU together too: one replica's is half of it
+    pair = recommend({**test, "replicas": 2, "idle_cpu_pct": 20.0}, 1000, 50, utilization=0.5)
+    assert (pair.rps_1, pair.cores_1, pair.idle_1) == (250.0, 0.4, pytest.approx(0.1))
+    assert pair.cpu_per_request == pytest.approx(0.3 / 250) and pair.replicas == 8
+    # an idle figure at or over the loaded one is noise: all of the CPU is then counted per request
+    noisy = recommend({**test, "idle_cpu_pct": 95.0}, 1000, 50, utilization=0.5)
+    assert noisy.idle_1 is None and noisy.cpus == r.cpus and "not measured" in noisy.text()
     with pytest.raises(InvalidInputError, match="measured no CPU"):
         recommend({"levels": [{"connections": 4, "rps": 500.0, "p99_ms": 20.0, "cpu_pct": None}]}, 100, 50)
     errors = {"levels": [{"connections": 4, "rps": 500.0, "p99_ms": 1.0, "cpu_pct": 80.0, "error_rate": 0.5}]}

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +262,9 @@ def test_tokens_with_roles_reach_every_replica_and_changes_need_no_restart(
     logged = eventually(lambda: [r for r in _records(deployment) if r["id"] in sent], lambda v: len(v) == 30)
     assert {r.get("token") for r in logged} == {"app"} and len({r["replica"] for r in logged}) == 2
     assert app.value not in "".join(p.read_text() for p in deployment.path.glob("*.json*"))
+    hub_state = deployment.path / "hub.json"  # the hub's book (kept for its restarts): hashes, owner-only
+    assert stat.S_IMODE(hub_state.stat().st_mode) == 0o600
+    assert sha256(app.value.encode()).hexdigest() in hub_state.read_text()
     # a remote admin cannot replace the book; only the kernel (the owner token) sends it
     admin = deployment.add_token("admin", label="ops")
     pushed = httpx.post(url + "/admin/tokens", json={"action": "book", "book": {}}, headers=_bearer(admin.value))
@@ -599,6 +604,7 @@ def test_sizing_from_one_replica_predicts_the_cpu_of_two(
         finally:
             dep.stop()
     (rps1, cores1, idle1), (rps2, cores2, idle2) = measured[1], measured[2]
+    assert idle2 == pytest.approx(2 * idle1, rel=0.6)  # the fixed part is per replica (small: 3 % of a core each)
     predicted = advice.cores_for(rps2, replicas=2)
     print(f"\none replica {rps1:.0f} req/s on {cores1:.3f} CPU ({idle1:.3f} idle); two {rps2:.0f} req/s on "
           f"{cores2:.3f} CPU ({idle2:.3f} idle), predicted {predicted:.3f} ({100 * (predicted / cores2 - 1):+.0f} %)")

@@ -28,7 +28,7 @@ from nbdeploy.serving.app import ServerSettings, create_app
 from nbdeploy.serving.loader import load
 from nbdeploy.serving.requestlog import RequestLog, read_records
 from nbdeploy.tokens import TokenEntry, entries_text
-from tests.helpers import eventually, rows_with_secrets, usage_error
+from tests.helpers import eventually, free_port, rows_with_secrets, usage_error
 
 ROW: Callable[[Any], dict[str, Any]] = lambda X: {  # noqa: E731
     "dataframe_split": {"columns": list(X.columns), "data": [X.iloc[0].tolist()]}
@@ -324,14 +324,18 @@ def test_token_options_hostile_and_wrong_are_one_sentence(ip: Any, dep: Any, tmp
     # a Ray deployment's replicas read no token file: one whose hub cannot be told changes nothing
     ray_folder = tmp_path / "on-ray"
     ray_folder.mkdir()
-    spec = json.loads((dep.path / "spec.json").read_text()) | {"target": "ray", "ray": {"replicas": 2}}
+    spec = json.loads((dep.path / "spec.json").read_text())
+    spec |= {"target": "ray", "ray": {"replicas": 2, "url": f"http://127.0.0.1:{free_port()}"}}
     (ray_folder / "spec.json").write_text(json.dumps(spec))
     (ray_folder / "token").write_text("t" * 43)
     on_ray = Deployment("on-ray", ray_folder)
-    for change in (lambda: on_ray.add_token("predict"), lambda: on_ray.rotate_token("owner")):
-        with pytest.raises(DeploymentError, match="Nothing changed: the replicas of 'on-ray' could not be told"):
+    assert on_ray.add_token("predict", label="kept").label == "kept"  # stopped: the next deploy takes the files
+    (ray_folder / "deployed").write_text(spec["ray"]["url"])  # deployed, but nothing answers there
+    for change in (lambda: on_ray.add_token("predict"), lambda: on_ray.rotate_token("owner"),
+                   lambda: on_ray.revoke_token("kept")):  # fmt: skip
+        with pytest.raises(DeploymentError, match="The change was not saved: the replicas of 'on-ray' could not"):
             change()
-    assert on_ray.tokens().entries == [] and (ray_folder / "token").read_text() == "t" * 43
+    assert [e.label for e in on_ray.tokens().entries] == ["kept"] and (ray_folder / "token").read_text() == "t" * 43
 
 
 def test_in_a_notebook_the_value_stays_out_of_the_output_and_the_cli_prints_it(

@@ -270,3 +270,4 @@ class ServerSettings:
     retention_s: float | None = DEFAULTS.retention_s
     core_hour_price: float | None = None
     token_book: dict[str, list[str]] | None = field(default=None, repr=False)  # a Ray replica's (no token file)
+    token_issued: float = 0.0  # when the kernel issued that book

@@ -39,6 +39,7 @@ __all__ = [
 
 TOKENS_FILE = "tokens.json"
 OWNER = "owner"  # the label of the ``token`` file's token
+OWNER_NEXT = "owner-next"  # a Ray deployment's new owner token while it is rotated: both are accepted
 MAX_TOKENS = 100
 LABEL = re.compile(r"^[A-Za-z0-9][\w.\-]{0,63}$")
 
@@ -84,6 +85,8 @@ def check_book(doc: Any) -> Book:
             raise ValueError("each entry of 'book' must be a SHA-256 in hex -> [label, role]")
     if [who for who in doc.values() if who[0] == OWNER] != [[OWNER, "admin"]]:
         raise ValueError("'book' must hold the owner token once, with the role admin")
+    if [who for who in doc.values() if who[0] == OWNER_NEXT] not in ([], [[OWNER_NEXT, "admin"]]):
+        raise ValueError("'book' may hold one owner-next token, with the role admin")
     return doc
 
 
@@ -144,8 +147,10 @@ def _valid(e: TokenEntry) -> bool:
     def number(x: object) -> bool:
         return isinstance(x, int | float) and not isinstance(x, bool)
 
-    return (isinstance(e.label, str) and isinstance(e.role, str) and e.role in ROLES and isinstance(e.sha256, str)
-            and len(e.sha256) == 64 and number(e.created) and (e.rotated is None or number(e.rotated)))  # fmt: skip
+    return (isinstance(e.label, str) and bool(LABEL.fullmatch(e.label)) and e.label not in (OWNER, OWNER_NEXT)
+            and isinstance(e.role, str) and e.role in ROLES and isinstance(e.sha256, str)
+            and bool(re.fullmatch(r"[0-9a-f]{64}", e.sha256)) and number(e.created)
+            and (e.rotated is None or number(e.rotated)))  # fmt: skip
 
 
 def entries_text(entries: list[TokenEntry]) -> str:
@@ -186,10 +191,10 @@ def add_token(
         entries = read_entries(folder)
         taken = {e.label for e in entries}
         label = label or next(f"{role}-{n}" for n in range(1, MAX_TOKENS + 2) if f"{role}-{n}" not in taken)
-        if not isinstance(label, str) or not LABEL.fullmatch(label) or label == OWNER:
+        if not isinstance(label, str) or not LABEL.fullmatch(label) or label in (OWNER, OWNER_NEXT):
             raise TokenError(
                 f"Invalid token label {str(label)[:80]!r}: use up to 64 letters, digits, '.', '_' or '-' (and not "
-                "'owner')."
+                "'owner' or 'owner-next')."
             )
         if label in taken:
             raise TokenError(f"A token labelled {label!r} exists: revoke or rotate it, or choose another label.")
@@ -200,6 +205,25 @@ def add_token(
             publish(book(after, _owner(folder)))
         _save(folder, after)
     return label, value
+
+
+def _rotate_owner(folder: Path, value: str, publish: Publish | None) -> str:
+    """The owner token's new ``value``. On Ray in two steps, so that an interruption anywhere
+    locks the kernel out of no replica: first both tokens are accepted (sent with the old one,
+    still in the file), then the file changes, then the old one is refused (sent with the new)."""
+    entries = read_entries(folder)
+    if publish is not None:
+        both = book(entries, _owner(folder))
+        both[token_hash(value)] = [OWNER_NEXT, "admin"]
+        publish(both)
+    write_atomic(folder / "token", value, private=True)
+    if publish is not None:
+        try:
+            publish(book(entries, value))
+        except Exception as exc:
+            raise TokenError(f"The owner token is rotated, but the replicas could not be told to refuse the old one "
+                             f"({exc}): run --rotate owner again.") from None  # fmt: skip
+    return value
 
 
 def revoke_token(folder: Path, name: str, label: str, publish: Publish | None = None) -> None:
@@ -220,10 +244,7 @@ def rotate_token(folder: Path, name: str, label: str, publish: Publish | None = 
     value = new_value()
     with _locked(folder):
         if label == OWNER:
-            if publish is not None:  # told with the old owner token still in the file (and accepted)
-                publish(book(read_entries(folder), value))
-            write_atomic(folder / "token", value, private=True)
-            return "admin", value
+            return "admin", _rotate_owner(folder, value, publish)
         entries = read_entries(folder)
         match = [e for e in entries if e.label == label]
         if not match:

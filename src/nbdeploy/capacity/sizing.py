@@ -108,8 +108,9 @@ def recommend(
     servers = max(1, int(loadtest.get("replicas") or 1))  # a Ray test measures its replicas together
     rps_1, cores_1 = float(best["rps"]) / servers, float(best["cpu_pct"]) / 100 / servers
     idle = loadtest.get("idle_cpu_pct")
-    # an idle figure above the loaded one is noise of a nearly idle server: the whole CPU is then per request
-    idle_1 = min(float(idle) / 100 / servers, cores_1) if idle is not None and idle >= 0 else None
+    idle_1 = float(idle) / 100 / servers if isinstance(idle, int | float) and 0 <= idle else None
+    if idle_1 is not None and idle_1 >= cores_1:  # noise of a server that hardly works: all of it per request
+        idle_1 = None
     replicas = max(1, math.ceil(target_rps / (rps_1 * utilization)))
     cpus = replicas * (idle_1 or 0.0) + target_rps * (cores_1 - (idle_1 or 0.0)) / rps_1 / utilization
     return Recommendation(target_rps, p99_ms, utilization, rps_1, cores_1, int(best["connections"]), replicas, cpus,

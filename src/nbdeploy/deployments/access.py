@@ -41,11 +41,12 @@ class NewToken:
     role: str
     value: str = field(repr=False)
     written_to: str | None = None
+    unconfirmed: str = ""  # on Ray: said when not every replica confirmed the change in time
 
     def __repr__(self) -> str:
         where = (f"its value is in {self.written_to} (owner-only)" if self.written_to
                  else "its value: .value of this object (shown nowhere else; nbdeploy keeps its hash)")  # fmt: skip
-        return f"Token {self.label!r} of {self.deployment} (role {self.role}): {where}."
+        return f"Token {self.label!r} of {self.deployment} (role {self.role}): {where}.{self.unconfirmed}"
 
     def _repr_html_(self) -> str:
         return card(f"Token {esc(self.label)}", f"<p>{esc(repr(self))}</p>")
@@ -57,6 +58,7 @@ class TokenList:
 
     deployment: str
     entries: list[TokenEntry]
+    unconfirmed: str = ""
 
     def rows(self) -> list[list[str]]:
         rows = [[OWNER, "admin", "the token file (the kernel's own)", ""]]
@@ -66,7 +68,7 @@ class TokenList:
         lines = [f"Tokens of {self.deployment}:"]
         lines += [f"  {label:<20} {role:<9} created {created}" + (f", rotated {rotated}" if rotated else "")
                   for label, role, created, rotated in self.rows()]  # fmt: skip
-        return "\n".join(lines)
+        return "\n".join(lines) + self.unconfirmed
 
     def _repr_html_(self) -> str:
         return card(f"Tokens of {esc(self.deployment)}", table(["label", "role", "created", "rotated"], self.rows()))
@@ -94,13 +96,13 @@ class TokenKeeping(HandleParts):
         path = _out_path(out)
         label, value = self._change(tokens.add_token, role, label)
         events.record(self.path, "token added", None, label=label, role=role)
-        return NewToken(self.name, label, role, value, _write_out(path, value))
+        return NewToken(self.name, label, role, value, _write_out(path, value), self._unconfirmed)
 
     def revoke_token(self, label: str) -> TokenList:
         """Remove a token; the server refuses it within a second."""
         self._change(tokens.revoke_token, label)
         events.record(self.path, "token revoked", None, label=label)
-        return self.tokens()
+        return TokenList(self.name, self.tokens().entries, self._unconfirmed)
 
     def rotate_token(self, label: str, out: str | Path | None = None) -> NewToken:
         """A new value for the token ``label`` (same role); the old value is refused within a
@@ -108,10 +110,11 @@ class TokenKeeping(HandleParts):
         path = _out_path(out)
         role, value = self._change(tokens.rotate_token, label)
         events.record(self.path, "token rotated", None, label=label, role=role)
-        return NewToken(self.name, label, role, value, _write_out(path, value))
+        return NewToken(self.name, label, role, value, _write_out(path, value), self._unconfirmed)
 
     def _change(self, change: Any, *args: Any) -> Any:
         """One change of the token files (``nbdeploy.tokens``), its refusals as one sentence."""
+        self._unconfirmed = ""
         try:
             return change(self.path, self.name, *args, publish=self._publish())
         except tokens.TokenError as exc:
@@ -119,18 +122,27 @@ class TokenKeeping(HandleParts):
         except ValueError as exc:  # the file is damaged
             raise DeploymentError(f"The tokens of {self.name!r} cannot be read: {exc}.") from None
 
+    _unconfirmed = ""
+
     def _publish(self) -> Publish | None:
-        """For a Ray deployment: the change's token book sent to the replicas (through the hub)
-        before it is saved, with the owner token of before the change."""
-        if self.spec.ray is None:
+        """For a running Ray deployment: the change's token book sent to the replicas (through
+        the hub) before it is saved, with the owner token in the file then. A stopped one's
+        replicas take the files' book when they are next deployed."""
+        if self.spec.ray is None or not (self.path / "deployed").exists():
             return None
 
         def publish(book: Book) -> None:
-            try:
-                self._request("POST", "/admin/tokens", timeout=30, json={"action": "book", "book": book})
+            body = {"action": "book", "book": book, "issued": time.time()}
+            try:  # the replica may wait for the hub 20 s, then 5 s for the replicas, then 20 s more
+                answer = self._request("POST", "/admin/tokens", timeout=90, json=body).json()
             except DeploymentError as exc:
-                told = f"the replicas of {self.name!r} could not be told"
-                raise DeploymentError(f"Nothing changed: {told}. {exc}") from None
+                raise DeploymentError(
+                    f"The change was not saved: the replicas of {self.name!r} could not be told. If the hub took it "
+                    f"before the error, run the same command again to settle them. {exc}"
+                ) from None
+            if not answer.get("every_replica"):
+                self._unconfirmed = (" Not every Ray replica confirmed the change within 5 s: one that cannot "
+                                     "reach its monitoring hub keeps the tokens it had.")  # fmt: skip
 
         return publish
 

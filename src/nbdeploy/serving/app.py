@@ -63,7 +63,8 @@ def create_app(
             print(f"the experiment in the spec was not resumed: {exc.message}", flush=True)
     folder = Path(settings.folder) if settings.folder else None  # none on a Ray replica: the owner token only
     audit = AdminAudit(folder, settings.name, lambda: server.version)
-    guard = Guard(TokenBook(folder, settings.token, settings.token_book), settings.require_token, audit)
+    book = TokenBook(folder, settings.token, settings.token_book, settings.token_issued)
+    guard = Guard(book, settings.require_token, audit)
     app = Starlette(
         routes=routes(server, monitor or LocalMonitor(server), guard),
         exception_handlers=EXCEPTION_HANDLERS,

@@ -49,10 +49,10 @@ class HubMonitor:
         result: dict[str, Any] = await self._ask(self.hub.feedback, [str(i) for i in ids], targets)
         return result
 
-    async def set_tokens(self, book: dict[str, list[str]], wait_s: float = 5.0) -> bool:
+    async def set_tokens(self, book: dict[str, list[str]], issued: float, wait_s: float = 5.0) -> bool:
         """The kernel's new token book, kept by the hub and relayed to every replica; whether
         every replica holds it within ``wait_s`` (each takes it with its next report to the hub)."""
-        digest = await self._ask(self.hub.set_tokens, book)
+        digest = await self._ask(self.hub.set_tokens, book, issued)
         deadline = time.monotonic() + wait_s
         while not await self._ask(self.hub.tokens_reached, digest):
             if time.monotonic() > deadline:

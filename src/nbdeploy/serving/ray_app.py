@@ -99,7 +99,7 @@ class _Forwarder:
         try:
             book = await self.hub.record.remote(self.replica, self.meta, requests, batches, records, digest)
             if book is not None and self.tokens is not None:
-                self.tokens.replace(book)
+                self.tokens.replace(book["book"], float(book["issued"]))
         except Exception as exc:  # the hub restarting must not end serving; the request log has it all
             print(f"monitoring hub unreachable, {len(requests)} records not forwarded: {exc}", flush=True)
 
@@ -158,6 +158,7 @@ class Replica:
             parse_process=False,  # a Ray worker spawns no processes of its own (the challenger: a thread)
             experiment=_experiment(spec, challenger_tar),
             token_book=args.get("token_book"),  # the kernel's at deploy time; the hub relays newer ones
+            token_issued=float(args.get("issued", 0.0)),
         )
         node = str(ray.get_runtime_context().get_node_id())
         meta: dict[str, Any] = {"pid": os.getpid(), "node": node, "started": time.time()}

@@ -69,9 +69,11 @@ def _args(folder: Path, spec: DeploymentSpec, entry: ModelEntry, ray_spec: RaySp
         "created": ray_spec.created, "entry": {**asdict(entry), "profile_path": None},
         "columns": [str(c["name"]) for c in inputs or [] if "name" in c],
         "token": token_file.read_text().strip() if token_file.exists() else None,
-        # the tokens with roles (hashes): a replica reads no file, it may run on another machine
-        "token_book": tokens.book(tokens.read_entries(folder), token_file.read_text().strip())
+        # the tokens with roles (hashes): a replica reads no file, it may run on another machine. Without a
+        # hub no change could reach the replicas, so they take the owner's only (a revoke could not reach them)
+        "token_book": tokens.book(tokens.read_entries(folder) if spec.monitor else [], token_file.read_text().strip())
         if token_file.exists() else None,
+        "issued": time.time(),  # when this book was read: a replica never takes an older one
         # the key of the logged inputs' hashes, the same on every replica (like the owner token, in Ray's GCS)
         "log_key": _log_key(folder, spec),
     }  # fmt: skip

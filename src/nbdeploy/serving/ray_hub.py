@@ -66,7 +66,7 @@ class Hub:
         self.alert_window = self.spec.alert_window
         self.experiment = HubExperiment(self.folder, self.columns, self.alerts)
         saved = self._load_state()
-        self.tokens = HubTokens((saved or {}).get("tokens") or args.get("token_book"))
+        self.tokens = HubTokens.restored((saved or {}).get("tokens"), args.get("token_book"), args.get("issued", 0))
         if saved is not None:  # Ray restarted this hub: carry on with the model, rules and tokens of before
             self._set_model(saved["model"])
             self.alerts.set_rules(saved["alerts"])
@@ -93,9 +93,10 @@ class Hub:
         return state if state.get("created") == self.args.get("created") else None
 
     def _save_state(self) -> None:
-        state = {"created": self.args.get("created"), "model": self.model, "alerts": self.alerts_specs(),
-                 "tokens": self.tokens.book}  # fmt: skip
-        write_atomic(self.folder / "hub.json", json.dumps(state))
+        with self.lock:  # one state at a time: a save never writes back what another just replaced
+            state = {"created": self.args.get("created"), "model": self.model, "alerts": self.alerts_specs(),
+                     "tokens": self.tokens.state()}  # fmt: skip
+            write_atomic(self.folder / "hub.json", json.dumps(state), private=True)  # token hashes
 
     def alerts_specs(self) -> list[dict[str, Any]]:
         return [{"rule": r.text, "k": r.k, "webhook": r.webhook} for r in self.alerts.rules]
@@ -170,7 +171,7 @@ class Hub:
         batches: Sequence[tuple[float, int, int]],
         records: Sequence[dict[str, Any]] = (),
         token_digest: str | None = None,
-    ) -> dict[str, list[str]] | None:
+    ) -> dict[str, Any] | None:
         """What a replica answered: ``requests`` for the windows, and the request-log
         ``records`` of a running experiment (both variants, a shadow's too) for its accounts.
         The answer: the token book, when the replica's (``token_digest``) is not the hub's."""
@@ -262,9 +263,10 @@ class Hub:
         with self.lock:
             return apply_labels(ids, targets, self._label, self.feedback_log)
 
-    def set_tokens(self, book: dict[str, list[str]]) -> str:
-        digest = self.tokens.set(book)
-        self._save_state()
+    def set_tokens(self, book: dict[str, list[str]], issued: float) -> str:
+        with self.lock:
+            digest = self.tokens.set(book, issued)
+            self._save_state()
         return digest
 
     def _live(self) -> set[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ class TokenRoutes:
 
     async def _book(self, request: Request) -> Response:
         """A Ray replica: the kernel's new token book, for the hub to relay to every replica."""
-        if getattr(request.state, "token_label", None) != tokens.OWNER:
+        if getattr(request.state, "token_label", None) not in (tokens.OWNER, tokens.OWNER_NEXT):  # the kernel's
             raise ProtocolError(409, "This server is one replica of a Ray deployment: manage its tokens with "
                                      "%deploy token on the machine that deployed it.", "INVALID_STATE")  # fmt: skip
         if self.relay is None or self.book is None:
@@ -87,12 +88,14 @@ class TokenRoutes:
         try:
             if action != "book":
                 raise ValueError("'action' must be 'book' on a Ray replica")
-            book = tokens.check_book(doc.get("book"))
+            book, issued = tokens.check_book(doc.get("book")), doc.get("issued")
+            if isinstance(issued, bool) or not isinstance(issued, int | float) or not math.isfinite(issued):
+                raise ValueError("'issued' must be the time the kernel made the book")
         except ValueError as exc:
             raise ProtocolError(400, f"Invalid token book: {exc}.") from None
         request.state.audit_detail = {"action": "book", "tokens": len(book)}
-        reached = await self.relay(book)  # a 503 when the hub cannot take it: the kernel then saves nothing
-        self.book.replace(book)  # (the hub relays it to this replica too; at once here all the same)
+        reached = await self.relay(book, float(issued))  # a 503 when the hub cannot take it: the kernel saves nothing
+        self.book.replace(book, float(issued))  # (the hub relays it to this replica too; at once here all the same)
         return json_response({"tokens": len(book), "every_replica": reached})
 
     def _do(self, action: str, args: list[str], label: str | None) -> dict[str, Any]:

@@ -34,28 +34,33 @@ RECHECK_S = 0.25
 class TokenBook:
     """Hash -> (label, role) of the owner token and of ``tokens.json``'s."""
 
-    def __init__(self, folder: Path | None, owner: str | None, book: Book | None = None) -> None:
+    def __init__(self, folder: Path | None, owner: str | None, book: Book | None = None, issued: float = 0.0) -> None:
         self.folder = folder
         self._owner = owner
         self._known: dict[str, tuple[str, str]] = {}
         self._stamp: tuple[object, ...] | None = None
         self._checked = 0.0
         self.digest: str | None = None  # of the book last taken (a Ray replica's), None: the owner's only
+        self.issued = float("-inf")
         self._load(force=True)
         if book is not None:
-            self.replace(book)
+            self.replace(book, issued)
 
-    def replace(self, book: Book) -> bool:
-        """Take ``book`` (SHA-256 -> [label, role], the owner's included) as every token known:
-        a Ray replica's book, relayed by the hub. One that is not a valid book is not taken (a
-        damaged relay must not lock the kernel out)."""
+    def replace(self, book: Book, issued: float) -> bool:
+        """Take ``book`` (SHA-256 -> [label, role], the owner's included), issued by the kernel at
+        ``issued``, as every token known: a Ray replica's book, relayed by the hub. One older
+        than the book held is not taken (a hub that lost its state must not bring back a
+        revoked token), nor one that is not a valid book (a damaged relay must not lock the
+        kernel out)."""
+        if not issued >= self.issued:
+            return False
         try:
             check_book(book)
         except ValueError as exc:
             print(f"tokens: kept the tokens known before: {exc}", flush=True)
             return False
         self._known = {digest: (label, role) for digest, (label, role) in book.items()}
-        self.digest = book_digest(book)
+        self.digest, self.issued = book_digest(book), issued
         return True
 
     def identify(self, value: str) -> tuple[str, str] | None:
