@@ -269,6 +269,9 @@ def test_tokens_with_roles_reach_every_replica_and_changes_need_no_restart(
     admin = deployment.add_token("admin", label="ops")
     pushed = httpx.post(url + "/admin/tokens", json={"action": "book", "book": {}}, headers=_bearer(admin.value))
     assert pushed.status_code == 409 and "%deploy token" in pushed.json()["message"]
+    # the replicas write their lines of the audit trail (admin calls of other tokens; refused attempts too)
+    audit = [json.loads(line) for line in (deployment.path / "audit.jsonl").read_text().splitlines()]
+    assert ("token ops", 409) in {(d.get("by"), d.get("status")) for d in audit}
     old = labeller.value
     rotated = deployment.rotate_token("labeller")
     assert answers(old) == {403}
@@ -282,6 +285,49 @@ def test_tokens_with_roles_reach_every_replica_and_changes_need_no_restart(
     assert deployment.alerts(clear=True)["rules"] == []  # the kernel goes on with the new owner token
     for label in ("app", "ops"):
         deployment.revoke_token(label)
+
+
+def test_forget_reaches_every_replica_and_the_labels_at_the_hub(
+    cancer: dict[str, Any], deployment: nbdeploy.Deployment
+) -> None:
+    """#15 item 3 on Ray: ``forget`` is an order the hub hands to every replica (each filters
+    its own log, which only it appends to) and answers once all did it; the hub removes the
+    labels and the records in a replaced replica's log. By ids, and by a value (--where)."""
+    from nbdeploy.serving.requestlog import read_records
+
+    X = cancer["X_test"].head(60)
+    with httpx.Client() as client:
+        sent = [client.post(deployment.url + "/invocations", json={"dataframe_split": json.loads(
+            X.iloc[i : i + 3].to_json(orient="split", index=False))}).headers["x-request-id"]
+            for i in range(0, 60, 3)]  # fmt: skip
+    deployment.feedback(sent, [[0, 1, 0]] * len(sent))
+    logged = eventually(lambda: [r for r in _records(deployment) if r["id"] in sent], lambda v: len(v) == 20)
+    assert len(logged) == 20 and len({r["replica"] for r in logged}) == 2
+    eventually(lambda: deployment.snapshot("1m")["uptime_s"], lambda up: up > 31, timeout=40)  # orphans: 30 s
+    gone = deployment.path / "requests-replaced9.jsonl"  # a replaced replica's log, unchanged for two minutes
+    first = next(r for r in logged if r["id"] == sent[0])
+    gone.write_text("".join(json.dumps({**first, "id": rid}) + "\n" for rid in (sent[0], "kept-1")))
+    os.utime(gone, (time.time() - 120, time.time() - 120))
+    result = deployment.forget(ids=sent[:4])
+    assert result == {"ids": 4, "removed": {"requests": 5, "feedback": 4}}, result
+    left = {r["id"] for r in _records(deployment)}
+    assert not left & set(sent[:4]) and set(sent[4:]) <= left  # from both replicas' logs, and only those
+    assert [r["id"] for r in read_records(gone)] == ["kept-1"]
+    labelled = {r["id"] for r in read_records(deployment.path / "feedback.jsonl")}
+    assert not labelled & set(sent[:4]) and set(sent[4:]) <= labelled
+    # by a value: every logged request with a row where it holds (this module's other tests sent such rows too)
+    value = float(X["mean radius"].iloc[31])
+
+    def holds(r: dict[str, Any]) -> bool:
+        at = list(r.get("columns") or X.columns).index("mean radius")
+        return any(isinstance(row, list) and float(row[at]) == value for row in r.get("inputs") or [])
+
+    holding = {r["id"] for r in _records(deployment) if holds(r)}
+    assert sent[10] in holding
+    result = deployment.forget(where=f"`mean radius` == {value!r}")
+    assert result["ids"] == len(holding) >= 1 and result["removed"]["requests"] == len(holding), (result, holding)
+    assert not holding & {r["id"] for r in _records(deployment)}
+    assert "forgot" in {e["event"] for e in deployment.audit().lines}
 
 
 def _bearer(token: str) -> dict[str, str]:

@@ -271,3 +271,5 @@ class ServerSettings:
     core_hour_price: float | None = None
     token_book: dict[str, list[str]] | None = field(default=None, repr=False)  # a Ray replica's (no token file)
     token_issued: float = 0.0  # when the kernel issued that book
+    log_key: str | None = field(default=None, repr=False)  # a Ray replica's key of hashed inputs (hex)
+    audit_folder: str | None = None  # a Ray replica's folder on its machine, for its lines of audit.jsonl

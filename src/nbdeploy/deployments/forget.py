@@ -4,8 +4,10 @@
 >>> d.forget(where="email == 'ann@example.org'")  # doctest: +SKIP
 
 A running server removes the records itself (``POST /admin/forget``: it is the one
-appending to the logs, and it goes on serving meanwhile); a stopped or dead deployment's
-files are filtered here, under the deployment's lock. Either way every file of the request
+appending to the logs, and it goes on serving meanwhile); on Ray each replica does it for its
+own log and the hub for the labels (``serving/hub_forget.py``). A stopped or dead
+deployment's files are filtered here, under the deployment's lock (a Ray deployment's: the
+logs in its folder on this machine). Either way every file of the request
 log and of the feedback log is read, rotated ones included, and the audit trail records
 that it happened: how many, by whom, by ids or by which column, never the value sought
 (that would keep what was erased).
@@ -66,12 +68,13 @@ class Forgetting(HandleParts):
             raise InvalidInputError(f"Give at most {MAX_IDS:,} ids per call ({len(id_list):,} given).")
         condition = parse_where(where) if where is not None else None
         spec = self.spec
-        if spec.ray is not None:
-            raise InvalidInputError("forget is not available on a Ray deployment yet: its replicas keep their request "
-                                    "logs on their own machines.")  # fmt: skip
         result: dict[str, Any] | None = None
         with processes.locked(self.path):  # a serve or start holds it until its server answers
-            if self.state() != "running":  # nobody appends: the files are filtered here
+            state = self.state()
+            if spec.ray is not None and state == "dead":  # deployed, not answering: replicas may still append
+                raise InvalidInputError(f"Deployment {self.name!r} is deployed on Ray but does not answer: stop it "
+                                        "first, and forget then removes the records from its files here.")  # fmt: skip
+            if state != "running":  # nobody appends: the files are filtered here
                 sweep(self.path)  # a leftover is from a forget killed mid-way
                 result = _forget_files(self.path, set(id_list), condition, spec.current.model_path)
         if result is None:  # the server appends to its files: it removes the records itself
@@ -84,14 +87,16 @@ class Forgetting(HandleParts):
 
 def _forget_files(folder: Path, ids: set[str], where: tuple[str, Any] | None, model_path: str) -> dict[str, Any]:
     """What the server does (``serving/forgetting.py``), for a deployment whose server is not running."""
+    requests = [folder / "requests.jsonl", *sorted(folder.glob("requests-*.jsonl"))]  # a Ray replica's: its own
     if where is not None:
         inputs, _ = read_signature(Path(model_path))
         names = tuple(str(c.get("name")) for c in inputs or [])
         matcher = LogPrivacy("full", (), read_key(folder), lambda: names)
-        ids = {str(r.get("id")) for r in iter_records(folder / "requests.jsonl") if matcher.matches(r, *where)}
+        ids = {str(r.get("id")) for log in requests for r in iter_records(log) if matcher.matches(r, *where)}
     removed = {"requests": 0, "feedback": 0}
     for log in removed if ids else ():
-        for path in log_files(folder / f"{log}.jsonl"):
+        for path in [p for base in (requests if log == "requests" else [folder / "feedback.jsonl"])
+                     for p in log_files(base)]:  # fmt: skip
             filtered = filter_file(path, lambda r: str(r.get("id")) not in ids)
             if filtered is None:
                 continue

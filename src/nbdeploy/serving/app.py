@@ -62,7 +62,8 @@ def create_app(
         except ProtocolError as exc:  # the champion serves on; the log says why the challenger does not
             print(f"the experiment in the spec was not resumed: {exc.message}", flush=True)
     folder = Path(settings.folder) if settings.folder else None  # none on a Ray replica: the owner token only
-    audit = AdminAudit(folder, settings.name, lambda: server.version)
+    audit_folder = Path(settings.audit_folder) if settings.audit_folder else folder  # a Ray replica's node folder
+    audit = AdminAudit(audit_folder, settings.name, lambda: server.version)
     book = TokenBook(folder, settings.token, settings.token_book, settings.token_issued)
     guard = Guard(book, settings.require_token, audit)
     app = Starlette(
@@ -72,7 +73,7 @@ def create_app(
     )
     app.state.server = server
     app.state.tokens = guard.book  # a Ray replica replaces it with each book the hub relays
-    app.state.settings = asdict(settings) | {"token": None, "token_book": None}
+    app.state.settings = asdict(settings) | {"token": None, "token_book": None, "log_key": None}
     return app
 
 

@@ -29,7 +29,7 @@ from nbdeploy.serving.requestlog import RequestLog
 from nbdeploy.serving.responses import json_response
 from nbdeploy.serving.server import Server
 
-__all__ = ["MAX_IDS", "Forgetting", "expire", "retention_loop"]
+__all__ = ["MAX_IDS", "Forgetting", "expire", "matching_ids", "retention_loop"]
 
 MAX_IDS = 100_000
 _BODY = "The body must be JSON with 'ids' (a list of request ids) or 'where' ({'column': name, 'value': scalar})."
@@ -53,29 +53,48 @@ def _body(raw: bytes) -> tuple[set[str] | None, tuple[str, Any] | None]:
     return None, (where["column"], where["value"])
 
 
-class Forgetting:
-    """``POST /admin/forget`` over one server's logs."""
+def matching_ids(log: RequestLog, matcher: LogPrivacy, column: str, value: Any) -> set[str]:
+    """The ids of the requests in every file of ``log`` with a row whose ``column`` is ``value``."""
+    ids: set[str] = set()
+    for _ in range(8):  # a search during a rotation may skip a file moved onto a name already read
+        rotations = log.rotations
+        ids |= {str(r.get("id")) for r in iter_records(log.path) if matcher.matches(r, column, value)}
+        if log.rotations == rotations:
+            break
+    return ids
 
-    def __init__(self, server: Server, privacy: LogPrivacy) -> None:
-        self.server, self.privacy = server, privacy
+
+class Forgetting:
+    """``POST /admin/forget`` over one server's logs. On a Ray replica (``relay``: its hub's
+    ``forget``) the hub hands the order to every replica, this one included, and answers once
+    each has done it (:mod:`~nbdeploy.serving.hub_forget`)."""
+
+    def __init__(self, server: Server, privacy: LogPrivacy, relay: Any = None) -> None:
+        self.server, self.privacy, self.relay = server, privacy, relay
         self._lock = asyncio.Lock()  # one forget at a time; appends go on meanwhile
 
     async def forget(self, request: Request) -> Response:
         ids, where = _body(await read_body(request, 16 << 20))
+        if self.relay is not None:
+            return json_response(await self.relay(sorted(ids) if ids is not None else None, where))
         async with self._lock:
             result = await asyncio.to_thread(self._forget, ids, where)
         return json_response(result)
 
+    def run_order(self, ids: list[str] | None, where: Any) -> tuple[list[str], int]:
+        """A Ray replica's part of a forget: the matching requests removed from its own log;
+        ``(their ids, how many records)`` for the hub, which removes their labels."""
+        found, removed = self._remove(set(ids) if ids is not None else None, tuple(where) if where else None)
+        return sorted(found), removed["requests"]
+
     def _forget(self, ids: set[str] | None, where: tuple[str, Any] | None) -> dict[str, Any]:
+        found, removed = self._remove(ids, where)
+        return {"ids": len(found), "removed": removed}
+
+    def _remove(self, ids: set[str] | None, where: tuple[str, Any] | None) -> tuple[set[str], dict[str, int]]:
         server = self.server
         if where is not None:
-            column, value, ids = *where, set()
-            for _ in range(8):  # a search during a rotation may skip a file moved onto a name already read
-                rotations = server.log.rotations
-                ids |= {str(r.get("id")) for r in iter_records(server.log.path)
-                        if self.privacy.matches(r, column, value)}  # fmt: skip
-                if server.log.rotations == rotations:
-                    break
+            ids = matching_ids(server.log, self.privacy, *where)
         assert ids is not None
         removed = {"requests": 0, "feedback": 0}
         if ids:
@@ -84,7 +103,7 @@ class Forgetting:
                 removed["feedback"] = server.feedback_log.remove(lambda r: str(r.get("id")) not in ids)
         for log, count in removed.items():
             server.metrics.log_deleted.labels(log, "forget").inc(count)
-        return {"ids": len(ids), "removed": removed}
+        return ids, removed
 
 
 def expire(log: RequestLog, retention_s: float) -> int:

@@ -60,6 +60,17 @@ class HubMonitor:
             await asyncio.sleep(0.1)
         return True
 
+    async def forget(self, ids: list[str] | None, where: Any) -> dict[str, Any]:
+        """``POST /admin/forget`` on Ray: an order every replica carries out on its own log."""
+        n = await self._ask(self.hub.forget_open, ids, list(where) if where else None)
+        while (answer := await self._ask(self.hub.forget_answer, n)) is None:
+            await asyncio.sleep(0.25)
+        if answer.get("unreached"):
+            missing, removed = len(answer["unreached"]), answer["removed"]["requests"]
+            raise ProtocolError(503, f"Removed {removed} records, but {missing} replica(s) did not answer within a "
+                                     "minute: run forget again.", "TEMPORARILY_UNAVAILABLE")  # fmt: skip
+        return {"ids": answer["ids"], "removed": answer["removed"]}
+
     async def set_alerts(self, rules: Any) -> dict[str, Any]:
         checked_rules(AlertBook(), rules)  # a 400 for rules that do not parse, without asking the hub
         result: dict[str, Any] = await self._ask(self.hub.set_alerts, rules)

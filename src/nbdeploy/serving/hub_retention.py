@@ -19,7 +19,7 @@ from pathlib import Path
 from nbdeploy.serving.forgetting import expire
 from nbdeploy.serving.requestlog import RequestLog
 
-__all__ = ["ORPHAN_S", "HubRetention"]
+__all__ = ["ORPHAN_S", "HubRetention", "orphan_logs"]
 
 ORPHAN_S = 30.0
 
@@ -33,16 +33,25 @@ class HubRetention:
 
     def run(self) -> None:
         self.deleted["feedback"] += expire(self.feedback, self.retention_s)
-        now = time.time()
-        if now - self.started < ORPHAN_S:
-            return
-        live = self.live()
-        for path in sorted(self.folder.glob("requests-*.jsonl")):
-            replica = path.name.removeprefix("requests-").removesuffix(".jsonl")
-            if replica in live or now - path.stat().st_mtime < ORPHAN_S:
-                continue
+        for path in orphan_logs(self.folder, self.live(), self.started):
             log = RequestLog(path)
             try:
                 self.deleted["requests"] += expire(log, self.retention_s)
             finally:
                 log.close()
+
+
+def orphan_logs(folder: Path, live: set[str], hub_started: float) -> list[Path]:
+    """The request logs in ``folder`` that no replica writes any more (see above)."""
+    now = time.time()
+    if now - hub_started < ORPHAN_S:
+        return []
+    found = []
+    for path in sorted(folder.glob("requests-*.jsonl")):
+        replica = path.name.removeprefix("requests-").removesuffix(".jsonl")
+        try:
+            if replica not in live and now - path.stat().st_mtime >= ORPHAN_S:
+                found.append(path)
+        except OSError:  # removed meanwhile
+            continue
+    return found

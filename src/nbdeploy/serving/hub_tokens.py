@@ -17,11 +17,13 @@ relays the same one. It holds hashes, labels and roles: never a token's value.
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from nbdeploy.tokens import Book, book_digest, check_book
 
-__all__ = ["HubTokens"]
+__all__ = ["HubTokens", "TokenMethods"]
 
 
 class HubTokens:
@@ -59,3 +61,24 @@ class HubTokens:
         it has this one (or the hub has none: a replica then keeps the book it started with)."""
         self.held[replica] = digest
         return self.state() if self.book is not None and digest != self.digest else None
+
+
+class TokenMethods:
+    """The hub's methods of the token relay, called by the replica the kernel asked."""
+
+    tokens: HubTokens
+    lock: threading.RLock
+    meta: dict[str, dict[str, Any]]
+
+    def _save_state(self) -> None: ...
+
+    def set_tokens(self, book: dict[str, list[str]], issued: float) -> str:
+        with self.lock:
+            digest = self.tokens.set(book, issued)
+            self._save_state()
+        return digest
+
+    def tokens_reached(self, digest: str) -> bool:
+        """Whether every replica reporting now (within 3 s) holds the book ``digest``."""
+        with self.lock:
+            return self.tokens.reached(digest, [r for r, m in self.meta.items() if time.time() - m["last_seen"] < 3])

@@ -78,6 +78,8 @@ class _Forwarder:
         self.records: list[dict[str, Any]] = []  # request-log records of a running experiment
         self.sampler: ProcessSampler | None = None  # the replica's CPU, memory and predictions, for the hub
         self.tokens: Any = None  # the app's TokenBook: the hub answers with a newer book when there is one
+        self.forgetting: Any = None  # the app's Forgetting: runs the hub's forget orders on this replica's log
+        self.done: dict[int, Any] = {}  # forget orders carried out, for the next report
 
     def add(self, ts: float, latency_ms: float, status: int, rid: str, inputs: Any = None, predictions: Any = None,
             confidence: Any = None) -> None:  # fmt: skip
@@ -96,12 +98,28 @@ class _Forwarder:
             except Exception as exc:  # a reading must never cost the forwarding
                 print(f"resource reading failed: {type(exc).__name__}: {exc}", flush=True)
         digest = self.tokens.digest if self.tokens is not None else None
+        done, self.done = self.done, {}
         try:
-            book = await self.hub.record.remote(self.replica, self.meta, requests, batches, records, digest)
-            if book is not None and self.tokens is not None:
-                self.tokens.replace(book["book"], float(book["issued"]))
+            answer = await self.hub.record.remote(self.replica, self.meta, requests, batches, records, digest, done)
         except Exception as exc:  # the hub restarting must not end serving; the request log has it all
             print(f"monitoring hub unreachable, {len(requests)} records not forwarded: {exc}", flush=True)
+            self.done.update(done)  # said again next time
+            return
+        book = answer.get("tokens") if isinstance(answer, dict) else None
+        if book is not None and self.tokens is not None:
+            self.tokens.replace(book["book"], float(book["issued"]))
+        for order in (answer.get("orders") if isinstance(answer, dict) else None) or []:
+            await self._forget(order)
+
+    async def _forget(self, order: dict[str, Any]) -> None:
+        """One forget order of the hub, on this replica's own log (off the loop); one that fails
+        is said and left undone, so the hub hands it over again with the next report."""
+        if self.forgetting is None:
+            return
+        try:
+            self.done[order["n"]] = await asyncio.to_thread(self.forgetting.run_order, order["ids"], order["where"])
+        except Exception as exc:  # the forwarding (and the next try) must go on
+            print(f"forget order {order.get('n')} failed: {type(exc).__name__}: {exc}", flush=True)
 
     async def loop(self) -> None:
         try:
@@ -159,6 +177,8 @@ class Replica:
             experiment=_experiment(spec, challenger_tar),
             token_book=args.get("token_book"),  # the kernel's at deploy time; the hub relays newer ones
             token_issued=float(args.get("issued", 0.0)),
+            log_key=args.get("log_key"),  # to find a value among hashed inputs (forget --where)
+            audit_folder=str(self.folder),  # admin calls of other tokens, refused attempts: audit.jsonl here
         )
         node = str(ray.get_runtime_context().get_node_id())
         meta: dict[str, Any] = {"pid": os.getpid(), "node": node, "started": time.time()}
@@ -183,6 +203,7 @@ class Replica:
         )
         if forward is not None:
             forward.sampler, forward.tokens = app.state.server.sampler, app.state.tokens
+            forward.forgetting = app.state.server.forgetting
         return app
 
 

@@ -149,6 +149,21 @@ def _check_cpus(ray_spec: RaySpec) -> None:
         )
 
 
+def _current_hub(status: Any, app_name: str) -> bool:
+    """Whether the deployment's hub runs and speaks this nbdeploy's protocol."""
+    from ray import serve
+
+    from nbdeploy.serving.ray_hub import HUB_PROTOCOL
+
+    if status is None or str(status.status).rsplit(".", 1)[-1] != "RUNNING":
+        return False
+    try:
+        hub = serve.get_deployment_handle("Hub", app_name=app_name)
+        return bool(hub.protocol.remote().result(timeout_s=30) == HUB_PROTOCOL)
+    except Exception:  # no such method: a hub of an earlier version
+        return False
+
+
 def deploy(folder: Path, entry: ModelEntry | None) -> dict[str, Any]:
     from ray import serve
 
@@ -170,10 +185,10 @@ def deploy(folder: Path, entry: ModelEntry | None) -> dict[str, Any]:
     targets = [serve.RunTarget(app, name=spec.name, route_prefix=f"/{spec.name}")]
     if spec.monitor:
         hub = serve.status().applications.get(args["hub_app"])
-        if hub is None or str(hub.status).rsplit(".", 1)[-1] != "RUNNING":
-            targets.append(serve.RunTarget(ray_app.hub_app(args, model), name=args["hub_app"], route_prefix=None))
-        else:  # the hub keeps its windows across updates; it learns the new model's profile
+        if _current_hub(hub, args["hub_app"]):  # it keeps its windows across updates; it learns the new model
             serve.get_deployment_handle("Hub", app_name=args["hub_app"]).reconfigure.remote(model).result()
+        else:  # none, not running, or an earlier nbdeploy's (it restarts from hub.json and the logs)
+            targets.append(serve.RunTarget(ray_app.hub_app(args, model), name=args["hub_app"], route_prefix=None))
     started = time.perf_counter()
     serve.run_many(targets)  # both applications at once; returns when they run
     if host in ("0.0.0.0", "::", ""):  # listening everywhere: reach it at the head node's address

@@ -26,21 +26,25 @@ from nbdeploy._files import write_atomic
 from nbdeploy.monitoring.alerts import AlertBook, RuleError
 from nbdeploy.monitoring.resources import ResourceMeter, merge_windows
 from nbdeploy.monitoring.windows import RequestWindows
+from nbdeploy.privacy import LogPrivacy
 from nbdeploy.serving.hub_experiment import HubExperiment
+from nbdeploy.serving.hub_forget import ForgetMethods, HubForget, hub_part
 from nbdeploy.serving.hub_retention import ORPHAN_S, HubRetention
-from nbdeploy.serving.hub_tokens import HubTokens
+from nbdeploy.serving.hub_tokens import HubTokens, TokenMethods
 from nbdeploy.serving.ray_node import node_folder
 from nbdeploy.serving.requestlog import apply_labels, feedback_log
 from nbdeploy.spec import DeploymentSpec
 
-__all__ = ["HUB_LAG_S", "Hub"]
+__all__ = ["HUB_LAG_S", "HUB_PROTOCOL", "Hub"]
 
 HUB_LAG_S = 1.5  # records from several replicas are put in time order once they are this old
+# what the replicas ask of the hub; a hub of another (an earlier nbdeploy's) is replaced on update
+HUB_PROTOCOL = 2
 _OWNERS = 500_000  # request id -> replica, for labels; the oldest are forgotten first
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
-class Hub:
+class Hub(ForgetMethods, TokenMethods):
     """Windows of the whole deployment and of each replica, from every replica's records."""
 
     def __init__(self, args: dict[str, Any]) -> None:
@@ -70,6 +74,9 @@ class Hub:
         if saved is not None:  # Ray restarted this hub: carry on with the model, rules and tokens of before
             self._set_model(saved["model"])
             self.alerts.set_rules(saved["alerts"])
+        matcher = LogPrivacy("full", (), bytes.fromhex(args.get("log_key") or "") or None, lambda: self.columns)
+        finish = hub_part(self.folder, self.feedback_log, matcher, self._live, self.started)
+        self.forgets = HubForget(finish, self._live)
         self.rebuilt = self._rebuild()
         self.stopping = threading.Event()
         self.retention = (HubRetention(self.folder, self.spec.retention_s, self.feedback_log, self._live)
@@ -171,10 +178,13 @@ class Hub:
         batches: Sequence[tuple[float, int, int]],
         records: Sequence[dict[str, Any]] = (),
         token_digest: str | None = None,
-    ) -> dict[str, Any] | None:
+        done: dict[int, Any] | None = None,
+    ) -> dict[str, Any]:
         """What a replica answered: ``requests`` for the windows, and the request-log
-        ``records`` of a running experiment (both variants, a shadow's too) for its accounts.
-        The answer: the token book, when the replica's (``token_digest``) is not the hub's."""
+        ``records`` of a running experiment (both variants, a shadow's too) for its accounts;
+        and the forget orders it ``done``. The answer: the token book when the replica's
+        (``token_digest``) is not the hub's, and the forget orders it has not done."""
+        self.forgets.report(replica, done)
         with self.lock:
             if self.rebuilt_ids:  # already read from the request logs
                 if time.time() > self.rebuilt_at + 600:
@@ -192,7 +202,8 @@ class Hub:
             self._own(replica, requests)
             self.pending.extend((replica, r) for r in requests)
             self.pending_batches.extend((replica, b) for b in batches)
-            return self.tokens.for_replica(replica, token_digest)
+            book = self.tokens.for_replica(replica, token_digest)
+        return {"tokens": book, "orders": self.forgets.pending_for(replica)}
 
     def _release(self, cut: float) -> None:
         with self.lock:
@@ -263,22 +274,14 @@ class Hub:
         with self.lock:
             return apply_labels(ids, targets, self._label, self.feedback_log)
 
-    def set_tokens(self, book: dict[str, list[str]], issued: float) -> str:
-        with self.lock:
-            digest = self.tokens.set(book, issued)
-            self._save_state()
-        return digest
-
     def _live(self) -> set[str]:
         """The replicas that reported within :data:`ORPHAN_S` (one rebuilt from its log has no pid)."""
         with self.lock:
             now = time.time()
             return {r for r, m in self.meta.items() if m.get("pid") is not None and now - m["last_seen"] < ORPHAN_S}
 
-    def tokens_reached(self, digest: str) -> bool:
-        """Whether every replica reporting now (within 3 s) holds the book ``digest``."""
-        with self.lock:
-            return self.tokens.reached(digest, [r for r, m in self.meta.items() if time.time() - m["last_seen"] < 3])
+    def protocol(self) -> int:
+        return HUB_PROTOCOL
 
     def set_alerts(self, rules: list[dict[str, Any]]) -> dict[str, Any]:
         try:

@@ -44,8 +44,11 @@ def routes(server: Server, monitor: MonitorBackend, guard: Guard) -> list[Guarde
     """Every route of the app, each declaring once who may call it."""
     core, mon = CoreRoutes(server, monitor), MonitorRoutes(monitor, server.settings.max_body_bytes)
     exp = ExperimentRoutes(server, monitor)
-    key = read_key(Path(server.settings.folder)) if server.settings.folder else None  # to match hashed values
-    forget = Forgetting(server, LogPrivacy("full", (), key, lambda: server.schema.names))
+    settings = server.settings  # to match hashed values: the folder's key (a Ray replica's: from its arguments)
+    key = read_key(Path(settings.folder)) if settings.folder else bytes.fromhex(settings.log_key or "") or None
+    matcher = LogPrivacy("full", (), key, lambda: server.schema.names)
+    forget = Forgetting(server, matcher, getattr(monitor, "forget", None))
+    server.forgetting = forget  # a Ray replica's forwarder runs the hub's orders with it
     folder = Path(server.settings.folder) if server.settings.folder else None
     toks = TokenRoutes(folder, server.settings.name, guard.book, monitor)
     public, predict, observe, admin = Access.PUBLIC, Access.PREDICT, Access.OBSERVE, Access.ADMIN

@@ -78,6 +78,7 @@ class Server:
         self.swap(model, settings.ref, settings.version)
         folder = Path(settings.folder) if settings.folder else None
         self.feedback_log = feedback_log(folder) if folder else None
+        self.forgetting: Any = None  # the /admin/forget route's (set by routes())
         if self.feedback_log is not None:
             log_of_labels = self.feedback_log
             self.metrics.feedback_dropped.set_function(lambda: log_of_labels.dropped)
