@@ -39,7 +39,10 @@ class HubTokens:
     def restored(cls, saved: Any, book: Book | None, issued: float) -> HubTokens:
         """From ``hub.json``'s ``tokens`` when it has them, else the deploy's ``book``."""
         if isinstance(saved, dict) and isinstance(saved.get("book"), dict):
-            return cls(saved["book"], float(saved.get("issued") or 0.0))
+            try:
+                return cls(saved["book"], float(saved.get("issued") or 0.0))
+            except (ValueError, TypeError) as exc:  # a damaged hub.json: the deploy's book (replicas hold newer)
+                print(f"tokens: hub.json's book is not valid ({exc}); relaying the deployment's", flush=True)
         return cls(book, issued)
 
     def state(self) -> dict[str, Any]:
