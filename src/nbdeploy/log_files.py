@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOGS_LOCK", "Filtered", "filter_file", "first_record", "swap_in", "sweep"]
+__all__ = ["LOGS_LOCK", "Filtered", "filter_file", "first_record", "not_of", "swap_in", "sweep"]
 
 Keep = Callable[[dict[str, Any]], bool]
 LOGS_LOCK = ".logs.lock"  # held exclusive to swap a filtered file in, shared by an export opening the logs
@@ -36,6 +36,11 @@ class Filtered:
 
     def discard(self) -> None:
         self.temp.unlink(missing_ok=True)
+
+
+def not_of(ids: set[str]) -> Keep:
+    """Keeps the records of requests other than ``ids`` (what a forget leaves)."""
+    return lambda record: str(record.get("id")) not in ids
 
 
 def filter_file(path: Path, keep: Keep) -> Filtered | None:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOG_INPUTS", "LOG_KEY", "LogPrivacy", "keeps_private", "keyed_hash", "read_key"]
+__all__ = ["LOG_INPUTS", "LOG_KEY", "LogPrivacy", "keeps_private", "key_from_hex", "keyed_hash", "read_key"]
 
 LOG_INPUTS = ("full", "hashed", "none")
 LOG_KEY = "log.key"  # in the deployment folder, owner-only
@@ -36,8 +36,16 @@ def keeps_private(log_inputs: str, redact: Collection[str]) -> bool:
 def read_key(folder: Path) -> bytes | None:
     """The deployment's hashing key, or ``None`` when it has none."""
     try:
-        return bytes.fromhex((folder / LOG_KEY).read_text().strip())
-    except (OSError, ValueError):
+        return key_from_hex((folder / LOG_KEY).read_text())
+    except OSError:
+        return None
+
+
+def key_from_hex(text: str | None) -> bytes | None:
+    """A hashing key written as hex (``log.key``, a Ray replica's arguments); ``None`` for none or a damaged one."""
+    try:
+        return bytes.fromhex((text or "").strip()) or None
+    except ValueError:
         return None
 
 

@@ -128,7 +128,7 @@ class TokenKeeping(HandleParts):
         """For a running Ray deployment: the change's token book sent to the replicas (through
         the hub) before it is saved, with the owner token in the file then. A stopped one's
         replicas take the files' book when they are next deployed."""
-        if self.spec.ray is None or not (self.path / "deployed").exists():
+        if self.spec.ray is None or not self.deployed:
             return None
 
         def publish(book: Book) -> None:

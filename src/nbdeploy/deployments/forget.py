@@ -25,7 +25,7 @@ from nbdeploy._files import flocked
 from nbdeploy.deployments import events, processes
 from nbdeploy.deployments.watching import HandleParts
 from nbdeploy.errors import InvalidInputError
-from nbdeploy.log_files import LOGS_LOCK, filter_file, swap_in, sweep
+from nbdeploy.log_files import LOGS_LOCK, filter_file, not_of, swap_in, sweep
 from nbdeploy.model_entry import read_signature
 from nbdeploy.monitoring.replay import iter_records, log_files
 from nbdeploy.privacy import LogPrivacy, read_key
@@ -97,7 +97,7 @@ def _forget_files(folder: Path, ids: set[str], where: tuple[str, Any] | None, mo
     for log in removed if ids else ():
         for path in [p for base in (requests if log == "requests" else [folder / "feedback.jsonl"])
                      for p in log_files(base)]:  # fmt: skip
-            filtered = filter_file(path, lambda r: str(r.get("id")) not in ids)
+            filtered = filter_file(path, not_of(ids))
             if filtered is None:
                 continue
             with flocked(folder / LOGS_LOCK):  # an export opening the logs meanwhile sees one or the other

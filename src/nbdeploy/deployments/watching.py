@@ -75,6 +75,10 @@ class HandleParts:
     def state(self) -> str:
         raise NotImplementedError
 
+    @property
+    def deployed(self) -> bool:
+        raise NotImplementedError
+
     def _request(self, method: str, route: str, timeout: float = 60, **kw: Any) -> Any:
         raise NotImplementedError
 

@@ -20,7 +20,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from nbdeploy.log_files import first_record
+from nbdeploy.log_files import first_record, not_of
 from nbdeploy.monitoring.replay import answer_time, iter_records
 from nbdeploy.privacy import LogPrivacy
 from nbdeploy.serving.bodies import read_body
@@ -29,7 +29,7 @@ from nbdeploy.serving.requestlog import RequestLog
 from nbdeploy.serving.responses import json_response
 from nbdeploy.serving.server import Server
 
-__all__ = ["MAX_IDS", "Forgetting", "expire", "matching_ids", "retention_loop"]
+__all__ = ["MAX_IDS", "Forgetting", "expire", "matching_ids", "retention_interval", "retention_loop"]
 
 MAX_IDS = 100_000
 _BODY = "The body must be JSON with 'ids' (a list of request ids) or 'where' ({'column': name, 'value': scalar})."
@@ -98,9 +98,9 @@ class Forgetting:
         assert ids is not None
         removed = {"requests": 0, "feedback": 0}
         if ids:
-            removed["requests"] = server.log.remove(lambda r: str(r.get("id")) not in ids)
+            removed["requests"] = server.log.remove(not_of(ids))
             if server.feedback_log is not None:
-                removed["feedback"] = server.feedback_log.remove(lambda r: str(r.get("id")) not in ids)
+                removed["feedback"] = server.feedback_log.remove(not_of(ids))
         for log, count in removed.items():
             server.metrics.log_deleted.labels(log, "forget").inc(count)
         return ids, removed
@@ -129,9 +129,14 @@ def _expire(server: Server, retention_s: float) -> None:
             server.metrics.log_deleted.labels(name, "retention").inc(expire(log, retention_s))
 
 
+def retention_interval(retention_s: float) -> float:
+    """How often records past the retention are looked for: every minute, or a quarter of it."""
+    return max(1.0, min(60.0, retention_s / 4))
+
+
 async def retention_loop(server: Server, retention_s: float) -> None:
-    """Remove records past the retention, at start and then every minute (or a quarter of it)."""
-    interval = max(1.0, min(60.0, retention_s / 4))
+    """Remove records past the retention, at start and then every :func:`retention_interval`."""
+    interval = retention_interval(retention_s)
     while True:
         try:
             await asyncio.to_thread(_expire, server, retention_s)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nbdeploy.log_files import not_of
 from nbdeploy.privacy import LogPrivacy
 from nbdeploy.serving.forgetting import matching_ids
 from nbdeploy.serving.hub_retention import orphan_logs
@@ -110,21 +111,14 @@ def hub_part(folder: Path, feedback: RequestLog, matcher: LogPrivacy, live: Call
         every = set(found) | set(ids or [])
         requests = 0
         for path in orphan_logs(folder, live(), started):
-            log = RequestLog(path)
-            try:
+            with RequestLog(path) as log:
                 here = matching_ids(log, matcher, *where) if where else set(ids or [])
                 every |= here
-                requests += log.remove(_not_in(here)) if here else 0
-            finally:
-                log.close()
-        labels = feedback.remove(lambda r: str(r.get("id")) not in every) if every else 0
+                requests += log.remove(not_of(here)) if here else 0
+        labels = feedback.remove(not_of(every)) if every else 0
         return every, requests, labels
 
     return finish
-
-
-def _not_in(ids: set[str]) -> Callable[[dict[str, Any]], bool]:
-    return lambda record: str(record.get("id")) not in ids
 
 
 class ForgetMethods:

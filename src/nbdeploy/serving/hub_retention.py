@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from nbdeploy.serving.forgetting import expire
+from nbdeploy.serving.forgetting import expire, retention_interval
 from nbdeploy.serving.requestlog import RequestLog
 
 __all__ = ["ORPHAN_S", "HubRetention", "orphan_logs"]
@@ -25,20 +25,18 @@ ORPHAN_S = 30.0
 
 
 class HubRetention:
-    def __init__(self, folder: Path, retention_s: float, feedback: RequestLog, live: Callable[[], set[str]]) -> None:
+    def __init__(self, folder: Path, retention_s: float, feedback: RequestLog, live: Callable[[], set[str]],
+                 started: float) -> None:  # fmt: skip
         self.folder, self.retention_s, self.feedback, self.live = folder, retention_s, feedback, live
-        self.started = time.time()
+        self.started = started  # the hub's
         self.deleted = {"requests": 0, "feedback": 0}  # shown in the hub's /monitor ("hub")
-        self.interval = max(1.0, min(60.0, retention_s / 4))
+        self.interval = retention_interval(retention_s)
 
     def run(self) -> None:
         self.deleted["feedback"] += expire(self.feedback, self.retention_s)
         for path in orphan_logs(self.folder, self.live(), self.started):
-            log = RequestLog(path)
-            try:
+            with RequestLog(path) as log:
                 self.deleted["requests"] += expire(log, self.retention_s)
-            finally:
-                log.close()
 
 
 def orphan_logs(folder: Path, live: set[str], hub_started: float) -> list[Path]:

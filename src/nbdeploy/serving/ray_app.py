@@ -32,7 +32,7 @@ from ray import serve
 
 from nbdeploy._files import append_private
 from nbdeploy.monitoring.resources import ProcessSampler
-from nbdeploy.privacy import LogPrivacy, keeps_private
+from nbdeploy.privacy import LogPrivacy, keeps_private, key_from_hex
 from nbdeploy.serving.app import create_app
 from nbdeploy.serving.hub_monitor import HubMonitor
 from nbdeploy.serving.loader import load
@@ -187,7 +187,7 @@ class Replica:
         log_path = self.folder / f"requests-{self.replica}.jsonl"
         self.log = _ForwardedLog(log_path, spec.log_max_bytes, self.forward)
         if keeps_private(spec.log_inputs, spec.redact):  # before a record is written (or forwarded to the hub)
-            key, columns = bytes.fromhex(args["log_key"]) if args.get("log_key") else None, list(args["columns"])
+            key, columns = key_from_hex(args.get("log_key")), list(args["columns"])
             self.log.privacy = LogPrivacy(spec.log_inputs, spec.redact, key, lambda: columns)
         _say(self.folder, self.replica, f"serving {entry.ref} (pid {os.getpid()}, node {node[:12]})")
 

@@ -26,7 +26,7 @@ from nbdeploy._files import write_atomic
 from nbdeploy.monitoring.alerts import AlertBook, RuleError
 from nbdeploy.monitoring.resources import ResourceMeter, merge_windows
 from nbdeploy.monitoring.windows import RequestWindows
-from nbdeploy.privacy import LogPrivacy
+from nbdeploy.privacy import LogPrivacy, key_from_hex
 from nbdeploy.serving.hub_experiment import HubExperiment
 from nbdeploy.serving.hub_forget import ForgetMethods, HubForget, hub_part
 from nbdeploy.serving.hub_retention import ORPHAN_S, HubRetention
@@ -74,12 +74,12 @@ class Hub(ForgetMethods, TokenMethods):
         if saved is not None:  # Ray restarted this hub: carry on with the model, rules and tokens of before
             self._set_model(saved["model"])
             self.alerts.set_rules(saved["alerts"])
-        matcher = LogPrivacy("full", (), bytes.fromhex(args.get("log_key") or "") or None, lambda: self.columns)
+        matcher = LogPrivacy("full", (), key_from_hex(args.get("log_key")), lambda: self.columns)
         finish = hub_part(self.folder, self.feedback_log, matcher, self._live, self.started)
         self.forgets = HubForget(finish, self._live)
         self.rebuilt = self._rebuild()
         self.stopping = threading.Event()
-        self.retention = (HubRetention(self.folder, self.spec.retention_s, self.feedback_log, self._live)
+        self.retention = (HubRetention(self.folder, self.spec.retention_s, self.feedback_log, self._live, self.started)
                           if self.spec.retention_s else None)  # fmt: skip
         loops = [("release", 0.5, lambda: self._release(time.time() - HUB_LAG_S), "monitoring hub fold"),
                  ("alerts", self.spec.alert_interval_s, self._alert_step, "alert evaluation"),

@@ -139,6 +139,12 @@ class RequestLog:
         with self._lock:
             os.close(self._fd)
 
+    def __enter__(self) -> RequestLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def feedback_log(folder: str | Path) -> RequestLog:
     """The deployment's ``feedback.jsonl`` (``{"ts", "id", "labels"}`` lines), rotating every

@@ -23,7 +23,7 @@ from starlette.responses import Response
 
 from nbdeploy.experiment import CHAMPION, VARIANT_HEADER
 from nbdeploy.model_entry import read_serving_example
-from nbdeploy.privacy import LogPrivacy, keeps_private, read_key
+from nbdeploy.privacy import LogPrivacy, keeps_private, key_from_hex, read_key
 from nbdeploy.serving.auth import Access, Guard, GuardedRoute
 from nbdeploy.serving.batching import PredictError
 from nbdeploy.serving.bodies import parse_body, read_body
@@ -45,7 +45,7 @@ def routes(server: Server, monitor: MonitorBackend, guard: Guard) -> list[Guarde
     core, mon = CoreRoutes(server, monitor), MonitorRoutes(monitor, server.settings.max_body_bytes)
     exp = ExperimentRoutes(server, monitor)
     settings = server.settings  # to match hashed values: the folder's key (a Ray replica's: from its arguments)
-    key = read_key(Path(settings.folder)) if settings.folder else bytes.fromhex(settings.log_key or "") or None
+    key = read_key(Path(settings.folder)) if settings.folder else key_from_hex(settings.log_key)
     matcher = LogPrivacy("full", (), key, lambda: server.schema.names)
     forget = Forgetting(server, matcher, getattr(monitor, "forget", None))
     server.forgetting = forget  # a Ray replica's forwarder runs the hub's orders with it
