@@ -282,3 +282,19 @@ def test_a_ray_replicas_token_book_takes_only_the_owners_valid_book_once_the_hub
     assert not held.replace(tokens.book([], owner), 50.0) and held.identify(app_value) == ("app", "predict")
     assert held.replace(tokens.book([], owner), 150.0) and held.identify(app_value) is None
     assert not held.replace({"a" * 64: ["app", "predict"]}, 200.0) and held.identify(owner) == ("owner", "admin")
+
+
+def test_a_ray_forget_whose_hub_restarted_is_a_503_saying_to_run_it_again(model_dir: Path, tmp_path: Path) -> None:
+    """The hub keeps a forget's order in memory: one restarted meanwhile (kill -9) answers that
+    it knows no such order, which is a 503 with the fix, never a 500."""
+    from nbdeploy.serving import hub_monitor
+
+    settings = ServerSettings(name="t", ref="t/1", version=1, token="s3cret", monitor=False, reload=False)
+    log = RequestLog(tmp_path / "requests.jsonl")
+    hub = _FakeHub({"forget_open": 7, "forget_answer": {"error": "unknown order"}})
+    app = create_app(settings, load(model_dir), log, monitor=hub_monitor.HubMonitor(hub, {}))
+    with TestClient(app) as c:
+        r = c.post("/admin/forget", json={"ids": ["a"]}, headers={"Authorization": "Bearer s3cret"})
+    assert r.status_code == 503 and "run forget again" in r.json()["message"]
+    assert hub.asked == ["forget_open", "forget_answer"]
+    log.close()

@@ -65,6 +65,9 @@ class HubMonitor:
         n = await self._ask(self.hub.forget_open, ids, list(where) if where else None)
         while (answer := await self._ask(self.hub.forget_answer, n)) is None:
             await asyncio.sleep(0.25)
+        if "error" in answer:  # the hub restarted meanwhile and lost the order
+            raise ProtocolError(503, "The monitoring hub restarted during the forget: run forget again.",
+                                "TEMPORARILY_UNAVAILABLE")  # fmt: skip
         if answer.get("unreached"):
             missing, removed = len(answer["unreached"]), answer["removed"]["requests"]
             raise ProtocolError(503, f"Removed {removed} records, but {missing} replica(s) did not answer within a "
