@@ -53,6 +53,25 @@ def test_config_trait_sets_tracking_uri(ip: Any, name: str, tmp_path: Any) -> No
         ip.run_line_magic("config", "DeployMagics.tracking_uri = ''")
 
 
+def test_register_in_a_new_store_is_quiet_unless_the_level_is_turned_up(
+    ip: Any, name: str, tmp_path: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """MLflow says it creates its tables (in red, under the cell) on a new store: only at DEBUG."""
+    for level, store in (("ERROR", "quiet.db"), ("debug", "loud.db")):
+        ip.run_line_magic("config", f"DeployMagics.tracking_uri = 'sqlite:///{tmp_path}/{store}'")
+        ip.run_line_magic("config", f"DeployMagics.log_level = {level!r}")
+        try:
+            ip.run_line_magic("deploy", f"register model --name {name} --data X_train")
+        finally:
+            ip.run_line_magic("config", "DeployMagics.tracking_uri = ''")
+            ip.run_line_magic("config", "DeployMagics.log_level = 'ERROR'")
+        said = capfd.readouterr().err
+        if level == "ERROR":
+            assert said == ""
+        else:
+            assert "INFO mlflow.store.db.utils: Creating initial MLflow database tables..." in said
+
+
 def test_exact_usage_errors(ip: Any, name: str) -> None:
     ip.user_ns["unfitted"] = __import__("sklearn.linear_model").linear_model.LogisticRegression()
     ip.run_line_magic("deploy", f"register model --name {name} --data X_train --alias champion")

@@ -13,6 +13,7 @@ scikit-learn: the public names below are loaded on first use.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import TYPE_CHECKING, Any
 
 from nbdeploy._version import __version__
@@ -116,6 +117,10 @@ def __getattr__(name: str) -> Any:
     if name == "deployments":  # the package itself, callable: see nbdeploy.deployments._Package
         return importlib.import_module(module)
     value = getattr(importlib.import_module(module), name)
+    if inspect.isfunction(value):  # the libraries it drives log under the cell only if asked
+        from nbdeploy._quiet import quieted
+
+        value = quieted(value)
     globals()[name] = value
     return value
 

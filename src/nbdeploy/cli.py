@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from nbdeploy._quiet import quiet, stderr
 from nbdeploy._version import __version__
 from nbdeploy.commands import CLI, COMMANDS, Loads, add_arguments
 from nbdeploy.errors import InvalidInputError, NbdeployError, ValidationFailedError
@@ -113,14 +114,15 @@ class _TerminalContext:
 
     def progress(self, what: str) -> Any:
         """A line on stderr rewritten in place (on a terminal; nothing in a log file)."""
-        if not sys.stderr.isatty():
+        err = stderr()  # the terminal's, not the quiet call's
+        if not err.isatty():
             return lambda done, total: None
 
         def update(done: int, total: int | None) -> None:
             shown = f"{done:,} of {total:,} rows ({100 * done / total:.0f} %)" if total else f"{done:,} rows"
             end = "\n" if done == total else ""
-            sys.stderr.write(f"\r{what}: {shown}{end}")
-            sys.stderr.flush()
+            err.write(f"\r{what}: {shown}{end}")
+            err.flush()
 
         return update
 
@@ -191,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure(tracking_uri=args.tracking_uri, experiment=args.experiment, home=args.home)
     try:
-        _show(COMMANDS[args.command].run(args, _TerminalContext()))
+        with quiet():  # MLflow's log lines only with NBDEPLOY_LOG_LEVEL=INFO or DEBUG
+            _show(COMMANDS[args.command].run(args, _TerminalContext()))
     except ValidationFailedError as exc:
         print(repr(exc.report))
         return _fail(str(exc))

@@ -17,8 +17,9 @@ from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from traitlets import Float, Unicode, observe
+from traitlets import CaselessStrEnum, Float, Unicode, observe
 
+from nbdeploy._quiet import LEVELS, log_level, quiet, set_log_level
 from nbdeploy.commands import COMMANDS, MAGIC, add_arguments, overview
 from nbdeploy.errors import NbdeployError, ValidationFailedError
 
@@ -101,6 +102,16 @@ class DeployMagics(Magics):
         help="Price of one CPU core for an hour: serve gives its servers cost figures (default none).",
     )  # fmt: skip
 
+    log_level = CaselessStrEnum(
+        LEVELS, default_value=log_level(), config=True,
+        help="What of MLflow's, alembic's and scikit-learn's log lines and warnings shows under a cell "
+        "during %deploy (default ERROR, or NBDEPLOY_LOG_LEVEL): DEBUG shows all.",
+    )  # fmt: skip
+
+    @observe("log_level")
+    def _push_log_level(self, change: Any) -> None:
+        set_log_level(change["new"])
+
     @observe("core_hour_price")
     def _push_price(self, change: Any) -> None:
         from nbdeploy.config import set_core_hour_price
@@ -139,7 +150,8 @@ class DeployMagics(Magics):
         if self.shell is None:
             raise UsageError("%deploy needs a running IPython shell.")
         try:
-            return command.run(args, _KernelContext(self.shell))
+            with quiet():
+                return command.run(args, _KernelContext(self.shell))
         except ValidationFailedError as exc:
             from IPython.display import display
 

@@ -20,7 +20,6 @@ import atexit
 import getpass
 import json
 import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 from nbdeploy import config
 from nbdeploy._files import append_private
+from nbdeploy._quiet import stderr
 from nbdeploy.model_entry import ModelEntry
 
 __all__ = ["EVENTS", "for_model", "read", "record", "record_stop"]
@@ -53,7 +53,7 @@ def record(folder: Path, event: str, entry: ModelEntry | None = None, *, previou
     try:
         append_private(folder / EVENTS, json.dumps(doc, default=str) + "\n")
     except OSError as exc:
-        print(f"nbdeploy: the {event!r} event of {folder.name} was not recorded in {EVENTS}: {exc}", file=sys.stderr)
+        print(f"nbdeploy: the {event!r} event of {folder.name} was not recorded in {EVENTS}: {exc}", file=stderr())
     if entry is not None and entry.version is not None and tag:
         name = (entry.resolved or entry.ref).split("/")[0]
         detail = f"{folder.name} by {doc['by']}" + (f", replacing {_label(previous)}" if previous is not None else "")
@@ -75,7 +75,7 @@ def _tagging(name: str, version: int, kind: str, detail: str) -> None:
         try:
             tag_event(name, version, kind, detail)
         except Exception as exc:  # the store away: the local trail has it
-            print(f"nbdeploy: {kind!r} was not tagged on {name}/{version}: {exc}", file=sys.stderr)
+            print(f"nbdeploy: {kind!r} was not tagged on {name}/{version}: {exc}", file=stderr())
 
     thread = threading.Thread(target=tag, name="nbdeploy-tag", daemon=True)
     if not _pending:
