@@ -66,3 +66,16 @@ def test_no_function_is_over_65_lines() -> None:
                 if (n := node.end_lineno - node.lineno + 1) > 65:
                     long[f"{path.relative_to(src)}:{node.name}"] = n
     assert long == {}, "split these functions"
+
+
+def test_a_feature_of_an_extra_not_installed_names_the_extra() -> None:
+    import pytest
+
+    from nbdeploy.errors import InvalidInputError, require
+
+    require("json", "batch", "Batch scoring")  # installed: nothing said
+    with pytest.raises(InvalidInputError) as caught:
+        require("nbdeploy_no_such_module", "batch", "Batch scoring")
+    assert str(caught.value) == (
+        "Batch scoring needs nbdeploy_no_such_module, which is not installed here: pip install 'nbdeploy[batch]'."
+    )

@@ -134,3 +134,4 @@ def test_the_public_functions_are_quiet() -> None:
     import nbdeploy
 
     assert nbdeploy.resolve.__wrapped__ is nbdeploy.registry.resolve  # type: ignore[attr-defined]
+

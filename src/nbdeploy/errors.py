@@ -22,6 +22,8 @@ magics show it as an ``IPython.core.error.UsageError`` without a traceback.
 
 from __future__ import annotations
 
+import importlib.util
+
 __all__ = [
     "AliasNotFoundError",
     "DeploymentError",
@@ -35,6 +37,7 @@ __all__ = [
     "TrackingError",
     "ValidationFailedError",
     "VersionNotFoundError",
+    "require",
 ]
 
 
@@ -99,3 +102,10 @@ class ValidationFailedError(NbdeployError):
 
 class PromotionRefusedError(NbdeployError):
     """``promote`` refused a version whose last validation failed or that was never validated."""
+
+
+def require(module: str, extra: str, what: str) -> None:
+    """The one sentence naming the extra to install when ``what`` needs ``module`` and it is
+    not installed (the base install keeps only the notebook workflow's packages)."""
+    if importlib.util.find_spec(module) is None:
+        raise InvalidInputError(f"{what} needs {module}, which is not installed here: pip install 'nbdeploy[{extra}]'.")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbdeploy.errors import InvalidInputError
+from nbdeploy.errors import InvalidInputError, require
 from nbdeploy.spec import BATCH_CHUNK_ROWS
 
 __all__ = ["BatchResult", "batch"]
@@ -102,6 +102,7 @@ def batch(ref: str, data: Any, out: str | Path, *, chunk_rows: int = BATCH_CHUNK
 
     ``target="ray"`` runs it on Ray Data at ``address`` (or ``RAY_ADDRESS``, or nbdeploy's
     local cluster), ``workers`` actors (default: one per CPU of the cluster)."""
+    require("pyarrow", "batch", "Batch scoring")
     from nbdeploy.deployments.batch_io import Input, Output
     from nbdeploy.deployments.batch_process import ScoringProcess, Spool
     from nbdeploy.deployments.batch_run import Run

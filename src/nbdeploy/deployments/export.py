@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy.deployments.watching import HandleParts
-from nbdeploy.errors import InvalidInputError
+from nbdeploy.errors import InvalidInputError, require
 from nbdeploy.monitoring.replay import logged_feedback
 from nbdeploy.spec import parse_duration
 
@@ -181,6 +181,7 @@ class Exporting(HandleParts):
         ``out``: a file, or a folder for ``NAME-requests-<time>.parquet`` (default: here)."""
         from nbdeploy.deployments.export_files import out_path
 
+        require("pyarrow", "batch", "Exporting requests to Parquet")
         start = since_time(since)
         spec = self.spec
         return export_logs(self.path, _features(spec), out_path(out, self.name, self.path), start, labelled,

@@ -23,7 +23,7 @@ __all__ = ["create"]
 
 
 def _check_installed(spec: RetrainSpec) -> None:
-    needed = ["papermill"] + (["croniter"] if spec.cron else [])
+    needed = ["papermill", "pyarrow"] + (["croniter"] if spec.cron else [])
     missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
         raise InvalidInputError(f"A retraining job needs {' and '.join(missing)}: pip install 'nbdeploy[retrain]'.")
