@@ -26,6 +26,40 @@ def test_overview_and_subcommand_help(ip: Any, capsys: pytest.CaptureFixture[str
         assert option in out
 
 
+@pytest.mark.parametrize("face", ["magic", "cli"])
+def test_every_subcommand_has_examples_that_its_parser_takes(face: str) -> None:
+    """An example that names an option no longer there (or a wrong value) fails here."""
+    import argparse
+    import shlex
+
+    from nbdeploy.cli import parser as cli_parser
+    from nbdeploy.commands import COMMANDS, add_arguments
+    from nbdeploy.commands.examples import examples
+
+    for name, command in COMMANDS.items():
+        lines = examples(name, face)
+        assert lines, f"{name} has no example for the {face}"
+        for line in lines:
+            argv = shlex.split(line)
+            assert argv[0] == name, line
+            if face == "magic":
+                magic = argparse.ArgumentParser(prog=f"%deploy {name}", exit_on_error=False)
+                add_arguments(magic, command, face)
+                magic.parse_args(argv[1:])
+            else:
+                cli_parser().parse_args(argv)
+
+
+def test_help_shows_examples(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    ip.run_line_magic("deploy", "canary --help")
+    out = capsys.readouterr().out
+    assert "\nexamples:\n  %deploy canary cancer cancer/3 --percent 10 --sticky customer_id\n" in out
+    doc = ip.find_line_magic("deploy").__doc__
+    assert doc.startswith("Register, validate, serve and monitor models from this notebook.")
+    assert "%deploy SUBCOMMAND --help for its options and examples" in doc
+    assert "  %deploy register model --name cancer --data X_train --target y_train\n" in doc
+
+
 def test_register_promote_models_flow(ip: Any, name: str) -> None:
     mv = ip.run_line_magic(
         "deploy",

@@ -23,6 +23,7 @@ from typing import Any
 from nbdeploy._quiet import quiet, stderr
 from nbdeploy._version import __version__
 from nbdeploy.commands import CLI, COMMANDS, Loads, add_arguments
+from nbdeploy.commands.examples import examples_text
 from nbdeploy.errors import InvalidInputError, NbdeployError, ValidationFailedError
 
 __all__ = ["main", "parser"]
@@ -40,7 +41,8 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--home", help="deployments folder (default: NBDEPLOY_HOME or ./.nbdeploy)")
     subs = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
-        sub = subs.add_parser(name, help=command.help, description=command.help)
+        sub = subs.add_parser(name, help=command.help, description=command.help, epilog=examples_text(name, CLI),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         add_arguments(sub, command, CLI)
     return top
 

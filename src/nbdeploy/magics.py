@@ -21,11 +21,21 @@ from traitlets import CaselessStrEnum, Float, Unicode, observe
 
 from nbdeploy._quiet import LEVELS, log_level, quiet, set_log_level
 from nbdeploy.commands import COMMANDS, MAGIC, add_arguments, overview
+from nbdeploy.commands.examples import examples_text
 from nbdeploy.errors import NbdeployError, ValidationFailedError
 
 __all__ = ["SUBCOMMANDS", "DeployMagics"]
 
 SUBCOMMANDS = {name: c.help for name, c in COMMANDS.items()}
+USAGE = "Usage: %deploy SUBCOMMAND [options]   (%deploy SUBCOMMAND --help for its options and examples)"
+FIRST_STEPS = """First steps (a guide to each is in docs/ of nbdeploy's repository):
+  %deploy register model --name cancer --data X_train --target y_train
+  %deploy validate cancer/1 --data X_test --target y_test --gate "f1>=0.9"
+  %deploy promote cancer/1
+  %deploy serve cancer@champion
+  %deploy predict cancer --data X_test.head()
+  %deploy monitor cancer
+  %deploy stop cancer"""
 
 
 class _HelpShown(Exception):
@@ -133,7 +143,7 @@ class DeployMagics(Magics):
         except ValueError as exc:
             raise UsageError(f"Could not split the arguments of %deploy: {exc}.") from None
         if not argv or argv[0] in ("-h", "--help", "help"):
-            print(overview("Usage: %deploy SUBCOMMAND [options]   (%deploy SUBCOMMAND --help for its options)"))
+            print(overview(USAGE) + "\n\n" + FIRST_STEPS)
             return None
         sub, rest = argv[0], argv[1:]
         if sub not in COMMANDS:
@@ -141,7 +151,8 @@ class DeployMagics(Magics):
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UsageError(f"Unknown subcommand {sub!r}{hint}; valid subcommands: {', '.join(COMMANDS)}.")
         command = COMMANDS[sub]
-        parser = _Parser(prog=f"%deploy {sub}", description=command.help)
+        parser = _Parser(prog=f"%deploy {sub}", description=command.help, epilog=examples_text(sub, MAGIC),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         add_arguments(parser, command, MAGIC)
         try:
             args = parser.parse_args(rest)
@@ -159,3 +170,12 @@ class DeployMagics(Magics):
             raise  # must fail the cell and nbval, which only print a UsageError; shown as one line
         except NbdeployError as exc:
             raise UsageError(str(exc)) from None
+
+
+# `%deploy?` shows this: what the magic does, its subcommands, and the first steps
+DeployMagics.deploy.__doc__ = f"""Register, validate, serve and monitor models from this notebook.
+
+{overview(USAGE)}
+
+{FIRST_STEPS}
+"""
