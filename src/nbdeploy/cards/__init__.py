@@ -40,7 +40,9 @@ class ModelCard:
     uri: str | None = None
 
     def __repr__(self) -> str:
-        return self.markdown
+        from nbdeploy.reprs import fit
+
+        return fit(self.markdown)  # the whole Markdown is .markdown (and model_card.md)
 
     def _repr_html_(self) -> str:
         from nbdeploy.reprs import card as card_html

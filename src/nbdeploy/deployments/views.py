@@ -7,7 +7,7 @@ from typing import Any
 
 from nbdeploy.errors import NbdeployError
 from nbdeploy.registry.versions import Listing
-from nbdeploy.reprs import card, esc, kv_table
+from nbdeploy.reprs import card, esc, fit, kv_table
 
 __all__ = ["DeploymentList", "Status"]
 
@@ -29,13 +29,13 @@ class Status:
     transport: str = "HTTP on loopback"  # how clients reach it (deployments.tls.describe)
 
     def __repr__(self) -> str:
-        up = f", up {self.uptime_s:.0f} s" if self.uptime_s is not None else ""
+        # no uptime here: it differs at each run, and the text form is what a notebook diff reads
         where = f" at {self.url}" if self.url else ""
         on = f" on {self.target}" if self.target != "local" else ""
         job = f"; retraining job {self.retraining}" if self.retraining != "-" else ""
         how = f"; {self.transport}" if self.transport != "HTTP on loopback" else ""
-        return (f"Deployment {self.name}: {self.state}{where}{on}, serving {self.ref} (version {self.version})"
-                f"{up}{job}{how}")  # fmt: skip
+        return fit(f"Deployment {self.name}: {self.state}{where}{on}, serving {self.ref} (version {self.version})"
+                   f"{job}{how}")  # fmt: skip
 
     def _repr_html_(self) -> str:
         css = {"running": "nbd-pass", "dead": "nbd-fail"}.get(self.state, "nbd-muted")

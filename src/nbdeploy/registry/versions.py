@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from nbdeploy.config import display_uri
-from nbdeploy.reprs import card, esc, kv_table, table
+from nbdeploy.reprs import card, esc, fit, fit_columns, fold, kv_table, table
 
 # in a version's description, the latest validation's summary follows this (invisible in Markdown)
 SUMMARY_MARKER = "<!-- nbdeploy:validation -->"
@@ -113,7 +113,7 @@ class ModelVersion:
             lines.append("  metrics:    " + "  ".join(f"{k}={v:.4g}" for k, v in sorted(self.metrics.items())))
         if self.ui_url:
             lines.append(f"  ui:         {self.ui_url}")
-        return "\n".join(lines)
+        return fit("\n".join(lines))
 
     def _repr_html_(self) -> str:
         badges = "".join(f"<span class='nbd-badge'>@{esc(a)}</span>" for a in self.aliases)
@@ -128,17 +128,18 @@ class ModelVersion:
             + ([("description", esc(self.description))] if self.description else [])
         )
         sig = (
-            "<h4>Signature</h4>" + table(["input", "type"], self.inputs) + table(["output", "type"], self.outputs)
+            fold(f"Signature: {esc(self._signature_text())}",
+                 table(["input", "type"], self.inputs) + table(["output", "type"], self.outputs), len(self.inputs))
             if self.inputs
             else "<p class='nbd-muted'>No signature: registered without data.</p>"
-        )
+        )  # fmt: skip
         metrics = (
             "<h4>Metrics</h4>" + table(["metric", "value"], [(k, f"{v:.4g}") for k, v in sorted(self.metrics.items())])
             if self.metrics
             else ""
         )
         shown = sorted((k, v) for k, v in self.tags.items() if not k.startswith(EVENT_TAGS))  # events: the card's
-        tags = "<h4>Tags</h4>" + table(["tag", "value"], shown) if shown else ""
+        tags = fold(f"Tags ({len(shown)})", table(["tag", "value"], shown), len(shown)) if shown else ""
         return card(
             f"{esc(self.name)} <span class='nbd-muted'>version {self.version}</span> {badges}",
             facts,
@@ -162,10 +163,7 @@ class Listing:
     def __repr__(self) -> str:
         if not self.rows:
             return f"{self.title}: none"
-        shown = [[c if len(c) <= 60 else c[:57] + "..." for c in row] for row in self.rows]
-        widths = [max(len(h), *(len(r[i]) for r in shown)) for i, h in enumerate(self.header)]
-        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-        return "\n".join([self.title, *(fmt.format(*r).rstrip() for r in [self.header, *shown])])
+        return "\n".join([self.title, *fit_columns(self.header, self.rows)])
 
     def _repr_html_(self) -> str:
         body = table(self.header, self.rows) if self.rows else "<p class='nbd-muted'>none</p>"

@@ -7,10 +7,18 @@ from __future__ import annotations
 import functools
 import html
 import math
+import textwrap
 from collections.abc import Iterable, Sequence
 from importlib import resources
 
-__all__ = ["card", "esc", "fmt", "kv_table", "page", "signed", "table"]
+__all__ = ["FOLD_ROWS", "TEXT_WIDTH", "card", "esc", "fit", "fit_columns", "fmt", "fold", "kv_table", "page", "signed",
+           "table"]  # fmt: skip
+
+# a section longer than this many rows is collapsed (a <details> a reader opens without JavaScript)
+FOLD_ROWS = 8
+
+# the widest line of a text form: GitHub's and VS Code's text outputs, a terminal, a diff
+TEXT_WIDTH = 100
 
 
 @functools.cache
@@ -35,6 +43,15 @@ def kv_table(pairs: Iterable[tuple[str, str]]) -> str:
     """A two-column table of label → already-escaped HTML value."""
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{v}</td></tr>" for k, v in pairs)
     return f"<table><tbody>{rows}</tbody></table>"
+
+
+def fold(title_html: str, body_html: str, rows: int, open_: bool = False, always: bool = False) -> str:
+    """A section under its ``<h4>`` title, collapsed into ``<details>`` (its title the summary)
+    when it has more than :data:`FOLD_ROWS` rows (or ``always``); shown open when ``open_``
+    (something in it is flagged)."""
+    if rows <= FOLD_ROWS and not always:
+        return f"<h4>{title_html}</h4>{body_html}"
+    return f"<details{' open' if open_ else ''}><summary><h4>{title_html}</h4></summary>{body_html}</details>"
 
 
 def card(title_html: str, *sections: str) -> str:
@@ -65,3 +82,31 @@ def signed(value: float | None) -> str:
     if value is None or math.isnan(value):
         return "-"
     return f"{value:+.4g}"
+
+
+def fit(text: str, width: int = TEXT_WIDTH) -> str:
+    """``text`` with every line within ``width`` columns: prose is wrapped under its own
+    indent (plus two), a table row (``|`` ...) is cut with ``...``, as it cannot wrap."""
+    out: list[str] = []
+    for line in text.splitlines():
+        if len(line) <= width:
+            out.append(line)
+        elif line.lstrip().startswith("|"):
+            out.append(line[: width - 3] + "...")
+        else:
+            indent = line[: len(line) - len(line.lstrip())]
+            out += textwrap.wrap(line.strip(), width, initial_indent=indent, subsequent_indent=indent + "  ",
+                                 break_on_hyphens=False)  # fmt: skip
+    return "\n".join(out)
+
+
+def fit_columns(header: Sequence[str], rows: Sequence[Sequence[str]], width: int = TEXT_WIDTH) -> list[str]:
+    """An aligned table (header first) within ``width`` columns: the widest column is cut
+    (``...``) until the lines fit, none below 8 characters."""
+    cells = [list(map(str, header)), *([str(c) for c in row] for row in rows)]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    while sum(widths) + 2 * (len(widths) - 1) > width and max(widths) > 8:
+        widest = widths.index(max(widths))
+        widths[widest] = max(8, widths[widest] - (sum(widths) + 2 * (len(widths) - 1) - width))
+    cut = [[c if len(c) <= w else c[: w - 3] + "..." for c, w in zip(r, widths, strict=True)] for r in cells]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cut]

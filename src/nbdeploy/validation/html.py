@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from nbdeploy.reprs import card, esc, fmt, kv_table, signed
+from nbdeploy.reprs import card, esc, fmt, fold, kv_table, signed
 from nbdeploy.validation.gates import FAILED, PASSED
 from nbdeploy.validation.metrics import higher_is_better
 from nbdeploy.validation.svg import predicted_vs_actual_svg, reliability_svg, roc_svg
@@ -106,7 +106,11 @@ def _metrics(r: ValidationReport) -> str:
                 _interval(r.delta_intervals.get(m)),
             ]
         rows.append(row)
-    return "<h4>Metrics</h4>" + _table(header, rows)
+    headline = set(r.headline())  # the task's metrics stay in view; all of them (latency, size...) fold
+    shown = [row for m, row in zip(r.ordered_metrics(), rows, strict=True) if m in headline]
+    others = [row for m, row in zip(r.ordered_metrics(), rows, strict=True) if m not in headline]
+    rest = fold(f"Other metrics ({len(others)})", _table(header, others), len(others), always=True) if others else ""
+    return "<h4>Metrics</h4>" + _table(header, shown) + rest
 
 
 def _confusion(r: ValidationReport) -> str:
@@ -170,7 +174,8 @@ def _checks(r: ValidationReport) -> str:
         rows = [
             [esc(o.name), esc(o.below), esc(o.above), esc(o.unseen), esc(f"{o.fraction:.2%}")] for o in c.out_of_range
         ]
-        out.append(_table(["column", "below min", "above max", "unseen category", "share"], rows))
+        table_html = _table(["column", "below min", "above max", "unseen category", "share"], rows)
+        out.append(fold(f"Outside the training range ({len(rows)} columns)", table_html, len(rows)))
     return "".join(out)
 
 
@@ -199,7 +204,8 @@ def _drift(r: ValidationReport) -> str:
     more = len(c.drift) - len(shown)
     note = f"<p class='nbd-muted'>{esc(f'{more} more features, all ok, are in validation.json.')}</p>" if more else ""
     header = ["feature", "kind", "PSI", "test", "statistic", "p-value", "status"]
-    return "<h4>Drift against the training profile</h4>" + _table(header, rows, classes) + note
+    title = f"Drift against the training profile ({len(flagged)} of {len(c.drift)} features flagged)"
+    return fold(esc(title), _table(header, rows, classes) + note, len(rows), open_=bool(flagged))
 
 
 def _slices(r: ValidationReport) -> str:
@@ -216,7 +222,7 @@ def _slices(r: ValidationReport) -> str:
             rows.append(row)
             classes.append("nbd-worst" if i == t.weakest else "")
         title = f"Slices by {t.column} ({'quantile bins' if t.kind == 'quantile' else 'values'})"
-        out.append(f"<h4>{esc(title)}</h4>" + _table(header, rows, classes))
+        out.append(fold(esc(title), _table(header, rows, classes), len(rows)))
     return "".join(out)
 
 

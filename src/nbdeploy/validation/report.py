@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbdeploy.reprs import fmt, signed
+from nbdeploy.reprs import fit, fmt, signed
 from nbdeploy.validation.checks import DataChecks
 from nbdeploy.validation.explain import Explanation
 from nbdeploy.validation.gates import FAILED, NOT_EVALUATED, PASSED, GateResult
@@ -189,7 +189,7 @@ class ValidationReport:
                          f"{fmt(s.high)}] vs {fmt(s.overall)} overall")  # fmt: skip
         from nbdeploy.validation.explain_view import explain_lines
 
-        return "\n".join(lines + explain_lines(self.explanation))
+        return fit("\n".join(lines + explain_lines(self.explanation)))
 
     def _repr_html_(self) -> str:
         from nbdeploy.validation.html import render
