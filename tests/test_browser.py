@@ -45,6 +45,8 @@ def lab(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     (settings / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
     )
+    # the dark theme (#16): the panel must read on it; the screenshot is kept as a CI artefact
+    (settings / "themes.jupyterlab-settings").write_text(json.dumps({"theme": "JupyterLab Dark"}))
     port, token = free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
@@ -79,7 +81,7 @@ def test_monitoring_widget_renders_and_updates_in_jupyterlab(lab: tuple[str, str
     from playwright.sync_api import sync_playwright
 
     url, token, _root = lab
-    shot = ROOT / "build" / "monitoring-widget.png"
+    shot = ROOT / "build" / "monitoring-widget-dark.png"
     shot.parent.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
@@ -131,6 +133,14 @@ def test_monitoring_widget_renders_and_updates_in_jupyterlab(lab: tuple[str, str
             drifted.wait_for(timeout=90_000)
             assert panel.locator('.nbd-mon [data-status="live"]').count() == 1
             assert panel.locator('.nbd-mon tr[data-feature="mean texture"][data-status="drift"]').count() == 0
+            assert page.locator('body[data-jp-theme-light="false"]').count() == 1  # the dark theme is on
+            # the alert row's value and the drift table beside it: one snapshot (one read of the DOM)
+            html = panel.locator(".nbd-mon").first.inner_html()
+            alert = re.search(r'data-rule="psi&gt;0.25" data-value="([^"]+)"', html)
+            table = html[html.index('class="nbd-mon-drift"') :].split("</table>", 1)[0]
+            psis = [float(v) for v in re.findall(r"</span></td>\s*<td>([\d.]+)</td>", table)]
+            assert alert and psis, html[:2000]
+            assert abs(float(alert.group(1)) - max(psis)) <= 0.0005, (alert.group(1), max(psis))
             panel.locator(".nbd-mon").first.scroll_into_view_if_needed()
             page.screenshot(path=str(shot), full_page=False)
             print(f"\nscreenshot of the monitoring widget: {shot}")

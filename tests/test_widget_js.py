@@ -8,6 +8,7 @@ the whole deployment plus ``replicas``) and checks the per-replica table.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -95,3 +96,54 @@ def test_the_panel_shows_the_retraining_job(tmp_path: Path) -> None:
     text = job_text(job)
     assert "retraining job running: on psi>0.2" in text and "run 2: promoted m/3" in text
     assert "run 3: in progress" in text and max(map(len, text.splitlines())) <= 100
+
+
+def _render(tmp_path: Path, payload: dict[str, object]) -> str:
+    script = tmp_path / "render.mjs"
+    script.write_text(RUNNER)
+    assert NODE is not None
+    out = subprocess.run([NODE, str(script), JS.as_uri()], input=json.dumps(payload), capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js is not installed (it runs the widget's JavaScript)")
+def test_the_panel_tells_the_truth_at_a_glance(tmp_path: Path) -> None:
+    """(#16 item 4) Data from its first seconds, every figure with its window and the
+    snapshot's age, alert values read on the same snapshot as the tiles, and an empty state."""
+    from nbdeploy.monitoring.alerts import AlertBook, attach_alerts, with_alert_window
+    from nbdeploy.monitoring.view import render_text
+
+    now = time.time()
+    windows = RequestWindows(["x"], None, "classification")
+    book = AlertBook(window="1m")
+    book.set_rules([{"rule": "p95_ms>50", "k": 2}])
+    windows.add(now - 30, 80.0, 200, "early", [[1.0]], [1])
+    book.evaluate(windows.snapshot(now - 3, ["1m"])["windows"]["1m"], now=now - 3)  # 3 s before the panel's
+    windows.add(now - 1, 20.0, 200, "late", [[1.0]], [1])
+    doc = attach_alerts(windows.snapshot(now, with_alert_window(["1m"], book)), book, ["1m"])
+    doc.update(name="demo", ref="m/1", version=1, uptime_s=40, now=now)
+    html = _render(tmp_path, doc)
+
+    assert html.count("<circle") >= 2  # two buckets measured: dots, where a line would need more
+    for label in ("p95 (1m)", "p99 (1m)", "error rate (1m)", "requests/s (1m)", "last 10 min; now"):
+        assert label in html, label
+    assert "as of " in html and " s ago)" in html
+    p95 = doc["windows"]["1m"]["latency_ms"]["p95"]
+    row = html[html.index('data-rule="p95_ms&gt;50"') :].split("</li>", 1)[0]
+    shown = re.search(r'data-value="([^"]*)"', row)
+    assert shown and float(shown.group(1)) == p95 and f"{p95:.3f}" in row  # the snapshot's, not the evaluation's
+    assert book.rules[0].last_value != p95  # the evaluation 3 s earlier saw only the slow request
+    assert f'data-tile="p95"><div class="label">p95 (1m)</div><div class="value">{p95:.1f} ms' in html
+    assert "states from the evaluation 3 s ago" in html and "values on this snapshot, over 1m" in html
+    assert "No traffic yet" not in html
+    text = render_text(doc, "1m")
+    assert "states from the evaluation 3 s ago; values on this snapshot, over 1m" in text
+    assert f"p95_ms>50                ok      {p95:.4g}" in text
+
+    empty = RequestWindows(["x"], None, "classification").snapshot(now, ["1m"])
+    empty.update(name="demo", ref="m/1", version=1, uptime_s=1, now=now, alerts={"rules": [], "events": []})
+    html = _render(tmp_path, empty)
+    assert "No traffic yet: try <code>%deploy predict rayd --data X.head()</code>" in html  # the widget's name
+    assert "no traffic yet: try %deploy predict demo --data X.head()" in render_text(empty, "1m")

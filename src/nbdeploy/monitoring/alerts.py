@@ -30,7 +30,8 @@ from nbdeploy._files import append_private
 from nbdeploy.errors import InvalidInputError
 from nbdeploy.spec import DEFAULT_ALERT_K
 
-__all__ = ["METRICS", "PRICED", "AlertBook", "Rule", "RuleError", "redact_url", "rule_specs"]
+__all__ = ["METRICS", "PRICED", "AlertBook", "Rule", "RuleError", "attach_alerts", "redact_url", "rule_specs",
+           "with_alert_window"]  # fmt: skip
 
 
 class RuleError(InvalidInputError):
@@ -156,6 +157,8 @@ class AlertBook:
     events: list[dict[str, Any]] = field(default_factory=list)
     retries: int = 5
     backoff_s: float = 0.5
+    window: str | None = None  # the window the rules are evaluated on (the deployment's alert window)
+    evaluated_at: float | None = None  # when they last were
 
     def __post_init__(self) -> None:
         self._outbox: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue(maxsize=1000)
@@ -176,7 +179,7 @@ class AlertBook:
 
     def evaluate(self, window: Mapping[str, Any], now: float | None = None) -> list[dict[str, Any]]:
         """Evaluate every rule on one window; returns (and records) the new events."""
-        new = []
+        new, self.evaluated_at = [], now or time.time()
         for rule in self.rules:
             value = METRICS[rule.metric](window)
             change = rule.observe(value)
@@ -229,4 +232,32 @@ class AlertBook:
             "rules": [r.to_dict() for r in self.rules],
             "firing": [r.text for r in self.rules if r.firing],
             "events": self.events[-50:],
+            "window": self.window,
+            "evaluated_at": self.evaluated_at,
         }
+
+    def view(self, windows: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """:meth:`to_dict` beside a ``/monitor`` snapshot: each rule also has its metric on the
+        snapshot's own alert window (``snapshot_value``), so the panel's alert rows and the
+        tables beside them are one reading; ``value`` and the state stay the last evaluation's."""
+        doc = self.to_dict()
+        window = windows.get(self.window or "")
+        for rule, shown in zip(self.rules, doc["rules"], strict=True):
+            shown["snapshot_value"] = METRICS[rule.metric](window) if window is not None else None
+        return doc
+
+
+def with_alert_window(names: list[str] | None, book: AlertBook) -> list[str] | None:
+    """The windows a snapshot computes: those asked (``None``: all) and the alert window."""
+    if names is None or book.window is None or book.window in names:
+        return names
+    return [*names, book.window]
+
+
+def attach_alerts(doc: dict[str, Any], book: AlertBook, asked: list[str] | None) -> dict[str, Any]:
+    """Put the alert book beside the snapshot ``doc`` (:meth:`AlertBook.view`), then drop the
+    alert window from it when it was computed only for that."""
+    doc["alerts"] = book.view(doc.get("windows", {}))
+    if asked is not None:
+        doc["windows"] = {w: v for w, v in doc.get("windows", {}).items() if w in asked}
+    return doc

@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["render_alerts", "render_text", "resource_line", "variant_distribution_lines"]
+from nbdeploy.reprs import fit
+
+__all__ = ["alert_lines", "render_alerts", "render_text", "resource_line", "variant_distribution_lines"]
 
 _BARS = " ▁▂▃▄▅▆▇█"
 
@@ -50,6 +52,8 @@ def render_text(doc: Mapping[str, Any], window: str = "1m", status: str = "live"
     lines = [f"{head}  window {window}  [{status}]"]
     if not win:
         return "\n".join([*lines, "no data yet"])
+    if not doc.get("total_requests"):
+        lines.append(f"no traffic yet: try %deploy predict {doc.get('name')} --data X.head()")
     lat = win["latency_ms"]
     lines.append(
         f"requests {win['requests']} ({win['rps']:.1f}/s)  p50 {_ms(lat['p50'])}  p95 {_ms(lat['p95'])}  "
@@ -96,13 +100,26 @@ def render_text(doc: Mapping[str, Any], window: str = "1m", status: str = "live"
             + (f"  CPU {_num(rw['resources']['cpu_pct'], '.0f')}%" if rw.get("resources") else "")
         )
     lines += _experiment_lines(doc.get("experiment"))
+    lines += alert_lines(doc)
+    return fit("\n".join(lines))
+
+
+def alert_lines(doc: Mapping[str, Any]) -> list[str]:
+    """Each rule's state (from its last evaluation, and when that was) and its metric on this
+    same snapshot, over the alert window: the figure beside the tables of the same document."""
     alerts = doc.get("alerts", {})
-    firing = alerts.get("firing", [])
-    lines.append(
-        "alerts: "
-        + (", ".join(firing) + " FIRING" if firing else f"{len(alerts.get('rules', []))} rule(s), none firing")
-    )
-    return "\n".join(lines)
+    rules, firing = alerts.get("rules", []), set(alerts.get("firing", []))
+    if not rules:
+        return ["alerts: no rules"]
+    when, now = alerts.get("evaluated_at"), doc.get("now")
+    timed = isinstance(when, int | float) and isinstance(now, int | float)
+    state = f"states from the evaluation {now - when:.0f} s ago" if timed else "not evaluated yet"
+    lines = [f"alerts ({state}; values on this snapshot, over {alerts.get('window') or '-'}):"]
+    for r in rules:
+        value = r.get("snapshot_value")
+        shown = "no data" if value is None else f"{value:.4g}"
+        lines.append(f"  {r['rule']:<24} {'FIRING' if r['rule'] in firing else 'ok':<7} {shown}")
+    return lines
 
 
 def _experiment_lines(exp: Mapping[str, Any] | None) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from starlette.requests import Request
 from starlette.responses import Response
 
-from nbdeploy.monitoring.alerts import AlertBook, RuleError
+from nbdeploy.monitoring.alerts import AlertBook, RuleError, attach_alerts, with_alert_window
 from nbdeploy.monitoring.resources import ProcessSampler, ResourceMeter
 from nbdeploy.monitoring.windows import RequestWindows
 from nbdeploy.serving.bodies import parse_body, read_body
@@ -141,11 +141,14 @@ class LocalMonitor:
 
     async def snapshot(self, names: list[str] | None) -> dict[str, Any]:
         server, now = self.server, time.time()
-        doc: dict[str, Any] = await asyncio.to_thread(server.monitor.snapshot, now, names)
+        doc: dict[str, Any] = await asyncio.to_thread(
+            server.monitor.snapshot, now, with_alert_window(names, server.alerts)
+        )
+        attach_alerts(doc, server.alerts, names)  # read on this same snapshot
         doc.update(
             name=server.settings.name, ref=server.ref, version=server.version, now=now,
-            uptime_s=round(now - server.started, 3), alerts=server.alerts.to_dict(),
-            columns=server.monitor.columns, task=server.monitor.task, processes=server.sampler.processes(),
+            uptime_s=round(now - server.started, 3), columns=server.monitor.columns, task=server.monitor.task,
+            processes=server.sampler.processes(),
         )  # fmt: skip
         doc["experiment"] = (await self.experiment())["experiment"]  # the variants side by side
         return doc

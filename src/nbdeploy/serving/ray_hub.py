@@ -23,7 +23,7 @@ from typing import Any
 from ray import serve
 
 from nbdeploy._files import write_atomic
-from nbdeploy.monitoring.alerts import AlertBook, RuleError
+from nbdeploy.monitoring.alerts import AlertBook, RuleError, attach_alerts, with_alert_window
 from nbdeploy.monitoring.resources import ResourceMeter, merge_windows
 from nbdeploy.monitoring.windows import RequestWindows
 from nbdeploy.privacy import LogPrivacy, key_from_hex
@@ -64,7 +64,7 @@ class Hub(ForgetMethods, TokenMethods):
         self.pending: list[tuple[str, tuple[Any, ...]]] = []
         self.pending_batches: list[tuple[str, tuple[float, int, int]]] = []
         self.lock = threading.RLock()
-        self.alerts = AlertBook(self.folder / "alerts.jsonl")
+        self.alerts = AlertBook(self.folder / "alerts.jsonl", window=self.spec.alert_window)
         self.alerts.set_rules(self.spec.alerts)
         self.feedback_log = feedback_log(self.folder)
         self.alert_window = self.spec.alert_window
@@ -244,12 +244,12 @@ class Hub(ForgetMethods, TokenMethods):
         """The ``/monitor`` document: the deployment as a whole, plus ``replicas``."""
         now = time.time()
         with self.lock:
-            doc = self.all.snapshot(now, names)
+            doc = attach_alerts(self.all.snapshot(now, with_alert_window(names, self.alerts)), self.alerts, names)
             doc["replicas"] = {rid: {**self.meta[rid], "windows": windows.snapshot(now, names)["windows"]}
                                for rid, windows in self.per.items() if rid in self.meta}  # fmt: skip
         doc.update(
             name=self.spec.name, ref=self.model.get("ref"), version=self.model.get("version"), now=now,
-            uptime_s=round(now - self.started, 3), alerts=self.alerts.to_dict(), columns=self.columns,
+            uptime_s=round(now - self.started, 3), columns=self.columns,
             task=self.all.task, target="ray", hub={"pid": os.getpid(), "rebuilt": self.rebuilt,
                                                   "deleted": self.retention.deleted if self.retention else None},
             experiment=self.experiment.state()["experiment"],

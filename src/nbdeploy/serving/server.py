@@ -87,7 +87,7 @@ class Server:
         self.sampler = ProcessSampler(self._roles)
         self.monitor.resources = ResourceMeter(settings.windows.values(), settings.core_hour_price)
         self.metrics.registry.register(ResourceCollector(self.sampler))
-        self.alerts = AlertBook(folder / "alerts.jsonl" if folder else None)
+        self.alerts = AlertBook(folder / "alerts.jsonl" if folder else None, window=settings.alert_window)
         self.alerts.set_rules(settings.alerts)
         self.observers: list[Observer] = [*([self.monitor] if settings.monitor else []), *observers]
         if settings.monitor:

@@ -64,4 +64,5 @@ class DeploymentsPanel(w.VBox):
         bundle = super()._repr_mimebundle_(**kwargs)
         if isinstance(bundle, dict):
             bundle["text/plain"] = repr(self)
+            bundle["text/html"] = self._listing._repr_html_()  # where widgets do not run (GitHub, a viewer)
         return bundle

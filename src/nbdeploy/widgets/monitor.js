@@ -9,15 +9,29 @@ function fmt(value, digits = 1, unit = "") {
   return value === null || value === undefined ? "–" : `${Number(value).toFixed(digits)}${unit}`;
 }
 
+// a sparkline whose measured points are dots: one bucket of data shows from the first seconds
+// (a line needs two), and a gap (no request in a bucket) stays a gap
 function spark(values, width = 180, height = 28) {
   const nums = values.map((v) => (v === null || v === undefined ? null : Number(v)));
   const top = Math.max(1e-9, ...nums.filter((v) => v !== null));
   const step = width / Math.max(1, nums.length - 1);
-  const points = nums
-    .map((v, i) => (v === null ? null : `${(i * step).toFixed(1)},${(height - (v / top) * (height - 2) - 1).toFixed(1)}`))
-    .filter((p) => p !== null)
-    .join(" ");
-  return `<svg width="${width}" height="${height}" viewBox="0 0 ${width} ${height}"><polyline points="${points}"/></svg>`;
+  const xy = nums.map((v, i) => (v === null ? null : [(i * step).toFixed(1), (height - (v / top) * (height - 4) - 2).toFixed(1)]));
+  const points = xy.filter((p) => p !== null).map(([x, y]) => `${x},${y}`).join(" ");
+  const dots = xy.map((p, i) => (p === null || nums[i] === 0 ? "" : `<circle cx="${p[0]}" cy="${p[1]}" r="1.8"/>`)).join("");
+  return `<svg width="${width}" height="${height}" viewBox="0 0 ${width} ${height}"><polyline points="${points}"/>${dots}</svg>`;
+}
+
+// the last measured value of a series (the newest bucket with data)
+function latest(values) {
+  const seen = (values || []).filter((v) => v !== null && v !== undefined);
+  return seen.length ? seen[seen.length - 1] : null;
+}
+
+// how old a reading is, from the server's clock at the reading (doc.now)
+function age(ts) {
+  if (typeof ts !== "number") return "–";
+  const s = Math.max(0, Date.now() / 1000 - ts);
+  return s < 90 ? `${s.toFixed(0)} s ago` : `${(s / 60).toFixed(0)} min ago`;
 }
 
 // a prediction distribution in a few characters: the top classes' shares, or the histogram's counts
@@ -42,20 +56,24 @@ function draw(model, el) {
   const win = (doc.windows || {})[windowName];
   const bad = status !== "live";
   let html = `<div class="nbd-mon-head"><b>${esc(model.get("name"))}</b>
-    <span>${esc(doc.ref || "")} · version ${esc(doc.version ?? "–")} · window ${esc(windowName)}</span>
+    <span>${esc(doc.ref || "")} · version ${esc(doc.version ?? "–")} · window ${esc(windowName)} ·
+      <span class="nbd-mon-age" title="when the server took this snapshot">as of ${esc(utc(doc.now, 19))} (${esc(age(doc.now))})</span></span>
     <span class="nbd-mon-status ${bad ? "bad" : "live"}" data-status="${esc(status)}">${esc(status)}</span></div>`;
   if (!win) {
     el.innerHTML = `<div class="nbd-mon">${html}<div>waiting for data…</div></div>`;
     return;
   }
   const lat = win.latency_ms || {};
+  if (!doc.total_requests) {
+    html += `<div class="nbd-mon-empty">No traffic yet: try <code>%deploy predict ${esc(model.get("name"))} --data X.head()</code></div>`;
+  }
   html += `<div class="nbd-mon-tiles">
     ${tile("requests", `requests (${windowName})`, win.requests)}
-    ${tile("rps", "requests/s", fmt(win.rps, 2))}
-    ${tile("p50", "p50", fmt(lat.p50, 1, " ms"))}
-    ${tile("p95", "p95", fmt(lat.p95, 1, " ms"))}
-    ${tile("p99", "p99", fmt(lat.p99, 1, " ms"))}
-    ${tile("errors", "error rate", fmt(100 * (win.error_rate || 0), 1, "%"))}
+    ${tile("rps", `requests/s (${windowName})`, fmt(win.rps, 2))}
+    ${tile("p50", `p50 (${windowName})`, fmt(lat.p50, 1, " ms"))}
+    ${tile("p95", `p95 (${windowName})`, fmt(lat.p95, 1, " ms"))}
+    ${tile("p99", `p99 (${windowName})`, fmt(lat.p99, 1, " ms"))}
+    ${tile("errors", `error rate (${windowName})`, fmt(100 * (win.error_rate || 0), 1, "%"))}
     ${tile("version", "version", doc.version ?? "–")}
     ${tile("uptime", "uptime", fmt(doc.uptime_s, 0, " s"))}
     ${tile("total", "total requests", doc.total_requests ?? 0)}
@@ -84,8 +102,8 @@ function draw(model, el) {
       <tr><th>role</th><th>pid</th><th>CPU</th><th>RSS</th><th>predictions / CPU s</th></tr>${rows}</table>`;
   }
   const series = doc.series || { rps: [], p95_ms: [] };
-  html += `<div class="nbd-mon-row"><div><h4>traffic (req/s, 10 min)</h4>${spark(series.rps || [])}</div>
-    <div><h4>p95 latency (ms, 10 min)</h4>${spark(series.p95_ms || [])}</div></div>`;
+  html += `<div class="nbd-mon-row"><div><h4>traffic (req/s per 10 s, last 10 min; now ${fmt(latest(series.rps), 1)})</h4>${spark(series.rps || [])}</div>
+    <div><h4>p95 latency (ms per 10 s, last 10 min; now ${fmt(latest(series.p95_ms), 1)})</h4>${spark(series.p95_ms || [])}</div></div>`;
   const preds = win.predictions || {};
   let predRows = "";
   if (preds.kind === "classes") {
@@ -107,8 +125,8 @@ function draw(model, el) {
       <td>${fmt(d.psi, 3)}</td><td>${esc(d.status)}</td></tr>`,
     )
     .join("");
-  html += `<div class="nbd-mon-row"><div><h4>predictions</h4><table>${predRows || "<tr><td>none yet</td></tr>"}</table></div>
-    <div><h4>drift vs training (PSI) · ${(win.drifted_features || []).length} drifted</h4>
+  html += `<div class="nbd-mon-row"><div><h4>predictions (${windowName})</h4><table>${predRows || "<tr><td>none yet</td></tr>"}</table></div>
+    <div><h4>drift vs training (PSI, ${windowName}) · ${(win.drifted_features || []).length} drifted</h4>
     <table class="nbd-mon-drift">${driftRows || "<tr><td>no profile or no rows</td></tr>"}</table></div></div>`;
   const replicas = Object.entries(doc.replicas || {});
   if (replicas.length) {
@@ -149,24 +167,28 @@ function draw(model, el) {
         <th>predictions</th><th>input PSI</th><th>predictions PSI vs champion</th></tr>${rows}</table>
       <ul>${lifts}${agree}${disagreements}</ul>`;
   }
+  // a rule's state comes from its last evaluation (hysteresis); the value shown is its metric on
+  // this same snapshot, over the alert window, so it agrees with the tables beside it
   const alerts = doc.alerts || { rules: [], events: [] };
   const firing = new Set(alerts.firing || []);
   const rules = (alerts.rules || [])
-    .map((r) => `<li class="${firing.has(r.rule) ? "alert-firing" : ""}" data-rule="${esc(r.rule)}">${esc(r.rule)} — ${firing.has(r.rule) ? "FIRING" : "ok"} (value ${fmt(r.value, 3)})</li>`)
+    .map((r) => `<li class="${firing.has(r.rule) ? "alert-firing" : ""}" data-rule="${esc(r.rule)}" data-value="${esc(r.snapshot_value ?? "")}">${esc(r.rule)} — ${firing.has(r.rule) ? "FIRING" : "ok"} · ${r.snapshot_value === null || r.snapshot_value === undefined ? "no data" : fmt(r.snapshot_value, 3)}</li>`)
     .join("");
+  const evaluated = typeof alerts.evaluated_at === "number" ? `states from the evaluation ${age(alerts.evaluated_at)}` : "not evaluated yet";
+  const alertWindow = alerts.window ? ` · values on this snapshot, over ${esc(alerts.window)}${alerts.window !== windowName ? ` (the tables show ${esc(windowName)})` : ""}` : "";
   const events = (alerts.events || [])
     .slice(-5)
     .reverse()
     .map((e) => `<li>${esc(new Date(e.ts * 1000).toLocaleTimeString())} ${esc(e.rule)} ${esc(e.state)}</li>`)
     .join("");
-  html += `<h4>alerts</h4><ul class="nbd-mon-alerts">${rules || "<li>no rules</li>"}</ul>${events ? `<ul>${events}</ul>` : ""}`;
+  html += `<h4>alerts${rules ? ` · ${evaluated}${alertWindow}` : ""}</h4><ul class="nbd-mon-alerts">${rules || "<li>no rules</li>"}</ul>${events ? `<ul>${events}</ul>` : ""}`;
   html += job(model.get("job"));
   el.innerHTML = `<div class="nbd-mon">${html}</div>`;
 }
 
-function utc(ts) {
+function utc(ts, chars = 16) {
   const ok = typeof ts === "number" && ts > 0 && ts < 1e11;
-  return ok ? `${new Date(ts * 1000).toISOString().slice(0, 16).replace("T", " ")} UTC` : "–";
+  return ok ? `${new Date(ts * 1000).toISOString().slice(0, chars).replace("T", " ")} UTC` : "–";
 }
 
 // the retraining job: what starts it, what follows, the next run, and its last runs with the executed notebook

@@ -19,6 +19,7 @@ import traitlets
 from nbdeploy.deployments.retrain_files import JobFiles
 from nbdeploy.errors import DeploymentError
 from nbdeploy.monitoring.view import render_text
+from nbdeploy.reprs import card, esc
 
 __all__ = ["MonitorWidget", "show_monitor"]
 
@@ -120,6 +121,19 @@ class MonitorWidget(anywidget.AnyWidget):
         if not self.snapshot:
             return f"Monitor {self.name}: {self.status}" + job_text(self.job)
         return render_text(self.snapshot, self.window, self.status) + job_text(self.job)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # ipywidgets cuts text/plain at 110 characters; where widgets do not run (GitHub, a
+        # notebook viewer, MLflow's artifact viewer) the HTML form is the last snapshot's text
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle  # anywidget answers (data, metadata)
+        if isinstance(data, dict):
+            text = repr(self)
+            data["text/plain"] = text
+            note = "The live panel needs JupyterLab or VS Code with widgets; this is the snapshot it showed first."
+            data["text/html"] = card(f"Monitoring {esc(self.name)}", f"<pre>{esc(text)}</pre>",
+                                       f"<p class='nbd-muted'>{esc(note)}</p>")  # fmt: skip
+        return bundle
 
 
 def show_monitor(
