@@ -11,13 +11,12 @@ Every cell nbval executes must also read clean (#16): no stderr output and no wa
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
+from tests.notebook_outputs import unclean_outputs
 
 _STATE = tempfile.mkdtemp(prefix="nbdeploy-tests-")
 
@@ -31,29 +30,6 @@ def pytest_configure(config: object) -> None:
 
 def pytest_unconfigure(config: object) -> None:
     shutil.rmtree(_STATE, ignore_errors=True)
-
-
-# a Python warning (``UserWarning: ...``) or a library's log line (``WARNING mlflow...``, ``INFO alembic...``)
-_WARNING_TEXT = re.compile(r"\b[A-Z][A-Za-z]*Warning\b|\b(WARNING|INFO|DEBUG)\b \S+:|\bWARNING:")
-
-
-def unclean_outputs(outputs: list[Any]) -> list[str]:
-    """What in a cell's outputs a reader should not see: stderr, warning text."""
-    found = []
-    for out in outputs:
-        if out.get("output_type") == "stream":
-            text = "".join(out.get("text", ""))
-            if out.get("name") == "stderr":
-                found.append(f"stderr: {text.strip()[:300]}")
-                continue
-        elif out.get("output_type") in ("display_data", "execute_result"):
-            text = "".join(out.get("data", {}).get("text/plain", ""))
-        else:  # an error a cell expects (NBVAL_RAISES_EXCEPTION) is its own output
-            continue
-        hit = _WARNING_TEXT.search(text)
-        if hit:
-            found.append(f"warning text: ...{text[max(0, hit.start() - 80) : hit.end() + 200]}...")
-    return found
 
 
 @pytest.hookimpl(wrapper=True)
