@@ -148,7 +148,7 @@ def test_a_failed_load_test_refuses_promotion_and_is_on_the_version_and_its_card
     assert dep.loadtest(cancer["X_test"], connections=2, duration=1, gates="rps>=1").passed is True
     with pytest.raises(PromotionRefusedError, match=r"failed on p99_ms<=0.001\b"):
         nbdeploy.promote(v.ref)
-    assert "still refused: p99_ms<=0.001 failed before" in repr(nbdeploy.card(v.ref))
+    assert "still refused: p99_ms<=0.001 failed before" in nbdeploy.card(v.ref).markdown
     assert nbdeploy.promote(v.ref, force=True).aliases == ["champion"]
 
 

@@ -57,7 +57,8 @@ def test_export_writes_every_served_row_with_its_request_and_label(served: dict[
     assert labelled.labelled == labelled.rows == len(truth) and labelled.requests == len(served["labelled"])
     assert lf["label"].tolist() == truth.tolist()
     assert lf["request_id"].tolist() == [rid for rid, p, _ in served["labelled"] for _ in range(len(p))]
-    assert repr(labelled).startswith(f"Exported {len(truth)} rows of 3 requests ({len(truth)} labelled), to ")
+    said = " ".join(repr(labelled).split())  # the text form wraps at 100 columns
+    assert said.startswith(f"Exported {len(truth)} rows of 3 requests ({len(truth)} labelled), to ")
     first = sent[0][0]  # labelled again, with a one-column DataFrame: the last label sent wins
     relabel = 1 - int(served["labelled"][0][2].iloc[0])
     assert dep.feedback([first], pd.DataFrame({"target": [relabel]}))["accepted"] == 1
@@ -127,8 +128,9 @@ def test_a_hostile_log_exports_what_it_can_and_says_what_it_skipped(
     assert (df.loc["canary", "variant"], df.loc["canary", "model_version"]) == ("2", 2)
     assert len(df.loc["big"]) == 100 and result.not_logged == 400
     assert result.skipped == 5  # not JSON, a list, too deep, the torn line, the short row
-    assert "400 rows of larger requests are not in it" in repr(result)
-    assert "5 unreadable log lines or rows were skipped" in repr(result)
+    said = " ".join(repr(result).split())  # the text form wraps at 100 columns
+    assert "400 rows of larger requests are not in it" in said
+    assert "5 unreadable log lines or rows were skipped" in said
 
 
 def test_arrow_and_python_read_a_log_to_the_same_rows(served: dict[str, Any], cancer: dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ def _library_talks() -> None:
     logging.getLogger("alembic.runtime.migration").warning("Will assume non-transactional DDL.")
     warnings.warn("X does not have valid feature names", UserWarning, stacklevel=1)
     sys.stderr.write("Downloading artifacts: 100%|##########| 5/5\r\n")
+    sys.stderr.write("Loading model: 3/5")  # a progress bar's last line, with no newline
 
 
 def test_nothing_of_the_libraries_shows_by_default(capsys: pytest.CaptureFixture[str]) -> None:
@@ -55,7 +56,7 @@ def test_turned_up_everything_shows_with_its_source(capsys: pytest.CaptureFixtur
     assert "INFO mlflow.store.db.utils: Creating initial MLflow database tables..." in err
     assert "WARNING alembic.runtime.migration: Will assume non-transactional DDL." in err
     assert "UserWarning: X does not have valid feature names" in err
-    assert "Downloading artifacts: 100%" in err
+    assert "Downloading artifacts: 100%" in err and "INFO nbdeploy.libraries: Loading model: 3/5" in err
 
 
 def test_warning_level_shows_warnings_not_info(capsys: pytest.CaptureFixture[str]) -> None:

@@ -105,6 +105,12 @@ class _LinesToLog(io.TextIOBase):
                 _logger.info("%s", line)
         return len(text)
 
+    def flush_pending(self) -> None:
+        """The last line, written without its newline (a progress bar's)."""
+        if self._pending.strip():
+            _logger.info("%s", self._pending)
+        self._pending = ""
+
 
 def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int, *_: Any, **__: Any) -> None:
     _logger.warning("%s: %s (%s:%d)", category.__name__, message, filename, lineno)
@@ -137,6 +143,8 @@ def _divert() -> None:
 
 
 def _restore() -> None:
+    if isinstance(sys.stderr, _LinesToLog):
+        sys.stderr.flush_pending()
     sys.stderr, _saved.stderr = _saved.stderr, None
     warnings.showwarning = _saved.showwarning
     for lib, handlers, level, propagate in _saved.loggers:

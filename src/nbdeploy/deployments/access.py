@@ -26,7 +26,7 @@ from nbdeploy._files import write_atomic
 from nbdeploy.deployments import events
 from nbdeploy.deployments.watching import HandleParts
 from nbdeploy.errors import DeploymentError, InvalidInputError
-from nbdeploy.reprs import card, esc, table
+from nbdeploy.reprs import card, esc, fit, table
 from nbdeploy.tokens import OWNER, ROLES, Book, Publish, TokenEntry, read_entries
 
 __all__ = ["NewToken", "TokenKeeping", "TokenList"]
@@ -46,7 +46,7 @@ class NewToken:
     def __repr__(self) -> str:
         where = (f"its value is in {self.written_to} (owner-only)" if self.written_to
                  else "its value: .value of this object (shown nowhere else; nbdeploy keeps its hash)")  # fmt: skip
-        return f"Token {self.label!r} of {self.deployment} (role {self.role}): {where}.{self.unconfirmed}"
+        return fit(f"Token {self.label!r} of {self.deployment} (role {self.role}): {where}.{self.unconfirmed}")
 
     def _repr_html_(self) -> str:
         return card(f"Token {esc(self.label)}", f"<p>{esc(repr(self))}</p>")
@@ -68,7 +68,7 @@ class TokenList:
         lines = [f"Tokens of {self.deployment}:"]
         lines += [f"  {label:<20} {role:<9} created {created}" + (f", rotated {rotated}" if rotated else "")
                   for label, role, created, rotated in self.rows()]  # fmt: skip
-        return "\n".join(lines) + self.unconfirmed
+        return fit("\n".join(lines) + self.unconfirmed)
 
     def _repr_html_(self) -> str:
         return card(f"Tokens of {esc(self.deployment)}", table(["label", "role", "created", "rotated"], self.rows()))

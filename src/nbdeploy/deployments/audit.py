@@ -19,7 +19,7 @@ from nbdeploy.deployments import events
 from nbdeploy.deployments.watching import HandleParts
 from nbdeploy.errors import InvalidInputError
 from nbdeploy.monitoring.replay import read_records
-from nbdeploy.reprs import card, esc, table
+from nbdeploy.reprs import card, esc, fit_columns, table
 from nbdeploy.spec import parse_duration
 
 __all__ = ["AuditView", "Auditing"]
@@ -41,9 +41,8 @@ class AuditView:
     def __repr__(self) -> str:
         if not self.lines:
             return f"Audit trail of {self.deployment}: nothing recorded."
-        body = [f"  {t}  {e:<28} {by:<22} {change}{'  ' + more if more else ''}"
-                for t, e, by, change, more in self.rows()]  # fmt: skip
-        return "\n".join([f"Audit trail of {self.deployment}:", *body])
+        table_lines = fit_columns(["time", "action", "by", "change", "details"], self.rows(), width=98)
+        return "\n".join([f"Audit trail of {self.deployment}:", *("  " + line for line in table_lines)])
 
     def _repr_html_(self) -> str:
         if not self.lines:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy.errors import InvalidInputError, require
+from nbdeploy.reprs import fit
 from nbdeploy.spec import BATCH_CHUNK_ROWS
 
 __all__ = ["BatchResult", "batch"]
@@ -45,8 +46,13 @@ class BatchResult:
         run = f"; MLflow run {self.run_id}" if self.run_id else ""
         if self.not_recorded:
             run = f"; not recorded in MLflow: {self.not_recorded}"
-        return (f"Scored {self.rows:,} rows with {self.model} in {self.seconds:.1f} s ({rate}{self.workers} "
-                f"worker{'s' if self.workers != 1 else ''}) to {self.path}{run}.")  # fmt: skip
+        return fit(f"Scored {self.rows:,} rows with {self.model} in {self.seconds:.1f} s ({rate}{self.workers} "
+                   f"worker{'s' if self.workers != 1 else ''}) to {self.path}{run}.")  # fmt: skip
+
+    def _repr_html_(self) -> str:
+        from nbdeploy.reprs import card, esc
+
+        return card(f"Batch scoring with {esc(self.model)}", f"<p>{esc(repr(self))}</p>")
 
     def frame(self) -> Any:
         """The predictions as a pandas DataFrame."""

@@ -23,6 +23,7 @@ from typing import Any
 from nbdeploy.deployments.watching import HandleParts
 from nbdeploy.errors import InvalidInputError, require
 from nbdeploy.monitoring.replay import logged_feedback
+from nbdeploy.reprs import fit
 from nbdeploy.spec import parse_duration
 
 __all__ = ["Exported", "Exporting", "export_logs"]
@@ -58,7 +59,12 @@ class Exported:
             text += f" Logs that could not be read: {'; '.join(self.unreadable[:3])}."
         for column, name in self.renamed.items():
             text += f" A feature is named {column!r}: that column is {name!r}."
-        return text
+        return fit(text)
+
+    def _repr_html_(self) -> str:
+        from nbdeploy.reprs import card, esc
+
+        return card(f"Export of {esc(self.path.name)}", f"<p>{esc(repr(self))}</p>")
 
     def frame(self) -> Any:
         """The exported rows as a pandas DataFrame."""

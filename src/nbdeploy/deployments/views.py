@@ -58,6 +58,8 @@ class Status:
 class DeploymentList(Listing):
     """All deployments under ``NBDEPLOY_HOME`` with their state."""
 
+    keep = ("url",)  # what a reader copies to call it
+
     def __init__(self, items: list[Any]) -> None:
         self.items = items
         rows = []

@@ -174,7 +174,8 @@ def render_alerts(alerts: Mapping[str, Any]) -> str:
     """Rules with their state and value, then the recent events."""
     firing = set(alerts.get("firing", []))
     lines = [
-        f"{r['rule']:<24} {'FIRING' if r['rule'] in firing else 'ok':<7} value {r.get('value')}  k={r.get('k')}"
+        f"{r['rule']:<24} {'FIRING' if r['rule'] in firing else 'ok':<7} "
+        f"value {'no data yet' if r.get('value') is None else format(r['value'], '.4g')}  k={r.get('k')}"
         + (f"  webhook {r['webhook']}" if r.get("webhook") else "")
         for r in alerts.get("rules", [])
     ] or ["no alert rules"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 
 from nbdeploy.config import display_uri
 from nbdeploy.reprs import card, esc, fit, fit_columns, fold, kv_table, table
@@ -156,6 +156,7 @@ class Listing:
     title: str
     header: list[str]
     rows: list[list[str]]
+    keep: ClassVar[tuple[str, ...]] = ()  # columns the text form never cuts (reprs.fit_columns), besides the first
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -163,7 +164,7 @@ class Listing:
     def __repr__(self) -> str:
         if not self.rows:
             return f"{self.title}: none"
-        return "\n".join([self.title, *fit_columns(self.header, self.rows)])
+        return "\n".join([self.title, *fit_columns(self.header, self.rows, keep=self.keep)])
 
     def _repr_html_(self) -> str:
         body = table(self.header, self.rows) if self.rows else "<p class='nbd-muted'>none</p>"

@@ -86,7 +86,8 @@ def signed(value: float | None) -> str:
 
 def fit(text: str, width: int = TEXT_WIDTH) -> str:
     """``text`` with every line within ``width`` columns: prose is wrapped under its own
-    indent (plus two), a table row (``|`` ...) is cut with ``...``, as it cannot wrap."""
+    indent (plus two), a table row (``|`` ...) is cut with ``...``, as it cannot wrap. A
+    single word longer than a line is left whole."""
     out: list[str] = []
     for line in text.splitlines():
         if len(line) <= width:
@@ -95,18 +96,27 @@ def fit(text: str, width: int = TEXT_WIDTH) -> str:
             out.append(line[: width - 3] + "...")
         else:
             indent = line[: len(line) - len(line.lstrip())]
+            # a word is never cut (a URL, a path, a fingerprint must stay whole to be copied)
             out += textwrap.wrap(line.strip(), width, initial_indent=indent, subsequent_indent=indent + "  ",
-                                 break_on_hyphens=False)  # fmt: skip
+                                 break_on_hyphens=False, break_long_words=False)  # fmt: skip
     return "\n".join(out)
 
 
-def fit_columns(header: Sequence[str], rows: Sequence[Sequence[str]], width: int = TEXT_WIDTH) -> list[str]:
+def fit_columns(header: Sequence[str], rows: Sequence[Sequence[str]], width: int = TEXT_WIDTH,
+                keep: Sequence[str] = ()) -> list[str]:  # fmt: skip
     """An aligned table (header first) within ``width`` columns: the widest column is cut
-    (``...``) until the lines fit, none below 8 characters."""
+    (``...``) until the lines fit, none below 8 characters or its header, and never the first
+    nor those named in ``keep`` (what a reader looks for and copies: a name, a URL); a table
+    that cannot fit otherwise stays wider."""
     cells = [list(map(str, header)), *([str(c) for c in row] for row in rows)]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    while sum(widths) + 2 * (len(widths) - 1) > width and max(widths) > 8:
-        widest = widths.index(max(widths))
-        widths[widest] = max(8, widths[widest] - (sum(widths) + 2 * (len(widths) - 1) - width))
+    over = sum(widths) + 2 * (len(widths) - 1) - width
+    least = [max(8, len(h)) for h in cells[0]]  # a header is never cut
+    while over > 0:  # one character at a time off the widest: the long columns end up equal
+        cuttable = [i for i in range(1, len(widths)) if widths[i] > least[i] and header[i] not in keep]
+        if not cuttable:
+            break
+        widths[max(cuttable, key=lambda i: widths[i])] -= 1
+        over -= 1
     cut = [[c if len(c) <= w else c[: w - 3] + "..." for c, w in zip(r, widths, strict=True)] for r in cells]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cut]
