@@ -10,6 +10,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -107,6 +108,7 @@ def test_a_library_configured_during_the_call_keeps_its_configuration(capsys: py
 
 
 def test_calls_overlapping_in_threads_restore_once_the_last_ends(capsys: pytest.CaptureFixture[str]) -> None:
+    """A quiet call in one thread hides nothing of another's (the panel's poller, the user's)."""
     cell_stderr = sys.stderr
     inside, release = threading.Event(), threading.Event()
 
@@ -120,9 +122,12 @@ def test_calls_overlapping_in_threads_restore_once_the_last_ends(capsys: pytest.
         worker.start()
         assert inside.wait(10)
     assert sys.stderr is not cell_stderr  # the thread's call is still going on
+    print("the main thread's own line", file=sys.stderr)
+    warnings.warn("the main thread's own warning", UserWarning, stacklevel=1)
+    assert "the main thread's own line" in said(capsys)
     release.set()
     worker.join(10)
-    assert sys.stderr is cell_stderr and _quiet._saved.depth == 0
+    assert sys.stderr is cell_stderr and _quiet._saved.calls == 0
 
 
 def test_nbdeploys_own_notice_reaches_the_cell_during_a_call(capsys: pytest.CaptureFixture[str]) -> None:
@@ -136,3 +141,47 @@ def test_the_public_functions_are_quiet() -> None:
 
     assert nbdeploy.resolve.__wrapped__ is nbdeploy.registry.resolve  # type: ignore[attr-defined]
 
+
+def test_a_handler_set_up_during_a_call_speaks_after_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """MLflow (or Ray) sets up its handler on first import, inside the first call: the stream it
+    keeps passes through once the call is over, and an error it writes during it still shows."""
+    ray_like = logging.getLogger("huey.first_import")
+    with quiet():
+        handler = logging.StreamHandler(sys.stderr)  # as a library does when imported here
+        ray_like.addHandler(handler)
+        try:
+            sys.stderr.write("2026/12/01 10:00:00 ERROR mlflow.store: the store is locked\n")
+        except Exception:
+            raise
+    try:
+        ray_like.error("an error of the user's own call, later")
+        err = said(capsys)
+        assert "ERROR nbdeploy.libraries: 2026/12/01 10:00:00 ERROR mlflow.store: the store is locked" in err
+        assert "an error of the user's own call, later" in err
+    finally:
+        ray_like.removeHandler(handler)
+
+
+def test_what_a_user_must_act_on_still_shows(capsys: pytest.CaptureFixture[str]) -> None:
+    from nbdeploy._quiet import loud
+
+    def as_python_shows(
+        message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
+        print(f"{category.__name__}: {message}", file=file or sys.stderr)
+
+    InconsistentVersionWarning = type("InconsistentVersionWarning", (UserWarning,), {})  # scikit-learn's name
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = as_python_shows  # the kernel's, where pytest has its recorder
+        with quiet():
+            warnings.warn("Trying to unpickle estimator from version 1.2 when using 1.9", InconsistentVersionWarning,
+                          stacklevel=1)  # fmt: skip
+            warnings.warn("X does not have valid feature names", UserWarning, stacklevel=1)
+            logging.getLogger("mlflow.pyfunc").warning("Detected one or more mismatches between the model's deps")
+            with loud():  # the user's expression, evaluated inside the command
+                print("the user's own print", file=sys.stderr)
+    err = said(capsys)
+    assert "InconsistentVersionWarning: Trying to unpickle estimator from version 1.2" in err
+    assert "mismatches between the model's deps" in err and "the user's own print" in err
+    assert "valid feature names" not in err

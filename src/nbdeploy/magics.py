@@ -19,7 +19,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from traitlets import CaselessStrEnum, Float, Unicode, observe
 
-from nbdeploy._quiet import LEVELS, log_level, quiet, set_log_level
+from nbdeploy._quiet import LEVELS, log_level, loud, quiet, set_log_level
 from nbdeploy.commands import COMMANDS, MAGIC, add_arguments, overview
 from nbdeploy.commands.examples import examples_text
 from nbdeploy.errors import NbdeployError, ValidationFailedError
@@ -66,7 +66,8 @@ class _KernelContext:
         if text is None:
             return None
         try:
-            return eval(text, self.shell.user_global_ns, self.shell.user_ns)
+            with loud():  # the user's own code: its warnings and output are the user's
+                return eval(text, self.shell.user_global_ns, self.shell.user_ns)
         except Exception as exc:
             raise UsageError(f"Could not evaluate {option} {text!r}: {type(exc).__name__}: {exc}.") from None
 
