@@ -127,7 +127,7 @@ def test_the_panel_tells_the_truth_at_a_glance(tmp_path: Path) -> None:
     html = _render(tmp_path, doc)
 
     assert html.count("<circle") >= 2  # two buckets measured: dots, where a line would need more
-    for label in ("p95 (1m)", "p99 (1m)", "error rate (1m)", "requests/s (1m)", "last 10 min; now"):
+    for label in ("p95 (1m)", "p99 (1m)", "error rate (1m)", "requests/s (1m)", "last 10 min; latest"):
         assert label in html, label
     assert "as of " in html and " s ago)" in html
     p95 = doc["windows"]["1m"]["latency_ms"]["p95"]
@@ -147,3 +147,22 @@ def test_the_panel_tells_the_truth_at_a_glance(tmp_path: Path) -> None:
     html = _render(tmp_path, empty)
     assert "No traffic yet: try <code>%deploy predict rayd --data X.head()</code>" in html  # the widget's name
     assert "no traffic yet: try %deploy predict demo --data X.head()" in render_text(empty, "1m")
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js is not installed (it runs the widget's JavaScript)")
+def test_a_server_of_an_earlier_nbdeploy_shows_its_last_evaluation(tmp_path: Path) -> None:
+    """A deployment started before an upgrade keeps running: its /monitor has no
+    snapshot_value, window or evaluated_at; the panel shows the last evaluation's value, said so."""
+    from nbdeploy.monitoring.view import render_text
+
+    now = time.time()
+    windows = RequestWindows(["x"], None, "classification")
+    windows.add(now - 1, 20.0, 200, "a", [[1.0]], [1])
+    doc = windows.snapshot(now, ["1m"])
+    rules = [{"rule": "p95_ms>50", "metric": "p95_ms", "k": 3, "webhook": None, "firing": True, "value": 61.5}]
+    doc.update(name="old", ref="m/1", version=1, uptime_s=9, now=now,
+               alerts={"rules": rules, "firing": ["p95_ms>50"], "events": []})  # fmt: skip
+    html = _render(tmp_path, doc)
+    row = html[html.index('data-rule="p95_ms&gt;50"') :].split("</li>", 1)[0]
+    assert "FIRING · 61.500 (last evaluation)" in row and "states from the last evaluation" in html
+    assert "p95_ms>50                FIRING  61.5 (last evaluation)" in render_text(doc, "1m")

@@ -63,7 +63,8 @@ def _read_table(path: str, option: str) -> Any:
     try:
         table = pd.read_csv(file, index_col=False) if reader == "read_csv" else pd.read_parquet(file)  # no shift
     except ImportError as exc:  # Parquet needs pyarrow (or fastparquet)
-        raise InvalidInputError(f"{option} {path!r} needs {exc.name or 'pyarrow'}: pip install pyarrow.") from None
+        raise InvalidInputError(f"{option} {path!r} needs {exc.name or 'pyarrow'}, which is not installed here: "
+                                "pip install 'nbdeploy[batch]'.") from None  # fmt: skip
     except Exception as exc:
         why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         raise InvalidInputError(f"{option} {path!r} could not be read as a table ({why}).") from None

@@ -40,9 +40,9 @@ class ModelCard:
     uri: str | None = None
 
     def __repr__(self) -> str:
-        from nbdeploy.reprs import fit
+        from nbdeploy.reprs import markdown_text
 
-        return fit(self.markdown)  # the whole Markdown is .markdown (and model_card.md)
+        return markdown_text(self.markdown)  # nothing cut; the Markdown itself is .markdown (model_card.md)
 
     def _repr_html_(self) -> str:
         from nbdeploy.reprs import card as card_html

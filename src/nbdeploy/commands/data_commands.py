@@ -20,9 +20,11 @@ def _export(args: argparse.Namespace, ctx: Context) -> Any:
 
 
 def _batch(args: argparse.Namespace, ctx: Context) -> Any:
+    from nbdeploy.errors import InvalidInputError, require
+
+    require("pyarrow", "batch", "Batch scoring")  # before the modules that import it
     from nbdeploy.deployments.batch import batch
     from nbdeploy.deployments.batch_io import SUFFIXES
-    from nbdeploy.errors import InvalidInputError
 
     # a file is streamed chunk by chunk, never loaded whole; in a kernel anything else is an expression
     named = Path(args.data)

@@ -179,7 +179,7 @@ class AlertBook:
 
     def evaluate(self, window: Mapping[str, Any], now: float | None = None) -> list[dict[str, Any]]:
         """Evaluate every rule on one window; returns (and records) the new events."""
-        new, self.evaluated_at = [], now or time.time()
+        new = []
         for rule in self.rules:
             value = METRICS[rule.metric](window)
             change = rule.observe(value)
@@ -187,6 +187,7 @@ class AlertBook:
                 event = {"ts": now or time.time(), "rule": rule.text, "state": change, "value": value}
                 new.append(event)
                 self._record(event, rule.webhook)
+        self.evaluated_at = now or time.time()  # once every rule was read
         return new
 
     def record(self, event: dict[str, Any], webhook: str | None = None) -> None:

@@ -113,11 +113,12 @@ def alert_lines(doc: Mapping[str, Any]) -> list[str]:
         return ["alerts: no rules"]
     when, now = alerts.get("evaluated_at"), doc.get("now")
     timed = isinstance(when, int | float) and isinstance(now, int | float)
-    state = f"states from the evaluation {now - when:.0f} s ago" if timed else "not evaluated yet"
+    state = f"states from the evaluation {now - when:.0f} s ago" if timed else "states from the last evaluation"
     lines = [f"alerts ({state}; values on this snapshot, over {alerts.get('window') or '-'}):"]
     for r in rules:
-        value = r.get("snapshot_value")
-        shown = "no data" if value is None else f"{value:.4g}"
+        old = "snapshot_value" not in r  # a server of an earlier nbdeploy: its last evaluation's value
+        value = r.get("value") if old else r.get("snapshot_value")
+        shown = ("no data" if value is None else f"{value:.4g}") + (" (last evaluation)" if old else "")
         lines.append(f"  {r['rule']:<24} {'FIRING' if r['rule'] in firing else 'ok':<7} {shown}")
     return lines
 

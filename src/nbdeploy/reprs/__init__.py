@@ -11,8 +11,8 @@ import textwrap
 from collections.abc import Iterable, Sequence
 from importlib import resources
 
-__all__ = ["FOLD_ROWS", "TEXT_WIDTH", "card", "esc", "fit", "fit_columns", "fmt", "fold", "kv_table", "page", "signed",
-           "table"]  # fmt: skip
+__all__ = ["FOLD_ROWS", "TEXT_WIDTH", "card", "esc", "fit", "fit_columns", "fmt", "fold", "kv_table",
+           "markdown_text", "page", "signed", "table"]  # fmt: skip
 
 # a section longer than this many rows is collapsed (a <details> a reader opens without JavaScript)
 FOLD_ROWS = 8
@@ -100,6 +100,20 @@ def fit(text: str, width: int = TEXT_WIDTH) -> str:
             out += textwrap.wrap(line.strip(), width, initial_indent=indent, subsequent_indent=indent + "  ",
                                  break_on_hyphens=False, break_long_words=False)  # fmt: skip
     return "\n".join(out)
+
+
+def markdown_text(markdown: str, width: int = TEXT_WIDTH) -> str:
+    """Markdown as text within ``width`` columns, nothing cut: a table row becomes its cells
+    joined by `` · `` (wrapped like prose), a separator row or an empty header goes."""
+    lines = []
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if all(not c or set(c) <= set("-: ") for c in cells):
+                continue
+            line = "  " + " · ".join(c for c in cells if c)
+        lines.append(line)
+    return fit("\n".join(lines), width)
 
 
 def fit_columns(header: Sequence[str], rows: Sequence[Sequence[str]], width: int = TEXT_WIDTH,

@@ -74,7 +74,7 @@ class Server:
         self.metrics = Metrics()
         self.metrics.log_dropped.set_function(lambda: self.log.dropped)  # read at scrape time
         self.started = time.time()
-        self.mlflow_version = _dist_version("mlflow")
+        self.mlflow_version = _dist_version("mlflow", "mlflow-skinny")  # the base install has skinny
         self.swap(model, settings.ref, settings.version)
         folder = Path(settings.folder) if settings.folder else None
         self.feedback_log = feedback_log(folder) if folder else None
@@ -234,8 +234,11 @@ class Server:
             self.sampler.count(role, record.get("rows", 0))
 
 
-def _dist_version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "unknown"
+def _dist_version(*dists: str) -> str:
+    """The version of the first of ``dists`` installed."""
+    for dist in dists:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"

@@ -27,10 +27,10 @@ function latest(values) {
   return seen.length ? seen[seen.length - 1] : null;
 }
 
-// how old a reading is, from the server's clock at the reading (doc.now)
-function age(ts) {
-  if (typeof ts !== "number") return "–";
-  const s = Math.max(0, Date.now() / 1000 - ts);
+// how long before now a time was (both in seconds; "–" when either is missing)
+function ago(ts, now) {
+  if (typeof ts !== "number" || typeof now !== "number") return "–";
+  const s = Math.max(0, now - ts);
   return s < 90 ? `${s.toFixed(0)} s ago` : `${(s / 60).toFixed(0)} min ago`;
 }
 
@@ -57,7 +57,7 @@ function draw(model, el) {
   const bad = status !== "live";
   let html = `<div class="nbd-mon-head"><b>${esc(model.get("name"))}</b>
     <span>${esc(doc.ref || "")} · version ${esc(doc.version ?? "–")} · window ${esc(windowName)} ·
-      <span class="nbd-mon-age" title="when the server took this snapshot">as of ${esc(utc(doc.now, 19))} (${esc(age(doc.now))})</span></span>
+      <span class="nbd-mon-age" title="when the server took this snapshot">as of ${esc(utc(doc.now, 19))}${bad ? "" : ` (${esc(ago(doc.now, Date.now() / 1000))})`}</span></span>
     <span class="nbd-mon-status ${bad ? "bad" : "live"}" data-status="${esc(status)}">${esc(status)}</span></div>`;
   if (!win) {
     el.innerHTML = `<div class="nbd-mon">${html}<div>waiting for data…</div></div>`;
@@ -102,8 +102,8 @@ function draw(model, el) {
       <tr><th>role</th><th>pid</th><th>CPU</th><th>RSS</th><th>predictions / CPU s</th></tr>${rows}</table>`;
   }
   const series = doc.series || { rps: [], p95_ms: [] };
-  html += `<div class="nbd-mon-row"><div><h4>traffic (req/s per 10 s, last 10 min; now ${fmt(latest(series.rps), 1)})</h4>${spark(series.rps || [])}</div>
-    <div><h4>p95 latency (ms per 10 s, last 10 min; now ${fmt(latest(series.p95_ms), 1)})</h4>${spark(series.p95_ms || [])}</div></div>`;
+  html += `<div class="nbd-mon-row"><div><h4>traffic (req/s per 10 s, last 10 min; latest ${fmt(latest(series.rps), 1)})</h4>${spark(series.rps || [])}</div>
+    <div><h4>p95 latency (ms per 10 s, last 10 min; latest ${fmt(latest(series.p95_ms), 1)})</h4>${spark(series.p95_ms || [])}</div></div>`;
   const preds = win.predictions || {};
   let predRows = "";
   if (preds.kind === "classes") {
@@ -125,8 +125,8 @@ function draw(model, el) {
       <td>${fmt(d.psi, 3)}</td><td>${esc(d.status)}</td></tr>`,
     )
     .join("");
-  html += `<div class="nbd-mon-row"><div><h4>predictions (${windowName})</h4><table>${predRows || "<tr><td>none yet</td></tr>"}</table></div>
-    <div><h4>drift vs training (PSI, ${windowName}) · ${(win.drifted_features || []).length} drifted</h4>
+  html += `<div class="nbd-mon-row"><div><h4>predictions (${esc(windowName)})</h4><table>${predRows || "<tr><td>none yet</td></tr>"}</table></div>
+    <div><h4>drift vs training (PSI, ${esc(windowName)}) · ${(win.drifted_features || []).length} drifted</h4>
     <table class="nbd-mon-drift">${driftRows || "<tr><td>no profile or no rows</td></tr>"}</table></div></div>`;
   const replicas = Object.entries(doc.replicas || {});
   if (replicas.length) {
@@ -171,10 +171,12 @@ function draw(model, el) {
   // this same snapshot, over the alert window, so it agrees with the tables beside it
   const alerts = doc.alerts || { rules: [], events: [] };
   const firing = new Set(alerts.firing || []);
+  // a server of an earlier nbdeploy sends no snapshot_value: its last evaluation's, said so
+  const shown = (r) => (r.snapshot_value === undefined ? r.value : r.snapshot_value);
   const rules = (alerts.rules || [])
-    .map((r) => `<li class="${firing.has(r.rule) ? "alert-firing" : ""}" data-rule="${esc(r.rule)}" data-value="${esc(r.snapshot_value ?? "")}">${esc(r.rule)} — ${firing.has(r.rule) ? "FIRING" : "ok"} · ${r.snapshot_value === null || r.snapshot_value === undefined ? "no data" : fmt(r.snapshot_value, 3)}</li>`)
+    .map((r) => `<li class="${firing.has(r.rule) ? "alert-firing" : ""}" data-rule="${esc(r.rule)}" data-value="${esc(shown(r) ?? "")}">${esc(r.rule)} — ${firing.has(r.rule) ? "FIRING" : "ok"} · ${shown(r) === null || shown(r) === undefined ? "no data" : fmt(shown(r), 3)}${r.snapshot_value === undefined ? " (last evaluation)" : ""}</li>`)
     .join("");
-  const evaluated = typeof alerts.evaluated_at === "number" ? `states from the evaluation ${age(alerts.evaluated_at)}` : "not evaluated yet";
+  const evaluated = typeof alerts.evaluated_at === "number" ? `states from the evaluation ${ago(alerts.evaluated_at, doc.now)}` : "states from the last evaluation";
   const alertWindow = alerts.window ? ` · values on this snapshot, over ${esc(alerts.window)}${alerts.window !== windowName ? ` (the tables show ${esc(windowName)})` : ""}` : "";
   const events = (alerts.events || [])
     .slice(-5)
