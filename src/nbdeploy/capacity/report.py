@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nbdeploy.reprs import card, esc, fmt, page, table
+from nbdeploy.reprs import card, esc, fit, fmt, page, table
 
 __all__ = ["LoadTestReport", "curve_svg"]
 
@@ -110,7 +110,7 @@ class LoadTestReport:
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return self.text()
+        return fit(self.text())
 
     def _body(self) -> str:
         rows = [(lv["connections"], f"{lv['rps']:.1f}", fmt(lv.get("p50_ms")), fmt(lv.get("p99_ms")),

@@ -21,7 +21,7 @@ from nbdeploy.deployments.watching import HandleParts
 from nbdeploy.errors import DeploymentError, InvalidInputError, NbdeployError
 from nbdeploy.experiment import ExperimentSpec
 from nbdeploy.monitoring.view import variant_distribution_lines
-from nbdeploy.reprs import card, esc, table
+from nbdeploy.reprs import card, esc, fit, table
 from nbdeploy.spec import DeploymentSpec, ModelEntry
 
 __all__ = ["ExperimentView", "Experiments"]
@@ -60,7 +60,7 @@ class ExperimentView:
             lines.append(f"  agreement    {agreement['rate']:.1%} of {agreement['rows']} rows with the champion")
         for v in s.get("verdicts") or []:
             lines.append(f"  {v['when']} rule: {v['reason']}")
-        return "\n".join(lines + variant_distribution_lines(s))
+        return fit("\n".join(lines + variant_distribution_lines(s)))
 
     def _repr_html_(self) -> str:
         s, text = self.state, repr(self).splitlines()

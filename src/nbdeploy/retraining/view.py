@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbdeploy.deployments.retrain_files import is_time
-from nbdeploy.reprs import card, esc, kv_table, table
+from nbdeploy.reprs import card, esc, fit, kv_table, table
 
 __all__ = ["JobStatus"]
 
@@ -57,7 +57,7 @@ class JobStatus:
             lines.append(text)
             if run.get("why"):
                 lines.append(f"    {str(run['why'])[:94]}")
-        return "\n".join(lines)
+        return fit("\n".join(lines))
 
     def _repr_html_(self) -> str:
         css = _CSS.get(self.state, "nbd-muted")
