@@ -143,3 +143,23 @@ def test_the_static_html_shows_every_figure_without_javascript(executed: tuple[A
     # long parts are collapsed, not gone: a reader opens them without JavaScript
     assert "worst fractal dimension\tdouble" not in visible
     assert "worstfractaldimensiondouble" in present.replace(" ", "")
+
+
+def test_a_listing_too_wide_to_fit_becomes_a_block_a_row() -> None:
+    """(Seen in the whole suite: `%deploy list` of many deployments with a long name.) The name
+    and the URL are never cut; when the other columns cannot give enough, each row becomes
+    its cells named and wrapped, within 100 columns, nothing lost."""
+    from nbdeploy.reprs import fit_columns
+
+    header = ["name", "state", "url", "serving", "version", "pid", "retraining"]
+    row = ["a-deployment-name-as-long-as-tests-make-them", "dead, spec.json damaged", "http://127.0.0.1:44073",
+           "cancer@champion", "1", "12345", "running: on psi>0.2 (fires after 3 breaches), then canary 10%"]
+    other = ["short", "running", "http://127.0.0.1:5000", "m/1", "2", "9", "-"]
+    lines = fit_columns(header, [row, other], keep=["url"])
+    assert max(map(len, lines)) <= 100
+    text = " ".join(" ".join(lines).split())
+    assert text.startswith(f"{row[0]}: state dead, spec.json damaged, url http://127.0.0.1:44073, serving")
+    assert "retraining running: on psi>0.2 (fires after 3 breaches), then canary 10%" in text
+    assert "short: state running, url http://127.0.0.1:5000" in text
+    narrow = fit_columns(header, [["m", "running", "http://127.0.0.1:5000", "m/1", "2", "9", "-"]])
+    assert narrow[0].startswith("name  state") and len(narrow) == 2  # a table when it fits

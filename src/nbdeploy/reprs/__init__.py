@@ -120,8 +120,8 @@ def fit_columns(header: Sequence[str], rows: Sequence[Sequence[str]], width: int
                 keep: Sequence[str] = ()) -> list[str]:  # fmt: skip
     """An aligned table (header first) within ``width`` columns: the widest column is cut
     (``...``) until the lines fit, none below 8 characters or its header, and never the first
-    nor those named in ``keep`` (what a reader looks for and copies: a name, a URL); a table
-    that cannot fit otherwise stays wider."""
+    nor those named in ``keep`` (what a reader looks for and copies: a name, a URL). A table
+    that cannot fit so becomes a block a row: ``name: column value, column value...``, wrapped."""
     cells = [list(map(str, header)), *([str(c) for c in row] for row in rows)]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     over = sum(widths) + 2 * (len(widths) - 1) - width
@@ -132,5 +132,9 @@ def fit_columns(header: Sequence[str], rows: Sequence[Sequence[str]], width: int
             break
         widths[max(cuttable, key=lambda i: widths[i])] -= 1
         over -= 1
+    if over > 0:  # cut as far as it goes and still too wide: a block a row, its cells named, wrapped
+        named = ([f"{h} {c}" for h, c in zip(cells[0][1:], r[1:], strict=True) if c] for r in cells[1:])
+        return [line for r, pairs in zip(cells[1:], named, strict=True)
+                for line in fit(f"{r[0]}: " + ", ".join(pairs), width).splitlines()]  # fmt: skip
     cut = [[c if len(c) <= w else c[: w - 3] + "..." for c, w in zip(r, widths, strict=True)] for r in cells]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cut]
