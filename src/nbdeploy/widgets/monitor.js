@@ -174,7 +174,8 @@ function draw(model, el) {
   // a server of an earlier nbdeploy sends no snapshot_value: its last evaluation's, said so
   const shown = (r) => (r.snapshot_value === undefined ? r.value : r.snapshot_value);
   const rules = (alerts.rules || [])
-    .map((r) => `<li class="${firing.has(r.rule) ? "alert-firing" : ""}" data-rule="${esc(r.rule)}" data-value="${esc(shown(r) ?? "")}">${esc(r.rule)} — ${firing.has(r.rule) ? "FIRING" : "ok"} · ${shown(r) === null || shown(r) === undefined ? "no data" : fmt(shown(r), 3)}${r.snapshot_value === undefined ? " (last evaluation)" : ""}</li>`)
+    .map((r) => [r, shown(r)])
+    .map(([r, v]) => `<li class="${firing.has(r.rule) ? "alert-firing" : ""}" data-rule="${esc(r.rule)}" data-value="${esc(v ?? "")}">${esc(r.rule)} — ${firing.has(r.rule) ? "FIRING" : "ok"} · ${v === null || v === undefined ? "no data" : fmt(v, 3)}${r.snapshot_value === undefined ? " (last evaluation)" : ""}</li>`)
     .join("");
   const evaluated = typeof alerts.evaluated_at === "number" ? `states from the evaluation ${ago(alerts.evaluated_at, doc.now)}` : "states from the last evaluation";
   const alertWindow = alerts.window ? ` · values on this snapshot, over ${esc(alerts.window)}${alerts.window !== windowName ? ` (the tables show ${esc(windowName)})` : ""}` : "";
