@@ -153,7 +153,8 @@ def test_validate_records_the_section_and_the_magic_takes_its_options(
     quiet = ip.run_line_magic("deploy", f"validate {name}/2 --data X_test --target y_test --no-explain")
     assert quiet.explanation is None and "Explain" not in quiet._repr_html_()
     assert usage_error(ip, f"validate {name}/2 --data X_test --target y_test --explain-rows 3") == (
-        "--explain-rows (explain_rows) is 3; the Explain section needs a whole number of rows, at least 10."
+        "--explain-rows (explain_rows) is 3; the Explain section needs a whole number of rows, at least 10. "
+        "See docs/validate.md#--no-explain---explain-rows-n---shap"
     )
 
 

@@ -10,6 +10,7 @@ from nbdeploy.magics import SUBCOMMANDS
 from tests.helpers import usage_error
 
 VALID = ", ".join(SUBCOMMANDS)
+REF = " See docs/references.md#model-references"  # what an error on a model reference links to
 
 
 def test_overview_and_subcommand_help(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -116,9 +117,9 @@ def test_exact_usage_errors(ip: Any, name: str) -> None:
         f"register model --name {name} --data 'X_train[[' ": "Could not evaluate --data 'X_train[[': "
         "SyntaxError: '[' was never closed (<string>, line 1).",
         f"register 'X_train' --name {name}": "The model is of type DataFrame, not a scikit-learn estimator "
-        "with a predict method.",
+        "with a predict method. See docs/register.md#which-models",
         f"register unfitted --name {name}": "The model LogisticRegression is not fitted yet: "
-        "call .fit(X, y) before registering it.",
+        "call .fit(X, y) before registering it. See docs/register.md#which-models",
         f"register model --name {name} --data X_train --target y_test": "The data has 426 rows but the "
         "target has 143; they must have the same number of rows.",
         "register model --name 'bad name'": "Invalid model name 'bad name': use letters, digits, '_', '-' "
@@ -126,10 +127,10 @@ def test_exact_usage_errors(ip: Any, name: str) -> None:
         f"register model --name {name} --tag team": "Malformed --tag 'team': expected KEY=VALUE, "
         "for example --tag team=fraud.",
         "register model": "%deploy register: the following arguments are required: --name.",
-        f"promote {name}/5": f"Model {name!r} has no version 5; its versions are 1.",
-        f"promote {name}@prod": f"Model {name!r} has no alias 'prod'; its aliases are @champion (version 1).",
+        f"promote {name}/5": f"Model {name!r} has no version 5; its versions are 1.{REF}",
+        f"promote {name}@prod": f"Model {name!r} has no alias 'prod'; its aliases are @champion (version 1).{REF}",
         f"promote {name}/x": f"Invalid model reference '{name}/x': expected NAME, NAME/VERSION, NAME@ALIAS, "
-        "models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH.",
+        f"models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH.{REF}",
         "register model --name x 'unclosed": "Could not split the arguments of %deploy: No closing quotation.",
     }
     cases[f"register model --name {name} --alias latest"] = (

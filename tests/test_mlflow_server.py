@@ -85,7 +85,9 @@ def test_cli_against_a_tracking_server(cancer: dict[str, Any], name: str, mlflow
     assert "@champion" in out.stdout
     bad = subprocess.run([*cli, "promote", f"{name}/4"], env=env, capture_output=True, text=True)
     assert bad.returncode == 1
-    assert bad.stderr.strip() == f"nbdeploy: error: Model {name!r} has no version 4; its versions are 1."
+    assert bad.stderr.strip() == (
+        f"nbdeploy: error: Model {name!r} has no version 4; its versions are 1. See docs/references.md#model-references"
+    )
 
 
 def test_the_report_reads_right_in_mlflows_artifact_view_and_the_version_says_how_it_did(

@@ -136,12 +136,12 @@ def test_magics_and_cli(
     assert (widget.window, widget.interval) == ("5m", 0.5)
     widget.close()
     assert usage_error(ip, f"monitor {mon.name} --window 2m") == (
-        f"Unknown window '2m'; windows of {mon.name!r}: 1m, 5m, 1h."
+        f"Unknown window '2m'; windows of {mon.name!r}: 1m, 5m, 1h. See docs/monitor.md#windows"
     )
     assert usage_error(ip, f"alerts {mon.name} --add 'p95>1'") == (
         "Unknown alert metric 'p95' in 'p95>1'; metrics: rps, requests, p50_ms, p95_ms, p99_ms, error_rate, psi, "
         "drifted_features, accuracy, est_accuracy, rmse, cpu_pct, rss_mb, cpu_s_per_1k, "
-        "predictions_per_cpu_s, cost_per_1m, cost_per_day."
+        "predictions_per_cpu_s, cost_per_1m, cost_per_day. See docs/monitor.md#alerts"
     )
     env = {**os.environ}
     out = subprocess.run(

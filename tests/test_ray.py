@@ -353,7 +353,8 @@ except Exception as exc:
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.stdout.strip().splitlines()[-1] == (
-        "UsageError | --target ray needs Ray Serve, which is not installed here: pip install 'nbdeploy[ray]'."
+        "UsageError | --target ray needs Ray Serve, which is not installed here: pip install 'nbdeploy[ray]'. "
+        "See docs/index.md#extras"
     ), out.stdout + out.stderr
 
 

@@ -254,7 +254,11 @@ def test_the_magic_shows_a_broken_store_as_one_usage_error(ip: Any, unreachable:
         assert type(err.value) is UsageError  # a subclass would be shown with a traceback
         message = str(err.value)
         assert message.startswith(f"The tracking store {unreachable} failed while {doing}: ")
-        assert message.endswith("check that the MLflow server is running and reachable, or " + CONFIGURE_ANOTHER)
+        assert message.endswith(
+            "check that the MLflow server is running and reachable, or "
+            + CONFIGURE_ANOTHER
+            + " See docs/index.md#errors"
+        )
         assert "\n" not in message
 
 

@@ -36,15 +36,15 @@ def test_serving_subcommands(
         ip.run_line_magic("deploy", f"stop {name}")
     assert capsys.readouterr().out.strip().endswith(f"Stopped {name}.")
     assert nbdeploy.get(name).state() == "stopped"
-    assert (
-        usage_error(ip, f"predict {name} --data X_test") == f"Deployment {name!r} is stopped: serve it again to use it."
+    assert usage_error(ip, f"predict {name} --data X_test") == (
+        f"Deployment {name!r} is stopped: serve it again to use it. See docs/deployments.md#states"
     )
 
 
 def test_serving_usage_errors(ip: Any, two_versions: str) -> None:
     assert usage_error(ip, "stop") == "Give either a deployment NAME or --all to stop."
     assert usage_error(ip, "status nope").startswith("No deployment is named 'nope'; deployments: ")
-    no_nine = f"Model {two_versions!r} has no version 9; its versions are 1, 2."
+    no_nine = f"Model {two_versions!r} has no version 9; its versions are 1, 2. See docs/references.md#model-references"
     assert usage_error(ip, f"serve {two_versions}/9") == no_nine
     port = "Invalid port 70000: use 1-65535, or 0 for a free port."
     assert usage_error(ip, f"serve {two_versions} --port 70000") == port

@@ -98,7 +98,7 @@ def test_worse_model_fails_its_baseline_gates_and_promote_refuses_it(
     with pytest.raises(PromotionRefusedError) as err:
         nbdeploy.promote(f"{name}/2")
     assert str(err.value) == refusal
-    assert usage_error(ip, f"promote {name}/2") == refusal
+    assert usage_error(ip, f"promote {name}/2") == refusal + " See docs/promote.md#gated-promotion"
     assert "its last validation failed" in version_tags(tracking_uri, name, 2)["nbdeploy.promotion.refused"]
     assert nbdeploy.resolve(f"{name}@champion").version == 1
 
@@ -130,7 +130,8 @@ def test_worse_model_fails_its_baseline_gates_and_promote_refuses_it(
         run.data.metrics["validation_f1_delta_ci_low"] == lo and run.data.metrics["validation_f1_delta_ci_high"] == hi
     )
     assert usage_error(ip, f"{line[:-4]} 1.5") == (
-        "The confidence '1.5' must be a level above 50 % and below 100 %, for example 0.95 or @95%."
+        "The confidence '1.5' must be a level above 50 % and below 100 %, for example 0.95 or @95%. "
+        "See docs/validate.md#--confidence-level"
     )
     with pytest.raises(InvalidInputError, match="give resamples above 0"):
         validate(f"{name}/2", X, y, gates=["f1>=0.5"], confidence=0.95, resamples=0)
@@ -228,7 +229,7 @@ def test_regression_gets_its_own_metrics(ip: Any, name: str) -> None:
     ip.user_ns.update(Xd=X_test, yd=y_test)
     assert usage_error(ip, f"validate {name} --data Xd --target yd --gate 'f1>=0.9'") == (
         "Unknown metric 'f1' in gate 'f1>=0.9'; metrics for regression: rmse, mae, r2, mape, "
-        "latency_p50_ms, latency_p95_ms, model_size_mb, max_psi, drifted_features."
+        "latency_p50_ms, latency_p95_ms, model_size_mb, max_psi, drifted_features. See docs/validate.md#metrics"
     )
 
 
@@ -241,13 +242,14 @@ def test_bad_gates_and_arguments_are_one_sentence_usage_errors(ip: Any, cancer: 
     line = f"validate {name} --data X_test --target y_test"
     cases = {
         f"{line} --gate 'f2>=0.9'": f"Unknown metric 'f2' in gate 'f2>=0.9'; metrics for classification: "
-        f"{CLASSIFICATION_METRICS}.",
+        f"{CLASSIFICATION_METRICS}. See docs/validate.md#metrics",
         f"{line} --gate 'f1 => 0.9'": "Malformed gate 'f1 => 0.9': expected METRIC OP VALUE with OP one of "
-        ">= > <= < == and VALUE a number, baseline, baseline+N or baseline-N, for example 'f1>=0.9'.",
+        ">= > <= < == and VALUE a number, baseline, baseline+N or baseline-N, for example 'f1>=0.9'. "
+        "See docs/validate.md#--gate-expr-repeatable",
         f"validate {name}-ridge --data X_test --target y_test --gate 'roc_auc>=0.9'": "Metric 'roc_auc' in "
         "gate 'roc_auc>=0.9' needs predicted probabilities, which this model does not give (it has no "
         "predict_proba); metrics for classification: accuracy, balanced_accuracy, precision, recall, f1, "
-        "latency_p50_ms, latency_p95_ms, model_size_mb, max_psi, drifted_features.",
+        "latency_p50_ms, latency_p95_ms, model_size_mb, max_psi, drifted_features. See docs/validate.md#metrics",
         f"validate {name} --data X_test": "%deploy validate: the following arguments are required: --target.",
         f"{line} --slice region": "Unknown slice column 'region'; the data's columns are mean radius, "
         "mean texture, mean perimeter, mean area, mean smoothness, mean compactness, mean concavity, "

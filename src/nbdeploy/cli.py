@@ -24,7 +24,7 @@ from nbdeploy._quiet import quiet, stderr
 from nbdeploy._version import __version__
 from nbdeploy.commands import CLI, COMMANDS, Loads, add_arguments
 from nbdeploy.commands.examples import examples_text
-from nbdeploy.errors import InvalidInputError, NbdeployError, ValidationFailedError
+from nbdeploy.errors import Docs, InvalidInputError, NbdeployError, ValidationFailedError, with_docs
 
 __all__ = ["main", "parser"]
 
@@ -64,7 +64,7 @@ def _read_table(path: str, option: str) -> Any:
         table = pd.read_csv(file, index_col=False) if reader == "read_csv" else pd.read_parquet(file)  # no shift
     except ImportError as exc:  # Parquet needs pyarrow (or fastparquet)
         raise InvalidInputError(f"{option} {path!r} needs {exc.name or 'pyarrow'}, which is not installed here: "
-                                "pip install 'nbdeploy[batch]'.") from None  # fmt: skip
+                                "pip install 'nbdeploy[batch]'.", docs=Docs.EXTRAS) from None  # fmt: skip
     except Exception as exc:
         why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         raise InvalidInputError(f"{option} {path!r} could not be read as a table ({why}).") from None
@@ -200,9 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _show(COMMANDS[args.command].run(args, _TerminalContext()))
     except ValidationFailedError as exc:
         print(repr(exc.report))
-        return _fail(str(exc))
+        return _fail(with_docs(exc))
     except NbdeployError as exc:
-        return _fail(str(exc))
+        return _fail(with_docs(exc))
     except OSError as exc:  # the deployments folder or a file nbdeploy writes
         where = f" {exc.filename}" if exc.filename else ""
         why = exc.strerror or str(exc)

@@ -1,7 +1,9 @@
 """Exceptions raised by nbdeploy.
 
 Every message is one sentence that says what failed, why, and what to do next; the
-magics show it as an ``IPython.core.error.UsageError`` without a traceback.
+magics show it as an ``IPython.core.error.UsageError`` without a traceback. An error whose
+fix the docs explain carries that section (``docs``, one of :class:`Docs`): the faces add
+``See docs/FILE.md#section`` to the sentence, and Python 3.11's traceback shows it as a note.
 
     NbdeployError
     ├── InvalidInputError        a value the caller passed is unusable (also a ValueError)
@@ -23,11 +25,13 @@ magics show it as an ``IPython.core.error.UsageError`` without a traceback.
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 __all__ = [
     "AliasNotFoundError",
     "DeploymentError",
     "DeploymentNotFoundError",
+    "Docs",
     "InvalidInputError",
     "InvalidReferenceError",
     "ModelNotFoundError",
@@ -38,11 +42,65 @@ __all__ = [
     "ValidationFailedError",
     "VersionNotFoundError",
     "require",
+    "with_docs",
 ]
 
 
+class Docs:
+    """The sections of nbdeploy's docs that say how to fix an error (paths from the
+    repository's root; a test checks that each file and heading exists)."""
+
+    EXTRAS = "docs/index.md#extras"
+    TRACKING = "docs/index.md#errors"
+    REFERENCES = "docs/references.md#model-references"
+    WHICH_MODELS = "docs/register.md#which-models"
+    GATES = "docs/validate.md#--gate-expr-repeatable"
+    CONFIDENCE = "docs/validate.md#--confidence-level"
+    METRICS = "docs/validate.md#metrics"
+    EXPLAIN = "docs/validate.md#--no-explain---explain-rows-n---shap"
+    PROMOTE = "docs/promote.md#gated-promotion"
+    STATES = "docs/deployments.md#states"
+    WINDOWS = "docs/monitor.md#windows"
+    ALERTS = "docs/monitor.md#alerts"
+    EXPERIMENT_RULES = "docs/experiments.md#promotion-and-rollback-by-rules"
+    ROUTING = "docs/experiments.md#how-a-request-finds-its-variant"
+    RETRAIN = "docs/continuous-training.md#deploy-retrain-retrain-on-drift-on-a-schedule-or-by-hand"
+    RETRAIN_NOTEBOOK = "docs/continuous-training.md#what-the-notebook-gets-and-what-it-must-do"
+    RETRAIN_RUN = "docs/continuous-training.md#one-run"
+    RETRAIN_PROCESS = "docs/continuous-training.md#the-jobs-process"
+    LOADTEST = "docs/capacity.md#deploy-loadtest-name"
+    LOADTEST_GATES = "docs/capacity.md#gates-and---strict"
+    SIZING = "docs/capacity.md#sizing-deploy-recommend-name---rps-n---p99-ms-ms"
+    COST = "docs/capacity.md#what-serving-costs-while-it-serves"
+    PACKAGE = "docs/capacity.md#deploy-package-nameref---to-dockerk8skuberay-dir"
+    HTTPS = "docs/security.md#https"
+    TOKENS = "docs/security.md#roles-and-tokens"
+    PRIVATE_LOGS = "docs/security.md#private-request-logs"
+    RAY = "docs/scale-out.md#starting-a-cluster"
+
+
 class NbdeployError(Exception):
-    """Base class of every error nbdeploy raises on purpose."""
+    """Base class of every error nbdeploy raises on purpose.
+
+    ``docs`` names the section that explains the fix (a :class:`Docs` value), or is None;
+    a subclass may set a default for all its errors.
+    """
+
+    docs: str | None = None
+
+    def __init__(self, *args: object, docs: str | None = None) -> None:
+        super().__init__(*args)
+        if docs is not None:
+            self.docs = docs
+        if self.docs and sys.version_info >= (3, 11):  # shown under a Python traceback
+            self.add_note(f"See {self.docs}")
+
+
+def with_docs(exc: BaseException) -> str:
+    """The error's sentence, with the docs section that explains its fix when it has one:
+    what ``%deploy`` and the CLI show."""
+    docs = getattr(exc, "docs", None)
+    return f"{exc} See {docs}" if docs else str(exc)
 
 
 class InvalidInputError(NbdeployError, ValueError):
@@ -52,6 +110,8 @@ class InvalidInputError(NbdeployError, ValueError):
 class InvalidReferenceError(InvalidInputError):
     """A model reference does not match any accepted form."""
 
+    docs = Docs.REFERENCES
+
 
 class NotFoundError(NbdeployError, LookupError):
     """A model, version, alias or deployment that was named does not exist."""
@@ -60,17 +120,25 @@ class NotFoundError(NbdeployError, LookupError):
 class ModelNotFoundError(NotFoundError):
     """No registered model has this name."""
 
+    docs = Docs.REFERENCES
+
 
 class VersionNotFoundError(NotFoundError):
     """The registered model has no such version."""
+
+    docs = Docs.REFERENCES
 
 
 class AliasNotFoundError(NotFoundError):
     """The registered model has no such alias."""
 
+    docs = Docs.REFERENCES
+
 
 class TrackingError(NbdeployError):
     """The MLflow tracking store could not be reached or used."""
+
+    docs = Docs.TRACKING
 
 
 class DeploymentError(NbdeployError):
@@ -87,8 +155,8 @@ class ValidationFailedError(NbdeployError):
     ``report`` is the :class:`~nbdeploy.validation.ValidationReport`, already recorded.
     """
 
-    def __init__(self, message: str, report: object = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, report: object = None, *, docs: str | None = None) -> None:
+        super().__init__(message, docs=docs)
         self.report = report
 
     def _render_traceback_(self) -> list[str]:
@@ -103,9 +171,13 @@ class ValidationFailedError(NbdeployError):
 class PromotionRefusedError(NbdeployError):
     """``promote`` refused a version whose last validation failed or that was never validated."""
 
+    docs = Docs.PROMOTE
+
 
 def require(module: str, extra: str, what: str) -> None:
     """The one sentence naming the extra to install when ``what`` needs ``module`` and it is
     not installed (the base install keeps only the notebook workflow's packages)."""
     if importlib.util.find_spec(module) is None:
-        raise InvalidInputError(f"{what} needs {module}, which is not installed here: pip install 'nbdeploy[{extra}]'.")
+        raise InvalidInputError(
+            f"{what} needs {module}, which is not installed here: pip install 'nbdeploy[{extra}]'.", docs=Docs.EXTRAS
+        )

@@ -18,7 +18,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nbdeploy.errors import InvalidInputError
+from nbdeploy.errors import Docs, InvalidInputError
 from nbdeploy.model_entry import ModelEntry
 
 __all__ = ["CHAMPION", "KINDS", "VARIANT_HEADER", "ExperimentSpec"]
@@ -63,14 +63,20 @@ class ExperimentSpec:
         if self.kind == "canary" and self.percent == 100:
             raise InvalidInputError("A canary of 100 percent is a new champion: use update (or conclude --promote).")
         if self.sticky_column is not None and self.sticky_header is not None:
-            raise InvalidInputError("Give --sticky or --sticky-header, not both.")
+            raise InvalidInputError("Give --sticky or --sticky-header, not both.", docs=Docs.ROUTING)
         if self.kind == "shadow" and (self.sticky_column or self.sticky_header):
-            raise InvalidInputError("A shadow answers nobody: --sticky and --sticky-header are for a canary.")
+            raise InvalidInputError(
+                "A shadow answers nobody: --sticky and --sticky-header are for a canary.", docs=Docs.ROUTING
+            )
         if self.sticky_header is not None and not _HEADER_NAME.fullmatch(self.sticky_header):
-            raise InvalidInputError(f"Invalid header name {self.sticky_header[:60]!r} for --sticky-header.")
+            raise InvalidInputError(
+                f"Invalid header name {self.sticky_header[:60]!r} for --sticky-header.", docs=Docs.ROUTING
+            )
         column = self.sticky_column
         if column is not None and not (isinstance(column, str) and 0 < len(column) <= 256):
-            raise InvalidInputError("Invalid column for --sticky: give the name of one of the model's inputs.")
+            raise InvalidInputError(
+                "Invalid column for --sticky: give the name of one of the model's inputs.", docs=Docs.ROUTING
+            )
         self._validate_challenger()
         self._validate_rules()
 
@@ -79,28 +85,33 @@ class ExperimentSpec:
 
         rules = [*self.promote_when, *self.rollback_when]
         if len(rules) > 20:
-            raise InvalidInputError("Give at most 20 rules to an experiment.")
+            raise InvalidInputError("Give at most 20 rules to an experiment.", docs=Docs.EXPERIMENT_RULES)
         for rule in rules:
             try:
                 metric = parse_rule(rule).metric
             except ValueError as exc:
-                raise InvalidInputError(str(exc)) from None
+                raise InvalidInputError(str(exc), docs=Docs.EXPERIMENT_RULES) from None
             if metric not in METRICS and quantile_level(metric) is None:
                 raise InvalidInputError(
                     f"An experiment's rules compare {', '.join(METRICS)} or a percentile of latency "
-                    f"such as p95_ms; {metric!r} is not one of them."
+                    f"such as p95_ms; {metric!r} is not one of them.",
+                    docs=Docs.EXPERIMENT_RULES,
                 )
             if self.kind == "shadow" and (metric == "latency_ms" or quantile_level(metric) is not None):
                 raise InvalidInputError(
                     f"Rule {rule!r} compares latency, and a shadow's latency includes its wait to batch mirrors "
-                    "and its lowest CPU priority: compare latency in a canary."
+                    "and its lowest CPU priority: compare latency in a canary.",
+                    docs=Docs.EXPERIMENT_RULES,
                 )
         hook = self.webhook
         if hook is not None and not (isinstance(hook, str) and re.fullmatch(r"https?://[^\s]{1,2000}", hook)):
             raise InvalidInputError("Invalid --webhook: give an http:// or https:// URL.")
         n = self.min_labels
         if isinstance(n, bool) or not isinstance(n, int) or not 30 <= n <= 10**9:
-            raise InvalidInputError(f"Invalid --min-labels {self.min_labels!r}: use a whole number of at least 30.")
+            raise InvalidInputError(
+                f"Invalid --min-labels {self.min_labels!r}: use a whole number of at least 30.",
+                docs=Docs.EXPERIMENT_RULES,
+            )
 
     def _validate_challenger(self) -> None:
         c = self.challenger

@@ -22,7 +22,7 @@ from traitlets import CaselessStrEnum, Float, Unicode, observe
 from nbdeploy._quiet import LEVELS, log_level, loud, quiet, set_log_level
 from nbdeploy.commands import COMMANDS, MAGIC, add_arguments, overview
 from nbdeploy.commands.examples import examples_text
-from nbdeploy.errors import NbdeployError, ValidationFailedError
+from nbdeploy.errors import NbdeployError, ValidationFailedError, with_docs
 
 __all__ = ["SUBCOMMANDS", "DeployMagics"]
 
@@ -170,7 +170,7 @@ class DeployMagics(Magics):
             display(exc.report)  # the report first, then the error that fails the cell
             raise  # must fail the cell and nbval, which only print a UsageError; shown as one line
         except NbdeployError as exc:
-            raise UsageError(str(exc)) from None
+            raise UsageError(with_docs(exc)) from None
 
 
 # `%deploy?` shows this: what the magic does, its subcommands, and the first steps

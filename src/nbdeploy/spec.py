@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy._files import write_atomic
-from nbdeploy.errors import DeploymentError, InvalidInputError
+from nbdeploy.errors import DeploymentError, Docs, InvalidInputError
 from nbdeploy.experiment import ExperimentSpec
 from nbdeploy.model_entry import ModelEntry, _ReadAsDict
 
@@ -72,11 +72,11 @@ def parse_windows(windows: str | Sequence[str]) -> dict[str, float]:
     """``"1m,15m"`` or ``["1m", "15m"]`` -> ``{"1m": 60.0, "15m": 900.0}``; alerts use the first."""
     names = [w.strip() for w in (windows.split(",") if isinstance(windows, str) else windows) if w.strip()]
     if not names:
-        raise InvalidInputError("Give at least one monitoring window, for example 1m.")
+        raise InvalidInputError("Give at least one monitoring window, for example 1m.", docs=Docs.WINDOWS)
     try:
         return {w: parse_window(w) for w in names}
     except ValueError as exc:
-        raise InvalidInputError(str(exc)) from None
+        raise InvalidInputError(str(exc), docs=Docs.WINDOWS) from None
 
 
 @dataclass
@@ -149,9 +149,11 @@ class DeploymentSpec(_ReadAsDict):
         if self.alert_interval_s <= 0:
             raise InvalidInputError(f"Invalid alert interval {self.alert_interval_s} s: use a positive number.")
         if not self.windows:
-            raise InvalidInputError("Give at least one monitoring window, for example 1m.")
+            raise InvalidInputError("Give at least one monitoring window, for example 1m.", docs=Docs.WINDOWS)
         if self.log_inputs not in ("full", "hashed", "none"):
-            raise InvalidInputError(f"Invalid --log-inputs {self.log_inputs!r}: use full, hashed or none.")
+            raise InvalidInputError(
+                f"Invalid --log-inputs {self.log_inputs!r}: use full, hashed or none.", docs=Docs.PRIVATE_LOGS
+            )
         if self.retention_s is not None and not (math.isfinite(self.retention_s) and self.retention_s > 0):
             raise InvalidInputError(f"Invalid retention {self.retention_s}: use a duration such as 30d.")
         if self.core_hour_price is not None and not (math.isfinite(self.core_hour_price) and self.core_hour_price >= 0):

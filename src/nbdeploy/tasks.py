@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from nbdeploy.errors import InvalidInputError
+from nbdeploy.errors import Docs, InvalidInputError
 
 __all__ = ["argmax_predict", "check_fitted", "detect_task", "training_metrics"]
 
@@ -21,11 +21,15 @@ def check_fitted(model: Any) -> None:
 
     kind = type(model).__name__
     if not isinstance(model, BaseEstimator) or not hasattr(model, "predict"):
-        raise InvalidInputError(f"The model is of type {kind}, not a scikit-learn estimator with a predict method.")
+        raise InvalidInputError(
+            f"The model is of type {kind}, not a scikit-learn estimator with a predict method.", docs=Docs.WHICH_MODELS
+        )
     try:
         check_is_fitted(model)
     except NotFittedError:
-        raise InvalidInputError(f"The model {kind} is not fitted yet: call .fit(X, y) before registering it.") from None
+        raise InvalidInputError(
+            f"The model {kind} is not fitted yet: call .fit(X, y) before registering it.", docs=Docs.WHICH_MODELS
+        ) from None
 
 
 def argmax_predict(model: Any) -> bool:

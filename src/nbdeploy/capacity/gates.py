@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nbdeploy.errors import InvalidInputError
+from nbdeploy.errors import Docs, InvalidInputError
 
 __all__ = ["LEVEL_METRICS", "Gate", "decide", "parse_gates"]
 
@@ -58,10 +58,13 @@ def parse_gates(texts: Sequence[str]) -> list[Gate]:
         match = _GATE.match(text or "")
         if not match:
             raise InvalidInputError(f"Malformed load-test gate {text[:80]!r}: expected METRIC OP NUMBER, e.g. "
-                                    "p99_ms<=50 or rps>=500.")  # fmt: skip
+                                    "p99_ms<=50 or rps>=500.", docs=Docs.LOADTEST_GATES)  # fmt: skip
         metric, op, number = match.groups()
         if metric not in METRICS:
-            raise InvalidInputError(f"Unknown load-test metric {metric!r} in {text!r}; metrics: {', '.join(METRICS)}.")
+            raise InvalidInputError(
+                f"Unknown load-test metric {metric!r} in {text!r}; metrics: {', '.join(METRICS)}.",
+                docs=Docs.LOADTEST_GATES,
+            )
         gates.append(Gate(text.replace(" ", ""), metric, op, float(number)))
     return gates
 

@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 from nbdeploy.capacity import gates as gate_rules
 from nbdeploy.capacity import wrk
 from nbdeploy.capacity.report import LoadTestReport
-from nbdeploy.errors import InvalidInputError
+from nbdeploy.errors import Docs, InvalidInputError
 from nbdeploy.monitoring.resources import ProcessSampler, ResourceMeter
 from nbdeploy.spec import parse_duration
 
@@ -149,7 +149,9 @@ def loadtest(
     levels, rules = _levels(connections), gate_rules.parse_gates(gates)
     wrk.require_wrk()
     if deployment.state() != "running":
-        raise InvalidInputError(f"Deployment {deployment.name!r} is {deployment.state()}: serve it first.")
+        raise InvalidInputError(
+            f"Deployment {deployment.name!r} is {deployment.state()}: serve it first.", docs=Docs.STATES
+        )
     if deployment.spec.experiment is not None:
         raise InvalidInputError(f"Deployment {deployment.name!r} runs an experiment: conclude it first (the load "
                                 "would count in its comparison).")  # fmt: skip

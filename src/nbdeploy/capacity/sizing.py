@@ -33,7 +33,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from nbdeploy.errors import InvalidInputError
+from nbdeploy.errors import Docs, InvalidInputError
 
 __all__ = ["Recommendation", "recommend"]
 
@@ -87,7 +87,9 @@ def recommend(
 ) -> Recommendation:
     """Replicas and CPUs for ``target_rps`` at ``p99_ms``, from a load test's summary (see above)."""
     if loadtest is None:
-        raise InvalidInputError("No load test is recorded for the served version: run %deploy loadtest first.")
+        raise InvalidInputError(
+            "No load test is recorded for the served version: run %deploy loadtest first.", docs=Docs.LOADTEST
+        )
     if not all(math.isfinite(v) for v in (target_rps, p99_ms, utilization)) or not (
         target_rps > 0 and p99_ms > 0 and 0 < utilization <= 1
     ):
@@ -100,11 +102,11 @@ def recommend(
         fastest = min((lv["p99_ms"] for lv in levels), default=None)
         lowest = f"its lowest p99: {fastest:.2f} ms" if fastest is not None else "no level answered without errors"
         raise InvalidInputError(f"No level of the load test met p99 <= {p99_ms:g} ms ({lowest}); no number of "
-                                "replicas makes one request faster.")  # fmt: skip
+                                "replicas makes one request faster.", docs=Docs.SIZING)  # fmt: skip
     best = max(within, key=lambda lv: lv["rps"])
     if not (best.get("cpu_pct") or 0) > 0:
         raise InvalidInputError("The load test measured no CPU at that level (the server's processes could not be "
-                                "read): run %deploy loadtest again.")  # fmt: skip
+                                "read): run %deploy loadtest again.", docs=Docs.SIZING)  # fmt: skip
     servers = max(1, int(loadtest.get("replicas") or 1))  # a Ray test measures its replicas together
     rps_1, cores_1 = float(best["rps"]) / servers, float(best["cpu_pct"]) / 100 / servers
     idle = loadtest.get("idle_cpu_pct")

@@ -8,7 +8,7 @@ import argparse
 from typing import Any
 
 from nbdeploy.commands.table import Command, Context, Loads, arg, number
-from nbdeploy.errors import InvalidInputError, ValidationFailedError
+from nbdeploy.errors import Docs, InvalidInputError, ValidationFailedError
 
 __all__ = ["COMMANDS"]
 
@@ -24,7 +24,9 @@ def _loadtest(args: argparse.Namespace, ctx: Context) -> Any:
     from nbdeploy.deployments import get
 
     if args.strict and not args.gate:
-        raise InvalidInputError("--strict fails on a gate: give at least one --gate, e.g. --gate 'p99_ms<=50'.")
+        raise InvalidInputError(
+            "--strict fails on a gate: give at least one --gate, e.g. --gate 'p99_ms<=50'.", docs=Docs.LOADTEST_GATES
+        )
     report = get(args.name).loadtest(
         ctx.load(args.data, "--data", Loads.TABLE), connections=args.connections, duration=args.duration,
         rows_per_request=args.rows, gates=args.gate, record=not args.no_record,

@@ -25,7 +25,7 @@ from nbdeploy import tokens
 from nbdeploy._files import write_atomic
 from nbdeploy.deployments import events
 from nbdeploy.deployments.watching import HandleParts
-from nbdeploy.errors import DeploymentError, InvalidInputError
+from nbdeploy.errors import DeploymentError, Docs, InvalidInputError
 from nbdeploy.reprs import card, esc, fit, table
 from nbdeploy.tokens import OWNER, ROLES, Book, Publish, TokenEntry, read_entries
 
@@ -92,7 +92,7 @@ class TokenKeeping(HandleParts):
         """A new token of ``role`` (``predict``, ``observe``, ``feedback`` or ``admin``), accepted
         by the running server on its first request; ``out`` also writes its value to that file."""
         if role not in ROLES:
-            raise InvalidInputError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.")
+            raise InvalidInputError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.", docs=Docs.TOKENS)
         path = _out_path(out)
         label, value = self._change(tokens.add_token, role, label)
         events.record(self.path, "token added", None, label=label, role=role)
@@ -118,7 +118,7 @@ class TokenKeeping(HandleParts):
         try:
             return change(self.path, self.name, *args, publish=self._publish())
         except tokens.TokenError as exc:
-            raise InvalidInputError(str(exc)) from None
+            raise InvalidInputError(str(exc), docs=Docs.TOKENS) from None
         except ValueError as exc:  # the file is damaged
             raise DeploymentError(f"The tokens of {self.name!r} cannot be read: {exc}.") from None
 

@@ -25,7 +25,7 @@ from typing import Any
 from nbdeploy import config
 from nbdeploy._files import open_log
 from nbdeploy.deployments import processes
-from nbdeploy.errors import DeploymentError, InvalidInputError
+from nbdeploy.errors import DeploymentError, Docs, InvalidInputError
 
 __all__ = ["DRIVER", "run_on_ray"]
 
@@ -37,7 +37,9 @@ def _require_ray_data() -> None:
     places = ray.submodule_search_locations or [] if ray is not None else []
     found = any((Path(p) / "data" / "__init__.py").exists() for p in places)
     if not found:
-        raise DeploymentError("--target ray needs Ray Data, which is not installed here: pip install 'nbdeploy[ray]'.")
+        raise DeploymentError(
+            "--target ray needs Ray Data, which is not installed here: pip install 'nbdeploy[ray]'.", docs=Docs.EXTRAS
+        )
 
 
 def _frame_file(source: Any, folder: Path) -> Path | None:
@@ -128,4 +130,3 @@ def _job(source: Any, output: Any, model_path: str, send_key: bool, frame_file: 
            "kind": "parquet" if frame_file else source.kind, "out": str(output.partial), "csv": output.kind == "csv",
            "proba": proba, "key": source.key, "send_key": send_key, "chunk_rows": chunk_rows, "workers": workers,
            "total": source.total, "parent": os.getpid(), "columns": list(source.columns)}  # fmt: skip
-

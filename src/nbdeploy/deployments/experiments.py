@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from nbdeploy.deployments import events
 from nbdeploy.deployments.watching import HandleParts
-from nbdeploy.errors import DeploymentError, InvalidInputError, NbdeployError
+from nbdeploy.errors import DeploymentError, Docs, InvalidInputError, NbdeployError
 from nbdeploy.experiment import ExperimentSpec
 from nbdeploy.monitoring.view import variant_distribution_lines
 from nbdeploy.reprs import card, esc, fit, table
@@ -222,10 +222,13 @@ class Experiments(HandleParts):
                     f"{spec.experiment.challenger.ref}: conclude it first (--promote or --abort)."
                 )
             if self.state() != "running":
-                raise DeploymentError(f"Deployment {self.name!r} is {self.state()}: start it to run an experiment.")
+                raise DeploymentError(
+                    f"Deployment {self.name!r} is {self.state()}: start it to run an experiment.", docs=Docs.STATES
+                )
             saved = DeploymentSpec.from_dict(spec.to_dict())
-            spec.experiment = ExperimentSpec(kind, entry, percent, sticky, header, time.time(),
-                                             tracking_uri=tracking_uri(), **rules._asdict())
+            spec.experiment = ExperimentSpec(
+                kind, entry, percent, sticky, header, time.time(), tracking_uri=tracking_uri(), **rules._asdict()
+            )
             spec.save(self.path)
             events.record(self.path, f"{kind} started", spec.current, challenger=entry.resolved, percent=percent)
             if spec.ray is not None:

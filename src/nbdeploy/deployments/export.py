@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy.deployments.watching import HandleParts
-from nbdeploy.errors import InvalidInputError, require
+from nbdeploy.errors import Docs, InvalidInputError, require
 from nbdeploy.monitoring.replay import logged_feedback
 from nbdeploy.reprs import fit
 from nbdeploy.spec import parse_duration
@@ -160,7 +160,7 @@ def _features(spec: Any) -> Any:
                                 "nbdeploy.register.")  # fmt: skip
     if spec.log_inputs == "none":
         raise InvalidInputError(f"Deployment {spec.name!r} logs no inputs (--log-inputs none): there are no rows "
-                                "to export.")  # fmt: skip
+                                "to export.", docs=Docs.PRIVATE_LOGS)  # fmt: skip
     # a hashed column is exported as its keyed hashes, as text (nbdeploy.privacy)
     hashed = {str(c["name"]) for c in current if spec.log_inputs == "hashed" or c["name"] in spec.redact}
     kinds = ["string" if c["name"] in hashed else str(c.get("type", "string")) for c in current]

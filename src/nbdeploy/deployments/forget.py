@@ -24,7 +24,7 @@ from typing import Any
 from nbdeploy._files import flocked
 from nbdeploy.deployments import events, processes
 from nbdeploy.deployments.watching import HandleParts
-from nbdeploy.errors import InvalidInputError
+from nbdeploy.errors import Docs, InvalidInputError
 from nbdeploy.log_files import LOGS_LOCK, filter_file, not_of, swap_in, sweep
 from nbdeploy.model_entry import read_signature
 from nbdeploy.monitoring.replay import iter_records, log_files
@@ -73,7 +73,8 @@ class Forgetting(HandleParts):
             state = self.state()
             if spec.ray is not None and state == "dead":  # deployed, not answering: replicas may still append
                 raise InvalidInputError(f"Deployment {self.name!r} is deployed on Ray but does not answer: stop it "
-                                        "first, and forget then removes the records from its files here.")  # fmt: skip
+                                        "first, and forget then removes the records from its files here.",
+                                        docs=Docs.RAY)  # fmt: skip
             if state != "running":  # nobody appends: the files are filtered here
                 sweep(self.path)  # a leftover is from a forget killed mid-way
                 result = _forget_files(self.path, set(id_list), condition, spec.current.model_path)

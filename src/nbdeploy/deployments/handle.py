@@ -28,7 +28,7 @@ from nbdeploy.deployments.retrain_files import JobFiles
 from nbdeploy.deployments.snippet import Snippets
 from nbdeploy.deployments.views import Status
 from nbdeploy.deployments.watching import Watching
-from nbdeploy.errors import DeploymentError
+from nbdeploy.errors import DeploymentError, Docs
 from nbdeploy.spec import DeploymentSpec, ModelEntry
 
 __all__ = ["Deployment"]
@@ -131,7 +131,7 @@ class Deployment(Watching, Experiments, Exporting, TokenKeeping, Auditing, Snipp
             pid = self.pid
             state = self._local_state(pid)
         if state != "running":
-            raise DeploymentError(f"Deployment {self.name!r} is {state}: serve it again to use it.")
+            raise DeploymentError(f"Deployment {self.name!r} is {state}: serve it again to use it.", docs=Docs.STATES)
         port = None if spec.ray is not None else self.port  # the port file, read once
         if spec.ray is None and port is None:
             raise DeploymentError(
@@ -235,7 +235,9 @@ class Deployment(Watching, Experiments, Exporting, TokenKeeping, Auditing, Snipp
         if self.target == "ray":  # a rolling update: Ray replaces the replicas one by one
             state = self.state()
             if state != "running":
-                raise DeploymentError(f"Deployment {self.name!r} is {state}: serve it again to use it.")
+                raise DeploymentError(
+                    f"Deployment {self.name!r} is {state}: serve it again to use it.", docs=Docs.STATES
+                )
             ray_client.ctl(self.path, "deploy", entry)
             return
         payload = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from nbdeploy.errors import DeploymentError
+from nbdeploy.errors import DeploymentError, Docs
 
 __all__ = ["answers", "example_rows", "frame_rows", "json_value", "request", "request_bodies"]
 
@@ -48,7 +48,9 @@ def request(name: str, method: str, base: str, route: str, token: str | None, ti
             message = response.json().get("message", response.text)
         except ValueError:
             message = response.text
-        raise DeploymentError(f"Deployment {name!r} answered {response.status_code}: {message}")
+        # a refused token is fixed as docs/security.md says; other refusals name their field
+        docs = Docs.TOKENS if response.status_code in (401, 403) else None
+        raise DeploymentError(f"Deployment {name!r} answered {response.status_code}: {message}", docs=docs)
     return response
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from nbdeploy import config
 from nbdeploy.deployments import manifests
 from nbdeploy.deployments.package_files import dockerfile, kube_name, requirements
-from nbdeploy.errors import InvalidInputError
+from nbdeploy.errors import Docs, InvalidInputError
 from nbdeploy.refs import validate_name
 from nbdeploy.spec import DeploymentSpec
 
@@ -112,7 +112,7 @@ def package(name_or_ref: str, to: str, out: str | Path, *, image: str | None = N
     """Write the build context for ``to`` (docker, k8s or kuberay) into the new or empty
     folder ``out``: built beside it, renamed into place when whole."""
     if to not in TARGETS:
-        raise InvalidInputError(f"Unknown --to {to!r}: use docker, k8s or kuberay.")
+        raise InvalidInputError(f"Unknown --to {to!r}: use docker, k8s or kuberay.", docs=Docs.PACKAGE)
     if replicas < 1:
         raise InvalidInputError(f"Invalid --replicas {replicas}: use 1 or more.")
     path = _target_folder(out)

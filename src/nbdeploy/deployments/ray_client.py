@@ -26,7 +26,7 @@ from typing import Any
 from nbdeploy import config
 from nbdeploy._files import open_log, write_atomic
 from nbdeploy.deployments import processes
-from nbdeploy.errors import DeploymentError
+from nbdeploy.errors import DeploymentError, Docs
 from nbdeploy.spec import DeploymentSpec, ModelEntry
 
 __all__ = [
@@ -53,7 +53,9 @@ def require_ray() -> None:
     except (ImportError, ValueError):
         found = False
     if not found:
-        raise DeploymentError(f"--target ray needs Ray Serve, which is not installed here: {INSTALL}.")
+        raise DeploymentError(
+            f"--target ray needs Ray Serve, which is not installed here: {INSTALL}.", docs=Docs.EXTRAS
+        )
 
 
 def ray_cli() -> list[str]:
@@ -143,7 +145,7 @@ def start_local_cluster(timeout: float = 60.0, tries: int = 2) -> dict[str, Any]
         why = f"{failure}; the end of {log_file}:\n" + ("\n".join(tail) or "(empty)")
         if "exited" not in failure:
             break
-    raise DeploymentError(f"The local Ray cluster did not start: {why}")
+    raise DeploymentError(f"The local Ray cluster did not start: {why}", docs=Docs.RAY)
 
 
 def resolve_address(address: str | None) -> tuple[str, bool]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from nbdeploy import config
 from nbdeploy.deployments import ray_client
 from nbdeploy.deployments import tls as tls_module
-from nbdeploy.errors import InvalidInputError
+from nbdeploy.errors import Docs, InvalidInputError
 from nbdeploy.model_entry import read_signature
 from nbdeploy.spec import RAY_DEFAULTS, DeploymentSpec, RaySpec, parse_duration
 
@@ -53,7 +53,9 @@ def set_transport(spec: DeploymentSpec, tls: bool, cert: str | None, key: str | 
     spec.insecure_http = check_transport(spec.host, spec.target, tls or bool(cert or key), insecure_http)
     if cert or key:
         if not (cert and key):
-            raise InvalidInputError("Give --tls-cert and --tls-key together: the certificate and its private key.")
+            raise InvalidInputError(
+                "Give --tls-cert and --tls-key together: the certificate and its private key.", docs=Docs.HTTPS
+            )
         spec.tls_cert, spec.tls_key = tls_module.check_pair(cert, key, spec.host)
 
 
@@ -67,7 +69,7 @@ def check_transport(host: str, target: str, secure: bool, insecure_http: bool) -
             "TLS-terminating proxy in front of Ray's."
         )
     if secure and insecure_http:
-        raise InvalidInputError("Choose --tls or --insecure-http, not both.")
+        raise InvalidInputError("Choose --tls or --insecure-http, not both.", docs=Docs.HTTPS)
     if not secure and not insecure_http and not config.is_loopback(host):
         raise InvalidInputError(
             f"Serving on {host} sends tokens and rows in clear text to the network: add --tls (a certificate is "

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from nbdeploy._files import write_atomic
 from nbdeploy.config import is_loopback
-from nbdeploy.errors import DeploymentError, InvalidInputError
+from nbdeploy.errors import DeploymentError, Docs, InvalidInputError
 
 __all__ = ["cert_names", "check_pair", "client_context", "describe", "fingerprint", "make_certificate", "url", "verify"]
 
@@ -162,12 +162,13 @@ def check_pair(cert: str, key: str, host: str) -> tuple[str, str]:
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(paths[0]), str(paths[1]))
     except (ssl.SSLError, OSError) as exc:
         raise InvalidInputError(
-            f"--tls-cert and --tls-key do not load as a PEM certificate and its private key ({exc.strerror or exc})."
+            f"--tls-cert and --tls-key do not load as a PEM certificate and its private key ({exc.strerror or exc}).",
+            docs=Docs.HTTPS,
         ) from None
     try:
         names = cert_names(str(paths[0]))
     except Exception as exc:  # OpenSSL loads it, cryptography cannot read its names
-        raise InvalidInputError(f"--tls-cert's names cannot be read ({type(exc).__name__}).") from None
+        raise InvalidInputError(f"--tls-cert's names cannot be read ({type(exc).__name__}).", docs=Docs.HTTPS) from None
     reached = _local_name(str(paths[0])) if host in _WILDCARDS else host
     if reached is None or not _covers(names, reached):
         where = "this machine (127.0.0.1, localhost or its host name)" if host in _WILDCARDS else repr(host)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy.deployments import events
-from nbdeploy.errors import InvalidInputError
+from nbdeploy.errors import Docs, InvalidInputError
 from nbdeploy.spec import DEFAULT_ALERT_K, DeploymentSpec
 
 __all__ = ["HandleParts", "Watching"]
@@ -34,14 +34,15 @@ def with_baseline(rule: str, version: str | None) -> str:
     metric, op, sign, delta = match.groups()
     if metric not in BASELINE_METRICS:
         raise InvalidInputError(f"'baseline' in the alert rule {rule!r} is the served version's validation figure, "
-                                f"known for {', '.join(BASELINE_METRICS)}.")  # fmt: skip
+                                f"known for {', '.join(BASELINE_METRICS)}.",
+                                docs=Docs.ALERTS)  # fmt: skip
     from nbdeploy import registry
 
     figure = registry.validation_metric(version, BASELINE_METRICS[metric]) if version else None
     if figure is None:
         raise InvalidInputError(f"The alert rule {rule!r} compares with the served version's last validation, but "
                                 f"{version or 'it'} has no {BASELINE_METRICS[metric]} recorded: validate it first, "
-                                "or give a number.")  # fmt: skip
+                                "or give a number.", docs=Docs.ALERTS)  # fmt: skip
     threshold = figure + (float(delta) if sign == "+" else -float(delta) if sign == "-" else 0.0)
     return f"{metric}{op}{threshold:.6g}"
 
@@ -53,7 +54,8 @@ def check_priced(rules: Sequence[str], price: float | None) -> Sequence[str]:
     priced = [r for r in rules if r.strip().startswith(PRICED)]
     if priced and price is None:
         raise InvalidInputError(f"The alert rule {priced[0]!r} needs the price of a core-hour: serve with "
-                                "--core-hour-price (or %config DeployMagics.core_hour_price) first.")  # fmt: skip
+                                "--core-hour-price (or %config DeployMagics.core_hour_price) first.",
+                                docs=Docs.COST)  # fmt: skip
     return rules
 
 
@@ -185,7 +187,9 @@ class Watching(HandleParts):
         known = list(self.spec.windows)
         window = window or known[0]
         if window not in known:
-            raise InvalidInputError(f"Unknown window {window!r}; windows of {self.name!r}: {', '.join(known)}.")
+            raise InvalidInputError(
+                f"Unknown window {window!r}; windows of {self.name!r}: {', '.join(known)}.", docs=Docs.WINDOWS
+            )
         from nbdeploy.widgets.monitor import show_monitor
 
         return show_monitor(self, interval=interval, window=window, panel=panel)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy._files import append_private
-from nbdeploy.errors import InvalidInputError
+from nbdeploy.errors import Docs, InvalidInputError
 from nbdeploy.spec import DEFAULT_ALERT_K
 
 __all__ = ["METRICS", "PRICED", "AlertBook", "Rule", "RuleError", "attach_alerts", "redact_url", "rule_specs",
@@ -36,6 +36,8 @@ __all__ = ["METRICS", "PRICED", "AlertBook", "Rule", "RuleError", "attach_alerts
 
 class RuleError(InvalidInputError):
     """An alert rule that does not parse (an :class:`~nbdeploy.errors.InvalidInputError`)."""
+
+    docs = Docs.ALERTS
 
 
 _OPS: dict[str, Callable[[float, float], bool]] = {

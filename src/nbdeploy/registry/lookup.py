@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbdeploy.errors import AliasNotFoundError, InvalidInputError, ModelNotFoundError, VersionNotFoundError
+from nbdeploy.errors import AliasNotFoundError, Docs, InvalidInputError, ModelNotFoundError, VersionNotFoundError
 from nbdeploy.refs import ModelRef, parse_ref
 from nbdeploy.registry._store import client, mlflow_errors, tracking_uri, using_tracking_uri
 from nbdeploy.registry.log import PROFILE_PATH
@@ -61,7 +61,9 @@ def resolve(ref: str | ModelRef) -> ModelVersion:
     """
     r = parse_ref(ref) if isinstance(ref, str) else ref
     if r.name is None:
-        raise InvalidInputError(f"{r} is a run artifact, not a registered model version: register it first.")
+        raise InvalidInputError(
+            f"{r} is a run artifact, not a registered model version: register it first.", docs=Docs.REFERENCES
+        )
     with mlflow_errors(f"resolving {r}"):
         c = client()
         return fetch_version(c, r.name, _number(c, r.name, r))

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nbdeploy.errors import NbdeployError
+from nbdeploy.errors import Docs, NbdeployError
 from nbdeploy.registry._store import client, experiment_id, mlflow_errors
 from nbdeploy.registry.lineage import ENV_RUN, RUN_TAG
 from nbdeploy.registry.lookup import fetch_version
@@ -56,8 +56,11 @@ def candidate(run_id: str) -> ModelVersion:
         if not found:
             raise NbdeployError("The notebook registered no model version: call nbdeploy.register(model, name, "
                                 "X, y) in it (the job finds the version by the run it started, never by "
-                                "'latest').")
+                                "'latest').", docs=Docs.RETRAIN_NOTEBOOK)
         if len(found) > 1:
             refs = ", ".join(sorted(f"{v.name}/{v.version}" for v in found))
-            raise NbdeployError(f"The notebook registered {len(found)} versions ({refs}); register one candidate.")
+            raise NbdeployError(
+                f"The notebook registered {len(found)} versions ({refs}); register one candidate.",
+                docs=Docs.RETRAIN_NOTEBOOK,
+            )
         return fetch_version(c, found[0].name, int(found[0].version))

@@ -14,7 +14,7 @@ from typing import Any
 
 from nbdeploy._files import write_atomic
 from nbdeploy.deployments import processes
-from nbdeploy.errors import AliasNotFoundError, InvalidInputError
+from nbdeploy.errors import AliasNotFoundError, Docs, InvalidInputError
 from nbdeploy.retraining.job import RetrainJob
 from nbdeploy.retraining.notebook import check_notebook
 from nbdeploy.retraining.spec import RetrainSpec
@@ -26,7 +26,9 @@ def _check_installed(spec: RetrainSpec) -> None:
     needed = ["papermill", "pyarrow"] + (["croniter"] if spec.cron else [])
     missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
-        raise InvalidInputError(f"A retraining job needs {' and '.join(missing)}: pip install 'nbdeploy[retrain]'.")
+        raise InvalidInputError(
+            f"A retraining job needs {' and '.join(missing)}: pip install 'nbdeploy[retrain]'.", docs=Docs.EXTRAS
+        )
 
 
 def _champion(dep: Any, spec: RetrainSpec) -> Any:
@@ -40,7 +42,9 @@ def _champion(dep: Any, spec: RetrainSpec) -> Any:
     try:
         champion = registry.resolve(f"{model}@champion")
     except AliasNotFoundError:
-        raise InvalidInputError(f"{model} has no @champion to compare candidates with: promote one first.") from None
+        raise InvalidInputError(
+            f"{model} has no @champion to compare candidates with: promote one first.", docs=Docs.RETRAIN_RUN
+        ) from None
     task = str(dep.spec.current.task)
     if task in ("classification", "regression"):  # a metric no candidate of this task has: said now, not per run
         from nbdeploy.validation import metrics
@@ -50,7 +54,7 @@ def _champion(dep: Any, spec: RetrainSpec) -> Any:
     recorded = str(champion.tags.get("nbdeploy.validation.gates", "(none)"))
     if not spec.gates and recorded in ("", "(none)"):
         raise InvalidInputError(f"Give --gate (e.g. 'accuracy>=baseline-0.01'): {champion.ref}'s last validation "
-                                "had no gates to reuse.")  # fmt: skip
+                                "had no gates to reuse.", docs=Docs.RETRAIN_RUN)  # fmt: skip
     return champion
 
 
@@ -62,7 +66,7 @@ def _rules(dep: Any, spec: RetrainSpec) -> None:
     if spec.action not in ("canary", "shadow"):
         if spec.promote_when or spec.rollback_when:
             raise InvalidInputError("--promote-when and --rollback-when are a canary's or a shadow's rules: give "
-                                    "--canary PERCENT or --shadow too.")  # fmt: skip
+                                    "--canary PERCENT or --shadow too.", docs=Docs.EXPERIMENT_RULES)  # fmt: skip
         return
     current = dep.spec.current
     if not spec.promote_when and not spec.rollback_when:

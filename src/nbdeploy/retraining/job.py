@@ -20,7 +20,7 @@ from nbdeploy import config
 from nbdeploy._files import open_log
 from nbdeploy.deployments import processes
 from nbdeploy.deployments.retrain_files import MARKER, JobFiles
-from nbdeploy.errors import DeploymentError, NotFoundError
+from nbdeploy.errors import DeploymentError, Docs, NotFoundError
 from nbdeploy.retraining.spec import RetrainSpec
 from nbdeploy.retraining.view import JobStatus
 
@@ -41,7 +41,8 @@ class RetrainJob:
         job = cls(deployment, get(deployment).path)
         if not job.files.exists:
             raise NotFoundError(f"Deployment {deployment!r} has no retraining job: start one with "
-                                f"%deploy retrain {deployment} --notebook train.ipynb.")  # fmt: skip
+                                f"%deploy retrain {deployment} --notebook train.ipynb.",
+                                docs=Docs.RETRAIN)  # fmt: skip
         return job
 
     @property
@@ -66,7 +67,8 @@ class RetrainJob:
         """Ask for a run now (after the one in progress, if any)."""
         if self.state() != "running":
             raise DeploymentError(f"The retraining job of {self.deployment!r} is {self.state()}: resume it first "
-                                  f"(%deploy retrain {self.deployment} --resume).")  # fmt: skip
+                                  f"(%deploy retrain {self.deployment} --resume).",
+                                  docs=Docs.RETRAIN_PROCESS)  # fmt: skip
         self.files.ask(reason)
         return self.status()
 
@@ -113,12 +115,16 @@ class RetrainJob:
             if proc.poll() is not None:
                 last = (self.logs(1) or "no output").strip()
                 raise DeploymentError(f"The retraining job of {self.deployment!r} ended at start ({last[:300]}); "
-                                      f"see {self.files.log}.")  # fmt: skip
+                                      f"see {self.files.log}.",
+                                      docs=Docs.RETRAIN_PROCESS)  # fmt: skip
             if self.files.pid == proc.pid and f"started (pid {proc.pid})" in self.logs(5):
                 return  # it has adopted its state and polls its triggers
             time.sleep(0.05)
         processes.stop_group(proc.pid, str(self.files.root))
-        raise DeploymentError(f"The retraining job of {self.deployment!r} did not start within {timeout:.0f} s.")
+        raise DeploymentError(
+            f"The retraining job of {self.deployment!r} did not start within {timeout:.0f} s.",
+            docs=Docs.RETRAIN_PROCESS,
+        )
 
     def __repr__(self) -> str:
         return repr(self.status())

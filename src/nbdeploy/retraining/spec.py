@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy._files import write_atomic
-from nbdeploy.errors import DeploymentError, InvalidInputError
+from nbdeploy.errors import DeploymentError, Docs, InvalidInputError
 from nbdeploy.spec import DEFAULT_ALERT_K
 
 __all__ = ["ACTIONS", "INJECTED", "RetrainSpec", "parse_params"]
@@ -44,14 +44,21 @@ def parse_params(items: list[str] | dict[str, Any] | None) -> dict[str, Any]:
         for item in items or []:
             key, eq, value = str(item).partition("=")
             if not eq:
-                raise InvalidInputError(f"--param {item!r}: write KEY=VALUE, for example n_estimators=50.")
+                raise InvalidInputError(
+                    f"--param {item!r}: write KEY=VALUE, for example n_estimators=50.", docs=Docs.RETRAIN_NOTEBOOK
+                )
             pairs.append((key.strip(), value))
     params: dict[str, Any] = {}
     for key, value in pairs:
         if not _IDENT.match(key) or keyword.iskeyword(key):
-            raise InvalidInputError(f"--param {key!r}: a parameter name is a Python identifier.")
+            raise InvalidInputError(
+                f"--param {key!r}: a parameter name is a Python identifier.", docs=Docs.RETRAIN_NOTEBOOK
+            )
         if key in INJECTED:
-            raise InvalidInputError(f"--param {key!r}: the job sets {key} itself (it sets {', '.join(INJECTED)}).")
+            raise InvalidInputError(
+                f"--param {key!r}: the job sets {key} itself (it sets {', '.join(INJECTED)}).",
+                docs=Docs.RETRAIN_NOTEBOOK,
+            )
         if isinstance(value, str):
             try:
                 value = ast.literal_eval(value.strip())
@@ -60,7 +67,9 @@ def parse_params(items: list[str] | dict[str, Any] | None) -> dict[str, Any]:
         try:
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError):
-            raise InvalidInputError(f"--param {key!r}: give a number, a string, a boolean or a list of them.") from None
+            raise InvalidInputError(
+                f"--param {key!r}: give a number, a string, a boolean or a list of them.", docs=Docs.RETRAIN_NOTEBOOK
+            ) from None
         params[key] = value
     return params
 
@@ -126,15 +135,17 @@ class RetrainSpec:
     def validate(self) -> None:
         """Raise :class:`InvalidInputError` with one sentence for the first thing that cannot work."""
         if sum(x is not None for x in (self.on, self.every_s, self.cron)) > 1:
-            raise InvalidInputError("Give one trigger: --on RULE, --every AGE or --cron EXPR.")
+            raise InvalidInputError("Give one trigger: --on RULE, --every AGE or --cron EXPR.", docs=Docs.RETRAIN)
         if self.action not in ACTIONS:
             raise InvalidInputError(f"Unknown action {self.action!r}: use one of {', '.join(ACTIONS)}.")
         if not 0 < self.percent <= 100 or not math.isfinite(self.percent):
             raise InvalidInputError(f"Invalid percent {self.percent}: use more than 0 and at most 100.")
         if self.alert_k < 1:
-            raise InvalidInputError(f"--alert-k {self.alert_k}: a rule fires after at least 1 breach.")
+            raise InvalidInputError(
+                f"--alert-k {self.alert_k}: a rule fires after at least 1 breach.", docs=Docs.RETRAIN
+            )
         if self.every_s is not None and not 1 <= self.every_s < 1e11:
-            raise InvalidInputError(f"--every {self.every_s} s: use at least 1 s.")
+            raise InvalidInputError(f"--every {self.every_s} s: use at least 1 s.", docs=Docs.RETRAIN)
         if not 0 < self.since_s < 1e11:
             raise InvalidInputError(f"--since {self.since_s} s: the traffic given to the notebook needs an age "
                                     "above 0.")  # fmt: skip
@@ -144,11 +155,15 @@ class RetrainSpec:
             from croniter import croniter
 
             if not isinstance(self.cron, str) or not croniter.is_valid(self.cron):
-                raise InvalidInputError(f"--cron {self.cron!r} is not a cron expression such as '0 3 * * *'.")
+                raise InvalidInputError(
+                    f"--cron {self.cron!r} is not a cron expression such as '0 3 * * *'.", docs=Docs.RETRAIN
+                )
             try:
                 croniter(self.cron).get_next(float)
             except Exception:  # valid, but no date ever matches (30 February)
-                raise InvalidInputError(f"--cron {self.cron!r} names no time that ever comes.") from None
+                raise InvalidInputError(
+                    f"--cron {self.cron!r} names no time that ever comes.", docs=Docs.RETRAIN
+                ) from None
         if self.webhook and not self.webhook.startswith(("http://", "https://")):
             raise InvalidInputError("Invalid --webhook: give an http:// or https:// URL.")
         for gate in self.gates:

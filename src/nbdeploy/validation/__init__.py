@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from nbdeploy.errors import AliasNotFoundError, InvalidInputError, ValidationFailedError
+from nbdeploy.errors import AliasNotFoundError, Docs, InvalidInputError, ValidationFailedError
 from nbdeploy.validation.report import ValidationReport
 
 __all__ = ["AUTO", "ValidationReport", "validate"]
@@ -175,7 +175,7 @@ def _check_options(confidence: float | str | None, resamples: int, explain: bool
         raise InvalidInputError("--shap (shap=True) adds to the Explain section, which --no-explain leaves out.")
     if explain and (isinstance(explain_rows, bool) or not isinstance(explain_rows, int) or explain_rows < 10):
         raise InvalidInputError(f"--explain-rows (explain_rows) is {explain_rows!r}; the Explain section needs a "
-                                "whole number of rows, at least 10.")  # fmt: skip
+                                "whole number of rows, at least 10.", docs=Docs.EXPLAIN)  # fmt: skip
     if shap:
         from nbdeploy.validation.shap_values import check_installed
 

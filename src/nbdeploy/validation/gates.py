@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nbdeploy.errors import InvalidInputError
+from nbdeploy.errors import Docs, InvalidInputError
 
 __all__ = ["Bound", "Gate", "GateResult", "check_confidence", "check_metrics", "parse_gate"]
 
@@ -184,12 +184,15 @@ class GateResult:
 def parse_gate(text: str) -> Gate:
     """Parse ``METRIC OP VALUE``; raise :class:`InvalidInputError` with one sentence if malformed."""
     if isinstance(text, str) and len(text) > MAX_GATE_LENGTH:
-        raise InvalidInputError(f"A gate is at most {MAX_GATE_LENGTH} characters; this one has {len(text)}.")
+        raise InvalidInputError(
+            f"A gate is at most {MAX_GATE_LENGTH} characters; this one has {len(text)}.", docs=Docs.GATES
+        )
     match = _GATE.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise InvalidInputError(
             f"Malformed gate {text!r}: expected METRIC OP VALUE with OP one of >= > <= < == "
-            "and VALUE a number, baseline, baseline+N or baseline-N, for example 'f1>=0.9'."
+            "and VALUE a number, baseline, baseline+N or baseline-N, for example 'f1>=0.9'.",
+            docs=Docs.GATES,
         )
     metric, op = match["metric"], match["op"]
     level = None
@@ -212,7 +215,8 @@ def check_confidence(level: Any, where: str = "") -> float:
     if not 0.5 < value < 1:
         raise InvalidInputError(
             f"The confidence {level!r}{' ' + where if where else ''} must be a level above 50 % and below 100 %, "
-            "for example 0.95 or @95%."
+            "for example 0.95 or @95%.",
+            docs=Docs.CONFIDENCE,
         )
     return value
 
@@ -234,5 +238,7 @@ def check_metrics(
         listing = f"metrics for {task}: {', '.join(names)}."
         why = (unavailable or {}).get(gate.metric)
         if why:
-            raise InvalidInputError(f"Metric {gate.metric!r} in gate {gate.source!r} {why}; {listing}")
-        raise InvalidInputError(f"Unknown metric {gate.metric!r} in gate {gate.source!r}; {listing}")
+            raise InvalidInputError(
+                f"Metric {gate.metric!r} in gate {gate.source!r} {why}; {listing}", docs=Docs.METRICS
+            )
+        raise InvalidInputError(f"Unknown metric {gate.metric!r} in gate {gate.source!r}; {listing}", docs=Docs.METRICS)

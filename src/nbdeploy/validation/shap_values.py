@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nbdeploy.errors import InvalidInputError
+from nbdeploy.errors import Docs, InvalidInputError
 
 __all__ = ["ROWS", "check_installed", "tree_shap"]
 
@@ -34,7 +34,9 @@ def check_installed() -> None:
     try:
         import shap  # noqa: F401
     except ImportError:
-        raise InvalidInputError("SHAP values need the shap package: pip install 'nbdeploy[explain]'.") from None
+        raise InvalidInputError(
+            "SHAP values need the shap package: pip install 'nbdeploy[explain]'.", docs=Docs.EXTRAS
+        ) from None
 
 
 def _split(model: Any, X: Any) -> tuple[Any, Any, list[str]]:

@@ -1,0 +1,105 @@
+"""Error sentences link to the section of the docs that says how to fix them.
+
+Each link is a :class:`nbdeploy.errors.Docs` value: a file of the repository and a heading's
+anchor as GitHub makes it. The tests read the files, so a renamed heading fails here, not in a
+user's notebook.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import nbdeploy
+from nbdeploy.errors import DeploymentError, Docs, InvalidInputError, PromotionRefusedError, with_docs
+from tests.helpers import usage_error
+
+ROOT = Path(__file__).resolve().parent.parent
+SECTIONS = {name: value for name, value in vars(Docs).items() if name.isupper()}
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings of ``markdown`` (outside code fences): lower case,
+    punctuation dropped but ``-`` and ``_``, spaces to ``-``; a repeated one gets ``-1``, ``-2``."""
+    anchors: set[str] = set()
+    fenced = False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        heading = re.match(r"#{1,6} (.+)", line)
+        if fenced or not heading:
+            continue
+        slug = re.sub(r"[^\w\- ]", "", heading[1].strip().lower()).replace(" ", "-")
+        candidate, n = slug, 0
+        while candidate in anchors:
+            n += 1
+            candidate = f"{slug}-{n}"
+        anchors.add(candidate)
+    return anchors
+
+
+def test_anchors_follow_githubs_rule() -> None:
+    text = "# `%deploy loadtest NAME`\n```\n# not a heading\n```\n## Sizing: `--rps N`\n## Errors\n## Errors\n"
+    assert github_anchors(text) == {"deploy-loadtest-name", "sizing---rps-n", "errors", "errors-1"}
+
+
+@pytest.mark.parametrize("name", sorted(SECTIONS))
+def test_each_section_an_error_links_to_exists(name: str) -> None:
+    path, _, anchor = SECTIONS[name].partition("#")
+    assert (ROOT / path).is_file(), f"Docs.{name}: no file {path}"
+    assert anchor in github_anchors((ROOT / path).read_text()), f"Docs.{name}: no heading #{anchor} in {path}"
+
+
+def test_each_section_is_linked_from_an_error() -> None:
+    source = "\n".join(p.read_text() for p in (ROOT / "src" / "nbdeploy").rglob("*.py"))
+    unused = [name for name in SECTIONS if f"Docs.{name}" not in source]
+    assert unused == []
+
+
+def test_the_link_follows_the_sentence_and_only_when_there_is_one() -> None:
+    plain = DeploymentError("Deployment 'x' is stopped.")
+    assert with_docs(plain) == "Deployment 'x' is stopped."
+    linked = InvalidInputError("Choose --tls or --insecure-http, not both.", docs=Docs.HTTPS)
+    assert str(linked) == "Choose --tls or --insecure-http, not both."  # the sentence itself is unchanged
+    assert with_docs(linked) == "Choose --tls or --insecure-http, not both. See docs/security.md#https"
+    refused = PromotionRefusedError("Refusing.")  # a class's own section
+    assert with_docs(refused) == "Refusing. See docs/promote.md#gated-promotion"
+    if sys.version_info >= (3, 11):
+        assert refused.__notes__ == ["See docs/promote.md#gated-promotion"]  # under a Python traceback
+
+
+def test_a_usage_error_ends_with_the_link(ip: Any, name: str) -> None:
+    ip.run_line_magic("deploy", f"register model --name {name} --data X_train")
+    said = usage_error(ip, f"promote {name}/1")
+    assert said.startswith(f"Refusing to promote {name}/1 to @champion: it was never validated;")
+    assert said.endswith(" See docs/promote.md#gated-promotion")
+    assert usage_error(ip, f"validate {name}/1 --data X_test --target y_test --gate 'f1>>0.9'").endswith(
+        " See docs/validate.md#--gate-expr-repeatable"
+    )
+    assert usage_error(ip, "serve x --tls --insecure-http").endswith(" See docs/security.md#https")
+
+
+def test_the_command_line_prints_the_link(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "nbdeploy.cli", "--home", str(tmp_path), "serve", "x", "--tls", "--insecure-http"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        "nbdeploy: error: Choose --tls or --insecure-http, not both. See docs/security.md#https\n"
+    ), done.stderr
+
+
+def test_a_python_error_keeps_its_sentence(name: str, cancer: dict[str, Any]) -> None:
+    nbdeploy.register(cancer["model"], name, cancer["X_train"])
+    with pytest.raises(PromotionRefusedError) as caught:
+        nbdeploy.promote(f"{name}/1")
+    assert "See docs" not in str(caught.value) and caught.value.docs == Docs.PROMOTE
