@@ -24,16 +24,19 @@ SECTIONS = {name: value for name, value in vars(Docs).items() if name.isupper()}
 
 
 def github_anchors(markdown: str) -> set[str]:
-    """The anchors GitHub gives the headings of ``markdown`` (outside code fences): lower case,
-    punctuation dropped but ``-`` and ``_``, spaces to ``-``; a repeated one gets ``-1``, ``-2``."""
+    """The anchors GitHub gives the ATX headings of ``markdown`` (outside ``` and ~~~ fences):
+    the text without closing ``#``s, lower case, punctuation dropped but ``-`` and ``_``, spaces
+    to ``-``; a repeated one gets ``-1``, ``-2``. (Headings with links, HTML or emphasis, which
+    GitHub slugs as rendered, are not used by the links.)"""
     anchors: set[str] = set()
-    fenced = False
+    fence = ""
     for line in markdown.splitlines():
-        if line.lstrip().startswith("```"):
-            fenced = not fenced
+        opened = re.match(r" {0,3}(`{3,}|~{3,})", line)
+        if opened and (not fence or opened[1].startswith(fence)):
+            fence = "" if fence else opened[1]
             continue
-        heading = re.match(r"#{1,6} (.+)", line)
-        if fenced or not heading:
+        heading = re.match(r" {0,3}#{1,6}[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$", line)
+        if fence or not heading:
             continue
         slug = re.sub(r"[^\w\- ]", "", heading[1].strip().lower()).replace(" ", "-")
         candidate, n = slug, 0
@@ -45,8 +48,15 @@ def github_anchors(markdown: str) -> set[str]:
 
 
 def test_anchors_follow_githubs_rule() -> None:
-    text = "# `%deploy loadtest NAME`\n```\n# not a heading\n```\n## Sizing: `--rps N`\n## Errors\n## Errors\n"
-    assert github_anchors(text) == {"deploy-loadtest-name", "sizing---rps-n", "errors", "errors-1"}
+    text = "# `%deploy loadtest NAME`\n```\n# not a heading\n```\n## Sizing: `--rps N`\n## Errors\n## Errors ##\n"
+    text += "~~~~\n# not one either\n```\n~~~~\n### Erasing a person's records\n"
+    assert github_anchors(text) == {
+        "deploy-loadtest-name",
+        "sizing---rps-n",
+        "errors",
+        "errors-1",
+        "erasing-a-persons-records",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(SECTIONS))
@@ -58,7 +68,7 @@ def test_each_section_an_error_links_to_exists(name: str) -> None:
 
 def test_each_section_is_linked_from_an_error() -> None:
     source = "\n".join(p.read_text() for p in (ROOT / "src" / "nbdeploy").rglob("*.py"))
-    unused = [name for name in SECTIONS if f"Docs.{name}" not in source]
+    unused = [name for name in SECTIONS if not re.search(rf"\bDocs\.{name}\b", source)]
     assert unused == []
 
 
@@ -68,6 +78,10 @@ def test_the_link_follows_the_sentence_and_only_when_there_is_one() -> None:
     linked = InvalidInputError("Choose --tls or --insecure-http, not both.", docs=Docs.HTTPS)
     assert str(linked) == "Choose --tls or --insecure-http, not both."  # the sentence itself is unchanged
     assert with_docs(linked) == "Choose --tls or --insecure-http, not both. See docs/security.md#https"
+    log_tail = DeploymentError(
+        "The local Ray cluster did not start: its log ends\n  Failed to start GCS", docs=Docs.RAY
+    )
+    assert with_docs(log_tail).endswith("Failed to start GCS\nSee docs/scale-out.md#starting-a-cluster")
     refused = PromotionRefusedError("Refusing.")  # a class's own section
     assert with_docs(refused) == "Refusing. See docs/promote.md#gated-promotion"
     if sys.version_info >= (3, 11):
@@ -82,7 +96,7 @@ def test_a_usage_error_ends_with_the_link(ip: Any, name: str) -> None:
     assert usage_error(ip, f"validate {name}/1 --data X_test --target y_test --gate 'f1>>0.9'").endswith(
         " See docs/validate.md#--gate-expr-repeatable"
     )
-    assert usage_error(ip, "serve x --tls --insecure-http").endswith(" See docs/security.md#https")
+    assert usage_error(ip, "serve x --tls --insecure-http").endswith(" See docs/security.md#the-threat-model")
 
 
 def test_the_command_line_prints_the_link(tmp_path: Path) -> None:
@@ -94,7 +108,7 @@ def test_the_command_line_prints_the_link(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert done.stderr == (
-        "nbdeploy: error: Choose --tls or --insecure-http, not both. See docs/security.md#https\n"
+        "nbdeploy: error: Choose --tls or --insecure-http, not both. See docs/security.md#the-threat-model\n"
     ), done.stderr
 
 

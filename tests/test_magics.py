@@ -123,7 +123,7 @@ def test_exact_usage_errors(ip: Any, name: str) -> None:
         f"register model --name {name} --data X_train --target y_test": "The data has 426 rows but the "
         "target has 143; they must have the same number of rows.",
         "register model --name 'bad name'": "Invalid model name 'bad name': use letters, digits, '_', '-' "
-        "and '.', starting with a letter or digit (at most 128 characters).",
+        f"and '.', starting with a letter or digit (at most 128 characters).{REF}",
         f"register model --name {name} --tag team": "Malformed --tag 'team': expected KEY=VALUE, "
         "for example --tag team=fraud.",
         "register model": "%deploy register: the following arguments are required: --name.",

@@ -257,7 +257,7 @@ def test_the_magic_shows_a_broken_store_as_one_usage_error(ip: Any, unreachable:
         assert message.endswith(
             "check that the MLflow server is running and reachable, or "
             + CONFIGURE_ANOTHER
-            + " See docs/index.md#errors"
+            + " See docs/index.md#settings"
         )
         assert "\n" not in message
 

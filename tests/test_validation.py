@@ -259,7 +259,7 @@ def test_bad_gates_and_arguments_are_one_sentence_usage_errors(ip: Any, cancer: 
         f"{line} --baseline {name}/1": f"The baseline '{name}/1' is {name}/1, the version being validated; "
         "name another version or pass --baseline none.",
         f"validate {name} --data 'X_test.iloc[:, 1:]' --target y_test": "The data lacks 1 of the 30 columns "
-        "in the model's signature ('mean radius').",
+        "in the model's signature ('mean radius'). See docs/validate.md#--data-x---target-y-required",
         f"validate {name} --data X_test --target y_train": "The data has 143 rows but the target has 426; "
         "they must have the same number of rows.",
         f"{line} --baseline ghost-model": "No registered model is named 'ghost-model'; "

@@ -51,9 +51,10 @@ class Docs:
     repository's root; a test checks that each file and heading exists)."""
 
     EXTRAS = "docs/index.md#extras"
-    TRACKING = "docs/index.md#errors"
+    TRACKING = "docs/index.md#settings"
     REFERENCES = "docs/references.md#model-references"
     WHICH_MODELS = "docs/register.md#which-models"
+    DATA = "docs/validate.md#--data-x---target-y-required"
     GATES = "docs/validate.md#--gate-expr-repeatable"
     CONFIDENCE = "docs/validate.md#--confidence-level"
     METRICS = "docs/validate.md#metrics"
@@ -66,16 +67,17 @@ class Docs:
     ROUTING = "docs/experiments.md#how-a-request-finds-its-variant"
     RETRAIN = "docs/continuous-training.md#deploy-retrain-retrain-on-drift-on-a-schedule-or-by-hand"
     RETRAIN_NOTEBOOK = "docs/continuous-training.md#what-the-notebook-gets-and-what-it-must-do"
-    RETRAIN_RUN = "docs/continuous-training.md#one-run"
     RETRAIN_PROCESS = "docs/continuous-training.md#the-jobs-process"
     LOADTEST = "docs/capacity.md#deploy-loadtest-name"
     LOADTEST_GATES = "docs/capacity.md#gates-and---strict"
     SIZING = "docs/capacity.md#sizing-deploy-recommend-name---rps-n---p99-ms-ms"
     COST = "docs/capacity.md#what-serving-costs-while-it-serves"
     PACKAGE = "docs/capacity.md#deploy-package-nameref---to-dockerk8skuberay-dir"
+    THREAT_MODEL = "docs/security.md#the-threat-model"
     HTTPS = "docs/security.md#https"
     TOKENS = "docs/security.md#roles-and-tokens"
     PRIVATE_LOGS = "docs/security.md#private-request-logs"
+    ERASING = "docs/security.md#erasing-a-persons-records"
     RAY = "docs/scale-out.md#starting-a-cluster"
 
 
@@ -98,9 +100,12 @@ class NbdeployError(Exception):
 
 def with_docs(exc: BaseException) -> str:
     """The error's sentence, with the docs section that explains its fix when it has one:
-    what ``%deploy`` and the CLI show."""
+    what ``%deploy`` and the CLI show (on a line of its own after a message of several lines,
+    such as one that ends with a log's last lines)."""
     docs = getattr(exc, "docs", None)
-    return f"{exc} See {docs}" if docs else str(exc)
+    if not docs:
+        return str(exc)
+    return f"{exc}{chr(10) if chr(10) in str(exc) else ' '}See {docs}"
 
 
 class InvalidInputError(NbdeployError, ValueError):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from nbdeploy.errors import InvalidInputError, InvalidReferenceError
+from nbdeploy.errors import Docs, InvalidInputError, InvalidReferenceError
 
 __all__ = ["ModelRef", "parse_ref", "validate_alias", "validate_name"]
 
@@ -75,7 +75,8 @@ def validate_name(name: object) -> str:
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise InvalidInputError(
             f"Invalid model name {name!r}: use letters, digits, '_', '-' and '.', "
-            "starting with a letter or digit (at most 128 characters)."
+            "starting with a letter or digit (at most 128 characters).",
+            docs=Docs.REFERENCES,
         )
     return name
 

@@ -106,7 +106,7 @@ def recommend(
     best = max(within, key=lambda lv: lv["rps"])
     if not (best.get("cpu_pct") or 0) > 0:
         raise InvalidInputError("The load test measured no CPU at that level (the server's processes could not be "
-                                "read): run %deploy loadtest again.", docs=Docs.SIZING)  # fmt: skip
+                                "read): run %deploy loadtest again.")  # fmt: skip
     servers = max(1, int(loadtest.get("replicas") or 1))  # a Ray test measures its replicas together
     rps_1, cores_1 = float(best["rps"]) / servers, float(best["cpu_pct"]) / 100 / servers
     idle = loadtest.get("idle_cpu_pct")

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from nbdeploy.errors import DeploymentError, InvalidInputError
+from nbdeploy.errors import DeploymentError, Docs, InvalidInputError
 
 __all__ = ["require_wrk", "run_level", "script"]
 
@@ -45,7 +45,7 @@ def require_wrk() -> str:
     """The path of ``wrk``, or one sentence saying how to install it."""
     path = shutil.which("wrk")
     if path is None:
-        raise InvalidInputError(MISSING)
+        raise InvalidInputError(MISSING, docs=Docs.LOADTEST)
     return path
 
 

@@ -74,7 +74,7 @@ class Forgetting(HandleParts):
             if spec.ray is not None and state == "dead":  # deployed, not answering: replicas may still append
                 raise InvalidInputError(f"Deployment {self.name!r} is deployed on Ray but does not answer: stop it "
                                         "first, and forget then removes the records from its files here.",
-                                        docs=Docs.RAY)  # fmt: skip
+                                        docs=Docs.ERASING)  # fmt: skip
             if state != "running":  # nobody appends: the files are filtered here
                 sweep(self.path)  # a leftover is from a forget killed mid-way
                 result = _forget_files(self.path, set(id_list), condition, spec.current.model_path)

@@ -13,7 +13,7 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-from nbdeploy.errors import InvalidInputError
+from nbdeploy.errors import Docs, InvalidInputError
 from nbdeploy.model_entry import pickled_sklearn, read_mlmodel
 
 __all__ = ["DOCKERFILE", "dockerfile", "kube_name", "plain_dumper", "python_version", "requirements",
@@ -69,7 +69,9 @@ def requirements(model: Path, target: str) -> str:
             if base == "uvloop":  # uvicorn's faster loop: absent on Windows, where asyncio serves
                 continue
             extra = " (pip install 'nbdeploy[ray]')" if base == "ray" else ""
-            raise InvalidInputError(f"{base} is not installed here, so its version cannot be pinned{extra}.") from None
+            raise InvalidInputError(
+                f"{base} is not installed here, so its version cannot be pinned{extra}.", docs=Docs.EXTRAS
+            ) from None
     return "\n".join(lines) + "\n"
 
 

@@ -43,7 +43,8 @@ def check_redacted(spec: DeploymentSpec) -> None:
     if unknown:
         raise InvalidInputError(
             f"Invalid --redact {unknown[0]!r}: {spec.current.ref} takes no such column (its columns: "
-            f"{', '.join(names[:8])}{', …' if len(names) > 8 else ''})."
+            f"{', '.join(names[:8])}{', …' if len(names) > 8 else ''}).",
+            docs=Docs.PRIVATE_LOGS,
         )
 
 
@@ -66,13 +67,15 @@ def check_transport(host: str, target: str, secure: bool, insecure_http: bool) -
         raise InvalidInputError(
             "--tls is not available with --target ray: Ray's HTTP proxy is shared by every application of the "
             "cluster and takes its certificate when Ray Serve starts. Serve locally with --tls, or put a "
-            "TLS-terminating proxy in front of Ray's."
+            "TLS-terminating proxy in front of Ray's.",
+            docs=Docs.HTTPS,
         )
     if secure and insecure_http:
-        raise InvalidInputError("Choose --tls or --insecure-http, not both.", docs=Docs.HTTPS)
+        raise InvalidInputError("Choose --tls or --insecure-http, not both.", docs=Docs.THREAT_MODEL)
     if not secure and not insecure_http and not config.is_loopback(host):
         raise InvalidInputError(
             f"Serving on {host} sends tokens and rows in clear text to the network: add --tls (a certificate is "
-            "made for the deployment), or --insecure-http to accept that (behind a TLS proxy, for example)."
+            "made for the deployment), or --insecure-http to accept that (behind a TLS proxy, for example).",
+            docs=Docs.THREAT_MODEL,
         )
     return insecure_http and not config.is_loopback(host)

@@ -174,7 +174,8 @@ def check_pair(cert: str, key: str, host: str) -> tuple[str, str]:
         where = "this machine (127.0.0.1, localhost or its host name)" if host in _WILDCARDS else repr(host)
         raise InvalidInputError(
             f"--tls-cert is not valid for {where}, where nbdeploy reaches the server: serve with --host set to a "
-            "name the certificate holds, or add that name to the certificate."
+            "name the certificate holds, or add that name to the certificate.",
+            docs=Docs.HTTPS,
         )
     return str(paths[0]), str(paths[1])
 

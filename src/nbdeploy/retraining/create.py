@@ -43,7 +43,7 @@ def _champion(dep: Any, spec: RetrainSpec) -> Any:
         champion = registry.resolve(f"{model}@champion")
     except AliasNotFoundError:
         raise InvalidInputError(
-            f"{model} has no @champion to compare candidates with: promote one first.", docs=Docs.RETRAIN_RUN
+            f"{model} has no @champion to compare candidates with: promote one first.", docs=Docs.PROMOTE
         ) from None
     task = str(dep.spec.current.task)
     if task in ("classification", "regression"):  # a metric no candidate of this task has: said now, not per run
@@ -54,7 +54,7 @@ def _champion(dep: Any, spec: RetrainSpec) -> Any:
     recorded = str(champion.tags.get("nbdeploy.validation.gates", "(none)"))
     if not spec.gates and recorded in ("", "(none)"):
         raise InvalidInputError(f"Give --gate (e.g. 'accuracy>=baseline-0.01'): {champion.ref}'s last validation "
-                                "had no gates to reuse.", docs=Docs.RETRAIN_RUN)  # fmt: skip
+                                "had no gates to reuse.", docs=Docs.RETRAIN)  # fmt: skip
     return champion
 
 
@@ -66,7 +66,7 @@ def _rules(dep: Any, spec: RetrainSpec) -> None:
     if spec.action not in ("canary", "shadow"):
         if spec.promote_when or spec.rollback_when:
             raise InvalidInputError("--promote-when and --rollback-when are a canary's or a shadow's rules: give "
-                                    "--canary PERCENT or --shadow too.", docs=Docs.EXPERIMENT_RULES)  # fmt: skip
+                                    "--canary PERCENT or --shadow too.", docs=Docs.RETRAIN)  # fmt: skip
         return
     current = dep.spec.current
     if not spec.promote_when and not spec.rollback_when:
@@ -90,7 +90,7 @@ def _alert_rule(dep: Any, spec: RetrainSpec) -> None:
         return
     if dep.state() != "running":
         raise InvalidInputError(f"--on adds {text!r} to {dep.name}'s alert rules, but {dep.name} is {dep.state()}: "
-                                "serve it first.")  # fmt: skip
+                                "serve it first.", docs=Docs.STATES)  # fmt: skip
     dep.alerts([text], k=spec.alert_k)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy.deployments.retrain_files import JobFiles
-from nbdeploy.errors import NbdeployError
+from nbdeploy.errors import NbdeployError, with_docs
 from nbdeploy.monitoring.alerts import AlertBook
 from nbdeploy.retraining.pipeline import Outcome, RunContext, run_steps
 from nbdeploy.retraining.spec import RetrainSpec
@@ -52,7 +52,7 @@ def one_run(spec: RetrainSpec, files: JobFiles, number: int, trigger: Trigger,
     except Outcome as exc:
         outcome, why = exc.outcome, exc.why
     except NbdeployError as exc:
-        outcome, why = "failed", str(exc)
+        outcome, why = "failed", with_docs(exc)
     except Exception as exc:  # a bug or a library's failure: the job must outlive it
         traceback.print_exc(file=sys.stdout)
         outcome, why = "failed", f"{type(exc).__name__}: {exc}"[:1000]

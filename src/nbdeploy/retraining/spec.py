@@ -45,14 +45,14 @@ def parse_params(items: list[str] | dict[str, Any] | None) -> dict[str, Any]:
             key, eq, value = str(item).partition("=")
             if not eq:
                 raise InvalidInputError(
-                    f"--param {item!r}: write KEY=VALUE, for example n_estimators=50.", docs=Docs.RETRAIN_NOTEBOOK
+                    f"--param {item!r}: write KEY=VALUE, for example n_estimators=50.", docs=Docs.RETRAIN
                 )
             pairs.append((key.strip(), value))
     params: dict[str, Any] = {}
     for key, value in pairs:
         if not _IDENT.match(key) or keyword.iskeyword(key):
             raise InvalidInputError(
-                f"--param {key!r}: a parameter name is a Python identifier.", docs=Docs.RETRAIN_NOTEBOOK
+                f"--param {key!r}: a parameter name is a Python identifier.", docs=Docs.RETRAIN
             )
         if key in INJECTED:
             raise InvalidInputError(
@@ -68,7 +68,7 @@ def parse_params(items: list[str] | dict[str, Any] | None) -> dict[str, Any]:
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError):
             raise InvalidInputError(
-                f"--param {key!r}: give a number, a string, a boolean or a list of them.", docs=Docs.RETRAIN_NOTEBOOK
+                f"--param {key!r}: give a number, a string, a boolean or a list of them.", docs=Docs.RETRAIN
             ) from None
         params[key] = value
     return params

@@ -15,6 +15,7 @@ the challenger's version is tagged ``nbdeploy.experiment.promoted`` / ``rolled_b
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
@@ -95,7 +96,8 @@ def tag_version(spec: ExperimentSpec, action: str, why: str) -> None:
 
 
 def _run(module_and_args: list[str]) -> str | None:
-    """``python -m MODULE ARGS...``: ``None`` when it exits 0, else its last line of output."""
+    """``python -m MODULE ARGS...``: ``None`` when it exits 0, else its last line of output (the
+    CLI's sentence without the docs link it ends with: it goes to a tag and a webhook, cut)."""
     cmd = [sys.executable, "-m", *module_and_args]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
@@ -104,7 +106,9 @@ def _run(module_and_args: list[str]) -> str | None:
     if done.returncode == 0:
         return None
     said = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-    return said[-1][:300] if said else f"python -m {module_and_args[0]} exited with code {done.returncode}"
+    if not said:
+        return f"python -m {module_and_args[0]} exited with code {done.returncode}"
+    return re.sub(r" See docs/\S+$", "", said[-1])[:300]
 
 
 def persist(folder: Path, decided: ExperimentSpec, promoted: bool) -> None:

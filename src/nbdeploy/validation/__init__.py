@@ -170,9 +170,13 @@ def _check_options(confidence: float | str | None, resamples: int, explain: bool
 
     level = check_confidence(confidence) if confidence is not None else None
     if level is not None and resamples <= 0:
-        raise InvalidInputError("A confidence is decided on the bootstrap: give resamples above 0 (200 by default).")
+        raise InvalidInputError(
+            "A confidence is decided on the bootstrap: give resamples above 0 (200 by default).", docs=Docs.CONFIDENCE
+        )
     if shap and not explain:
-        raise InvalidInputError("--shap (shap=True) adds to the Explain section, which --no-explain leaves out.")
+        raise InvalidInputError(
+            "--shap (shap=True) adds to the Explain section, which --no-explain leaves out.", docs=Docs.EXPLAIN
+        )
     if explain and (isinstance(explain_rows, bool) or not isinstance(explain_rows, int) or explain_rows < 10):
         raise InvalidInputError(f"--explain-rows (explain_rows) is {explain_rows!r}; the Explain section needs a "
                                 "whole number of rows, at least 10.", docs=Docs.EXPLAIN)  # fmt: skip

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nbdeploy.errors import InvalidInputError
+from nbdeploy.errors import Docs, InvalidInputError
 from nbdeploy.stats.drift import FeatureDrift, frame_drift
 from nbdeploy.stats.profile import as_frame
 
@@ -144,7 +144,8 @@ def model_input(X: Any, inputs: Sequence[tuple[str, str]]) -> pd.DataFrame:
     if lacking:
         shown = ", ".join(map(repr, lacking[:5])) + (", …" if len(lacking) > 5 else "")
         raise InvalidInputError(
-            f"The data lacks {len(lacking)} of the {len(names)} columns in the model's signature ({shown})."
+            f"The data lacks {len(lacking)} of the {len(names)} columns in the model's signature ({shown}).",
+            docs=Docs.DATA,
         )
     return frame if list(frame.columns) == names else frame[names]
 

@@ -185,7 +185,7 @@ def parse_gate(text: str) -> Gate:
     """Parse ``METRIC OP VALUE``; raise :class:`InvalidInputError` with one sentence if malformed."""
     if isinstance(text, str) and len(text) > MAX_GATE_LENGTH:
         raise InvalidInputError(
-            f"A gate is at most {MAX_GATE_LENGTH} characters; this one has {len(text)}.", docs=Docs.GATES
+            f"A gate is at most {MAX_GATE_LENGTH} characters; this one has {len(text)}."
         )
     match = _GATE.fullmatch(text) if isinstance(text, str) else None
     if match is None:

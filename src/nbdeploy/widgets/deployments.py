@@ -47,13 +47,13 @@ class DeploymentsPanel(w.VBox):
         self.children = [*lines, self.message] if lines else [w.HTML("No deployments."), self.message]
 
     def _act(self, dep: Any, action: str) -> None:
-        from nbdeploy.errors import NbdeployError
+        from nbdeploy.errors import NbdeployError, with_docs
 
         try:
             getattr(dep, action)()
             self.message.value = esc(f"{action}: {dep.name} done.")
         except NbdeployError as exc:
-            self.message.value = esc(f"{action} failed: {exc}")
+            self.message.value = esc(f"{action} failed: {with_docs(exc)}")
         self.refresh()
 
     def __repr__(self) -> str:
