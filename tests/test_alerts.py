@@ -76,6 +76,7 @@ class _Hook(BaseHTTPRequestHandler):
         return
 
 
+@pytest.mark.alone  # times one evaluation (50 ms at most): no other test's load beside it
 def test_events_are_recorded_and_posted_with_retries(tmp_path: Path) -> None:
     server = HTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -25,6 +25,8 @@ from nbdeploy.monitoring.view import render_text
 from tests.helpers import eventually, usage_error
 
 needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
+# load tests measure CPU and latency: each runs with the machine to itself (conftest.py)
+pytestmark = pytest.mark.alone
 
 
 def test_doctests() -> None:

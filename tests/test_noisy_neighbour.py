@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.timeout(600)
+# p99 bounds under attack: measured with the machine to itself (conftest.py runs it alone)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.alone]
 
 LIMIT = 16 << 20  # the default body limit
 

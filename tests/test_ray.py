@@ -616,6 +616,7 @@ def test_stop_leaves_no_serve_application(cluster: str, deployment: nbdeploy.Dep
         deployment.predict(np.zeros((1, 30)))
 
 
+@pytest.mark.alone  # CPU figures of a load test: the machine to itself
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
 def test_sizing_from_one_replica_predicts_the_cpu_of_two(
     cluster: str, two_versions: str, cancer: dict[str, Any]
