@@ -1,17 +1,21 @@
 """Session-wide test environment, for tests/ and the notebooks nbval runs.
 
 MLflow must not phone home (the machines are offline), and nothing a test run writes may
-land in the work tree: the tracking store and deployments go to a temporary folder that
-every kernel nbval starts inherits through the environment.
+land in the work tree or in the user's own stores: the tracking store and deployments go to a
+temporary folder that every kernel nbval starts inherits through the environment.
 
 Every cell nbval executes must also read clean (#16): no stderr output and no warning text
 (a library's log line or a Python warning) in any output of a notebook in ``notebooks/``.
 
 The suite runs in two pytest-xdist workers (``-n 2`` in pyproject.toml; ``pytest -n 0`` runs
-it in one process). Each worker has a tracking store and deployments folder of its own; a
-file's tests stay on one worker, and Ray's two files on the same one (one cluster at a time),
-handed out first; a test marked ``alone`` (it measures CPU or latency) runs while the other
-worker waits.
+it in one process):
+
+- each worker has a tracking store and a deployments folder of its own, in the run's folder;
+- a file's tests run on one worker, and Ray's two files on the same one (one cluster at a
+  time), handed out first (:class:`FileScheduling`);
+- a test marked ``alone`` measures CPU or latency, so no other test runs meanwhile: the other
+  worker finishes the test it runs and waits. What that worker's file keeps up between its
+  tests (a server, a kernel, Ray's cluster) stays up, idle.
 """
 
 from __future__ import annotations
@@ -23,75 +27,98 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 from tests.notebook_outputs import unclean_outputs
 
-_STATE = tempfile.mkdtemp(prefix="nbdeploy-tests-")
-# the locks of `alone` tests: made by the controlling process, inherited by its workers
-if "NBDEPLOY_TESTS_LOCKS" not in os.environ:
-    os.environ["NBDEPLOY_TESTS_LOCKS"] = tempfile.mkdtemp(prefix="nbdeploy-locks-")
-_LOCKS = Path(os.environ["NBDEPLOY_TESTS_LOCKS"])
-_CHOSEN = "NBDEPLOY_TESTS_CHOSE_"  # + a variable's name: this run set it (a worker sets its own)
 RAY_FILES = ("test_ray.py", "test_ray_start.py")
+# the run's folder: made by the process pytest started, inherited by its workers
+_OWN_RUN = "NBDEPLOY_TESTS_RUN" not in os.environ
+if _OWN_RUN:
+    os.environ["NBDEPLOY_TESTS_RUN"] = tempfile.mkdtemp(prefix="nbdeploy-tests-")
+_RUN = Path(os.environ["NBDEPLOY_TESTS_RUN"])
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
     os.environ["DO_NOT_TRACK"] = "true"
     config.addinivalue_line("markers", "alone: measures CPU or latency, so runs while no other test does")
-    state = {"MLFLOW_TRACKING_URI": f"sqlite:///{_STATE}/mlflow.db", "NBDEPLOY_HOME": f"{_STATE}/deployments"}
-    for variable, value in state.items():  # a value the user set is kept, in every worker
-        if variable not in os.environ or os.environ.get(_CHOSEN + variable):
-            os.environ[variable] = value
-            os.environ[_CHOSEN + variable] = "1"
+    state = _RUN / (_WORKER or "main")  # never the user's MLFLOW_TRACKING_URI or NBDEPLOY_HOME
+    state.mkdir(parents=True, exist_ok=True)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{state}/mlflow.db"
+    os.environ["NBDEPLOY_HOME"] = f"{state}/deployments"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    shutil.rmtree(_STATE, ignore_errors=True)
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        shutil.rmtree(_LOCKS, ignore_errors=True)
+    if _OWN_RUN and not _WORKER:  # every worker's state too, even one of a worker that crashed
+        shutil.rmtree(_RUN, ignore_errors=True)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def _scope(nodeid: str) -> str:
+    file = nodeid.split("::", 1)[0]
+    return "ray" if Path(file).name in RAY_FILES else file
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own choice
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        """A file's tests to one worker, Ray's files together; in the order collected."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    return FileScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """With ``--dist loadgroup``: a file's tests on one worker (its module fixtures start once),
-    and Ray's files together (their clusters one at a time), first: they take about a third of
-    the suite, so one worker runs them while the other runs the rest (``--no-loadscope-reorder``
-    keeps this order)."""
+    """Ray's files first: they take about a third of the suite, so one worker runs them while
+    the other runs the rest (``--no-loadscope-reorder`` keeps this order)."""
     items.sort(key=lambda item: item.path.name not in RAY_FILES)  # stable: the rest as collected
-    for item in items:
-        file = item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group("ray" if item.path.name in RAY_FILES else file))
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    with _turn(alone=item.get_closest_marker("alone") is not None):
-        return (yield)
+class _Room:
+    """This worker's share of the machine: a shared lock on ``room`` while one of its tests runs,
+    the room alone for an ``alone`` test. ``gate`` is held by a worker waiting to be alone, so
+    the other worker does not start a test meanwhile (it would never be let in otherwise).
 
+    Held test by test, never between tests: a worker waits between two tests for the next one
+    (xdist runs a test once it knows the one after it), and held then, at the end of the run
+    it would keep the other worker's ``alone`` test out forever."""
 
-@contextlib.contextmanager
-def _turn(alone: bool) -> Iterator[None]:
-    """A test's turn in a worker: shared with the other worker's tests, or the room to itself
-    for an ``alone`` test. The gate is held by an ``alone`` test until it is done, so tests that
-    come after it wait instead of keeping the room busy forever."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        yield
-        return
-    with (_LOCKS / "gate").open("a") as gate, (_LOCKS / "room").open("a") as room:
-        fcntl.flock(gate, fcntl.LOCK_EX)
+    def __init__(self) -> None:
+        (_RUN / "locks").mkdir(parents=True, exist_ok=True)
+        self.gate: IO[str] = (_RUN / "locks" / "gate").open("a")
+        self.room: IO[str] = (_RUN / "locks" / "room").open("a")
+
+    @contextlib.contextmanager
+    def turn(self, alone: bool) -> Iterator[None]:
+        fcntl.flock(self.gate, fcntl.LOCK_EX)
         try:
-            fcntl.flock(room, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+            fcntl.flock(self.room, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
         finally:
             if not alone:
-                fcntl.flock(gate, fcntl.LOCK_UN)
+                fcntl.flock(self.gate, fcntl.LOCK_UN)
         try:
             yield
         finally:
-            fcntl.flock(room, fcntl.LOCK_UN)
+            fcntl.flock(self.room, fcntl.LOCK_UN)
             if alone:
-                fcntl.flock(gate, fcntl.LOCK_UN)
+                fcntl.flock(self.gate, fcntl.LOCK_UN)
+
+
+_room = _Room() if _WORKER else None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    if _room is None:
+        return (yield)
+    with _room.turn(alone=item.get_closest_marker("alone") is not None):
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)

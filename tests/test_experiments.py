@@ -497,6 +497,7 @@ def test_a_better_challenger_is_promoted_by_its_labels_only_through_the_gate(
     assert "accuracy>=baseline holds" in tags["nbdeploy.experiment.promoted"]
 
 
+@pytest.mark.alone  # a latency rule compares variants timed one after the other: no other load
 def test_an_a_a_experiment_through_the_server_decides_nothing(
     serving: Callable[..., Any], cancer: dict[str, Any], name: str
 ) -> None:
