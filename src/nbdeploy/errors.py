@@ -102,10 +102,10 @@ def with_docs(exc: BaseException) -> str:
     """The error's sentence, with the docs section that explains its fix when it has one:
     what ``%deploy`` and the CLI show (on a line of its own after a message of several lines,
     such as one that ends with a log's last lines)."""
-    docs = getattr(exc, "docs", None)
+    docs, text = getattr(exc, "docs", None), str(exc)
     if not docs:
-        return str(exc)
-    return f"{exc}{chr(10) if chr(10) in str(exc) else ' '}See {docs}"
+        return text
+    return text + ("\n" if "\n" in text else " ") + f"See {docs}"
 
 
 class InvalidInputError(NbdeployError, ValueError):
