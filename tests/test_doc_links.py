@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import nbdeploy
-from nbdeploy.errors import DeploymentError, Docs, InvalidInputError, PromotionRefusedError, with_docs
+from nbdeploy.errors import DeploymentError, Docs, InvalidInputError, PromotionRefusedError, with_docs, without_docs
 from tests.helpers import usage_error
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,3 +117,10 @@ def test_a_python_error_keeps_its_sentence(name: str, cancer: dict[str, Any]) ->
     with pytest.raises(PromotionRefusedError) as caught:
         nbdeploy.promote(f"{name}/1")
     assert "See docs" not in str(caught.value) and caught.value.docs == Docs.PROMOTE
+
+
+def test_a_sentence_kept_elsewhere_drops_the_link_in_either_form() -> None:
+    one_line = InvalidInputError("Choose --tls or --insecure-http, not both.", docs=Docs.THREAT_MODEL)
+    log_tail = DeploymentError("The local Ray cluster did not start:\n  Failed to start GCS", docs=Docs.RAY)
+    for error in (one_line, log_tail, DeploymentError("No link.")):
+        assert without_docs(f"nbdeploy: error: {with_docs(error)}\n").rstrip() == f"nbdeploy: error: {error}"

@@ -25,6 +25,7 @@ fix the docs explain carries that section (``docs``, one of :class:`Docs`): the 
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "VersionNotFoundError",
     "require",
     "with_docs",
+    "without_docs",
 ]
 
 
@@ -106,6 +108,12 @@ def with_docs(exc: BaseException) -> str:
     if not docs:
         return text
     return text + ("\n" if "\n" in text else " ") + f"See {docs}"
+
+
+def without_docs(text: str) -> str:
+    """``text`` without the link :func:`with_docs` ended it with, in either of its forms: a
+    sentence kept elsewhere (the CLI's last line, in a version tag and a webhook)."""
+    return re.sub(r"[ \n]See docs/\S+\s*$", "", text)
 
 
 class InvalidInputError(NbdeployError, ValueError):

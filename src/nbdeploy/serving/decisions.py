@@ -15,12 +15,12 @@ the challenger's version is tagged ``nbdeploy.experiment.promoted`` / ``rolled_b
 from __future__ import annotations
 
 import asyncio
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from nbdeploy.errors import without_docs
 from nbdeploy.experiment import ExperimentSpec
 from nbdeploy.serving.experiment_routes import load_entry
 from nbdeploy.serving.server import Server
@@ -105,10 +105,8 @@ def _run(module_and_args: list[str]) -> str | None:
         return f"python -m {module_and_args[0]} did not finish within 300 s"
     if done.returncode == 0:
         return None
-    said = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-    if not said:
-        return f"python -m {module_and_args[0]} exited with code {done.returncode}"
-    return re.sub(r" See docs/\S+$", "", said[-1])[:300]
+    said = [line for line in without_docs(done.stderr + done.stdout).splitlines() if line.strip()]
+    return said[-1][:300] if said else f"python -m {module_and_args[0]} exited with code {done.returncode}"
 
 
 def persist(folder: Path, decided: ExperimentSpec, promoted: bool) -> None:
