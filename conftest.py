@@ -11,11 +11,14 @@ The suite runs in two pytest-xdist workers (``-n 2`` in pyproject.toml; ``pytest
 it in one process):
 
 - each worker has a tracking store and a deployments folder of its own, in the run's folder;
-- a file's tests run on one worker, and Ray's two files on the same one (one cluster at a
-  time), handed out first (:class:`FileScheduling`);
+- a file's tests run on one worker (:class:`FileScheduling`);
 - a test marked ``alone`` measures CPU or latency, so no other test runs meanwhile: the other
   worker finishes the test it runs and waits. What that worker's file keeps up between its
-  tests (a server, a kernel, Ray's cluster) stays up, idle.
+  tests (a server, a kernel, Ray's cluster) stays up, idle;
+- the files of ``alone`` tests and then Ray's two files (about a third of the suite, one
+  cluster at a time) are handed out first, as one queue: one worker runs it while the other
+  runs the rest, so an ``alone`` test waits for one of the other worker's short tests, never
+  for one of Ray's (a minute or two each).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ import pytest
 from tests.notebook_outputs import unclean_outputs
 
 RAY_FILES = ("test_ray.py", "test_ray_start.py")
+# the files with a test marked ``alone``, then Ray's: one worker's queue, in this order
+FIRST_FILES = ("test_capacity.py", "test_noisy_neighbour.py", "test_alerts.py", "test_experiments.py",
+               "test_retrain.py", *RAY_FILES)  # fmt: skip
 # the run's folder: made by the process pytest started, inherited by its workers
 _OWN_RUN = "NBDEPLOY_TESTS_RUN" not in os.environ
 if _OWN_RUN:
@@ -58,7 +64,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def _scope(nodeid: str) -> str:
     file = nodeid.split("::", 1)[0]
-    return "ray" if Path(file).name in RAY_FILES else file
+    return "first" if Path(file).name in FIRST_FILES else file
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own choice
@@ -66,7 +72,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.scheduler import LoadScopeScheduling
 
     class FileScheduling(LoadScopeScheduling):
-        """A file's tests to one worker, Ray's files together; in the order collected."""
+        """A file's tests to one worker, the ``FIRST_FILES`` together; in the order collected."""
 
         def _split_scope(self, nodeid: str) -> str:
             return _scope(nodeid)
@@ -75,9 +81,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Ray's files first: they take about a third of the suite, so one worker runs them while
-    the other runs the rest (``--no-loadscope-reorder`` keeps this order)."""
-    items.sort(key=lambda item: item.path.name not in RAY_FILES)  # stable: the rest as collected
+    """The ``FIRST_FILES`` first, in their order (``--no-loadscope-reorder`` keeps it); the rest
+    as collected. A file with an ``alone`` test must be one of them (the scheduler, in the
+    controlling process, sees test ids only, not marks)."""
+    strays = sorted({item.path.name for item in items if item.get_closest_marker("alone")} - set(FIRST_FILES))
+    if strays:
+        raise pytest.UsageError(f"{', '.join(strays)} has a test marked alone: add it to FIRST_FILES in conftest.py")
+    rank = {name: i for i, name in enumerate(FIRST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST_FILES)))  # stable
 
 
 class _Room:
