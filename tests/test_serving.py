@@ -127,9 +127,15 @@ def test_update_and_rollback_under_load_drop_nothing(
 def test_kill_9_under_load_loses_no_answered_request(dep: deployments.Deployment, cancer: dict[str, Any]) -> None:
     payloads = rows(cancer["X_test"], 100) * 40
     result: list[Any] = []
+    log = dep.path / "requests.jsonl"
+    before = len(read_records(log))
     load = threading.Thread(target=lambda: result.extend(fire(dep.url, payloads, concurrency=16)))
     load.start()
-    time.sleep(1.0)
+    deadline = time.monotonic() + 120
+    # mid-load: once 200 are logged (a record is written before its answer; 16 at most in flight),
+    # not after a fixed time, which a busy machine can spend before the first answer
+    while len(read_records(log)) < before + 200 and load.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert dep.pid is not None
     os.killpg(dep.pid, signal.SIGKILL)
     load.join()
