@@ -11,6 +11,8 @@ The suite runs in two pytest-xdist workers (``-n 2`` in pyproject.toml; ``pytest
 it in one process):
 
 - each worker has a tracking store and a deployments folder of its own, in the run's folder;
+- each worker's processes use one thread per numerical library's pool (OpenMP, BLAS): two
+  workers share two cores, and a pool per process spins on the core the other is using;
 - a file's tests run on one worker (:class:`FileScheduling`);
 - a test marked ``alone`` measures CPU or latency, so no other test runs meanwhile: the other
   worker finishes the test it runs and waits. What that worker's file keeps up between its
@@ -45,6 +47,9 @@ if _OWN_RUN:
     os.environ["NBDEPLOY_TESTS_RUN"] = tempfile.mkdtemp(prefix="nbdeploy-tests-")
 _RUN = Path(os.environ["NBDEPLOY_TESTS_RUN"])
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER:  # before numpy or scikit-learn is loaded: their pools read it once; servers and kernels inherit it
+    for _pool in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_pool, "1")
 
 
 def pytest_configure(config: pytest.Config) -> None:
