@@ -11,16 +11,17 @@ The suite runs in two pytest-xdist workers (``-n 2`` in pyproject.toml; ``pytest
 it in one process):
 
 - each worker has a tracking store and a deployments folder of its own, in the run's folder;
-- each worker's processes use one thread per numerical library's pool (OpenMP, BLAS): two
-  workers share two cores, and a pool per process spins on the core the other is using;
+- each worker's processes use one thread per numerical library's pool (OpenMP, BLAS, Arrow's)
+  unless the environment says otherwise: two workers share two cores, and a pool per process
+  spins on the core the other is using;
 - a file's tests run on one worker (:class:`FileScheduling`);
 - a test marked ``alone`` measures CPU or latency, so no other test runs meanwhile: the other
   worker finishes the test it runs and waits. What that worker's file keeps up between its
   tests (a server, a kernel, Ray's cluster) stays up, idle;
 - the files of ``alone`` tests and then Ray's two files (about a third of the suite, one
   cluster at a time) are handed out first, as one queue: one worker runs it while the other
-  runs the rest, so an ``alone`` test waits for one of the other worker's short tests, never
-  for one of Ray's (a minute or two each).
+  runs the rest, so an ``alone`` test waits for the other worker's current test, never for one
+  of Ray's (a minute or two each).
 """
 
 from __future__ import annotations
@@ -87,13 +88,17 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The ``FIRST_FILES`` first, in their order (``--no-loadscope-reorder`` keeps it); the rest
-    as collected. A file with an ``alone`` test must be one of them (the scheduler, in the
-    controlling process, sees test ids only, not marks)."""
-    strays = sorted({item.path.name for item in items if item.get_closest_marker("alone")} - set(FIRST_FILES))
-    if strays:
-        raise pytest.UsageError(f"{', '.join(strays)} has a test marked alone: add it to FIRST_FILES in conftest.py")
+    as collected."""
     rank = {name: i for i, name in enumerate(FIRST_FILES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(FIRST_FILES)))  # stable
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """An ``alone`` test outside the ``FIRST_FILES`` fails with the fix: the scheduler, in the
+    controlling process, sees test ids only, not marks. (A collection error raised in a worker
+    would never be shown: xdist reports only that no worker is left.)"""
+    if item.get_closest_marker("alone") and _scope(item.nodeid) != "first":
+        pytest.fail(f"{item.path.name} has a test marked alone: add it to FIRST_FILES in conftest.py", pytrace=False)
 
 
 class _Room:
