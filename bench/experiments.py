@@ -16,6 +16,10 @@ light challenger (a logistic regression, whose ``predict`` costs little per call
 of the split, the second batcher and the challenger's process, without a forest's fixed
 cost per call, which a tenth of the traffic, arriving one or two requests at a time, pays
 in full.
+
+``BENCH_ROUNDS`` (default 5) and ``BENCH_SECONDS`` (6) set the rounds and their length;
+``BENCH_MODES="one variant|shadow 100%"`` and ``BENCH_CONNECTIONS=1`` measure a part of the
+table (the ratios need ``one variant``).
 """
 
 from __future__ import annotations
@@ -31,8 +35,12 @@ import serving
 from serving import quickstart_model, wrk
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
-CONNECTIONS = (1, 16)
-MODES = ("one variant", "canary 10%", "canary, pinned", "shadow 100%", "canary 10%, light")
+ALL_MODES = ("one variant", "canary 10%", "canary, pinned", "shadow 100%", "canary 10%, light")
+# a part of the table, for a quicker look: BENCH_MODES="one variant|shadow 100%" BENCH_CONNECTIONS=1
+MODES = tuple(os.environ.get("BENCH_MODES", "|".join(ALL_MODES)).split("|"))
+CONNECTIONS = tuple(int(c) for c in os.environ.get("BENCH_CONNECTIONS", "1,16").split(","))
+if set(MODES) - set(ALL_MODES):
+    raise SystemExit(f"BENCH_MODES: unknown {sorted(set(MODES) - set(ALL_MODES))}; the modes are {'|'.join(ALL_MODES)}")
 
 
 def switch(dep: Any, mode: str, challenger: str, light: str) -> None:
@@ -80,18 +88,18 @@ def main() -> None:
         return statistics.median(x[key] for x in runs[mode, c])
 
     print(f"\n{ROUNDS} interleaved rounds of {serving.DURATION} s, medians")
-    print(f"{'':14}" + "".join(f"{f'c{c} req/s':>12}{f'c{c} p99 ms':>12}" for c in CONNECTIONS))
+    print(f"{'':18}" + "".join(f"{f'c{c} req/s':>12}{f'c{c} p99 ms':>12}" for c in CONNECTIONS))
     for mode in MODES:
-        print(f"{mode:<14}" + "".join(f"{med(mode, c, 'rps'):>12.0f}{med(mode, c, 'p99'):>12.1f}" for c in CONNECTIONS))
+        print(f"{mode:<18}" + "".join(f"{med(mode, c, 'rps'):>12.0f}{med(mode, c, 'p99'):>12.1f}" for c in CONNECTIONS))
     base = "one variant"
-    for c in CONNECTIONS:
-        canary = med("canary 10%", c, "rps") / med(base, c, "rps")
-        light_canary = med("canary 10%, light", c, "rps") / med(base, c, "rps")
-        routing = med("canary, pinned", c, "rps") / med(base, c, "rps")
-        shadow = med("shadow 100%", c, "p99") / med(base, c, "p99")
-        print(f"c{c}: throughput with a 10% canary / one variant: {canary:.3f} (a light challenger: "
-              f"{light_canary:.3f}; routing alone, every request pinned to the champion: {routing:.3f}); "
-              f"client p99 with a shadow / one variant: {shadow:.3f}")  # fmt: skip
+    ratios = {"canary 10%": ("rps", "throughput with a 10% canary"),
+              "canary 10%, light": ("rps", "a light challenger's"),
+              "canary, pinned": ("rps", "routing alone, every request pinned to the champion"),
+              "shadow 100%": ("p99", "client p99 with a shadow")}  # fmt: skip
+    for c in CONNECTIONS if base in MODES else ():
+        shown = [f"{what} {med(mode, c, key) / med(base, c, key):.3f}" for mode, (key, what) in ratios.items()
+                 if mode in MODES]  # fmt: skip
+        print(f"c{c}, against one variant: " + "; ".join(shown))
     if shadowed is not None:
         print("shadow counts at the end:", shadowed["counts"])
 
