@@ -80,8 +80,10 @@ def write_floor(exported: Path, anchor_s: float) -> None:
     """Print the time to write the exported rows, already in memory, beside the anchor."""
     import pyarrow.parquet as pq
 
+    from nbdeploy.deployments.export_schema import VARIANT, VERSION
+
     table = pq.read_table(exported)
-    dictionary = [name for name in ("variant", "model_version") if name in table.column_names]
+    dictionary = [name[1:] for name in (VARIANT, VERSION)]  # the columns export writes with dictionaries
     settings = {"as export writes them": {"use_dictionary": dictionary},
                 "no compression, no statistics": {"use_dictionary": False, "compression": "none",
                                                   "write_statistics": False}}  # fmt: skip
