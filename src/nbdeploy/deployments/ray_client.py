@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -36,6 +38,7 @@ __all__ = [
 
 CTL = "nbdeploy.serving.ray_ctl"
 INSTALL = "pip install 'nbdeploy[ray]'"
+_FATAL = re.compile(r"\[\S+ \S+ C \d+ \d+\]")  # a FATAL line of Ray's C++ log: the process aborts after it
 
 
 def require_ray() -> None:
@@ -113,6 +116,17 @@ def _spawn_head(folder: Path) -> dict[str, Any]:
     return info
 
 
+def _gcs_failure(temp_dir: str) -> str | None:
+    """The fatal line of a head's GCS server that aborted, if one did. Ray's ``ray start``
+    notices only after its client's timeouts (about 40 s); the GCS writes the line at once."""
+    for err in Path(temp_dir).glob("session_*/logs/gcs_server*.err"):
+        with contextlib.suppress(OSError), err.open(errors="replace") as fh:
+            for line in itertools.islice(fh, 200):
+                if _FATAL.match(line):
+                    return line.split("] ", 1)[-1].strip()[:400]
+    return None
+
+
 def _wait_for_head(info: dict[str, Any], timeout: float) -> str | None:
     """``None`` once the head listens; otherwise why it did not come up."""
     deadline = time.monotonic() + timeout
@@ -123,6 +137,9 @@ def _wait_for_head(info: dict[str, Any], timeout: float) -> str | None:
             return f"its head process (pid {info['pid']}) exited" + (f" with code {code}" if code is not None else "")
         if listening(info["address"]):
             return None
+        fatal = _gcs_failure(info["temp_dir"])
+        if fatal is not None:
+            return f"its GCS server exited: {fatal}"
         time.sleep(0.2)
     return f"its head process (pid {info['pid']}) was not listening on {info['address']} after {timeout:.0f} s"
 
@@ -145,6 +162,8 @@ def start_local_cluster(timeout: float = 60.0, tries: int = 2) -> dict[str, Any]
         why = f"{failure}; the end of {log_file}:\n" + ("\n".join(tail) or "(empty)")
         if "exited" not in failure:
             break
+        with open_log(log_file, text=True) as log:  # the head is gone: say why the next one starts
+            log.write(f"nbdeploy: the Ray head at {info['address']} stopped: {failure}\n")
     raise DeploymentError(f"The local Ray cluster did not start: {why}", docs=Docs.RAY)
 
 
