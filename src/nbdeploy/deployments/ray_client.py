@@ -188,7 +188,9 @@ def stop_local_cluster(address: str) -> bool:
 def _discard(info: dict[str, Any]) -> None:
     """Stop a head (if it still runs) and remove its record and temp folder: a head that died
     on start would otherwise leave both behind."""
-    processes.stop_group(info["pid"], "--head", timeout=5)  # then SIGKILL: a throwaway cluster
+    # then SIGKILL: a throwaway cluster. An idle head ends in about 1 s on SIGTERM; one that ran
+    # Serve drains for up to 30 s (its controller and proxy are detached actors) and was killed anyway
+    processes.stop_group(info["pid"], "--head", timeout=2)
     with contextlib.suppress(FileNotFoundError):
         _cluster_file().unlink()
     shutil.rmtree(info["temp_dir"], ignore_errors=True)
