@@ -11,9 +11,11 @@ Ray's own. That a failed head is started once more, on another port, is shown by
 from __future__ import annotations
 
 import importlib.util
-import re
+import json
+import os
 import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 import pytest
 
 from nbdeploy import config
-from nbdeploy.deployments import ray_client
+from nbdeploy.deployments import ray_client, ray_gcs
 from nbdeploy.errors import DeploymentError
 from tests.helpers import free_port
 
@@ -45,7 +47,7 @@ def taken_port() -> Iterator[int]:
         yield held.getsockname()[1]
 
 
-def test_a_head_that_exits_is_named_and_leaves_nothing(
+def test_a_head_whose_gcs_fails_is_named_and_leaves_nothing(
     home: Path, taken_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ports = [taken_port]
@@ -58,25 +60,84 @@ def test_a_head_that_exits_is_named_and_leaves_nothing(
     with pytest.raises(DeploymentError) as failed:
         ray_client.start_local_cluster(tries=1)
     said = str(failed.value)
-    assert re.search(r"its GCS server exited: .*Failed to start the grpc server.*; the end of ", said), said
-    assert str(log_file) in said and f"port is {taken_port}" in said, said
+    reason = f"its GCS server exited: could not listen on port {taken_port} (Address already in use)"
+    assert said.startswith(f"The local Ray cluster did not start: {reason}; the end of {log_file}:"), said
+    logged = [line for line in log_file.read_text().splitlines() if line.startswith("nbdeploy: ")]
+    assert logged[-1].endswith(f"stopped: {reason}") and "Failed to start the grpc server" in logged[0], logged
     assert not (home / ".ray" / "cluster.json").exists()  # no record, no temp folder, no process left
     (failed_head,) = heads
     assert not Path(failed_head["temp_dir"]).exists()
     assert not subprocess.run(["pgrep", "-f", failed_head["temp_dir"]], capture_output=True).stdout
 
 
-def test_only_a_fatal_line_of_the_gcs_counts_as_its_failure(tmp_path: Path) -> None:
-    """Warnings, errors and garbage in a running GCS's log are not a failure; Ray's FATAL
-    (``C``) line is, since the process aborts after it."""
-    logs = tmp_path / "session_2026-12-02_04-44-05_1_2" / "logs"
-    logs.mkdir(parents=True)
-    err = logs / "gcs_server.err"
-    err.write_bytes(b"\xff\xfe garbage\x00\n" * 3 + b"[2026-12-02 04:44:05,076 W 1 1] (gcs_server) slow\n"
-                    b"[2026-12-02 04:44:05,077 E 1 1] (gcs_server) a retried error\n")  # fmt: skip
-    assert ray_client._gcs_failure(str(tmp_path)) is None
-    assert ray_client._gcs_failure(str(tmp_path / "nothing-here")) is None
-    with err.open("a") as fh:
-        fh.write("[2026-12-02 04:44:05,078 C 1 1] (gcs_server) grpc_server.cc:134: Check failed: server_ " + "x" * 5000)
-    said = ray_client._gcs_failure(str(tmp_path))
-    assert said is not None and said.startswith("(gcs_server) grpc_server.cc:134: Check failed") and len(said) <= 400
+FATAL = (
+    "E1202 04:32:27.043108775   23263 chttp2_server.cc:1059] UNKNOWN:No address added "
+    '{children:[UNKNOWN:Address already in use {syscall:"bind", os_error:"Address already in use", errno:98}]}\n'
+    "[2026-12-02 04:32:27,076 C 23263 23263] (gcs_server) grpc_server.cc:134:  An unexpected system state has "
+    "occurred. You have likely discovered a bug in Ray. Please report this issue at https://github.com/ray-project/"
+    "ray/issues and we'll work with you to fix it. Check failed: server_ Failed to start the grpc server. The "
+    "specified port is 44935. This means that Ray's core components will not be able to function correctly.\n"
+)
+
+
+def _gcs_log(temp: Path, text: str | bytes, name: str = "gcs_server.err") -> Path:
+    logs = temp / "session_2026-12-02_04-32-27_002638_1" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / name
+    log.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return log
+
+
+def test_the_gcs_fatal_line_is_said_in_a_few_words_and_kept_whole_for_the_log(tmp_path: Path) -> None:
+    """Ray's boilerplate ("you have likely discovered a bug") is left out of what the user
+    reads; gRPC's cause is added; the whole line goes to ray.log."""
+    _gcs_log(tmp_path, FATAL)
+    (tmp_path / "session_latest").symlink_to(next(tmp_path.glob("session_2026*")))
+    failure = ray_gcs.gcs_failure(str(tmp_path))
+    assert failure == ("could not listen on port 44935 (Address already in use)", FATAL.splitlines()[1])
+    _gcs_log(tmp_path, FATAL.replace("Failed to start the grpc server. The specified port is 44935. ", "x. "))
+    assert ray_gcs.gcs_failure(str(tmp_path)).reason == "server_ x"  # another check: what failed
+
+
+def test_only_a_whole_fatal_line_in_a_regular_file_of_this_user_counts(tmp_path: Path) -> None:
+    """Ray's log folders are writable by everyone: warnings, errors, garbage, a line still being
+    written, a FIFO (which would block a reader), a link to /dev/zero (an endless line), a huge
+    file and another user's file are not a failure, and reading them neither blocks nor raises."""
+    log = _gcs_log(tmp_path, b"\xff\xfe garbage\x00\n" * 3 + b"[2026-12-02 04:44:05,076 W 1 1] (gcs_server) slow\n"
+                   b"[2026-12-02 04:44:05,077 E 1 1] (gcs_server) a retried error\n")  # fmt: skip
+    assert ray_gcs.gcs_failure(str(tmp_path)) is None
+    assert ray_gcs.gcs_failure(str(tmp_path / "nothing-here")) is None
+    log.write_text(FATAL.rstrip("\n"))  # its last line not whole yet
+    assert ray_gcs.gcs_failure(str(tmp_path)) is None
+    log.write_bytes(b"x" * (64 << 20) + FATAL.encode())  # beyond what is read
+    assert ray_gcs.gcs_failure(str(tmp_path)) is None
+    log.unlink()
+    os.mkfifo(log)
+    assert ray_gcs.gcs_failure(str(tmp_path)) is None
+    log.unlink()
+    log.symlink_to("/dev/zero")
+    assert ray_gcs.gcs_failure(str(tmp_path)) is None
+    log.unlink()
+    log.write_text(FATAL)
+    if os.geteuid() == 0:  # only root can give a file away
+        os.chown(log, 65534, 65534)
+        assert ray_gcs.gcs_failure(str(tmp_path)) is None
+        os.chown(log, 0, 0)
+    assert ray_gcs.gcs_failure(str(tmp_path)) is not None
+
+
+def test_a_tampered_or_stale_record_is_never_adopted_stopped_or_removed_blindly(home: Path) -> None:
+    """cluster.json naming a live process that is not this head, or a folder nbdeploy did not
+    make, is ignored; a record of a head that died is removed with its temp folder."""
+    record = home / ".ray" / "cluster.json"
+    record.parent.mkdir(parents=True)
+    precious = home / "precious"
+    precious.mkdir()
+    for temp_dir in (str(precious), "/tmp/nbd-ray-x/../../" + str(precious), "/"):
+        record.write_text(json.dumps({"address": "127.0.0.1:1", "pid": os.getpid(), "temp_dir": temp_dir}))
+        assert ray_client._local_cluster() is None and not ray_client.stop_local_cluster("127.0.0.1:1")
+        assert precious.is_dir() and record.exists()
+    stale = tempfile.mkdtemp(prefix="nbd-ray-", dir="/tmp")
+    record.write_text(json.dumps({"address": "127.0.0.1:1", "pid": os.getpid(), "temp_dir": stale}))
+    assert ray_client._local_cluster() is None  # this process is no head of that folder
+    assert not Path(stale).exists() and not record.exists()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import itertools
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from typing import Any
 from nbdeploy import config
 from nbdeploy._files import open_log, write_atomic
 from nbdeploy.deployments import processes
+from nbdeploy.deployments.ray_gcs import gcs_failure
 from nbdeploy.errors import DeploymentError, Docs
 from nbdeploy.spec import DeploymentSpec, ModelEntry
 
@@ -38,7 +38,7 @@ __all__ = [
 
 CTL = "nbdeploy.serving.ray_ctl"
 INSTALL = "pip install 'nbdeploy[ray]'"
-_FATAL = re.compile(r"\[\S+ \S+ C \d+ \d+\]")  # a FATAL line of Ray's C++ log: the process aborts after it
+_TEMP = re.compile(r"/tmp/nbd-ray-[A-Za-z0-9_]+")  # what _spawn_head makes: the only folder _discard removes
 
 
 def require_ray() -> None:
@@ -82,17 +82,36 @@ def _cluster_lock() -> contextlib.AbstractContextManager[None]:
 
 
 def _local_cluster() -> dict[str, Any] | None:
-    """The cluster nbdeploy started, while its head process lives (listening or starting)."""
+    """The cluster nbdeploy started, while its head process lives (listening or starting). The
+    record of a head that died (a kernel killed meanwhile) is removed with its temp folder."""
     try:
         info: dict[str, Any] = json.loads(_cluster_file().read_text())
-    except (OSError, ValueError):
+        valid = isinstance(info["pid"], int) and isinstance(info["address"], str) and _TEMP.fullmatch(info["temp_dir"])
+    except (OSError, ValueError, TypeError, KeyError):
+        valid = False
+    if not valid:  # nothing to go by: never adopt, stop or remove what it names
         return None
-    return info if processes.alive(info.get("pid"), "--head") else None
+    if processes.alive(info["pid"], _marker(info)):
+        return info
+    _discard(info)
+    return None
+
+
+def _marker(info: dict[str, Any]) -> str:
+    """The argument that identifies a head's processes: its own temp folder."""
+    return f"--temp-dir={info['temp_dir']}"
+
+
+def _say(text: str) -> None:
+    """A line of nbdeploy's own in ray.log, beside what Ray's heads write there."""
+    with open_log(_cluster_file().parent / "ray.log", text=True) as log:
+        log.write(f"nbdeploy: {text}\n")
 
 
 def free_port() -> int:
+    """A port free on every interface: a head's GCS listens on all of them, whatever its node address."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("", 0))
         port: int = s.getsockname()[1]
         return port
 
@@ -116,55 +135,48 @@ def _spawn_head(folder: Path) -> dict[str, Any]:
     return info
 
 
-def _gcs_failure(temp_dir: str) -> str | None:
-    """The fatal line of a head's GCS server that aborted, if one did. Ray's ``ray start``
-    notices only after its client's timeouts (about 40 s); the GCS writes the line at once."""
-    for err in Path(temp_dir).glob("session_*/logs/gcs_server*.err"):
-        with contextlib.suppress(OSError), err.open(errors="replace") as fh:
-            for line in itertools.islice(fh, 200):
-                if _FATAL.match(line):
-                    return line.split("] ", 1)[-1].strip()[:400]
-    return None
-
-
-def _wait_for_head(info: dict[str, Any], timeout: float) -> str | None:
-    """``None`` once the head listens; otherwise why it did not come up."""
+def _wait_for_head(info: dict[str, Any], timeout: float) -> tuple[str, bool] | None:
+    """``None`` once the head listens; otherwise why it did not come up, and whether another
+    head may fare better (this one ended at once, as when its port was taken meanwhile)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not processes.alive(info["pid"], "--head"):
+        if not processes.alive(info["pid"], _marker(info)):
             proc = processes.children.get(info["pid"])
             code = proc.poll() if proc is not None else None
-            return f"its head process (pid {info['pid']}) exited" + (f" with code {code}" if code is not None else "")
+            exited = f"its head process (pid {info['pid']}) exited"
+            return exited + (f" with code {code}" if code is not None else ""), True
         if listening(info["address"]):
             return None
-        fatal = _gcs_failure(info["temp_dir"])
-        if fatal is not None:
-            return f"its GCS server exited: {fatal}"
+        failure = gcs_failure(info["temp_dir"])
+        if failure is not None:
+            _say(f"the GCS server's fatal line: {failure.line}")  # its own log goes with the head's temp folder
+            return f"its GCS server exited: {failure.reason}", True
         time.sleep(0.2)
-    return f"its head process (pid {info['pid']}) was not listening on {info['address']} after {timeout:.0f} s"
+    return f"its head process (pid {info['pid']}) was not listening on {info['address']} after {timeout:.0f} s", False
 
 
 def start_local_cluster(timeout: float = 60.0, tries: int = 2) -> dict[str, Any]:
     """Start a one-node Ray cluster on loopback (``ray start --head --block`` in its own
     process group), or return the one nbdeploy started before. The cluster is recorded
     before it is waited for, so an interrupted start leaves nothing ``stop`` cannot find.
-    A head that exits at once (a port taken meanwhile) is started once more."""
+    A head that ends at once (a port taken meanwhile) is started once more."""
     log_file = _cluster_file().parent / "ray.log"
-    why = ""
-    for _ in range(tries):
+    for attempt in range(1, tries + 1):
         with _cluster_lock():
             info = _local_cluster() or _spawn_head(_cluster_file().parent)
-        failure = _wait_for_head(info, timeout)
-        if failure is None:
+        failed = _wait_for_head(info, timeout)
+        if failed is None:
             return info
-        _discard(info)
-        tail = log_file.read_text(errors="replace").splitlines()[-10:] if log_file.exists() else []
-        why = f"{failure}; the end of {log_file}:\n" + ("\n".join(tail) or "(empty)")
-        if "exited" not in failure:
+        with _cluster_lock():
+            _discard(info)
+        why, retry = failed
+        again = retry and attempt < tries
+        _say(f"the Ray head at {info['address']} stopped: {why}" + ("; starting another" if again else ""))
+        if not again:
             break
-        with open_log(log_file, text=True) as log:  # the head is gone: say why the next one starts
-            log.write(f"nbdeploy: the Ray head at {info['address']} stopped: {failure}\n")
-    raise DeploymentError(f"The local Ray cluster did not start: {why}", docs=Docs.RAY)
+    tail = log_file.read_text(errors="replace").splitlines()[-10:] if log_file.exists() else []
+    said = "\n".join(tail) or "(empty)"
+    raise DeploymentError(f"The local Ray cluster did not start: {why}; the end of {log_file}:\n{said}", docs=Docs.RAY)
 
 
 def resolve_address(address: str | None) -> tuple[str, bool]:
@@ -187,13 +199,16 @@ def stop_local_cluster(address: str) -> bool:
 
 def _discard(info: dict[str, Any]) -> None:
     """Stop a head (if it still runs) and remove its record and temp folder: a head that died
-    on start would otherwise leave both behind."""
+    on start would otherwise leave both behind. Called under the cluster's lock; the record
+    is removed only while it still names this head."""
     # then SIGKILL: a throwaway cluster. An idle head ends in about 1 s on SIGTERM; one that ran
     # Serve drains for up to 30 s (its controller and proxy are detached actors) and was killed anyway
-    processes.stop_group(info["pid"], "--head", timeout=2)
-    with contextlib.suppress(FileNotFoundError):
-        _cluster_file().unlink()
-    shutil.rmtree(info["temp_dir"], ignore_errors=True)
+    processes.stop_group(info["pid"], _marker(info), timeout=2)
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+        if json.loads(_cluster_file().read_text())["pid"] == info["pid"]:
+            _cluster_file().unlink()
+    if _TEMP.fullmatch(info["temp_dir"]):
+        shutil.rmtree(info["temp_dir"], ignore_errors=True)
 
 
 def stop_local_cluster_if_unused(address: str) -> bool:
