@@ -47,6 +47,9 @@ print(json.dumps({{"nodes": len(alive), "apps": apps}}))
 """
 
 
+JOIN = "import sys, ray; ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False); print('joined')"
+
+
 def _driver(address: str, probe_serve: bool = True) -> dict[str, Any]:
     """Ask the cluster from a separate driver process (the test process never joins it)."""
     out = subprocess.run(
@@ -728,7 +731,7 @@ def test_without_address_a_local_cluster_is_started_and_stopped(
     import socket
 
     from nbdeploy import config
-    from nbdeploy.deployments import processes, ray_client
+    from nbdeploy.deployments import processes, ray_auth, ray_client
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     heads: list[dict[str, Any]] = []
@@ -751,6 +754,15 @@ def test_without_address_a_local_cluster_is_started_and_stopped(
             "starting another"
         ), said
         assert any("Failed to start the grpc server" in line for line in said), said  # the GCS's own line, kept
+        # its GCS listens on every interface: a driver without the head's token cannot join, one with it can
+        token = ray_auth.token_file()
+        assert info["auth"] == "token" and stat.S_IMODE(token.stat().st_mode) == 0o600
+        stranger = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        stranger["RAY_NUM_REDIS_GET_RETRIES"] = "3"  # Ray's client retries 20 times, a second apart
+        for env, joins in ((stranger, False), (ray_auth.driver_env(info["address"]), True)):
+            probe = subprocess.run([sys.executable, "-c", JOIN, info["address"]], env=env, capture_output=True,
+                                   text=True, timeout=120)  # fmt: skip
+            assert (probe.returncode == 0 and "joined" in probe.stdout) == joins, probe.stderr[-1500:]
     finally:
         dep.stop()
     assert dep.state() == "stopped" and len(heads) == 2

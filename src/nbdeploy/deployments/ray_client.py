@@ -27,6 +27,7 @@ from typing import Any
 from nbdeploy import config
 from nbdeploy._files import open_log, write_atomic
 from nbdeploy.deployments import processes
+from nbdeploy.deployments.ray_auth import driver_env, head_env, token_file
 from nbdeploy.deployments.ray_gcs import gcs_failure
 from nbdeploy.errors import DeploymentError, Docs
 from nbdeploy.spec import DeploymentSpec, ModelEntry
@@ -127,10 +128,10 @@ def _spawn_head(folder: Path) -> dict[str, Any]:
     with open_log(folder / "ray.log") as log:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+            env=head_env(),  # Ray's token mode: its GCS listens on every interface
         )  # fmt: skip
     processes.children[proc.pid] = proc
-    info = {"address": f"127.0.0.1:{port}", "pid": proc.pid, "temp_dir": temp, "started": time.time()}
+    info = {"address": f"127.0.0.1:{port}", "pid": proc.pid, "temp_dir": temp, "started": time.time(), "auth": "token"}
     write_atomic(_cluster_file(), json.dumps(info))
     return info
 
@@ -207,6 +208,7 @@ def _discard(info: dict[str, Any]) -> None:
     with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
         if json.loads(_cluster_file().read_text())["pid"] == info["pid"]:
             _cluster_file().unlink()
+            token_file().unlink(missing_ok=True)
     if _TEMP.fullmatch(info["temp_dir"]):
         shutil.rmtree(info["temp_dir"], ignore_errors=True)
 
@@ -226,6 +228,14 @@ def stop_local_cluster_if_unused(address: str) -> bool:
     return stop_local_cluster(address)
 
 
+def _address_of(folder: Path) -> str | None:
+    try:
+        ray = DeploymentSpec.load(folder).ray
+    except (OSError, DeploymentError):  # the controller says what is wrong with the spec
+        return None
+    return ray.address if ray is not None else None
+
+
 def ctl(folder: Path, command: str, entry: ModelEntry | None = None, timeout: float = 180.0) -> dict[str, Any]:
     """Run ``ray_ctl COMMAND FOLDER`` and return its JSON answer; its stderr goes to server.log.
 
@@ -240,7 +250,7 @@ def ctl(folder: Path, command: str, entry: ModelEntry | None = None, timeout: fl
                 capture_output=True,
                 text=True,
                 timeout=timeout,
-                env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"},
+                env={**driver_env(_address_of(folder)), "PYTHONUNBUFFERED": "1"},
                 start_new_session=True,
             )
         except subprocess.TimeoutExpired as exc:
