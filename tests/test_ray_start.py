@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from nbdeploy import config
-from nbdeploy.deployments import ray_client, ray_gcs
+from nbdeploy.deployments import ray_auth, ray_client, ray_gcs
 from nbdeploy.errors import DeploymentError
 from tests.helpers import free_port
 
@@ -141,3 +141,26 @@ def test_a_tampered_or_stale_record_is_never_adopted_stopped_or_removed_blindly(
     record.write_text(json.dumps({"address": "127.0.0.1:1", "pid": os.getpid(), "temp_dir": stale}))
     assert ray_client._local_cluster() is None  # this process is no head of that folder
     assert not Path(stale).exists() and not record.exists()
+
+
+def test_only_nbdeploys_own_cluster_gets_its_token_and_the_users_settings_stay_for_others(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A driver for nbdeploy's head gets that head's token in place of the user's Ray settings
+    (Kubernetes' token review included); a driver for another cluster keeps the user's, but
+    never a path to nbdeploy's token; a record without a token (an earlier head) gives none."""
+    folder = home / ".ray"
+    folder.mkdir()
+    token = folder / "auth_token-6379"
+    record = {"address": "127.0.0.1:6379", "pid": 1, "temp_dir": "/tmp/nbd-ray-x", "token": str(token)}
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "the users")
+    monkeypatch.setenv("RAY_ENABLE_K8S_TOKEN_AUTH", "true")
+    own = ray_auth.driver_env("127.0.0.1:6379", record)
+    assert own["RAY_AUTH_MODE"] == "token" and own["RAY_AUTH_TOKEN_PATH"] == str(token)
+    assert "RAY_AUTH_TOKEN" not in own and "RAY_ENABLE_K8S_TOKEN_AUTH" not in own
+    other = ray_auth.driver_env("10.0.0.5:6379", record)
+    assert other["RAY_AUTH_TOKEN"] == "the users" and "RAY_AUTH_TOKEN_PATH" not in other
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))  # the docs' recipe, set in the kernel by mistake
+    assert "RAY_AUTH_TOKEN_PATH" not in ray_auth.driver_env("10.0.0.5:6379", record)
+    for earlier in ({**record, "token": None}, {**record, "token": "/etc/passwd"}, None):
+        assert ray_auth.driver_env("127.0.0.1:6379", earlier).get("RAY_AUTH_TOKEN") == "the users"

@@ -25,7 +25,6 @@ from typing import Any
 from nbdeploy import config
 from nbdeploy._files import open_log
 from nbdeploy.deployments import processes
-from nbdeploy.deployments.ray_auth import driver_env
 from nbdeploy.errors import DeploymentError, Docs, InvalidInputError
 
 __all__ = ["DRIVER", "run_on_ray"]
@@ -68,9 +67,11 @@ def _frame_file(source: Any, folder: Path) -> Path | None:
 
 def _drive(job: dict[str, Any], log_path: Path, progress: Any) -> dict[str, Any]:
     """Run the driver, following its ``{"done": N}`` lines; its last line."""
+    from nbdeploy.deployments.ray_client import driver_environment
+
     with open_log(log_path) as log:
         proc = subprocess.Popen([sys.executable, "-m", DRIVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=log, env={**driver_env(job["address"]), "PYTHONUNBUFFERED": "1"},
+                                stderr=log, env={**driver_environment(job["address"]), "PYTHONUNBUFFERED": "1"},
                                 start_new_session=True)  # fmt: skip
     processes.children[proc.pid] = proc
     last: dict[str, Any] = {}

@@ -3,50 +3,57 @@
 Ray's GCS listens on every interface whatever the node address, and without a token anyone
 who reaches its port runs code on the machine. nbdeploy's own head therefore runs in Ray's
 token mode (``RAY_AUTH_MODE=token``) with a token of its own, owner-only in
-``NBDEPLOY_HOME/.ray/auth_token``: Ray's processes inherit it from the head, and nbdeploy's
-drivers (``ray_ctl``, the batch driver) are given it when they connect to that cluster. A
-cluster you start yourself keeps your own settings.
+``NBDEPLOY_HOME/.ray/auth_token-PORT`` (one file per head: Ray's processes read it while the
+head lives). Ray's processes inherit its path from the head; nbdeploy's drivers (``ray_ctl``,
+the batch driver) are given it when they connect to that cluster, and only then. A cluster
+you start yourself keeps your own settings.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 from nbdeploy import config
 from nbdeploy._files import write_atomic
 
-__all__ = ["driver_env", "head_env", "token_file"]
+__all__ = ["driver_env", "head_env", "token_path"]
 
-_AUTH = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
-
-
-def token_file() -> Path:
-    return config.home() / ".ray" / "auth_token"
+# every variable by which Ray picks its mode or token; Kubernetes' TokenReview would stand in for the file
+_AUTH = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_K8S_TOKEN_AUTH")
 
 
-def head_env() -> dict[str, str]:
-    """A new token, and the environment of a head that requires it."""
-    write_atomic(token_file(), secrets.token_hex(32), private=True)
-    return _with_token(dict(os.environ))
+def token_path(record: dict[str, Any]) -> Path | None:
+    """The token file of the head ``record`` (cluster.json) names, if it is one nbdeploy made."""
+    path = record.get("token")
+    folder = config.home() / ".ray"
+    if not isinstance(path, str) or Path(path).parent != folder or not Path(path).name.startswith("auth_token-"):
+        return None
+    return Path(path)
 
 
-def driver_env(address: str | None) -> dict[str, str]:
-    """The environment of a Ray driver for ``address``: nbdeploy's own cluster's token, when
-    ``address`` is that cluster's and it was started with one (earlier ones were not)."""
-    try:
-        own = json.loads((config.home() / ".ray" / "cluster.json").read_text())
-        ours = bool(address) and own["address"] == address and own.get("auth") == "token"
-    except (OSError, ValueError, TypeError, KeyError):
-        ours = False
+def head_env(path: Path) -> dict[str, str]:
+    """Write a new token to ``path``; the environment of a head that requires it."""
+    write_atomic(path, secrets.token_hex(32), private=True)
+    return _with_token(dict(os.environ), path)
+
+
+def driver_env(address: str | None, record: dict[str, Any] | None) -> dict[str, str]:
+    """The environment of a Ray driver for ``address``: the token of nbdeploy's own head when
+    ``record`` (its cluster.json) names that address and a token (earlier heads had none)."""
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    return _with_token(env) if ours else env
+    path = token_path(record) if record and address and record.get("address") == address else None
+    if path is not None:
+        return _with_token(env, path)
+    if Path(env.get("RAY_AUTH_TOKEN_PATH", "")).parent == config.home() / ".ray":
+        env.pop("RAY_AUTH_TOKEN_PATH")  # nbdeploy's token is never sent to another cluster
+    return env
 
 
-def _with_token(env: dict[str, str]) -> dict[str, str]:
-    for name in _AUTH:  # a token of the user's for their own clusters must not stand in for this one
+def _with_token(env: dict[str, str], path: Path) -> dict[str, str]:
+    for name in _AUTH:  # a setting of the user's for their own clusters must not stand in for this one
         env.pop(name, None)
-    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file()))
+    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(path))
     return env

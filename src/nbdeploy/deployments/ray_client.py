@@ -27,14 +27,14 @@ from typing import Any
 from nbdeploy import config
 from nbdeploy._files import open_log, write_atomic
 from nbdeploy.deployments import processes
-from nbdeploy.deployments.ray_auth import driver_env, head_env, token_file
+from nbdeploy.deployments.ray_auth import driver_env, head_env, token_path
 from nbdeploy.deployments.ray_gcs import gcs_failure
 from nbdeploy.errors import DeploymentError, Docs
 from nbdeploy.spec import DeploymentSpec, ModelEntry
 
 __all__ = [
-    "CTL", "ctl", "free_port", "listening", "ray_cli", "require_ray", "resolve_address", "stop_local_cluster",
-    "stop_local_cluster_if_unused",
+    "CTL", "ctl", "driver_environment", "free_port", "listening", "ray_cli", "require_ray", "resolve_address",
+    "stop_local_cluster", "stop_local_cluster_if_unused",
 ]  # fmt: skip
 
 CTL = "nbdeploy.serving.ray_ctl"
@@ -120,6 +120,7 @@ def free_port() -> int:
 def _spawn_head(folder: Path) -> dict[str, Any]:
     port = free_port()
     temp = tempfile.mkdtemp(prefix="nbd-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    token = folder / f"auth_token-{port}"
     cmd = [
         *ray_cli(), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
         "--include-dashboard=false", "--disable-usage-stats", f"--num-cpus={os.cpu_count() or 1}",
@@ -128,10 +129,11 @@ def _spawn_head(folder: Path) -> dict[str, Any]:
     with open_log(folder / "ray.log") as log:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env=head_env(),  # Ray's token mode: its GCS listens on every interface
+            env=head_env(token),  # Ray's token mode: its GCS listens on every interface
         )  # fmt: skip
     processes.children[proc.pid] = proc
-    info = {"address": f"127.0.0.1:{port}", "pid": proc.pid, "temp_dir": temp, "started": time.time(), "auth": "token"}
+    info = {"address": f"127.0.0.1:{port}", "pid": proc.pid, "temp_dir": temp, "started": time.time(),
+            "token": str(token)}
     write_atomic(_cluster_file(), json.dumps(info))
     return info
 
@@ -165,6 +167,9 @@ def start_local_cluster(timeout: float = 60.0, tries: int = 2) -> dict[str, Any]
     for attempt in range(1, tries + 1):
         with _cluster_lock():
             info = _local_cluster() or _spawn_head(_cluster_file().parent)
+        if token_path(info) is None:
+            _say(f"using the Ray head at {info['address']}, which an earlier nbdeploy started without a token: "
+                 "it runs without authentication until its last deployment stops")  # fmt: skip
         failed = _wait_for_head(info, timeout)
         if failed is None:
             return info
@@ -208,7 +213,9 @@ def _discard(info: dict[str, Any]) -> None:
     with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
         if json.loads(_cluster_file().read_text())["pid"] == info["pid"]:
             _cluster_file().unlink()
-            token_file().unlink(missing_ok=True)
+    token = token_path(info)
+    if token is not None:  # this head's alone
+        token.unlink(missing_ok=True)
     if _TEMP.fullmatch(info["temp_dir"]):
         shutil.rmtree(info["temp_dir"], ignore_errors=True)
 
@@ -226,6 +233,15 @@ def stop_local_cluster_if_unused(address: str) -> bool:
         if ray is not None and ray.address == address:
             return False
     return stop_local_cluster(address)
+
+
+def driver_environment(address: str | None) -> dict[str, str]:
+    """The environment of a Ray driver for ``address`` (the token of nbdeploy's own head, if it is that)."""
+    try:
+        record = json.loads(_cluster_file().read_text())
+    except (OSError, ValueError):
+        record = None
+    return driver_env(address, record if isinstance(record, dict) else None)
 
 
 def _address_of(folder: Path) -> str | None:
@@ -250,7 +266,7 @@ def ctl(folder: Path, command: str, entry: ModelEntry | None = None, timeout: fl
                 capture_output=True,
                 text=True,
                 timeout=timeout,
-                env={**driver_env(_address_of(folder)), "PYTHONUNBUFFERED": "1"},
+                env={**driver_environment(_address_of(folder)), "PYTHONUNBUFFERED": "1"},
                 start_new_session=True,
             )
         except subprocess.TimeoutExpired as exc:
