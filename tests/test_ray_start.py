@@ -117,6 +117,9 @@ def test_only_a_whole_fatal_line_in_a_regular_file_of_this_user_counts(tmp_path:
     log.unlink()
     log.symlink_to("/dev/zero")
     assert ray_gcs.gcs_failure(str(tmp_path)) is None
+    _gcs_log(tmp_path, FATAL, "gcs_server.1.err")  # ... and a planted link hides no real failure beside it
+    assert ray_gcs.gcs_failure(str(tmp_path)) is not None
+    (log.parent / "gcs_server.1.err").unlink()
     log.unlink()
     log.write_text(FATAL)
     if os.geteuid() == 0:  # only root can give a file away

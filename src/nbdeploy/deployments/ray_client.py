@@ -164,6 +164,7 @@ def start_local_cluster(timeout: float = 60.0, tries: int = 2) -> dict[str, Any]
     before it is waited for, so an interrupted start leaves nothing ``stop`` cannot find.
     A head that ends at once (a port taken meanwhile) is started once more."""
     log_file = _cluster_file().parent / "ray.log"
+    why = "no head was started (tries=0)"
     for attempt in range(1, tries + 1):
         with _cluster_lock():
             info = _local_cluster() or _spawn_head(_cluster_file().parent)

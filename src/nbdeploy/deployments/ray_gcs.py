@@ -49,7 +49,10 @@ def gcs_failure(temp_dir: str) -> GcsFailure | None:
 
 
 def _read_own(path: Path) -> str:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:  # a link in its place (ELOOP) or a file gone: this one says nothing, the others may
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
