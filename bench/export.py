@@ -80,10 +80,11 @@ def write_floor(exported: Path, anchor_s: float) -> None:
     """Print the time to write the exported rows, already in memory, beside the anchor."""
     import pyarrow.parquet as pq
 
-    from nbdeploy.deployments.export_schema import VARIANT, VERSION
+    from nbdeploy.deployments.export_schema import VARIANT, VERSION, public_names
 
     table = pq.read_table(exported)
-    dictionary = [name[1:] for name in (VARIANT, VERSION)]  # the columns export writes with dictionaries
+    names = public_names(features())
+    dictionary = [names[VARIANT], names[VERSION]]  # the columns export writes with dictionaries
     settings = {"as export writes them": {"use_dictionary": dictionary},
                 "no compression, no statistics": {"use_dictionary": False, "compression": "none",
                                                   "write_statistics": False}}  # fmt: skip

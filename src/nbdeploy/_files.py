@@ -70,6 +70,13 @@ def append_private(path: Path, text: str) -> None:
         os.close(fd)
 
 
+def open_to_read(path: Path) -> int:
+    """``os.open`` to read a file another process may have put in place: never through a
+    symbolic link (``ELOOP``), never blocking on a FIFO. The caller checks with ``fstat``
+    what it opened (a regular file, whose)."""
+    return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
 def read_small(path: Path) -> str | None:
     """A small state file's text (undecodable bytes replaced: damage is judged by the
     caller), or ``None`` when it is missing, empty or unreadable."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from nbdeploy._files import flocked
+from nbdeploy._files import flocked, open_to_read
 from nbdeploy.errors import InvalidInputError
 from nbdeploy.log_files import LOGS_LOCK
 from nbdeploy.monitoring.replay import log_files
@@ -73,7 +73,7 @@ _Opened = dict[tuple[int, int], "_Found | None"]  # by identity; None: seen, not
 def _open(path: Path, logs: Logs, opened: _Opened, since: float | None) -> bool:
     """Open ``path`` unless its file is open already; whether a file not seen before was found."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = open_to_read(path)
     except FileNotFoundError:  # rotated away meanwhile: the next listing finds it where it went
         return False
     except OSError as exc:

@@ -19,19 +19,21 @@ from typing import Any
 from nbdeploy import config
 from nbdeploy._files import write_atomic
 
-__all__ = ["driver_env", "head_env", "token_path"]
+__all__ = ["cluster_folder", "driver_env", "head_env", "token_path"]
 
 # every variable by which Ray picks its mode or token; Kubernetes' TokenReview would stand in for the file
 _AUTH = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_K8S_TOKEN_AUTH")
 
 
+def cluster_folder() -> Path:
+    """``NBDEPLOY_HOME/.ray``: the record, log and token of nbdeploy's own cluster."""
+    return config.home() / ".ray"
+
+
 def token_path(record: dict[str, Any]) -> Path | None:
     """The token file of the head ``record`` (cluster.json) names, if it is one nbdeploy made."""
-    path = record.get("token")
-    folder = config.home() / ".ray"
-    if not isinstance(path, str) or Path(path).parent != folder or not Path(path).name.startswith("auth_token-"):
-        return None
-    return Path(path)
+    path = Path(record["token"]) if isinstance(record.get("token"), str) else None
+    return path if path and path.parent == cluster_folder() and path.name.startswith("auth_token-") else None
 
 
 def head_env(path: Path) -> dict[str, str]:
@@ -47,7 +49,7 @@ def driver_env(address: str | None, record: dict[str, Any] | None) -> dict[str, 
     path = token_path(record) if record and address and record.get("address") == address else None
     if path is not None:
         return _with_token(env, path)
-    if Path(env.get("RAY_AUTH_TOKEN_PATH", "")).parent == config.home() / ".ray":
+    if Path(env.get("RAY_AUTH_TOKEN_PATH", "")).parent == cluster_folder():
         env.pop("RAY_AUTH_TOKEN_PATH")  # nbdeploy's token is never sent to another cluster
     return env
 

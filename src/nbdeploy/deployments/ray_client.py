@@ -27,7 +27,7 @@ from typing import Any
 from nbdeploy import config
 from nbdeploy._files import open_log, write_atomic
 from nbdeploy.deployments import processes
-from nbdeploy.deployments.ray_auth import driver_env, head_env, token_path
+from nbdeploy.deployments.ray_auth import cluster_folder, driver_env, head_env, token_path
 from nbdeploy.deployments.ray_gcs import gcs_failure
 from nbdeploy.errors import DeploymentError, Docs
 from nbdeploy.spec import DeploymentSpec, ModelEntry
@@ -67,7 +67,16 @@ def ray_cli() -> list[str]:
 
 
 def _cluster_file() -> Path:
-    return config.home() / ".ray" / "cluster.json"
+    return cluster_folder() / "cluster.json"
+
+
+def _record() -> dict[str, Any] | None:
+    """What cluster.json says (unchecked), or ``None`` when it is missing or not a JSON object."""
+    try:
+        record = json.loads(_cluster_file().read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def listening(address: str) -> bool:
@@ -85,13 +94,10 @@ def _cluster_lock() -> contextlib.AbstractContextManager[None]:
 def _local_cluster() -> dict[str, Any] | None:
     """The cluster nbdeploy started, while its head process lives (listening or starting). The
     record of a head that died (a kernel killed meanwhile) is removed with its temp folder."""
-    try:
-        info: dict[str, Any] = json.loads(_cluster_file().read_text())
-        valid = isinstance(info["pid"], int) and isinstance(info["address"], str) and _TEMP.fullmatch(info["temp_dir"])
-    except (OSError, ValueError, TypeError, KeyError):
-        valid = False
-    if not valid:  # nothing to go by: never adopt, stop or remove what it names
-        return None
+    info = _record()
+    if info is None or not (isinstance(info.get("pid"), int) and isinstance(info.get("address"), str)
+                            and isinstance(info.get("temp_dir"), str) and _TEMP.fullmatch(info["temp_dir"])):
+        return None  # nothing to go by: never adopt, stop or remove what it names
     if processes.alive(info["pid"], _marker(info)):
         return info
     _discard(info)
@@ -211,9 +217,9 @@ def _discard(info: dict[str, Any]) -> None:
     # then SIGKILL: a throwaway cluster. An idle head ends in about 1 s on SIGTERM; one that ran
     # Serve drains for up to 30 s (its controller and proxy are detached actors) and was killed anyway
     processes.stop_group(info["pid"], _marker(info), timeout=2)
-    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-        if json.loads(_cluster_file().read_text())["pid"] == info["pid"]:
-            _cluster_file().unlink()
+    record = _record()
+    if record is not None and record.get("pid") == info["pid"]:
+        _cluster_file().unlink(missing_ok=True)
     token = token_path(info)
     if token is not None:  # this head's alone
         token.unlink(missing_ok=True)
@@ -238,11 +244,7 @@ def stop_local_cluster_if_unused(address: str) -> bool:
 
 def driver_environment(address: str | None) -> dict[str, str]:
     """The environment of a Ray driver for ``address`` (the token of nbdeploy's own head, if it is that)."""
-    try:
-        record = json.loads(_cluster_file().read_text())
-    except (OSError, ValueError):
-        record = None
-    return driver_env(address, record if isinstance(record, dict) else None)
+    return driver_env(address, _record())
 
 
 def _address_of(folder: Path) -> str | None:

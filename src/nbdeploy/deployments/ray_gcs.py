@@ -15,6 +15,8 @@ import stat
 from pathlib import Path
 from typing import NamedTuple
 
+from nbdeploy._files import open_to_read
+
 __all__ = ["GcsFailure", "gcs_failure"]
 
 _LOG_NAME = re.compile(r"gcs_server(?:\.\d+)?\.err")
@@ -50,7 +52,7 @@ def gcs_failure(temp_dir: str) -> GcsFailure | None:
 
 def _read_own(path: Path) -> str:
     try:  # a link in its place (ELOOP) or a file gone: this one says nothing, the others may
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = open_to_read(path)
     except OSError:
         return ""
     try:

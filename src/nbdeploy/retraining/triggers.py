@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from nbdeploy._files import open_to_read
 from nbdeploy.retraining.spec import RetrainSpec
 
 __all__ = ["READ_LIMIT", "Schedule", "Tail", "Trigger", "Triggers"]
@@ -94,7 +95,7 @@ class Tail:
 
     def read(self) -> list[dict[str, Any]]:
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = open_to_read(self.path)
         except OSError:
             return []
         with os.fdopen(fd, "rb") as fh:
