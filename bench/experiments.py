@@ -100,6 +100,13 @@ def main() -> None:
         shown = [f"{what} {med(mode, c, key) / med(base, c, key):.3f}" for mode, (key, what) in ratios.items()
                  if mode in MODES]  # fmt: skip
         print(f"c{c}, against one variant: " + "; ".join(shown))
+        # each round's modes run back to back, so a round's own ratio is spared the machine's
+        # drift between rounds (its speed moves by up to 2x here over minutes)
+        for mode, (key, what) in ratios.items():
+            if mode in MODES:
+                paired = sorted(x[key] / b[key] for x, b in zip(runs[mode, c], runs[base, c], strict=True))
+                print(f"  {what}, round by round: median {statistics.median(paired):.3f}, "
+                      f"from {paired[0]:.3f} to {paired[-1]:.3f}")  # fmt: skip
     if shadowed is not None:
         print("shadow counts at the end:", shadowed["counts"])
 

@@ -77,13 +77,13 @@ def score(model: LoadedModel, schema: Schema, table: pa.Table, proba: bool, star
         if kind in _NUMBERS and name in raw.columns and not pd.api.types.is_numeric_dtype(raw[name]):
             raw[name] = pd.to_numeric(raw[name])
     X = enforce_frame(raw, schema) if schema.names else raw
-    classes = getattr(getattr(model.methods.get("predict_proba"), "__self__", None), "classes_", None)
+    owner = model.proba_owner()
+    classes = getattr(owner, "classes_", None)
     if not proba or "predict_proba" not in model.methods or classes is None:
         return pa.table(_predictions(model.call(X)))
     from nbdeploy.tasks import argmax_predict
 
     p = np.asarray(model.call(X, "predict_proba"), dtype=np.float64)
-    owner = model.methods["predict_proba"].__self__
     predicted = np.asarray(classes).take(p.argmax(axis=1)) if argmax_predict(owner) else model.call(X)
     columns = _predictions(predicted)
     columns.update({f"proba_{c}": p[:, j] for j, c in enumerate(np.asarray(classes).tolist())})

@@ -15,6 +15,7 @@ import numpy as np
 
 from nbdeploy import model_copy
 from nbdeploy.model_entry import pickled_sklearn, read_mlmodel, read_signature
+from nbdeploy.serving.forest import FastForest, fast_methods
 from nbdeploy.spec import PREDICT_METHODS
 
 __all__ = ["LoadedModel", "load", "read_signature"]
@@ -43,6 +44,12 @@ class LoadedModel:
         check_method(method, self.methods, "the model serving now")
         return self.methods[method](X)
 
+    def proba_owner(self) -> Any:
+        """The estimator whose ``predict_proba`` this model calls (the forest behind a
+        :class:`~nbdeploy.serving.forest.FastForest`), or ``None``."""
+        owner = getattr(self.methods.get("predict_proba"), "__self__", None)
+        return owner.forest if isinstance(owner, FastForest) else owner
+
     def scored_call(self, X: Any, method: str = "predict") -> tuple[Any, list[float] | None]:
         """``call``, and for a classifier's ``predict`` the probability it gave each predicted
         class (what :mod:`nbdeploy.monitoring.estimate` estimates accuracy from); ``None``
@@ -50,7 +57,7 @@ class LoadedModel:
         from nbdeploy.tasks import argmax_predict
 
         proba = self.methods.get("predict_proba")
-        owner = getattr(proba, "__self__", None)
+        owner = self.proba_owner()
         classes = getattr(owner, "classes_", None)
         if method == "predict" and proba is not None and classes is not None and argmax_predict(owner):
             p = np.asarray(proba(X), dtype=np.float64)  # one pass gives both (a forest's predict is this)
@@ -87,7 +94,9 @@ def load(path: str | Path) -> LoadedModel:
 
         with (folder / pickled).open("rb") as fh:
             model = cloudpickle.load(fh)
-        return LoadedModel(model.predict, inputs, outputs, str(folder), _methods(model))
+        methods = _methods(model)
+        methods.update(fast_methods(model))  # a forest's, without scikit-learn's 9 ms of dispatch a call
+        return LoadedModel(methods.pop("predict", model.predict), inputs, outputs, str(folder), methods)
     import mlflow.pyfunc
 
     pyfunc = mlflow.pyfunc.load_model(str(folder))
