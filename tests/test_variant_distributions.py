@@ -130,3 +130,35 @@ def test_distinct_predictions_are_bounded() -> None:
     counts = d.summary()["champion"]["predictions"]["counts"]
     assert len(d._variants["champion"].classes) == 1001  # 1,000 kept, then one "(other)"
     assert sum(d._variants["champion"].classes.values()) == 5000 and len(counts) == 20
+
+
+def test_a_shadows_inputs_are_its_champions_rows_live_and_replayed_alike() -> None:
+    """A shadow's log records hold no inputs (its champion's record of the same id does): its
+    input bins count the rows of the requests mirrored to it, when the champion answers them,
+    so a restart that replays the log shows what the live server showed."""
+    from nbdeploy.experiment import ExperimentSpec
+    from nbdeploy.model_entry import ModelEntry
+    from nbdeploy.serving.experiment_book import ExperimentBook
+
+    spec = ExperimentSpec("shadow", ModelEntry("m/2", "/m", version=2), 40)
+    live, replayed = (ExperimentBook(spec, ("a", "b"), "classification", PROFILE) for _ in range(2))
+    shifted = pd.DataFrame({"a": rng.normal(1.5, 1, 400), "b": rng.uniform(0, 10, 400)}).to_numpy()
+    records, mirrored = [], 0
+    for i in range(400):
+        rid, rows, answer = f"r{i}", shifted[i : i + 1], [i % 2]
+        live.observe("champion", 200, False, 1.0, rid, answer, inputs=rows)
+        records.append({"id": rid, "answered": 1e10, "variant": "champion", "status": 200,
+                        "predictions": answer, "inputs": rows.tolist()})  # fmt: skip
+        if live._split.mirrors(rid):  # what the server mirrors; its record comes later
+            mirrored += 1
+            live.observe("2", 200, False, 50.0, rid, [1], shadow=True)
+            live.compare(rid, answer, [1])  # as the server does with the two answers in hand
+            records.append({"id": rid, "answered": 1e10, "variant": "2", "shadow": True, "status": 200,
+                            "predictions": [1]})  # fmt: skip
+    assert 100 < mirrored < 220  # about 40 % of 400
+    replayed.ingest(records)
+    a, b = live.distributions.summary(), replayed.distributions.summary()
+    assert a == b
+    assert a["2"]["rows"] == mirrored and a["champion"]["rows"] == 400
+    assert a["2"]["drifted_features"] == ["a"]  # the mirrored rows' drift, not nothing
+    assert replayed.state()["agreement"] == live.state()["agreement"]

@@ -55,7 +55,10 @@ class Arms:
             self._add(variant, "error_rate", 1.0 if failed else 0.0)
             if math.isfinite(latency_ms):
                 self._add(variant, "latency_ms", latency_ms)
-                self._latency.setdefault(variant, LatencyHistogram()).add(latency_ms)
+                histogram = self._latency.get(variant)
+                if histogram is None:
+                    histogram = self._latency[variant] = LatencyHistogram()
+                histogram.add(latency_ms)
             if isinstance(predictions, list) and predictions:
                 self._waiting.setdefault(rid, {})[variant] = predictions
                 if len(self._waiting) > MAX_WAITING:

@@ -29,11 +29,12 @@ from nbdeploy.monitoring.alerts import AlertBook
 from nbdeploy.monitoring.replay import read_records
 from nbdeploy.serving.arms import Arms
 from nbdeploy.serving.responses import MODEL_FAILED
+from nbdeploy.serving.routing import Split
 from nbdeploy.serving.variant_distributions import VariantDistributions
 
 __all__ = ["EVENTS_FILE", "ExperimentBook", "last_events", "note_event"]
 
-MAX_PAIRS = 100_000  # a champion's predictions kept until its shadow's record arrives
+MAX_PAIRS = 100_000  # a mirrored request's champion predictions kept until its shadow's record arrives
 EVENTS_FILE = "experiments.jsonl"  # how experiments ended, in the deployment folder
 
 
@@ -63,7 +64,9 @@ class ExperimentBook:
         self.distributions = VariantDistributions(names, profile, task, [CHAMPION, spec.label])
         self.disagreements: deque[dict[str, Any]] = deque(maxlen=20)  # the last rows a shadow answered otherwise
         self.promotion_refused: str | None = None  # the registry's refusal: promote rules stop here
-        self._pairs: OrderedDict[str, Any] = OrderedDict()  # request id -> the champion's predictions
+        # a mirrored request's id -> its champion's predictions, until its shadow's record comes
+        self._pairs: OrderedDict[str, Any] = OrderedDict()
+        self._split = Split.of(spec)
         # counts change on the event loop (or the hub's thread) and are read by other threads
         self._lock = threading.Lock()
 
@@ -78,7 +81,9 @@ class ExperimentBook:
         request (the client chose its variant) is only counted: the comparison takes the
         requests the split drew at random, whatever a client sends."""
         with self._lock:
-            counts = self.counts.setdefault(variant, Counter())
+            counts = self.counts.get(variant)
+            if counts is None:
+                counts = self.counts[variant] = Counter()
             if pinned:
                 counts["pinned"] += 1
                 return
@@ -87,7 +92,11 @@ class ExperimentBook:
                 counts["shadow_errors" if shadow else "errors"] += 1
         self.arms.request(variant, rid, failed, latency_ms, predictions if status == 200 else None)
         if status == 200:
-            self.distributions.add(variant, inputs, predictions)
+            # a shadow is asked the champion's rows: they are counted as its inputs when the champion
+            # answers (live or replayed alike), since a shadow's log record holds no inputs of its own
+            self.distributions.add(variant, None if shadow else inputs, predictions)
+            if not shadow and variant == CHAMPION and self._split.mirrors(rid):
+                self.distributions.add(self.label, inputs, predictions, inputs_only=True)
 
     def count(self, variant: str, what: str) -> None:
         """Count one event of ``variant`` that is no request (``mirror_dropped``)."""
@@ -123,11 +132,11 @@ class ExperimentBook:
             self.observe(variant, status, failed, latency, rid, predictions, shadow, inputs, pinned)
             n += 1
             if self.spec.kind == "shadow" and isinstance(predictions, list):
-                if not shadow:
+                if not shadow and self._split.mirrors(rid):
                     self._pairs[rid] = predictions
                     if len(self._pairs) > MAX_PAIRS:
                         self._pairs.popitem(last=False)
-                elif rid in self._pairs:
+                elif shadow and rid in self._pairs:
                     self.compare(rid, self._pairs.pop(rid), predictions)
         return n
 

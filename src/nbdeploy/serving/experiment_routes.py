@@ -127,7 +127,9 @@ def prepare(server: Server, doc: Any) -> Experiment:
     s = server.settings
     profile = server.monitor.profile  # the champion's training profile: both variants' drift against one reference
     task = server.monitor.task if s.monitor else s.task  # the model serving now (after a reload too)
-    return Experiment(spec, model, names, server.log, s.max_batch, s.max_wait_ms, s.log_rows, task, profile)
+    experiment = Experiment(spec, model, names, server.log, s.max_batch, s.max_wait_ms, s.log_rows, task, profile)
+    experiment.answering = lambda: server.answering
+    return experiment
 
 
 def _body(body: bytes) -> dict[str, Any]:

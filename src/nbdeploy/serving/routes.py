@@ -95,18 +95,22 @@ class CoreRoutes:
         request.state.answer_headers = headers  # errors too are answered with the request id
         error: Exception | None = None
         server.metrics.in_flight.inc()
+        server.answering += 1
         try:
             await self._predict(request, call)
         except Exception as exc:  # answered below, once logged
             error = exc
         finally:
             server.metrics.in_flight.dec()
+            server.answering -= 1
         status, body = error_answer(error) if error is not None else (200, {"predictions": call.predictions})
         call.failed = status >= 500 or isinstance(error, PredictError)
         if server.experiment is not None or call.variant != CHAMPION:  # the client sees which variant answered
             headers = {**(headers or {}), VARIANT_HEADER: call.variant}
         server.answered(call, status, body)  # before the response: an answered request is always logged
         server.after_answer(call, status)
+        if server.answering == 0 and server.experiment is not None:  # runs after this response is sent
+            asyncio.get_running_loop().call_soon(server.experiment.quiet)
         if status == 500:  # a bug of ours: its traceback in server.log; the connection stays usable
             private = server.log.privacy is not None and server.log.privacy.active
             if private and error is not None:  # its message may quote an input: the stack and the type only

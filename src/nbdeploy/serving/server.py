@@ -94,6 +94,7 @@ class Server:
             self.metrics.registry.register(MonitorCollector(self.monitor, self.alerts, settings.alert_window))
         self.parse_pool = ParsePool()  # started with the app (its lifespan), if ever
         self.experiment: Experiment | None = None  # a challenger beside the model (serving/variants.py)
+        self.answering = 0  # requests to /invocations being answered (a shadow writes down its mirrors at 0)
         # /metrics is generated in a worker thread: it reads a copy of the state taken on the loop
         self.experiment_snapshot: dict[str, Any] | None = None
         self.metrics.registry.register(ExperimentCollector(lambda: self.experiment_snapshot))

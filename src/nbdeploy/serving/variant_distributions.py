@@ -61,18 +61,19 @@ class VariantDistributions:
         self._width = len(columns)
         self._edges = _NO_EDGES
         self._variants = {v: self._new() for v in variants}
-        self._queue: deque[tuple[str, Any, Any]] = deque()  # appended on the event loop, folded by any reader
+        self._queue: deque[tuple[str, Any, Any, bool]] = deque()  # appended on the event loop, folded by any reader
         self._queued_rows = 0
         self._lock = threading.Lock()
 
     def _new(self) -> _Variant:
         return _Variant(len(self._numeric), [cuts.size + 2 for _, _, cuts in self._numeric])
 
-    def add(self, variant: str, inputs: Any, predictions: Any) -> None:
-        """Queue one answered request's input rows and predictions (either may be None)."""
+    def add(self, variant: str, inputs: Any, predictions: Any, inputs_only: bool = False) -> None:
+        """Queue one answered request's input rows and predictions (either may be None);
+        ``inputs_only``: the rows a shadow is asked, counted when the champion answers them."""
         if not isinstance(predictions, list) or not predictions:
             return
-        self._queue.append((variant, inputs, predictions))
+        self._queue.append((variant, inputs, predictions, inputs_only))
         self._queued_rows += len(predictions)
         if len(self._queue) >= FOLD_AT or self._queued_rows >= FOLD_ROWS:
             self.fold()  # rarely on the request path: the decision loop folds every second
@@ -83,13 +84,14 @@ class VariantDistributions:
             self._queued_rows = 0
             rows: dict[str, list[np.ndarray]] = {}
             for _ in range(len(self._queue)):
-                variant, inputs, predictions = self._queue.popleft()
+                variant, inputs, predictions, inputs_only = self._queue.popleft()
                 v = self._variants.get(variant) or self._variants.setdefault(variant, self._new())
-                v.rows += len(predictions)
-                try:  # whatever a model answered or a client sent, binning never raises
-                    self._predictions(v, predictions)
-                except (TypeError, ValueError, OverflowError):
-                    pass
+                if not inputs_only:
+                    v.rows += len(predictions)
+                    try:  # whatever a model answered or a client sent, binning never raises
+                        self._predictions(v, predictions)
+                    except (TypeError, ValueError, OverflowError):
+                        pass
                 if inputs is not None and self._numeric and (x := self._numbers(inputs, len(predictions))) is not None:
                     rows.setdefault(variant, []).append(x)
             for variant, blocks in rows.items():

@@ -5,7 +5,8 @@ mirrored (shadow) requests in flight, and the counts per variant.
 The challenger has a batcher of its own, so its batches never mix with the champion's and
 a slow challenger delays only its own requests. A shadow's prediction is made after the
 champion's answer is sent, and logged as a record of its own (``"shadow": true``, with the
-request's id), so the request log holds both predictions of a mirrored request. Mirrors in
+request's id and without its inputs, which the champion's record holds), so the request log
+holds both predictions of a mirrored request. Mirrors in
 flight are bounded: past :data:`MAX_MIRRORS` a mirror is dropped and counted, never queued
 without end behind a challenger that cannot keep up.
 """
@@ -14,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from nbdeploy.experiment import ExperimentSpec
@@ -30,6 +32,7 @@ __all__ = ["MAX_MIRRORS", "Experiment"]
 MAX_MIRRORS = 1024
 MAX_MIRROR_ROWS = 100_000  # rows of mirrored requests held at once (their parsed inputs are in memory)
 SHADOW_WAIT_MS = 50.0  # a shadow's batch gathers mirrors this long: nobody waits on its answers
+DEFER_S = 0.05  # an answered mirror waits at most this long for a moment when no client is answered
 _DRAIN_S = 30.0
 
 
@@ -48,6 +51,11 @@ class Experiment:
         self.book = ExperimentBook(spec, names, task, profile)
         self.deciding = False  # an automatic promotion or rollback is under way
         self._mirrors: set[asyncio.Task[None]] = set()
+        # answered mirrors waiting to be written down: (since, record, champion's, shadow's predictions)
+        self._pending: deque[tuple[float, dict[str, Any], list[Any], list[Any] | None]] = deque()
+        self._draining = False
+        self._timer: asyncio.TimerHandle | None = None
+        self.answering: Callable[[], int] = lambda: 0  # requests the server is answering (set by the server)
 
     @property
     def label(self) -> str:
@@ -90,22 +98,64 @@ class Experiment:
     async def _mirror(self, parsed: Parsed, rid: str, values: Any, champion: list[Any]) -> None:
         started, status, record = time.perf_counter(), 200, {"ts": time.time(), "id": rid}
         record.update(variant=self.label, version=self.spec.challenger.version, shadow=True, rows=parsed.rows)
+        predictions: list[Any] | None = None
         try:
             predictions = await self.predict(parsed)
             record["predictions"] = predictions[: self.log_rows]
-            self.book.compare(rid, champion, predictions)
         except Exception as exc:  # the shadow's failure is logged; the client had its answer
             status, body = error_answer(exc)
             record["error"] = body["message"]
-        if values is not None:
-            record["inputs"] = values[: self.log_rows].tolist()
-            if parsed.frame is not None:  # the rows' own columns, as the champion's record has them
-                record["columns"] = [str(c) for c in parsed.frame.columns]
+        # no inputs: the champion's record of the same id has them (half the JSON of a record,
+        # written on the loop that answers the clients)
         latency = round((time.perf_counter() - started) * 1000, 3)
         record.update(status=status, latency_ms=latency, answered=time.time())
+        self._pending.append((time.monotonic(), record, champion, predictions))
+        self._drain_soon()
+
+    def quiet(self) -> None:
+        """The server has no request to answer: a good time to write a mirror down."""
+        if self._pending:
+            self._drain_soon()
+
+    def _drain_soon(self) -> None:
+        if not self._draining:
+            self._draining = True
+            asyncio.get_running_loop().call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """Write down one answered mirror (its log record, its counts) per turn of the loop,
+        while the server answers nobody, or once the oldest has waited :data:`DEFER_S`: a
+        shadow batch's dozen mirrors written at once held up the next client by a dozen
+        records' work."""
+        self._draining = False
+        loop = asyncio.get_running_loop()
+        if not self._pending:
+            return
+        waited = time.monotonic() - self._pending[0][0]
+        if self.answering() and waited < DEFER_S:  # quiet() calls again; this timer if it never comes
+            if self._timer is None:
+                self._timer = loop.call_later(DEFER_S - waited, self._on_timer)
+            return
+        self._write_down(*self._pending.popleft()[1:])
+        if self._pending:
+            self._drain_soon()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._drain_soon()
+
+    def _write_down(self, record: dict[str, Any], champion: list[Any], predictions: list[Any] | None) -> None:
         self.log.append(record)
+        status, rid = record["status"], record["id"]
+        if predictions is not None:
+            self.book.compare(rid, champion, predictions)
         predicted = record.get("predictions") if status == 200 else None
-        self.observe(self.label, status, status != 200, latency, rid, predicted, shadow=True, inputs=values)
+        self.observe(self.label, status, status != 200, record["latency_ms"], rid, predicted, shadow=True)
+
+    def flush(self) -> None:
+        """Write down every answered mirror now (the experiment ends, the server stops)."""
+        while self._pending:
+            self._write_down(*self._pending.popleft()[1:])
 
     async def close(self, fallback: Batcher) -> None:
         """Stop the challenger without leaving a client unanswered: mirrors (which answer
@@ -113,6 +163,7 @@ class Experiment:
         any still queued after :data:`_DRAIN_S` are handed to ``fallback`` (the champion's)."""
         for task in list(self._mirrors):
             task.cancel()
+        self.flush()
         deadline = time.monotonic() + _DRAIN_S
         while self.batcher.busy and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -122,4 +173,4 @@ class Experiment:
 
     def state(self) -> dict[str, Any]:
         """What ``GET /experiment`` shows."""
-        return {**self.book.state(), "mirrors_in_flight": len(self._mirrors)}
+        return {**self.book.state(), "mirrors_in_flight": len(self._mirrors) + len(self._pending)}
