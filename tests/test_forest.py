@@ -64,6 +64,12 @@ def test_models_that_do_not_qualify_keep_their_own_methods():
     mixed = RandomForestClassifier(n_estimators=5).fit(X, y)
     mixed.estimators_[2] = object()
     assert fast_methods(mixed) == {}
+    # threads add the trees in the order they finish: scikit-learn's own last bit varies
+    assert fast_methods(RandomForestClassifier(n_estimators=5, n_jobs=2).fit(X, y)) == {}
+    pruned = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
+    pruned.estimators_ = np.array(pruned.estimators_[:3], dtype=object)  # trees kept by a mask
+    assert set(fast_methods(pruned)) == {"predict", "predict_proba"}
+    assert np.array_equal(fast_methods(pruned)["predict_proba"](X), pruned.predict_proba(X))
 
 
 def test_a_sum_that_differs_by_one_bit_is_refused(monkeypatch):

@@ -104,6 +104,8 @@ def _lifespan(server: Server, background: Callable[[], Any] | None) -> Callable[
         try:
             yield
         finally:
+            if server.experiment is not None:  # before the last forward to a Ray hub, which sends what is logged
+                server.experiment.flush()
             for task in tasks:
                 task.cancel()
             if tasks:  # let them finish what they do on cancellation (a last forward to the Ray hub)

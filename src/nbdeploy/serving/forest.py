@@ -59,12 +59,13 @@ def fast_methods(model: Any) -> dict[str, Any]:
     kind = type(model)
     if kind.__module__ != "sklearn.ensemble._forest" or kind.__name__ not in _FORESTS:
         return {}
-    trees = getattr(model, "estimators_", None)
-    if getattr(model, "n_outputs_", None) != 1 or not trees:
-        return {}
-    if any(type(t).__module__ != "sklearn.tree._classes" or type(t).__name__ not in _TREES for t in trees):
-        return {}
     try:
+        # n_jobs: threads add the trees in the order they finish, so scikit-learn's own last bit varies
+        trees = list(model.estimators_)
+        if model.n_outputs_ != 1 or not trees or getattr(model, "n_jobs", None) not in (None, 1):
+            return {}
+        if any(type(t).__module__ != "sklearn.tree._classes" or type(t).__name__ not in _TREES for t in trees):
+            return {}
         fast = FastForest(model)
         methods = {"predict": fast.predict}
         if fast.classes_ is not None:
@@ -85,11 +86,12 @@ def _probe(model: Any) -> Any:
     width = int(model.n_features_in_)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(_PROBE_ROWS, width))
-    for tree in model.estimators_[:10]:
-        inner = tree.tree_.feature >= 0
-        for feature, threshold in zip(tree.tree_.feature[inner], tree.tree_.threshold[inner], strict=True):
-            rows = rng.integers(0, _PROBE_ROWS, size=4)
-            X[rows, feature] = threshold + rng.choice([-1e-3, 0.0, 1e-3], size=4)
+    trees = [t.tree_ for t in model.estimators_[:10]]
+    features = np.concatenate([t.feature[t.feature >= 0] for t in trees])  # leaves have feature -2
+    thresholds = np.concatenate([t.threshold[t.feature >= 0] for t in trees])
+    picked = rng.choice(features.size, size=min(features.size, _PROBE_ROWS * width), replace=False)
+    rows = rng.integers(0, _PROBE_ROWS, size=picked.size)  # later picks of a cell overwrite earlier ones
+    X[rows, features[picked]] = thresholds[picked] + rng.choice([-1e-3, 0.0, 1e-3], size=picked.size)
     names = getattr(model, "feature_names_in_", None)
     if names is None:
         return X
