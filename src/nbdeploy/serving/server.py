@@ -197,7 +197,7 @@ class Server:
         experiment = self.experiment
         if (experiment is not None and status == 200 and call.variant == CHAMPION and call.parsed is not None
                 and call.parsed.method == "predict" and experiment.split.mirrors(call.rid)):  # fmt: skip
-            experiment.mirror(call.parsed, call.rid, call.values, call.predictions)
+            experiment.mirror(call.parsed, call.rid, call.predictions)
 
     def answered(self, call: Call, status: int, body: dict[str, Any]) -> None:
         """Log, observe and count an answered request; called before its response is sent,

@@ -79,13 +79,14 @@ class Experiment:
         """Count the logged requests of this experiment after a restart."""
         return self.book.ingest(records)
 
-    def mirror(self, parsed: Parsed, rid: str, values: Any, champion: list[Any]) -> None:
+    def mirror(self, parsed: Parsed, rid: str, champion: list[Any]) -> None:
         """Send an answered request to the shadow, after its answer; dropped past the bound."""
-        if len(self._mirrors) >= MAX_MIRRORS or self._mirror_rows + parsed.rows > MAX_MIRROR_ROWS:
+        in_flight = len(self._mirrors) + len(self._pending)  # answered ones too, until written down
+        if in_flight >= MAX_MIRRORS or self._mirror_rows + parsed.rows > MAX_MIRROR_ROWS:
             self.book.count(self.label, "mirror_dropped")
             return
         self._mirror_rows += parsed.rows
-        task = asyncio.get_running_loop().create_task(self._mirror(parsed, rid, values, champion))
+        task = asyncio.get_running_loop().create_task(self._mirror(parsed, rid, champion))
         self._mirrors.add(task)
         task.add_done_callback(lambda done: self._mirrored(done, parsed.rows))
 
@@ -95,7 +96,7 @@ class Experiment:
         if task.cancelled():
             self.book.count(self.label, "mirror_dropped")
 
-    async def _mirror(self, parsed: Parsed, rid: str, values: Any, champion: list[Any]) -> None:
+    async def _mirror(self, parsed: Parsed, rid: str, champion: list[Any]) -> None:
         started, status, record = time.perf_counter(), 200, {"ts": time.time(), "id": rid}
         record.update(variant=self.label, version=self.spec.challenger.version, shadow=True, rows=parsed.rows)
         predictions: list[Any] | None = None
