@@ -94,14 +94,12 @@ class CoreRoutes:
         headers = None if self.settings.proxy_request_id else {"X-Request-Id": call.rid}
         request.state.answer_headers = headers  # errors too are answered with the request id
         error: Exception | None = None
-        server.metrics.in_flight.inc()
         server.answering += 1
         try:
             await self._predict(request, call)
         except Exception as exc:  # answered below, once logged
             error = exc
         finally:
-            server.metrics.in_flight.dec()
             server.answering -= 1
         status, body = error_answer(error) if error is not None else (200, {"predictions": call.predictions})
         call.failed = status >= 500 or isinstance(error, PredictError)

@@ -95,6 +95,7 @@ class Server:
         self.parse_pool = ParsePool()  # started with the app (its lifespan), if ever
         self.experiment: Experiment | None = None  # a challenger beside the model (serving/variants.py)
         self.answering = 0  # requests to /invocations being answered (a shadow writes down its mirrors at 0)
+        self.metrics.in_flight.set_function(lambda: self.answering)  # one count, read by /metrics
         # /metrics is generated in a worker thread: it reads a copy of the state taken on the loop
         self.experiment_snapshot: dict[str, Any] | None = None
         self.metrics.registry.register(ExperimentCollector(lambda: self.experiment_snapshot))
