@@ -69,6 +69,9 @@ def cluster() -> Iterator[str]:
     # Serve's proxy would send every request to the replica on its own node while that one
     # keeps up; the tests want both replicas to answer
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}
+    # Ray gives a raylet 30 s to register with the GCS; CI's loaded machine once took longer for
+    # the second node, which then exited (its own error in nodes.log)
+    env["RAY_raylet_start_wait_time_s"] = "120"
     common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
     procs: list[subprocess.Popen[bytes]] = []
     log = (Path(temp) / "nodes.log").open("ab")
@@ -79,8 +82,12 @@ def cluster() -> Iterator[str]:
         while not listening(address) and time.monotonic() < deadline:
             time.sleep(1)
         worker = [*ray_cli(), "start", f"--address={address}", *common]
-        procs.append(subprocess.Popen(worker, stdout=log, stderr=log, env=env, start_new_session=True))
+        deadline = time.monotonic() + 240
+        starts = 0
         while _driver(address, probe_serve=False)["nodes"] < 2 and time.monotonic() < deadline:
+            if starts == 0 or (procs[-1].poll() is not None and starts < 3):  # a worker that gave up: once more
+                procs.append(subprocess.Popen(worker, stdout=log, stderr=log, env=env, start_new_session=True))
+                starts += 1
             time.sleep(1)
         assert _driver(address, probe_serve=False)["nodes"] == 2, (Path(temp) / "nodes.log").read_text()[-3000:]
         yield address
