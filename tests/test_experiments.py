@@ -625,6 +625,35 @@ def test_a_shadow_that_does_not_read_its_pipe_never_holds_up_the_champion(
     assert sum(r["rows"] for r in mirrored) == 5040 and all(r["status"] == 200 for r in mirrored)
 
 
+def test_mirrors_past_the_bound_are_dropped_and_counted_and_the_rest_all_written_down(
+    serving: Callable[..., Any], two_versions: str, cancer: dict[str, Any], name: str
+) -> None:
+    """A shadow that cannot keep up (its process stopped) holds at most MAX_MIRRORS mirrors;
+    each one past the bound is counted as dropped, clients are all answered, and every held
+    mirror is logged once the shadow answers again."""
+    from nbdeploy.serving.variants import MAX_MIRRORS
+
+    dep = serving(f"{two_versions}/1", name=name)
+    dep.shadow(f"{two_versions}/2", percent=100)
+    (worker,) = _workers(dep.pid)
+    extra = 60
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        answers = _send(dep.url, _bodies(cancer["X_test"], MAX_MIRRORS + extra), clients=4)
+        assert {r.status_code for r in answers} == {200}
+        held = dep.experiment().state
+        assert held["mirrors_in_flight"] == MAX_MIRRORS
+        assert held["counts"]["2"]["mirror_dropped"] == extra
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    eventually(lambda: dep.experiment().state, lambda st: st["mirrors_in_flight"] == 0, timeout=120)
+    counts = dep.experiment().state["counts"]["2"]
+    assert counts["shadowed"] == MAX_MIRRORS and counts["mirror_dropped"] == extra
+    mirrored = [r for r in _logged(dep) if r.get("shadow")]
+    assert len(mirrored) == len({r["id"] for r in mirrored}) == MAX_MIRRORS
+    assert all(r["status"] == 200 and len(r["predictions"]) == 1 for r in mirrored)
+
+
 def test_a_challengers_answer_is_read_only_once_it_is_all_in() -> None:
     """The loop never waits in a read of an answer the worker has only begun to write (a
     stopped or starved shadow may never finish it): a small one is read once all of it is

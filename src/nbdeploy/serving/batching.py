@@ -121,10 +121,15 @@ class Batcher:
 
     async def submit(self, parsed: Parsed) -> list[Any]:
         """Predictions for one request (a list with one entry per input row)."""
+        return await self.enqueue(parsed)
+
+    def enqueue(self, parsed: Parsed) -> asyncio.Future[list[Any]]:
+        """Queue one request; its future gets the predictions. For a caller that waits on
+        nobody (a shadow's mirror): no task of its own to start and to wake."""
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(parsed, future))
         self._wake.set()
-        return await future
+        return future
 
     def _take(self, batch: list[_Item], rows: int) -> int:
         key = batch[0].parsed.key

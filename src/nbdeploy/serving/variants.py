@@ -50,9 +50,9 @@ class Experiment:
         self._mirror_rows = 0
         self.book = ExperimentBook(spec, names, task, profile)
         self.deciding = False  # an automatic promotion or rollback is under way
-        self._mirrors: set[asyncio.Task[None]] = set()
-        # answered mirrors waiting to be written down: (since, record, champion's, shadow's predictions)
-        self._pending: deque[tuple[float, dict[str, Any], list[Any], list[Any] | None]] = deque()
+        self._mirrors: set[asyncio.Future[list[Any]]] = set()  # queued on the shadow's batcher
+        # answered mirrors waiting to be written down: (since, what makes the record, champion's predictions)
+        self._pending: deque[tuple[float, tuple[Any, ...], list[Any]]] = deque()
         self._draining = False
         self._timer: asyncio.TimerHandle | None = None
         self.answering: Callable[[], int] = lambda: 0  # requests the server is answering (set by the server)
@@ -80,38 +80,48 @@ class Experiment:
         return self.book.ingest(records)
 
     def mirror(self, parsed: Parsed, rid: str, champion: list[Any]) -> None:
-        """Send an answered request to the shadow, after its answer; dropped past the bound."""
+        """Send an answered request to the shadow, after its answer; dropped past the bound.
+        Queued straight on the shadow's batcher, with a callback for its answer: a task per
+        mirror woke a dozen times at once when a shadow batch came back, ahead of the next
+        client."""
         in_flight = len(self._mirrors) + len(self._pending)  # answered ones too, until written down
         if in_flight >= MAX_MIRRORS or self._mirror_rows + parsed.rows > MAX_MIRROR_ROWS:
             self.book.count(self.label, "mirror_dropped")
             return
         self._mirror_rows += parsed.rows
-        task = asyncio.get_running_loop().create_task(self._mirror(parsed, rid, champion))
-        self._mirrors.add(task)
-        task.add_done_callback(lambda done: self._mirrored(done, parsed.rows))
+        future = self.batcher.enqueue(parsed)
+        self._mirrors.add(future)
+        sent = (time.perf_counter(), time.time(), rid, parsed.rows, champion)
+        future.add_done_callback(lambda done: self._mirrored(done, *sent))
 
-    def _mirrored(self, task: asyncio.Task[None], rows: int) -> None:
-        self._mirrors.discard(task)
-        self._mirror_rows -= rows
-        if task.cancelled():
-            self.book.count(self.label, "mirror_dropped")
-
-    async def _mirror(self, parsed: Parsed, rid: str, champion: list[Any]) -> None:
-        started, status, record = time.perf_counter(), 200, {"ts": time.time(), "id": rid}
-        record.update(variant=self.label, version=self.spec.challenger.version, shadow=True, rows=parsed.rows)
-        predictions: list[Any] | None = None
-        try:
-            predictions = await self.predict(parsed)
-            record["predictions"] = predictions[: self.log_rows]
-        except Exception as exc:  # the shadow's failure is logged; the client had its answer
-            status, body = error_answer(exc)
-            record["error"] = body["message"]
-        # no inputs: the champion's record of the same id has them (half the JSON of a record,
-        # written on the loop that answers the clients)
+    def _mirrored(self, future: asyncio.Future[list[Any]], started: float, ts: float, rid: str, rows: int,
+                  champion: list[Any]) -> None:  # fmt: skip
+        """The shadow's answer (or failure) is in: kept for :meth:`_drain`, nothing more here."""
         latency = round((time.perf_counter() - started) * 1000, 3)
-        record.update(status=status, latency_ms=latency, answered=time.time())
-        self._pending.append((time.monotonic(), record, champion, predictions))
+        self._mirrors.discard(future)
+        self._mirror_rows -= rows
+        if future.cancelled():
+            self.book.count(self.label, "mirror_dropped")
+            return
+        self._pending.append((time.monotonic(), (ts, rid, rows, latency, time.time(), future), champion))
         self._drain_soon()
+
+    def _record(self, ts: float, rid: str, rows: int, latency: float, answered: float,
+                future: asyncio.Future[list[Any]]) -> tuple[dict[str, Any], list[Any] | None]:  # fmt: skip
+        """A mirror's log record (without inputs: the champion's record of the same id has
+        them) and the shadow's predictions (``None`` if it failed)."""
+        record: dict[str, Any] = {"ts": ts, "id": rid, "variant": self.label,
+                                  "version": self.spec.challenger.version, "shadow": True, "rows": rows}  # fmt: skip
+        predictions: list[Any] | None = None
+        exc = future.exception()
+        if exc is None:
+            predictions = future.result()
+            record.update(predictions=predictions[: self.log_rows], status=200)
+        else:  # the shadow's failure is logged; the client had its answer
+            status, body = error_answer(exc)
+            record.update(error=body["message"], status=status)
+        record.update(latency_ms=latency, answered=answered)
+        return record, predictions
 
     def quiet(self) -> None:
         """The server has no request to answer: a good time to write a mirror down."""
@@ -147,9 +157,10 @@ class Experiment:
         self._timer = None
         self._drain_soon()
 
-    def _write_down(self, record: dict[str, Any], champion: list[Any], predictions: list[Any] | None) -> None:
-        status, rid = record["status"], record["id"]
+    def _write_down(self, answer: tuple[Any, ...], champion: list[Any]) -> None:
         try:  # a full disk, a bug in the accounts: said, and the next mirror and the experiment's end go on
+            record, predictions = self._record(*answer)
+            status, rid = record["status"], record["id"]
             self.log.append(record)
             if predictions is not None:
                 self.book.compare(rid, champion, predictions)
@@ -167,8 +178,8 @@ class Experiment:
         """Stop the challenger without leaving a client unanswered: mirrors (which answer
         nobody) are cancelled and counted as dropped; requests it answers are finished, and
         any still queued after :data:`_DRAIN_S` are handed to ``fallback`` (the champion's)."""
-        for task in list(self._mirrors):
-            task.cancel()
+        for future in list(self._mirrors):
+            future.cancel()
         self.flush()
         deadline = time.monotonic() + _DRAIN_S
         while self.batcher.busy and time.monotonic() < deadline:
