@@ -15,7 +15,8 @@ cost of routing alone, without the challenger's predictions. A fifth runs a 10 %
 light challenger (a logistic regression, whose ``predict`` costs little per call): the cost
 of the split, the second batcher and the challenger's process, without a forest's fixed
 cost per call, which a tenth of the traffic, arriving one or two requests at a time, pays
-in full.
+in full. A sixth shadows the light challenger: what a shadow costs the clients apart from
+its model's work.
 
 ``BENCH_ROUNDS`` (default 5) and ``BENCH_SECONDS`` (6) set the rounds and their length;
 ``BENCH_MODES="one variant|shadow 100%"`` and ``BENCH_CONNECTIONS=1`` measure a part of the
@@ -35,7 +36,7 @@ import serving
 from serving import quickstart_model, wrk
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
-ALL_MODES = ("one variant", "canary 10%", "canary, pinned", "shadow 100%", "canary 10%, light")
+ALL_MODES = ("one variant", "canary 10%", "canary, pinned", "shadow 100%", "canary 10%, light", "shadow 100%, light")
 # a part of the table, for a quicker look: BENCH_MODES="one variant|shadow 100%" BENCH_CONNECTIONS=1
 MODES = tuple(os.environ.get("BENCH_MODES", "|".join(ALL_MODES)).split("|"))
 CONNECTIONS = tuple(int(c) for c in os.environ.get("BENCH_CONNECTIONS", "1,16").split(","))
@@ -52,6 +53,8 @@ def switch(dep: Any, mode: str, challenger: str, light: str) -> None:
         dep.canary(challenger, percent=10)
     elif mode == "shadow 100%":
         dep.shadow(challenger, percent=100)
+    elif mode == "shadow 100%, light":
+        dep.shadow(light, percent=100)
 
 
 def main() -> None:
@@ -79,7 +82,7 @@ def main() -> None:
                     runs[mode, c].append(wrk(dep.url, "/invocations", body, c, pin))
                 shown = ", ".join(f"c{c} {runs[mode, c][-1]['rps']:.0f} req/s p99 {runs[mode, c][-1]['p99']:.1f} ms"
                                   for c in CONNECTIONS)  # fmt: skip
-                print(f"round {r + 1} {mode:<12} {shown}", flush=True)
+                print(f"round {r + 1} {mode:<18} {shown}", flush=True)
         shadowed = dep.experiment().state if dep.spec.experiment is not None else None
     finally:
         dep.stop()
@@ -95,7 +98,8 @@ def main() -> None:
     ratios = {"canary 10%": ("rps", "throughput with a 10% canary"),
               "canary 10%, light": ("rps", "a light challenger's"),
               "canary, pinned": ("rps", "routing alone, every request pinned to the champion"),
-              "shadow 100%": ("p99", "client p99 with a shadow")}  # fmt: skip
+              "shadow 100%": ("p99", "client p99 with a shadow"),
+              "shadow 100%, light": ("p99", "client p99 with a light shadow")}  # fmt: skip
     for c in CONNECTIONS if base in MODES else ():
         shown = [f"{what} {med(mode, c, key) / med(base, c, key):.3f}" for mode, (key, what) in ratios.items()
                  if mode in MODES]  # fmt: skip

@@ -141,3 +141,33 @@ def test_a_batcher_stopped_while_gathering_or_predicting_answers_every_request()
         errors, unanswered, taken = asyncio.run(scenario(wait_ms))
         assert unanswered == taken == 3  # only the three taken out (to be served elsewhere) wait
         assert len(errors) == 2 and all(isinstance(e, ProtocolError) and e.status == 503 for e in errors)
+
+
+def test_a_gathering_batch_ends_once_enough_requests_are_queued() -> None:
+    """A shadow's batcher waits long for mirrors (``always_wait``), but ``enough`` queued
+    ones end the wait: with an hour's wait, 8 requests are answered in one call (the batcher
+    holds the first, and the seventh queued behind it ends the wait); fewer than ``enough``
+    wait out their (short) window."""
+    calls: list[int] = []
+
+    def predict(frame: pd.DataFrame, method: str = "predict") -> np.ndarray:
+        calls.append(len(frame))
+        return frame["a"].to_numpy()
+
+    async def scenario(wait_ms: float, n: int) -> list[Any]:
+        batcher = Batcher(lambda: (predict, SCHEMA.names), max_batch=100, max_wait_ms=wait_ms, always_wait=True,
+                          enough=7)  # fmt: skip
+        batcher.start()
+        futures = []
+        for i in range(n):
+            futures.append(batcher.enqueue(parse(body([[float(i), 0.0]]), "application/json", SCHEMA)))
+            await asyncio.sleep(0)  # the batcher takes the first and starts its wait
+        results = await asyncio.wait_for(asyncio.gather(*futures), 60)  # an hour's wait would fail here
+        await batcher.stop()
+        return list(results)
+
+    assert asyncio.run(scenario(3_600_000, 8)) == [[float(i)] for i in range(8)]
+    assert calls == [8]
+    calls.clear()
+    assert asyncio.run(scenario(50, 3)) == [[0.0], [1.0], [2.0]]  # fewer than enough: the window ends it
+    assert calls == [3]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import inspect
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -80,11 +81,14 @@ class Batcher:
         on_batch: Callable[[int, int], None] | None = None,
         always_wait: bool = False,
         scored: bool = False,
+        enough: int = 0,
     ) -> None:
         self._model = model  # returns (predict, column names) of the model serving now
         self.scored = scored  # predict returns (output, confidence per row or None): LoadedModel.scored_call
         self.max_batch, self.max_wait = max(1, max_batch), max(0.0, max_wait_ms) / 1000
         self.always_wait = always_wait  # wait max_wait_ms even for a lone request (nobody waits on a shadow)
+        self.enough = enough  # this many queued requests end the wait early (0: never)
+        self._enough = asyncio.Event()
         self._in_batch = False
         self._on_batch = on_batch
         self._queue: collections.deque[_Item] = collections.deque()
@@ -129,6 +133,8 @@ class Batcher:
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(parsed, future))
         self._wake.set()
+        if self.enough and len(self._queue) >= self.enough:
+            self._enough.set()
         return future
 
     def _take(self, batch: list[_Item], rows: int) -> int:
@@ -174,7 +180,7 @@ class Batcher:
             return
         rows = self._take(batch, first.parsed.rows)
         if self.max_wait and (self._last_requests > 1 or self.always_wait) and rows < self.max_batch:
-            await asyncio.sleep(self.max_wait)
+            await self._gather()
             rows = self._take(batch, rows)
         self._last_requests = len(batch)
         results = await self._predict_batch([i.parsed for i in batch])
@@ -187,6 +193,16 @@ class Batcher:
                 item.future.set_result(result)
         if self._on_batch:
             self._on_batch(len(batch), rows)
+
+    async def _gather(self) -> None:
+        """Wait ``max_wait_ms`` for more requests, or until :attr:`enough` are queued."""
+        if not self.enough:
+            await asyncio.sleep(self.max_wait)
+            return
+        self._enough.clear()
+        if len(self._queue) < self.enough:
+            with contextlib.suppress(asyncio.TimeoutError):  # 3.10: not yet the builtin
+                await asyncio.wait_for(self._enough.wait(), self.max_wait)
 
     async def _chunk(self, item: _Item) -> None:
         """Predict ``max_batch`` rows of a request larger than that, then queue the rest
