@@ -169,5 +169,86 @@ def test_a_gathering_batch_ends_once_enough_requests_are_queued() -> None:
     assert asyncio.run(scenario(3_600_000, 8)) == [[float(i)] for i in range(8)]
     assert calls == [8]
     calls.clear()
-    assert asyncio.run(scenario(50, 3)) == [[0.0], [1.0], [2.0]]  # fewer than enough: the window ends it
+    assert asyncio.run(scenario(1000, 3)) == [[0.0], [1.0], [2.0]]  # fewer than enough: the window ends it
     assert calls == [3]
+
+
+def test_a_gather_counts_what_is_queued_once_it_starts() -> None:
+    """Requests queued while a batch predicts are taken by the next batch before it gathers;
+    they do not also end that gather at once (an event left set by them would): the next
+    batch still waits for ``enough`` more. Deterministic: the batcher reaches its gather in
+    the same turn of the loop that answers the first batch."""
+    import threading
+
+    calls: list[int] = []
+    release = threading.Event()
+
+    def predict(frame: pd.DataFrame, method: str = "predict") -> np.ndarray:
+        calls.append(len(frame))
+        release.wait(60)
+        return frame["a"].to_numpy()
+
+    async def scenario() -> list[Any]:
+        batcher = Batcher(lambda: (predict, SCHEMA.names), max_batch=100, max_wait_ms=3_600_000, always_wait=True,
+                          enough=2)  # fmt: skip
+        batcher.start()
+
+        def send(i: int) -> asyncio.Future[list[Any]]:
+            return batcher.enqueue(parse(body([[float(i), 0.0]]), "application/json", SCHEMA))
+
+        futures = [send(0)]
+        await asyncio.sleep(0)  # the batcher holds 0 and gathers
+        futures += [send(1), send(2)]  # enough: 0-2 are predicted, and the predict blocks
+        while not calls:
+            await asyncio.sleep(0.01)
+        futures += [send(i) for i in (3, 4, 5)]  # queued meanwhile: more than enough
+        release.set()
+        await asyncio.wait_for(asyncio.gather(*futures[:3]), 60)  # the next batch holds 3-5 and gathers
+        futures += [send(6), send(7)]  # enough new ones end its gather
+        results = await asyncio.wait_for(asyncio.gather(*futures), 60)
+        await batcher.stop()
+        return list(results)
+
+    assert asyncio.run(scenario()) == [[float(i)] for i in range(8)]
+    assert calls == [3, 5]
+
+
+def test_mirrors_answered_as_a_shadow_is_closed_are_written_down_by_close(tmp_path: Any) -> None:
+    """``close()`` in the loop turn right after a shadow batch came back (the mirrors'
+    callbacks queued, not yet run): every mirror is logged before ``close()`` returns, none
+    counted as dropped, with clients being answered (no quiet moment to write them in)."""
+    from nbdeploy.experiment import ExperimentSpec
+    from nbdeploy.model_entry import ModelEntry
+    from nbdeploy.monitoring.replay import read_records
+    from nbdeploy.serving.requestlog import RequestLog
+    from nbdeploy.serving.variants import Experiment
+
+    class Shadow:  # a challenger in another process answers through a coroutine, as this one
+        stopped = False
+
+        async def predict(self, rows: Any, names: tuple[str, ...], method: str = "predict") -> list[Any]:
+            return [float(r[0]) for r in rows]
+
+        def stop(self) -> None:
+            self.stopped = True
+
+    spec = ExperimentSpec("shadow", ModelEntry(ref="m/2", model_path="unused", version=2), 100.0)
+    log = RequestLog(tmp_path / "requests.jsonl")
+    model = Shadow()
+
+    async def scenario() -> dict[str, Any]:
+        experiment = Experiment(spec, model, SCHEMA.names, log, max_batch=100, max_wait_ms=0, log_rows=10)
+        experiment.answering = lambda: 1
+        experiment.start()
+        for i in range(3):
+            experiment.mirror(parse(body([[float(i), 0.0]]), "application/json", SCHEMA), f"r{i}", [0])
+        while experiment.batcher.busy or not any(f.done() for f in experiment._mirrors):
+            await asyncio.sleep(0)  # until the batch's answers are set: their callbacks are queued
+        await experiment.close(Batcher(lambda: (None, SCHEMA.names)))  # type: ignore[arg-type, return-value]
+        return experiment.state()
+
+    state = asyncio.run(scenario())
+    logged = list(read_records(tmp_path / "requests.jsonl"))
+    assert sorted((r["id"], r["predictions"]) for r in logged) == [("r0", [0.0]), ("r1", [1.0]), ("r2", [2.0])]
+    assert state["counts"]["2"].get("mirror_dropped", 0) == 0 and state["mirrors_in_flight"] == 0
+    assert model.stopped

@@ -82,7 +82,7 @@ def cluster() -> Iterator[str]:
         while not listening(address) and time.monotonic() < deadline:
             time.sleep(1)
         worker = [*ray_cli(), "start", f"--address={address}", *common]
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 300  # a second worker, if the first gave up after its 120 s
         starts = 0
         while _driver(address, probe_serve=False)["nodes"] < 2 and time.monotonic() < deadline:
             if starts == 0 or (procs[-1].poll() is not None and starts < 3):  # a worker that gave up: once more

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import inspect
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -122,6 +121,8 @@ class Batcher:
         self._queue.extend(items)
         if items:
             self._wake.set()
+            if self.enough and len(self._queue) >= self.enough:
+                self._enough.set()
 
     async def submit(self, parsed: Parsed) -> list[Any]:
         """Predictions for one request (a list with one entry per input row)."""
@@ -199,10 +200,15 @@ class Batcher:
         if not self.enough:
             await asyncio.sleep(self.max_wait)
             return
-        self._enough.clear()
+        self._enough.clear()  # set by an enqueue before this gather: what counts is the queue now
         if len(self._queue) < self.enough:
-            with contextlib.suppress(asyncio.TimeoutError):  # 3.10: not yet the builtin
-                await asyncio.wait_for(self._enough.wait(), self.max_wait)
+            # a timer, not wait_for: no task of its own per batch (and 3.10/3.11's wait_for
+            # could swallow the cancellation of a batcher being stopped)
+            timer = asyncio.get_running_loop().call_later(self.max_wait, self._enough.set)
+            try:
+                await self._enough.wait()
+            finally:
+                timer.cancel()
 
     async def _chunk(self, item: _Item) -> None:
         """Predict ``max_batch`` rows of a request larger than that, then queue the rest

@@ -17,7 +17,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from nbdeploy.experiment import ExperimentSpec
 from nbdeploy.serving.batching import Batcher
@@ -31,14 +31,27 @@ __all__ = ["MAX_MIRRORS", "Experiment"]
 
 MAX_MIRRORS = 1024
 MAX_MIRROR_ROWS = 100_000  # rows of mirrored requests held at once (their parsed inputs are in memory)
-# a shadow's batch gathers mirrors this long (nobody waits on its answers), or until it holds
-# SHADOW_BATCH of them: each batch sent and answered costs the loop a moment, which one client
-# in twenty felt with batches of 50 ms (client p99 1.17x); the bound keeps a fast server's
-# mirrors well inside MAX_MIRRORS
+# a shadow's batch gathers mirrors this long (nobody waits on its answers), or until SHADOW_BATCH
+# more are queued behind its first: each batch sent and answered costs the loop a moment, which
+# one client in ten to twenty felt with batches of 50 ms (client p99 1.17x); the count keeps a
+# fast server's mirrors well inside MAX_MIRRORS
 SHADOW_WAIT_MS = 250.0
 SHADOW_BATCH = 256
 DEFER_S = 0.05  # an answered mirror waits at most this long for a moment when no client is answered
 _DRAIN_S = 30.0
+
+
+class _Answered(NamedTuple):
+    """A mirror the shadow answered (or failed), waiting to be written down."""
+
+    since: float  # monotonic time it was answered
+    ts: float  # when the request came
+    rid: str
+    rows: int
+    latency_ms: float
+    answered: float  # wall-clock time it was answered
+    future: asyncio.Future[list[Any]]  # its predictions, or the shadow's error
+    champion: list[Any]  # the champion's predictions, to compare
 
 
 class Experiment:
@@ -57,8 +70,7 @@ class Experiment:
         self.book = ExperimentBook(spec, names, task, profile)
         self.deciding = False  # an automatic promotion or rollback is under way
         self._mirrors: set[asyncio.Future[list[Any]]] = set()  # queued on the shadow's batcher
-        # answered mirrors waiting to be written down: (since, what makes the record, champion's predictions)
-        self._pending: deque[tuple[float, tuple[Any, ...], list[Any]]] = deque()
+        self._pending: deque[_Answered] = deque()  # answered mirrors waiting to be written down
         self._draining = False
         self._timer: asyncio.TimerHandle | None = None
         self.answering: Callable[[], int] = lambda: 0  # requests the server is answering (set by the server)
@@ -109,24 +121,23 @@ class Experiment:
         if future.cancelled():
             self.book.count(self.label, "mirror_dropped")
             return
-        self._pending.append((time.monotonic(), (ts, rid, rows, latency, time.time(), future), champion))
+        self._pending.append(_Answered(time.monotonic(), ts, rid, rows, latency, time.time(), future, champion))
         self._drain_soon()
 
-    def _record(self, ts: float, rid: str, rows: int, latency: float, answered: float,
-                future: asyncio.Future[list[Any]]) -> tuple[dict[str, Any], list[Any] | None]:  # fmt: skip
+    def _record(self, answer: _Answered) -> tuple[dict[str, Any], list[Any] | None]:
         """A mirror's log record (without inputs: the champion's record of the same id has
         them) and the shadow's predictions (``None`` if it failed)."""
-        record: dict[str, Any] = {"ts": ts, "id": rid, "variant": self.label,
-                                  "version": self.spec.challenger.version, "shadow": True, "rows": rows}  # fmt: skip
+        record: dict[str, Any] = {"ts": answer.ts, "id": answer.rid, "variant": self.label}
+        record.update(version=self.spec.challenger.version, shadow=True, rows=answer.rows)
         predictions: list[Any] | None = None
-        exc = future.exception()
+        exc = answer.future.exception()
         if exc is None:
-            predictions = future.result()
+            predictions = answer.future.result()
             record.update(predictions=predictions[: self.log_rows], status=200)
         else:  # the shadow's failure is logged; the client had its answer
             status, body = error_answer(exc)
             record.update(error=body["message"], status=status)
-        record.update(latency_ms=latency, answered=answered)
+        record.update(latency_ms=answer.latency_ms, answered=answer.answered)
         return record, predictions
 
     def quiet(self) -> None:
@@ -148,13 +159,13 @@ class Experiment:
         loop = asyncio.get_running_loop()
         if not self._pending:
             return
-        waited = time.monotonic() - self._pending[0][0]
+        waited = time.monotonic() - self._pending[0].since
         if self.answering() and waited < DEFER_S:  # quiet() calls again; this timer if it never comes
             if self._timer is None:
                 self._timer = loop.call_later(DEFER_S - waited, self._on_timer)
             return
         try:
-            self._write_down(*self._pending.popleft()[1:])
+            self._write_down(self._pending.popleft())
         finally:
             if self._pending:
                 self._drain_soon()
@@ -163,13 +174,13 @@ class Experiment:
         self._timer = None
         self._drain_soon()
 
-    def _write_down(self, answer: tuple[Any, ...], champion: list[Any]) -> None:
+    def _write_down(self, answer: _Answered) -> None:
         try:  # a full disk, a bug in the accounts: said, and the next mirror and the experiment's end go on
-            record, predictions = self._record(*answer)
+            record, predictions = self._record(answer)
             status, rid = record["status"], record["id"]
             self.log.append(record)
             if predictions is not None:
-                self.book.compare(rid, champion, predictions)
+                self.book.compare(rid, answer.champion, predictions)
             predicted = record.get("predictions") if status == 200 else None
             self.observe(self.label, status, status != 200, record["latency_ms"], rid, predicted, shadow=True)
         except Exception as exc:
@@ -178,7 +189,7 @@ class Experiment:
     def flush(self) -> None:
         """Write down every answered mirror now (the experiment ends, the server stops)."""
         while self._pending:
-            self._write_down(*self._pending.popleft()[1:])
+            self._write_down(self._pending.popleft())
 
     async def close(self, fallback: Batcher) -> None:
         """Stop the challenger without leaving a client unanswered: mirrors (which answer
@@ -186,12 +197,18 @@ class Experiment:
         any still queued after :data:`_DRAIN_S` are handed to ``fallback`` (the champion's)."""
         for future in list(self._mirrors):
             future.cancel()
+        await asyncio.sleep(0)  # the callbacks of mirrors answered just before run now: written, not lost
+        if self.spec.kind == "shadow":
+            self.batcher.take_queued()  # cancelled mirrors: neither the shadow nor the champion predicts them
         self.flush()
         deadline = time.monotonic() + _DRAIN_S
         while self.batcher.busy and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         fallback.adopt(self.batcher.take_queued())
         await self.batcher.stop()
+        self.flush()
+        if self._timer is not None:
+            self._timer.cancel()
         await asyncio.to_thread(self.model.stop)
 
     def state(self) -> dict[str, Any]:
