@@ -54,7 +54,8 @@ def _driver(address: str, probe_serve: bool = True) -> dict[str, Any]:
     """Ask the cluster from a separate driver process (the test process never joins it)."""
     out = subprocess.run(
         [sys.executable, "-c", DRIVER.format(probe_serve=probe_serve), address],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+        capture_output=True, text=True, timeout=180,
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_raylet_start_wait_time_s": "120"},
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])

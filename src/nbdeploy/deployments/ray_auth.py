@@ -46,6 +46,9 @@ def driver_env(address: str | None, record: dict[str, Any] | None) -> dict[str, 
     """The environment of a Ray driver for ``address``: the token of nbdeploy's own head when
     ``record`` (its cluster.json) names that address and a token (earlier heads had none)."""
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # a driver waits this long for its node's raylet to be registered (Ray: 30 s), which a head
+    # just started on a busy 2-core machine can exceed; a user's own setting wins
+    env.setdefault("RAY_raylet_start_wait_time_s", "120")
     path = token_path(record) if record and address and record.get("address") == address else None
     if path is not None:
         return _with_token(env, path)
