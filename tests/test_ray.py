@@ -50,12 +50,16 @@ print(json.dumps({{"nodes": len(alive), "apps": apps}}))
 JOIN = "import sys, ray; ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False); print('joined')"
 
 
+# Ray gives a raylet 30 s to register with the GCS (a node's, and a driver's lookup of its
+# node); CI's loaded machine once took longer for the second node, which then exited
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_raylet_start_wait_time_s": "120"}
+
+
 def _driver(address: str, probe_serve: bool = True) -> dict[str, Any]:
     """Ask the cluster from a separate driver process (the test process never joins it)."""
     out = subprocess.run(
         [sys.executable, "-c", DRIVER.format(probe_serve=probe_serve), address],
-        capture_output=True, text=True, timeout=180,
-        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_raylet_start_wait_time_s": "120"},
+        capture_output=True, text=True, timeout=180, env={**os.environ, **RAY_ENV},
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -69,10 +73,7 @@ def cluster() -> Iterator[str]:
     address = f"127.0.0.1:{port}"
     # Serve's proxy would send every request to the replica on its own node while that one
     # keeps up; the tests want both replicas to answer
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}
-    # Ray gives a raylet 30 s to register with the GCS; CI's loaded machine once took longer for
-    # the second node, which then exited (its own error in nodes.log)
-    env["RAY_raylet_start_wait_time_s"] = "120"
+    env = {**os.environ, **RAY_ENV, "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}
     common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
     procs: list[subprocess.Popen[bytes]] = []
     log = (Path(temp) / "nodes.log").open("ab")

@@ -39,21 +39,27 @@ def token_path(record: dict[str, Any]) -> Path | None:
 def head_env(path: Path) -> dict[str, str]:
     """Write a new token to ``path``; the environment of a head that requires it."""
     write_atomic(path, secrets.token_hex(32), private=True)
-    return _with_token(dict(os.environ), path)
+    return _with_token(_ray_env(), path)
 
 
 def driver_env(address: str | None, record: dict[str, Any] | None) -> dict[str, str]:
     """The environment of a Ray driver for ``address``: the token of nbdeploy's own head when
     ``record`` (its cluster.json) names that address and a token (earlier heads had none)."""
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    # a driver waits this long for its node's raylet to be registered (Ray: 30 s), which a head
-    # just started on a busy 2-core machine can exceed; a user's own setting wins
-    env.setdefault("RAY_raylet_start_wait_time_s", "120")
+    env = _ray_env()
     path = token_path(record) if record and address and record.get("address") == address else None
     if path is not None:
         return _with_token(env, path)
     if Path(env.get("RAY_AUTH_TOKEN_PATH", "")).parent == cluster_folder():
         env.pop("RAY_AUTH_TOKEN_PATH")  # nbdeploy's token is never sent to another cluster
+    return env
+
+
+def _ray_env() -> dict[str, str]:
+    """This process's environment for a Ray process of nbdeploy's (a head or a driver)."""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # a head and a driver each wait this long for a raylet to be registered (Ray: 30 s), which
+    # a head just started on a busy 2-core machine can exceed; a user's own setting wins
+    env.setdefault("RAY_raylet_start_wait_time_s", "120")
     return env
 
 

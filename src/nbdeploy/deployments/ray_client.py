@@ -132,12 +132,10 @@ def _spawn_head(folder: Path) -> dict[str, Any]:
         "--include-dashboard=false", "--disable-usage-stats", f"--num-cpus={os.cpu_count() or 1}",
         f"--temp-dir={temp}",
     ]  # fmt: skip
-    env = head_env(token)  # Ray's token mode: its GCS listens on every interface
-    # Ray gives the head's raylet 30 s to register with its GCS, which a busy 2-core machine can exceed
-    env.setdefault("RAY_raylet_start_wait_time_s", "120")
     with open_log(folder / "ray.log") as log:
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=head_env(token),  # Ray's token mode: its GCS listens on every interface
         )  # fmt: skip
     processes.children[proc.pid] = proc
     info = {"address": f"127.0.0.1:{port}", "pid": proc.pid, "temp_dir": temp, "started": time.time(),

@@ -120,9 +120,7 @@ class Batcher:
         """Predict requests queued elsewhere (their futures are answered from here)."""
         self._queue.extend(items)
         if items:
-            self._wake.set()
-            if self.enough and len(self._queue) >= self.enough:
-                self._enough.set()
+            self._queued()
 
     async def submit(self, parsed: Parsed) -> list[Any]:
         """Predictions for one request (a list with one entry per input row)."""
@@ -133,10 +131,14 @@ class Batcher:
         nobody (a shadow's mirror): no task of its own to start and to wake."""
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(parsed, future))
+        self._queued()
+        return future
+
+    def _queued(self) -> None:
+        """Requests were queued: wake the worker, and end a gather that now has enough."""
         self._wake.set()
         if self.enough and len(self._queue) >= self.enough:
             self._enough.set()
-        return future
 
     def _take(self, batch: list[_Item], rows: int) -> int:
         key = batch[0].parsed.key
