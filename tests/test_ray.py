@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 import nbdeploy
-from nbdeploy.deployments.ray_client import listening, ray_cli
+from nbdeploy.deployments.ray_client import ray_cli
 from tests.helpers import JSON, battery, eventually, free_port, rows_with_secrets, stop_group
 
 pytestmark = pytest.mark.skipif(
@@ -66,9 +66,22 @@ def _driver(address: str, probe_serve: bool = True) -> dict[str, Any]:
     return result
 
 
+def _node_up(proc: subprocess.Popen[bytes], temp: Path, deadline: float) -> bool:
+    """Whether a ``ray start --block`` came up: Ray writes ray_current_cluster into the node's
+    temp folder once its raylet is registered. A driver started before then has only 60 s to
+    find its node's raylet, which CI's loaded machine once exceeded."""
+    while time.monotonic() < deadline:
+        if (temp / "ray_current_cluster").exists():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(1)
+    return False
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
-    temp = tempfile.mkdtemp(prefix="nbd-rt-", dir="/tmp")
+    temp = Path(tempfile.mkdtemp(prefix="nbd-rt-", dir="/tmp"))
     port = free_port()
     address = f"127.0.0.1:{port}"
     # Serve's proxy would send every request to the replica on its own node while that one
@@ -76,22 +89,23 @@ def cluster() -> Iterator[str]:
     env = {**os.environ, **RAY_ENV, "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}
     common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
     procs: list[subprocess.Popen[bytes]] = []
-    log = (Path(temp) / "nodes.log").open("ab")
+    log = (temp / "nodes.log").open("ab")
+
+    def start(args: list[str], node_temp: Path) -> bool:
+        node_temp.mkdir()
+        argv = [*ray_cli(), "start", *args, *common, f"--temp-dir={node_temp}"]  # each node its own folder
+        procs.append(subprocess.Popen(argv, stdout=log, stderr=log, env=env, start_new_session=True))
+        return _node_up(procs[-1], node_temp, time.monotonic() + 300)
+
+    def tail() -> str:
+        return (temp / "nodes.log").read_text()[-3000:]
+
     try:
-        head = [*ray_cli(), "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}"]
-        procs.append(subprocess.Popen([*head, *common], stdout=log, stderr=log, env=env, start_new_session=True))
-        deadline = time.monotonic() + 90
-        while not listening(address) and time.monotonic() < deadline:
-            time.sleep(1)
-        worker = [*ray_cli(), "start", f"--address={address}", *common]
-        deadline = time.monotonic() + 300  # a second worker, if the first gave up after its 120 s
-        starts = 0
-        while _driver(address, probe_serve=False)["nodes"] < 2 and time.monotonic() < deadline:
-            if starts == 0 or (procs[-1].poll() is not None and starts < 3):  # a worker that gave up: once more
-                procs.append(subprocess.Popen(worker, stdout=log, stderr=log, env=env, start_new_session=True))
-                starts += 1
-            time.sleep(1)
-        assert _driver(address, probe_serve=False)["nodes"] == 2, (Path(temp) / "nodes.log").read_text()[-3000:]
+        head = ["--head", f"--port={port}", "--include-dashboard=false"]
+        assert start(head, temp / "head"), tail()
+        # a worker node that gave up (its raylet not registered within Ray's wait) is started again
+        assert any(start([f"--address={address}"], temp / f"worker-{n}") for n in range(3)), tail()
+        assert _driver(address, probe_serve=False)["nodes"] == 2, tail()
         yield address
     finally:
         for proc in reversed(procs):

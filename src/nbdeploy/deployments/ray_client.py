@@ -145,7 +145,7 @@ def _spawn_head(folder: Path) -> dict[str, Any]:
 
 
 def _wait_for_head(info: dict[str, Any], timeout: float) -> tuple[str, bool] | None:
-    """``None`` once the head listens; otherwise why it did not come up, and whether another
+    """``None`` once the head is up; otherwise why it did not come up, and whether another
     head may fare better (this one ended at once, as when its port was taken meanwhile)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -154,17 +154,19 @@ def _wait_for_head(info: dict[str, Any], timeout: float) -> tuple[str, bool] | N
             code = proc.poll() if proc is not None else None
             exited = f"its head process (pid {info['pid']}) exited"
             return exited + (f" with code {code}" if code is not None else ""), True
-        if listening(info["address"]):
+        # Ray writes ray_current_cluster once the head's raylet is registered: a driver started
+        # before then has only 60 s to find that raylet, which a loaded machine can exceed
+        if listening(info["address"]) and (Path(info["temp_dir"]) / "ray_current_cluster").exists():
             return None
         failure = gcs_failure(info["temp_dir"])
         if failure is not None:
             _say(f"the GCS server's fatal line: {failure.line}")  # its own log goes with the head's temp folder
             return f"its GCS server exited: {failure.reason}", True
         time.sleep(0.2)
-    return f"its head process (pid {info['pid']}) was not listening on {info['address']} after {timeout:.0f} s", False
+    return f"its head process (pid {info['pid']}) was not up on {info['address']} after {timeout:.0f} s", False
 
 
-def start_local_cluster(timeout: float = 60.0, tries: int = 2) -> dict[str, Any]:
+def start_local_cluster(timeout: float = 180.0, tries: int = 2) -> dict[str, Any]:
     """Start a one-node Ray cluster on loopback (``ray start --head --block`` in its own
     process group), or return the one nbdeploy started before. The cluster is recorded
     before it is waited for, so an interrupted start leaves nothing ``stop`` cannot find.
