@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,18 @@ def test_only_nbdeploys_own_cluster_gets_its_token_and_the_users_settings_stay_f
     assert "RAY_AUTH_TOKEN_PATH" not in ray_auth.driver_env("10.0.0.5:6379", record)
     for earlier in ({**record, "token": None}, {**record, "token": "/etc/passwd"}, None):
         assert ray_auth.driver_env("127.0.0.1:6379", earlier).get("RAY_AUTH_TOKEN") == "the users"
+
+
+def test_a_head_counts_as_up_once_ray_says_its_raylet_registered_or_it_outlived_rays_wait(tmp_path: Path) -> None:
+    """``ray start`` writes ray_current_cluster once the head's raylet has registered; a driver
+    started before then may not find it. The folder is writable by everyone, so a head old
+    enough to have registered (or exited) is up whatever the file's fate: deleting it must not
+    get a live head stopped."""
+    now = time.time()
+    assert not ray_gcs.registered(str(tmp_path), now)
+    assert not ray_gcs.registered(str(tmp_path), "long ago")  # a tampered record's time counts for nothing
+    (tmp_path / "ray_current_cluster").write_text("127.0.0.1:6379")
+    assert ray_gcs.registered(str(tmp_path), now)
+    (tmp_path / "ray_current_cluster").unlink()
+    assert ray_gcs.registered(str(tmp_path), now - ray_gcs.HEAD_WAIT_S - 1)
+    assert not ray_gcs.registered(str(tmp_path / "gone"), now)

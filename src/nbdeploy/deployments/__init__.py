@@ -36,7 +36,8 @@ Modules, one concern each (none imports a module listed after it):
 - :mod:`.models` — local copies of model versions
 - :mod:`.http` — HTTP calls to a server, errors as one sentence
 - :mod:`.ray_client` — the local Ray cluster and the Ray controller (``serving.ray_ctl``)
-- :mod:`.ray_gcs` — why a local head's GCS server aborted, from its log; :mod:`.ray_auth` — the head's token
+- :mod:`.ray_gcs` — why a local head's GCS server aborted, from its log, and whether its raylet registered;
+  :mod:`.ray_auth` — the head's token
 - :mod:`.watching` — monitoring of a deployment: snapshot, feedback, alerts, the panel
 - :mod:`.experiments` — canary and shadow experiments of a deployment
 - :mod:`.export` — the request logs to Parquet (:mod:`.export_rows`, :mod:`.export_labels`)

@@ -57,8 +57,8 @@ def driver_env(address: str | None, record: dict[str, Any] | None) -> dict[str, 
 def _ray_env() -> dict[str, str]:
     """This process's environment for a Ray process of nbdeploy's (a head or a driver)."""
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    # a head and a driver each wait this long for a raylet to be registered (Ray: 30 s), which
-    # a head just started on a busy 2-core machine can exceed; a user's own setting wins
+    # a driver's or worker's wait to connect to its node's raylet (Ray: 10 s), which a busy
+    # 2-core machine can exceed; a user's own setting wins
     env.setdefault("RAY_raylet_start_wait_time_s", "120")
     return env
 

@@ -28,7 +28,7 @@ from nbdeploy import config
 from nbdeploy._files import open_log, write_atomic
 from nbdeploy.deployments import processes
 from nbdeploy.deployments.ray_auth import cluster_folder, driver_env, head_env, token_path
-from nbdeploy.deployments.ray_gcs import gcs_failure
+from nbdeploy.deployments.ray_gcs import HEAD_WAIT_S, gcs_failure, registered
 from nbdeploy.errors import DeploymentError, Docs
 from nbdeploy.spec import DeploymentSpec, ModelEntry
 
@@ -145,8 +145,9 @@ def _spawn_head(folder: Path) -> dict[str, Any]:
 
 
 def _wait_for_head(info: dict[str, Any], timeout: float) -> tuple[str, bool] | None:
-    """``None`` once the head is up; otherwise why it did not come up, and whether another
-    head may fare better (this one ended at once, as when its port was taken meanwhile)."""
+    """``None`` once the head listens and its raylet has registered; otherwise why it did not
+    come up, and whether another head may fare better (this one ended at once, as when its
+    port was taken meanwhile)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not processes.alive(info["pid"], _marker(info)):
@@ -154,9 +155,7 @@ def _wait_for_head(info: dict[str, Any], timeout: float) -> tuple[str, bool] | N
             code = proc.poll() if proc is not None else None
             exited = f"its head process (pid {info['pid']}) exited"
             return exited + (f" with code {code}" if code is not None else ""), True
-        # Ray writes ray_current_cluster once the head's raylet is registered: a driver started
-        # before then has only 60 s to find that raylet, which a loaded machine can exceed
-        if listening(info["address"]) and (Path(info["temp_dir"]) / "ray_current_cluster").exists():
+        if listening(info["address"]) and registered(info["temp_dir"], info.get("started")):
             return None
         failure = gcs_failure(info["temp_dir"])
         if failure is not None:
@@ -166,7 +165,7 @@ def _wait_for_head(info: dict[str, Any], timeout: float) -> tuple[str, bool] | N
     return f"its head process (pid {info['pid']}) was not up on {info['address']} after {timeout:.0f} s", False
 
 
-def start_local_cluster(timeout: float = 180.0, tries: int = 2) -> dict[str, Any]:
+def start_local_cluster(timeout: float = HEAD_WAIT_S, tries: int = 2) -> dict[str, Any]:
     """Start a one-node Ray cluster on loopback (``ray start --head --block`` in its own
     process group), or return the one nbdeploy started before. The cluster is recorded
     before it is waited for, so an interrupted start leaves nothing ``stop`` cannot find.

@@ -1,4 +1,5 @@
-"""Why the GCS server of a Ray head nbdeploy started aborted, read from the GCS's own log.
+"""Why the GCS server of a Ray head nbdeploy started aborted, read from the GCS's own log;
+and whether the head's raylet has registered.
 
 ``ray start --head`` learns that its GCS died only after about 40 s of its client's timeouts;
 the GCS writes its fatal line at once. Ray makes its temp, session and log folders writable
@@ -12,12 +13,15 @@ from __future__ import annotations
 import os
 import re
 import stat
+import time
 from pathlib import Path
 from typing import NamedTuple
 
 from nbdeploy._files import open_to_read
 
-__all__ = ["GcsFailure", "gcs_failure"]
+__all__ = ["HEAD_WAIT_S", "GcsFailure", "gcs_failure", "registered"]
+
+HEAD_WAIT_S = 180.0  # how long a head nbdeploy starts may take to be up
 
 _LOG_NAME = re.compile(r"gcs_server(?:\.\d+)?\.err")
 _FATAL = re.compile(r"\[\S+ \S+ C \d+ \d+\] ")  # Ray's FATAL (spdlog's "critical"): the process aborts after it
@@ -48,6 +52,16 @@ def gcs_failure(temp_dir: str) -> GcsFailure | None:
     except OSError:  # the folder went away meanwhile (another kernel discarded the head), or is not ours
         return None
     return None
+
+
+def registered(temp_dir: str, started: object) -> bool:
+    """Whether the raylet of the head whose ``--temp-dir`` is ``temp_dir`` has registered:
+    ``ray start`` writes ray_current_cluster there then. A driver started before has only
+    Ray's 60 s to find that raylet, which a loaded machine has exceeded. A head alive
+    :data:`HEAD_WAIT_S` after it ``started`` (a time) has registered (``ray start`` exits
+    after 30 s without), whatever its folder, writable by everyone, holds now."""
+    aged = isinstance(started, (int, float)) and time.time() - started > HEAD_WAIT_S
+    return aged or (Path(temp_dir) / "ray_current_cluster").exists()
 
 
 def _read_own(path: Path) -> str:
