@@ -144,6 +144,11 @@ class _ForwardedLog(RequestLog):
         if self.forward is not None and "variant" in record:
             self.forward.records.append(record)
 
+    def append_many(self, records: list[dict[str, Any]]) -> None:
+        super().append_many(records)
+        if self.forward is not None:
+            self.forward.records.extend(record for record in records if "variant" in record)
+
 
 def _experiment(spec: DeploymentSpec, challenger_tar: bytes | None) -> dict[str, Any] | None:
     """The spec's experiment with the challenger's files on this node (``None``: none)."""

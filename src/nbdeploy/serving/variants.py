@@ -38,6 +38,7 @@ MAX_MIRROR_ROWS = 100_000  # rows of mirrored requests held at once (their parse
 SHADOW_WAIT_MS = 250.0
 SHADOW_BATCH = 256
 DEFER_S = 0.05  # an answered mirror waits at most this long for a moment when no client is answered
+WRITE_CHUNK = 16  # answered mirrors written down per turn of the loop (one write of their records)
 _DRAIN_S = 30.0
 
 
@@ -151,10 +152,12 @@ class Experiment:
             asyncio.get_running_loop().call_soon(self._drain)
 
     def _drain(self) -> None:
-        """Write down one answered mirror (its log record, its counts) per turn of the loop,
-        while the server answers nobody, or once the oldest has waited :data:`DEFER_S`: a
-        shadow batch's dozen mirrors written at once held up the next client by a dozen
-        records' work."""
+        """Write down up to :data:`WRITE_CHUNK` answered mirrors (their log records in one
+        write, their counts) per turn of the loop, while the server answers nobody, or once
+        the oldest has waited :data:`DEFER_S`. One at a time, a shadow batch's mirrors
+        outnumbered the quiet moments between one client's requests and were written down
+        while requests were answered, the loop then contending with their predictions for
+        the interpreter lock; a whole batch at once held up the next client by a batch's work."""
         self._draining = False
         loop = asyncio.get_running_loop()
         if not self._pending:
@@ -165,7 +168,7 @@ class Experiment:
                 self._timer = loop.call_later(DEFER_S - waited, self._on_timer)
             return
         try:
-            self._write_down(self._pending.popleft())
+            self._write_down([self._pending.popleft() for _ in range(min(WRITE_CHUNK, len(self._pending)))])
         finally:
             if self._pending:
                 self._drain_soon()
@@ -174,22 +177,28 @@ class Experiment:
         self._timer = None
         self._drain_soon()
 
-    def _write_down(self, answer: _Answered) -> None:
-        try:  # a full disk, a bug in the accounts: said, and the next mirror and the experiment's end go on
-            record, predictions = self._record(answer)
-            status, rid = record["status"], record["id"]
-            self.log.append(record)
-            if predictions is not None:
-                self.book.compare(rid, answer.champion, predictions)
-            predicted = record.get("predictions") if status == 200 else None
-            self.observe(self.label, status, status != 200, record["latency_ms"], rid, predicted, shadow=True)
+    def _write_down(self, answers: list[_Answered]) -> None:
+        """Log ``answers`` in one write, then count each: a full disk or a bug in the accounts
+        is said, and the next mirrors and the experiment's end go on."""
+        written = [self._record(answer) for answer in answers]
+        try:
+            self.log.append_many([record for record, _ in written])
         except Exception as exc:
-            print(f"experiment: a shadow's answer was not written down: {type(exc).__name__}: {exc}", flush=True)
+            print(f"experiment: {len(answers)} shadow answers were not logged: {type(exc).__name__}: {exc}", flush=True)
+        for answer, (record, predictions) in zip(answers, written, strict=True):
+            try:
+                status, rid = record["status"], record["id"]
+                if predictions is not None:
+                    self.book.compare(rid, answer.champion, predictions)
+                predicted = record.get("predictions") if status == 200 else None
+                self.observe(self.label, status, status != 200, record["latency_ms"], rid, predicted, shadow=True)
+            except Exception as exc:
+                print(f"experiment: a shadow's answer was not counted: {type(exc).__name__}: {exc}", flush=True)
 
     def flush(self) -> None:
         """Write down every answered mirror now (the experiment ends, the server stops)."""
         while self._pending:
-            self._write_down(self._pending.popleft())
+            self._write_down([self._pending.popleft() for _ in range(min(WRITE_CHUNK, len(self._pending)))])
 
     async def close(self, fallback: Batcher) -> None:
         """Stop the challenger without leaving a client unanswered: mirrors (which answer
