@@ -84,6 +84,7 @@ def main() -> None:
     mv = nbdeploy.register(challenger, "cancer", X, y)
     light = nbdeploy.register(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y), "cancer", X, y)
     dep = nbdeploy.serve("cancer/1", name="bench-exp")
+    host, port = dep.url.removeprefix("http://").split(":")
     runs: dict[tuple[str, int], list[dict[str, float]]] = {(m, c): [] for m in MODES for c in CONNECTIONS}
     try:
         for r in range(ROUNDS):
@@ -91,7 +92,6 @@ def main() -> None:
                 switch(dep, mode, mv.ref, light.ref)
                 # a mode's first second is not measured: the experiment just ended is still
                 # being let go (its challenger's process stopped, its accounts collected)
-                host, port = dep.url.removeprefix("http://").split(":")
                 serving.sequential(host, int(port), body, n=WARM_UP)
                 for c in CONNECTIONS:
                     pin = {"X-Nbdeploy-Variant": "champion"} if mode == "canary, pinned" else None

@@ -168,7 +168,7 @@ class Experiment:
                 self._timer = loop.call_later(DEFER_S - waited, self._on_timer)
             return
         try:
-            self._write_down([self._pending.popleft() for _ in range(min(WRITE_CHUNK, len(self._pending)))])
+            self._write_down(self._next_chunk())
         finally:
             if self._pending:
                 self._drain_soon()
@@ -176,6 +176,10 @@ class Experiment:
     def _on_timer(self) -> None:
         self._timer = None
         self._drain_soon()
+
+    def _next_chunk(self) -> list[_Answered]:
+        """The oldest answered mirrors, up to :data:`WRITE_CHUNK`, taken off the queue."""
+        return [self._pending.popleft() for _ in range(min(WRITE_CHUNK, len(self._pending)))]
 
     def _write_down(self, answers: list[_Answered]) -> None:
         """Log ``answers`` in one write, then count each: a full disk or a bug in the accounts
@@ -198,7 +202,7 @@ class Experiment:
     def flush(self) -> None:
         """Write down every answered mirror now (the experiment ends, the server stops)."""
         while self._pending:
-            self._write_down([self._pending.popleft() for _ in range(min(WRITE_CHUNK, len(self._pending)))])
+            self._write_down(self._next_chunk())
 
     async def close(self, fallback: Batcher) -> None:
         """Stop the challenger without leaving a client unanswered: mirrors (which answer
