@@ -65,7 +65,8 @@ class ExperimentBook:
         self.disagreements: deque[dict[str, Any]] = deque(maxlen=20)  # the last rows a shadow answered otherwise
         self.promotion_refused: str | None = None  # the registry's refusal: promote rules stop here
         # a mirrored request's id -> its champion's predictions, until its shadow's record comes
-        self._pairs: OrderedDict[str, Any] = OrderedDict()
+        # (a tuple: the collector stops tracking it; see Arms._waiting)
+        self._pairs: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
         self._split = Split.of(spec)
         # counts change on the event loop (or the hub's thread) and are read by other threads
         self._lock = threading.Lock()
@@ -133,7 +134,7 @@ class ExperimentBook:
             n += 1
             if self.spec.kind == "shadow" and isinstance(predictions, list):
                 if not shadow and self._split.mirrors(rid):
-                    self._pairs[rid] = predictions
+                    self._pairs[rid] = tuple(predictions)
                     if len(self._pairs) > MAX_PAIRS:
                         self._pairs.popitem(last=False)
                 elif shadow and rid in self._pairs:
