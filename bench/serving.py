@@ -93,17 +93,49 @@ def sequential(host: str, port: int, body: bytes, n: int = 1000) -> tuple[float,
     return statistics.median(times), q[98]
 
 
+def _wrk_request(lua: Any, body: bytes | None, headers: dict[str, str] | None) -> None:
+    """The request wrk sends, as its Lua script sets it."""
+    if body is not None:
+        lua.write(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = {json.dumps(body.decode())}\n"
+        )
+    for key, value in (headers or {}).items():
+        lua.write(f"wrk.headers[{json.dumps(key)}] = {json.dumps(value)}\n")
+
+
+def wrk_latencies(url: str, route: str, body: bytes | None, connections: int, seconds: float) -> dict[str, Any]:
+    """One wrk run's requests, errors and every latency it saw: ``{"requests", "errors",
+    "latencies": {microseconds: count}}`` (wrk's own histogram, so runs can be pooled)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        _wrk_request(lua, body, None)
+        lua.write(
+            "done = function(summary, latency, requests)\n"
+            "  io.write(string.format('RESULT %d %d\\n', summary.requests, summary.errors.status"
+            " + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))\n"
+            "  for i = 1, #latency do\n    local value, count = latency(i)\n"
+            "    io.write(string.format('L %d %d\\n', value, count))\n  end\nend\n"
+        )
+    try:
+        out = subprocess.run(
+            ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{seconds}s", "-s", lua.name,
+             url + route],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    finally:
+        os.unlink(lua.name)
+    m = re.search(r"RESULT (\d+) (\d+)", out.stdout)
+    if not m:
+        raise RuntimeError(out.stdout + out.stderr)
+    found = re.findall(r"^L (\d+) (\d+)$", out.stdout, re.M)
+    return {"requests": int(m[1]), "errors": int(m[2]), "latencies": {int(v): int(c) for v, c in found}}
+
+
 def wrk(
     url: str, route: str, body: bytes | None, connections: int, headers: dict[str, str] | None = None
 ) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-        if body is not None:
-            lua.write(
-                'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                f"wrk.body = {json.dumps(body.decode())}\n"
-            )
-        for key, value in (headers or {}).items():
-            lua.write(f"wrk.headers[{json.dumps(key)}] = {json.dumps(value)}\n")
+        _wrk_request(lua, body, headers)
         lua.write(
             "done = function(summary, latency, requests)\n"
             "  io.write(string.format('RESULT %d %d %d %f %f\\n', summary.requests, summary.errors.status,"

@@ -1,0 +1,123 @@
+"""What a shadow costs a client, measured in pairs of short windows: the issue's "client p99
+with a shadow <= 1.10x without (same run)".
+
+    apt-get install -y wrk
+    python bench/shadow_cost.py
+
+bench/experiments.py switches one deployment between modes, 6 s each; on a shared 2-core
+machine whose speed moves by up to 2x within a minute, its round-by-round ratios of p99
+spread from 0.6 to 2.0, wider than the effect to be measured. Here two deployments of the
+quickstart forest run side by side for the whole run: one alone, one shadowed (a second
+forest, every request mirrored). Each pair of windows measures both, one after the other
+(the order alternating), with wrk at one connection and at 16, so the machine's drift falls
+on both within seconds. Before each window its deployment gets a short warm-up (the
+shadow's batches are flowing when the window starts); the other deployment idles meanwhile.
+
+The latencies of every window are pooled per deployment (wrk's own histograms), and the
+ratio of the pooled 99th percentiles is printed with a 90 % bootstrap interval over the
+pairs (pairs resampled with replacement: it assumes the pairs are exchangeable, which the
+alternating order and the drift being slow against one pair make reasonable; it is an
+interval for this machine on this day, not for another).
+
+``BENCH_PAIRS`` (default 16) and ``BENCH_WINDOW_S`` (3) set the pairs and a window's length;
+``BENCH_CONNECTIONS`` (``1,16``) the connections.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+import serving
+from serving import quickstart_model, wrk_latencies
+
+PAIRS = int(os.environ.get("BENCH_PAIRS", "16"))
+WINDOW_S = int(os.environ.get("BENCH_WINDOW_S", "3"))
+CONNECTIONS = tuple(int(c) for c in os.environ.get("BENCH_CONNECTIONS", "1,16").split(","))
+WARM_UP = 150  # sequential requests before each window: the shadow's first batch is on its way
+BOOTSTRAP = 2000
+MODES = ("alone", "shadowed")
+
+
+def percentile(latencies: Counter[int], q: float) -> float:
+    """The ``q`` quantile (0..1) of a histogram {microseconds: count}, in milliseconds."""
+    total = sum(latencies.values())
+    rank, seen = q * total, 0
+    for value in sorted(latencies):
+        seen += latencies[value]
+        if seen >= rank:
+            return value / 1000
+    return float("nan")
+
+
+def pooled_ratio(windows: list[dict[str, Counter[int]]], q: float = 0.99) -> float:
+    """The shadowed deployment's pooled ``q`` quantile over the alone one's."""
+    pooled = {mode: sum((w[mode] for w in windows), Counter()) for mode in MODES}
+    return percentile(pooled["shadowed"], q) / percentile(pooled["alone"], q)
+
+
+def interval(windows: list[dict[str, Counter[int]]], seed: int = 0) -> tuple[float, float]:
+    """A 90 % bootstrap interval of :func:`pooled_ratio`, the pairs resampled."""
+    rng = random.Random(seed)
+    ratios = sorted(pooled_ratio(rng.choices(windows, k=len(windows))) for _ in range(BOOTSTRAP))
+    return ratios[int(0.05 * BOOTSTRAP)], ratios[int(0.95 * BOOTSTRAP) - 1]
+
+
+def main() -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    import nbdeploy
+
+    _tmp, X, _model, body = quickstart_model()
+    y = (X["mean radius"] > X["mean radius"].median()).astype(int)  # any labels: only the cost matters
+    challenger = nbdeploy.register(RandomForestClassifier(n_estimators=100, random_state=1).fit(X, y), "cancer", X, y)
+    deployments = {"alone": nbdeploy.serve("cancer/1", name="bench-alone"),
+                   "shadowed": nbdeploy.serve("cancer/1", name="bench-shadowed")}  # fmt: skip
+    deployments["shadowed"].shadow(challenger.ref, percent=100)
+    windows: dict[int, list[dict[str, Counter[int]]]] = {c: [] for c in CONNECTIONS}
+    requests: dict[tuple[str, int], int] = Counter()
+    try:
+        for k in range(PAIRS):
+            for c in CONNECTIONS:
+                pair: dict[str, Counter[int]] = {}
+                for mode in MODES if k % 2 == 0 else MODES[::-1]:
+                    dep = deployments[mode]
+                    host, port = dep.url.removeprefix("http://").split(":")
+                    serving.sequential(host, int(port), body, n=WARM_UP)
+                    run = wrk_latencies(dep.url, "/invocations", body, c, WINDOW_S)
+                    if run["errors"]:
+                        raise SystemExit(f"{mode}: {run['errors']} errors at {c} connections")
+                    pair[mode] = Counter(run["latencies"])
+                    requests[mode, c] += run["requests"]
+                windows[c].append(pair)
+                shown = "  ".join(f"{m} p99 {percentile(pair[m], 0.99):.1f} ms" for m in MODES)
+                print(f"pair {k + 1:>2} c{c:<3} {shown}", flush=True)
+        state = deployments["shadowed"].experiment().state
+    finally:
+        for dep in deployments.values():
+            dep.stop()
+    report(windows, requests, state)
+
+
+def report(windows: dict[int, list[dict[str, Counter[int]]]], requests: dict[tuple[str, int], int],
+           state: Any) -> None:  # fmt: skip
+    print(f"\n{PAIRS} pairs of {WINDOW_S} s windows; latencies pooled per deployment")
+    for c, pairs in windows.items():
+        pooled = {m: sum((w[m] for w in pairs), Counter()) for m in MODES}
+        shown = "  ".join(f"{m}: {requests[m, c] / (PAIRS * WINDOW_S):.0f} req/s, p50 {percentile(pooled[m], 0.5):.2f}"
+                          f" p99 {percentile(pooled[m], 0.99):.2f} ms" for m in MODES)  # fmt: skip
+        low, high = interval(pairs)
+        print(f"c{c}: {shown}")
+        print(f"c{c}: client p99 with a shadow / without {pooled_ratio(pairs):.3f} "
+              f"(90 % bootstrap interval over pairs {low:.3f} to {high:.3f}; target <= 1.10)")  # fmt: skip
+    counts = state["counts"]
+    print("shadow counts at the end:", counts, "agreement:", (state.get("agreement") or {}).get("rate"))
+
+
+if __name__ == "__main__":
+    main()
