@@ -28,7 +28,9 @@ from nbdeploy.monitoring.rows import as_floats
 from nbdeploy.spec import DEFAULT_WINDOWS, parse_window
 from nbdeploy.stats import drift
 
-__all__ = ["DEFAULT_WINDOWS", "RequestWindows", "parse_window"]
+__all__ = ["DEFAULT_WINDOWS", "MAX_EARLY", "RequestWindows", "parse_window"]
+
+MAX_EARLY = 100_000  # labels kept for requests not seen yet (a Ray replica's records reach the hub later)
 
 
 def _in_time_order(items: list[Any], newest: float) -> list[Any]:
@@ -85,7 +87,9 @@ class RequestWindows:
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
         self._batch_queue: collections.deque[tuple[float, int, int]] = collections.deque()
         self._ids: collections.OrderedDict[str, tuple[int, int]] = collections.OrderedDict()
-        self._early: dict[str, list[Any]] = {}  # feedback that arrived before its request
+        # feedback that arrived before its request, the oldest dropped past MAX_EARLY; tuples, which
+        # the collector stops tracking (lists for ids no request ever brings made each full collection longer)
+        self._early: collections.OrderedDict[str, tuple[Any, ...]] = collections.OrderedDict()
         self._classes: dict[str, int] = {}
         self._lock = threading.RLock()
         self.resources: Any = None  # a ResourceMeter (monitoring/resources.py): each window's CPU, memory, cost
@@ -206,12 +210,13 @@ class RequestWindows:
         with self._lock:
             self.fold()
             if rid not in self._ids:
-                if len(self._early) < 100_000:
-                    self._early[rid] = list(labels)
+                self._early[rid] = tuple(labels)
+                if len(self._early) > MAX_EARLY:
+                    self._early.popitem(last=False)
                 return False
-            return self._label(rid, list(labels))
+            return self._label(rid, labels)
 
-    def _label(self, rid: str, labels: list[Any]) -> bool:
+    def _label(self, rid: str, labels: Sequence[Any]) -> bool:
         start, n = self._ids[rid]
         if not self.rows.live(start) or len(labels) != n:
             return False
