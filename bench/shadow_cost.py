@@ -10,8 +10,10 @@ spread from 0.6 to 2.0, wider than the effect to be measured. Here two deploymen
 quickstart forest run side by side for the whole run: one alone, one shadowed (a second
 forest, every request mirrored). Each pair of windows measures both, one after the other
 (the order alternating), with wrk at one connection and at 16, so the machine's drift falls
-on both within seconds. Before each window its deployment gets a short warm-up (the
-shadow's batches are flowing when the window starts); the other deployment idles meanwhile.
+on both within seconds. Before each window the shadow has written down every mirror
+of the window before (its backlog must not slow the deployment alone), and the deployment
+measured gets a short warm-up (the shadow's batches are flowing when its window starts); the
+other deployment idles meanwhile.
 
 The latencies of every window are pooled per deployment (wrk's own histograms), and the
 ratio of the pooled 99th percentiles is printed with a 90 % bootstrap interval over the
@@ -27,7 +29,9 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -68,25 +72,38 @@ def interval(windows: list[dict[str, Counter[int]]], seed: int = 0) -> tuple[flo
     return ratios[int(0.05 * BOOTSTRAP)], ratios[int(0.95 * BOOTSTRAP) - 1]
 
 
+def drained(dep: Any, timeout: float = 30.0) -> None:
+    """Return once the shadow has answered and written down every mirror: a backlog left from
+    its own window must not slow the other deployment's."""
+    deadline = time.monotonic() + timeout
+    while (state := dep.experiment().state) is not None and state["mirrors_in_flight"]:
+        if time.monotonic() > deadline:
+            left = state["mirrors_in_flight"]
+            raise SystemExit(f"the shadow still has {left} mirrors in flight after {timeout:.0f} s")
+        time.sleep(0.05)
+
+
 def main() -> None:
     from sklearn.ensemble import RandomForestClassifier
 
     import nbdeploy
 
-    _tmp, X, _model, body = quickstart_model()
+    tmp, X, _model, body = quickstart_model()
     y = (X["mean radius"] > X["mean radius"].median()).astype(int)  # any labels: only the cost matters
     challenger = nbdeploy.register(RandomForestClassifier(n_estimators=100, random_state=1).fit(X, y), "cancer", X, y)
-    deployments = {"alone": nbdeploy.serve("cancer/1", name="bench-alone"),
-                   "shadowed": nbdeploy.serve("cancer/1", name="bench-shadowed")}  # fmt: skip
-    deployments["shadowed"].shadow(challenger.ref, percent=100)
+    deployments: dict[str, Any] = {}
     windows: dict[int, list[dict[str, Counter[int]]]] = {c: [] for c in CONNECTIONS}
     requests: dict[tuple[str, int], int] = Counter()
     try:
+        for mode in MODES:
+            deployments[mode] = nbdeploy.serve("cancer/1", name=f"bench-{mode}")
+        deployments["shadowed"].shadow(challenger.ref, percent=100)
         for k in range(PAIRS):
             for c in CONNECTIONS:
                 pair: dict[str, Counter[int]] = {}
                 for mode in MODES if k % 2 == 0 else MODES[::-1]:
                     dep = deployments[mode]
+                    drained(deployments["shadowed"])
                     host, port = dep.url.removeprefix("http://").split(":")
                     serving.sequential(host, int(port), body, n=WARM_UP)
                     run = wrk_latencies(dep.url, "/invocations", body, c, WINDOW_S)
@@ -97,10 +114,15 @@ def main() -> None:
                 windows[c].append(pair)
                 shown = "  ".join(f"{m} p99 {percentile(pair[m], 0.99):.1f} ms" for m in MODES)
                 print(f"pair {k + 1:>2} c{c:<3} {shown}", flush=True)
+        drained(deployments["shadowed"])
         state = deployments["shadowed"].experiment().state
     finally:
         for dep in deployments.values():
-            dep.stop()
+            try:
+                dep.stop()
+            except Exception as exc:  # the other one is stopped all the same
+                print(f"could not stop {dep.name}: {exc}", file=sys.stderr)
+        shutil.rmtree(tmp, ignore_errors=True)
     report(windows, requests, state)
 
 
@@ -115,8 +137,13 @@ def report(windows: dict[int, list[dict[str, Counter[int]]]], requests: dict[tup
         print(f"c{c}: {shown}")
         print(f"c{c}: client p99 with a shadow / without {pooled_ratio(pairs):.3f} "
               f"(90 % bootstrap interval over pairs {low:.3f} to {high:.3f}; target <= 1.10)")  # fmt: skip
-    counts = state["counts"]
-    print("shadow counts at the end:", counts, "agreement:", (state.get("agreement") or {}).get("rate"))
+    if state is not None:
+        print(
+            "shadow counts at the end:",
+            state["counts"],
+            "mirrors dropped:",
+            state["counts"].get(state["challenger"]["label"], {}).get("mirror_dropped", 0),
+        )
 
 
 if __name__ == "__main__":
