@@ -93,29 +93,19 @@ def sequential(host: str, port: int, body: bytes, n: int = 1000) -> tuple[float,
     return statistics.median(times), q[98]
 
 
-def _wrk_request(lua: Any, body: bytes | None, headers: dict[str, str] | None) -> None:
-    """The request wrk sends, as its Lua script sets it."""
-    if body is not None:
-        lua.write(
-            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-            f"wrk.body = {json.dumps(body.decode())}\n"
-        )
-    for key, value in (headers or {}).items():
-        lua.write(f"wrk.headers[{json.dumps(key)}] = {json.dumps(value)}\n")
-
-
-def wrk_latencies(url: str, route: str, body: bytes | None, connections: int, seconds: float) -> dict[str, Any]:
-    """One wrk run's requests, errors and every latency it saw: ``{"requests", "errors",
-    "latencies": {microseconds: count}}`` (wrk's own histogram, so runs can be pooled)."""
+def _run_wrk(url: str, route: str, body: bytes | None, headers: dict[str, str] | None, connections: int,
+             seconds: float, done: str) -> str:  # fmt: skip
+    """wrk's output for one run of ``seconds``, its request set and its Lua ``done`` function
+    (which prints a ``RESULT`` line) given; one thread per connection up to 2."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-        _wrk_request(lua, body, None)
-        lua.write(
-            "done = function(summary, latency, requests)\n"
-            "  io.write(string.format('RESULT %d %d\\n', summary.requests, summary.errors.status"
-            " + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))\n"
-            "  for i = 1, #latency do\n    local value, count = latency(i)\n"
-            "    io.write(string.format('L %d %d\\n', value, count))\n  end\nend\n"
-        )
+        if body is not None:
+            lua.write(
+                'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                f"wrk.body = {json.dumps(body.decode())}\n"
+            )
+        for key, value in (headers or {}).items():
+            lua.write(f"wrk.headers[{json.dumps(key)}] = {json.dumps(value)}\n")
+        lua.write(done)
     try:
         out = subprocess.run(
             ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{seconds}s", "-s", lua.name,
@@ -124,34 +114,40 @@ def wrk_latencies(url: str, route: str, body: bytes | None, connections: int, se
         )  # fmt: skip
     finally:
         os.unlink(lua.name)
-    m = re.search(r"RESULT (\d+) (\d+)", out.stdout)
-    if not m:
+    if "RESULT " not in out.stdout:
         raise RuntimeError(out.stdout + out.stderr)
-    found = re.findall(r"^L (\d+) (\d+)$", out.stdout, re.M)
+    return out.stdout
+
+
+def wrk_latencies(url: str, route: str, body: bytes | None, connections: int, seconds: float) -> dict[str, Any]:
+    """One wrk run's requests, errors and every latency it saw: ``{"requests", "errors",
+    "latencies": {microseconds: count}}`` (wrk's own histogram, so runs can be pooled)."""
+    out = _run_wrk(url, route, body, None, connections, seconds,
+        "done = function(summary, latency, requests)\n"
+        "  io.write(string.format('RESULT %d %d\\n', summary.requests, summary.errors.status"
+        " + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))\n"
+        "  for i = 1, #latency do\n    local value, count = latency(i)\n"
+        "    io.write(string.format('L %d %d\\n', value, count))\n  end\nend\n",
+    )  # fmt: skip
+    m = re.search(r"RESULT (\d+) (\d+)", out)
+    if not m:
+        raise RuntimeError(out)
+    found = re.findall(r"^L (\d+) (\d+)$", out, re.M)
     return {"requests": int(m[1]), "errors": int(m[2]), "latencies": {int(v): int(c) for v, c in found}}
 
 
 def wrk(
     url: str, route: str, body: bytes | None, connections: int, headers: dict[str, str] | None = None
 ) -> dict[str, float]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-        _wrk_request(lua, body, headers)
-        lua.write(
-            "done = function(summary, latency, requests)\n"
-            "  io.write(string.format('RESULT %d %d %d %f %f\\n', summary.requests, summary.errors.status,"
-            " summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,"
-            " latency:percentile(50) / 1000, latency:percentile(99) / 1000))\nend\n"
-        )
-    threads = min(2, connections)
-    out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{DURATION}s", "-s", lua.name,
-         url + route],
-        capture_output=True, text=True, check=True,
+    out = _run_wrk(url, route, body, headers, connections, DURATION,
+        "done = function(summary, latency, requests)\n"
+        "  io.write(string.format('RESULT %d %d %d %f %f\\n', summary.requests, summary.errors.status,"
+        " summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,"
+        " latency:percentile(50) / 1000, latency:percentile(99) / 1000))\nend\n",
     )  # fmt: skip
-    os.unlink(lua.name)
-    m = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out.stdout)
+    m = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out)
     if not m:
-        raise RuntimeError(out.stdout + out.stderr)
+        raise RuntimeError(out)
     requests, bad_status, socket_errors = int(m[1]), int(m[2]), int(m[3])
     return {
         "rps": requests / DURATION,

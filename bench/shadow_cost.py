@@ -59,10 +59,15 @@ def percentile(latencies: Counter[int], q: float) -> float:
     return float("nan")
 
 
+def pooled(windows: list[dict[str, Counter[int]]]) -> dict[str, Counter[int]]:
+    """Each deployment's latencies over all ``windows``."""
+    return {mode: sum((w[mode] for w in windows), Counter()) for mode in MODES}
+
+
 def pooled_ratio(windows: list[dict[str, Counter[int]]], q: float = 0.99) -> float:
     """The shadowed deployment's pooled ``q`` quantile over the alone one's."""
-    pooled = {mode: sum((w[mode] for w in windows), Counter()) for mode in MODES}
-    return percentile(pooled["shadowed"], q) / percentile(pooled["alone"], q)
+    both = pooled(windows)
+    return percentile(both["shadowed"], q) / percentile(both["alone"], q)
 
 
 def interval(windows: list[dict[str, Counter[int]]], seed: int = 0) -> tuple[float, float]:
@@ -130,9 +135,9 @@ def report(windows: dict[int, list[dict[str, Counter[int]]]], requests: dict[tup
            state: Any) -> None:  # fmt: skip
     print(f"\n{PAIRS} pairs of {WINDOW_S} s windows; latencies pooled per deployment")
     for c, pairs in windows.items():
-        pooled = {m: sum((w[m] for w in pairs), Counter()) for m in MODES}
-        shown = "  ".join(f"{m}: {requests[m, c] / (PAIRS * WINDOW_S):.0f} req/s, p50 {percentile(pooled[m], 0.5):.2f}"
-                          f" p99 {percentile(pooled[m], 0.99):.2f} ms" for m in MODES)  # fmt: skip
+        both = pooled(pairs)
+        shown = "  ".join(f"{m}: {requests[m, c] / (PAIRS * WINDOW_S):.0f} req/s, p50 {percentile(both[m], 0.5):.2f}"
+                          f" p99 {percentile(both[m], 0.99):.2f} ms" for m in MODES)  # fmt: skip
         low, high = interval(pairs)
         print(f"c{c}: {shown}")
         print(f"c{c}: client p99 with a shadow / without {pooled_ratio(pairs):.3f} "
