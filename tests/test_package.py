@@ -79,3 +79,15 @@ def test_a_feature_of_an_extra_not_installed_names_the_extra() -> None:
     assert str(caught.value) == (
         "Batch scoring needs nbdeploy_no_such_module, which is not installed here: pip install 'nbdeploy[batch]'."
     )
+
+
+def test_the_servers_app_imports_scipy_stats_only_when_drift_is_computed() -> None:
+    """``scipy.stats`` costs about 0.8 s to import: a server whose model does not need it (a
+    pyfunc model, say) starts without it, and the first drift figure imports it."""
+    assert imported_after("import nbdeploy.serving.app, nbdeploy.serving.__main__", ["scipy.stats"]) == []
+    figure = (
+        "import numpy as np, nbdeploy.stats.drift as d\n"
+        "col = {'name': 'x', 'kind': 'numeric', 'min': 0.0, 'max': 9.0, 'edges': [3.0, 6.0], 'counts': [30, 30, 40]}\n"
+        "assert d.column_drift(col, np.linspace(0, 9, 100)).status == 'ok'"
+    )
+    assert imported_after(figure, ["scipy.stats"]) == ["scipy.stats"]

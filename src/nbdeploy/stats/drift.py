@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 __all__ = [
     "DRIFT_PSI",
@@ -178,6 +177,9 @@ def _reference(column: Mapping[str, Any]) -> np.ndarray:
 
 
 def _ks(ref: np.ndarray, new: np.ndarray) -> tuple[float, float]:
+    # imported here: a server whose model needs no scipy.stats starts ~0.8 s sooner without it
+    from scipy import stats
+
     n, m = ref.sum(), new.sum()
     gap = np.abs(np.cumsum(ref)[:-1] / n - np.cumsum(new)[:-1] / m)
     d = float(gap.max()) if gap.size else 0.0
@@ -189,6 +191,8 @@ def _ks(ref: np.ndarray, new: np.ndarray) -> tuple[float, float]:
 
 
 def _chi2(ref: np.ndarray, new: np.ndarray) -> tuple[float, float]:
+    from scipy import stats  # see _ks
+
     observed = np.vstack([ref, new])
     keep = observed.sum(axis=0) > 0
     observed = observed[:, keep]
