@@ -96,6 +96,8 @@ def test_the_worst_bodies_do_not_hurt_another_client(dep: Any, cancer: Any) -> N
     assert {noisy["rows (split)"][0], noisy["rows (csv)"][0], noisy["a million keys"][0]} == {200, 400}
     assert len(latencies["ping"]) > 50
     assert p99["ping"] <= 100 and p99["predict"] <= 100, p99
-    # A leak grows every round. The allocator's high-water mark may rise once more after the
-    # first round (+60 MB seen in one run of three), so the bound is on the rounds after that.
-    assert max(rss[2:]) - rss[1] < 64 and rss[-1] - rss[0] < 128, rss
+    # A leak grows every round: a request's body kept would add 7 x 16 MiB a round. The
+    # allocator's high-water mark may rise after the first round too (+60 MB seen in one run
+    # of three, +71 MB in another: 361, 352, 391, 423 MB), so the bound is on the rounds after
+    # it, and above what the allocator was seen to do.
+    assert max(rss[2:]) - rss[1] < 96 and rss[-1] - rss[0] < 128, rss
