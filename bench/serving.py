@@ -94,9 +94,10 @@ def sequential(host: str, port: int, body: bytes, n: int = 1000) -> tuple[float,
 
 
 def _run_wrk(url: str, route: str, body: bytes | None, headers: dict[str, str] | None, connections: int,
-             seconds: float, done: str) -> str:  # fmt: skip
-    """wrk's output for one run of ``seconds``, its request set and its Lua ``done`` function
-    (which prints a ``RESULT`` line) given; one thread per connection up to 2."""
+             seconds: float, done: str, result: str) -> tuple[re.Match[str], str]:  # fmt: skip
+    """One wrk run of ``seconds``, its request set and its Lua ``done`` function given (one
+    thread per connection up to 2): the match of ``result`` (the ``RESULT`` line ``done``
+    prints) and wrk's whole output."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
         if body is not None:
             lua.write(
@@ -114,24 +115,23 @@ def _run_wrk(url: str, route: str, body: bytes | None, headers: dict[str, str] |
         )  # fmt: skip
     finally:
         os.unlink(lua.name)
-    if "RESULT " not in out.stdout:
+    m = re.search(result, out.stdout)
+    if not m:
         raise RuntimeError(out.stdout + out.stderr)
-    return out.stdout
+    return m, out.stdout
 
 
 def wrk_latencies(url: str, route: str, body: bytes | None, connections: int, seconds: float) -> dict[str, Any]:
     """One wrk run's requests, errors and every latency it saw: ``{"requests", "errors",
     "latencies": {microseconds: count}}`` (wrk's own histogram, so runs can be pooled)."""
-    out = _run_wrk(url, route, body, None, connections, seconds,
+    m, out = _run_wrk(url, route, body, None, connections, seconds,
         "done = function(summary, latency, requests)\n"
         "  io.write(string.format('RESULT %d %d\\n', summary.requests, summary.errors.status"
         " + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))\n"
         "  for i = 1, #latency do\n    local value, count = latency(i)\n"
         "    io.write(string.format('L %d %d\\n', value, count))\n  end\nend\n",
+        r"RESULT (\d+) (\d+)",
     )  # fmt: skip
-    m = re.search(r"RESULT (\d+) (\d+)", out)
-    if not m:
-        raise RuntimeError(out)
     found = re.findall(r"^L (\d+) (\d+)$", out, re.M)
     return {"requests": int(m[1]), "errors": int(m[2]), "latencies": {int(v): int(c) for v, c in found}}
 
@@ -139,15 +139,13 @@ def wrk_latencies(url: str, route: str, body: bytes | None, connections: int, se
 def wrk(
     url: str, route: str, body: bytes | None, connections: int, headers: dict[str, str] | None = None
 ) -> dict[str, float]:
-    out = _run_wrk(url, route, body, headers, connections, DURATION,
+    m, _ = _run_wrk(url, route, body, headers, connections, DURATION,
         "done = function(summary, latency, requests)\n"
         "  io.write(string.format('RESULT %d %d %d %f %f\\n', summary.requests, summary.errors.status,"
         " summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,"
         " latency:percentile(50) / 1000, latency:percentile(99) / 1000))\nend\n",
+        r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)",
     )  # fmt: skip
-    m = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out)
-    if not m:
-        raise RuntimeError(out)
     requests, bad_status, socket_errors = int(m[1]), int(m[2]), int(m[3])
     return {
         "rps": requests / DURATION,
