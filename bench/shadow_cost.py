@@ -22,14 +22,19 @@ alternating order and the drift being slow against one pair make reasonable; it 
 interval for this machine on this day, not for another).
 
 ``BENCH_PAIRS`` (default 16) and ``BENCH_WINDOW_S`` (3) set the pairs and a window's length;
-``BENCH_CONNECTIONS`` (``1,16``) the connections.
+``BENCH_CONNECTIONS`` (``1,16``) the connections. ``BENCH_SHADOW=log-sketch`` replaces
+nbdeploy's shadow by ``bench/shadow_sketch.py``, a process that predicts the same forest on
+the rows of the shadowed deployment's request log every 2 s (``BENCH_SKETCH_S``), the server
+doing nothing for it: what a shadow fed from the log could cost at best.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import shutil
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -46,6 +51,8 @@ CONNECTIONS = tuple(int(c) for c in os.environ.get("BENCH_CONNECTIONS", "1,16").
 WARM_UP = 150  # sequential requests before each window: the shadow's first batch is on its way
 BOOTSTRAP = 2000
 MODES = ("alone", "shadowed")
+SHADOW = os.environ.get("BENCH_SHADOW", "nbdeploy")
+SKETCH_S = os.environ.get("BENCH_SKETCH_S", "2")
 
 
 def percentile(latencies: Counter[int], q: float) -> float:
@@ -81,6 +88,13 @@ def drained(dep: Any, timeout: float = 30.0) -> None:
     """Return once the shadow has answered and written down every mirror: a backlog left from
     its own window must not slow the other deployment's."""
     deadline = time.monotonic() + timeout
+    if SHADOW == "log-sketch":
+        log, read = dep.path / "requests.jsonl", dep.path / "sketch.jsonl.pos"
+        while not read.exists() or int(read.read_text() or 0) < log.stat().st_size:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the sketch is still behind the log after {timeout:.0f} s")
+            time.sleep(0.05)
+        return
     while (state := dep.experiment().state) is not None and state["mirrors_in_flight"]:
         if time.monotonic() > deadline:
             left = state["mirrors_in_flight"]
@@ -99,10 +113,11 @@ def main() -> None:
     deployments: dict[str, Any] = {}
     windows: dict[int, list[dict[str, Counter[int]]]] = {c: [] for c in CONNECTIONS}
     requests: dict[tuple[str, int], int] = Counter()
+    sketch: subprocess.Popen[bytes] | None = None
     try:
         for mode in MODES:
             deployments[mode] = nbdeploy.serve("cancer/1", name=f"bench-{mode}")
-        deployments["shadowed"].shadow(challenger.ref, percent=100)
+        sketch = start_shadow(deployments["shadowed"], challenger.ref, X, y)
         for k in range(PAIRS):
             for c in CONNECTIONS:
                 pair: dict[str, Counter[int]] = {}
@@ -121,7 +136,12 @@ def main() -> None:
                 print(f"pair {k + 1:>2} c{c:<3} {shown}", flush=True)
         drained(deployments["shadowed"])
         state = deployments["shadowed"].experiment().state
+        if sketch is not None:
+            print("records the sketch wrote:", sum(1 for _ in (deployments["shadowed"].path / "sketch.jsonl").open()))
     finally:
+        if sketch is not None:
+            sketch.kill()
+            sketch.wait()
         for dep in deployments.values():
             try:
                 dep.stop()
@@ -129,6 +149,20 @@ def main() -> None:
                 print(f"could not stop {dep.name}: {exc}", file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)
     report(windows, requests, state)
+
+
+def start_shadow(dep: Any, ref: str, X: Any, y: Any) -> subprocess.Popen[bytes] | None:
+    """nbdeploy's shadow of ``ref`` on ``dep`` (``None``), or the log-fed sketch's process."""
+    if SHADOW != "log-sketch":
+        dep.shadow(ref, percent=100)
+        return None
+    from sklearn.ensemble import RandomForestClassifier
+
+    model = dep.path / "sketch.pkl"  # the challenger's forest, fitted as main() registered it
+    model.write_bytes(pickle.dumps(RandomForestClassifier(n_estimators=100, random_state=1).fit(X, y)))
+    script = Path(__file__).with_name("shadow_sketch.py")
+    args = [str(dep.path / "requests.jsonl"), str(model), str(dep.path / "sketch.jsonl"), SKETCH_S]
+    return subprocess.Popen([sys.executable, str(script), *args])
 
 
 def report(windows: dict[int, list[dict[str, Counter[int]]]], requests: dict[tuple[str, int], int],
