@@ -47,7 +47,10 @@ class Arms:
         self._lock = threading.Lock()
 
     def _add(self, variant: str, metric: str, value: float) -> None:
-        sums = self._sums.setdefault(variant, {m: [0, 0.0, 0.0] for m in METRICS})[metric]
+        by_metric = self._sums.get(variant)
+        if by_metric is None:  # a variant seen first now (not setdefault: its default was built every call)
+            by_metric = self._sums[variant] = {m: [0, 0.0, 0.0] for m in METRICS}
+        sums = by_metric[metric]
         sums[0] += 1
         sums[1] += value
         sums[2] += value * value

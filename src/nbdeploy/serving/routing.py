@@ -74,7 +74,8 @@ class Split:
 
     def mirrors(self, rid: str) -> bool:
         """Whether a shadow also sends this request to the challenger."""
-        return self.kind == "shadow" and bucket(rid, self.salt) * 100 < self.percent
+        # a bucket is below 1: a shadow of every request needs no hash
+        return self.kind == "shadow" and (self.percent >= 100 or bucket(rid, self.salt) * 100 < self.percent)
 
 
 def pinned(headers: Mapping[str, str], champion_version: int | None, split: Split | None) -> str | None:
