@@ -1,0 +1,96 @@
+"""The lines appended to a JSON-lines log since the last look, followed across the ways the
+log's file is replaced while it is read.
+
+>>> tail = LogTail(Path("requests.jsonl"))          # doctest: +SKIP
+>>> for line in tail.read():                          # doctest: +SKIP
+...     record = json.loads(line)
+
+Only complete lines are returned: a line still being written waits for the next look. The
+file at the log's path is replaced in two ways, told apart by what became of the file read so
+far:
+
+- **rotation** (:class:`~nbdeploy.serving.requestlog.RequestLog` renames it ``NAME.1``): it
+  is read to its end, then the new file from its start;
+- **a swap** (a forget or the retention task put a filtered copy in its place, and the old
+  file has no name left): the copy repeats the lines already read, less those removed, then
+  goes on with new ones. The hashes of the lines read from the current file are kept, so a
+  swapped-in copy gives only the lines not seen before. They take about 70 bytes a line, for
+  as long as the file is the live one (a rotation starts them again).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["LogTail"]
+
+READ_BYTES = 8 << 20  # read per call at most: a backlog is taken a block at a time
+
+
+class LogTail:
+    """The new complete lines of the log at ``path`` (a missing file has none yet)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: BinaryIO | None = None
+        self._rest = b""  # the start of a line still being written
+        self._seen: set[int] = set()  # hashes of the lines read from the current file
+        self.sources: set[int] = set()  # the files (inodes) the last read took its lines from
+
+    @property
+    def inode(self) -> int | None:
+        """The file being read (``None`` before the log exists)."""
+        return os.fstat(self._fh.fileno()).st_ino if self._fh is not None else None
+
+    def open(self) -> bool:
+        """Open the log's file now, if it exists (``read`` does it at its first call)."""
+        if self._fh is None:
+            try:
+                self._fh = self.path.open("rb")
+            except FileNotFoundError:
+                return False
+        return True
+
+    def read(self, limit: int = READ_BYTES) -> list[bytes]:
+        """The complete lines appended since the last call (up to about ``limit`` bytes; call
+        again while it returns lines to catch up), newline included."""
+        if not self.open():
+            return []
+        assert self._fh is not None
+        self.sources = {os.fstat(self._fh.fileno()).st_ino}
+        data = self._fh.read(limit)
+        if not data and self._replaced():
+            swapped = os.fstat(self._fh.fileno()).st_nlink == 0  # no name left: a copy took its place
+            self._fh.close()
+            self._fh, self._rest = None, b""  # a line torn at the old file's end is never finished
+            if not swapped:
+                self._seen.clear()
+            if not self.open():
+                return []
+            assert self._fh is not None
+            self.sources.add(os.fstat(self._fh.fileno()).st_ino)
+            data = self._fh.read(limit)
+        data = self._rest + data
+        end = data.rfind(b"\n") + 1
+        self._rest = data[end:]
+        lines = []
+        for line in data[:end].splitlines(keepends=True):
+            key = hash(line)
+            if key not in self._seen:
+                self._seen.add(key)
+                lines.append(line)
+        return lines
+
+    def _replaced(self) -> bool:
+        assert self._fh is not None
+        try:
+            return os.stat(self.path).st_ino != os.fstat(self._fh.fileno()).st_ino
+        except FileNotFoundError:  # between a rename and the new file: the next look sees it
+            return False
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
