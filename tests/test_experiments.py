@@ -117,6 +117,7 @@ def test_a_shadow_answers_nobody_and_logs_both_predictions(
 
     mirrored = eventually(shadows, lambda s: len(s) >= len(ids))
     assert {r["id"] for r in mirrored} == ids and all(r["status"] == 200 for r in mirrored)
+    eventually(lambda: dep.experiment().state, lambda s: s["mirrors_in_flight"] == 0)  # the accounts of its last look
     stump_says = {r["id"]: r["predictions"][0] for r in mirrored}
     champion_says = {r["id"]: r["predictions"][0] for r in _logged(dep) if r.get("variant") == "champion"}
     assert champion_says.keys() == ids
@@ -393,6 +394,54 @@ def test_a_shadow_resumed_after_kill_9_keeps_its_agreement(dep: Any, two_version
     assert resumed["agreement"]["rows"] == 120 and resumed["agreement"]["rate"] == state["agreement"]["rate"]
 
 
+def test_a_stalled_shadow_holds_nothing_in_the_server_and_catches_up_from_the_log(
+    dep: Any, two_versions: str, cancer: dict[str, Any]
+) -> None:
+    """The shadow reads the request log: stopped (as a starved ``SCHED_IDLE`` process may be),
+    it costs the server no memory, so more requests than a sent shadow may hold are all
+    answered and none is dropped; once it runs again each gets its shadow record, once, but
+    those forgotten meanwhile, which stay forgotten."""
+    from nbdeploy.serving.variants import MAX_MIRRORS
+
+    dep.shadow(f"{two_versions}/2", percent=100)
+    (worker,) = _workers(dep.pid)
+    n = MAX_MIRRORS + 300
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        answers = _send(dep.url, _bodies(cancer["X_test"], n), clients=4)
+        assert {r.status_code for r in answers} == {200}
+        held = dep.experiment().state
+        assert held["mirrors_in_flight"] == n and held["counts"]["2"].get("mirror_dropped", 0) == 0
+        ids = [r.headers["x-request-id"] for r in answers]
+        forgotten = set(ids[::25])
+        assert dep.forget(ids=sorted(forgotten))["removed"]["requests"] == len(forgotten)
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    state = eventually(lambda: dep.experiment().state, lambda st: st["mirrors_in_flight"] == 0)  # forgotten: given up
+    shadows = [r["id"] for r in _logged(dep) if r.get("shadow")]
+    assert len(shadows) == len(set(shadows)) and set(shadows) == set(ids) - forgotten
+    assert state["counts"]["2"]["shadowed"] == n - len(forgotten) and state["agreement"]["rows"] == n - len(forgotten)
+
+
+def test_kill_9_while_the_shadow_is_behind_leaves_no_mirror_unanswered(
+    dep: Any, two_versions: str, cancer: dict[str, Any]
+) -> None:
+    """Requests answered while the shadow lagged, then ``kill -9`` of the server (its shadow
+    dies with it): the restarted server's shadow finds them in the log and answers each once."""
+    dep.shadow(f"{two_versions}/2", percent=100)
+    (worker,) = _workers(dep.pid)
+    os.kill(worker, signal.SIGSTOP)
+    answers = _send(dep.url, _bodies(cancer["X_test"], 150), clients=4)
+    os.kill(dep.pid, signal.SIGKILL)  # the stopped shadow is killed with it (PR_SET_PDEATHSIG)
+    eventually(dep.state, lambda s: s != "running")
+    start(dep.name)
+    ids = {r.headers["x-request-id"] for r in answers}
+    state = eventually(lambda: dep.experiment().state, lambda st: st["counts"]["2"].get("shadowed", 0) >= 150)
+    shadows = [r["id"] for r in _logged(dep) if r.get("shadow")]
+    assert sorted(shadows) == sorted(ids) and state["counts"]["2"]["shadowed"] == 150
+    assert state["counts"]["champion"]["requests"] == 150 and state["mirrors_in_flight"] == 0
+
+
 # decisions on live traffic -----------------------------------------------------------------
 
 
@@ -603,8 +652,9 @@ def test_a_shadow_that_does_not_read_its_pipe_never_holds_up_the_champion(
     serving: Callable[..., Any], two_versions: str, cancer: dict[str, Any], name: str
 ) -> None:
     """A mirrored batch larger than a pipe's buffer is written from a thread: with the shadow's
-    process stopped (as a starved ``SCHED_IDLE`` process is), the server still answers."""
-    dep = serving(f"{two_versions}/1", name=name, max_batch=8192)
+    process stopped (as a starved ``SCHED_IDLE`` process is), the server still answers. (A
+    shadow is sent its requests where the log holds no inputs in clear: hashed ones here.)"""
+    dep = serving(f"{two_versions}/1", name=name, max_batch=8192, log_inputs="hashed")
     dep.shadow(f"{two_versions}/2", percent=100)
     (worker,) = _workers(dep.pid)
     X = cancer["X_test"]
@@ -630,10 +680,11 @@ def test_mirrors_past_the_bound_are_dropped_and_counted_and_the_rest_all_written
 ) -> None:
     """A shadow that cannot keep up (its process stopped) holds at most MAX_MIRRORS mirrors;
     each one past the bound is counted as dropped, clients are all answered, and every held
-    mirror is logged once the shadow answers again."""
+    mirror is logged once the shadow answers again. (A shadow sent its requests: the log's
+    inputs are hashed.)"""
     from nbdeploy.serving.variants import MAX_MIRRORS
 
-    dep = serving(f"{two_versions}/1", name=name)
+    dep = serving(f"{two_versions}/1", name=name, log_inputs="hashed")
     dep.shadow(f"{two_versions}/2", percent=100)
     (worker,) = _workers(dep.pid)
     extra = 60

@@ -59,7 +59,7 @@ def _rebuild(server: Any, folder: Path) -> None:
     if experiment is not None:
         counted = experiment.replay(records)
         for rid, values in logged_feedback(folder / "feedback.jsonl", since=experiment.spec.started):
-            experiment.book.arms.label(rid, values)
+            experiment.add_labels(rid, values)
         print(f"resumed the {experiment.spec.kind} of {experiment.label} ({counted} logged requests)", flush=True)
     if monitor is None:
         return

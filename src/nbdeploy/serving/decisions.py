@@ -23,6 +23,7 @@ from pathlib import Path
 from nbdeploy.errors import without_docs
 from nbdeploy.experiment import ExperimentSpec
 from nbdeploy.serving.experiment_routes import load_entry
+from nbdeploy.serving.followed_shadow import FollowedShadow
 from nbdeploy.serving.server import Server
 from nbdeploy.serving.variants import Experiment
 from nbdeploy.spec import DeploymentSpec
@@ -38,7 +39,7 @@ async def decision_loop(server: Server, interval: float = 1.0) -> None:
             continue
         try:
             # the distributions' binning, off the event loop: requests only queue their rows
-            await asyncio.to_thread(experiment.book.distributions.fold)
+            await asyncio.to_thread(experiment.fold)
             verdict = experiment.verdict()
             if verdict is not None:
                 experiment.deciding = True
@@ -48,7 +49,7 @@ async def decision_loop(server: Server, interval: float = 1.0) -> None:
             print(f"experiment decision failed: {type(exc).__name__}: {exc}", flush=True)
 
 
-async def act(server: Server, experiment: Experiment, action: str, why: str) -> None:
+async def act(server: Server, experiment: Experiment | FollowedShadow, action: str, why: str) -> None:
     """Promote or roll back ``experiment`` because ``why``."""
     spec, c = experiment.spec, experiment.spec.challenger
     event = {"ts": time.time(), "action": action, "challenger": c.ref, "version": c.version, "why": why}
@@ -57,7 +58,8 @@ async def act(server: Server, experiment: Experiment, action: str, why: str) -> 
         if server.experiment is not experiment:  # ended meanwhile by hand (conclude): that decision stands
             return
         if refused is not None:
-            experiment.book.promotion_refused, experiment.deciding = refused, False
+            experiment.refuse_promotion(refused)
+            experiment.deciding = False
             server.record_event({**event, "action": "promotion refused", "why": refused}, spec.webhook)
             await asyncio.to_thread(tag_version, spec, "promotion_refused", refused)
             return

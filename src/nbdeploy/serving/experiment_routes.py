@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,16 @@ from starlette.responses import Response
 
 from nbdeploy.errors import InvalidInputError
 from nbdeploy.experiment import ExperimentSpec
+from nbdeploy.privacy import keeps_private
 from nbdeploy.serving.bodies import read_body
+from nbdeploy.serving.followed_shadow import FollowedShadow
 from nbdeploy.serving.loader import load, read_signature
 from nbdeploy.serving.model_process import InProcessModel, ModelProcess
 from nbdeploy.serving.monitor_routes import MonitorBackend
 from nbdeploy.serving.protocol import ProtocolError, Schema
 from nbdeploy.serving.responses import json_response
 from nbdeploy.serving.server import Server
+from nbdeploy.serving.shadow_follower import LOG_FILE
 from nbdeploy.serving.variants import Experiment
 
 __all__ = ["ExperimentRoutes", "load_entry", "prepare"]
@@ -91,7 +95,7 @@ def load_entry(server: Server, model_path: str, profile_path: str | None) -> tup
     return model, profile
 
 
-def prepare(server: Server, doc: Any) -> Experiment:
+def prepare(server: Server, doc: Any) -> Experiment | FollowedShadow:
     """The experiment ``doc`` describes, its challenger loaded (a 4xx for what cannot be
     served); the caller starts it and sets ``server.experiment`` (on the event loop)."""
     if server.experiment is not None:
@@ -118,18 +122,35 @@ def prepare(server: Server, doc: Any) -> Experiment:
                                  "compares models of the same inputs.")  # fmt: skip
     if spec.sticky_column is not None and spec.sticky_column not in names:
         raise ProtocolError(400, f"The sticky column {spec.sticky_column[:60]!r} is not an input of the model.")
-    process = ModelProcess if server.settings.parse_process else InProcessModel  # a Ray replica spawns nothing
-    model = process(str(path), idle=spec.kind == "shadow")  # a shadow gets only the CPU left over
-    try:
-        model.start()
-    except Exception as exc:  # whatever the folder holds, the champion keeps serving
-        raise ProtocolError(400, f"The challenger could not be loaded: {type(exc).__name__}: {exc}.") from exc
     s = server.settings
     profile = server.monitor.profile  # the champion's training profile: both variants' drift against one reference
     task = server.monitor.task if s.monitor else s.task  # the model serving now (after a reload too)
+    if follows_log(server, spec):
+        shadow = FollowedShadow(spec, str(path), names, server.log.path.parent, s.log_rows, task, profile)
+        _load(shadow.load)
+        return shadow
+    process = ModelProcess if s.parse_process else InProcessModel  # a Ray replica spawns nothing
+    model = process(str(path), idle=spec.kind == "shadow")  # a shadow gets only the CPU left over
+    _load(model.start)
     experiment = Experiment(spec, model, names, server.log, s.max_batch, s.max_wait_ms, s.log_rows, task, profile)
     experiment.answering = lambda: server.answering
     return experiment
+
+
+def follows_log(server: Server, spec: ExperimentSpec) -> bool:
+    """Whether a shadow reads the request log (a local server that logs inputs in clear) rather
+    than being sent each request: a Ray replica spawns no process, and a log with hashed or no
+    inputs holds no rows to predict."""
+    s = server.settings
+    return (spec.kind == "shadow" and s.parse_process and server.log.path.name == LOG_FILE
+            and not keeps_private(s.log_inputs, s.redact))  # fmt: skip
+
+
+def _load(start: Callable[[], None]) -> None:
+    try:
+        start()
+    except Exception as exc:  # whatever the folder holds, the champion keeps serving
+        raise ProtocolError(400, f"The challenger could not be loaded: {type(exc).__name__}: {exc}.") from exc
 
 
 def _body(body: bytes) -> dict[str, Any]:

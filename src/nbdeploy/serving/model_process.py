@@ -28,14 +28,15 @@ from typing import Any
 
 from nbdeploy.serving.bodies import die_with
 
-__all__ = ["InProcessModel", "ModelProcess"]
+__all__ = ["InProcessModel", "ModelProcess", "portable", "start_worker"]
 
 _PIPE_ERRORS = (EOFError, BrokenPipeError, ConnectionResetError, OSError)
 _SEND_ON_LOOP = 16 * 1024  # bytes: a pipe's buffer holds at least this much (Linux: 64 KiB)
 _READ_ON_LOOP = 16 * 1024  # an answer up to this size is read on the loop once it is all in
 
 
-def _start(parent: int, idle: bool) -> None:
+def start_worker(parent: int, idle: bool) -> None:
+    """A worker's first step: die with the server; a shadow's (``idle``) gets only the CPU left over."""
     die_with(parent)
     if idle:  # run only on a CPU nothing else wants (Linux), else at the lowest priority
         try:
@@ -46,13 +47,13 @@ def _start(parent: int, idle: bool) -> None:
 
 def _serve(conn: Connection, parent: int, idle: bool, path: str) -> None:
     """The worker: load the model, then answer each batch sent on ``conn`` until it closes."""
-    _start(parent, idle)
+    start_worker(parent, idle)
     from nbdeploy.serving.loader import load
 
     try:
         model = load(path)
     except BaseException as exc:
-        conn.send(("error", _portable(exc)))
+        conn.send(("error", portable(exc)))
         return
     from nbdeploy.serving.batching import frame, predictions
 
@@ -65,11 +66,11 @@ def _serve(conn: Connection, parent: int, idle: bool, path: str) -> None:
         try:  # the DataFrame is built here and the output listed here: work off the server's process
             answer: tuple[str, Any] = ("ok", predictions(model.call(frame(rows, names), method)))
         except Exception as exc:
-            answer = ("error", _portable(exc))
+            answer = ("error", portable(exc))
         conn.send(answer)
 
 
-def _portable(exc: BaseException) -> BaseException:
+def portable(exc: BaseException) -> BaseException:
     """``exc`` if it can cross the pipe, else a RuntimeError that says what it was."""
     import pickle
 

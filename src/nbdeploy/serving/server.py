@@ -25,6 +25,7 @@ from nbdeploy.monitoring.windows import RequestWindows
 from nbdeploy.serving.batching import Batcher
 from nbdeploy.serving.bodies import ParsePool
 from nbdeploy.serving.experiment_book import last_events, note_event
+from nbdeploy.serving.followed_shadow import FollowedShadow
 from nbdeploy.serving.loader import LoadedModel
 from nbdeploy.serving.metrics import ExperimentCollector, Metrics, MonitorCollector, ResourceCollector
 from nbdeploy.serving.protocol import Parsed, Schema
@@ -93,7 +94,7 @@ class Server:
         if settings.monitor:
             self.metrics.registry.register(MonitorCollector(self.monitor, self.alerts, settings.alert_window))
         self.parse_pool = ParsePool()  # started with the app (its lifespan), if ever
-        self.experiment: Experiment | None = None  # a challenger beside the model (serving/variants.py)
+        self.experiment: Experiment | FollowedShadow | None = None  # a challenger beside the model (variants.py)
         self.answering = 0  # requests to /invocations being answered (a shadow writes down its mirrors at 0)
         self.metrics.in_flight.set_function(lambda: self.answering)  # one count, read by /metrics
         # /metrics is generated in a worker thread: it reads a copy of the state taken on the loop
@@ -170,6 +171,8 @@ class Server:
         if pin == CHALLENGER or experiment.split.to_challenger(
             call.rid, experiment.split.sticky_key(request.headers, parsed)
         ):
+            # a shadow answers nobody: its split draws no request and pinned() refuses it
+            assert isinstance(experiment, Experiment)
             call.variant = experiment.label
             call.record["version"] = experiment.spec.challenger.version
             return experiment
@@ -190,7 +193,7 @@ class Server:
         known = self.monitor.feedback(rid, labels)
         experiment = self.experiment
         if experiment is not None:
-            known = experiment.book.arms.label(rid, labels) or known
+            known = experiment.add_labels(rid, labels) or known
         return known
 
     def after_answer(self, call: Call, status: int) -> None:

@@ -94,6 +94,18 @@ class Experiment:
     def verdict(self) -> tuple[str, str] | None:
         return self.book.verdict()
 
+    def fold(self) -> None:
+        """The distributions' binning (off the event loop), before a verdict is asked."""
+        self.book.distributions.fold()
+
+    def refuse_promotion(self, why: str) -> None:
+        """The registry refused the promotion: promote rules stop here, rollback rules go on."""
+        self.book.promotion_refused = why
+
+    def add_labels(self, rid: str, labels: list[Any]) -> bool:
+        """Score both variants on a request's labels; whether this experiment knew the request."""
+        return self.book.arms.label(rid, labels)
+
     def replay(self, records: Iterable[dict[str, Any]]) -> int:
         """Count the logged requests of this experiment after a restart."""
         return self.book.ingest(records)

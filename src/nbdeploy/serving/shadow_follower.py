@@ -1,0 +1,299 @@
+"""A shadow fed from the request log: the process that predicts a shadow's answers and keeps
+the experiment's accounts, so that the server does nothing for it per request.
+
+The server logs every request it answers, inputs included, before it answers
+(:mod:`~nbdeploy.serving.requestlog`). Once a second this process reads the records appended
+since its last look (:class:`~nbdeploy.serving.log_tail.LogTail`), predicts with the
+challenger the rows of those the split mirrors, appends the shadow's records to the same log
+(one write per batch, under the logs' lock held shared, so a forget's swap never loses one),
+and counts both variants' records in an
+:class:`~nbdeploy.serving.experiment_book.ExperimentBook`, as a restart replays them; labels
+come from the feedback log the same way. After each look it writes the book's state and
+verdict to ``shadow-state.json`` in the deployment folder, where the server reads them
+(``/experiment``, ``/metrics``, the decisions).
+
+Why: a server that sent mirrors to the shadow's process and wrote down its answers delayed one
+client's slowest requests by 12 % (p99 1.120x, ``bench/shadow_cost.py``), and by 46 % with
+batches of 2 s; a process reading the log beside a server that did nothing for it, 2 %.
+
+At its start it replays the log from the experiment's start: the counts resume, and the
+mirrored requests answered before a ``kill -9`` whose shadow record never came are predicted
+then. The shadow predicts a request's rows as the log holds them: its first ``log_rows``
+rows, as JSON carries them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nbdeploy._files import flocked, open_owned
+from nbdeploy.experiment import CHAMPION, ExperimentSpec
+from nbdeploy.log_files import LOGS_LOCK
+from nbdeploy.monitoring.replay import log_files
+from nbdeploy.serving.batching import PredictError, predictions
+from nbdeploy.serving.experiment_book import ExperimentBook
+from nbdeploy.serving.log_tail import LogTail
+from nbdeploy.serving.responses import error_answer
+from nbdeploy.serving.routing import Split
+
+__all__ = ["LOG_FILE", "STATE_FILE", "Follower"]
+
+LOG_FILE = "requests.jsonl"  # a local server's request log, in its deployment folder
+STATE_FILE = "shadow-state.json"
+SHADOW_MARK = b'"shadow":true'  # in every shadow record, as this module and the server's write them
+PREDICT_ROWS = 2048  # rows per call of the model
+MAX_PENDING_ROWS = 100_000  # rows of a replay's unanswered mirrors held at once; past it the oldest are dropped
+
+
+class Follower:
+    """The shadow of one experiment: ``model`` (a loaded model), reading the log in ``folder``."""
+
+    def __init__(self, model: Any, spec: ExperimentSpec, names: tuple[str, ...], folder: Path, log_rows: int,
+                 task: str | None = None, profile: dict[str, Any] | None = None) -> None:  # fmt: skip
+        self.model, self.spec, self.names, self.folder, self.log_rows = model, spec, names, folder, log_rows
+        self.book = ExperimentBook(spec, names, task, profile)
+        self.split = Split.of(spec)
+        self.log_path = folder / LOG_FILE
+        self.requests, self.feedback = LogTail(self.log_path), LogTail(folder / "feedback.jsonl")
+        self.since = time.time()  # requests answered from now on are the starting server's own
+        self.shadowed_since = 0  # of those, the mirrors answered (the server counts what it mirrored)
+        self.replayed = 0
+        self.read_last = 0  # lines the last look read
+
+    def mirrored(self, r: dict[str, Any]) -> bool:
+        """Whether ``r`` is a champion's answer this shadow is to predict too."""
+        answered = r.get("answered")
+        return (r.get("variant") == CHAMPION and r.get("status") == 200 and "method" not in r
+                and isinstance(r.get("inputs"), list) and not r.get("inputs_private") and r.get("shadow") is not True
+                and isinstance(answered, (int, float)) and answered >= self.spec.started
+                and self.split.mirrors(str(r.get("id"))))  # fmt: skip
+
+    # -- a restart: the accounts from the log, and the mirrors left unanswered --------------
+
+    def replay(self) -> int:
+        """Count the log's records of this experiment (rotated files first), apply its labels,
+        and predict the mirrors whose shadow record is missing; the records counted."""
+        self.requests.open()
+        self.feedback.open()
+        labels = [doc for path, _ in _rotated(self.folder / "feedback.jsonl", self.feedback.inode)
+                  for doc in _records(_read(path))]  # fmt: skip
+        labels += self._new_labels()  # before the requests: a label's request is logged before it
+        pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        sources: set[int] = set()  # the files read
+        for path, inode in _rotated(self.log_path, self.requests.inode):
+            sources.add(inode)
+            self._replay(_records(_read(path)), pending)
+        while lines := self.requests.read():
+            sources |= self.requests.sources
+            self._replay(_records(lines), pending)
+        self._answer(list(pending.values()), sources)
+        self._label(labels)
+        return self.replayed
+
+    def _replay(self, records: list[dict[str, Any]], pending: OrderedDict[str, dict[str, Any]]) -> None:
+        self.replayed += self.book.ingest(records)
+        for r in records:
+            rid = str(r.get("id"))
+            if r.get("shadow") is True:
+                answered = pending.pop(rid, None)
+                if answered is not None and answered["answered"] >= self.since:  # this server's, answered before
+                    self.shadowed_since += 1
+            elif self.mirrored(r):
+                pending[rid] = r
+        rows = sum(len(r["inputs"]) for r in pending.values())
+        while rows > MAX_PENDING_ROWS:  # a shadow long dead: the oldest are given up, and counted
+            _, oldest = pending.popitem(last=False)
+            rows -= len(oldest["inputs"])
+            self.book.count(self.spec.label, "mirror_dropped")
+
+    def _label(self, records: Iterable[dict[str, Any]]) -> None:
+        for doc in records:
+            ts, labels = doc.get("ts"), doc.get("labels")
+            late = isinstance(ts, (int, float)) and ts < self.spec.started  # a label of an earlier request
+            if "id" in doc and isinstance(labels, list) and not late:
+                self.book.arms.label(str(doc["id"]), labels)
+
+    # -- live: what was logged since the last look -------------------------------------------
+
+    def look(self) -> int:
+        """Take in what the log gained since the last look; the records read."""
+        read = 0
+        labels = self._new_labels()  # first: the request of each of them is logged by now
+        while lines := self.requests.read():
+            # a shadow record here is ours: left unparsed (half the lines)
+            theirs = _records(line for line in lines if SHADOW_MARK not in line)
+            records = [r for r in theirs if r.get("shadow") is not True]
+            self.book.ingest(records)
+            self._answer([r for r in records if self.mirrored(r)], set(self.requests.sources))
+            read += len(lines)
+        self._label(labels)  # after both variants' answers: a label scores both
+        self.read_last = read + len(labels)
+        return self.read_last
+
+    def _new_labels(self) -> list[dict[str, Any]]:
+        labels = []
+        while lines := self.feedback.read():
+            labels += _records(lines)
+        return labels
+
+    def _answer(self, mirrored: list[dict[str, Any]], sources: set[int]) -> None:
+        """Predict ``mirrored`` requests (read from the files ``sources``) a batch at a time;
+        log and count the shadow's answers."""
+        batch: list[dict[str, Any]] = []
+        rows = 0
+        for r in mirrored:
+            batch.append(r)
+            rows += len(r["inputs"])
+            if rows >= PREDICT_ROWS:
+                self._answer_batch(batch, sources)
+                batch, rows = [], 0
+        if batch:
+            self._answer_batch(batch, sources)
+
+    def _answer_batch(self, batch: list[dict[str, Any]], sources: set[int]) -> None:
+        started = time.perf_counter()
+        outcomes = self._predict(batch)
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)  # the batch's: what the shadow took
+        records = [self._record(r, outcome, latency_ms) for r, outcome in zip(batch, outcomes, strict=True)]
+        try:
+            records = self._append(records, sources)
+        except OSError as exc:  # a full disk: said; the accounts still count them
+            print(f"experiment: {len(records)} shadow answers were not logged: {type(exc).__name__}: {exc}", flush=True)
+        self.book.ingest(records)
+        self.shadowed_since += sum(1 for r in batch if r["answered"] >= self.since)
+
+    def _predict(self, batch: list[dict[str, Any]]) -> list[list[Any] | BaseException]:
+        """Each request's predictions, or the error the shadow raised on it (a batch that
+        fails is predicted again one request at a time, as the server's batcher does)."""
+        try:
+            out = predictions(self.model.call(self._frame(batch)))
+        except Exception as exc:
+            if len(batch) == 1:
+                return [PredictError(f"{type(exc).__name__}: {exc}")]
+            return [self._predict([r])[0] for r in batch]
+        split: list[list[Any] | BaseException] = []
+        at = 0
+        for r in batch:
+            split.append(out[at : at + len(r["inputs"])])
+            at += len(r["inputs"])
+        return split
+
+    def _frame(self, batch: list[dict[str, Any]]) -> pd.DataFrame:
+        """The logged rows of ``batch`` as the model takes them, in one frame (a request sent
+        as a table of named columns gives those of the signature). Rows of numbers become one
+        array first: a frame built from lists, or one per request, cost the shadow's process
+        half its time."""
+        names = list(self.names)
+        if any(isinstance(r.get("columns"), list) for r in batch):
+            frames = [pd.DataFrame(r["inputs"], columns=r.get("columns") or names)[names] for r in batch]
+            return pd.concat(frames, ignore_index=True)
+        rows = [row for r in batch for row in r["inputs"]]
+        values = np.asarray(rows)  # a row of another width raises: the batch is predicted one request at a time
+        return pd.DataFrame(values if values.dtype.kind in "biuf" else rows, columns=names)
+
+    def _record(self, r: dict[str, Any], outcome: list[Any] | BaseException, latency_ms: float) -> dict[str, Any]:
+        """The shadow's log record of request ``r`` (no inputs: the champion's record has them)."""
+        record: dict[str, Any] = {"ts": r.get("ts"), "id": r.get("id"), "variant": self.spec.label}
+        record.update(version=self.spec.challenger.version, shadow=True, rows=len(r["inputs"]))
+        if isinstance(outcome, BaseException):
+            status, body = error_answer(outcome)
+            record.update(error=body["message"], status=status)
+        else:
+            record.update(predictions=outcome[: self.log_rows], status=200)
+        record.update(latency_ms=latency_ms, answered=time.time())
+        return record
+
+    def _append(self, records: list[dict[str, Any]], sources: set[int]) -> list[dict[str, Any]]:
+        """Append ``records`` to the request log in one write, the logs' lock held shared: a
+        forget's swap (which holds it exclusive) never drops what this writes. If a file their
+        requests were read from was swapped since (a forget, or the retention task), the
+        requests no longer logged get no shadow record: a forgotten request stays forgotten.
+        The records written."""
+        with flocked(self.folder / LOGS_LOCK, shared=True):
+            if not sources <= _inodes(self.log_path):
+                kept = _still_logged(self.log_path, {str(r["id"]) for r in records})
+                records = [r for r in records if str(r["id"]) in kept]
+            if not records:
+                return records
+            data = "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in records).encode()
+            fd = open_owned(self.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":  # a line torn by a crash: ours start anew
+                    data = b"\n" + data
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+        return records
+
+    # -- what the server reads -------------------------------------------------------------
+
+    def write_state(self) -> None:
+        """The accounts and the verdict, to ``shadow-state.json`` (replaced whole, never torn)."""
+        self.book.distributions.fold()
+        doc = {"state": self.book.state(), "verdict": self.book.verdict(), "shadowed_since": self.shadowed_since,
+               "since": self.since, "time": time.time()}  # fmt: skip
+        temp = self.folder / f".{STATE_FILE}.{os.getpid()}"
+        temp.write_text(json.dumps(doc, default=str))
+        os.replace(temp, self.folder / STATE_FILE)
+
+
+def _rotated(base: Path, live: int | None) -> list[tuple[Path, int]]:
+    """The rotated files of the log at ``base`` and their inodes, oldest first, but the one being tailed."""
+    files = []
+    for path in log_files(base)[:-1]:
+        try:
+            inode = os.stat(path).st_ino
+        except FileNotFoundError:
+            continue
+        if inode != live:
+            files.append((path, inode))
+    return files
+
+
+def _inodes(base: Path) -> set[int]:
+    """The files of the log at ``base`` now."""
+    found = set()
+    for path in log_files(base):
+        try:
+            found.add(os.stat(path).st_ino)
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def _still_logged(base: Path, ids: set[str]) -> set[str]:
+    """Those of ``ids`` whose request is still in the log at ``base`` (read whole: only after a swap)."""
+    return {str(r.get("id")) for path in log_files(base) for r in _records(_read(path))
+            if r.get("shadow") is not True and str(r.get("id")) in ids}  # fmt: skip
+
+
+def _read(path: Path) -> list[bytes]:
+    try:
+        return path.read_bytes().splitlines()
+    except OSError:
+        return []
+
+
+def _records(lines: Iterable[bytes]) -> list[dict[str, Any]]:
+    """The JSON objects among ``lines`` (a torn or damaged line is skipped)."""
+    out = []
+    for line in lines:
+        try:
+            doc = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(doc, dict):
+            out.append(doc)
+    return out
