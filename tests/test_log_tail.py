@@ -49,6 +49,23 @@ def test_a_rotated_file_is_read_to_its_end_then_the_new_one_from_its_start(tmp_p
     assert _ids(tail.read()) == ["c", "a"]
 
 
+def test_a_tail_behind_two_rotations_reads_the_file_between_them(tmp_path: Path) -> None:
+    log = tmp_path / "requests.jsonl"
+    _append(log, "a")
+    tail = LogTail(log)
+    assert _ids(tail.read()) == ["a"]
+    _append(log, "b")
+    log.rename(tmp_path / "requests.jsonl.1")
+    _append(log, "c")
+    (tmp_path / "requests.jsonl.1").rename(tmp_path / "requests.jsonl.2")
+    log.rename(tmp_path / "requests.jsonl.1")
+    _append(log, "d")
+    read = []
+    while lines := tail.read():
+        read += _ids(lines)
+    assert read == ["b", "c", "d"]
+
+
 def test_a_swapped_in_copy_gives_only_the_lines_not_read_before(tmp_path: Path) -> None:
     log = tmp_path / "requests.jsonl"
     _append(log, "a", "b", "c")

@@ -144,3 +144,22 @@ def test_a_request_forgotten_between_the_read_and_the_write_gets_no_shadow_recor
     follower.look()
     assert sorted(r["id"] for r in _shadows(tmp_path)) == ["r0", "r1", "r3", "r4", "r5"]
     log.close()
+
+
+def test_a_shadow_record_appended_while_a_forget_filters_goes_with_the_swap(tmp_path: Path) -> None:
+    """The shadow writes between a forget's filtering (done without the lock) and its swap:
+    the record it wrote of a request being forgotten is taken out with the rest."""
+    from nbdeploy.log_files import filter_file, swap_in
+
+    path = tmp_path / "requests.jsonl"
+    log = RequestLog(path)
+    for i in range(3):
+        log.append(_champion(i, 0.5, time.time()))
+    filtered = filter_file(path, not_of({"r1"}))
+    assert filtered is not None
+    log.append_many([{"id": "r1", "variant": "2", "shadow": True, "predictions": [1], "status": 200},
+                     {"id": "r2", "variant": "2", "shadow": True, "predictions": [1], "status": 200}])  # fmt: skip
+    assert swap_in(filtered)
+    left = [(r["id"], r.get("shadow", False)) for r in read_records(path)]
+    assert left == [("r0", False), ("r2", False), ("r2", True)] and filtered.removed == 2
+    log.close()

@@ -33,6 +33,7 @@ class Filtered:
     size: int
     inode: int
     removed: int
+    keep: Keep | None = None  # applied to what is appended before the swap too
 
     def discard(self) -> None:
         self.temp.unlink(missing_ok=True)
@@ -68,7 +69,7 @@ def filter_file(path: Path, keep: Keep) -> Filtered | None:
                     removed += 1
                     continue
                 out.write(line)
-    filtered = Filtered(path, Path(name), size, st.st_ino, removed)
+    filtered = Filtered(path, Path(name), size, st.st_ino, removed, keep)
     if not removed:
         filtered.discard()
         return None
@@ -88,11 +89,30 @@ def swap_in(filtered: Filtered) -> bool:
         return False
     with filtered.path.open("rb") as fh, filtered.temp.open("ab") as out:
         fh.seek(filtered.size)
-        while block := fh.read(1 << 20):
-            out.write(block)
+        appended = fh.read()  # what arrived during the filtering: a few seconds' worth at most
+        # a record appended meanwhile by another writer of the log (a shadow's record of a
+        # request being forgotten) goes too
+        out.write(_kept(appended, filtered) if filtered.keep is not None else appended)
     os.chmod(filtered.temp, 0o600)
     os.replace(filtered.temp, filtered.path)
     return True
+
+
+def _kept(block: bytes, filtered: Filtered) -> bytes:
+    """The lines of ``block`` that ``filtered.keep`` keeps (a line that is not a JSON object,
+    or not ended yet, is kept as it is)."""
+    assert filtered.keep is not None
+    out = []
+    for line in block.splitlines(keepends=True):
+        try:
+            doc = json.loads(line)
+        except (ValueError, RecursionError):
+            doc = None
+        if isinstance(doc, dict) and line.endswith(b"\n") and not filtered.keep(doc):
+            filtered.removed += 1
+            continue
+        out.append(line)
+    return b"".join(out)
 
 
 def first_record(path: Path) -> dict[str, Any] | None:

@@ -125,7 +125,7 @@ def prepare(server: Server, doc: Any) -> Experiment | FollowedShadow:
     s = server.settings
     profile = server.monitor.profile  # the champion's training profile: both variants' drift against one reference
     task = server.monitor.task if s.monitor else s.task  # the model serving now (after a reload too)
-    if follows_log(server, spec):
+    if names and follows_log(server, spec):  # (a model without input names: the rows cannot be rebuilt)
         shadow = FollowedShadow(spec, str(path), names, server.log.path.parent, s.log_rows, task, profile)
         _load(shadow.load)
         return shadow

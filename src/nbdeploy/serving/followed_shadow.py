@@ -105,9 +105,12 @@ class FollowedShadow:
         self._conn: Connection | None = None
         self._sent = 0  # requests mirrored since this server started (the process counts those it answered)
         self._doc: dict[str, Any] | None = None  # the last state the process wrote
-        self._stamp = 0  # its file's modification time
+        self._stamp = 0  # its file's modification time, when last read
+        self._own: int | None = None  # ... when last read and found this experiment's
         self._refused: str | None = None
         self._restarted = False
+        self._stopping = False
+        self.failure: str | None = None  # why the shadow no longer predicts
         self._lock = threading.Lock()  # fold() runs on the decisions' thread and on /experiment's
         self.replayed = 0
 
@@ -171,19 +174,32 @@ class FollowedShadow:
         """Read the process's last state (off the event loop); start it again if it died."""
         with self._lock:
             proc = self._proc
-            if proc is not None and not proc.is_alive() and not self._restarted:
-                self._restarted = True
-                print(f"experiment: the shadow's process died (exit code {proc.exitcode}); starting it again",
-                      flush=True)  # fmt: skip
+            if proc is not None and not proc.is_alive() and not self._stopping:
                 self._kill()
-                self.load()
+                self._restart(proc.exitcode)
             try:
                 path = self.folder / STATE_FILE
                 stamp = os.stat(path).st_mtime_ns
                 if stamp != self._stamp:  # read (in the server's process) only when it changed
-                    self._doc, self._stamp = json.loads(path.read_text()), stamp
-            except (OSError, ValueError):
+                    doc, self._stamp = json.loads(path.read_text()), stamp
+                    if doc["state"]["started"] == self.spec.started:  # not an experiment ended before
+                        self._doc, self._own = doc, stamp
+            except (OSError, ValueError, KeyError, TypeError):
                 pass  # not written yet: the last one stands
+
+    def _restart(self, exitcode: int | None) -> None:
+        """The process died while the server lives: started again once (its replay picks up
+        where it stopped); a second death, or a failed start, is shown in the state."""
+        if self._restarted:
+            self.failure = self.failure or f"the shadow's process died (exit code {exitcode})"
+            return
+        self._restarted = True
+        print(f"experiment: the shadow's process died (exit code {exitcode}); starting it again", flush=True)
+        try:
+            self.load()
+        except Exception as exc:
+            self.failure = f"the shadow's process could not be started again: {type(exc).__name__}: {exc}"
+            print(f"experiment: {self.failure}", flush=True)
 
     def verdict(self) -> tuple[str, str] | None:
         verdict = self._doc.get("verdict") if self._doc else None
@@ -195,9 +211,10 @@ class FollowedShadow:
         """What ``GET /experiment`` shows: the process's accounts as of its last look (a second ago at most)."""
         self.fold()
         doc = self._doc
-        state = doc["state"] if doc else self._empty.state()
+        state = dict(doc["state"]) if doc else self._empty.state()  # a copy: the cached one stays as read
         shadowed = doc.get("shadowed_since", 0) if doc else 0
         state["promotion_refused"] = self._refused
+        state["shadow_failure"] = self.failure
         state["mirrors_in_flight"] = max(0, self._sent - shadowed)
         return state
 
@@ -210,6 +227,8 @@ class FollowedShadow:
         self._stop()
 
     def _stop(self) -> None:
+        with self._lock:
+            self._stopping = True  # fold() starts no new process from now on
         conn, proc = self._conn, self._proc
         if conn is not None and proc is not None and proc.is_alive():
             try:
@@ -219,7 +238,8 @@ class FollowedShadow:
                 pass
         self._kill()
         self.fold()  # its last state stays readable here; the file goes with the experiment
-        (self.folder / STATE_FILE).unlink(missing_ok=True)
+        if self._own is not None and self._own == _stamp(self.folder / STATE_FILE):  # ours, not a later one's
+            (self.folder / STATE_FILE).unlink(missing_ok=True)
 
     def _kill(self) -> None:
         conn, proc, self._conn, self._proc = self._conn, self._proc, None, None
@@ -230,3 +250,10 @@ class FollowedShadow:
             if proc.is_alive():
                 proc.kill()
                 proc.join(timeout=5)
+
+
+def _stamp(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None

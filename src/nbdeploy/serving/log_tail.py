@@ -10,21 +10,30 @@ file at the log's path is replaced in two ways, told apart by what became of the
 far:
 
 - **rotation** (:class:`~nbdeploy.serving.requestlog.RequestLog` renames it ``NAME.1``): it
-  is read to its end, then the new file from its start;
+  is read to its end, then the next file from its start (``NAME.k-1`` if it went on to
+  ``NAME.k`` meanwhile, so a tail that fell behind several rotations skips none);
 - **a swap** (a forget or the retention task put a filtered copy in its place, and the old
   file has no name left): the copy repeats the lines already read, less those removed, then
   goes on with new ones. The hashes of the lines read from the current file are kept, so a
   swapped-in copy gives only the lines not seen before. They take about 70 bytes a line, for
   as long as the file is the live one (a rotation starts them again).
+
+Beside it, what a reader that starts mid-way needs: the rotated files' lines
+(:func:`rotated_lines`), the files a log has now (:func:`log_inodes`) and which requests it
+still holds (:func:`still_logged`).
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-__all__ = ["LogTail"]
+from nbdeploy.monitoring.replay import log_files
+
+__all__ = ["LogTail", "json_records", "log_inodes", "rotated_lines", "still_logged"]
 
 READ_BYTES = 8 << 20  # read per call at most: a backlog is taken a block at a time
 
@@ -63,11 +72,14 @@ class LogTail:
         data = self._fh.read(limit)
         if not data and self._replaced():
             swapped = os.fstat(self._fh.fileno()).st_nlink == 0  # no name left: a copy took its place
+            successor = None if swapped else self._successor(os.fstat(self._fh.fileno()).st_ino)
             self._fh.close()
             self._fh, self._rest = None, b""  # a line torn at the old file's end is never finished
             if not swapped:
                 self._seen.clear()
-            if not self.open():
+            if successor is not None:  # rotated more than once since: the files between come first
+                self._fh = successor
+            elif not self.open():
                 return []
             assert self._fh is not None
             self.sources.add(os.fstat(self._fh.fileno()).st_ino)
@@ -83,6 +95,25 @@ class LogTail:
                 lines.append(line)
         return lines
 
+    def _successor(self, inode: int) -> BinaryIO | None:
+        """The file rotated right after the one read (``inode``), when that one is ``NAME.k``
+        with k > 1 now; ``None`` when the next is the live file."""
+        k = 1
+        while True:
+            try:
+                found = os.stat(self.path.with_name(f"{self.path.name}.{k}")).st_ino
+            except FileNotFoundError:
+                return None
+            if found == inode:
+                break
+            k += 1
+        if k == 1:
+            return None
+        try:
+            return self.path.with_name(f"{self.path.name}.{k - 1}").open("rb")
+        except FileNotFoundError:
+            return None
+
     def _replaced(self) -> bool:
         assert self._fh is not None
         try:
@@ -94,3 +125,60 @@ class LogTail:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def rotated_lines(base: Path, live: int | None) -> Iterator[tuple[int, list[bytes]]]:
+    """The inode and lines of each rotated file of the log at ``base``, oldest first, but the
+    one being tailed. All are opened first: a rotation while they are read moves names, not
+    the files opened, so none is read twice or missed."""
+    opened = []
+    for path in log_files(base)[:-1]:
+        try:
+            opened.append(path.open("rb"))
+        except FileNotFoundError:
+            continue
+    try:
+        for fh in opened:
+            inode = os.fstat(fh.fileno()).st_ino
+            if inode != live:
+                yield inode, fh.read().splitlines()
+    finally:
+        for fh in opened:
+            fh.close()
+
+
+def log_inodes(base: Path) -> set[int]:
+    """The files of the log at ``base`` now."""
+    found = set()
+    for path in log_files(base):
+        try:
+            found.add(os.stat(path).st_ino)
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def still_logged(base: Path, ids: set[str]) -> set[str]:
+    """Those of ``ids`` whose request is still in the log at ``base`` (read whole: only after a swap)."""
+    return {str(r.get("id")) for path in log_files(base) for r in json_records(_read(path))
+            if r.get("shadow") is not True and str(r.get("id")) in ids}  # fmt: skip
+
+
+def _read(path: Path) -> list[bytes]:
+    try:
+        return path.read_bytes().splitlines()
+    except OSError:
+        return []
+
+
+def json_records(lines: Iterable[bytes]) -> list[dict[str, Any]]:
+    """The JSON objects among ``lines`` (a torn or damaged line is skipped)."""
+    out = []
+    for line in lines:
+        try:
+            doc = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(doc, dict):
+            out.append(doc)
+    return out

@@ -199,8 +199,10 @@ class Server:
     def after_answer(self, call: Call, status: int) -> None:
         """Mirror an answered request to a shadow (its answer already on its way)."""
         experiment = self.experiment
+        # a request routed before the experiment began belongs to none (its record has no variant)
         if (experiment is not None and status == 200 and call.variant == CHAMPION and call.parsed is not None
-                and call.parsed.method == "predict" and experiment.split.mirrors(call.rid)):  # fmt: skip
+                and (call.routed or call.record.get("pinned")) and call.parsed.method == "predict"
+                and experiment.split.mirrors(call.rid)):  # fmt: skip
             experiment.mirror(call.parsed, call.rid, call.predictions)
 
     def answered(self, call: Call, status: int, body: dict[str, Any]) -> None:

@@ -35,13 +35,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nbdeploy._files import flocked, open_owned
+from nbdeploy._files import flocked, open_owned, write_atomic
 from nbdeploy.experiment import CHAMPION, ExperimentSpec
 from nbdeploy.log_files import LOGS_LOCK
-from nbdeploy.monitoring.replay import log_files
 from nbdeploy.serving.batching import PredictError, predictions
 from nbdeploy.serving.experiment_book import ExperimentBook
-from nbdeploy.serving.log_tail import LogTail
+from nbdeploy.serving.log_tail import LogTail, json_records, log_inodes, rotated_lines, still_logged
 from nbdeploy.serving.responses import error_answer
 from nbdeploy.serving.routing import Split
 
@@ -84,17 +83,17 @@ class Follower:
         and predict the mirrors whose shadow record is missing; the records counted."""
         self.requests.open()
         self.feedback.open()
-        labels = [doc for path, _ in _rotated(self.folder / "feedback.jsonl", self.feedback.inode)
-                  for doc in _records(_read(path))]  # fmt: skip
+        labels = [doc for _, lines in rotated_lines(self.folder / "feedback.jsonl", self.feedback.inode)
+                  for doc in json_records(lines)]  # fmt: skip
         labels += self._new_labels()  # before the requests: a label's request is logged before it
         pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
         sources: set[int] = set()  # the files read
-        for path, inode in _rotated(self.log_path, self.requests.inode):
+        for inode, lines in rotated_lines(self.log_path, self.requests.inode):
             sources.add(inode)
-            self._replay(_records(_read(path)), pending)
+            self._replay(json_records(lines), pending)
         while lines := self.requests.read():
             sources |= self.requests.sources
-            self._replay(_records(lines), pending)
+            self._replay(json_records(lines), pending)
         self._answer(list(pending.values()), sources)
         self._label(labels)
         return self.replayed
@@ -114,6 +113,8 @@ class Follower:
             _, oldest = pending.popitem(last=False)
             rows -= len(oldest["inputs"])
             self.book.count(self.spec.label, "mirror_dropped")
+            if oldest["answered"] >= self.since:  # this server's: no longer in flight
+                self.shadowed_since += 1
 
     def _label(self, records: Iterable[dict[str, Any]]) -> None:
         for doc in records:
@@ -130,7 +131,7 @@ class Follower:
         labels = self._new_labels()  # first: the request of each of them is logged by now
         while lines := self.requests.read():
             # a shadow record here is ours: left unparsed (half the lines)
-            theirs = _records(line for line in lines if SHADOW_MARK not in line)
+            theirs = json_records(line for line in lines if SHADOW_MARK not in line)
             records = [r for r in theirs if r.get("shadow") is not True]
             self.book.ingest(records)
             self._answer([r for r in records if self.mirrored(r)], set(self.requests.sources))
@@ -142,7 +143,7 @@ class Follower:
     def _new_labels(self) -> list[dict[str, Any]]:
         labels = []
         while lines := self.feedback.read():
-            labels += _records(lines)
+            labels += json_records(lines)
         return labels
 
     def _answer(self, mirrored: list[dict[str, Any]], sources: set[int]) -> None:
@@ -194,7 +195,7 @@ class Follower:
         half its time."""
         names = list(self.names)
         if any(isinstance(r.get("columns"), list) for r in batch):
-            frames = [pd.DataFrame(r["inputs"], columns=r.get("columns") or names)[names] for r in batch]
+            frames = [_table(r, names) for r in batch]
             return pd.concat(frames, ignore_index=True)
         rows = [row for r in batch for row in r["inputs"]]
         values = np.asarray(rows)  # a row of another width raises: the batch is predicted one request at a time
@@ -219,8 +220,8 @@ class Follower:
         requests no longer logged get no shadow record: a forgotten request stays forgotten.
         The records written."""
         with flocked(self.folder / LOGS_LOCK, shared=True):
-            if not sources <= _inodes(self.log_path):
-                kept = _still_logged(self.log_path, {str(r["id"]) for r in records})
+            if not sources <= log_inodes(self.log_path):
+                kept = still_logged(self.log_path, {str(r["id"]) for r in records})
                 records = [r for r in records if str(r["id"]) in kept]
             if not records:
                 return records
@@ -244,56 +245,12 @@ class Follower:
         self.book.distributions.fold()
         doc = {"state": self.book.state(), "verdict": self.book.verdict(), "shadowed_since": self.shadowed_since,
                "since": self.since, "time": time.time()}  # fmt: skip
-        temp = self.folder / f".{STATE_FILE}.{os.getpid()}"
-        temp.write_text(json.dumps(doc, default=str))
-        os.replace(temp, self.folder / STATE_FILE)
+        write_atomic(self.folder / STATE_FILE, json.dumps(doc, default=str), private=True)  # ids and predictions
 
 
-def _rotated(base: Path, live: int | None) -> list[tuple[Path, int]]:
-    """The rotated files of the log at ``base`` and their inodes, oldest first, but the one being tailed."""
-    files = []
-    for path in log_files(base)[:-1]:
-        try:
-            inode = os.stat(path).st_ino
-        except FileNotFoundError:
-            continue
-        if inode != live:
-            files.append((path, inode))
-    return files
-
-
-def _inodes(base: Path) -> set[int]:
-    """The files of the log at ``base`` now."""
-    found = set()
-    for path in log_files(base):
-        try:
-            found.add(os.stat(path).st_ino)
-        except FileNotFoundError:
-            continue
-    return found
-
-
-def _still_logged(base: Path, ids: set[str]) -> set[str]:
-    """Those of ``ids`` whose request is still in the log at ``base`` (read whole: only after a swap)."""
-    return {str(r.get("id")) for path in log_files(base) for r in _records(_read(path))
-            if r.get("shadow") is not True and str(r.get("id")) in ids}  # fmt: skip
-
-
-def _read(path: Path) -> list[bytes]:
-    try:
-        return path.read_bytes().splitlines()
-    except OSError:
-        return []
-
-
-def _records(lines: Iterable[bytes]) -> list[dict[str, Any]]:
-    """The JSON objects among ``lines`` (a torn or damaged line is skipped)."""
-    out = []
-    for line in lines:
-        try:
-            doc = json.loads(line)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(doc, dict):
-            out.append(doc)
-    return out
+def _table(r: dict[str, Any], names: list[str]) -> pd.DataFrame:
+    """A request sent as a table, as logged: the signature's columns in its order when it has
+    them all (an optional column left out, or no signature: the columns as they came)."""
+    columns = r.get("columns")
+    frame = pd.DataFrame(r["inputs"], columns=columns if isinstance(columns, list) else names or None)
+    return frame[names] if names and all(n in frame.columns for n in names) else frame
