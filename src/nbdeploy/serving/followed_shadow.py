@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import multiprocessing
 import os
 import threading
 import time
@@ -28,7 +27,7 @@ from typing import Any
 from nbdeploy.experiment import ExperimentSpec
 from nbdeploy.serving.batching import Batcher
 from nbdeploy.serving.experiment_book import ExperimentBook
-from nbdeploy.serving.model_process import portable, start_worker
+from nbdeploy.serving.model_process import portable, spawn_worker, start_worker, stop_worker
 from nbdeploy.serving.protocol import Parsed
 from nbdeploy.serving.routing import Split
 from nbdeploy.serving.shadow_follower import STATE_FILE, Follower
@@ -124,23 +123,7 @@ class FollowedShadow:
 
     def load(self, timeout: float = 300.0) -> None:
         """Spawn the process; return once it has loaded the model and replayed the log."""
-        ctx = multiprocessing.get_context("spawn")
-        conn, child = ctx.Pipe()
-        proc = ctx.Process(target=_follow, args=(child, os.getpid(), self._args), daemon=True)
-        proc.start()
-        child.close()
-        self._proc, self._conn = proc, conn
-        try:
-            if not conn.poll(timeout):
-                raise TimeoutError(f"the shadow did not load within {timeout:.0f} s")
-            kind, value = conn.recv()
-        except BaseException:
-            self._kill()
-            raise
-        if kind == "error":
-            self._kill()
-            raise value
-        self.replayed = value
+        self._proc, self._conn, self.replayed = spawn_worker(_follow, (self._args,), timeout, "the shadow")
 
     # the face of an Experiment ----------------------------------------------------------
 
@@ -243,13 +226,7 @@ class FollowedShadow:
 
     def _kill(self) -> None:
         conn, proc, self._conn, self._proc = self._conn, self._proc, None, None
-        if conn is not None:
-            conn.close()
-        if proc is not None:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=5)
+        stop_worker(conn, proc)
 
 
 def _stamp(path: Path) -> int | None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from nbdeploy.serving.bodies import die_with
 
-__all__ = ["InProcessModel", "ModelProcess", "portable", "start_worker"]
+__all__ = ["InProcessModel", "ModelProcess", "portable", "spawn_worker", "start_worker", "stop_worker"]
 
 _PIPE_ERRORS = (EOFError, BrokenPipeError, ConnectionResetError, OSError)
 _SEND_ON_LOOP = 16 * 1024  # bytes: a pipe's buffer holds at least this much (Linux: 64 KiB)
@@ -112,23 +112,8 @@ class ModelProcess:
             self._spawn(timeout)
 
     def _spawn(self, timeout: float) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        conn, child = ctx.Pipe()
-        proc = ctx.Process(target=_serve, args=(child, os.getpid(), self.idle, self.path), daemon=True)
-        proc.start()
-        child.close()
-        self._proc, self._conn = proc, conn
-        self._peek = socket.socket(fileno=os.dup(conn.fileno()))  # to look at an answer before reading it
-        try:
-            if not conn.poll(timeout):
-                raise TimeoutError(f"the challenger did not load within {timeout:.0f} s")
-            kind, value = conn.recv()
-        except BaseException:
-            self._shutdown()
-            raise
-        if kind == "error":
-            self._shutdown()
-            raise value
+        self._proc, self._conn, value = spawn_worker(_serve, (self.idle, self.path), timeout, "the challenger")
+        self._peek = socket.socket(fileno=os.dup(self._conn.fileno()))  # to look at an answer before reading it
         self.methods = frozenset(value)
 
     async def predict(self, rows: Any, names: tuple[str, ...], method: str = "predict") -> list[Any]:
@@ -207,13 +192,40 @@ class ModelProcess:
         peek, self._peek = self._peek, None
         if peek is not None:
             peek.close()
-        if conn is not None:
-            conn.close()
-        if proc is not None:
+        stop_worker(conn, proc)
+
+
+def spawn_worker(target: Any, args: tuple[Any, ...], timeout: float, what: str) -> tuple[Any, Connection, Any]:
+    """Spawn ``target(conn, server_pid, *args)`` and wait for its first message, ``("ok",
+    value)``: ``(process, connection, value)``. Its ``("error", exc)`` is raised here, as is a
+    ``TimeoutError`` after ``timeout``; either way the process is stopped first."""
+    ctx = multiprocessing.get_context("spawn")
+    conn, child = ctx.Pipe()
+    proc = ctx.Process(target=target, args=(child, os.getpid(), *args), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        if not conn.poll(timeout):
+            raise TimeoutError(f"{what} did not load within {timeout:.0f} s")
+        kind, value = conn.recv()
+    except BaseException:
+        stop_worker(conn, proc)
+        raise
+    if kind == "error":
+        stop_worker(conn, proc)
+        raise value
+    return proc, conn, value
+
+
+def stop_worker(conn: Connection | None, proc: Any) -> None:
+    """Close the pipe to a worker, and join it (killed if it has not ended within 5 s)."""
+    if conn is not None:
+        conn.close()
+    if proc is not None:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
             proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=5)
 
 
 def _frame_size(peek: socket.socket) -> int | None:
