@@ -23,6 +23,14 @@ def _append(path: Path, *ids: str) -> None:
         fh.write(b"".join(json.dumps({"id": i}).encode() + b"\n" for i in ids))
 
 
+def _rotate(log: Path) -> None:
+    """What RequestLog's rotation does: NAME.k -> NAME.k+1, then NAME -> NAME.1."""
+    rotated = sorted(log.parent.glob(log.name + ".*"), key=lambda p: -int(p.suffix[1:]))
+    for path in rotated:
+        path.rename(log.with_name(f"{log.name}.{int(path.suffix[1:]) + 1}"))
+    log.rename(log.with_name(f"{log.name}.1"))
+
+
 def test_complete_lines_are_read_once_and_a_line_being_written_waits(tmp_path: Path) -> None:
     log = tmp_path / "requests.jsonl"
     tail = LogTail(log)
@@ -43,7 +51,7 @@ def test_a_rotated_file_is_read_to_its_end_then_the_new_one_from_its_start(tmp_p
     tail = LogTail(log)
     assert _ids(tail.read()) == ["a"]
     _append(log, "b")
-    log.rename(tmp_path / "requests.jsonl.1")
+    _rotate(log)
     _append(log, "c", "a")  # a line equal to one of the rotated file is a new line of the new file
     assert _ids(tail.read()) == ["b"]
     assert _ids(tail.read()) == ["c", "a"]
@@ -55,10 +63,9 @@ def test_a_tail_behind_two_rotations_reads_the_file_between_them(tmp_path: Path)
     tail = LogTail(log)
     assert _ids(tail.read()) == ["a"]
     _append(log, "b")
-    log.rename(tmp_path / "requests.jsonl.1")
+    _rotate(log)
     _append(log, "c")
-    (tmp_path / "requests.jsonl.1").rename(tmp_path / "requests.jsonl.2")
-    log.rename(tmp_path / "requests.jsonl.1")
+    _rotate(log)
     _append(log, "d")
     read = []
     while lines := tail.read():
@@ -85,7 +92,7 @@ def test_a_torn_line_at_a_rotated_files_end_is_left_behind(tmp_path: Path) -> No
         fh.write(b'{"id": "torn')  # a server killed mid-write
     tail = LogTail(log)
     assert _ids(tail.read()) == ["a"]
-    log.rename(tmp_path / "requests.jsonl.1")
+    _rotate(log)
     _append(log, "b")
     assert _ids(tail.read()) == ["b"]  # the torn start was not glued to the new file's first line
 

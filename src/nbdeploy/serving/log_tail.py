@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from nbdeploy.monitoring.replay import log_files
+from nbdeploy.monitoring.replay import iter_records, log_files
 
 __all__ = ["LogTail", "json_records", "log_inodes", "rotated_lines", "still_logged"]
 
@@ -160,15 +160,7 @@ def log_inodes(base: Path) -> set[int]:
 
 def still_logged(base: Path, ids: set[str]) -> set[str]:
     """Those of ``ids`` whose request is still in the log at ``base`` (read whole: only after a swap)."""
-    return {str(r.get("id")) for path in log_files(base) for r in json_records(_read(path))
-            if r.get("shadow") is not True and str(r.get("id")) in ids}  # fmt: skip
-
-
-def _read(path: Path) -> list[bytes]:
-    try:
-        return path.read_bytes().splitlines()
-    except OSError:
-        return []
+    return {str(r.get("id")) for r in iter_records(base) if r.get("shadow") is not True and str(r.get("id")) in ids}
 
 
 def json_records(lines: Iterable[bytes]) -> list[dict[str, Any]]:
