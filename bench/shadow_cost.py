@@ -78,9 +78,26 @@ def pooled_ratio(windows: list[dict[str, Counter[int]]], q: float = 0.99) -> flo
 
 
 def interval(windows: list[dict[str, Counter[int]]], seed: int = 0) -> tuple[float, float]:
-    """A 90 % bootstrap interval of :func:`pooled_ratio`, the pairs resampled."""
+    """A 90 % bootstrap interval of :func:`pooled_ratio`, the pairs resampled (each window's
+    histogram as arrays: summing Counters of 16 connections' latencies took minutes)."""
+    import numpy as np
+
+    arrays = [{m: (np.fromiter(w[m].keys(), float), np.fromiter(w[m].values(), float)) for m in MODES}
+              for w in windows]  # fmt: skip
+
+    def p99(picked: list[int], mode: str) -> float:
+        values = np.concatenate([arrays[i][mode][0] for i in picked])
+        counts = np.concatenate([arrays[i][mode][1] for i in picked])
+        order = np.argsort(values, kind="stable")
+        seen = np.cumsum(counts[order])
+        return float(values[order][np.searchsorted(seen, 0.99 * seen[-1])])
+
     rng = random.Random(seed)
-    ratios = sorted(pooled_ratio(rng.choices(windows, k=len(windows))) for _ in range(BOOTSTRAP))
+    ratios = []
+    for _ in range(BOOTSTRAP):
+        picked = rng.choices(range(len(windows)), k=len(windows))
+        ratios.append(p99(picked, "shadowed") / p99(picked, "alone"))
+    ratios.sort()
     return ratios[int(0.05 * BOOTSTRAP)], ratios[int(0.95 * BOOTSTRAP) - 1]
 
 

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from nbdeploy.log_files import not_of
-from nbdeploy.serving.log_tail import LogTail
+from nbdeploy.serving.log_tail import LogTail, json_records
 from nbdeploy.serving.requestlog import RequestLog
 
 
@@ -85,6 +85,19 @@ def test_a_swapped_in_copy_gives_only_the_lines_not_read_before(tmp_path: Path) 
     assert _ids(tail.read()) == ["d", "e"]
 
 
+def test_a_copy_rotated_before_the_tail_came_to_it_is_read_before_the_live_file(tmp_path: Path) -> None:
+    log = tmp_path / "requests.jsonl"
+    _append(log, "a", "b")
+    tail = LogTail(log)
+    assert _ids(tail.read()) == ["a", "b"]
+    copy = tmp_path / "copy"
+    _append(copy, "a", "c")  # a forget took out "b"; "c" was appended to the copy after the swap
+    os.replace(copy, log)
+    _rotate(log)  # the copy is NAME.1 before the tail looked again
+    _append(log, "d")
+    assert _ids(tail.read()) + _ids(tail.read()) == ["c", "d"]  # "c" is not lost with the live file taken for the copy
+
+
 def test_a_torn_line_at_a_rotated_files_end_is_left_behind(tmp_path: Path) -> None:
     log = tmp_path / "requests.jsonl"
     _append(log, "a")
@@ -126,3 +139,28 @@ def test_every_record_of_a_rotating_forgetting_log_is_read_once(tmp_path: Path) 
     missing = {f"r{i}" for i in range(total)} - set(read)
     assert missing <= forgotten  # only a forgotten record may be missed (forgotten before it was read)
     assert log.rotations > 20  # about one every 100 records
+
+
+def test_pending_counts_what_is_left_of_the_file_read_and_a_file_that_replaced_it(tmp_path: Path) -> None:
+    log = tmp_path / "requests.jsonl"
+    tail = LogTail(log)
+    assert tail.pending() == 0  # no log yet
+    _append(log, "a", "b")
+    assert tail.pending() == log.stat().st_size
+    tail.read()
+    assert tail.pending() == 0
+    _append(log, "c")
+    _rotate(log)
+    _append(log, "d")
+    assert tail.pending() == len(b'{"id": "c"}\n') + log.stat().st_size
+    assert _ids(tail.read()) == ["c"] and _ids(tail.read()) == ["d"] and tail.pending() == 0
+
+
+def test_json_records_takes_what_orjson_refuses_from_json_and_skips_damaged_lines() -> None:
+    lines = [b'{"id": "a", "inputs": [[NaN, Infinity]]}\n', b'{"id": "b", "n": 123456789012345678901234567890}\n',
+             b'{"id": "c", "inp\n', b"[1, 2]\n", b"[" * 100_000 + b"\n", b'{"id": "d"}\n']  # fmt: skip
+    records = json_records(lines)
+    assert [r["id"] for r in records] == ["a", "b", "d"]
+    assert records[0]["inputs"][0][0] != records[0]["inputs"][0][0]  # NaN
+    assert records[1]["n"] == float(123456789012345678901234567890)  # as a model would take it: a float
+

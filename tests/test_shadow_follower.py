@@ -163,3 +163,33 @@ def test_a_shadow_record_appended_while_a_forget_filters_goes_with_the_swap(tmp_
     left = [(r["id"], r.get("shadow", False)) for r in read_records(path)]
     assert left == [("r0", False), ("r2", False), ("r2", True)] and filtered.removed == 2
     log.close()
+
+
+def test_a_look_is_paced_predicts_once_and_what_arrives_meanwhile_waits(tmp_path: Path, monkeypatch: Any) -> None:
+    """A light look works in slices (the pacer pauses) and calls the model once for all its
+    reads; requests logged while it works are the next look's; a look too heavy to spread
+    over the time to the next is flat out."""
+    import nbdeploy.serving.shadow_follower as follower_module
+
+    monkeypatch.setattr(follower_module, "PACED_READ_BYTES", 2048)  # many reads in one look
+    log = RequestLog(tmp_path / "requests.jsonl")
+    model = Tree()
+    follower = Follower(model, _spec(time.time() - 1), NAMES, tmp_path, log_rows=100)
+    follower.replay()
+    for i in range(150):
+        log.append(_champion(i, i / 100 - 1, time.time()))
+    follower.cost_per_byte = 1e-9  # whatever is pending is light
+    model.on_call = lambda: log.append(_champion(1000, 0.0, time.time()))  # logged while the shadow works
+    follower.look()
+    assert follower.pace.paced and follower.pace.pauses > 0 and model.calls == 1
+    assert len(_shadows(tmp_path)) == 150 and follower.cost_per_byte > 1e-9  # the look measured its cost
+    model.on_call = None
+    pauses = follower.pace.pauses
+    for i in range(150, 300):
+        log.append(_champion(i, 0.0, time.time()))
+    follower.cost_per_byte = 1.0  # a second a byte: no pauses could spread it
+    follower.look()
+    assert not follower.pace.paced and follower.pace.pauses == pauses and model.calls == 2
+    assert sorted(r["id"] for r in _shadows(tmp_path)) == sorted([f"r{i}" for i in range(300)] + ["r1000"])
+    log.close()
+

@@ -57,15 +57,18 @@ def open_log(path: Path, text: bool = False) -> IO[Any]:
     return os.fdopen(open_owned(path), "a" if text else "ab")
 
 
-def append_private(path: Path, text: str) -> None:
+def append_private(path: Path, text: str | bytes) -> None:
     """Append ``text`` with one ``write`` to an owner-only file (lines of concurrent writers
-    never interleave: ``O_APPEND`` writes of a few KB land whole). After a torn last line (a
-    writer killed mid-way) the text starts on a line of its own, so it is not lost with it."""
+    never interleave: ``O_APPEND`` writes of a few KB land whole; a write the kernel cut short
+    is finished by more). After a torn last line (a writer killed mid-way) the text starts on a
+    line of its own, so it is not lost with it."""
+    data = text.encode() if isinstance(text, str) else text
     fd = open_owned(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
     try:
         size = os.fstat(fd).st_size
-        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
-        os.write(fd, (("\n" if torn else "") + text).encode())
+        view = memoryview(b"\n" + data if size > 0 and os.pread(fd, 1, size - 1) != b"\n" else data)
+        while view:
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
 

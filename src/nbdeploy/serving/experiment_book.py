@@ -19,7 +19,7 @@ import json
 import math
 import threading
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,8 +171,8 @@ class ExperimentBook:
         rate = counts.get("agree_rows", 0) / rows if rows else None
         return {"rows": rows, "rate": rate, "disagreements": disagreements}
 
-    def state(self) -> dict[str, Any]:
-        """What ``GET /experiment`` shows of it."""
+    def state(self, pace: Callable[[], None] | None = None) -> dict[str, Any]:
+        """What ``GET /experiment`` shows of it (``pace``: see ``VariantDistributions.summary``)."""
         s, c = self.spec, self.spec.challenger
         with self._lock:  # a consistent copy, whichever thread counts meanwhile
             counts = {variant: dict(n) for variant, n in self.counts.items()}
@@ -181,7 +181,7 @@ class ExperimentBook:
             "kind": s.kind, "percent": s.percent, "sticky_column": s.sticky_column, "sticky_header": s.sticky_header,
             "started": s.started, "challenger": {"label": self.label, "ref": c.ref, "version": c.version},
             "counts": counts, "agreement": self._agreement(counts.get(self.label, {}), disagreements),
-            "stats": self.arms.summary(), "distributions": self.distributions.summary(),
+            "stats": self.arms.summary(), "distributions": self.distributions.summary(pace),
             "rules": {"promote_when": s.promote_when, "rollback_when": s.rollback_when, "min_labels": s.min_labels},
             "verdicts": self._verdicts(),
             "promotion_refused": self.promotion_refused,

@@ -30,11 +30,10 @@ from nbdeploy.serving.experiment_book import ExperimentBook
 from nbdeploy.serving.model_process import portable, spawn_worker, start_worker, stop_worker
 from nbdeploy.serving.protocol import Parsed
 from nbdeploy.serving.routing import Split
-from nbdeploy.serving.shadow_follower import STATE_FILE, Follower
+from nbdeploy.serving.shadow_follower import LOOK_S, STATE_FILE, Follower
 
 __all__ = ["LOOK_S", "STATE_S", "FollowedShadow"]
 
-LOOK_S = 1.0  # between two looks at the log: each batch of answers costs the shadow's process a wake-up
 STATE_S = 5.0  # the accounts written at most this often while requests keep coming
 _STOP_S = 60.0  # for its last look; then it is killed (a restart's replay finishes what it left)
 
@@ -57,7 +56,9 @@ def _follow(conn: Connection, parent: int, args: dict[str, Any]) -> None:
     gc.freeze()  # the model, the libraries and the replayed accounts stay: collections need not walk them
     conn.send(("ok", replayed))
     written, unwritten = time.monotonic(), False
-    while not conn.poll(LOOK_S):  # a message, or the server gone: a last look, then stop
+    next_look = time.monotonic() + LOOK_S
+    while not conn.poll(max(0.0, next_look - time.monotonic())):  # a message, or the server gone: a last look
+        next_look = time.monotonic() + LOOK_S
         unwritten = _look(follower) > 0 or unwritten
         # while requests keep coming the accounts are written every STATE_S (their summary costs
         # the process about as much as its predictions), and at the first look that finds none

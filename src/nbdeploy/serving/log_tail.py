@@ -31,6 +31,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import orjson
+
 from nbdeploy.monitoring.replay import iter_records, log_files
 
 __all__ = ["LogTail", "json_records", "log_inodes", "rotated_lines", "still_logged"]
@@ -72,7 +74,7 @@ class LogTail:
         data = self._fh.read(limit)
         if not data and self._replaced():
             swapped = os.fstat(self._fh.fileno()).st_nlink == 0  # no name left: a copy took its place
-            successor = None if swapped else self._successor(os.fstat(self._fh.fileno()).st_ino)
+            successor = self._copy() if swapped else self._successor(os.fstat(self._fh.fileno()).st_ino)
             self._fh.close()
             self._fh, self._rest = None, b""  # a line torn at the old file's end is never finished
             if not swapped:
@@ -95,6 +97,19 @@ class LogTail:
                 lines.append(line)
         return lines
 
+    def pending(self) -> int:
+        """About how many bytes are left to read: the rest of the file being read, and the whole
+        of the file at the log's path if that is another (rotated or swapped in since)."""
+        try:
+            live = os.stat(self.path)
+        except FileNotFoundError:
+            live = None
+        if self._fh is None:
+            return live.st_size if live is not None else 0
+        reading = os.fstat(self._fh.fileno())
+        left = max(0, reading.st_size - self._fh.tell())
+        return left + (live.st_size if live is not None and live.st_ino != reading.st_ino else 0)
+
     def _successor(self, inode: int) -> BinaryIO | None:
         """The file rotated right after the one read (``inode``), when that one is ``NAME.k``
         with k > 1 now; ``None`` when the next is the live file."""
@@ -113,6 +128,22 @@ class LogTail:
             return self.path.with_name(f"{self.path.name}.{k - 1}").open("rb")
         except FileNotFoundError:
             return None
+
+    def _copy(self) -> BinaryIO | None:
+        """After a swap, the copy of the file read: the newest of the log's files whose first
+        line was read already (a file rotated, then swapped before it was read to its end, has
+        its copy at ``NAME.k``); ``None`` when none is (the live file then)."""
+        k = 0
+        while True:
+            try:
+                fh = (self.path.with_name(f"{self.path.name}.{k}") if k else self.path).open("rb")
+            except FileNotFoundError:
+                return None
+            if hash(fh.readline()) in self._seen:
+                fh.seek(0)
+                return fh
+            fh.close()
+            k += 1
 
     def _replaced(self) -> bool:
         assert self._fh is not None
@@ -164,13 +195,18 @@ def still_logged(base: Path, ids: set[str]) -> set[str]:
 
 
 def json_records(lines: Iterable[bytes]) -> list[dict[str, Any]]:
-    """The JSON objects among ``lines`` (a torn or damaged line is skipped)."""
+    """The JSON objects among ``lines`` (a torn or damaged line is skipped). orjson parses a
+    logged request in a fifth of the time of ``json`` (an integer past 64 bits becomes a float);
+    ``json`` takes the lines it refuses (NaN and Infinity, which the server's ``json.dumps`` writes)."""
     out = []
     for line in lines:
         try:
-            doc = json.loads(line)
-        except (ValueError, RecursionError):
-            continue
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            try:
+                doc = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
         if isinstance(doc, dict):
             out.append(doc)
     return out

@@ -2,19 +2,20 @@
 the experiment's accounts, so that the server does nothing for it per request.
 
 The server logs every request it answers, inputs included, before it answers
-(:mod:`~nbdeploy.serving.requestlog`). Once a second this process reads the records appended
-since its last look (:class:`~nbdeploy.serving.log_tail.LogTail`), predicts with the
-challenger the rows of those the split mirrors, appends the shadow's records to the same log
-(one write per batch, under the logs' lock held shared, so a forget's swap never loses one),
-and counts both variants' records in an
+(:mod:`~nbdeploy.serving.requestlog`). Every :data:`LOOK_S` this process reads the records
+appended since its last look (:class:`~nbdeploy.serving.log_tail.LogTail`), predicts with the
+challenger, in one model call, the rows of those the split mirrors, appends the shadow's
+records to the same log (one write per batch, under the logs' lock held shared, so a forget's
+swap never loses one), and counts both variants' records in an
 :class:`~nbdeploy.serving.experiment_book.ExperimentBook`, as a restart replays them; labels
-come from the feedback log the same way. After each look it writes the book's state and
+come from the feedback log the same way. Every few looks it writes the book's state and
 verdict to ``shadow-state.json`` in the deployment folder, where the server reads them
 (``/experiment``, ``/metrics``, the decisions).
 
-Why: a server that sent mirrors to the shadow's process and wrote down its answers delayed one
-client's slowest requests by 12 % (p99 1.120x, ``bench/shadow_cost.py``), and by 46 % with
-batches of 2 s; a process reading the log beside a server that did nothing for it, 2 %.
+Why: a server that sent mirrors to the shadow's process delayed one client's slowest
+requests by 12 % and more (``bench/shadow_cost.py``). A look works in slices of half a
+millisecond (:mod:`~nbdeploy.serving.pacing`), paused so that its work spreads over most of
+the time to the next look (sized from the bytes waiting and what a byte cost the last looks).
 
 At its start it replays the log from the experiment's start: the counts resume, and the
 mirrored requests answered before a ``kill -9`` whose shadow record never came are predicted
@@ -25,7 +26,6 @@ rows, as JSON carries them.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -33,24 +33,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
-from nbdeploy._files import flocked, open_owned, write_atomic
+from nbdeploy._files import append_private, flocked, write_atomic
 from nbdeploy.experiment import CHAMPION, ExperimentSpec
 from nbdeploy.log_files import LOGS_LOCK
 from nbdeploy.serving.batching import PredictError, predictions
 from nbdeploy.serving.experiment_book import ExperimentBook
-from nbdeploy.serving.log_tail import LogTail, json_records, log_inodes, rotated_lines, still_logged
+from nbdeploy.serving.log_tail import READ_BYTES, LogTail, json_records, log_inodes, rotated_lines, still_logged
+from nbdeploy.serving.pacing import Pacer
 from nbdeploy.serving.responses import error_answer
 from nbdeploy.serving.routing import Split
 
-__all__ = ["LOG_FILE", "STATE_FILE", "Follower"]
+__all__ = ["LOG_FILE", "LOOK_S", "STATE_FILE", "Follower"]
 
 LOG_FILE = "requests.jsonl"  # a local server's request log, in its deployment folder
 STATE_FILE = "shadow-state.json"
 SHADOW_MARK = b'"shadow":true'  # in every shadow record, as this module and the server's write them
 PREDICT_ROWS = 2048  # rows per call of the model
 MAX_PENDING_ROWS = 100_000  # rows of a replay's unanswered mirrors held at once; past it the oldest are dropped
+STEP = 4  # records taken in between two calls of the pacer (about 0.25 ms of work)
+FOLD_EVERY = 256  # requests' inputs binned at once (paced): each fold costs 30 numpy calls a variant
+# a shadow record as the server's json.dumps writes it, in a tenth of the time (NaN is written null)
+_ORJSON = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+PACED_READ_BYTES = 256 << 10  # read at once while paced: reading and splitting 8 MB would be one long slice
+LOOK_S = 2.0  # between the starts of two looks: each predicts once, a slice longer than the others
+PACED_SHARE = 0.8  # of the time to the next look, over which a look's work is spread
+COST_PER_BYTE = 0.3e-6  # seconds of paced work per byte of log, until looks have measured it
 
 
 class Follower:
@@ -67,6 +77,8 @@ class Follower:
         self.shadowed_since = 0  # of those, the mirrors answered (the server counts what it mirrored)
         self.replayed = 0
         self.read_last = 0  # lines the last look read
+        self.pace = Pacer()  # live looks work in slices a client does not feel (nbdeploy.serving.pacing)
+        self.cost_per_byte = COST_PER_BYTE  # learned from the paced looks
 
     def mirrored(self, r: dict[str, Any]) -> bool:
         """Whether ``r`` is a champion's answer this shadow is to predict too."""
@@ -81,6 +93,7 @@ class Follower:
     def replay(self) -> int:
         """Count the log's records of this experiment (rotated files first), apply its labels,
         and predict the mirrors whose shadow record is missing; the records counted."""
+        self.pace.start(paced=False)  # a restart: the accounts are wanted now
         self.requests.open()
         self.feedback.open()
         labels = [doc for _, lines in rotated_lines(self.folder / "feedback.jsonl", self.feedback.inode)
@@ -127,18 +140,42 @@ class Follower:
 
     def look(self) -> int:
         """Take in what the log gained since the last look; the records read."""
-        read = 0
+        read = rows = taken = 0
+        budget = self.requests.pending()  # what arrives meanwhile waits for the next look
+        self.pace.plan(budget * self.cost_per_byte, PACED_SHARE * LOOK_S)
+        paced = self.pace.paced
         labels = self._new_labels()  # first: the request of each of them is logged by now
-        while lines := self.requests.read():
-            # a shadow record here is ours: left unparsed (half the lines)
-            theirs = json_records(line for line in lines if SHADOW_MARK not in line)
-            records = [r for r in theirs if r.get("shadow") is not True]
-            self.book.ingest(records)
-            self._answer([r for r in records if self.mirrored(r)], set(self.requests.sources))
+        sources: set[int] = set()  # the files the mirrored requests were read from
+        mirrored: list[dict[str, Any]] = []  # predicted once a look (or PREDICT_ROWS): a model call is a long slice
+        while taken < budget and (lines := self.requests.read(PACED_READ_BYTES if paced else READ_BYTES)):
+            taken += sum(map(len, lines))
+            sources |= self.requests.sources
+            for at in range(0, len(lines), STEP):
+                # a shadow record here is ours: left unparsed (half the lines)
+                theirs = json_records(line for line in lines[at : at + STEP] if SHADOW_MARK not in line)
+                records = [r for r in theirs if r.get("shadow") is not True]
+                self._ingest(records)
+                for r in records:
+                    if self.mirrored(r):
+                        mirrored.append(r)
+                        rows += len(r["inputs"])
+            if rows >= PREDICT_ROWS:
+                self._answer(mirrored, sources)
+                sources, mirrored, rows = set(), [], 0
             read += len(lines)
+        self._answer(mirrored, sources)
         self._label(labels)  # after both variants' answers: a label scores both
+        if paced and taken >= PACED_READ_BYTES:  # enough to measure by
+            self.cost_per_byte = (self.cost_per_byte + self.pace.worked() / taken) / 2
         self.read_last = read + len(labels)
         return self.read_last
+
+    def _ingest(self, records: list[dict[str, Any]]) -> None:
+        """Count ``records`` (a few), then let the pacer pause."""
+        self.book.ingest(records)
+        if self.book.distributions.queued >= FOLD_EVERY:
+            self.book.distributions.fold(self.pace)
+        self.pace()
 
     def _new_labels(self) -> list[dict[str, Any]]:
         labels = []
@@ -164,12 +201,20 @@ class Follower:
         started = time.perf_counter()
         outcomes = self._predict(batch)
         latency_ms = round((time.perf_counter() - started) * 1000, 3)  # the batch's: what the shadow took
-        records = [self._record(r, outcome, latency_ms) for r, outcome in zip(batch, outcomes, strict=True)]
+        self.pace()
+        records: list[dict[str, Any]] = []
+        lines: list[bytes] = []
+        for r, outcome in zip(batch, outcomes, strict=True):
+            records.append(self._record(r, outcome, latency_ms))
+            lines.append(orjson.dumps(records[-1], default=str, option=_ORJSON) + b"\n")
+            if len(records) % STEP == 0:
+                self.pace()
         try:
-            records = self._append(records, sources)
+            records = self._append(records, lines, sources)
         except OSError as exc:  # a full disk: said; the accounts still count them
             print(f"experiment: {len(records)} shadow answers were not logged: {type(exc).__name__}: {exc}", flush=True)
-        self.book.ingest(records)
+        for at in range(0, len(records), STEP):
+            self._ingest(records[at : at + STEP])
         self.shadowed_since += sum(1 for r in batch if r["answered"] >= self.since)
 
     def _predict(self, batch: list[dict[str, Any]]) -> list[list[Any] | BaseException]:
@@ -213,8 +258,8 @@ class Follower:
         record.update(latency_ms=latency_ms, answered=time.time())
         return record
 
-    def _append(self, records: list[dict[str, Any]], sources: set[int]) -> list[dict[str, Any]]:
-        """Append ``records`` to the request log in one write, the logs' lock held shared: a
+    def _append(self, records: list[dict[str, Any]], lines: list[bytes], sources: set[int]) -> list[dict[str, Any]]:
+        """Append ``records`` (as ``lines``) to the request log in one write, the logs' lock held shared: a
         forget's swap (which holds it exclusive) never drops what this writes. If a file their
         requests were read from was swapped since (a forget, or the retention task), the
         requests no longer logged get no shadow record: a forgotten request stays forgotten.
@@ -222,29 +267,20 @@ class Follower:
         with flocked(self.folder / LOGS_LOCK, shared=True):
             if not sources <= log_inodes(self.log_path):
                 kept = still_logged(self.log_path, {str(r["id"]) for r in records})
+                lines = [line for r, line in zip(records, lines, strict=True) if str(r["id"]) in kept]
                 records = [r for r in records if str(r["id"]) in kept]
             if not records:
                 return records
-            data = "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in records).encode()
-            fd = open_owned(self.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
-            try:
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":  # a line torn by a crash: ours start anew
-                    data = b"\n" + data
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
+            append_private(self.log_path, b"".join(lines))  # after a line torn by a crash, on a new line
         return records
 
     # -- what the server reads -------------------------------------------------------------
 
     def write_state(self) -> None:
         """The accounts and the verdict, to ``shadow-state.json`` (replaced whole, never torn)."""
-        self.book.distributions.fold()
-        doc = {"state": self.book.state(), "verdict": self.book.verdict(), "shadowed_since": self.shadowed_since,
-               "since": self.since, "time": time.time()}  # fmt: skip
+        self.pace.start(self.pace.paced)
+        doc = {"state": self.book.state(self.pace), "verdict": self.book.verdict(),
+               "shadowed_since": self.shadowed_since, "since": self.since, "time": time.time()}  # fmt: skip
         write_atomic(self.folder / STATE_FILE, json.dumps(doc, default=str), private=True)  # ids and predictions
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -78,8 +78,10 @@ class VariantDistributions:
         if len(self._queue) >= FOLD_AT or self._queued_rows >= FOLD_ROWS:
             self.fold()  # rarely on the request path: the decision loop folds every second
 
-    def fold(self) -> None:
-        """Bin what is queued: per variant, all its rows at once (one numpy call per feature)."""
+    def fold(self, pace: Callable[[], None] | None = None) -> None:
+        """Bin what is queued: per variant, all its rows at once (one numpy call per feature);
+        ``pace``: called between two requests and two features (a background process's pacer)."""
+        pace = pace or _no_pace
         with self._lock:
             self._queued_rows = 0
             rows: dict[str, list[np.ndarray]] = {}
@@ -94,11 +96,13 @@ class VariantDistributions:
                         pass
                 if inputs is not None and self._numeric and (x := self._numbers(inputs, len(predictions))) is not None:
                     rows.setdefault(variant, []).append(x)
+                pace()
             for variant, blocks in rows.items():
                 x = np.concatenate(blocks)
                 for f, (j, _column, cuts) in enumerate(self._numeric):
                     found = np.bincount(drift.numeric_bins(cuts, x[:, j]), minlength=cuts.size + 2)
                     self._variants[variant].features[f] += found
+                    pace()
 
     def _predictions(self, v: _Variant, predictions: list[Any]) -> None:
         if not self.regression:
@@ -131,19 +135,25 @@ class VariantDistributions:
             return None
         return x if x.shape[1] == self._width else None
 
-    def summary(self) -> dict[str, Any]:
+    @property
+    def queued(self) -> int:
+        """Requests added and not folded yet."""
+        return len(self._queue)
+
+    def summary(self, pace: Callable[[], None] | None = None) -> dict[str, Any]:
         """Per variant: rows, prediction distribution, the drift of its inputs (highest PSI and
-        the drifted features), and a challenger's PSI of predictions against the champion's."""
-        self.fold()
+        the drifted features), and a challenger's PSI of predictions against the champion's.
+        ``pace``: called between two features' tests (a background process's pacer)."""
+        self.fold(pace)
         with self._lock:
-            out = {name: self._summary(v) for name, v in self._variants.items()}
+            out = {name: self._summary(v, pace) for name, v in self._variants.items()}
             champion = self._variants[self.champion]
             for name, v in self._variants.items():
                 if name != self.champion:
                     out[name]["prediction_psi"] = self._prediction_psi(champion, v)
         return out
 
-    def _summary(self, v: _Variant) -> dict[str, Any]:
+    def _summary(self, v: _Variant, pace: Callable[[], None] | None) -> dict[str, Any]:
         if not self.regression:
             predictions: dict[str, Any] = {"kind": "classes", "counts": dict(v.classes.most_common(20))}
         elif self._edges.size:
@@ -155,8 +165,11 @@ class VariantDistributions:
             except ValueError:  # values whose range overflows a float ("too many bins for data range")
                 counts, edges = np.zeros(0), np.zeros(0)
             predictions = {"kind": "histogram", "edges": edges.tolist(), "counts": counts.tolist()}
-        found = [drift.drift_from_counts(c, n[: cuts.size + 1].tolist())
-                 for (_, c, cuts), n in zip(self._numeric, v.features, strict=True)]  # fmt: skip
+        found = []
+        for (_, c, cuts), n in zip(self._numeric, v.features, strict=True):
+            found.append(drift.drift_from_counts(c, n[: cuts.size + 1].tolist()))
+            if pace is not None:
+                pace()
         scored = [d.psi for d in found if d.psi == d.psi]  # not NaN: a feature with data
         return {
             "rows": v.rows,
@@ -175,3 +188,7 @@ class VariantDistributions:
         else:
             return None
         return float(drift.psi(a, b)) if sum(a) and sum(b) else None
+
+
+def _no_pace() -> None:
+    pass
