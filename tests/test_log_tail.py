@@ -164,3 +164,15 @@ def test_json_records_takes_what_orjson_refuses_from_json_and_skips_damaged_line
     assert records[0]["inputs"][0][0] != records[0]["inputs"][0][0]  # NaN
     assert records[1]["n"] == float(123456789012345678901234567890)  # as a model would take it: a float
 
+
+def test_a_line_longer_than_a_read_is_returned_whole_once_read_to_its_end(tmp_path: Path) -> None:
+    log = tmp_path / "requests.jsonl"
+    _append(log, "a" * 100, "b")
+    tail = LogTail(log)
+    got: list[bytes] = []
+    while not got:
+        got = tail.read(limit=16)
+        assert tail.consumed > 0  # no line yet, but bytes taken: the caller reads on
+    assert _ids(got) == ["a" * 100]
+    assert _ids(tail.read(limit=16)) == ["b"] and tail.read(limit=16) == [] and tail.consumed == 0
+

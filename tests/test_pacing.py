@@ -1,30 +1,38 @@
 """The pacer that slices a shadow's work (serving/pacing.py): when it pauses, how it sizes its
 pauses from the work planned, and that flat out it never pauses. What bench/cpu_neighbour.py
-measured is why it exists; here only counts and arithmetic are asserted, no duration."""
+measured is why it exists; here a test's clock runs it, and no duration is asserted."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 
 from nbdeploy.serving.pacing import MAX_PAUSE_S, MIN_PAUSE_S, SLICE_S, Pacer
 
 
-def _work(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
+class Clock:
+    """Time that moves only when told to (work) or slept in (pauses)."""
+
+    def __init__(self) -> None:
+        self.now, self.slept = 0.0, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
 
 
 def test_it_pauses_once_a_slice_has_run_and_not_before() -> None:
-    pace = Pacer()
+    clock = Clock()
+    pace = Pacer(clock=clock, sleep=clock.sleep)
     pace.plan(work_s=0.01, over_s=0.1)
-    pace()  # no slice has run yet
-    assert pace.paced and pace.pauses == 0
-    _work(SLICE_S)
+    clock.now += SLICE_S / 2
     pace()
-    assert pace.pauses == 1 and pace.worked() >= SLICE_S
+    assert pace.paced and pace.pauses == 0
+    clock.now += SLICE_S / 2
+    pace()
+    assert pace.pauses == 1 and clock.slept == [pytest.approx(SLICE_S * (0.1 / 0.01 - 1))]
     pace()  # right after a pause a new slice begins
     assert pace.pauses == 1
 
@@ -43,13 +51,14 @@ def test_the_pauses_spread_the_planned_work_over_the_time_given() -> None:
 
 
 def test_work_that_even_the_shortest_pauses_would_not_end_in_time_is_done_flat_out() -> None:
-    pace = Pacer()
+    clock = Clock()
+    pace = Pacer(clock=clock, sleep=clock.sleep)
     pace.plan(work_s=1.01 * SLICE_S / (SLICE_S + MIN_PAUSE_S), over_s=1.0)
     assert not pace.paced
-    _work(3 * SLICE_S)
+    clock.now += 3 * SLICE_S
     pace()
-    assert pace.pauses == 0
+    assert pace.pauses == 0 and not clock.slept
     pace.plan(work_s=0.01, over_s=1.0)  # the next stretch is light again: paced
-    _work(SLICE_S)
+    clock.now += SLICE_S
     pace()
     assert pace.paced and pace.pauses == 1

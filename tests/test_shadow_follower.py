@@ -167,23 +167,31 @@ def test_a_shadow_record_appended_while_a_forget_filters_goes_with_the_swap(tmp_
 
 def test_a_look_is_paced_predicts_once_and_what_arrives_meanwhile_waits(tmp_path: Path, monkeypatch: Any) -> None:
     """A light look works in slices (the pacer pauses) and calls the model once for all its
-    reads; requests logged while it works are the next look's; a look too heavy to spread
+    reads; requests logged while it reads are the next look's; a look too heavy to spread
     over the time to the next is flat out."""
     import nbdeploy.serving.shadow_follower as follower_module
 
     monkeypatch.setattr(follower_module, "PACED_READ_BYTES", 2048)  # many reads in one look
+    monkeypatch.setattr(follower_module, "LEARN_BYTES", 1024)
     log = RequestLog(tmp_path / "requests.jsonl")
     model = Tree()
     follower = Follower(model, _spec(time.time() - 1), NAMES, tmp_path, log_rows=100)
     follower.replay()
     for i in range(150):
         log.append(_champion(i, i / 100 - 1, time.time()))
-    follower.cost_per_byte = 1e-9  # whatever is pending is light
-    model.on_call = lambda: log.append(_champion(1000, 0.0, time.time()))  # logged while the shadow works
+    follower.cost_per_byte = follower_module.COST_PER_BYTE / 4  # whatever is pending is light
+    read = follower.requests.read
+
+    def read_and_log(limit: int) -> list[bytes]:
+        if not any(r.get("id") == "r1000" for r in read_records(tmp_path / "requests.jsonl")):
+            log.append(_champion(1000, 0.0, time.time()))  # logged while the shadow reads
+        return read(limit)
+
+    monkeypatch.setattr(follower.requests, "read", read_and_log)
     follower.look()
     assert follower.pace.paced and follower.pace.pauses > 0 and model.calls == 1
-    assert len(_shadows(tmp_path)) == 150 and follower.cost_per_byte > 1e-9  # the look measured its cost
-    model.on_call = None
+    assert sorted(r["id"] for r in _shadows(tmp_path)) == sorted(f"r{i}" for i in range(150))  # not r1000 yet
+    assert follower.cost_per_byte != follower_module.COST_PER_BYTE / 4  # measured
     pauses = follower.pace.pauses
     for i in range(150, 300):
         log.append(_champion(i, 0.0, time.time()))
@@ -193,3 +201,21 @@ def test_a_look_is_paced_predicts_once_and_what_arrives_meanwhile_waits(tmp_path
     assert sorted(r["id"] for r in _shadows(tmp_path)) == sorted([f"r{i}" for i in range(300)] + ["r1000"])
     log.close()
 
+
+def test_a_label_read_before_its_request_was_counted_scores_it_at_the_next_look(tmp_path: Path) -> None:
+    log = RequestLog(tmp_path / "requests.jsonl")
+    feedback = RequestLog(tmp_path / "feedback.jsonl")
+    follower = Follower(Tree(), _spec(time.time() - 1), NAMES, tmp_path, log_rows=100)
+    follower.replay()
+    feedback.append({"ts": time.time(), "id": "r7", "labels": [1]})  # its request not read yet
+    follower.look()
+    log.append(_champion(7, 0.5, time.time()))
+    follower.look()
+    arms = follower.book.arms
+    assert arms.stats("champion", "accuracy").n == arms.stats("2", "accuracy").n == 1
+    feedback.append({"ts": time.time(), "id": "unknown", "labels": [1]})  # tried twice, then dropped
+    follower.look()
+    follower.look()
+    assert follower._carried == []
+    log.close()
+    feedback.close()

@@ -21,7 +21,7 @@ __all__ = ["DOCKERFILE", "dockerfile", "kube_name", "plain_dumper", "python_vers
 
 # what the server process imports besides the model's libraries (tests/test_package_build.py
 # runs the packaged entry point in a virtualenv of exactly these)
-SERVING = ("starlette", "uvicorn", "uvloop", "httptools", "prometheus_client", "psutil", "httpx", "pyyaml",
+SERVING = ("starlette", "uvicorn", "uvloop", "httptools", "prometheus_client", "psutil", "httpx", "pyyaml", "orjson",
            "cloudpickle", "numpy", "pandas", "scipy")  # fmt: skip
 _MLFLOW = re.compile(r"^\s*(mlflow|mlflow-skinny|mlflow-tracing)\b", re.IGNORECASE)
 

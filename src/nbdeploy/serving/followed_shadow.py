@@ -65,25 +65,25 @@ def _follow(conn: Connection, parent: int, args: dict[str, Any]) -> None:
         if unwritten and (time.monotonic() - written >= STATE_S or not follower.read_last):
             _write_state(follower)
             written, unwritten = time.monotonic(), False
-    _look(follower)
-    _write_state(follower)
+    _look(follower, paced=False)  # the last: flat out
+    _write_state(follower, paced=False)
     try:
         conn.send(("stopped", None))
     except OSError:
         pass
 
 
-def _look(follower: Follower) -> int:
+def _look(follower: Follower, paced: bool = True) -> int:
     try:
-        return follower.look()
+        return follower.look(paced)
     except Exception as exc:  # a bug or a full disk must not end the shadow: the next look tries again
         print(f"experiment: the shadow's look at the log failed: {type(exc).__name__}: {exc}", flush=True)
         return 1  # what it did take in is written with the next state
 
 
-def _write_state(follower: Follower) -> None:
+def _write_state(follower: Follower, paced: bool = True) -> None:
     try:
-        follower.write_state()
+        follower.write_state(paced)
     except Exception as exc:
         print(f"experiment: the shadow's accounts were not written: {type(exc).__name__}: {exc}", flush=True)
 

@@ -49,6 +49,7 @@ class LogTail:
         self._rest = b""  # the start of a line still being written
         self._seen: set[int] = set()  # hashes of the lines read from the current file
         self.sources: set[int] = set()  # the files (inodes) the last read took its lines from
+        self.consumed = 0  # bytes the last read took from the files
 
     @property
     def inode(self) -> int | None:
@@ -66,7 +67,9 @@ class LogTail:
 
     def read(self, limit: int = READ_BYTES) -> list[bytes]:
         """The complete lines appended since the last call (up to about ``limit`` bytes; call
-        again while it returns lines to catch up), newline included."""
+        again while :attr:`consumed` is not 0 to catch up: a block may hold no complete new
+        line), newline included."""
+        self.consumed = 0
         if not self.open():
             return []
         assert self._fh is not None
@@ -86,6 +89,7 @@ class LogTail:
             assert self._fh is not None
             self.sources.add(os.fstat(self._fh.fileno()).st_ino)
             data = self._fh.read(limit)
+        self.consumed = len(data)
         data = self._rest + data
         end = data.rfind(b"\n") + 1
         self._rest = data[end:]
@@ -133,17 +137,18 @@ class LogTail:
         """After a swap, the copy of the file read: the newest of the log's files whose first
         line was read already (a file rotated, then swapped before it was read to its end, has
         its copy at ``NAME.k``); ``None`` when none is (the live file then)."""
-        k = 0
-        while True:
+        for k in range(1_000_000):
             try:
                 fh = (self.path.with_name(f"{self.path.name}.{k}") if k else self.path).open("rb")
             except FileNotFoundError:
-                return None
+                if k:
+                    return None
+                continue  # the live file between a rotation's rename and its new file
             if hash(fh.readline()) in self._seen:
                 fh.seek(0)
                 return fh
             fh.close()
-            k += 1
+        return None
 
     def _replaced(self) -> bool:
         assert self._fh is not None

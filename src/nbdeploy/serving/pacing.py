@@ -22,6 +22,7 @@ caches went cold), so pacing costs CPU: it buys the server's clients their tail 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 __all__ = ["MAX_PAUSE_S", "MIN_PAUSE_S", "SLICE_S", "Pacer"]
 
@@ -32,19 +33,21 @@ MAX_PAUSE_S = 0.016  # ... and at least 3 % of one, however light the load
 
 class Pacer:
     """Call it between steps of background work: it sleeps :attr:`pause_s` each time the work
-    has run :data:`SLICE_S` since the last pause (wall time: a preempted slice ends sooner)."""
+    has run :data:`SLICE_S` since the last pause (wall time: a preempted slice ends sooner).
+    ``clock`` and ``sleep``: ``time``'s, or a test's."""
 
-    def __init__(self, slice_s: float = SLICE_S) -> None:
+    def __init__(self, slice_s: float = SLICE_S, clock: Callable[[], float] = time.perf_counter,
+                 sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
         self.slice_s, self.pause_s = slice_s, MAX_PAUSE_S
+        self.clock, self.sleep = clock, sleep
         self.paced = True
         self.pauses = 0  # how often it paused, in all
-        self._worked = 0.0  # seconds of work in this stretch, up to the last pause
-        self._since = time.perf_counter()
+        self._since = clock()
 
     def start(self, paced: bool = True) -> None:
         """A new stretch of work: a full slice before the first pause; ``paced=False``: no pauses."""
-        self.paced, self._worked = paced, 0.0
-        self._since = time.perf_counter()
+        self.paced = paced
+        self._since = self.clock()
 
     def plan(self, work_s: float, over_s: float) -> None:
         """Start a stretch of about ``work_s`` seconds of work that should end within ``over_s``."""
@@ -52,16 +55,8 @@ class Pacer:
         self.start(paced=pause >= MIN_PAUSE_S)
         self.pause_s = min(MAX_PAUSE_S, max(MIN_PAUSE_S, pause))
 
-    def worked(self) -> float:
-        """Seconds of work in this stretch so far (its pauses left out)."""
-        return self._worked + time.perf_counter() - self._since
-
     def __call__(self) -> None:
-        if not self.paced:
-            return
-        ran = time.perf_counter() - self._since
-        if ran >= self.slice_s:
-            self._worked += ran
-            time.sleep(self.pause_s)
+        if self.paced and self.clock() - self._since >= self.slice_s:
+            self.sleep(self.pause_s)
             self.pauses += 1
-            self._since = time.perf_counter()
+            self._since = self.clock()

@@ -32,18 +32,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import orjson
-import pandas as pd
-
 from nbdeploy._files import append_private, flocked, write_atomic
 from nbdeploy.experiment import CHAMPION, ExperimentSpec
 from nbdeploy.log_files import LOGS_LOCK
+from nbdeploy.serving import shadow_rows
 from nbdeploy.serving.batching import PredictError, predictions
 from nbdeploy.serving.experiment_book import ExperimentBook
 from nbdeploy.serving.log_tail import READ_BYTES, LogTail, json_records, log_inodes, rotated_lines, still_logged
 from nbdeploy.serving.pacing import Pacer
-from nbdeploy.serving.responses import error_answer
 from nbdeploy.serving.routing import Split
 
 __all__ = ["LOG_FILE", "LOOK_S", "STATE_FILE", "Follower"]
@@ -55,12 +51,13 @@ PREDICT_ROWS = 2048  # rows per call of the model
 MAX_PENDING_ROWS = 100_000  # rows of a replay's unanswered mirrors held at once; past it the oldest are dropped
 STEP = 4  # records taken in between two calls of the pacer (about 0.25 ms of work)
 FOLD_EVERY = 256  # requests' inputs binned at once (paced): each fold costs 30 numpy calls a variant
-# a shadow record as the server's json.dumps writes it, in a tenth of the time (NaN is written null)
-_ORJSON = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 PACED_READ_BYTES = 256 << 10  # read at once while paced: reading and splitting 8 MB would be one long slice
 LOOK_S = 2.0  # between the starts of two looks: each predicts once, a slice longer than the others
 PACED_SHARE = 0.8  # of the time to the next look, over which a look's work is spread
 COST_PER_BYTE = 0.3e-6  # seconds of paced work per byte of log, until looks have measured it
+LEARN_BYTES = 64 << 10  # a look that read as much measures the cost of a byte (kept within 4x of the above)
+STATE_WORK_S, STATE_OVER_S = 0.05, 0.5  # the accounts' summary (drift tests), spread over half a second
+MAX_CARRIED = 10_000  # labels whose request was not counted yet, tried again at the next look
 
 
 class Follower:
@@ -78,7 +75,8 @@ class Follower:
         self.replayed = 0
         self.read_last = 0  # lines the last look read
         self.pace = Pacer()  # live looks work in slices a client does not feel (nbdeploy.serving.pacing)
-        self.cost_per_byte = COST_PER_BYTE  # learned from the paced looks
+        self.cost_per_byte = COST_PER_BYTE  # learned from the looks' CPU time
+        self._carried: list[dict[str, Any]] = []  # labels that came before their request was counted
 
     def mirrored(self, r: dict[str, Any]) -> bool:
         """Whether ``r`` is a champion's answer this shadow is to predict too."""
@@ -108,7 +106,7 @@ class Follower:
             sources |= self.requests.sources
             self._replay(json_records(lines), pending)
         self._answer(list(pending.values()), sources)
-        self._label(labels)
+        self._carried = self._label(labels)
         return self.replayed
 
     def _replay(self, records: list[dict[str, Any]], pending: OrderedDict[str, dict[str, Any]]) -> None:
@@ -129,26 +127,39 @@ class Follower:
             if oldest["answered"] >= self.since:  # this server's: no longer in flight
                 self.shadowed_since += 1
 
-    def _label(self, records: Iterable[dict[str, Any]]) -> None:
+    def _label(self, records: Iterable[dict[str, Any]], carry: bool = True) -> list[dict[str, Any]]:
+        """Score the predictions each label's request got; the labels whose request was not
+        counted yet (read after them: the next look tries them again, once)."""
+        unmatched = []
         for doc in records:
             ts, labels = doc.get("ts"), doc.get("labels")
             late = isinstance(ts, (int, float)) and ts < self.spec.started  # a label of an earlier request
             if "id" in doc and isinstance(labels, list) and not late:
-                self.book.arms.label(str(doc["id"]), labels)
+                if not self.book.arms.label(str(doc["id"]), labels) and carry:
+                    unmatched.append(doc)
+        return unmatched[-MAX_CARRIED:]
 
     # -- live: what was logged since the last look -------------------------------------------
 
-    def look(self) -> int:
-        """Take in what the log gained since the last look; the records read."""
+    def look(self, paced: bool = True) -> int:
+        """Take in what the log gained since the last look (``paced=False``: flat out); the records read."""
         read = rows = taken = 0
+        cpu = time.thread_time()
+        carried, self._carried = self._carried, []
+        labels = self._new_labels()  # first: the request of each of them is logged by now, so within the budget
         budget = self.requests.pending()  # what arrives meanwhile waits for the next look
-        self.pace.plan(budget * self.cost_per_byte, PACED_SHARE * LOOK_S)
+        if paced:
+            self.pace.plan(budget * self.cost_per_byte, PACED_SHARE * LOOK_S)
+        else:
+            self.pace.start(paced=False)
         paced = self.pace.paced
-        labels = self._new_labels()  # first: the request of each of them is logged by now
         sources: set[int] = set()  # the files the mirrored requests were read from
         mirrored: list[dict[str, Any]] = []  # predicted once a look (or PREDICT_ROWS): a model call is a long slice
-        while taken < budget and (lines := self.requests.read(PACED_READ_BYTES if paced else READ_BYTES)):
-            taken += sum(map(len, lines))
+        while taken < budget:
+            lines = self.requests.read(min(PACED_READ_BYTES if paced else READ_BYTES, budget - taken))
+            if not self.requests.consumed:
+                break
+            taken += self.requests.consumed
             sources |= self.requests.sources
             for at in range(0, len(lines), STEP):
                 # a shadow record here is ours: left unparsed (half the lines)
@@ -164,9 +175,11 @@ class Follower:
                 sources, mirrored, rows = set(), [], 0
             read += len(lines)
         self._answer(mirrored, sources)
-        self._label(labels)  # after both variants' answers: a label scores both
-        if paced and taken >= PACED_READ_BYTES:  # enough to measure by
-            self.cost_per_byte = (self.cost_per_byte + self.pace.worked() / taken) / 2
+        self._label(carried, carry=False)  # after both variants' answers: a label scores both
+        self._carried = self._label(labels)
+        if taken >= LEARN_BYTES:  # CPU time: a wait for the lock or the CPU is no work
+            measured = (time.thread_time() - cpu) / taken
+            self.cost_per_byte = min(4 * COST_PER_BYTE, max(COST_PER_BYTE / 4, (self.cost_per_byte + measured) / 2))
         self.read_last = read + len(labels)
         return self.read_last
 
@@ -205,8 +218,8 @@ class Follower:
         records: list[dict[str, Any]] = []
         lines: list[bytes] = []
         for r, outcome in zip(batch, outcomes, strict=True):
-            records.append(self._record(r, outcome, latency_ms))
-            lines.append(orjson.dumps(records[-1], default=str, option=_ORJSON) + b"\n")
+            records.append(shadow_rows.record(r, outcome, latency_ms, self.spec, self.log_rows))
+            lines.append(shadow_rows.line(records[-1]))
             if len(records) % STEP == 0:
                 self.pace()
         try:
@@ -221,7 +234,7 @@ class Follower:
         """Each request's predictions, or the error the shadow raised on it (a batch that
         fails is predicted again one request at a time, as the server's batcher does)."""
         try:
-            out = predictions(self.model.call(self._frame(batch)))
+            out = predictions(self.model.call(shadow_rows.frame(batch, list(self.names))))
         except Exception as exc:
             if len(batch) == 1:
                 return [PredictError(f"{type(exc).__name__}: {exc}")]
@@ -232,31 +245,6 @@ class Follower:
             split.append(out[at : at + len(r["inputs"])])
             at += len(r["inputs"])
         return split
-
-    def _frame(self, batch: list[dict[str, Any]]) -> pd.DataFrame:
-        """The logged rows of ``batch`` as the model takes them, in one frame (a request sent
-        as a table of named columns gives those of the signature). Rows of numbers become one
-        array first: a frame built from lists, or one per request, cost the shadow's process
-        half its time."""
-        names = list(self.names)
-        if any(isinstance(r.get("columns"), list) for r in batch):
-            frames = [_table(r, names) for r in batch]
-            return pd.concat(frames, ignore_index=True)
-        rows = [row for r in batch for row in r["inputs"]]
-        values = np.asarray(rows)  # a row of another width raises: the batch is predicted one request at a time
-        return pd.DataFrame(values if values.dtype.kind in "biuf" else rows, columns=names)
-
-    def _record(self, r: dict[str, Any], outcome: list[Any] | BaseException, latency_ms: float) -> dict[str, Any]:
-        """The shadow's log record of request ``r`` (no inputs: the champion's record has them)."""
-        record: dict[str, Any] = {"ts": r.get("ts"), "id": r.get("id"), "variant": self.spec.label}
-        record.update(version=self.spec.challenger.version, shadow=True, rows=len(r["inputs"]))
-        if isinstance(outcome, BaseException):
-            status, body = error_answer(outcome)
-            record.update(error=body["message"], status=status)
-        else:
-            record.update(predictions=outcome[: self.log_rows], status=200)
-        record.update(latency_ms=latency_ms, answered=time.time())
-        return record
 
     def _append(self, records: list[dict[str, Any]], lines: list[bytes], sources: set[int]) -> list[dict[str, Any]]:
         """Append ``records`` (as ``lines``) to the request log in one write, the logs' lock held shared: a
@@ -276,17 +264,12 @@ class Follower:
 
     # -- what the server reads -------------------------------------------------------------
 
-    def write_state(self) -> None:
+    def write_state(self, paced: bool = True) -> None:
         """The accounts and the verdict, to ``shadow-state.json`` (replaced whole, never torn)."""
-        self.pace.start(self.pace.paced)
+        if paced:
+            self.pace.plan(STATE_WORK_S, STATE_OVER_S)
+        else:
+            self.pace.start(paced=False)
         doc = {"state": self.book.state(self.pace), "verdict": self.book.verdict(),
                "shadowed_since": self.shadowed_since, "since": self.since, "time": time.time()}  # fmt: skip
         write_atomic(self.folder / STATE_FILE, json.dumps(doc, default=str), private=True)  # ids and predictions
-
-
-def _table(r: dict[str, Any], names: list[str]) -> pd.DataFrame:
-    """A request sent as a table, as logged: the signature's columns in its order when it has
-    them all (an optional column left out, or no signature: the columns as they came)."""
-    columns = r.get("columns")
-    frame = pd.DataFrame(r["inputs"], columns=columns if isinstance(columns, list) else names or None)
-    return frame[names] if names and all(n in frame.columns for n in names) else frame
