@@ -144,6 +144,7 @@ class VariantDistributions:
         """Per variant: rows, prediction distribution, the drift of its inputs (highest PSI and
         the drifted features), and a challenger's PSI of predictions against the champion's.
         ``pace``: called between two features' tests (a background process's pacer)."""
+        pace = pace or _no_pace
         self.fold(pace)
         with self._lock:
             out = {name: self._summary(v, pace) for name, v in self._variants.items()}
@@ -153,7 +154,7 @@ class VariantDistributions:
                     out[name]["prediction_psi"] = self._prediction_psi(champion, v)
         return out
 
-    def _summary(self, v: _Variant, pace: Callable[[], None] | None) -> dict[str, Any]:
+    def _summary(self, v: _Variant, pace: Callable[[], None]) -> dict[str, Any]:
         if not self.regression:
             predictions: dict[str, Any] = {"kind": "classes", "counts": dict(v.classes.most_common(20))}
         elif self._edges.size:
@@ -168,8 +169,7 @@ class VariantDistributions:
         found = []
         for (_, c, cuts), n in zip(self._numeric, v.features, strict=True):
             found.append(drift.drift_from_counts(c, n[: cuts.size + 1].tolist()))
-            if pace is not None:
-                pace()
+            pace()
         scored = [d.psi for d in found if d.psi == d.psi]  # not NaN: a feature with data
         return {
             "rows": v.rows,
