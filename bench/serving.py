@@ -76,12 +76,12 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 
     raise RuntimeError(f"{url} not ready")
 
 
-def sequential(host: str, port: int, body: bytes, n: int = 1000) -> tuple[float, float]:
+def sequential(host: str, port: int, body: bytes, n: int = 1000, route: str = "/invocations") -> tuple[float, float]:
     conn = http.client.HTTPConnection(host, port)
     times = []
     for i in range(n + 50):
         t0 = time.perf_counter()
-        conn.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+        conn.request("POST", route, body, {"Content-Type": "application/json"})
         resp = conn.getresponse()
         resp.read()
         if resp.status != 200:

@@ -26,20 +26,33 @@ interval for this machine on this day, not for another).
 nbdeploy's shadow by ``bench/shadow_sketch.py``, a process that predicts the same forest on
 the rows of the shadowed deployment's request log every 2 s (``BENCH_SKETCH_S``), the server
 doing nothing for it: what a shadow fed from the log could cost at best.
+``BENCH_FREEZE_SHADOW=1`` stops the shadowed server's child processes (``SIGSTOP``) for each
+of its windows, and starts them again after: the server's own part of the shadow.
+
+``BENCH_TARGET=ray`` serves both deployments with ``--target ray`` on a one-node cluster
+nbdeploy starts on loopback (``pip install -e ".[ray]"``), each with ``BENCH_REPLICAS``
+(default 2) replicas of half a CPU (Ray's bookkeeping: the four replicas share the machine's
+two cores with Ray's proxy, both hubs and wrk). There the shadow is counted by the
+deployment's hub, and a window starts once the hub has counted a shadow answer for every
+request the champion answered.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).parent))
 import serving
@@ -53,6 +66,9 @@ BOOTSTRAP = 2000
 MODES = ("alone", "shadowed")
 SHADOW = os.environ.get("BENCH_SHADOW", "nbdeploy")
 SKETCH_S = os.environ.get("BENCH_SKETCH_S", "2")
+TARGET = os.environ.get("BENCH_TARGET", "local")
+REPLICAS = int(os.environ.get("BENCH_REPLICAS", "2"))
+FREEZE = os.environ.get("BENCH_FREEZE_SHADOW") == "1"
 
 
 def percentile(latencies: Counter[int], q: float) -> float:
@@ -112,11 +128,38 @@ def drained(dep: Any, timeout: float = 30.0) -> None:
                 raise SystemExit(f"the sketch is still behind the log after {timeout:.0f} s")
             time.sleep(0.05)
         return
-    while (state := dep.experiment().state) is not None and state["mirrors_in_flight"]:
+    while (left := in_flight(dep.experiment().state)) > 0:
         if time.monotonic() > deadline:
-            left = state["mirrors_in_flight"]
             raise SystemExit(f"the shadow still has {left} mirrors in flight after {timeout:.0f} s")
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def frozen(dep: Any) -> Iterator[None]:
+    """The shadowed server's child processes (the shadow's) stopped for a window (``None``:
+    nothing stopped): what the server's own part of a shadow costs."""
+    import psutil
+
+    children = psutil.Process(dep.pid).children() if dep is not None else []
+    for child in children:
+        child.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for child in children:
+            child.send_signal(signal.SIGCONT)
+
+
+def in_flight(state: dict[str, Any] | None) -> int:
+    """Mirrors not written down yet: as the local server says, or (a Ray hub's accounts) the
+    champion's answers the shadow has not answered yet."""
+    if state is None:
+        return 0
+    if "mirrors_in_flight" in state:
+        return int(state["mirrors_in_flight"])
+    counts = state["counts"]
+    shadowed = counts.get(state["challenger"]["label"], {}).get("shadowed", 0)
+    return int(counts.get("champion", {}).get("requests", 0) - shadowed)
 
 
 def main() -> None:
@@ -133,7 +176,8 @@ def main() -> None:
     sketch: subprocess.Popen[bytes] | None = None
     try:
         for mode in MODES:
-            deployments[mode] = nbdeploy.serve("cancer/1", name=f"bench-{mode}")
+            where = {"target": "ray", "replicas": REPLICAS, "replica_cpus": 0.5} if TARGET == "ray" else {}
+            deployments[mode] = nbdeploy.serve("cancer/1", name=f"bench-{mode}", **where)
         sketch = start_shadow(deployments["shadowed"], challenger.ref, X, y)
         for k in range(PAIRS):
             for c in CONNECTIONS:
@@ -141,9 +185,10 @@ def main() -> None:
                 for mode in MODES if k % 2 == 0 else MODES[::-1]:
                     dep = deployments[mode]
                     drained(deployments["shadowed"])
-                    host, port = dep.url.removeprefix("http://").split(":")
-                    serving.sequential(host, int(port), body, n=WARM_UP)
-                    run = wrk_latencies(dep.url, "/invocations", body, c, WINDOW_S)
+                    url = urlsplit(dep.url)
+                    serving.sequential(url.hostname, url.port, body, n=WARM_UP, route=url.path + "/invocations")
+                    with frozen(dep if mode == "shadowed" and FREEZE else None):
+                        run = wrk_latencies(dep.url, "/invocations", body, c, WINDOW_S)
                     if run["errors"]:
                         raise SystemExit(f"{mode}: {run['errors']} errors at {c} connections")
                     pair[mode] = Counter(run["latencies"])
