@@ -18,9 +18,10 @@ from nbdeploy.serving.requestlog import RequestLog
 from nbdeploy.serving.variants import WRITE_CHUNK, Experiment, _Answered
 
 
-def _shadow(log: RequestLog) -> Experiment:
+def _shadow(log: RequestLog, counts_here: bool = True) -> Experiment:
     spec = ExperimentSpec("shadow", ModelEntry("m/2", "/unused", version=2), 100)
-    return Experiment(spec, model=None, names=("x",), log=log, max_batch=64, max_wait_ms=5, log_rows=10)
+    return Experiment(spec, model=None, names=("x",), log=log, max_batch=64, max_wait_ms=5, log_rows=10,
+                      counts_here=counts_here)  # fmt: skip
 
 
 def _answers(loop: asyncio.AbstractEventLoop, outcomes: list[Any]) -> list[_Answered]:
@@ -88,3 +89,24 @@ def test_a_log_that_cannot_be_written_still_leaves_every_mirror_counted(tmp_path
     assert said[1].startswith("experiment: 3 shadow answers were not logged: OSError")
     assert experiment.book.counts["2"]["shadowed"] == WRITE_CHUNK + 3
     assert not experiment._pending
+
+
+def test_a_ray_replica_logs_every_mirror_and_leaves_the_counting_to_its_hub(tmp_path: Path) -> None:
+    """On a Ray replica (``counts_here=False``) the hub counts every replica's records: the
+    replica writes each mirror's record as a local server does, and keeps no accounts of its
+    own, for the champion's requests or the shadow's answers."""
+    log = RequestLog(tmp_path / "requests.jsonl")
+    outcomes: list[Any] = [1, 0, PredictError("boom")] * 10
+
+    async def scenario() -> Experiment:
+        experiment = _shadow(log, counts_here=False)
+        experiment.observe("champion", 200, False, 1.0, "r0", [1], inputs=[[0.5]])
+        experiment._pending.extend(_answers(asyncio.get_running_loop(), outcomes))
+        experiment.flush()
+        return experiment
+
+    experiment = asyncio.run(scenario())
+    records = _lines(tmp_path / "requests.jsonl")
+    assert [r["id"] for r in records] == [f"r{i}" for i in range(len(outcomes))]
+    assert [r.get("predictions") for r in records] == [None if isinstance(o, Exception) else [o] for o in outcomes]
+    assert not any(experiment.book.counts.values()) and experiment.book.distributions.queued == 0

@@ -132,7 +132,8 @@ def prepare(server: Server, doc: Any) -> Experiment | FollowedShadow:
     process = ModelProcess if s.parse_process else InProcessModel  # a Ray replica spawns nothing
     model = process(str(path), idle=spec.kind == "shadow")  # a shadow gets only the CPU left over
     _load(model.start)
-    experiment = Experiment(spec, model, names, server.log, s.max_batch, s.max_wait_ms, s.log_rows, task, profile)
+    experiment = Experiment(spec, model, names, server.log, s.max_batch, s.max_wait_ms, s.log_rows, task, profile,
+                            counts_here=s.reload)  # a Ray replica's hub counts and decides  # fmt: skip
     experiment.answering = lambda: server.answering
     return experiment
 

@@ -61,7 +61,11 @@ class Experiment:
 
     def __init__(self, spec: ExperimentSpec, model: Any, names: tuple[str, ...], log: RequestLog,
                  max_batch: int, max_wait_ms: float, log_rows: int, task: str | None = None,
-                 profile: dict[str, Any] | None = None) -> None:  # fmt: skip
+                 profile: dict[str, Any] | None = None, counts_here: bool = True) -> None:  # fmt: skip
+        # a Ray replica counts nothing itself (counts_here False): the hub keeps the accounts of
+        # every replica from their records, and decides; per-request accounts here were work for
+        # nobody on the request path, their distributions binned inline every 4,096 requests
+        self.counts_here = counts_here
         self.spec, self.split, self.model, self.log, self.log_rows = spec, Split.of(spec), model, log, log_rows
         shadow = spec.kind == "shadow"
         wait = max(max_wait_ms, SHADOW_WAIT_MS) if shadow else max_wait_ms
@@ -89,7 +93,8 @@ class Experiment:
 
     def observe(self, variant: str, status: int, failed: bool, latency_ms: float, rid: str, predictions: Any,
                 shadow: bool = False, inputs: Any = None, pinned: bool = False) -> None:  # fmt: skip
-        self.book.observe(variant, status, failed, latency_ms, rid, predictions, shadow, inputs, pinned)
+        if self.counts_here:
+            self.book.observe(variant, status, failed, latency_ms, rid, predictions, shadow, inputs, pinned)
 
     def verdict(self) -> tuple[str, str] | None:
         return self.book.verdict()
@@ -201,6 +206,8 @@ class Experiment:
             self.log.append_many([record for record, _ in written])
         except Exception as exc:
             print(f"experiment: {len(answers)} shadow answers were not logged: {type(exc).__name__}: {exc}", flush=True)
+        if not self.counts_here:
+            return
         for answer, (record, predictions) in zip(answers, written, strict=True):
             try:
                 status, rid = record["status"], record["id"]
