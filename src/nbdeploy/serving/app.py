@@ -58,7 +58,8 @@ def create_app(
     server = Server(settings, model, log, observers)
     if settings.experiment is not None:  # a restart in the middle of an experiment resumes it
         try:
-            server.experiment = prepare(server, settings.experiment)
+            # a Ray replica whose hub monitors counts nothing itself: the hub counts every replica's records
+            server.experiment = prepare(server, settings.experiment, counts_here=monitor is None)
         except ProtocolError as exc:  # the champion serves on; the log says why the challenger does not
             print(f"the experiment in the spec was not resumed: {exc.message}", flush=True)
     folder = Path(settings.folder) if settings.folder else None  # none on a Ray replica: the owner token only

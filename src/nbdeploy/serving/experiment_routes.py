@@ -95,9 +95,10 @@ def load_entry(server: Server, model_path: str, profile_path: str | None) -> tup
     return model, profile
 
 
-def prepare(server: Server, doc: Any) -> Experiment | FollowedShadow:
+def prepare(server: Server, doc: Any, counts_here: bool = True) -> Experiment | FollowedShadow:
     """The experiment ``doc`` describes, its challenger loaded (a 4xx for what cannot be
-    served); the caller starts it and sets ``server.experiment`` (on the event loop)."""
+    served); the caller starts it and sets ``server.experiment`` (on the event loop).
+    ``counts_here`` False: a Ray deployment's hub keeps its accounts, from every replica's records."""
     if server.experiment is not None:
         raise ProtocolError(409, "An experiment is already running: conclude it first.", "INVALID_STATE")
     try:
@@ -133,7 +134,7 @@ def prepare(server: Server, doc: Any) -> Experiment | FollowedShadow:
     model = process(str(path), idle=spec.kind == "shadow")  # a shadow gets only the CPU left over
     _load(model.start)
     experiment = Experiment(spec, model, names, server.log, s.max_batch, s.max_wait_ms, s.log_rows, task, profile,
-                            counts_here=s.reload)  # a Ray replica's hub counts and decides  # fmt: skip
+                            counts_here=counts_here)  # fmt: skip
     experiment.answering = lambda: server.answering
     return experiment
 
