@@ -175,8 +175,8 @@ def main() -> None:
     requests: dict[tuple[str, int], int] = Counter()
     sketch: subprocess.Popen[bytes] | None = None
     try:
+        where = {"target": "ray", "replicas": REPLICAS, "replica_cpus": 0.5} if TARGET == "ray" else {}
         for mode in MODES:
-            where = {"target": "ray", "replicas": REPLICAS, "replica_cpus": 0.5} if TARGET == "ray" else {}
             deployments[mode] = nbdeploy.serve("cancer/1", name=f"bench-{mode}", **where)
         sketch = start_shadow(deployments["shadowed"], challenger.ref, X, y)
         for k in range(PAIRS):

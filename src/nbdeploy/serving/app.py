@@ -58,7 +58,7 @@ def create_app(
     server = Server(settings, model, log, observers)
     if settings.experiment is not None:  # a restart in the middle of an experiment resumes it
         try:
-            # a Ray replica whose hub monitors counts nothing itself: the hub counts every replica's records
+            # a hub's backend (a Ray replica's) counts the experiment over every replica
             server.experiment = prepare(server, settings.experiment, counts_here=monitor is None)
         except ProtocolError as exc:  # the champion serves on; the log says why the challenger does not
             print(f"the experiment in the spec was not resumed: {exc.message}", flush=True)

@@ -62,9 +62,8 @@ class Experiment:
     def __init__(self, spec: ExperimentSpec, model: Any, names: tuple[str, ...], log: RequestLog,
                  max_batch: int, max_wait_ms: float, log_rows: int, task: str | None = None,
                  profile: dict[str, Any] | None = None, counts_here: bool = True) -> None:  # fmt: skip
-        # a Ray replica counts nothing itself (counts_here False): the hub keeps the accounts of
-        # every replica from their records, and decides; per-request accounts here were work for
-        # nobody on the request path, their distributions binned inline every 4,096 requests
+        # False on a Ray replica whose hub counts every replica's records: accounts kept here too
+        # were request-path work nobody read (their distributions binned inline every 4,096 requests)
         self.counts_here = counts_here
         self.spec, self.split, self.model, self.log, self.log_rows = spec, Split.of(spec), model, log, log_rows
         shadow = spec.kind == "shadow"
