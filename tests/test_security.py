@@ -26,7 +26,7 @@ from nbdeploy.deployments.tls import client_context, fingerprint, make_certifica
 from nbdeploy.errors import DeploymentError
 from nbdeploy.serving.app import ServerSettings, create_app
 from nbdeploy.serving.loader import load
-from nbdeploy.serving.requestlog import RequestLog, read_records
+from nbdeploy.serving.requestlog import RequestLog, log_files, read_records
 from nbdeploy.tokens import TokenEntry, entries_text
 from tests.helpers import eventually, free_port, rows_with_secrets, usage_error
 
@@ -532,7 +532,7 @@ def test_forget_removes_every_record_of_the_ids_from_every_file_while_serving(
     served = serving(f"{two_versions}/1", name=name)
     leftover = served.path / ".requests.jsonl.k1ll3d.forget"  # what a forget killed mid-way leaves
     leftover.write_text('{"id": "a copy"}\n')
-    d = _shrink_log(served, 15_000)  # rotates every ~25 one-row requests
+    d = _shrink_log(served, 15_000)  # rotates every ~38 one-row requests
     assert not leftover.exists()  # swept when the server starts
     victims = [f"victim-{i}" for i in range(30)]
     for rid in victims:
@@ -551,7 +551,8 @@ def test_forget_removes_every_record_of_the_ids_from_every_file_while_serving(
     load = threading.Thread(target=client)
     load.start()
     try:
-        time.sleep(0.5)
+        # the forget must meet rotated files: wait for two however slow the machine (one-row records, ~390 bytes)
+        eventually(lambda: len(log_files(d.path / "requests.jsonl")), lambda n: n >= 3, timeout=60)
         result = d.forget(ids=victims)
         time.sleep(0.5)
     finally:
