@@ -66,6 +66,37 @@ def _driver(address: str, probe_serve: bool = True) -> dict[str, Any]:
     return result
 
 
+NAMED = """
+import json, sys, ray
+ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False)
+print(json.dumps([a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]))
+"""
+
+
+def _shadow_actors(address: str, name: str) -> list[str]:
+    """The live actors in which the replicas of deployment ``name`` predict its shadow (asked
+    from a separate driver, as :func:`_driver`)."""
+    out = subprocess.run([sys.executable, "-c", NAMED, address], capture_output=True, text=True, timeout=180,
+                         env={**os.environ, **RAY_ENV})  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return [n for n in json.loads(out.stdout.strip().splitlines()[-1]) if n.startswith(f"nbdeploy-shadow-{name}-")]
+
+
+PID = """
+import json, sys, ray
+ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False)
+kind, value = ray.get(ray.get_actor(sys.argv[2], namespace="nbdeploy").ready.remote(), timeout=120)
+print(json.dumps(value[1]))
+"""
+
+
+def _actor_pid(address: str, actor: str) -> int:
+    out = subprocess.run([sys.executable, "-c", PID, address, actor], capture_output=True, text=True, timeout=180,
+                         env={**os.environ, **RAY_ENV})  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return int(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 def _node_up(proc: subprocess.Popen[bytes], temp: Path, deadline: float) -> bool:
     """Whether a ``ray start --block`` came up: Ray writes ray_current_cluster into the node's
     temp folder once its raylet is registered. A driver started before then has only 60 s to
@@ -539,7 +570,45 @@ def test_an_experiment_splits_across_replicas_and_the_hub_merges_its_counts(
     mirrored = {r["id"] for r in _records(dep) if r.get("shadow") is True and r["id"] in ids}
     assert len(mirrored) >= 0.999 * len(ids) and state["agreement"]["rows"] >= 0.999 * len(ids)
     assert state["distributions"][other]["rows"] == state["distributions"]["champion"]["rows"]
+    # each replica's shadow predicts in an actor of its own, off the replica's interpreter lock
+    assert len(_shadow_actors(dep.spec.ray.address, dep.name)) == 2
     dep.conclude(abort=True)
+    assert eventually(lambda: _shadow_actors(dep.spec.ray.address, dep.name), lambda a: not a) == []  # no orphan
+
+
+def _shadow_records(dep: nbdeploy.Deployment, ids: frozenset[str]) -> list[dict[str, Any]]:
+    return [r for r in _records(dep) if r.get("shadow") is True and r["id"] in ids]
+
+
+def test_a_shadow_actor_killed_is_started_again_once_and_its_replica_never_fails_a_client(
+    cancer: dict[str, Any], two_versions: str, deployment: nbdeploy.Deployment
+) -> None:
+    """kill -9 of a replica's shadow actor: Ray starts it again and the batch it held is
+    predicted again (no mirror lost); killed a second time, its mirrors are logged with the
+    error, and the clients of both replicas are answered throughout."""
+    from tests.test_experiments import _bodies, _send
+
+    dep, X = deployment, cancer["X_test"]
+    other = "1" if dep.spec.current.version == 2 else "2"
+    dep.shadow(f"{two_versions}/{other}")
+    try:
+        actor = _shadow_actors(dep.spec.ray.address, dep.name)[0]
+        shadows: dict[int, list[dict[str, Any]]] = {}
+        for death in (1, 2):
+            os.kill(_actor_pid(dep.spec.ray.address, actor), signal.SIGKILL)
+            answers = _send(dep.url, _bodies(X, 300))
+            assert {r.status_code for r in answers} == {200}
+            ids = frozenset(r.headers["x-request-id"] for r in answers)
+            shadows[death] = eventually(lambda ids=ids: _shadow_records(dep, ids), lambda got: len(got) == 300)
+            assert len(shadows[death]) == len(ids)  # every mirror written down
+        assert all("predictions" in r for r in shadows[1])  # started again: none lost
+        failed = [r for r in shadows[2] if "error" in r]
+        assert failed and len(failed) < len(shadows[2])  # the other replica's shadow went on
+        assert all("the challenger's actor died" in r["error"] and r["status"] == 400 for r in failed), failed[0]
+        assert actor not in _shadow_actors(dep.spec.ray.address, dep.name)
+    finally:
+        dep.conclude(abort=True)
+    assert eventually(lambda: _shadow_actors(dep.spec.ray.address, dep.name), lambda a: not a) == []
 
 
 def test_a_failing_challenger_is_rolled_back_by_the_hub(

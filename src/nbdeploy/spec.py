@@ -266,6 +266,7 @@ class ServerSettings:
     # large bodies parsed in a process of the server's own (serving/bodies.py); a Ray
     # replica parses in a thread
     parse_process: bool = True
+    shadow_actor: bool = False  # a Ray replica's shadow predicts in a Ray actor (serving/ray_shadow.py)
     experiment: dict[str, Any] | None = None  # ExperimentSpec.to_dict() of the running experiment
     log_inputs: str = DEFAULTS.log_inputs
     redact: list[str] = field(default_factory=list)

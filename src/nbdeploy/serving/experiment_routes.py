@@ -16,7 +16,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,6 +34,9 @@ from nbdeploy.serving.responses import json_response
 from nbdeploy.serving.server import Server
 from nbdeploy.serving.shadow_follower import LOG_FILE
 from nbdeploy.serving.variants import Experiment
+
+if TYPE_CHECKING:
+    from nbdeploy.spec import ServerSettings
 
 __all__ = ["ExperimentRoutes", "load_entry", "prepare"]
 
@@ -130,13 +133,23 @@ def prepare(server: Server, doc: Any, counts_here: bool = True) -> Experiment | 
         shadow = FollowedShadow(spec, str(path), names, server.log.path.parent, s.log_rows, task, profile)
         _load(shadow.load)
         return shadow
-    process = ModelProcess if s.parse_process else InProcessModel  # a Ray replica spawns nothing
-    model = process(str(path), idle=spec.kind == "shadow")  # a shadow gets only the CPU left over
+    model = _challenger(s, str(path), shadow=spec.kind == "shadow")
     _load(model.start)
     experiment = Experiment(spec, model, names, server.log, s.max_batch, s.max_wait_ms, s.log_rows, task, profile,
                             counts_here=counts_here)  # fmt: skip
     experiment.answering = lambda: server.answering
     return experiment
+
+
+def _challenger(s: ServerSettings, path: str, shadow: bool) -> Any:
+    """The challenger's model, not loaded yet: in a process of the server's own; on a Ray replica
+    (which spawns no process) a shadow in a Ray actor and a canary on a thread. A shadow gets
+    only the CPU left over."""
+    if shadow and s.shadow_actor:
+        from nbdeploy.serving.ray_shadow import ActorModel  # Ray only where Ray serves
+
+        return ActorModel(path, idle=True, name=f"nbdeploy-shadow-{s.name}")
+    return (ModelProcess if s.parse_process else InProcessModel)(path, idle=shadow)
 
 
 def follows_log(server: Server, spec: ExperimentSpec) -> bool:

@@ -178,7 +178,8 @@ class Replica:
             monitor=False,
             reload=False,
             proxy_request_id=True,
-            parse_process=False,  # a Ray worker spawns no processes of its own (the challenger: a thread)
+            parse_process=False,  # a Ray worker spawns no processes of its own (a canary's challenger: a thread)
+            shadow_actor=True,  # a shadow's: an actor Ray starts on this node, off the replica's interpreter lock
             experiment=_experiment(spec, challenger_tar),
             token_book=args.get("token_book"),  # the kernel's at deploy time; the hub relays newer ones
             token_issued=float(args.get("issued", 0.0)),

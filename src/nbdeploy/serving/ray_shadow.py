@@ -1,0 +1,123 @@
+"""A Ray replica's shadow, predicting in a Ray actor of its own.
+
+A Ray replica spawns no process itself (Ray places and restarts processes), so its canary's
+challenger predicts on a thread of the replica's process. A shadow predicting there took turns
+with the champion on the replica's interpreter lock, a forest's batch at a time, and its
+clients felt it (client p99 1.14x at one client, ``BENCH_TARGET=ray python
+bench/shadow_cost.py``). Here the shadow's model lives in an actor that Ray starts on the
+replica's node, owned by the replica (it dies with it), with no CPU of Ray's bookkeeping
+(``num_cpus=0``: it takes nothing a replica could be placed on) and every thread under
+``SCHED_IDLE``: it gets only the CPU the replicas leave. Ray restarts it once if it dies.
+The shadow's records, counts and comparison stay the replica's and its hub's, as before.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import ray
+from ray.exceptions import RayError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+__all__ = ["NAMESPACE", "ActorModel"]
+
+NAMESPACE = "nbdeploy"  # of the challengers' actors, named nbdeploy-shadow-<deployment>-<8 hex>
+
+_START_S = 300.0  # a model's load may take minutes (a large artefact from a slow disk)
+
+
+def _idle_threads() -> None:
+    """Every thread of this process (a Ray worker has several before the actor's code runs) on
+    ``SCHED_IDLE``; threads started later inherit it. Elsewhere than Linux: the lowest nice."""
+    try:
+        tids = [int(tid) for tid in os.listdir("/proc/self/task")]
+        for tid in tids:
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined,unused-ignore]
+    except (AttributeError, OSError):
+        os.nice(19)
+
+
+# started again once if it dies, as a server's challenger process is; a batch it was predicting
+# then is predicted again by the new one (a prediction has no side effect), so one death loses nothing
+@ray.remote(num_cpus=0, max_restarts=1, max_task_retries=1)
+class _ShadowWorker:
+    """The challenger's model; its answers are ``("ok", value)`` or ``("error", exception)``, so
+    that a model's error reaches the replica as raised here, not wrapped in Ray's."""
+
+    def __init__(self, path: str, idle: bool) -> None:
+        if idle:
+            _idle_threads()
+        from nbdeploy.serving.loader import load
+        from nbdeploy.serving.model_process import portable
+
+        self.model: Any = None
+        self.failure: BaseException | None = None
+        try:  # in the constructor, so that Ray's restart loads it again
+            self.model = load(path)
+        except BaseException as exc:
+            self.failure = portable(exc)
+
+    def ready(self) -> tuple[str, Any]:
+        if self.model is None:
+            return "error", self.failure
+        return "ok", (sorted(self.model.methods), os.getpid())
+
+    def predict(self, rows: Any, names: tuple[str, ...], method: str) -> tuple[str, Any]:
+        from nbdeploy.serving.batching import frame, predictions
+        from nbdeploy.serving.model_process import portable
+
+        if self.model is None:
+            return "error", self.failure
+        try:  # the DataFrame built and the output listed here: work off the replica's process
+            return "ok", predictions(self.model.call(frame(rows, names), method))
+        except Exception as exc:
+            return "error", portable(exc)
+
+
+class ActorModel:
+    """``await predict(rows, names)`` by the model at ``path``, loaded in an actor on this
+    node (``path`` is this node's copy of the challenger's files); ``idle``: a shadow's."""
+
+    def __init__(self, path: str, idle: bool = False, name: str = "nbdeploy-challenger") -> None:
+        self.path, self.idle = path, idle
+        # named (unique: a stopped one's name is freed only once it is dead), so `ray list actors`
+        # tells whose it is
+        self.name = f"{name}-{uuid.uuid4().hex[:8]}"
+        self._actor: Any = None
+        self.methods: frozenset[str] = frozenset({"predict"})
+        self.pid: int | None = None  # the actor's process: its CPU and memory are the challenger's
+
+    def start(self, timeout: float = _START_S) -> None:
+        """Start the actor and wait for its model; the loader's error as raised there."""
+        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+        options = {"scheduling_strategy": here, "name": self.name, "namespace": NAMESPACE}
+        self._actor = _ShadowWorker.options(**options).remote(self.path, self.idle)  # type: ignore[attr-defined]
+        try:
+            kind, value = ray.get(self._actor.ready.remote(), timeout=timeout)
+        except RayError as exc:
+            self.stop()
+            raise RuntimeError(f"the challenger's actor did not start: {type(exc).__name__}") from None
+        if kind == "error":
+            self.stop()
+            raise value
+        methods, self.pid = value
+        self.methods = frozenset(methods)
+
+    async def predict(self, rows: Any, names: tuple[str, ...], method: str = "predict") -> list[Any]:
+        actor = self._actor
+        if actor is None:
+            raise RuntimeError("the challenger's actor is stopped")
+        try:
+            kind, value = await actor.predict.remote(rows, names, method)
+        except RayError as exc:  # died (Ray starts it again once): this batch is lost to the shadow
+            raise RuntimeError(f"the challenger's actor died while it predicted ({type(exc).__name__})") from None
+        if kind == "error":
+            raise value
+        return list(value)
+
+    def stop(self) -> None:
+        actor, self._actor = self._actor, None
+        if actor is not None:
+            ray.kill(actor, no_restart=True)
