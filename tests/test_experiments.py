@@ -700,9 +700,17 @@ def test_mirrors_past_the_bound_are_dropped_and_counted_and_the_rest_all_written
     eventually(lambda: dep.experiment().state, lambda st: st["mirrors_in_flight"] == 0, timeout=120)
     counts = dep.experiment().state["counts"]["2"]
     assert counts["shadowed"] == MAX_MIRRORS and counts["mirror_dropped"] == extra
-    mirrored = [r for r in _logged(dep) if r.get("shadow")]
+    mirrored = [r for r in _logged(dep) if r.get("shadow") and not r.get("dropped")]
     assert len(mirrored) == len({r["id"] for r in mirrored}) == MAX_MIRRORS
     assert all(r["status"] == 200 and len(r["predictions"]) == 1 for r in mirrored)
+    # each drop is logged too (a Ray hub counts from records only), and a restart counts them again
+    dropped = [r for r in _logged(dep) if r.get("shadow") and r.get("dropped")]
+    assert len(dropped) == extra and not {r["id"] for r in dropped} & {r["id"] for r in mirrored}
+    assert all(r["status"] == 503 and r["error"].startswith("Not mirrored") for r in dropped)  # why: private here
+    os.kill(dep.pid, signal.SIGKILL)
+    eventually(dep.state, lambda s: s != "running")
+    start(dep.name)
+    assert dep.experiment().state["counts"]["2"] == counts
 
 
 def test_a_challengers_answer_is_read_only_once_it_is_all_in() -> None:

@@ -124,6 +124,10 @@ class ExperimentBook:
             if not isinstance(answered, (int, float)) or answered < self.spec.started or not isinstance(variant, str):
                 continue
             status, shadow = r.get("status"), r.get("shadow") is True
+            if shadow and r.get("dropped") is True:  # a mirror the shadow never got (serving/variants.py)
+                self.count(variant, "mirror_dropped")
+                n += 1
+                continue
             status = status if isinstance(status, int) else 0
             predictions, rid, latency = r.get("predictions"), str(r.get("id")), r.get("latency_ms")
             failed = status >= 500 or (shadow and status != 200) or str(r.get("error", "")).startswith(MODEL_FAILED)

@@ -121,7 +121,7 @@ class Experiment:
         client."""
         in_flight = len(self._mirrors) + len(self._pending)  # answered ones too, until written down
         if in_flight >= MAX_MIRRORS or self._mirror_rows + parsed.rows > MAX_MIRROR_ROWS:
-            self.book.count(self.label, "mirror_dropped")
+            self._dropped(time.time(), rid, parsed.rows, f"{in_flight} mirrors, {self._mirror_rows} rows in flight")
             return
         self._mirror_rows += parsed.rows
         future = self.batcher.enqueue(parsed)
@@ -136,10 +136,23 @@ class Experiment:
         self._mirrors.discard(future)
         self._mirror_rows -= rows
         if future.cancelled():
-            self.book.count(self.label, "mirror_dropped")
+            self._dropped(ts, rid, rows, "the experiment ended before the shadow answered")
             return
         self._pending.append(_Answered(time.monotonic(), ts, rid, rows, latency, time.time(), future, champion))
         self._drain_soon()
+
+    def _dropped(self, ts: float, rid: str, rows: int, why: str) -> None:
+        """A mirror the shadow will not answer: counted, and logged as a shadow record with
+        ``"dropped": true``, from which a Ray hub (which counts only records) and a restart's
+        replay count it too."""
+        self.book.count(self.label, "mirror_dropped")
+        record = {"ts": ts, "id": rid, "variant": self.label, "version": self.spec.challenger.version, "shadow": True,
+                  "dropped": True, "rows": rows, "status": 503, "error": f"Not mirrored: {why}.",
+                  "answered": time.time()}  # fmt: skip
+        try:
+            self.log.append(record)
+        except OSError as exc:  # a full disk: said; counted all the same
+            print(f"experiment: a dropped mirror was not logged: {type(exc).__name__}: {exc}", flush=True)
 
     def _record(self, answer: _Answered) -> tuple[dict[str, Any], list[Any] | None]:
         """A mirror's log record (without inputs: the champion's record of the same id has
