@@ -570,7 +570,7 @@ def test_an_experiment_splits_across_replicas_and_the_hub_merges_its_counts(
     mirrored = {r["id"] for r in _records(dep) if r.get("shadow") is True and r["id"] in ids}
     assert len(mirrored) >= 0.999 * len(ids) and state["agreement"]["rows"] >= 0.999 * len(ids)
     assert state["distributions"][other]["rows"] == state["distributions"]["champion"]["rows"]
-    # each replica's shadow predicts in an actor of its own, off the replica's interpreter lock
+    # each replica's shadow predicts in an actor of its own, outside the replica's process
     assert len(_shadow_actors(dep.spec.ray.address, dep.name)) == 2
     dep.conclude(abort=True)
     assert eventually(lambda: _shadow_actors(dep.spec.ray.address, dep.name), lambda a: not a) == []  # no orphan

@@ -1,14 +1,19 @@
 """A Ray replica's shadow, predicting in a Ray actor of its own.
 
 A Ray replica spawns no process itself (Ray places and restarts processes), so its canary's
-challenger predicts on a thread of the replica's process. A shadow predicting there took turns
-with the champion on the replica's interpreter lock, a forest's batch at a time, and its
-clients felt it (client p99 1.14x at one client, ``BENCH_TARGET=ray python
-bench/shadow_cost.py``). Here the shadow's model lives in an actor that Ray starts on the
-replica's node, owned by the replica (it dies with it), with no CPU of Ray's bookkeeping
-(``num_cpus=0``: it takes nothing a replica could be placed on) and every thread under
-``SCHED_IDLE``: it gets only the CPU the replicas leave. Ray restarts it once if it dies.
-The shadow's records, counts and comparison stay the replica's and its hub's, as before.
+challenger predicts on a thread of the replica's process. A shadow there shared the process
+that answers the champion's clients: a shadow's model that crashed it or exhausted its memory
+took the champion down with it, and its batches took turns with the champion's on one
+interpreter lock. Here the shadow's model lives in an actor that Ray starts on the replica's
+node, owned by the replica (it dies with it), with no CPU of Ray's bookkeeping (``num_cpus=0``:
+it takes nothing a replica could be placed on) and every thread under ``SCHED_IDLE``: it gets
+only the CPU the replicas leave. Ray restarts it once if it dies. The shadow's records, counts
+and comparison stay the replica's and its hub's, as before.
+
+Measured on a 2-core machine (``BENCH_TARGET=ray python bench/shadow_cost.py``, the same
+morning), one client's p99 with a shadow over without was no different from the thread's
+(1.166 against 1.175; with a 500-tree shadow 0.959 against 0.966): there the replicas, hubs,
+proxy and load share two cores, and the interpreter lock is not what a shadow costs.
 """
 
 from __future__ import annotations
@@ -111,7 +116,7 @@ class ActorModel:
             raise RuntimeError("the challenger's actor is stopped")
         try:
             kind, value = await actor.predict.remote(rows, names, method)
-        except RayError as exc:  # died (Ray starts it again once): this batch is lost to the shadow
+        except RayError as exc:  # died again after Ray's one restart: this batch is lost to the shadow
             raise RuntimeError(f"the challenger's actor died while it predicted ({type(exc).__name__})") from None
         if kind == "error":
             raise value
