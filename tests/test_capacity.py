@@ -268,6 +268,29 @@ def test_a_process_counts_from_when_it_is_first_seen_and_keeps_it_after_it_ends(
     assert sampler.spent_by_role()["helper"] == pytest.approx(mid - seen, abs=0.3)
 
 
+def test_a_process_of_a_role_started_elsewhere_is_sampled_with_the_server() -> None:
+    """A Ray replica's shadow actor is started by Ray, not by the replica: named in ``roles``,
+    it is read beside the replica's own processes; a named process that ended is passed over."""
+    import subprocess
+    import sys
+
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 30: pass"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    try:
+        sampler = resources.ProcessSampler(lambda: {busy.pid: "shadow 2", gone.pid: "shadow 3"}, pid=server.pid)
+        _, start, _, _ = sampler.read()
+        time.sleep(1.0)
+        _, later, _, _ = sampler.read()
+        assert {(p["pid"], p["role"]) for p in sampler.processes()} == {(server.pid, "server"), (busy.pid, "shadow 2")}
+        assert 0.3 <= later - start and sampler.spent_by_role()["shadow 2"] == pytest.approx(later - start, abs=0.1)
+    finally:
+        for process in (server, busy):
+            process.kill()
+            process.wait()
+
+
 def test_recommend_shows_its_arithmetic_and_refuses_what_it_cannot_size(ip: Any, dep: Any, name: str) -> None:
     from nbdeploy.capacity.sizing import recommend
 

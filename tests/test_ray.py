@@ -573,19 +573,19 @@ def test_an_experiment_splits_across_replicas_and_the_hub_merges_its_counts(
     # each replica's shadow predicts in an actor of its own, outside the replica's process
     assert len(_shadow_actors(dep.spec.ray.address, dep.name)) == 2
     dep.conclude(abort=True)
-    assert eventually(lambda: _shadow_actors(dep.spec.ray.address, dep.name), lambda a: not a) == []  # no orphan
+    assert eventually(lambda: _shadow_actors(dep.spec.ray.address, dep.name), lambda a: not a, timeout=120) == []
 
 
 def _shadow_records(dep: nbdeploy.Deployment, ids: frozenset[str]) -> list[dict[str, Any]]:
     return [r for r in _records(dep) if r.get("shadow") is True and r["id"] in ids]
 
 
-def test_a_shadow_actor_killed_is_started_again_once_and_its_replica_never_fails_a_client(
+def test_a_shadow_actor_killed_is_started_again_and_its_replica_never_fails_a_client(
     cancer: dict[str, Any], two_versions: str, deployment: nbdeploy.Deployment
 ) -> None:
-    """kill -9 of a replica's shadow actor: Ray starts it again and the batch it held is
-    predicted again (no mirror lost); killed a second time, its mirrors are logged with the
-    error, and the clients of both replicas are answered throughout."""
+    """kill -9 of a replica's shadow actor, twice: each time Ray starts it again and the batch
+    it held is predicted again (no mirror lost); the clients of both replicas are answered
+    throughout."""
     from tests.test_experiments import _bodies, _send
 
     dep, X = deployment, cancer["X_test"]
@@ -593,22 +593,20 @@ def test_a_shadow_actor_killed_is_started_again_once_and_its_replica_never_fails
     dep.shadow(f"{two_versions}/{other}")
     try:
         actor = _shadow_actors(dep.spec.ray.address, dep.name)[0]
-        shadows: dict[int, list[dict[str, Any]]] = {}
-        for death in (1, 2):
-            os.kill(_actor_pid(dep.spec.ray.address, actor), signal.SIGKILL)
+        killed = []
+        for _ in range(2):
+            killed.append(_actor_pid(dep.spec.ray.address, actor))
+            os.kill(killed[-1], signal.SIGKILL)
             answers = _send(dep.url, _bodies(X, 300))
             assert {r.status_code for r in answers} == {200}
             ids = frozenset(r.headers["x-request-id"] for r in answers)
-            shadows[death] = eventually(lambda ids=ids: _shadow_records(dep, ids), lambda got: len(got) == 300)
-            assert len(shadows[death]) == len(ids)  # every mirror written down
-        assert all("predictions" in r for r in shadows[1])  # started again: none lost
-        failed = [r for r in shadows[2] if "error" in r]
-        assert failed and len(failed) < len(shadows[2])  # the other replica's shadow went on
-        assert all("the challenger's actor died" in r["error"] and r["status"] == 400 for r in failed), failed[0]
-        assert actor not in _shadow_actors(dep.spec.ray.address, dep.name)
+            shadows = eventually(lambda ids=ids: _shadow_records(dep, ids), lambda got: len(got) == 300, timeout=120)
+            assert len(shadows) == len(ids)  # every mirror written down ...
+            assert all(r["status"] == 200 and "predictions" in r for r in shadows), shadows[0]  # ... and answered
+        assert _actor_pid(dep.spec.ray.address, actor) not in killed  # the same actor, in its third process
     finally:
         dep.conclude(abort=True)
-    assert eventually(lambda: _shadow_actors(dep.spec.ray.address, dep.name), lambda a: not a) == []
+    assert eventually(lambda: _shadow_actors(dep.spec.ray.address, dep.name), lambda a: not a, timeout=120) == []
 
 
 def test_a_failing_challenger_is_rolled_back_by_the_hub(

@@ -24,9 +24,10 @@ from nbdeploy.deployments import Deployment
 from nbdeploy.deployments.events import local_user
 from nbdeploy.deployments.tls import client_context, fingerprint, make_certificate
 from nbdeploy.errors import DeploymentError
+from nbdeploy.monitoring.replay import log_files
 from nbdeploy.serving.app import ServerSettings, create_app
 from nbdeploy.serving.loader import load
-from nbdeploy.serving.requestlog import RequestLog, log_files, read_records
+from nbdeploy.serving.requestlog import RequestLog, read_records
 from nbdeploy.tokens import TokenEntry, entries_text
 from tests.helpers import eventually, free_port, rows_with_secrets, usage_error
 

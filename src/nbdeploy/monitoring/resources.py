@@ -143,18 +143,27 @@ class ProcessSampler:
         self._recent: collections.deque[tuple[float, dict[int, float]]] = collections.deque(maxlen=61)
         self._lock = threading.Lock()
 
-    def _tree(self) -> list[Any]:
+    def _tree(self, roles: Mapping[int, str]) -> list[Any]:
+        """This process, its children, and the processes of ``roles`` it did not start (a Ray
+        replica's shadow actor, which Ray starts on the replica's machine)."""
         try:
-            return [self._root, *self._root.children(recursive=True)]
+            tree = [self._root, *self._root.children(recursive=True)]
         except self._psutil.Error:  # the root itself ended
             return []
+        inside = {process.pid for process in tree}
+        for pid in set(roles) - inside:
+            try:
+                tree.append(self._psutil.Process(pid))
+            except self._psutil.Error:  # ended (a restarted actor: its new pid comes with its next answer)
+                continue
+        return tree
 
     def read(self) -> tuple[float, float, float, float]:
         """``(time, cpu_s, rss_bytes, predictions)`` now."""
         psutil, now, roles = self._psutil, time.time(), self.roles()
         rss, last = 0.0, {}
         with self._lock:
-            for process in self._tree():
+            for process in self._tree(roles):
                 try:
                     with process.oneshot():
                         times, memory = process.cpu_times(), float(process.memory_info().rss)

@@ -106,7 +106,7 @@ def _lifespan(server: Server, background: Callable[[], Any] | None) -> Callable[
             yield
         finally:
             if server.experiment is not None:  # before the last forward to a Ray hub, which sends what is logged
-                server.experiment.flush()
+                await server.experiment.drop_mirrors()
             for task in tasks:
                 task.cancel()
             if tasks:  # let them finish what they do on cancellation (a last forward to the Ray hub)

@@ -126,6 +126,7 @@ class ExperimentBook:
             status, shadow = r.get("status"), r.get("shadow") is True
             if shadow and r.get("dropped") is True:  # a mirror the shadow never got (serving/variants.py)
                 self.count(variant, "mirror_dropped")
+                self._pairs.pop(str(r.get("id")), None)  # no answer of the shadow's will come for it
                 n += 1
                 continue
             status = status if isinstance(status, int) else 0

@@ -143,6 +143,9 @@ class FollowedShadow:
     def flush(self) -> None:
         pass
 
+    async def drop_mirrors(self) -> None:
+        pass  # nothing is held in the server: its process reads the log
+
     def replay(self, records: Iterable[dict[str, Any]]) -> int:
         """The process replayed the log as it started: the records it counted."""
         return self.replayed

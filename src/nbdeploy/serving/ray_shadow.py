@@ -7,7 +7,7 @@ took the champion down with it, and its batches took turns with the champion's o
 interpreter lock. Here the shadow's model lives in an actor that Ray starts on the replica's
 node, owned by the replica (it dies with it), with no CPU of Ray's bookkeeping (``num_cpus=0``:
 it takes nothing a replica could be placed on) and every thread under ``SCHED_IDLE``: it gets
-only the CPU the replicas leave. Ray restarts it once if it dies. The shadow's records, counts
+only the CPU the replicas leave. Ray starts it again if it dies. The shadow's records, counts
 and comparison stay the replica's and its hub's, as before.
 
 Measured on a 2-core machine (``BENCH_TARGET=ray python bench/shadow_cost.py``, the same
@@ -23,30 +23,35 @@ import uuid
 from typing import Any
 
 import ray
-from ray.exceptions import RayError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 __all__ = ["NAMESPACE", "ActorModel"]
 
 NAMESPACE = "nbdeploy"  # of the challengers' actors, named nbdeploy-shadow-<deployment>-<8 hex>
 
+MAX_RESTARTS = 100
 _START_S = 300.0  # a model's load may take minutes (a large artefact from a slow disk)
 
 
 def _idle_threads() -> None:
     """Every thread of this process (a Ray worker has several before the actor's code runs) on
-    ``SCHED_IDLE``; threads started later inherit it. Elsewhere than Linux: the lowest nice."""
-    try:
-        tids = [int(tid) for tid in os.listdir("/proc/self/task")]
-        for tid in tids:
-            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined,unused-ignore]
-    except (AttributeError, OSError):
-        os.nice(19)
+    ``SCHED_IDLE``; threads started later inherit it. A thread that ended meanwhile is passed
+    over. Without ``SCHED_IDLE`` (not Linux) the process is left as it is."""
+    if not hasattr(os, "SCHED_IDLE"):
+        return
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setscheduler(int(tid), os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined,unused-ignore]
+        except OSError:  # ended since the listing
+            continue
 
 
-# started again once if it dies, as a server's challenger process is; a batch it was predicting
-# then is predicted again by the new one (a prediction has no side effect), so one death loses nothing
-@ray.remote(num_cpus=0, max_restarts=1, max_task_retries=1)
+# started again each time it dies (up to MAX_RESTARTS: a model that kills its process as it loads
+# must not be loaded for ever), as a server's challenger process is; a batch it was predicting then
+# is predicted again by the new one (a prediction has no side effect), so one death loses nothing,
+# and a batch that kills it twice fails alone (the next batch meets a new actor)
+@ray.remote(num_cpus=0, max_restarts=MAX_RESTARTS, max_task_retries=1)
 class _ShadowWorker:
     """The challenger's model; its answers are ``("ok", value)`` or ``("error", exception)``, so
     that a model's error reaches the replica as raised here, not wrapped in Ray's."""
@@ -69,16 +74,17 @@ class _ShadowWorker:
             return "error", self.failure
         return "ok", (sorted(self.model.methods), os.getpid())
 
-    def predict(self, rows: Any, names: tuple[str, ...], method: str) -> tuple[str, Any]:
+    def predict(self, rows: Any, names: tuple[str, ...], method: str) -> tuple[str, Any, int]:
+        """The answer, and this process's id (a restarted actor has a new one)."""
         from nbdeploy.serving.batching import frame, predictions
         from nbdeploy.serving.model_process import portable
 
         if self.model is None:
-            return "error", self.failure
+            return "error", self.failure, os.getpid()
         try:  # the DataFrame built and the output listed here: work off the replica's process
-            return "ok", predictions(self.model.call(frame(rows, names), method))
+            return "ok", predictions(self.model.call(frame(rows, names), method)), os.getpid()
         except Exception as exc:
-            return "error", portable(exc)
+            return "error", portable(exc), os.getpid()
 
 
 class ActorModel:
@@ -92,7 +98,7 @@ class ActorModel:
         self.name = f"{name}-{uuid.uuid4().hex[:8]}"
         self._actor: Any = None
         self.methods: frozenset[str] = frozenset({"predict"})
-        self.pid: int | None = None  # the actor's process: its CPU and memory are the challenger's
+        self.pid: int | None = None  # the actor's process (on this node): the server samples its CPU and memory
 
     def start(self, timeout: float = _START_S) -> None:
         """Start the actor and wait for its model; the loader's error as raised there."""
@@ -115,9 +121,11 @@ class ActorModel:
         if actor is None:
             raise RuntimeError("the challenger's actor is stopped")
         try:
-            kind, value = await actor.predict.remote(rows, names, method)
-        except RayError as exc:  # died again after Ray's one restart: this batch is lost to the shadow
+            kind, value, self.pid = await actor.predict.remote(rows, names, method)
+        except (RayActorError, ActorUnavailableError) as exc:  # this batch killed it twice: lost to the shadow
             raise RuntimeError(f"the challenger's actor died while it predicted ({type(exc).__name__})") from None
+        except RayError as exc:  # raised in the actor outside the model's call (its arguments, say)
+            raise RuntimeError(f"the challenger's actor failed: {type(exc).__name__}") from None
         if kind == "error":
             raise value
         return list(value)

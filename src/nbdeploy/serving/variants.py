@@ -27,7 +27,7 @@ from nbdeploy.serving.requestlog import RequestLog
 from nbdeploy.serving.responses import error_answer
 from nbdeploy.serving.routing import Split
 
-__all__ = ["MAX_MIRRORS", "Experiment"]
+__all__ = ["MAX_MIRRORS", "Experiment", "MirrorDropped"]
 
 MAX_MIRRORS = 1024
 MAX_MIRROR_ROWS = 100_000  # rows of mirrored requests held at once (their parsed inputs are in memory)
@@ -40,6 +40,10 @@ SHADOW_BATCH = 256
 DEFER_S = 0.05  # an answered mirror waits at most this long for a moment when no client is answered
 WRITE_CHUNK = 16  # answered mirrors written down per turn of the loop (one write of their records)
 _DRAIN_S = 30.0
+
+
+class MirrorDropped(Exception):
+    """A mirror the shadow never got: past the bound of mirrors in flight, or the experiment ended."""
 
 
 class _Answered(NamedTuple):
@@ -75,6 +79,7 @@ class Experiment:
         self.deciding = False  # an automatic promotion or rollback is under way
         self._mirrors: set[asyncio.Future[list[Any]]] = set()  # queued on the shadow's batcher
         self._pending: deque[_Answered] = deque()  # answered mirrors waiting to be written down
+        self._drops = 0  # of those, mirrors dropped (MirrorDropped)
         self._draining = False
         self._timer: asyncio.TimerHandle | None = None
         self.answering: Callable[[], int] = lambda: 0  # requests the server is answering (set by the server)
@@ -119,7 +124,7 @@ class Experiment:
         Queued straight on the shadow's batcher, with a callback for its answer: a task per
         mirror woke a dozen times at once when a shadow batch came back, ahead of the next
         client."""
-        in_flight = len(self._mirrors) + len(self._pending)  # answered ones too, until written down
+        in_flight = self.in_flight()
         if in_flight >= MAX_MIRRORS or self._mirror_rows + parsed.rows > MAX_MIRROR_ROWS:
             self._dropped(time.time(), rid, parsed.rows, f"{in_flight} mirrors, {self._mirror_rows} rows in flight")
             return
@@ -141,18 +146,20 @@ class Experiment:
         self._pending.append(_Answered(time.monotonic(), ts, rid, rows, latency, time.time(), future, champion))
         self._drain_soon()
 
+    def in_flight(self) -> int:
+        """Mirrors sent and not written down yet (answered ones too); drops are none."""
+        return len(self._mirrors) + len(self._pending) - self._drops
+
     def _dropped(self, ts: float, rid: str, rows: int, why: str) -> None:
-        """A mirror the shadow will not answer: counted, and logged as a shadow record with
-        ``"dropped": true``, from which a Ray hub (which counts only records) and a restart's
-        replay count it too."""
+        """A mirror the shadow will not answer: counted now, and written down with the answered
+        ones (chunked, off the request) as a shadow record with ``"dropped": true``, from which
+        a Ray hub (which counts only records) and a restart's replay count it too."""
         self.book.count(self.label, "mirror_dropped")
-        record = {"ts": ts, "id": rid, "variant": self.label, "version": self.spec.challenger.version, "shadow": True,
-                  "dropped": True, "rows": rows, "status": 503, "error": f"Not mirrored: {why}.",
-                  "answered": time.time()}  # fmt: skip
-        try:
-            self.log.append(record)
-        except OSError as exc:  # a full disk: said; counted all the same
-            print(f"experiment: a dropped mirror was not logged: {type(exc).__name__}: {exc}", flush=True)
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        future.set_exception(MirrorDropped(why))
+        self._drops += 1
+        self._pending.append(_Answered(time.monotonic(), ts, rid, rows, 0.0, time.time(), future, []))
+        self._drain_soon()
 
     def _record(self, answer: _Answered) -> tuple[dict[str, Any], list[Any] | None]:
         """A mirror's log record (without inputs: the champion's record of the same id has
@@ -164,6 +171,8 @@ class Experiment:
         if exc is None:
             predictions = answer.future.result()
             record.update(predictions=predictions[: self.log_rows], status=200)
+        elif isinstance(exc, MirrorDropped):
+            record.update(dropped=True, status=503, error=f"Not mirrored: {exc}.")
         else:  # the shadow's failure is logged; the client had its answer
             status, body = error_answer(exc)
             record.update(error=body["message"], status=status)
@@ -214,6 +223,7 @@ class Experiment:
         """Log ``answers`` in one write, then count each: a full disk or a bug in the accounts
         is said, and the next mirrors and the experiment's end go on."""
         written = [self._record(answer) for answer in answers]
+        self._drops -= sum(1 for record, _ in written if record.get("dropped"))
         try:
             self.log.append_many([record for record, _ in written])
         except Exception as exc:
@@ -221,6 +231,8 @@ class Experiment:
         if not self.counts_here:
             return
         for answer, (record, predictions) in zip(answers, written, strict=True):
+            if record.get("dropped"):  # counted when it was dropped
+                continue
             try:
                 status, rid = record["status"], record["id"]
                 if predictions is not None:
@@ -235,13 +247,19 @@ class Experiment:
         while self._pending:
             self._write_down(self._next_chunk())
 
+    async def drop_mirrors(self) -> None:
+        """Cancel the mirrors in flight (each then dropped), and write down every mirror:
+        before a Ray replica's last forward to its hub, which sends what is logged."""
+        for future in list(self._mirrors):
+            future.cancel()
+        await asyncio.sleep(0)  # the callbacks of mirrors answered just before run now: written, not lost
+        self.flush()
+
     async def close(self, fallback: Batcher) -> None:
         """Stop the challenger without leaving a client unanswered: mirrors (which answer
         nobody) are cancelled and counted as dropped; requests it answers are finished, and
         any still queued after :data:`_DRAIN_S` are handed to ``fallback`` (the champion's)."""
-        for future in list(self._mirrors):
-            future.cancel()
-        await asyncio.sleep(0)  # the callbacks of mirrors answered just before run now: written, not lost
+        await self.drop_mirrors()
         if self.spec.kind == "shadow":
             self.batcher.take_queued()  # cancelled mirrors: neither the shadow nor the champion predicts them
         self.flush()
@@ -257,4 +275,4 @@ class Experiment:
 
     def state(self) -> dict[str, Any]:
         """What ``GET /experiment`` shows."""
-        return {**self.book.state(), "mirrors_in_flight": len(self._mirrors) + len(self._pending)}
+        return {**self.book.state(), "mirrors_in_flight": self.in_flight()}
