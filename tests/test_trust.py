@@ -175,6 +175,35 @@ def test_a_torn_log_line_never_swallows_the_next_record(tmp_path: Any) -> None:
     assert [r["id"] for r in read_records(path)] == ["a", "c"]
 
 
+
+def test_a_line_left_open_by_another_writer_never_swallows_the_next_record(tmp_path: Any) -> None:
+    from nbdeploy.serving.requestlog import RequestLog
+
+    path = tmp_path / "requests.jsonl"
+    log = RequestLog(path)
+    log.append({"id": "a", "ts": 1})
+    with path.open("a") as other:  # another writer, killed mid-line while this log is open
+        other.write('{"id": "b", "ts": 2, "inp')
+    log.append({"id": "c", "ts": 3})
+    with path.open("a") as other:  # one that ends its line: nothing is added before ours
+        other.write('{"id": "d", "ts": 4}\n')
+    log.append({"id": "e", "ts": 5})
+    log.close()
+    assert [r["id"] for r in read_records(path)] == ["a", "c", "d", "e"]
+    assert "\n\n" not in path.read_text()
+
+
+def test_a_line_torn_in_the_live_log_while_serving_loses_no_answered_request(dep: Any, cancer: Any) -> None:
+    X = cancer["X_test"]
+    _, before = dep.predict(X.head(2), with_id=True)
+    with (dep.path / "requests.jsonl").open("a") as other:
+        other.write('{"id": "torn", "status": 200, "inputs": [[1.0, 2')
+    _, after = dep.predict(X.head(3), with_id=True)
+    logged = eventually(lambda: {r["id"] for r in read_records(dep.path / "requests.jsonl")}, lambda ids: after in ids)
+    assert {before, after} <= logged and "torn" not in logged
+    window = eventually(lambda: dep.snapshot("1m")["windows"]["1m"], lambda w: w["requests"] == 2)
+    assert window["rows"] == 5  # the monitor read both records, and nothing of the torn line
+
 def test_what_rotation_deletes_is_counted(tmp_path: Any) -> None:
     from nbdeploy.serving.requestlog import RequestLog
 

@@ -6,7 +6,8 @@ before the response is sent: a server killed with ``kill -9`` loses nothing it a
 The log rotates by size (``requests.jsonl`` → ``requests.jsonl.1`` → …); the records in the
 oldest file that rotation deletes are counted (``dropped``, in ``/metrics``). A line torn by a
 crash is closed when the log is opened again, so the next record starts a line of its own
-(the torn one is skipped when read back). Reading it back
+(the torn one is skipped when read back); a line left open by another writer while this one
+appends (the file's size is not where our last line ended) is closed the same way. Reading it back
 is :mod:`nbdeploy.monitoring.replay`'s part (``read_records`` is re-exported here).
 """
 
@@ -47,14 +48,12 @@ class RequestLog:
         self.privacy: LogPrivacy | None = None  # what of the inputs is written (nbdeploy.privacy)
         self._fd = self._open()
         self._size = os.fstat(self._fd).st_size
-        if self._size and not self._ends_with_newline():
+        if self._size and not self._ends_with_newline(self._size):
             self._write(b"\n")  # a torn last line (a crash mid-write): end it, keep the next record whole
             self._size += 1
 
-    def _ends_with_newline(self) -> bool:
-        with self.path.open("rb") as fh:
-            fh.seek(-1, os.SEEK_END)
-            return fh.read(1) == b"\n"
+    def _ends_with_newline(self, size: int) -> bool:
+        return os.pread(self._fd, 1, size - 1) == b"\n"
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -62,7 +61,9 @@ class RequestLog:
             view = view[os.write(self._fd, view) :]
 
     def _open(self) -> int:
-        return open_owned(self.path)  # a link in its place is replaced, never followed
+        # read too: the last byte says whether a line was left open (_append); a link in its place
+        # is replaced, never followed
+        return open_owned(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record as one line with one system call."""
@@ -79,8 +80,16 @@ class RequestLog:
 
     def _append(self, data: bytes) -> None:
         with self._lock:
+            size = os.fstat(self._fd).st_size
+            torn = False
+            if size != self._size:  # written by another hand since our last line: it may have left one open
+                self._size = size
+                torn = size > 0 and not self._ends_with_newline(size)
             if self._size + len(data) > self.max_bytes and self._size:
                 self._rotate()
+                torn = False
+            if torn:  # its line ends here; ours stays whole and readable
+                data = b"\n" + data
             self._write(data)
             self._size += len(data)
 
