@@ -83,3 +83,14 @@ def test_labels_for_requests_never_seen_are_kept_untracked_and_the_oldest_give_w
     windows.add(1.0, 1.0, 200, f"nobody-{MAX_EARLY + 9}", [[1.0]], ["yes"])
     windows.fold()
     assert windows.snapshot(1.0)["windows"]["1m"]["labelled"] == 1
+
+
+def test_a_shadows_record_that_comes_before_its_champions_is_still_compared() -> None:
+    """On Ray a shadow's actor sends its records to the hub itself: they may come first."""
+    book = _book()
+    champions = [{"id": f"r{i}", "answered": book.spec.started + 1, "variant": "champion", "status": 200,
+                  "predictions": [i % 2]} for i in range(100)]  # fmt: skip
+    shadows = [{**r, "variant": book.label, "shadow": True, "predictions": [0]} for r in champions]
+    book.ingest(shadows[:50] + champions[50:])
+    book.ingest(champions[:50] + shadows[50:])
+    assert book.state()["agreement"]["rate"] == 0.5 and book.state()["agreement"]["rows"] == 100 and not book._pairs

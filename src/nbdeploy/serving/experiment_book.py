@@ -34,7 +34,7 @@ from nbdeploy.serving.variant_distributions import VariantDistributions
 
 __all__ = ["EVENTS_FILE", "ExperimentBook", "last_events", "note_event"]
 
-MAX_PAIRS = 100_000  # a mirrored request's champion predictions kept until its shadow's record arrives
+MAX_PAIRS = 100_000  # a mirrored request's first record's predictions kept until its other record arrives
 EVENTS_FILE = "experiments.jsonl"  # how experiments ended, in the deployment folder
 
 
@@ -64,9 +64,9 @@ class ExperimentBook:
         self.distributions = VariantDistributions(names, profile, task, [CHAMPION, spec.label])
         self.disagreements: deque[dict[str, Any]] = deque(maxlen=20)  # the last rows a shadow answered otherwise
         self.promotion_refused: str | None = None  # the registry's refusal: promote rules stop here
-        # a mirrored request's id -> its champion's predictions, until its shadow's record comes
-        # (a tuple: the collector stops tracking it; see Arms._waiting)
-        self._pairs: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
+        # a mirrored request's id -> (whether it is the shadow's, its predictions) of the first of
+        # its two records, until the other comes (tuples: the collector stops tracking them; see Arms._waiting)
+        self._pairs: OrderedDict[str, tuple[bool, tuple[Any, ...]]] = OrderedDict()
         self._split = Split.of(spec)
         # counts change on the event loop (or the hub's thread) and are read by other threads
         self._lock = threading.Lock()
@@ -117,7 +117,7 @@ class ExperimentBook:
 
     def ingest(self, records: Iterable[dict[str, Any]]) -> int:
         """Count request-log records of this experiment (answered since it started; a shadow's
-        agreement from the two records of one request id, the champion's first)."""
+        agreement from the two records of one request id, in either order)."""
         n = 0
         for r in records:
             answered, variant = r.get("answered"), r.get("variant")
@@ -137,14 +137,22 @@ class ExperimentBook:
             inputs = None if r.get("inputs_private") else r.get("inputs")  # hashed values are no rows to compare
             self.observe(variant, status, failed, latency, rid, predictions, shadow, inputs, pinned)
             n += 1
-            if self.spec.kind == "shadow" and isinstance(predictions, list):
-                if not shadow and self._split.mirrors(rid):
-                    self._pairs[rid] = tuple(predictions)
-                    if len(self._pairs) > MAX_PAIRS:
-                        self._pairs.popitem(last=False)
-                elif shadow and rid in self._pairs:
-                    self.compare(rid, self._pairs.pop(rid), predictions)
+            if self.spec.kind == "shadow" and isinstance(predictions, list) and (shadow or self._split.mirrors(rid)):
+                self._pair(rid, shadow, predictions)
         return n
+
+    def _pair(self, rid: str, shadow: bool, predictions: list[Any]) -> None:
+        """Compare a mirrored request's two answers once both records are in, whichever came
+        first: a log holds the champion's first, but on Ray a shadow's actor sends the hub its
+        records itself, and they can arrive before the replica's."""
+        first = self._pairs.get(rid)
+        if first is not None and first[0] != shadow:
+            del self._pairs[rid]
+            self.compare(rid, *((first[1], predictions) if shadow else (predictions, first[1])))
+            return
+        self._pairs[rid] = (shadow, tuple(predictions))
+        if len(self._pairs) > MAX_PAIRS:
+            self._pairs.popitem(last=False)
 
     def verdict(self) -> tuple[str, str] | None:
         """``("rollback" | "promote", why)`` once the rules decide, else ``None``: any rollback
