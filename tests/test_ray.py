@@ -87,7 +87,7 @@ PID = """
 import json, sys, ray
 ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False)
 kind, value = ray.get(ray.get_actor(sys.argv[2], namespace="nbdeploy").ready.remote(), timeout=120)
-print(json.dumps(value[1]))
+print(json.dumps(value if isinstance(value, int) else value[1]))  # a follower's pid, or a model's (methods, pid)
 """
 
 
@@ -613,9 +613,9 @@ def _shadow_records(dep: nbdeploy.Deployment, ids: frozenset[str]) -> list[dict[
 def test_a_shadow_actor_killed_is_started_again_and_its_replica_never_fails_a_client(
     cancer: dict[str, Any], two_versions: str, deployment: nbdeploy.Deployment
 ) -> None:
-    """kill -9 of a replica's shadow actor, twice: each time Ray starts it again and the batch
-    it held is predicted again (no mirror lost); the clients of both replicas are answered
-    throughout."""
+    """kill -9 of a replica's shadow actor, twice: each time Ray starts it again, and it replays
+    the replica's log and predicts the mirrors without a shadow record (no mirror lost); the
+    clients of both replicas are answered throughout."""
     from tests.test_experiments import _bodies, _send
 
     dep, X = deployment, cancer["X_test"]

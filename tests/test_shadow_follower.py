@@ -219,3 +219,29 @@ def test_a_label_read_before_its_request_was_counted_scores_it_at_the_next_look(
     assert follower._carried == []
     log.close()
     feedback.close()
+
+
+def test_the_shadows_records_count_towards_the_logs_size_and_a_line_it_tore_is_ended(tmp_path: Path) -> None:
+    """The server's log sees the file's size before each record: the shadow's lines count towards
+    --log-max-bytes (the live file passes it by no more than what the shadow appended since the
+    server's last record), and a line the shadow's process left half-written is ended first."""
+    started = time.time() - 1
+    max_bytes = 8_000
+    log = RequestLog(tmp_path / "requests.jsonl", max_bytes=max_bytes, backups=50)
+    follower = Follower(Tree(), _spec(started), NAMES, tmp_path, log_rows=100)
+    follower.replay()
+    largest = 0
+    for i in range(400):
+        log.append(_champion(i, i / 200 - 1, time.time()))
+        if i % 20 == 19:
+            before = (tmp_path / "requests.jsonl").stat().st_size
+            follower.look(paced=False)
+            largest = max(largest, before)  # the size the server's next record meets
+    assert log.rotations > 0 and largest <= max_bytes
+    with (tmp_path / "requests.jsonl").open("ab") as torn:  # the shadow's process killed mid-write
+        torn.write(b'{"id": "r399", "shadow": true, "varia')
+    log.append(_champion(400, 0.5, time.time()))
+    log.close()
+    records = read_records(tmp_path / "requests.jsonl")  # (the rotated files too)
+    assert {f"r{i}" for i in range(401)} <= {r["id"] for r in records if r.get("shadow") is not True}
+    assert len(_shadows(tmp_path)) == 400

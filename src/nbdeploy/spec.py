@@ -267,6 +267,9 @@ class ServerSettings:
     # replica parses in a thread
     parse_process: bool = True
     shadow_actor: bool = False  # a Ray replica's shadow predicts in a Ray actor (serving/ray_shadow.py)
+    # the Ray hub application to which that actor sends a shadow's records, when it reads the
+    # replica's log (serving/ray_follower.py)
+    shadow_hub: str | None = None
     experiment: dict[str, Any] | None = None  # ExperimentSpec.to_dict() of the running experiment
     log_inputs: str = DEFAULTS.log_inputs
     redact: list[str] = field(default_factory=list)

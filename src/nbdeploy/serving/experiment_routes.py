@@ -130,7 +130,7 @@ def prepare(server: Server, doc: Any, counts_here: bool = True) -> Experiment | 
     profile = server.monitor.profile  # the champion's training profile: both variants' drift against one reference
     task = server.monitor.task if s.monitor else s.task  # the model serving now (after a reload too)
     if names and follows_log(server, spec):  # (a model without input names: the rows cannot be rebuilt)
-        shadow = FollowedShadow(spec, str(path), names, server.log.path.parent, s.log_rows, task, profile)
+        shadow = _followed_shadow(server, spec, str(path), names, task, profile)
         _load(shadow.load)
         return shadow
     model = _challenger(s, str(path), shadow=spec.kind == "shadow")
@@ -153,12 +153,23 @@ def _challenger(s: ServerSettings, path: str, shadow: bool) -> Any:
 
 
 def follows_log(server: Server, spec: ExperimentSpec) -> bool:
-    """Whether a shadow reads the request log (a local server that logs inputs in clear) rather
-    than being sent each request: a Ray replica spawns no process, and a log with hashed or no
-    inputs holds no rows to predict."""
+    """Whether a shadow reads the request log rather than being sent each request: a local
+    server's (in a process it spawns), or a Ray replica's that reports to a hub (in an actor);
+    not where the log has hashed or no inputs (no rows to predict)."""
     s = server.settings
-    return (spec.kind == "shadow" and s.parse_process and server.log.path.name == LOG_FILE
-            and not keeps_private(s.log_inputs, s.redact))  # fmt: skip
+    here = s.parse_process and server.log.path.name == LOG_FILE
+    return spec.kind == "shadow" and (here or s.shadow_hub is not None) and not keeps_private(s.log_inputs, s.redact)
+
+
+def _followed_shadow(server: Server, spec: ExperimentSpec, path: str, names: tuple[str, ...], task: str | None,
+                     profile: dict[str, Any] | None) -> FollowedShadow:  # fmt: skip
+    s, log = server.settings, server.log.path
+    if s.shadow_hub is None:
+        return FollowedShadow(spec, path, names, log.parent, s.log_rows, task, profile)
+    from nbdeploy.serving.ray_follower import RayFollowedShadow  # Ray only where Ray serves
+
+    return RayFollowedShadow(spec, path, names, log.parent, s.log_rows, task, profile, log_name=log.name,
+                             hub_app=s.shadow_hub, name=s.name)  # fmt: skip
 
 
 def _load(start: Callable[[], None]) -> None:

@@ -180,6 +180,7 @@ class Replica:
             proxy_request_id=True,
             parse_process=False,  # a Ray worker spawns no processes of its own (a canary's challenger: a thread)
             shadow_actor=True,  # a shadow's: an actor Ray starts on this node, outside the replica's process
+            shadow_hub=args["hub_app"] if spec.monitor else None,  # ... which reads this replica's log
             experiment=_experiment(spec, challenger_tar),
             token_book=args.get("token_book"),  # the kernel's at deploy time; the hub relays newer ones
             token_issued=float(args.get("issued", 0.0)),

@@ -115,11 +115,13 @@ class Hub(ForgetMethods, TokenMethods):
 
         self.rebuilt_at = time.time()
         self.rebuilt_ids: set[str] = set()  # what replicas forwarded before the restart may arrive too
+        self.rebuilt_shadows: set[str] = set()  # ... and the shadows' actors sent (ray_follower.py)
         count, book = 0, self.experiment.book
         for path in sorted(self.folder.glob("requests-*.jsonl")):
             replica = path.name.removeprefix("requests-").removesuffix(".jsonl")
             records = read_records(path)  # once, for the windows and the experiment's accounts
             self.experiment.ingest(records)  # (since the experiment began; nothing without one)
+            self.rebuilt_shadows.update(str(r.get("id")) for r in records if r.get("shadow") is True)
             items = [i for r in records if (i := logged_request(r, self.rebuilt_at - self.horizon)) is not None]
             if items:
                 self._replica(replica)
@@ -204,6 +206,13 @@ class Hub(ForgetMethods, TokenMethods):
             self.pending_batches.extend((replica, b) for b in batches)
             book = self.tokens.for_replica(replica, token_digest)
         return {"tokens": book, "orders": self.forgets.pending_for(replica)}
+
+    def shadow_records(self, records: Sequence[dict[str, Any]]) -> None:
+        """A shadow's records, sent by the actor that reads a replica's log (serving/ray_follower.py)."""
+        with self.lock:
+            if self.rebuilt_shadows and time.time() < self.rebuilt_at + 600:  # already read from the logs
+                records = [r for r in records if str(r.get("id")) not in self.rebuilt_shadows]
+            self.experiment.ingest(records)
 
     def _release(self, cut: float) -> None:
         with self.lock:

@@ -10,6 +10,10 @@ it takes nothing a replica could be placed on) and every thread under ``SCHED_ID
 only the CPU the replicas leave. Ray starts it again if it dies. The shadow's records, counts
 and comparison stay the replica's and its hub's, as before.
 
+A shadow whose replica logs inputs in clear and reports to a hub does not use this: its actor
+reads the replica's log instead (:mod:`~nbdeploy.serving.ray_follower`). This one is sent each
+mirror where the log holds no rows to predict (hashed or no inputs) or there is no hub.
+
 Measured on a 2-core machine (``BENCH_TARGET=ray python bench/shadow_cost.py``, the same
 morning), one client's p99 with a shadow over without was no different from the thread's
 (1.166 against 1.175; with a 500-tree shadow 0.959 against 0.966): there the replicas, hubs,
@@ -34,7 +38,7 @@ MAX_RESTARTS = 100
 _START_S = 300.0  # a model's load may take minutes (a large artefact from a slow disk)
 
 
-def _idle_threads() -> None:
+def idle_threads() -> None:
     """Every thread of this process (a Ray worker has several before the actor's code runs) on
     ``SCHED_IDLE``; threads started later inherit it. A thread that ended meanwhile is passed
     over. Without ``SCHED_IDLE`` (not Linux) the process is left as it is."""
@@ -58,7 +62,7 @@ class _ShadowWorker:
 
     def __init__(self, path: str, idle: bool) -> None:
         if idle:
-            _idle_threads()
+            idle_threads()
         from nbdeploy.serving.loader import load
         from nbdeploy.serving.model_process import portable
 

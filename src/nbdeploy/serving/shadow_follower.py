@@ -64,11 +64,12 @@ class Follower:
     """The shadow of one experiment: ``model`` (a loaded model), reading the log in ``folder``."""
 
     def __init__(self, model: Any, spec: ExperimentSpec, names: tuple[str, ...], folder: Path, log_rows: int,
-                 task: str | None = None, profile: dict[str, Any] | None = None) -> None:  # fmt: skip
+                 task: str | None = None, profile: dict[str, Any] | None = None,
+                 log_name: str = LOG_FILE) -> None:  # fmt: skip
         self.model, self.spec, self.names, self.folder, self.log_rows = model, spec, names, folder, log_rows
         self.book = ExperimentBook(spec, names, task, profile)
         self.split = Split.of(spec)
-        self.log_path = folder / LOG_FILE
+        self.log_path = folder / log_name
         self.requests, self.feedback = LogTail(self.log_path), LogTail(folder / "feedback.jsonl")
         self.since = time.time()  # requests answered from now on are the starting server's own
         self.shadowed_since = 0  # of those, the mirrors answered (the server counts what it mirrored)
@@ -110,7 +111,7 @@ class Follower:
         return self.replayed
 
     def _replay(self, records: list[dict[str, Any]], pending: OrderedDict[str, dict[str, Any]]) -> None:
-        self.replayed += self.book.ingest(records)
+        self.replayed += self.count(records)
         for r in records:
             rid = str(r.get("id"))
             if r.get("shadow") is True:
@@ -185,10 +186,17 @@ class Follower:
 
     def _ingest(self, records: list[dict[str, Any]]) -> None:
         """Count ``records`` (a few), then let the pacer pause."""
-        self.book.ingest(records)
+        self.count(records)
         if self.book.distributions.queued >= FOLD_EVERY:
             self.book.distributions.fold(self.pace)
         self.pace()
+
+    def count(self, records: list[dict[str, Any]]) -> int:
+        """Take ``records`` into the accounts; the number counted."""
+        return self.book.ingest(records)
+
+    def written(self, records: list[dict[str, Any]]) -> None:
+        """The shadow's ``records`` are in the log now (where the server reads their accounts)."""
 
     def _new_labels(self) -> list[dict[str, Any]]:
         labels = []
@@ -226,6 +234,7 @@ class Follower:
             records = self._append(records, lines, sources)
         except OSError as exc:  # a full disk: said; the accounts still count them
             print(f"experiment: {len(records)} shadow answers were not logged: {type(exc).__name__}: {exc}", flush=True)
+        self.written(records)
         for at in range(0, len(records), STEP):
             self._ingest(records[at : at + STEP])
         self.shadowed_since += sum(1 for r in batch if r["answered"] >= self.since)
