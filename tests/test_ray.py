@@ -596,7 +596,9 @@ def test_an_experiment_splits_across_replicas_and_the_hub_merges_its_counts(
     answers = _send(dep.url, _bodies(X, 400))
     assert {r.headers[VARIANT] for r in answers} == {"champion"}
     ids = {r.headers["x-request-id"] for r in answers}
-    state = eventually(lambda: dep.experiment().state, lambda s: s["counts"][other].get("shadowed", 0) >= 400)
+    # the shadow's records reach the hub from its actors, the champion's from the replicas: both counted
+    state = eventually(lambda: dep.experiment().state, lambda s: s["counts"][other].get("shadowed", 0) >= 400
+                       and s["distributions"][other]["rows"] == s["distributions"]["champion"]["rows"])  # fmt: skip
     mirrored = {r["id"] for r in _records(dep) if r.get("shadow") is True and r["id"] in ids}
     assert len(mirrored) >= 0.999 * len(ids) and state["agreement"]["rows"] >= 0.999 * len(ids)
     assert state["distributions"][other]["rows"] == state["distributions"]["champion"]["rows"]

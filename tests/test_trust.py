@@ -175,7 +175,6 @@ def test_a_torn_log_line_never_swallows_the_next_record(tmp_path: Any) -> None:
     assert [r["id"] for r in read_records(path)] == ["a", "c"]
 
 
-
 def test_a_line_left_open_by_another_writer_never_swallows_the_next_record(tmp_path: Any) -> None:
     from nbdeploy.serving.requestlog import RequestLog
 
@@ -203,6 +202,7 @@ def test_a_line_torn_in_the_live_log_while_serving_loses_no_answered_request(dep
     assert {before, after} <= logged and "torn" not in logged
     window = eventually(lambda: dep.snapshot("1m")["windows"]["1m"], lambda w: w["requests"] == 2)
     assert window["rows"] == 5  # the monitor read both records, and nothing of the torn line
+
 
 def test_what_rotation_deletes_is_counted(tmp_path: Any) -> None:
     from nbdeploy.serving.requestlog import RequestLog

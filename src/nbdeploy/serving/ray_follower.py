@@ -33,6 +33,7 @@ from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from nbdeploy.experiment import ExperimentSpec
+from nbdeploy.serving import shadow_rows
 from nbdeploy.serving.followed_shadow import FollowedShadow
 from nbdeploy.serving.ray_shadow import MAX_RESTARTS, NAMESPACE, idle_threads
 from nbdeploy.serving.shadow_follower import LOOK_S, Follower
@@ -40,7 +41,7 @@ from nbdeploy.serving.shadow_follower import LOOK_S, Follower
 __all__ = ["RayFollowedShadow"]
 
 _START_S = 300.0  # a model's load and the log's replay
-_STOP_S = 20.0  # for its last look (a replica has 30 s to stop); then it is killed
+_STOP_S = 15.0  # for its last look (a replica has 30 s to stop, 5 of them for its last forward); then it is killed
 _SEND_S = 30.0  # for the hub to take a batch of records (it may be restarting)
 _PID_EVERY_S = 5.0  # how often the actor's process id is asked again (a restarted actor has a new one)
 
@@ -55,6 +56,28 @@ class _HubFollower(Follower):
 
     def count(self, records: list[dict[str, Any]]) -> int:
         return len(records)
+
+    def dropped(self, record: dict[str, Any]) -> None:
+        """Written down as a drop's record (as a replica writes one) once the replay is done, and
+        sent: in the log, a later replay finds the mirror answered and drops it no second time."""
+        self.drops.append({"ts": time.time(), "id": record.get("id"), "variant": self.spec.label, "shadow": True,
+                           "dropped": True, "status": 503, "error": "Not mirrored: the shadow's backlog was full.",
+                           "answered": record.get("answered")})  # fmt: skip
+
+    def replay(self) -> int:
+        self.drops: list[dict[str, Any]] = []
+        replayed = super().replay()
+        drops = self.drops
+        if drops:
+            try:
+                drops = self._append(drops, [shadow_rows.line(d) for d in drops], set())
+            except OSError as exc:  # a full disk: said, and counted at the hub all the same
+                print(f"experiment: {len(drops)} drops were not logged: {type(exc).__name__}: {exc}", flush=True)
+            self.written(drops)
+        return replayed
+
+    def _labels_so_far(self) -> list[dict[str, Any]]:
+        return []
 
     def _new_labels(self) -> list[dict[str, Any]]:
         return []
@@ -130,6 +153,7 @@ class RayFollowedShadow(FollowedShadow):
         self._pid: int | None = None
         self._pid_asked: Any = None
         self._pid_at = 0.0
+        self._said: str | None = None  # the last failure said
 
     @property
     def pid(self) -> int | None:
@@ -140,12 +164,21 @@ class RayFollowedShadow(FollowedShadow):
             self._pid_asked = None
             try:
                 kind, value = ray.get(asked)
-                self._pid = value if kind == "ok" else self._pid
-            except RayError:
-                pass
+            except RayError as exc:  # restarting; or dead for good (its restarts spent)
+                kind, value = "error", exc
+            if kind == "ok":
+                self._pid, self._said = value, None
+            else:
+                self._say(f"the shadow's actor does not predict: {type(value).__name__}: {value}"[:300])
         if self._pid_asked is None and actor is not None and time.monotonic() >= self._pid_at:
             self._pid_asked, self._pid_at = actor.ready.remote(), time.monotonic() + _PID_EVERY_S
         return self._pid
+
+    def _say(self, failure: str) -> None:
+        """In the replica's log (``%deploy logs``), once until it predicts again."""
+        if failure != self._said:
+            self._said = failure
+            print(f"experiment: {failure}", flush=True)
 
     def load(self, timeout: float = _START_S) -> None:
         """Start the actor; return once it has loaded the model and replayed the log."""
@@ -175,6 +208,6 @@ class RayFollowedShadow(FollowedShadow):
         self._kill()
 
     def _kill(self) -> None:
-        actor, self._actor = self._actor, None
+        actor, self._actor, self._pid = self._actor, None, None
         if actor is not None:
             ray.kill(actor, no_restart=True)

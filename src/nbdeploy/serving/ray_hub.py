@@ -210,7 +210,9 @@ class Hub(ForgetMethods, TokenMethods):
     def shadow_records(self, records: Sequence[dict[str, Any]]) -> None:
         """A shadow's records, sent by the actor that reads a replica's log (serving/ray_follower.py)."""
         with self.lock:
-            if self.rebuilt_shadows and time.time() < self.rebuilt_at + 600:  # already read from the logs
+            if self.rebuilt_shadows:  # already read from the logs
+                if time.time() > self.rebuilt_at + 600:
+                    self.rebuilt_shadows = set()
                 records = [r for r in records if str(r.get("id")) not in self.rebuilt_shadows]
             self.experiment.ingest(records)
 

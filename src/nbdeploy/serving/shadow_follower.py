@@ -94,10 +94,7 @@ class Follower:
         and predict the mirrors whose shadow record is missing; the records counted."""
         self.pace.start(paced=False)  # a restart: the accounts are wanted now
         self.requests.open()
-        self.feedback.open()
-        labels = [doc for _, lines in rotated_lines(self.folder / "feedback.jsonl", self.feedback.inode)
-                  for doc in json_records(lines)]  # fmt: skip
-        labels += self._new_labels()  # before the requests: a label's request is logged before it
+        labels = self._labels_so_far()  # before the requests: a label's request is logged before it
         pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
         sources: set[int] = set()  # the files read
         for inode, lines in rotated_lines(self.log_path, self.requests.inode):
@@ -124,7 +121,7 @@ class Follower:
         while rows > MAX_PENDING_ROWS:  # a shadow long dead: the oldest are given up, and counted
             _, oldest = pending.popitem(last=False)
             rows -= len(oldest["inputs"])
-            self.book.count(self.spec.label, "mirror_dropped")
+            self.dropped(oldest)
             if oldest["answered"] >= self.since:  # this server's: no longer in flight
                 self.shadowed_since += 1
 
@@ -194,6 +191,17 @@ class Follower:
     def count(self, records: list[dict[str, Any]]) -> int:
         """Take ``records`` into the accounts; the number counted."""
         return self.book.ingest(records)
+
+    def dropped(self, record: dict[str, Any]) -> None:
+        """A replay gave up the mirror of ``record`` (too many waiting): counted."""
+        self.book.count(self.spec.label, "mirror_dropped")
+
+    def _labels_so_far(self) -> list[dict[str, Any]]:
+        """Every label logged, rotated files first; the feedback log followed from its end on."""
+        self.feedback.open()
+        labels = [doc for _, lines in rotated_lines(self.folder / "feedback.jsonl", self.feedback.inode)
+                  for doc in json_records(lines)]  # fmt: skip
+        return labels + self._new_labels()
 
     def written(self, records: list[dict[str, Any]]) -> None:
         """The shadow's ``records`` are in the log now (where the server reads their accounts)."""
