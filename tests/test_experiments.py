@@ -394,6 +394,20 @@ def test_a_shadow_resumed_after_kill_9_keeps_its_agreement(dep: Any, two_version
     assert resumed["agreement"]["rows"] == 120 and resumed["agreement"]["rate"] == state["agreement"]["rate"]
 
 
+def test_without_monitoring_a_shadows_requests_take_labels(
+    serving: Any, two_versions: str, name: str, cancer: dict[str, Any]
+) -> None:
+    """--no-monitor: no window knows a request; the shadow's server still does, and its process
+    scores both variants on the labels it reads from the feedback log."""
+    dep = serving(f"{two_versions}/1", name=name, monitor=False)
+    dep.shadow(f"{two_versions}/2")
+    answers = _send(dep.url, _bodies(cancer["X_test"], 40))
+    ids = [r.headers["x-request-id"] for r in answers]
+    assert dep.feedback([*ids, "never-answered"], [[1]] * 41) == {"accepted": 40, "unknown": ["never-answered"]}
+    state = eventually(lambda: dep.experiment().state,
+                       lambda s: s["stats"].get("accuracy", {}).get("n") == {"champion": 40, "2": 40})  # fmt: skip
+    assert state["counts"]["2"]["shadowed"] == 40 and state["agreement"]["rows"] == 40
+
 def test_a_stalled_shadow_holds_nothing_in_the_server_and_catches_up_from_the_log(
     dep: Any, two_versions: str, cancer: dict[str, Any]
 ) -> None:

@@ -19,12 +19,14 @@ import json
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from nbdeploy.experiment import ExperimentSpec
+from nbdeploy.serving.arms import MAX_WAITING
 from nbdeploy.serving.batching import Batcher
 from nbdeploy.serving.experiment_book import ExperimentBook
 from nbdeploy.serving.model_process import portable, spawn_worker, start_worker, stop_worker
@@ -113,6 +115,7 @@ class FollowedShadow:
         self.failure: str | None = None  # why the shadow no longer predicts
         self._lock = threading.Lock()  # fold() runs on the decisions' thread and on /experiment's
         self.replayed = 0
+        self._answered: OrderedDict[str, None] = OrderedDict()  # ids of the requests answered, as Arms keeps them
 
     @property
     def label(self) -> str:
@@ -131,8 +134,14 @@ class FollowedShadow:
     def start(self) -> None:
         """Nothing to start on the event loop: the process reads the log on its own."""
 
-    def observe(self, *args: Any, **kwargs: Any) -> None:
-        """Nothing: the process counts each request from its log record."""
+    def observe(self, variant: str, status: int, failed: bool, latency_ms: float, rid: str, predictions: Any,
+                *args: Any, **kwargs: Any) -> None:  # fmt: skip
+        """The process counts each request from its log record; kept here is only its id, so
+        that ``/feedback`` knows it (without monitoring no window does)."""
+        if predictions is not None:
+            self._answered[rid] = None
+            if len(self._answered) > MAX_WAITING:
+                self._answered.popitem(last=False)
 
     def mirror(self, parsed: Parsed, rid: str, champion: list[Any]) -> None:
         self._sent += 1  # the process finds the request in the log
@@ -151,8 +160,9 @@ class FollowedShadow:
         return self.replayed
 
     def add_labels(self, rid: str, labels: list[Any]) -> bool:
-        """The process reads the labels from the feedback log: nothing to do here."""
-        return False
+        """The process reads the labels from the feedback log; whether the request is one of
+        the experiment's that this server answered."""
+        return rid in self._answered
 
     def refuse_promotion(self, why: str) -> None:
         self._refused = why
