@@ -1,24 +1,22 @@
-"""The follower a Ray shadow's actor runs (serving/ray_follower.py), on real files and a real
+"""The follower a Ray shadow's actor runs (serving/hub_follower.py), on real files and a real
 scikit-learn tree: what it sends the hub after a replay that had to give mirrors up, after a
 second replay (Ray restarting the actor), and live. The hub's handle is the one thing stood in
 for (a recorder of what is sent); the actor, the hub and the replicas are tested end to end in
-test_ray.py."""
+test_ray.py; this process imports no Ray (the test process never does)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from nbdeploy.monitoring.replay import read_records
 from nbdeploy.serving import shadow_follower
 from nbdeploy.serving.experiment_book import ExperimentBook
+from nbdeploy.serving.hub_follower import HubFollower
 from nbdeploy.serving.requestlog import RequestLog
 from tests.test_shadow_follower import NAMES, Tree, _champion, _spec
-
-pytest.importorskip("ray", reason="the Ray extra is not installed (pip install -e '.[ray]')")
 
 
 class _Sent:
@@ -40,10 +38,7 @@ class _Sent:
 
 
 def test_drops_are_logged_and_sent_once_and_every_mirror_predicted_once(tmp_path: Path, monkeypatch: Any) -> None:
-    from nbdeploy.serving import ray_follower
-
     sent = _Sent()
-    monkeypatch.setattr(ray_follower.serve, "get_deployment_handle", lambda *a, **k: sent)
     monkeypatch.setattr(shadow_follower, "MAX_PENDING_ROWS", 5)  # a shadow long dead: 20 waiting, 5 kept
     started = time.time() - 60
     log = RequestLog(tmp_path / "requests-r1.jsonl")
@@ -53,8 +48,7 @@ def test_drops_are_logged_and_sent_once_and_every_mirror_predicted_once(tmp_path
     feedback.append({"ts": started + 1, "id": "r3", "labels": [1]})  # the hub reads labels, not the actor
 
     def follower() -> Any:
-        f = ray_follower._HubFollower(Tree(), _spec(started), NAMES, tmp_path, 100, log_name="requests-r1.jsonl",
-                                      hub_app="h")  # fmt: skip
+        f = HubFollower(Tree(), _spec(started), NAMES, tmp_path, 100, log_name="requests-r1.jsonl", hub=sent)
         f.replay()
         return f
 
@@ -79,3 +73,4 @@ def test_drops_are_logged_and_sent_once_and_every_mirror_predicted_once(tmp_path
     counts = book.state()["counts"]["2"]
     assert counts["shadowed"] == 8 and counts["mirror_dropped"] == 15
     assert book.state()["agreement"]["rows"] == 8
+    assert "ray" not in sys.modules  # the follower imports no Ray: the test process never joins a cluster

@@ -27,7 +27,7 @@ from nbdeploy.monitoring.alerts import AlertBook
 from nbdeploy.serving.decisions import move_alias, persist, tag_version
 from nbdeploy.serving.experiment_book import ExperimentBook, last_events, note_event
 
-__all__ = ["HubExperiment"]
+__all__ = ["ExperimentMethods", "HubExperiment"]
 
 
 class HubExperiment:
@@ -39,6 +39,8 @@ class HubExperiment:
         self.events: deque[dict[str, Any]] = deque(last_events(folder), maxlen=50)
         self.lock = threading.Lock()
         self.deciding = False
+        self.rebuilt_shadows: set[str] = set()  # the shadow's records read from the logs at the hub's start
+        self.rebuilt_at = 0.0
 
     def configure(self, doc: dict[str, Any] | None, task: str | None, profile: dict[str, Any] | None) -> bool:
         """Follow the experiment of the spec the replicas were deployed with (``None``: none);
@@ -57,6 +59,21 @@ class HubExperiment:
         with self.lock:
             if self.book is not None:
                 self.book.ingest(records)
+
+    def ingest_logged(self, records: list[dict[str, Any]]) -> None:
+        """Records read from a replica's log as the hub starts. The shadow's among them may also
+        be sent by the actor that wrote them (serving/ray_follower.py): that send is not counted."""
+        self.rebuilt_at = time.time()
+        self.rebuilt_shadows.update(str(r.get("id")) for r in records if r.get("shadow") is True)
+        self.ingest(records)
+
+    def ingest_sent(self, records: list[dict[str, Any]]) -> None:
+        """A shadow's records, sent by the actor that reads a replica's log."""
+        if self.rebuilt_shadows:  # those already read from the logs are not counted twice (for 10 minutes)
+            if time.time() > self.rebuilt_at + 600:
+                self.rebuilt_shadows = set()
+            records = [r for r in records if str(r.get("id")) not in self.rebuilt_shadows]
+        self.ingest(records)
 
     def label(self, rid: str, labels: list[Any]) -> bool:
         with self.lock:
@@ -126,3 +143,17 @@ def redeploy(folder: Path) -> str | None:
         return None
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     return lines[-1][:300] if lines else f"ray_ctl deploy exited with code {done.returncode}"
+
+
+class ExperimentMethods:
+    """The hub's methods of its experiment, called by the replicas and their shadows' actors."""
+
+    experiment: HubExperiment
+
+    def experiment_state(self) -> dict[str, Any]:
+        """``GET /experiment`` of any replica: the experiment over all of them."""
+        return self.experiment.state()
+
+    def shadow_records(self, records: list[dict[str, Any]]) -> None:
+        """A shadow's records, sent by the actor that reads a replica's log (serving/ray_follower.py)."""
+        self.experiment.ingest_sent(records)

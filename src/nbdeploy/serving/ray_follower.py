@@ -33,8 +33,8 @@ from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from nbdeploy.experiment import ExperimentSpec
-from nbdeploy.serving import shadow_rows
 from nbdeploy.serving.followed_shadow import FollowedShadow
+from nbdeploy.serving.hub_follower import HubFollower
 from nbdeploy.serving.ray_shadow import MAX_RESTARTS, NAMESPACE, idle_threads
 from nbdeploy.serving.shadow_follower import LOOK_S, Follower
 
@@ -42,53 +42,7 @@ __all__ = ["RayFollowedShadow"]
 
 _START_S = 300.0  # a model's load and the log's replay
 _STOP_S = 15.0  # for its last look (a replica has 30 s to stop, 5 of them for its last forward); then it is killed
-_SEND_S = 30.0  # for the hub to take a batch of records (it may be restarting)
 _PID_EVERY_S = 5.0  # how often the actor's process id is asked again (a restarted actor has a new one)
-
-
-class _HubFollower(Follower):
-    """A follower whose accounts are the hub's: it counts nothing, reads no labels, and sends
-    the shadow's records to the hub once they are in the log."""
-
-    def __init__(self, *args: Any, hub_app: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.hub = serve.get_deployment_handle("Hub", app_name=hub_app)
-
-    def count(self, records: list[dict[str, Any]]) -> int:
-        return len(records)
-
-    def dropped(self, record: dict[str, Any]) -> None:
-        """Written down as a drop's record (as a replica writes one) once the replay is done, and
-        sent: in the log, a later replay finds the mirror answered and drops it no second time."""
-        self.drops.append({"ts": time.time(), "id": record.get("id"), "variant": self.spec.label, "shadow": True,
-                           "dropped": True, "status": 503, "error": "Not mirrored: the shadow's backlog was full.",
-                           "answered": record.get("answered")})  # fmt: skip
-
-    def replay(self) -> int:
-        self.drops: list[dict[str, Any]] = []
-        replayed = super().replay()
-        drops = self.drops
-        if drops:
-            try:
-                drops = self._append(drops, [shadow_rows.line(d) for d in drops], set())
-            except OSError as exc:  # a full disk: said, and counted at the hub all the same
-                print(f"experiment: {len(drops)} drops were not logged: {type(exc).__name__}: {exc}", flush=True)
-            self.written(drops)
-        return replayed
-
-    def _labels_so_far(self) -> list[dict[str, Any]]:
-        return []
-
-    def _new_labels(self) -> list[dict[str, Any]]:
-        return []
-
-    def written(self, records: list[dict[str, Any]]) -> None:
-        if not records:
-            return
-        try:  # in the log already: a hub's restart reads them there
-            self.hub.shadow_records.remote(records).result(timeout_s=_SEND_S)
-        except Exception as exc:
-            print(f"experiment: {len(records)} shadow records not sent to the hub: {type(exc).__name__}", flush=True)
 
 
 def _look(follower: Follower, paced: bool = True) -> None:
@@ -107,13 +61,14 @@ class _FollowingWorker:
         from nbdeploy.serving.loader import load
         from nbdeploy.serving.model_process import portable
 
-        self.follower: _HubFollower | None = None
+        self.follower: HubFollower | None = None
         self.failure: BaseException | None = None
         self._stop, self._stopped = threading.Event(), threading.Event()
         try:  # in the constructor, so that Ray's restart loads and replays again
-            follower = _HubFollower(load(args["path"]), ExperimentSpec.from_dict(args["spec"]), tuple(args["names"]),
-                                    Path(args["folder"]), args["log_rows"], args["task"], args["profile"],
-                                    log_name=args["log_name"], hub_app=args["hub_app"])  # fmt: skip
+            hub = serve.get_deployment_handle("Hub", app_name=args["hub_app"])
+            follower = HubFollower(load(args["path"]), ExperimentSpec.from_dict(args["spec"]), tuple(args["names"]),
+                                   Path(args["folder"]), args["log_rows"], args["task"], args["profile"],
+                                   log_name=args["log_name"], hub=hub)  # fmt: skip
             follower.since = args["since"]
             follower.replay()
         except BaseException as exc:

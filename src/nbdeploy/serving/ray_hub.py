@@ -27,7 +27,7 @@ from nbdeploy.monitoring.alerts import AlertBook, RuleError, attach_alerts, with
 from nbdeploy.monitoring.resources import ResourceMeter, merge_windows
 from nbdeploy.monitoring.windows import RequestWindows
 from nbdeploy.privacy import LogPrivacy, key_from_hex
-from nbdeploy.serving.hub_experiment import HubExperiment
+from nbdeploy.serving.hub_experiment import ExperimentMethods, HubExperiment
 from nbdeploy.serving.hub_forget import ForgetMethods, HubForget, hub_part
 from nbdeploy.serving.hub_retention import ORPHAN_S, HubRetention
 from nbdeploy.serving.hub_tokens import HubTokens, TokenMethods
@@ -44,7 +44,7 @@ _OWNERS = 500_000  # request id -> replica, for labels; the oldest are forgotten
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
-class Hub(ForgetMethods, TokenMethods):
+class Hub(ForgetMethods, TokenMethods, ExperimentMethods):
     """Windows of the whole deployment and of each replica, from every replica's records."""
 
     def __init__(self, args: dict[str, Any]) -> None:
@@ -115,13 +115,11 @@ class Hub(ForgetMethods, TokenMethods):
 
         self.rebuilt_at = time.time()
         self.rebuilt_ids: set[str] = set()  # what replicas forwarded before the restart may arrive too
-        self.rebuilt_shadows: set[str] = set()  # ... and the shadows' actors sent (ray_follower.py)
         count, book = 0, self.experiment.book
         for path in sorted(self.folder.glob("requests-*.jsonl")):
             replica = path.name.removeprefix("requests-").removesuffix(".jsonl")
             records = read_records(path)  # once, for the windows and the experiment's accounts
-            self.experiment.ingest(records)  # (since the experiment began; nothing without one)
-            self.rebuilt_shadows.update(str(r.get("id")) for r in records if r.get("shadow") is True)
+            self.experiment.ingest_logged(records)  # (since the experiment began; nothing without one)
             items = [i for r in records if (i := logged_request(r, self.rebuilt_at - self.horizon)) is not None]
             if items:
                 self._replica(replica)
@@ -207,15 +205,6 @@ class Hub(ForgetMethods, TokenMethods):
             book = self.tokens.for_replica(replica, token_digest)
         return {"tokens": book, "orders": self.forgets.pending_for(replica)}
 
-    def shadow_records(self, records: Sequence[dict[str, Any]]) -> None:
-        """A shadow's records, sent by the actor that reads a replica's log (serving/ray_follower.py)."""
-        with self.lock:
-            if self.rebuilt_shadows:  # already read from the logs
-                if time.time() > self.rebuilt_at + 600:
-                    self.rebuilt_shadows = set()
-                records = [r for r in records if str(r.get("id")) not in self.rebuilt_shadows]
-            self.experiment.ingest(records)
-
     def _release(self, cut: float) -> None:
         with self.lock:
             ready = sorted((p for p in self.pending if p[1][0] <= cut), key=lambda p: p[1][0])
@@ -276,10 +265,6 @@ class Hub(ForgetMethods, TokenMethods):
         if replica is not None and replica in self.per:
             self.per[replica].feedback(rid, labels)
         return known or replica is not None
-
-    def experiment_state(self) -> dict[str, Any]:
-        """``GET /experiment`` of any replica: the experiment over all of them."""
-        return self.experiment.state()
 
     def feedback(self, ids: list[str], targets: list[Any]) -> dict[str, Any]:
         with self.lock:
