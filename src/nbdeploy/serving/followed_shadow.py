@@ -34,7 +34,7 @@ from nbdeploy.serving.protocol import Parsed
 from nbdeploy.serving.routing import Split
 from nbdeploy.serving.shadow_follower import LOOK_S, STATE_FILE, Follower
 
-__all__ = ["LOOK_S", "STATE_S", "FollowedShadow"]
+__all__ = ["LOOK_S", "STATE_S", "FollowedShadow", "look_safely"]
 
 STATE_S = 5.0  # the accounts written at most this often while requests keep coming
 _STOP_S = 60.0  # for its last look; then it is killed (a restart's replay finishes what it left)
@@ -61,13 +61,13 @@ def _follow(conn: Connection, parent: int, args: dict[str, Any]) -> None:
     next_look = time.monotonic() + LOOK_S
     while not conn.poll(max(0.0, next_look - time.monotonic())):  # a message, or the server gone: a last look
         next_look = time.monotonic() + LOOK_S
-        unwritten = _look(follower) > 0 or unwritten
+        unwritten = look_safely(follower) > 0 or unwritten
         # while requests keep coming the accounts are written every STATE_S (their summary costs
         # the process about as much as its predictions), and at the first look that finds none
         if unwritten and (time.monotonic() - written >= STATE_S or not follower.read_last):
             _write_state(follower)
             written, unwritten = time.monotonic(), False
-    _look(follower, paced=False)  # the last: flat out
+    look_safely(follower, paced=False)  # the last: flat out
     _write_state(follower, paced=False)
     try:
         conn.send(("stopped", None))
@@ -75,7 +75,8 @@ def _follow(conn: Connection, parent: int, args: dict[str, Any]) -> None:
         pass
 
 
-def _look(follower: Follower, paced: bool = True) -> int:
+def look_safely(follower: Follower, paced: bool = True) -> int:
+    """``follower.look``; a failure is said and the next look tries again."""
     try:
         return follower.look(paced)
     except Exception as exc:  # a bug or a full disk must not end the shadow: the next look tries again

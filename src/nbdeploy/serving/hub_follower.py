@@ -4,7 +4,6 @@ shadow's records once they are in the log. It imports no Ray: the hub's handle i
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from nbdeploy.serving import shadow_rows
@@ -29,9 +28,7 @@ class HubFollower(Follower):
     def dropped(self, record: dict[str, Any]) -> None:
         """Written down as a drop's record (as a replica writes one) once the replay is done, and
         sent: in the log, a later replay finds the mirror answered and drops it no second time."""
-        self.drops.append({"ts": time.time(), "id": record.get("id"), "variant": self.spec.label, "shadow": True,
-                           "dropped": True, "status": 503, "error": "Not mirrored: the shadow's backlog was full.",
-                           "answered": record.get("answered")})  # fmt: skip
+        self.drops.append(shadow_rows.dropped(record, "the shadow's backlog was full", self.spec))
 
     def replay(self) -> int:
         self.drops: list[dict[str, Any]] = []

@@ -33,23 +33,16 @@ from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from nbdeploy.experiment import ExperimentSpec
-from nbdeploy.serving.followed_shadow import FollowedShadow
+from nbdeploy.serving.followed_shadow import FollowedShadow, look_safely
 from nbdeploy.serving.hub_follower import HubFollower
 from nbdeploy.serving.ray_shadow import MAX_RESTARTS, NAMESPACE, idle_threads
-from nbdeploy.serving.shadow_follower import LOOK_S, Follower
+from nbdeploy.serving.shadow_follower import LOOK_S
 
 __all__ = ["RayFollowedShadow"]
 
 _START_S = 300.0  # a model's load and the log's replay
 _STOP_S = 15.0  # for its last look (a replica has 30 s to stop, 5 of them for its last forward); then it is killed
 _PID_EVERY_S = 5.0  # how often the actor's process id is asked again (a restarted actor has a new one)
-
-
-def _look(follower: Follower, paced: bool = True) -> None:
-    try:
-        follower.look(paced)
-    except Exception as exc:  # a bug or a full disk must not end the shadow: the next look tries again
-        print(f"experiment: the shadow's look at the log failed: {type(exc).__name__}: {exc}", flush=True)
 
 
 @ray.remote(num_cpus=0, max_restarts=MAX_RESTARTS)
@@ -80,8 +73,8 @@ class _FollowingWorker:
     def _follow(self) -> None:
         assert self.follower is not None
         while not self._stop.wait(LOOK_S):
-            _look(self.follower)
-        _look(self.follower, paced=False)  # the last: every request logged so far gets its shadow record
+            look_safely(self.follower)
+        look_safely(self.follower, paced=False)  # the last: every request logged so far gets its shadow record
         self._stopped.set()
 
     def ready(self) -> tuple[str, Any]:

@@ -18,7 +18,7 @@ import pandas as pd
 from nbdeploy.experiment import ExperimentSpec
 from nbdeploy.serving.responses import error_answer
 
-__all__ = ["frame", "line", "record"]
+__all__ = ["dropped", "frame", "line", "record"]
 
 # a record as the server's json.dumps writes it, in a tenth of the time (but NaN and Infinity
 # are written null, a datetime with a T; json writes what orjson refuses)
@@ -33,6 +33,15 @@ def frame(batch: list[dict[str, Any]], names: list[str]) -> pd.DataFrame:
     rows = [row for r in batch for row in r["inputs"]]
     values = np.asarray(rows)  # a row of another width raises: the batch is predicted one request at a time
     return pd.DataFrame(values if values.dtype.kind in "biuf" else rows, columns=names)
+
+
+def dropped(r: dict[str, Any], why: str, spec: ExperimentSpec) -> dict[str, Any]:
+    """The record of a mirror of request ``r`` the shadow gave up, as a server writes one
+    (:mod:`~nbdeploy.serving.variants`): a Ray hub and a later replay count it from there."""
+    out: dict[str, Any] = {"ts": r.get("ts"), "id": r.get("id"), "variant": spec.label}
+    out.update(version=spec.challenger.version, shadow=True, rows=len(r["inputs"]), dropped=True, status=503)
+    out.update(error=f"Not mirrored: {why}.", latency_ms=0.0, answered=time.time())
+    return out
 
 
 def record(r: dict[str, Any], outcome: list[Any] | BaseException, latency_ms: float, spec: ExperimentSpec,
