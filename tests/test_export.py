@@ -84,17 +84,12 @@ def _line(doc: Any) -> str:
     return json.dumps(doc, separators=(",", ":"))
 
 
-def test_a_hostile_log_exports_what_it_can_and_says_what_it_skipped(
-    served: dict[str, Any], cancer: dict[str, Any], tmp_path: Path
-) -> None:
-    dep = served["dep"]
-    dep.stop()
-    columns = list(cancer["X_test"].columns)
-    row = cancer["X_test"].iloc[0].tolist()
+def write_hostile_log(folder: Path, columns: list[str], row: list[float]) -> None:
+    """A rotated file, then lines a crash, a hand or another client wrote, after the log in ``folder``."""
     now = time.time()
     base = {"ts": now, "answered": now, "latency_ms": 1.0, "status": 200, "version": 1, "rows": 1}
     older = {**base, "id": "rotated", "inputs": [row]}
-    (dep.path / "requests.jsonl.1").write_text(_line(older) + "\n")  # rotated: read first
+    (folder / "requests.jsonl.1").write_text(_line(older) + "\n")  # rotated: read first
     hostile = [
         _line({**base, "id": "nan", "inputs": [[float("nan"), *row[1:]]]}),  # Python writes NaN: Arrow refuses it
         "this is not JSON",
@@ -113,10 +108,20 @@ def test_a_hostile_log_exports_what_it_can_and_says_what_it_skipped(
         "[" * 50_000,  # nested past the interpreter's depth
         '{"ts": 1, "id": "torn", "inp',  # kill -9 mid-write
     ]
-    with (dep.path / "requests.jsonl").open("a") as fh:
+    with (folder / "requests.jsonl").open("a") as fh:
         fh.write("\n".join(hostile))
-    (dep.path / "requests.jsonl.2").mkdir()  # not files: skipped, and a FIFO never blocks the export
-    os.mkfifo(dep.path / "requests.jsonl.3")
+    (folder / "requests.jsonl.2").mkdir()  # not files: skipped, and a FIFO never blocks the export
+    os.mkfifo(folder / "requests.jsonl.3")
+
+
+def test_a_hostile_log_exports_what_it_can_and_says_what_it_skipped(
+    served: dict[str, Any], cancer: dict[str, Any], tmp_path: Path
+) -> None:
+    dep = served["dep"]
+    dep.stop()
+    columns = list(cancer["X_test"].columns)
+    row = cancer["X_test"].iloc[0].tolist()
+    write_hostile_log(dep.path, columns, row)
     result = dep.export(out=tmp_path / "h.parquet", since="1h")
     df = result.frame().set_index("request_id")
     assert df.index[0] == "rotated"

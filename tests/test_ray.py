@@ -374,8 +374,28 @@ def test_tokens_with_roles_reach_every_replica_and_changes_need_no_restart(
         deployment.revoke_token(label)
 
 
+def _copied(deployment: nbdeploy.Deployment) -> bytes:
+    from nbdeploy.log_files import COLUMNS
+
+    folder = deployment.path / COLUMNS
+    return b"".join(p.read_bytes() for p in folder.glob("*.arrow")) if folder.exists() else b""
+
+
+def _export_both_ways(deployment: nbdeploy.Deployment, tmp_path: Path) -> None:
+    """An export from the copy, where it has the rows, is the export that parses every log."""
+    import pandas as pd
+
+    from nbdeploy.deployments.export import _features, export_logs
+
+    features = _features(deployment.spec)
+    by_copy = export_logs(deployment.path, features, tmp_path / "copy.parquet")
+    by_parse = export_logs(deployment.path, features, tmp_path / "parse.parquet", columns=False)
+    pd.testing.assert_frame_equal(by_copy.frame(), by_parse.frame())
+    assert (by_copy.requests, by_copy.rows) == (by_parse.requests, by_parse.rows) and by_copy.rows > 0
+
+
 def test_forget_reaches_every_replica_and_the_labels_at_the_hub(
-    cancer: dict[str, Any], deployment: nbdeploy.Deployment
+    cancer: dict[str, Any], deployment: nbdeploy.Deployment, tmp_path: Path
 ) -> None:
     """#15 item 3 on Ray: ``forget`` is an order the hub hands to every replica (each filters
     its own log, which only it appends to) and answers once all did it; the hub removes the
@@ -398,8 +418,13 @@ def test_forget_reaches_every_replica_and_the_labels_at_the_hub(
     first = next(r for r in logged if r["id"] == sent[0])
     gone.write_text("".join(json.dumps({**first, "id": rid}) + "\n" for rid in (sent[0], "kept-1")))
     os.utime(gone, (time.time() - 120, time.time() - 120))
+    # the hub keeps a columnar copy of every replica's log for exports (deployments/log_columns.py)
+    eventually(lambda: _copied(deployment), lambda data: all(r.encode() in data for r in sent[:4]), timeout=60)
     result = deployment.forget(ids=sent[:4])
     assert result == {"ids": 4, "removed": {"requests": 5, "feedback": 4}}, result
+    assert not [r for r in sent[:4] if r.encode() in _copied(deployment)]  # out of the copy with their files
+    eventually(lambda: _copied(deployment), lambda data: all(r.encode() in data for r in sent[4:]), timeout=60)
+    _export_both_ways(deployment, tmp_path)
     left = {r["id"] for r in _records(deployment)}
     assert not left & set(sent[:4]) and set(sent[4:]) <= left  # from both replicas' logs, and only those
     assert [r["id"] for r in read_records(gone)] == ["kept-1"]

@@ -10,6 +10,7 @@ not a JSON object (a torn last line) is kept as it is: only records ``keep`` rej
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -18,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOGS_LOCK", "Filtered", "filter_file", "first_record", "not_of", "swap_in", "sweep"]
+__all__ = ["COLUMNS", "LOGS_LOCK", "Filtered", "drop_columns", "filter_file", "first_record", "not_of", "swap_in",
+           "sweep"]  # fmt: skip
 
 Keep = Callable[[dict[str, Any]], bool]
 LOGS_LOCK = ".logs.lock"  # held exclusive to swap a filtered file in, shared by an export opening the logs
+COLUMNS = ".log-columns"  # the logs' rows parsed ahead of an export (nbdeploy.deployments.log_columns)
 
 
 @dataclass
@@ -95,7 +98,19 @@ def swap_in(filtered: Filtered) -> bool:
         out.write(_kept(appended, filtered) if filtered.keep is not None else appended)
     os.chmod(filtered.temp, 0o600)
     os.replace(filtered.temp, filtered.path)
+    drop_columns(filtered.path.parent, st.st_dev, st.st_ino)  # they hold the rows taken out
     return True
+
+
+def drop_columns(folder: Path, dev: int, ino: int) -> None:
+    """Delete the columnar copy of the log file ``(dev, ino)``, which left the logs. Called
+    under the exclusive :data:`LOGS_LOCK` by a swap, so that a copy being written (published
+    under the shared lock, only while its file is still linked) is never left behind."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder / COLUMNS):
+            if name.startswith(f"{dev}-{ino}-"):
+                with contextlib.suppress(OSError):
+                    os.unlink(folder / COLUMNS / name)
 
 
 def _kept(block: bytes, filtered: Filtered) -> bytes:

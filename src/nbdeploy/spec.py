@@ -279,3 +279,6 @@ class ServerSettings:
     token_issued: float = 0.0  # when the kernel issued that book
     log_key: str | None = field(default=None, repr=False)  # a Ray replica's key of hashed inputs (hex)
     audit_folder: str | None = None  # a Ray replica's folder on its machine, for its lines of audit.jsonl
+    # seconds between looks of the process that parses the log ahead of an export
+    # (nbdeploy.deployments.log_converter); 0: none is started
+    log_columns_s: float = 10.0

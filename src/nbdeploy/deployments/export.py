@@ -3,11 +3,13 @@
 >>> d.export(since="1d", labelled=True, out="recent.parquet")     # doctest: +SKIP
 Exported 1,204 rows of 1,204 requests (1,204 labelled), answered since 2026-11-29 10:00 UTC, to recent.parquet.
 
-The logs are read a block at a time (:mod:`.export_rows`) and each block's rows are written as
-one Parquet row group, so memory holds one block whatever the logs' length, and the labels of
-``--labelled`` (one entry per labelled request). The log files are opened before the first is
-read: a rotation meanwhile moves names, not the files being read, so no record is read twice or
-missed. The file appears under its name only once complete.
+Each log file's rows are read from its columnar copy (:mod:`.log_columns`, kept by the
+server's converter) as far as the copy goes, and the rest is parsed a block at a time
+(:mod:`.export_rows`); the pieces stream to a Parquet writer, so memory holds one piece
+whatever the logs' length, and the labels of ``--labelled`` (one entry per labelled request).
+The log files are opened before the first is read: a rotation meanwhile moves names, not the
+files being read, so no record is read twice or missed. The file appears under its name only
+once complete.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import datetime as dt
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,34 +103,32 @@ def _labels(folder: Path) -> dict[str, list[Any]]:
 
 
 def export_logs(folder: Path, features: Any, out: Path, since: float | None = None, labelled: bool = False,
-                log_rows: int = 100, chunk: int = CHUNK_BYTES) -> Exported:  # fmt: skip
-    """Write the rows of the request logs in ``folder`` to the Parquet file ``out``."""
-    import pyarrow.parquet as pq
-
-    from nbdeploy.deployments.export_files import blocks, open_logs
+                log_rows: int = 100, chunk: int = CHUNK_BYTES, columns: bool = True) -> Exported:  # fmt: skip
+    """Write the rows of the request logs in ``folder`` to the Parquet file ``out``; the rows
+    the logs' columnar copy holds are read from it (``columns``), the others parsed."""
+    from nbdeploy.deployments.export_files import open_logs, write_parquet
     from nbdeploy.deployments.export_labels import label_type, with_labels
-    from nbdeploy.deployments.export_rows import block_rows
     from nbdeploy.deployments.export_schema import LABEL, VARIANT, VERSION, Counts, empty_rows, finish, public_names
 
     labels = _labels(folder) if labelled else None
     kind = label_type(labels) if labels is not None else None
-    counts, labelled_rows, long_lines = Counts(), 0, [0]
+    counts, labelled_rows, long_lines = Counts(), [0], [0]
     schema = finish(with_labels(empty_rows(features), labels, kind), features).schema
     names = public_names(features)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     logs = open_logs(folder, since)
+
+    def finished() -> Iterator[Any]:
+        for rows in _rows(folder, logs, features, since, counts, chunk, long_lines, columns):
+            if labels is not None:
+                rows = with_labels(rows, labels, kind, counts)
+                labelled_rows[0] += rows.num_rows
+            if rows.num_rows:
+                yield finish(rows, features)
+
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        # dictionaries only where values repeat: on measured floats they cost 4x the write and save nothing
-        with pq.ParquetWriter(partial, schema, use_dictionary=[names[VARIANT], names[VERSION]]) as writer:
-            for fh, size in logs.files:
-                for block in blocks(fh, size, chunk, long_lines):
-                    rows = block_rows(block, features, since, counts)
-                    if labels is not None:
-                        rows = with_labels(rows, labels, kind, counts)
-                        labelled_rows += rows.num_rows
-                    if rows.num_rows:
-                        writer.write_table(finish(rows, features))
+        write_parquet(partial, schema, finished(), [names[VARIANT], names[VERSION]])
         partial.replace(out)
     except OSError as exc:  # the output's folder or file, or a log that failed while read
         where = f" {exc.filename}" if exc.filename else ""
@@ -137,8 +138,32 @@ def export_logs(folder: Path, features: Any, out: Path, since: float | None = No
         with contextlib.suppress(OSError):
             partial.unlink()
     renamed = {k[1:]: v for k, v in names.items() if v != k[1:] and (k != LABEL or labelled)}
-    return Exported(out, counts.requests, counts.rows, labelled_rows if labelled else None, counts.not_logged,
+    return Exported(out, counts.requests, counts.rows, labelled_rows[0] if labelled else None, counts.not_logged,
                     counts.skipped + long_lines[0], since, log_rows, logs.unreadable, renamed)  # fmt: skip
+
+
+def _rows(folder: Path, logs: Any, features: Any, since: float | None, counts: Any, chunk: int,
+          long_lines: list[int], columns: bool) -> Iterator[Any]:  # fmt: skip
+    """Each log file's rows: first what its columnar copy holds, then its bytes past the copy, parsed."""
+    import pyarrow as pa
+
+    from nbdeploy.deployments.export_files import blocks
+    from nbdeploy.deployments.export_rows import block_rows
+    from nbdeploy.deployments.log_columns import cached_rows, segments
+
+    found = segments(folder) if columns else {}
+    for fh, size in logs.files:
+        pos = 0
+        for cached in cached_rows(found, fh.fileno(), size, features):
+            try:
+                rows = cached.rows(since, counts)
+            except (OSError, pa.ArrowInvalid):  # merged away since it was checked, or damaged: parse from here
+                break
+            yield rows
+            pos = cached.segment.end
+        fh.seek(pos)
+        for block in blocks(fh, size - pos, chunk, long_lines):
+            yield block_rows(block, features, since, counts)
 
 
 def _features(spec: Any) -> Any:

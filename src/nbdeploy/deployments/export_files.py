@@ -15,17 +15,17 @@ import contextlib
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from nbdeploy._files import flocked, open_to_read
 from nbdeploy.errors import InvalidInputError
 from nbdeploy.log_files import LOGS_LOCK
 from nbdeploy.monitoring.replay import log_files
 
-__all__ = ["Logs", "blocks", "out_path"]
+__all__ = ["Logs", "blocks", "out_path", "write_parquet"]
 
 _TRIES = 300  # listings at most (a log rotating on every one: a writer in a hurry)
 
@@ -168,3 +168,30 @@ def out_path(out: str | Path | None, name: str, folder: Path) -> Path:
         if (home / target.relative_to(home).parts[0] / "spec.json").exists():
             raise InvalidInputError(f"--out {str(given)!r} is inside a deployment's folder: write it elsewhere.")
     return given
+
+
+def write_parquet(path: Path, schema: Any, tables: Iterable[Any], dictionary: list[str]) -> None:
+    """Write ``tables`` (Arrow tables of ``schema``) to the Parquet file ``path``, streaming.
+
+    Through polars's streaming writer where polars is installed: it encodes the columns on
+    every core, where pyarrow's writer encodes them one after the other on one (on 1M rows of
+    30 features, 0.23 to 0.32 s against 0.53 to 0.72 s; ``bench/export.py``). Else through
+    pyarrow, one row group per table, with dictionaries for the ``dictionary`` columns only
+    (on measured floats they cost four times the write and save nothing)."""
+    try:
+        import polars as pl
+        from polars.io.plugins import register_io_source
+    except ImportError:
+        import pyarrow.parquet as pq
+
+        with pq.ParquetWriter(path, schema, use_dictionary=dictionary) as writer:
+            for table in tables:
+                writer.write_table(table)
+        return
+
+    def frames(with_columns: Any, predicate: Any, n_rows: Any, batch_size: Any) -> Iterator[Any]:
+        for table in tables:
+            yield pl.from_arrow(table)
+
+    frame_schema = pl.from_arrow(schema.empty_table()).schema  # type: ignore[union-attr]
+    register_io_source(frames, schema=frame_schema).sink_parquet(path, compression="snappy", statistics=True)

@@ -45,7 +45,7 @@ def parse_lines(block: bytes, counts: Counts) -> list[dict[str, Any]]:
         if isinstance(doc, dict):
             docs.append(doc)
         elif line.strip():
-            counts.skipped += 1
+            counts.skip()
     return docs
 
 
@@ -92,7 +92,7 @@ def python_rows(docs: list[dict[str, Any]], features: Features, since: float | N
         for i, row in enumerate(inputs):
             picked = _pick(row, features.names, where)
             if picked is None:
-                counts.skipped += 1
+                counts.skip(when)
                 continue
             for column, value in zip(values, picked, strict=True):
                 column.append(value)
@@ -101,7 +101,7 @@ def python_rows(docs: list[dict[str, Any]], features: Features, since: float | N
             head[ROW].append(i)
             kept += 1
         rows = doc.get("rows")
-        counts.not_logged += max(rows - len(inputs), 0) if isinstance(rows, int) and rows < _INT64 else 0
+        counts.miss(when, max(rows - len(inputs), 0) if isinstance(rows, int) and rows < _INT64 else 0)
         counts.requests += kept > 0
         counts.rows += kept
     schema = raw_schema(features)

@@ -106,7 +106,12 @@ def _flatten(plain: pa.Table, features: Features, counts: Counts) -> pa.Table:
     parent = np.repeat(np.arange(plain.num_rows), per_request)
     starts = np.cumsum(per_request) - per_request
     logged = pc.fill_null(plain["rows"], 0).to_numpy().astype(np.int64)  # the request's rows, logged or not
-    counts.not_logged += int(np.maximum(logged - per_request, 0).sum())
+    missed = np.maximum(logged - per_request, 0)
+    counts.not_logged += int(missed.sum())
+    if counts.at is not None:
+        some = missed > 0
+        when = plain["when"].to_numpy()[some].tolist()
+        counts.at["not_logged"] += list(zip(when, missed[some].tolist(), strict=True))
     counts.requests += int(np.count_nonzero(per_request))
     counts.rows += matrix.shape[0]
     take = pa.array(parent, pa.int64())

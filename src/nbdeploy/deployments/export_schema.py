@@ -55,6 +55,21 @@ class Counts:
     not_logged: int = 0  # rows of requests larger than the log keeps per request
     skipped: int = 0  # lines that are not JSON records, and rows that fit no column
     records: int = 0  # records numbered so far (RECORD)
+    # (answer time, count) of each not_logged and skipped, kept only for the log's columnar copy
+    # (nbdeploy.deployments.log_columns), whose counts an export with --since takes from them;
+    # a line that is no record has no time: +inf, counted whatever --since
+    at: dict[str, list[tuple[float, int]]] | None = None
+
+    def skip(self, when: float = float("inf"), n: int = 1) -> None:
+        self.skipped += n
+        if self.at is not None:
+            self.at["skipped"].append((when, n))
+
+    def miss(self, when: float, n: int) -> None:
+        """``n`` rows of a request answered at ``when`` that the log did not keep."""
+        self.not_logged += n
+        if self.at is not None and n:
+            self.at["not_logged"].append((when, n))
 
 
 def raw_schema(features: Features) -> pa.Schema:

@@ -28,6 +28,7 @@ from nbdeploy.serving.decisions import decision_loop
 from nbdeploy.serving.experiment_routes import prepare
 from nbdeploy.serving.forgetting import retention_loop
 from nbdeploy.serving.loader import LoadedModel
+from nbdeploy.serving.log_columns_process import LogColumns
 from nbdeploy.serving.monitor_routes import LocalMonitor, MonitorBackend, alert_loop, fold_loop, resource_loop
 from nbdeploy.serving.protocol import ProtocolError
 from nbdeploy.serving.requestlog import RequestLog
@@ -84,6 +85,8 @@ def _lifespan(server: Server, background: Callable[[], Any] | None) -> Callable[
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         server.batcher.start()
+        columns = LogColumns.of(settings)
+        columns.start()
         if server.experiment is not None:
             server.experiment.start()
         if settings.parse_process:
@@ -115,5 +118,6 @@ def _lifespan(server: Server, background: Callable[[], Any] | None) -> Callable[
                 await server.experiment.close(server.batcher)
             await server.batcher.stop()
             server.parse_pool.stop()
+            columns.stop()
 
     return lifespan

@@ -27,8 +27,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import signal
-import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -36,22 +34,13 @@ from typing import Any, TypeVar
 
 from starlette.requests import ClientDisconnect, Request
 
+from nbdeploy._process import die_with
 from nbdeploy.serving.protocol import ProtocolError
 
 __all__ = ["PARSE_OFF_PROCESS_BYTES", "PARSE_ON_LOOP_BYTES", "ParsePool", "die_with", "parse_body", "read_body"]
 
 T = TypeVar("T")
 
-
-def die_with(parent: int) -> None:
-    """The worker's initializer: the kernel kills it when the server dies, however the server
-    dies (``kill -9`` included), so that no parser outlives its server."""
-    if sys.platform == "linux":
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the server died before the line above
-        os._exit(0)
 
 
 class ParsePool:

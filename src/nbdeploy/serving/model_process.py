@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
-from nbdeploy.serving.bodies import die_with
+from nbdeploy._process import die_with, run_idle
 
 __all__ = ["InProcessModel", "ModelProcess", "portable", "spawn_worker", "start_worker", "stop_worker"]
 
@@ -38,11 +38,8 @@ _READ_ON_LOOP = 16 * 1024  # an answer up to this size is read on the loop once 
 def start_worker(parent: int, idle: bool) -> None:
     """A worker's first step: die with the server; a shadow's (``idle``) gets only the CPU left over."""
     die_with(parent)
-    if idle:  # run only on a CPU nothing else wants (Linux), else at the lowest priority
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined,unused-ignore]
-        except (AttributeError, OSError):
-            os.nice(19)
+    if idle:
+        run_idle()
 
 
 def _serve(conn: Connection, parent: int, idle: bool, path: str) -> None:

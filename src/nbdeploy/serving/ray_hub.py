@@ -31,6 +31,7 @@ from nbdeploy.serving.hub_experiment import ExperimentMethods, HubExperiment
 from nbdeploy.serving.hub_forget import ForgetMethods, HubForget, hub_part
 from nbdeploy.serving.hub_retention import ORPHAN_S, HubRetention
 from nbdeploy.serving.hub_tokens import HubTokens, TokenMethods
+from nbdeploy.serving.log_columns_process import LogColumns
 from nbdeploy.serving.ray_node import node_folder
 from nbdeploy.serving.requestlog import apply_labels, feedback_log
 from nbdeploy.spec import DeploymentSpec
@@ -86,6 +87,8 @@ class Hub(ForgetMethods, TokenMethods, ExperimentMethods):
                  ("decisions", 1.0, self.experiment.decide, "experiment decision")]  # fmt: skip
         if self.retention is not None:
             loops.append(("retention", self.retention.interval, self.retention.run, "retention"))
+        self.log_columns = LogColumns(str(self.folder), self.spec.log_inputs)  # every replica's log here
+        self.log_columns.start()
         for name, *loop in loops:
             threading.Thread(target=self._every, args=loop, daemon=True, name=f"nbdeploy-hub-{name}").start()
 
@@ -291,3 +294,4 @@ class Hub(ForgetMethods, TokenMethods, ExperimentMethods):
 
     def __del__(self) -> None:
         self.stopping.set()
+        self.log_columns.stop()

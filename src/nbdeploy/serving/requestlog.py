@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nbdeploy._files import flocked, open_owned
-from nbdeploy.log_files import LOGS_LOCK, filter_file, swap_in
+from nbdeploy.log_files import LOGS_LOCK, drop_columns, filter_file, swap_in
 from nbdeploy.monitoring.replay import log_files, read_records
 from nbdeploy.privacy import LogPrivacy
 from nbdeploy.spec import DEFAULTS
@@ -97,14 +97,18 @@ class RequestLog:
         self.rotations += 1  # a removal or search in progress sees names move under it
         os.close(self._fd)
         oldest = self.path.with_name(f"{self.path.name}.{self.backups}")
+        gone = None
         if oldest.exists():  # about to be replaced: say how many records go
             with oldest.open("rb") as fh:
+                gone = os.fstat(fh.fileno())
                 self.dropped += sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
         for i in range(self.backups - 1, 0, -1):
             older = self.path.with_name(f"{self.path.name}.{i}")
             if older.exists():
                 older.replace(self.path.with_name(f"{self.path.name}.{i + 1}"))
         self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        if gone is not None and not (oldest.exists() and os.path.samestat(gone, oldest.stat())):
+            drop_columns(self.path.parent, gone.st_dev, gone.st_ino)  # replaced: its columnar copy goes too
         self._fd = self._open()
         self._size = 0
 

@@ -1,0 +1,173 @@
+"""The process that keeps the request logs' columnar copy (:mod:`.log_columns`) up to date.
+
+    python -m nbdeploy.deployments.log_converter FOLDER [--parent PID] [--every 10]
+
+A server that logs inputs starts it (:mod:`nbdeploy.serving.log_columns_process`, through
+:mod:`nbdeploy._process`); it dies with the server and runs under ``SCHED_IDLE``, so it takes
+only CPU nothing else wants.
+Every ``--every`` seconds it takes the features an export would use now (``spec.json``),
+opens the log files as an export does, parses each file's new whole lines into segments of
+at most :data:`SEGMENT_BYTES` of JSON, merges runs of small segments (so an export reads
+few), and deletes the copies of files that left the logs. It keeps no state of its own: a
+restart goes on from the segments on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from nbdeploy._process import die_with, run_idle
+from nbdeploy.deployments.export import CHUNK_BYTES, _features
+from nbdeploy.deployments.export_files import open_logs
+from nbdeploy.deployments.export_rows import block_rows
+from nbdeploy.deployments.export_schema import RECORD, Counts, Features
+from nbdeploy.deployments.log_columns import Cached, chain, features_key, publish, segments
+from nbdeploy.errors import NbdeployError
+from nbdeploy.log_files import COLUMNS
+from nbdeploy.spec import DeploymentSpec
+
+__all__ = ["MERGE_RUN", "SEGMENT_BYTES", "convert", "main"]
+
+SEGMENT_BYTES = CHUNK_BYTES  # JSON per segment at most: an export holds one at a time
+MERGE_RUN = 4  # this many small segments in a row (within SEGMENT_BYTES) are merged into one
+_BACK = 64 << 10  # bytes read at a time looking back for a line's end
+
+
+def _line_end(fd: int, start: int, stop: int) -> int:
+    """Where the last whole line of ``[start, stop)`` ends (``start``: none ends there)."""
+    pos = stop
+    while pos > start:
+        low = max(start, pos - _BACK)
+        found = os.pread(fd, pos - low, low).rfind(b"\n")
+        if found >= 0:
+            return low + found + 1
+        pos = low
+    return start
+
+
+def _convert_span(folder: Path, fd: int, start: int, end: int, features: Features, key: str) -> bool:
+    counts = Counts(at={"not_logged": [], "skipped": []})
+    rows = block_rows(os.pread(fd, end - start, start), features, None, counts)
+    assert counts.at is not None
+    return publish(folder, fd, start, end, rows, counts.records, counts.at, key) is not None
+
+
+def _merge(folder: Path, fd: int, run: list[Cached], key: str) -> None:
+    """One segment in place of the consecutive ``run`` (its records numbered on)."""
+    tables, offset = [], 0
+    at: dict[str, list[tuple[float, int]]] = {"not_logged": [], "skipped": []}
+    for cached in run:
+        table = cached.table()
+        where = table.schema.get_field_index(RECORD)
+        tables.append(table.set_column(where, RECORD, pc.add(table[RECORD], offset)))
+        offset += cached.records
+        for name, pairs in cached.at.items():
+            at[name] += pairs
+    merged = pa.concat_tables(tables)
+    if publish(folder, fd, run[0].segment.start, run[-1].segment.end, merged, offset, at, key) is not None:
+        for cached in run:
+            with contextlib.suppress(OSError):
+                cached.segment.path.unlink()
+
+
+def _runs(have: list[Cached]) -> list[list[Cached]]:
+    """Runs of at least :data:`MERGE_RUN` consecutive segments spanning at most :data:`SEGMENT_BYTES`."""
+    runs, run = [], []  # type: list[list[Cached]], list[Cached]
+    for cached in have:
+        if run and cached.segment.end - run[0].segment.start > SEGMENT_BYTES:
+            runs.append(run)
+            run = []
+        run.append(cached)
+    runs.append(run)
+    return [r for r in runs if len(r) >= MERGE_RUN]
+
+
+def convert_file(folder: Path, fd: int, size: int, features: Features, found: list[Any]) -> int:
+    """Bring the copy of one log file up to its last whole line; the bytes parsed."""
+    key = features_key(features)
+    have = chain(found, fd, size, key)
+    kept = {c.segment.path for c in have}
+    for segment in found:  # stale (other features, a digest that differs) or merged into another
+        if segment.path not in kept and segment.end <= size:
+            with contextlib.suppress(OSError):
+                segment.path.unlink()
+    pos = have[-1].segment.end if have else 0
+    end, parsed = _line_end(fd, pos, size), 0
+    while pos < end:
+        stop = end if end - pos <= SEGMENT_BYTES else _line_end(fd, pos, pos + SEGMENT_BYTES)
+        if stop == pos or not _convert_span(folder, fd, pos, stop, features, key):
+            break  # a line longer than a segment (an export parses it), or the file left the logs
+        parsed += stop - pos
+        pos = stop
+    info = os.fstat(fd)
+    for run in _runs(chain(segments(folder).get((info.st_dev, info.st_ino), []), fd, size, key)):
+        _merge(folder, fd, run, key)
+    return parsed
+
+
+def convert(folder: Path) -> int:
+    """One pass over ``folder``'s logs; the bytes parsed (0: nothing new, or nothing to export)."""
+    try:
+        features = _features(DeploymentSpec.load(folder))
+    except (NbdeployError, OSError):  # no inputs logged, no signature, no spec: nothing an export could read
+        return 0
+    found, parsed, live = segments(folder), 0, set()
+    logs = open_logs(folder, None)
+    try:
+        for fh, size in logs.files:
+            info = os.fstat(fh.fileno())
+            live.add((info.st_dev, info.st_ino))
+            parsed += convert_file(folder, fh.fileno(), size, features, found.get((info.st_dev, info.st_ino), []))
+    finally:
+        logs.close()
+    for identity, gone in found.items():  # files rotated away (or swapped) since
+        if identity not in live:
+            for segment in gone:
+                with contextlib.suppress(OSError):
+                    segment.path.unlink()
+    return parsed
+
+
+def _sweep(folder: Path) -> None:
+    """Temporary files a converter killed mid-write left."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder / COLUMNS):
+            if name.startswith(".") and name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    os.unlink(folder / COLUMNS / name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m nbdeploy.deployments.log_converter")
+    parser.add_argument("folder", type=Path, help="the deployment's folder")
+    parser.add_argument("--parent", type=int, help="die with this process")
+    parser.add_argument("--every", type=float, default=10.0, help="seconds between looks at the logs")
+    args = parser.parse_args(argv)
+    if args.parent:
+        die_with(args.parent)
+    run_idle()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    _sweep(args.folder)
+    said = None
+    while True:
+        try:
+            convert(args.folder)
+        except Exception as exc:  # said once; the next look tries again
+            if repr(exc) != said:
+                print(f"log columns: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                said = repr(exc)
+        time.sleep(args.every)
+
+
+if __name__ == "__main__":
+    main()
