@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet
 import pytest
 
 from tests.helpers import usage_error
@@ -136,6 +137,21 @@ def test_a_hostile_log_exports_what_it_can_and_says_what_it_skipped(
     said = " ".join(repr(result).split())  # the text form wraps at 100 columns
     assert "400 rows of larger requests are not in it" in said
     assert "5 unreadable log lines or rows were skipped" in said
+
+
+def test_without_polars_pyarrows_writer_writes_the_same_file(
+    served: dict[str, Any], tmp_path: Path, monkeypatch: Any
+) -> None:
+    import sys
+
+    dep = served["dep"]
+    by_polars = dep.export(out=tmp_path / "polars.parquet", labelled=True)
+    monkeypatch.setitem(sys.modules, "polars", None)  # not installed: the import fails
+    by_pyarrow = dep.export(out=tmp_path / "pyarrow.parquet", labelled=True)
+    pd.testing.assert_frame_equal(by_polars.frame(), by_pyarrow.frame())
+    assert (by_polars.rows, by_polars.requests) == (by_pyarrow.rows, by_pyarrow.requests) and by_polars.rows > 0
+    assert "polars" in pa.parquet.read_metadata(tmp_path / "polars.parquet").created_by.lower()
+    assert "parquet-cpp-arrow" in pa.parquet.read_metadata(tmp_path / "pyarrow.parquet").created_by
 
 
 def test_arrow_and_python_read_a_log_to_the_same_rows(served: dict[str, Any], cancer: dict[str, Any]) -> None:

@@ -83,7 +83,8 @@ def test_an_export_from_the_copy_is_the_export_that_parses(
     with (dep.path / "requests.jsonl").open("a") as fh:  # ends the torn line; dated counts before --since
         fh.write("\n" + _line({**old, "id": "old-big", "rows": 300, "inputs": [row] * 100}) + "\n")
         fh.write(_line({**old, "id": "old-short", "rows": 1, "inputs": [row[:3]]}) + "\n")
-    assert convert(dep.path) > 0
+    sizes = [(dep.path / name).stat().st_size for name in ("requests.jsonl", "requests.jsonl.1")]
+    assert convert(dep.path) == (sum(sizes), [])  # every byte of both: they end with whole lines
     covered = _covered(dep.path)
     assert covered["requests.jsonl"] == (dep.path / "requests.jsonl").stat().st_size  # all of it: whole lines
     assert covered["requests.jsonl.1"] > 0
@@ -100,20 +101,25 @@ def test_an_export_from_the_copy_is_the_export_that_parses(
     frame, _ = _export(dep.path, features, tmp_path / "late.parquet", True)
     assert frame["request_id"].iloc[-1] == "late"
     _same_both_ways(dep.path, features, tmp_path)
-    assert convert(dep.path) > 0 and convert(dep.path) == 0  # the new line once; the torn one waits for its end
+    assert convert(dep.path)[0] > 0 and convert(dep.path)[0] == 0  # the new line once; the torn one waits
     _same_both_ways(dep.path, features, tmp_path)
 
 
 def test_forget_takes_the_rows_out_of_the_copy(served: dict[str, Any], tmp_path: Path) -> None:
     from nbdeploy.deployments.log_converter import convert
+    from nbdeploy.log_files import COLUMNS
 
     dep = served["dep"]
     dep.stop()
     convert(dep.path)
     gone = served["sent"][1][0]
     assert gone.encode() in _segment_bytes(dep.path)
+    live = (dep.path / "requests.jsonl").stat()
+    half = dep.path / COLUMNS / f".{live.st_dev}-{live.st_ino}-0-99.arrow.7.tmp"  # a converter killed mid-write
+    half.write_bytes((dep.path / "requests.jsonl").read_bytes())
     assert dep.forget([gone])["removed"]["requests"] == 1
     assert gone.encode() not in _segment_bytes(dep.path)  # the swapped file's segments went with it
+    assert not half.exists()  # and what a converter left half-written of it
     frame, _ = _export(dep.path, _features(dep), tmp_path / "after.parquet", True)
     assert gone not in set(frame["request_id"]) and len(frame) == sum(len(p) for _, p, _ in served["sent"]) - 40
     convert(dep.path)  # the new file, converted again
@@ -163,6 +169,19 @@ def test_a_stale_damaged_or_foreign_segment_is_never_read(served: dict[str, Any]
         _same_both_ways(dep.path, features, tmp_path)
     finally:
         log_columns.read_segment = check  # type: ignore[assignment]
+    convert(dep.path)
+    # a segment of another layout under the same key (an older nbdeploy's): not read
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    [mine] = segments(dep.path)[(live.st_dev, live.st_ino)]
+    with pa.OSFile(str(mine.path)) as source:
+        reader = ipc.open_file(source)
+        table, meta = reader.read_all(), reader.schema.metadata
+    table = table.drop_columns([table.column_names[-1]])
+    with pa.OSFile(str(mine.path), "wb") as sink, ipc.new_file(sink, table.schema.with_metadata(meta)) as writer:
+        writer.write_table(table)
+    _same_both_ways(dep.path, features, tmp_path)
     convert(dep.path)
     # other features (a version with other inputs served since): the copy is not theirs
     other_features = Features(features.names, features.types, {7: features.names[::-1]})
@@ -268,7 +287,9 @@ def test_a_converter_killed_mid_way_leaves_nothing_wrong(served: dict[str, Any],
         converter.kill()
         converter.wait(timeout=10)
         (dep.path / COLUMNS).mkdir(exist_ok=True)
-        (dep.path / COLUMNS / ".1-2-0-10.arrow.99.tmp").write_bytes(b"half a segment")
+        half = dep.path / COLUMNS / ".1-2-0-10.arrow.99.tmp"
+        half.write_bytes(b"half a segment")
+        os.utime(half, (time.time() - 120, time.time() - 120))  # left a while ago: another converter's is not
         _same_both_ways(dep.path, _features(dep), tmp_path)
     converter = subprocess.Popen(command, stderr=subprocess.PIPE)
     try:
@@ -292,4 +313,61 @@ def test_the_converter_of_a_folder_it_cannot_read_converts_nothing(tmp_path: Pat
         folder.mkdir()
         (folder / "spec.json").write_text("{not json")
         (folder / "requests.jsonl").write_text('{"id": "a"}\n')
-    assert convert(folder) == 0
+    assert convert(folder) == (0, [])
+
+
+def test_lines_arrow_and_python_read_apart_give_the_same_rows_however_the_spans_fall(tmp_path: Path) -> None:
+    """A line of two objects, ``null`` (alone in a span: pyarrow 25 crashes on it), blank lines,
+    a lone surrogate: each read as Python reads it, whichever span or block it falls in."""
+    from nbdeploy.deployments.export_rows import arrow_records
+    from nbdeploy.deployments.export_schema import Features
+    from nbdeploy.deployments.log_converter import convert_file
+
+    features = Features(["a", "b"], ["double", "double"])
+    now = time.time()
+
+    def record(i: int) -> str:
+        return _line({"ts": now, "answered": now, "status": 200, "id": f"r{i}", "rows": 1, "inputs": [[i, 1.0]]})
+
+    spans = [[record(0), record(1) + " " + record(2)], ["null"], ["", record(3), "  "],
+             [record(4), '{"ts": 1, "answered": 1, "status": 200, "id": "x\\ud800", "inputs": [[1, 2]]}'],
+             [record(5) + record(6), record(7)]]  # fmt: skip
+    log = tmp_path / "requests.jsonl"
+    for span in spans:  # converted span by span: each one falls on a path of its own
+        with log.open("a") as fh:
+            fh.write("\n".join(span) + "\n")
+        with log.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            convert_file(tmp_path, fh.fileno(), size, features, [])
+    assert arrow_records(b"null\n") is None and arrow_records((record(1) + record(2) + "\n").encode()) is None
+    counted = _same_both_ways(tmp_path, features, tmp_path)
+    frame, _ = _export(tmp_path, features, tmp_path / "rows.parquet", True)
+    assert frame["request_id"].tolist() == ["r0", "r3", "r4", "x?", "r7"] and counted[4] == 3  # 2 lines of 2, null
+
+
+def test_one_file_that_fails_stops_no_other_and_a_full_disk_stops_the_copy(
+    served: dict[str, Any], tmp_path: Path, monkeypatch: Any
+) -> None:
+    from nbdeploy.deployments import log_converter
+
+    dep = served["dep"]
+    dep.stop()
+    rotated = dep.path / "requests.jsonl.1"
+    rotated.write_bytes((dep.path / "requests.jsonl").read_bytes())
+    real = log_converter.convert_file
+
+    def fails_on_the_rotated(folder: Path, fd: int, size: int, features: Any, found: Any) -> int:
+        if os.path.samestat(os.fstat(fd), rotated.stat()):
+            raise MemoryError("made up")
+        return real(folder, fd, size, features, found)
+
+    monkeypatch.setattr(log_converter, "convert_file", fails_on_the_rotated)
+    parsed, failed = log_converter.convert(dep.path)
+    assert parsed == (dep.path / "requests.jsonl").stat().st_size
+    assert failed == ["requests.jsonl.1: MemoryError: made up"]
+    assert _covered(dep.path) == {"requests.jsonl": parsed, "requests.jsonl.1": 0}
+    _same_both_ways(dep.path, _features(dep), tmp_path)
+    monkeypatch.setattr(log_converter, "convert_file", real)
+    monkeypatch.setattr(log_converter, "MIN_FREE", 1 << 62)
+    parsed, failed = log_converter.convert(dep.path)
+    assert parsed == 0 and "free on the disk" in failed[0] and _covered(dep.path)["requests.jsonl.1"] == 0

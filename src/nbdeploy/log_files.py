@@ -108,7 +108,7 @@ def drop_columns(folder: Path, dev: int, ino: int) -> None:
     under the shared lock, only while its file is still linked) is never left behind."""
     with contextlib.suppress(OSError):
         for name in os.listdir(folder / COLUMNS):
-            if name.startswith(f"{dev}-{ino}-"):
+            if name.startswith((f"{dev}-{ino}-", f".{dev}-{ino}-")):  # and one a killed converter left half-written
                 with contextlib.suppress(OSError):
                     os.unlink(folder / COLUMNS / name)
 
@@ -146,10 +146,11 @@ def first_record(path: Path) -> dict[str, Any] | None:
 
 
 def sweep(folder: Path) -> int:
-    """Remove the temporary files a filtering killed mid-way left (``.NAME.*.forget``): they
-    hold copies of log records. Call it when no filtering runs (a server starting)."""
+    """Remove the temporary files a filtering (``.NAME.*.forget``) or a converter of the
+    columnar copy (``.log-columns/.*.tmp``) killed mid-way left: they hold copies of log
+    records. Call it when neither runs (a server starting, a stopped deployment's forget)."""
     removed = 0
-    for leftover in folder.glob(".*.forget"):
+    for leftover in [*folder.glob(".*.forget"), *(folder / COLUMNS).glob(".*.tmp")]:
         leftover.unlink(missing_ok=True)
         removed += 1
     return removed

@@ -157,7 +157,7 @@ def _rows(folder: Path, logs: Any, features: Any, since: float | None, counts: A
         for cached in cached_rows(found, fh.fileno(), size, features):
             try:
                 rows = cached.rows(since, counts)
-            except (OSError, pa.ArrowInvalid):  # merged away since it was checked, or damaged: parse from here
+            except (OSError, pa.ArrowException):  # merged away since it was checked, or damaged: parse from here
                 break
             yield rows
             pos = cached.segment.end

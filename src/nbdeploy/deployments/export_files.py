@@ -25,7 +25,7 @@ from nbdeploy.errors import InvalidInputError
 from nbdeploy.log_files import LOGS_LOCK
 from nbdeploy.monitoring.replay import log_files
 
-__all__ = ["Logs", "blocks", "out_path", "write_parquet"]
+__all__ = ["Logs", "blocks", "log_names", "out_path", "write_parquet"]
 
 _TRIES = 300  # listings at most (a log rotating on every one: a writer in a hurry)
 
@@ -43,7 +43,7 @@ class Logs:
         self.files.clear()
 
 
-def _names(folder: Path) -> list[Path]:
+def log_names(folder: Path) -> list[Path]:
     bases = [folder / "requests.jsonl", *sorted(folder.glob("requests-*.jsonl"))]
     return [path for base in bases for path in log_files(base)]
 
@@ -111,7 +111,7 @@ def open_logs(folder: Path, since: float | None) -> Logs:
     try:
         with flocked(folder / LOGS_LOCK, shared=True):
             for _ in range(_TRIES):
-                if not any([_open(path, logs, opened, since) for path in _names(folder)]):
+                if not any([_open(path, logs, opened, since) for path in log_names(folder)]):
                     break
     except BaseException:  # an error or Ctrl-C part way: nothing stays open
         for found in opened.values():

@@ -105,10 +105,17 @@ def python_rows(docs: list[dict[str, Any]], features: Features, since: float | N
         counts.requests += kept > 0
         counts.rows += kept
     schema = raw_schema(features)
-    arrays = [pa.array(v, schema.field(k).type) for k, v in head.items()]
-    arrays += [pa.array([_coerce(v, kind) for v in column], features.raw_type(kind))
+    arrays = [_array(v, schema.field(k).type) for k, v in head.items()]
+    arrays += [_array([_coerce(v, kind) for v in column], features.raw_type(kind))
                for column, kind in zip(values, features.types, strict=True)]  # fmt: skip
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _array(values: list[Any], kind: pa.DataType) -> pa.Array:
+    try:
+        return pa.array(values, kind)
+    except UnicodeEncodeError:  # a lone surrogate written as "\ud800": JSON reads it, UTF-8 cannot hold it
+        return pa.array([v.encode("utf-8", "replace").decode() if isinstance(v, str) else v for v in values], kind)
 
 
 def _pick(row: Any, names: list[str], where: dict[str, int] | None) -> list[Any] | None:

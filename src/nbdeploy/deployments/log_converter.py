@@ -6,10 +6,12 @@ A server that logs inputs starts it (:mod:`nbdeploy.serving.log_columns_process`
 :mod:`nbdeploy._process`); it dies with the server and runs under ``SCHED_IDLE``, so it takes
 only CPU nothing else wants.
 Every ``--every`` seconds it takes the features an export would use now (``spec.json``),
-opens the log files as an export does, parses each file's new whole lines into segments of
-at most :data:`SEGMENT_BYTES` of JSON, merges runs of small segments (so an export reads
-few), and deletes the copies of files that left the logs. It keeps no state of its own: a
-restart goes on from the segments on disk.
+opens the log files as an export does, parses each file's new whole lines into segments,
+:data:`SPAN_BYTES` of JSON at a time, merges runs of small segments into segments of at most
+:data:`SEGMENT_BYTES` (so an export reads few), and deletes the copies of files that left
+the logs. A file it cannot copy is said once on stderr and tried again at the next look (an
+export parses what is not copied); below :data:`MIN_FREE` on the disk it copies nothing. It
+keeps no state of its own: a restart goes on from the segments on disk.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import time
@@ -31,15 +34,17 @@ from nbdeploy.deployments.export import CHUNK_BYTES, _features
 from nbdeploy.deployments.export_files import open_logs
 from nbdeploy.deployments.export_rows import block_rows
 from nbdeploy.deployments.export_schema import RECORD, Counts, Features
-from nbdeploy.deployments.log_columns import Cached, chain, features_key, publish, segments
+from nbdeploy.deployments.log_columns import Cached, chain, features_key, log_name, publish, segments
 from nbdeploy.errors import NbdeployError
 from nbdeploy.log_files import COLUMNS
 from nbdeploy.spec import DeploymentSpec
 
-__all__ = ["MERGE_RUN", "SEGMENT_BYTES", "convert", "main"]
+__all__ = ["MERGE_RUN", "MIN_FREE", "SEGMENT_BYTES", "SPAN_BYTES", "convert", "convert_file", "main"]
 
 SEGMENT_BYTES = CHUNK_BYTES  # JSON per segment at most: an export holds one at a time
+SPAN_BYTES = 8 << 20  # JSON parsed at once: what this process holds beside the server (Python's parse: ~10x)
 MERGE_RUN = 4  # this many small segments in a row (within SEGMENT_BYTES) are merged into one
+MIN_FREE = 256 << 20  # bytes left on the disk below which nothing is copied: the log's appends come first
 _BACK = 64 << 10  # bytes read at a time looking back for a line's end
 
 
@@ -104,9 +109,9 @@ def convert_file(folder: Path, fd: int, size: int, features: Features, found: li
     pos = have[-1].segment.end if have else 0
     end, parsed = _line_end(fd, pos, size), 0
     while pos < end:
-        stop = end if end - pos <= SEGMENT_BYTES else _line_end(fd, pos, pos + SEGMENT_BYTES)
+        stop = end if end - pos <= SPAN_BYTES else _line_end(fd, pos, pos + SPAN_BYTES)
         if stop == pos or not _convert_span(folder, fd, pos, stop, features, key):
-            break  # a line longer than a segment (an export parses it), or the file left the logs
+            break  # a line longer than a span (an export parses it), or the file left the logs
         parsed += stop - pos
         pos = stop
     info = os.fstat(fd)
@@ -115,19 +120,26 @@ def convert_file(folder: Path, fd: int, size: int, features: Features, found: li
     return parsed
 
 
-def convert(folder: Path) -> int:
-    """One pass over ``folder``'s logs; the bytes parsed (0: nothing new, or nothing to export)."""
+def convert(folder: Path) -> tuple[int, list[str]]:
+    """One pass over ``folder``'s logs: the bytes parsed (0: nothing new, or nothing to
+    export), and what failed (one file's failure does not stop the others)."""
     try:
         features = _features(DeploymentSpec.load(folder))
     except (NbdeployError, OSError):  # no inputs logged, no signature, no spec: nothing an export could read
-        return 0
-    found, parsed, live = segments(folder), 0, set()
+        return 0, []
+    if shutil.disk_usage(folder).free < MIN_FREE:
+        return 0, [f"less than {MIN_FREE >> 20} MiB free on the disk of {folder}: not copied, the log comes first"]
+    found, parsed, live, failed = segments(folder), 0, set(), []
     logs = open_logs(folder, None)
     try:
         for fh, size in logs.files:
             info = os.fstat(fh.fileno())
             live.add((info.st_dev, info.st_ino))
-            parsed += convert_file(folder, fh.fileno(), size, features, found.get((info.st_dev, info.st_ino), []))
+            try:
+                parsed += convert_file(folder, fh.fileno(), size, features, found.get((info.st_dev, info.st_ino), []))
+            except Exception as exc:  # the next pass tries again; the export parses what is not copied
+                name = log_name(folder, info) or f"a log rotated away (inode {info.st_ino})"
+                failed.append(f"{name}: {type(exc).__name__}: {exc}")
     finally:
         logs.close()
     for identity, gone in found.items():  # files rotated away (or swapped) since
@@ -135,16 +147,17 @@ def convert(folder: Path) -> int:
             for segment in gone:
                 with contextlib.suppress(OSError):
                     segment.path.unlink()
-    return parsed
+    return parsed, failed
 
 
 def _sweep(folder: Path) -> None:
-    """Temporary files a converter killed mid-write left."""
+    """Temporary files a converter killed mid-write left (not one another converter is writing)."""
     with contextlib.suppress(OSError):
         for name in os.listdir(folder / COLUMNS):
-            if name.startswith(".") and name.endswith(".tmp"):
-                with contextlib.suppress(OSError):
-                    os.unlink(folder / COLUMNS / name)
+            path = folder / COLUMNS / name
+            with contextlib.suppress(OSError):
+                if name.startswith(".") and name.endswith(".tmp") and time.time() - path.stat().st_mtime > 60:
+                    path.unlink()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,16 +169,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.parent:
         die_with(args.parent)
     run_idle()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    _sweep(args.folder)
-    said = None
-    while True:
+    for stop in (signal.SIGTERM, signal.SIGINT):  # the server stops it; Ctrl-C in its terminal too, quietly
+        signal.signal(stop, lambda *_: sys.exit(0))
+    parent, said = os.getppid(), set()  # type: int, set[str]
+    while os.getppid() == parent:  # where no PR_SET_PDEATHSIG kills it with its parent
+        _sweep(args.folder)
         try:
-            convert(args.folder)
-        except Exception as exc:  # said once; the next look tries again
-            if repr(exc) != said:
-                print(f"log columns: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-                said = repr(exc)
+            _, failed = convert(args.folder)
+        except Exception as exc:
+            failed = [f"{type(exc).__name__}: {exc}"]
+        for line in failed:
+            if line not in said:  # said once; the next look tries again
+                print(f"log columns: {line}", file=sys.stderr, flush=True)
+        said = set(failed)
         time.sleep(args.every)
 
 

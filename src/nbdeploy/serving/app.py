@@ -108,16 +108,18 @@ def _lifespan(server: Server, background: Callable[[], Any] | None) -> Callable[
         try:
             yield
         finally:
-            if server.experiment is not None:  # before the last forward to a Ray hub, which sends what is logged
-                await server.experiment.drop_mirrors()
-            for task in tasks:
-                task.cancel()
-            if tasks:  # let them finish what they do on cancellation (a last forward to the Ray hub)
-                await asyncio.wait(tasks, timeout=5)
-            if server.experiment is not None:
-                await server.experiment.close(server.batcher)
-            await server.batcher.stop()
-            server.parse_pool.stop()
-            columns.stop()
+            try:
+                if server.experiment is not None:  # before the last forward to a Ray hub, which sends what is logged
+                    await server.experiment.drop_mirrors()
+                for task in tasks:
+                    task.cancel()
+                if tasks:  # let them finish what they do on cancellation (a last forward to the Ray hub)
+                    await asyncio.wait(tasks, timeout=5)
+                if server.experiment is not None:
+                    await server.experiment.close(server.batcher)
+                await server.batcher.stop()
+                server.parse_pool.stop()
+            finally:
+                await asyncio.to_thread(columns.stop)  # its wait off the loop; stopped whatever failed above
 
     return lifespan

@@ -27,7 +27,12 @@ class LogColumns:
 
     def __init__(self, folder: str | None, log_inputs: str, every: float = ServerSettings.log_columns_s) -> None:
         self.folder, self.log_inputs = folder, log_inputs
-        self.every = float(os.environ.get("NBDEPLOY_LOG_COLUMNS_S", every))
+        given = os.environ.get("NBDEPLOY_LOG_COLUMNS_S")
+        try:
+            self.every = float(given) if given is not None else every
+        except ValueError:
+            print(f"NBDEPLOY_LOG_COLUMNS_S={given!r} is not a number of seconds: {every:g} it is", flush=True)
+            self.every = every
         self.process: subprocess.Popen[bytes] | None = None
 
     @classmethod

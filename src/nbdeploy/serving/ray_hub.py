@@ -294,4 +294,5 @@ class Hub(ForgetMethods, TokenMethods, ExperimentMethods):
 
     def __del__(self) -> None:
         self.stopping.set()
-        self.log_columns.stop()
+        if hasattr(self, "log_columns"):  # not when __init__ failed before it
+            self.log_columns.stop()
