@@ -266,6 +266,8 @@ def test_a_server_keeps_the_copy_and_its_converter_dies_with_it(
     size = (dep.path / "requests.jsonl").stat().st_size
     _wait(lambda: _covered(dep.path).get("requests.jsonl") == size)
     _same_both_ways(dep.path, _features(dep), tmp_path)
+    # its CPU and memory are the deployment's, under a role of its own
+    _wait(lambda: ("log copy", converter.pid) in {(p["role"], p["pid"]) for p in dep.snapshot("1m")["processes"]})
     os.kill(pid, signal.SIGKILL)  # the server killed: its converter goes too, at once
     psutil.wait_procs([converter], timeout=10)
     assert not converter.is_running()

@@ -70,13 +70,18 @@ class Cached:
     records: int
     requests: int
     at: dict[str, list[tuple[float, int]]]
+    key: str
 
     def table(self) -> pa.Table:
         """Its rows, ``RECORD`` numbered from 0, checked whole (offsets, lengths, text): a
-        damaged body raises ``pyarrow.ArrowException`` here, never a crash further on."""
+        damaged body, or a file parsed for other features since it was checked, raises
+        ``pyarrow.ArrowException`` here, never a crash or another schema further on."""
         # read, not mapped: a file cut short under a mapping would kill this process (SIGBUS)
         with pa.OSFile(str(self.segment.path)) as source:
-            table = ipc.open_file(source).read_all().replace_schema_metadata(None)
+            table = ipc.open_file(source).read_all()
+        if (table.schema.metadata or {}).get(b"features", b"").decode() != self.key:
+            raise pa.ArrowInvalid(f"{self.segment.path.name} was written again for other features")
+        table = table.replace_schema_metadata(None)
         table.validate(full=True)
         return table
 
@@ -156,7 +161,7 @@ def read_segment(segment: Segment, fd: int, key: str) -> Cached | None:
         if not schema.remove_metadata().equals(raw_schema(features_of(key))):
             return None
         at = {name: _unpack(meta.get(f"at.{name}".encode())) for name in ("not_logged", "skipped")}
-        return Cached(segment, int(meta[b"records"]), int(meta[b"requests"]), at)
+        return Cached(segment, int(meta[b"records"]), int(meta[b"requests"]), at, key)
     except (OSError, pa.ArrowException, KeyError, ValueError):  # deleted meanwhile, or damaged: parse instead
         return None
 

@@ -182,7 +182,18 @@ def main(argv: list[str] | None = None) -> None:
             if line not in said:  # said once; the next look tries again
                 print(f"log columns: {line}", file=sys.stderr, flush=True)
         said = set(failed)
+        _give_back()
         time.sleep(args.every)
+
+
+def _give_back() -> None:
+    """Return what a pass freed to the system (Arrow's pool keeps it, and so does malloc): about
+    90 MB after a pass over 40 MB of log, which the server's memory figure would carry between looks."""
+    pa.default_memory_pool().release_unused()
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 if __name__ == "__main__":

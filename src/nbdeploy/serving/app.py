@@ -87,6 +87,7 @@ def _lifespan(server: Server, background: Callable[[], Any] | None) -> Callable[
         server.batcher.start()
         columns = LogColumns.of(settings)
         columns.start()
+        server.log_copy = columns.process.pid if columns.process is not None else None
         if server.experiment is not None:
             server.experiment.start()
         if settings.parse_process:

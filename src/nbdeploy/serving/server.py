@@ -85,6 +85,7 @@ class Server:
             self.metrics.feedback_dropped.set_function(lambda: log_of_labels.dropped)
         self.monitor = RequestWindows(self.schema.names, settings.profile, settings.task, settings.windows)
         # what serving costs (monitoring/resources.py): the processes' CPU and memory, per window
+        self.log_copy: int | None = None  # the pid of the log's converter, once started
         self.sampler = ProcessSampler(self._roles)
         self.monitor.resources = ResourceMeter(settings.windows.values(), settings.core_hour_price)
         self.metrics.registry.register(ResourceCollector(self.sampler))
@@ -140,7 +141,10 @@ class Server:
     def _roles(self) -> dict[int, str]:
         experiment = self.experiment
         pid = getattr(experiment.model, "pid", None) if experiment is not None else None
-        return {pid: f"{experiment.spec.kind} {experiment.label}"} if experiment is not None and pid else {}
+        roles = {pid: f"{experiment.spec.kind} {experiment.label}"} if experiment is not None and pid else {}
+        if self.log_copy is not None:  # the log's converter for exports (log_columns_process.py)
+            roles[self.log_copy] = "log copy"
+        return roles
 
     def _on_batch(self, requests: int, rows: int) -> None:
         self.metrics.batch_requests.observe(requests)
