@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from tests.test_export import _line, served, write_hostile_log
@@ -61,6 +62,17 @@ def _covered(folder: Path) -> dict[str, int]:
             have = chain(found.get((info.st_dev, info.st_ino), []), fh.fileno(), info.st_size, features_key(features))
             covered[path.name] = have[-1].segment.end if have else 0
     return covered
+
+
+def _covered_by(folder: Path, features: Any, path: Path) -> int:
+    """Bytes of ``path`` its copy covers from its first byte on."""
+    from nbdeploy.deployments.log_columns import chain, features_key, segments
+
+    with path.open("rb") as fh:
+        info = os.fstat(fh.fileno())
+        have = chain(segments(folder).get((info.st_dev, info.st_ino), []), fh.fileno(), info.st_size,
+                     features_key(features))  # fmt: skip
+    return have[-1].segment.end if have else 0
 
 
 def _segment_bytes(folder: Path) -> bytes:
@@ -220,6 +232,34 @@ def test_the_copy_follows_appends_rotations_and_merges_small_segments(tmp_path: 
         by_parse, parsed = _export(tmp_path, features, tmp_path / "parse.parquet", False)
         pd.testing.assert_frame_equal(by_copy, by_parse)
         assert counted == parsed
+    # a piece whose body is damaged (its footer whole) is deleted when a merge reads it, and made again
+    from nbdeploy.deployments import log_columns
+
+    for _ in range(MERGE_RUN):
+        log.append({"ts": time.time(), "answered": time.time(), "status": 200, "id": f"r{written}", "rows": 1,
+                    "inputs": [[float(written), 1.0]]})  # fmt: skip
+        written += 1
+        look()
+    read = log_columns.Cached.table
+
+    def damaged(self: Any) -> Any:
+        raise pa.ArrowInvalid("a damaged body")
+
+    log_columns.Cached.table = damaged  # type: ignore[method-assign]
+    try:
+        log.append({"ts": time.time(), "answered": time.time(), "status": 200, "id": f"r{written}", "rows": 1,
+                    "inputs": [[float(written), 1.0]]})  # fmt: skip
+        written += 1
+        look()
+    finally:
+        log_columns.Cached.table = read  # type: ignore[method-assign]
+    look()
+    by_copy, counted = _export(tmp_path, features, tmp_path / "copy.parquet", True)
+    by_parse, parsed = _export(tmp_path, features, tmp_path / "parse.parquet", False)
+    pd.testing.assert_frame_equal(by_copy, by_parse)
+    assert counted == parsed
+    live = os.stat(tmp_path / "requests.jsonl")
+    assert _covered_by(tmp_path, features, tmp_path / "requests.jsonl") == live.st_size
     assert log.rotations >= 2  # the oldest file was deleted by a rotation: so were its segments
     identities = set()
     for path in tmp_path.glob("requests.jsonl*"):

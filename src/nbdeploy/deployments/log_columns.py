@@ -148,8 +148,8 @@ def _unpack(data: bytes | None) -> list[tuple[float, int]]:
 
 def read_segment(segment: Segment, fd: int, key: str) -> Cached | None:
     """The segment, if it holds what parsing the file's bytes would give now. Its rows are
-    read later, by :meth:`Cached.rows`: a segment merged away meanwhile fails then, and the
-    export parses the file from its start."""
+    read later, by :meth:`Cached.table`: a segment merged away meanwhile fails then, and the
+    export parses the file from the end of the segment before it."""
     try:
         with pa.OSFile(str(segment.path)) as source:
             schema = ipc.open_file(source).schema

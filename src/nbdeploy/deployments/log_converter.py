@@ -72,7 +72,11 @@ def _merge(folder: Path, fd: int, run: list[Cached], key: str) -> None:
     tables, offset = [], 0
     at: dict[str, list[tuple[float, int]]] = {"not_logged": [], "skipped": []}
     for cached in run:
-        table = cached.table()
+        try:
+            table = cached.table()
+        except (OSError, pa.ArrowException):  # damaged (its body): made again at the next look
+            cached.segment.path.unlink(missing_ok=True)
+            return
         where = table.schema.get_field_index(RECORD)
         tables.append(table.set_column(where, RECORD, pc.add(table[RECORD], offset)))
         offset += cached.records
