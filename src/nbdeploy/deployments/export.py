@@ -112,17 +112,18 @@ def export_logs(folder: Path, features: Any, out: Path, since: float | None = No
 
     labels = _labels(folder) if labelled else None
     kind = label_type(labels) if labels is not None else None
-    counts, labelled_rows, long_lines = Counts(), [0], [0]
+    counts, labelled_rows, long_lines = Counts(), 0, [0]
     schema = finish(with_labels(empty_rows(features), labels, kind), features).schema
     names = public_names(features)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     logs = open_logs(folder, since)
 
     def finished() -> Iterator[Any]:
+        nonlocal labelled_rows
         for rows in _rows(folder, logs, features, since, counts, chunk, long_lines, columns):
             if labels is not None:
                 rows = with_labels(rows, labels, kind, counts)
-                labelled_rows[0] += rows.num_rows
+                labelled_rows += rows.num_rows
             if rows.num_rows:
                 yield finish(rows, features)
 
@@ -138,7 +139,7 @@ def export_logs(folder: Path, features: Any, out: Path, since: float | None = No
         with contextlib.suppress(OSError):
             partial.unlink()
     renamed = {k[1:]: v for k, v in names.items() if v != k[1:] and (k != LABEL or labelled)}
-    return Exported(out, counts.requests, counts.rows, labelled_rows[0] if labelled else None, counts.not_logged,
+    return Exported(out, counts.requests, counts.rows, labelled_rows if labelled else None, counts.not_logged,
                     counts.skipped + long_lines[0], since, log_rows, logs.unreadable, renamed)  # fmt: skip
 
 

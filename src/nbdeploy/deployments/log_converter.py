@@ -118,8 +118,10 @@ def convert_file(folder: Path, fd: int, size: int, features: Features, found: li
             break  # a line longer than a span (an export parses it), or the file left the logs
         parsed += stop - pos
         pos = stop
-    info = os.fstat(fd)
-    for run in _runs(chain(segments(folder).get((info.st_dev, info.st_ino), []), fd, size, key)):
+    if parsed:  # new segments: the chain again, with them
+        info = os.fstat(fd)
+        have = chain(segments(folder).get((info.st_dev, info.st_ino), []), fd, size, key)
+    for run in _runs(have):
         _merge(folder, fd, run, key)
     return parsed
 
